@@ -1,0 +1,189 @@
+/**
+ * The cluster network config (flannel's `<prefix>/config` JSON): parsing with Go's
+ * case-insensitive field matching, flannel's defaults and validation with operator-readable errors.
+ *
+ * @example
+ * ```ts
+ * const cfg = parseNetworkConfig('{"Network":"198.19.0.0/16","Backend":{"Type":"vxlan"}}');
+ * cfg.subnetLen; // 24
+ * ```
+ */
+import { formatCidr, type Ipv4Net, maskOf, parseCidr, sizeOf } from "../net/ipv4.ts";
+
+/** A bad network config: the message names the field and what is expected. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+export interface NetworkConfig {
+  network: Ipv4Net;
+  subnetLen: number;
+  /** First and last subnet network addresses that may be leased. */
+  subnetMin: number;
+  subnetMax: number;
+  enableIPv4: boolean;
+  enableIPv6: boolean;
+  /** IPv6 is accepted in the config text but not yet served (kept for round-tripping). */
+  ipv6Network?: string;
+  /** Lower-cased backend type. */
+  backendType: string;
+  /** The Backend object as written, with its original field names. */
+  backend: Record<string, unknown>;
+  /** The config text as read, for comparisons and `config get`. */
+  raw: string;
+}
+
+/** Reads a field the way Go's encoding/json does: exact name first, then case-insensitively. */
+export function field(obj: Record<string, unknown>, name: string): unknown {
+  if (name in obj) return obj[name];
+  const lower = name.toLowerCase();
+  for (const k of Object.keys(obj)) if (k.toLowerCase() === lower) return obj[k];
+  return undefined;
+}
+
+function str(obj: Record<string, unknown>, name: string, where = ""): string | undefined {
+  const v = field(obj, name);
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "string") throw new ConfigError(`${where}${name} must be a string, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function num(obj: Record<string, unknown>, name: string, where = ""): number | undefined {
+  const v = field(obj, name);
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0) {
+    throw new ConfigError(`${where}${name} must be a non-negative integer, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function bool(obj: Record<string, unknown>, name: string, dflt: boolean): boolean {
+  const v = field(obj, name);
+  if (v === undefined || v === null) return dflt;
+  if (typeof v !== "boolean") throw new ConfigError(`${name} must be true or false, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+/** Reads a boolean option of the Backend object (e.g. `DirectRouting`). */
+export function backendBool(cfg: NetworkConfig, name: string, dflt = false): boolean {
+  return bool(cfg.backend, name, dflt);
+}
+
+/** Reads a numeric option of the Backend object (e.g. `VNI`, `Port`). */
+export function backendNumber(cfg: NetworkConfig, name: string, dflt: number): number {
+  return num(cfg.backend, name, "Backend.") ?? dflt;
+}
+
+/** Parses and validates a network config, applying flannel's defaults. */
+export function parseNetworkConfig(text: string): NetworkConfig {
+  let obj: unknown;
+  try {
+    obj = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError(`network config is not valid JSON: ${(e as Error).message}`);
+  }
+  if (typeof obj !== "object" || obj === null || Array.isArray(obj)) {
+    throw new ConfigError(`network config must be a JSON object like {"Network":"198.19.0.0/16"}`);
+  }
+  const o = obj as Record<string, unknown>;
+  const enableIPv4 = bool(o, "EnableIPv4", true);
+  const enableIPv6 = bool(o, "EnableIPv6", false);
+  if (!enableIPv4) {
+    throw new ConfigError("EnableIPv4 is false: weft serves IPv4 networks only for now; set EnableIPv4 to true");
+  }
+  const netText = str(o, "Network");
+  if (!netText) throw new ConfigError(`Network is required (an IPv4 CIDR such as "198.19.0.0/16")`);
+  let network: Ipv4Net;
+  try {
+    network = parseCidr(netText);
+  } catch (e) {
+    throw new ConfigError(`Network: ${(e as Error).message}`);
+  }
+  let subnetLen = num(o, "SubnetLen") ?? 0;
+  if (subnetLen === 0) {
+    if (network.prefix <= 22) subnetLen = 24;
+    else if (network.prefix <= 28) subnetLen = network.prefix + 2;
+    else {
+      throw new ConfigError(
+        `Network ${formatCidr(network)} is too small: use a prefix of /28 or shorter`,
+      );
+    }
+  } else if (subnetLen > 30 || subnetLen < network.prefix + 2) {
+    throw new ConfigError(
+      `SubnetLen ${subnetLen} does not fit Network ${formatCidr(network)}: it must be between ${
+        network.prefix + 2
+      } and 30`,
+    );
+  }
+  const step = sizeOf(subnetLen);
+  const lastSubnet = network.ip + sizeOf(network.prefix) - step;
+  const bound = (name: string, dflt: number): number => {
+    const t = str(o, name);
+    if (t === undefined) return dflt;
+    let ip: number;
+    try {
+      ip = parseCidr(`${t}/32`).ip;
+    } catch {
+      throw new ConfigError(`${name} "${t}" is not an IPv4 address`);
+    }
+    if (((ip & maskOf(network.prefix)) >>> 0) !== network.ip) {
+      throw new ConfigError(`${name} ${t} is not inside Network ${formatCidr(network)}`);
+    }
+    if ((ip - network.ip) % step !== 0) {
+      throw new ConfigError(`${name} ${t} is not aligned to SubnetLen /${subnetLen}`);
+    }
+    return ip;
+  };
+  const subnetMin = bound("SubnetMin", network.ip + step);
+  const subnetMax = bound("SubnetMax", lastSubnet);
+  if (subnetMin > subnetMax) {
+    throw new ConfigError("SubnetMin is above SubnetMax: no subnet can be leased");
+  }
+  const backendRaw = field(o, "Backend");
+  let backend: Record<string, unknown> = {};
+  if (backendRaw !== undefined && backendRaw !== null) {
+    if (typeof backendRaw !== "object" || Array.isArray(backendRaw)) {
+      throw new ConfigError(`Backend must be an object like {"Type":"vxlan"}`);
+    }
+    backend = backendRaw as Record<string, unknown>;
+  }
+  const backendType = (str(backend, "Type", "Backend.") ?? "udp").toLowerCase();
+  const ipv6Network = str(o, "IPv6Network");
+  if (enableIPv6) {
+    throw new ConfigError("EnableIPv6 is true: weft does not serve IPv6 networks yet; set it to false");
+  }
+  return {
+    network,
+    subnetLen,
+    subnetMin,
+    subnetMax,
+    enableIPv4,
+    enableIPv6,
+    ipv6Network,
+    backendType,
+    backend,
+    raw: text,
+  };
+}
+
+/** Compares two configs by meaning (parsed values), not by whitespace or key order. */
+export function sameConfig(a: string, b: string): boolean {
+  try {
+    return JSON.stringify(canon(JSON.parse(a))) === JSON.stringify(canon(JSON.parse(b)));
+  } catch {
+    return a.trim() === b.trim();
+  }
+}
+
+function canon(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(canon);
+  if (v && typeof v === "object") {
+    const o = v as Record<string, unknown>;
+    return Object.fromEntries(
+      Object.keys(o).sort((x, y) => x.toLowerCase().localeCompare(y.toLowerCase())).map((
+        k,
+      ) => [k.toLowerCase(), canon(o[k])]),
+    );
+  }
+  return v;
+}

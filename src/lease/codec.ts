@@ -1,0 +1,110 @@
+/**
+ * flannel-compatible lease keys and values. Keys are `<a.b.c.d>-<len>` under `<prefix>/subnets/`;
+ * values are flannel's LeaseAttrs JSON with its field order, so flanneld and weft read each other.
+ *
+ * @example
+ * ```ts
+ * subnetKey({ ip: parseIp("198.19.5.0"), prefix: 24 }); // "198.19.5.0-24"
+ * encodeLeaseValue({ publicIP: "198.18.0.3", backendType: "host-gw" });
+ * // '{"PublicIP":"198.18.0.3","PublicIPv6":null,"BackendType":"host-gw"}'
+ * ```
+ */
+import { formatIp, type Ipv4Net, isIp, maskOf, parseIp } from "../net/ipv4.ts";
+import { field } from "../config/network.ts";
+
+/** What a node publishes about itself (flannel's LeaseAttrs). */
+export interface LeaseAttrs {
+  publicIP: string;
+  publicIPv6?: string | null;
+  /** Omitted for udp leases, as flanneld does. */
+  backendType?: string;
+  /** Backend-specific JSON object (vxlan: {VNI, VtepMAC}); omitted when undefined. */
+  backendData?: unknown;
+  backendV6Data?: unknown;
+}
+
+/** A lease as the agent sees it: decoded key and value plus registry metadata. */
+export interface Lease {
+  /** Registry key relative to `<prefix>/subnets/`, e.g. "198.19.5.0-24". */
+  key: string;
+  subnet: Ipv4Net;
+  attrs: LeaseAttrs;
+  /** Epoch ms when it expires; null for a reservation (no TTL). */
+  expiresAt: number | null;
+  /** Registry revision of the last write to this key. */
+  revision: number;
+}
+
+export class LeaseFormatError extends Error {
+  override name = "LeaseFormatError";
+}
+
+/** "198.19.5.0-24" for a subnet. */
+export function subnetKey(n: Ipv4Net): string {
+  return `${formatIp(n.ip)}-${n.prefix}`;
+}
+
+/** Parses a lease key (the IPv4 part of a dual-stack key); throws LeaseFormatError. */
+export function parseSubnetKey(key: string): Ipv4Net {
+  const v4 = key.split("&")[0];
+  const m = /^(\d+\.\d+\.\d+\.\d+)-(\d{1,2})$/.exec(v4);
+  if (!m || Number(m[2]) > 32 || !isIp(m[1])) {
+    throw new LeaseFormatError(`lease key "${key}" is not of the form a.b.c.d-len`);
+  }
+  const ip = parseIp(m[1]);
+  const prefix = Number(m[2]);
+  if (((ip & maskOf(prefix)) >>> 0) !== ip) {
+    throw new LeaseFormatError(`lease key "${key}" has host bits set`);
+  }
+  return { ip, prefix };
+}
+
+/** Serialises attrs exactly as flanneld does (field order, null PublicIPv6, omitted empties). */
+export function encodeLeaseValue(a: LeaseAttrs): string {
+  let s = `{"PublicIP":${JSON.stringify(a.publicIP)},"PublicIPv6":${
+    a.publicIPv6 ? JSON.stringify(a.publicIPv6) : "null"
+  }`;
+  if (a.backendType) s += `,"BackendType":${JSON.stringify(a.backendType)}`;
+  if (a.backendData !== undefined && a.backendData !== null) {
+    s += `,"BackendData":${JSON.stringify(a.backendData)}`;
+  }
+  if (a.backendV6Data !== undefined && a.backendV6Data !== null) {
+    s += `,"BackendV6Data":${JSON.stringify(a.backendV6Data)}`;
+  }
+  return s + "}";
+}
+
+/** Parses a lease value written by weft or flanneld; throws LeaseFormatError naming the problem. */
+export function decodeLeaseValue(value: string): LeaseAttrs {
+  let o: unknown;
+  try {
+    o = JSON.parse(value);
+  } catch {
+    throw new LeaseFormatError(`lease value is not JSON: ${value.slice(0, 80)}`);
+  }
+  if (!o || typeof o !== "object" || Array.isArray(o)) {
+    throw new LeaseFormatError(`lease value is not a JSON object: ${value.slice(0, 80)}`);
+  }
+  const r = o as Record<string, unknown>;
+  const ip = field(r, "PublicIP");
+  if (typeof ip !== "string" || !isIp(ip)) {
+    throw new LeaseFormatError(`lease PublicIP ${JSON.stringify(ip)} is not an IPv4 address`);
+  }
+  const v6 = field(r, "PublicIPv6");
+  const bt = field(r, "BackendType");
+  if (bt !== undefined && bt !== null && typeof bt !== "string") {
+    throw new LeaseFormatError(`lease BackendType ${JSON.stringify(bt)} is not a string`);
+  }
+  return {
+    publicIP: ip,
+    publicIPv6: typeof v6 === "string" ? v6 : null,
+    backendType: typeof bt === "string" && bt !== "" ? bt : undefined,
+    backendData: field(r, "BackendData") ?? undefined,
+    backendV6Data: field(r, "BackendV6Data") ?? undefined,
+  };
+}
+
+/** The backend type a lease belongs to: flanneld's udp leases carry none. */
+export function leaseBackendType(a: LeaseAttrs): string {
+  return (a.backendType ?? "udp").toLowerCase();
+}

@@ -1,0 +1,44 @@
+/**
+ * Logging setup: logtape with text for terminals or JSON lines (`--log-format json`).
+ * Modules get a logger with `getLogger(["weft", "<area>"])`.
+ */
+import { configure, getConsoleSink, type LogLevel, type LogRecord, reset } from "@logtape/logtape";
+
+export type LogFormat = "text" | "json";
+
+function renderText(r: LogRecord): string {
+  const msg = r.message.map((m) => typeof m === "string" ? m : JSON.stringify(m)).join("");
+  const ts = new Date(r.timestamp).toISOString();
+  return `${ts} ${r.level.toUpperCase().padEnd(7)} ${r.category.slice(1).join(".") || "weft"}: ${msg}`;
+}
+
+function renderJson(r: LogRecord): string {
+  const msg = r.message.map((m) => typeof m === "string" ? m : JSON.stringify(m)).join("");
+  return JSON.stringify({
+    time: new Date(r.timestamp).toISOString(),
+    level: r.level,
+    logger: r.category.join("."),
+    msg,
+    ...r.properties,
+  });
+}
+
+/** Configures logging once per process; logs go to stderr. */
+export async function setupLogging(level: LogLevel = "info", format: LogFormat = "text") {
+  await reset();
+  const render = format === "json" ? renderJson : renderText;
+  await configure({
+    reset: true,
+    sinks: {
+      stderr: (r: LogRecord) => {
+        console.error(render(r));
+      },
+    },
+    loggers: [
+      { category: ["weft"], lowestLevel: level, sinks: ["stderr"] },
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
+    ],
+  });
+}
+
+export { getConsoleSink };
