@@ -2,6 +2,8 @@
  * The external interface: the host interface whose address carries overlay traffic and is
  * published in the lease (flannel's --iface / --iface-regex / --iface-can-reach / --public-ip).
  */
+import { createSocket } from "node:dgram";
+import { isIp } from "./ipv4.ts";
 
 export interface ExternalInterface {
   /** Interface name, e.g. "eth0". */
@@ -14,4 +16,137 @@ export interface ExternalInterface {
   publicIP: string;
   /** The interface's MTU. */
   mtu: number;
+}
+
+
+/** No interface matched the operator's selection; the message lists what was tried. */
+export class InterfaceError extends Error {
+  override name = "InterfaceError";
+}
+
+export interface IfaceSelection {
+  /** --iface values: names or IPv4 addresses, tried in order. */
+  iface?: string[];
+  /** --iface-regex values, tried in order against names and addresses. */
+  ifaceRegex?: string[];
+  /** --iface-can-reach: the interface the kernel would use to reach this address. */
+  ifaceCanReach?: string;
+  /** --public-ip override of the advertised address. */
+  publicIP?: string;
+}
+
+interface Candidate {
+  name: string;
+  address: string;
+}
+
+function ipv4Interfaces(): Candidate[] {
+  return Deno.networkInterfaces()
+    .filter((i) => i.family === "IPv4")
+    .map((i) => ({ name: i.name, address: i.address }));
+}
+
+function sysNum(name: string, file: string): number {
+  try {
+    return Number(Deno.readTextFileSync(`/sys/class/net/${name}/${file}`).trim());
+  } catch {
+    return 0;
+  }
+}
+
+/** The interface of the default route with the lowest metric (from /proc/net/route). */
+export function defaultRouteInterface(): string | null {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync("/proc/net/route");
+  } catch {
+    return null;
+  }
+  let best: { name: string; metric: number } | null = null;
+  for (const line of text.split("\n").slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 8 || f[1] !== "00000000" || f[7] !== "00000000") continue;
+    const metric = Number(f[6]);
+    if (!best || metric < best.metric) best = { name: f[0], metric };
+  }
+  return best?.name ?? null;
+}
+
+/** The local source address the kernel picks to reach `target` (no packet is sent). */
+export function sourceAddressFor(target: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = createSocket("udp4");
+    s.on("error", (e) => {
+      s.close();
+      reject(e);
+    });
+    s.connect(9, target, () => {
+      const a = s.address().address;
+      s.close();
+      resolve(a);
+    });
+  });
+}
+
+/** Picks the external interface the way flanneld does and describes it. */
+export async function selectExternalInterface(sel: IfaceSelection): Promise<ExternalInterface> {
+  const all = ipv4Interfaces();
+  let chosen: Candidate | undefined;
+  const tried: string[] = [];
+  if (sel.iface?.length) {
+    for (const want of sel.iface) {
+      chosen = isIp(want)
+        ? all.find((c) => c.address === want)
+        : all.find((c) => c.name === want);
+      tried.push(`--iface ${want}`);
+      if (chosen) break;
+    }
+  } else if (sel.ifaceRegex?.length) {
+    for (const re of sel.ifaceRegex) {
+      let rx: RegExp;
+      try {
+        rx = new RegExp(re);
+      } catch (e) {
+        throw new InterfaceError(`--iface-regex "${re}" is not a valid regular expression: ${
+          (e as Error).message
+        }`);
+      }
+      chosen = all.find((c) => c.name !== "lo" && (rx.test(c.address) || rx.test(c.name)));
+      tried.push(`--iface-regex ${re}`);
+      if (chosen) break;
+    }
+  } else if (sel.ifaceCanReach) {
+    tried.push(`--iface-can-reach ${sel.ifaceCanReach}`);
+    try {
+      const src = await sourceAddressFor(sel.ifaceCanReach);
+      chosen = all.find((c) => c.address === src);
+    } catch (e) {
+      throw new InterfaceError(
+        `--iface-can-reach ${sel.ifaceCanReach}: no route to that address (${
+          (e as Error).message
+        }); check the host's routes or use --iface`,
+      );
+    }
+  } else {
+    const name = defaultRouteInterface();
+    tried.push("the default route's interface");
+    if (name) chosen = all.find((c) => c.name === name);
+  }
+  if (!chosen) {
+    const have = all.map((c) => `${c.name} ${c.address}`).join(", ") || "none";
+    throw new InterfaceError(
+      `no external interface found by ${tried.join(", ")} (IPv4 interfaces here: ${have}); ` +
+        `pass --iface NAME or --iface IP`,
+    );
+  }
+  if (sel.publicIP !== undefined && !isIp(sel.publicIP)) {
+    throw new InterfaceError(`--public-ip "${sel.publicIP}" is not an IPv4 address`);
+  }
+  return {
+    name: chosen.name,
+    index: sysNum(chosen.name, "ifindex"),
+    ifaceAddr: chosen.address,
+    publicIP: sel.publicIP ?? chosen.address,
+    mtu: sysNum(chosen.name, "mtu") || 1500,
+  };
 }

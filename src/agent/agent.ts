@@ -1,0 +1,265 @@
+/**
+ * The agent: wires config, external interface, backend, lease, peer watch, subnet.env, renewals
+ * and the periodic self-checks together. Side effects live in the parts; this module only orders
+ * them and keeps the readiness state that /readyz reports.
+ *
+ * @example
+ * ```ts
+ * const agent = new Agent(registry, opts);
+ * const ctl = new AbortController();
+ * await agent.run(ctl.signal); // returns after ctl.abort(), leaving lease and datapath in place
+ * ```
+ */
+import { getLogger } from "@logtape/logtape";
+import type { NetworkConfig } from "../config/network.ts";
+import type { Backend, PeerEvent } from "../backend/backend.ts";
+import { leaseMatches } from "../backend/backend.ts";
+import { createBackend } from "../backend/select.ts";
+import type { Lease } from "../lease/codec.ts";
+import { LeaseManager } from "../lease/manager.ts";
+import { PeerWatcher } from "../lease/watch.ts";
+import { formatCidr } from "../net/ipv4.ts";
+import { type IfaceSelection, selectExternalInterface } from "../net/iface.ts";
+import type { Registry } from "../registry/registry.ts";
+import { metrics } from "../ops/metrics.ts";
+import { loadNetworkConfig } from "./netconfig.ts";
+import { readSubnetHint, writeSubnetEnv } from "./subnetenv.ts";
+
+const log = getLogger(["weft", "agent"]);
+
+const applied = metrics.counter(
+  "weft_peer_events_applied_total",
+  "Peer lease events applied to the datapath.",
+);
+const applyErrors = metrics.counter(
+  "weft_peer_apply_errors_total",
+  "Datapath updates for peer events that failed (repaired by the next reconciliation).",
+);
+const applyLatency = metrics.histogram(
+  "weft_peer_apply_latency_seconds",
+  "Time from receiving a peer lease change to its datapath entries being in place.",
+  [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+);
+const repairs = metrics.counter(
+  "weft_datapath_repairs_total",
+  "Times a self-check found the datapath damaged (device deleted, route removed) and repaired it.",
+);
+
+export interface AgentOptions {
+  netConfigPath?: string;
+  /** Use this backend instead of the config's Backend.Type. */
+  backendOverride?: string;
+  iface: IfaceSelection;
+  subnetFile: string;
+  ttlSeconds: number;
+  renewMarginMs: number;
+  ipMasq: boolean;
+  reconcileIntervalMs: number;
+  /** Extra start-up steps once the lease is held (iptables rules); failures are fatal. */
+  onLease?: (cfg: NetworkConfig, lease: Lease, prev: Lease | null) => Promise<void>;
+}
+
+/** What /readyz reports. */
+export interface Readiness {
+  ok: boolean;
+  reason?: string;
+}
+
+export class Agent {
+  #lease: LeaseManager | null = null;
+  #backend: Backend | null = null;
+  #watcher: PeerWatcher | null = null;
+  #state = {
+    lease: false,
+    subnetEnv: false,
+    peersSynced: false,
+    extra: true,
+    datapathBroken: "",
+  };
+
+  constructor(readonly registry: Registry, readonly opts: AgentOptions) {}
+
+  /** Readiness for /readyz: lease held, subnet.env written, peers programmed, datapath sound. */
+  readiness(): Readiness {
+    const s = this.#state;
+    if (!s.lease) return { ok: false, reason: "no subnet lease yet" };
+    if (!s.subnetEnv) return { ok: false, reason: "subnet.env not written yet" };
+    if (!s.extra) return { ok: false, reason: "traffic rules not installed yet" };
+    if (!s.peersSynced) return { ok: false, reason: "peer leases not programmed yet" };
+    if (s.datapathBroken) return { ok: false, reason: s.datapathBroken };
+    return { ok: true };
+  }
+
+  /** Marks the extra start-up steps (iptables) as pending/done. */
+  setExtraReady(ok: boolean): void {
+    this.#state.extra = ok;
+  }
+
+  get lease(): Lease | null {
+    return this.#lease?.lease ?? null;
+  }
+
+  get backend(): Backend | null {
+    return this.#backend;
+  }
+
+  /** Peers the agent currently knows. */
+  peers(): Lease[] {
+    return this.#watcher?.peers() ?? [];
+  }
+
+  /**
+   * Runs until `signal` aborts. Throws for errors an operator must fix (bad config, no
+   * interface, out of subnets); registry outages are retried, never fatal once running.
+   */
+  async run(signal: AbortSignal): Promise<void> {
+    const cfg = await loadNetworkConfig(this.registry, this.opts.netConfigPath, signal);
+    if (!cfg) return;
+    const backendName = this.opts.backendOverride || cfg.backendType;
+    const ext = await selectExternalInterface(this.opts.iface);
+    log.info("using interface {name} ({addr}), public IP {pub}, backend {b}, network {net}", {
+      name: ext.name,
+      addr: ext.ifaceAddr,
+      pub: ext.publicIP,
+      b: backendName,
+      net: formatCidr(cfg.network),
+    });
+    const backend = await createBackend(backendName);
+    this.#backend = backend;
+    const mgr = new LeaseManager(this.registry, cfg, {
+      ttlSeconds: this.opts.ttlSeconds,
+      renewMarginMs: this.opts.renewMarginMs,
+    });
+    this.#lease = mgr;
+    const previous = await this.#retry(signal, "read leases", () => mgr.findPrevious(ext.publicIP));
+    if (signal.aborted) return;
+    const prepared = await backend.prepare({ config: cfg, ext, previous: previous ?? null });
+    const hint = await readSubnetHint(this.opts.subnetFile);
+    const lease = await this.#retry(
+      signal,
+      "acquire a lease",
+      () => mgr.acquire({ publicIP: ext.publicIP, ...prepared.attrs }, hint),
+    );
+    if (!lease) return;
+    this.#state.lease = true;
+    await backend.start(lease);
+    await this.opts.onLease?.(cfg, lease, null);
+    const writeEnv = (l: Lease) =>
+      writeSubnetEnv(this.opts.subnetFile, {
+        network: cfg.network,
+        subnet: l.subnet,
+        mtu: prepared.mtu,
+        ipMasq: this.opts.ipMasq,
+      });
+    await writeEnv(lease);
+    this.#state.subnetEnv = true;
+    log.info("subnet {subnet} leased; wrote {file} (MTU {mtu})", {
+      subnet: formatCidr(lease.subnet),
+      file: this.opts.subnetFile,
+      mtu: prepared.mtu,
+    });
+
+    const watcher = new PeerWatcher(this.registry, {
+      ownKey: () => mgr.lease?.key ?? null,
+      accept: (l) => leaseMatches(backend.name, l),
+    });
+    this.#watcher = watcher;
+    const tasks: Promise<void>[] = [];
+    tasks.push(watcher.run(signal, {
+      initial: async (peers) => {
+        await backend.reconcile(peers);
+        this.#state.peersSynced = true;
+        log.info("datapath reconciled with {n} peers", { n: peers.length });
+      },
+      events: (evs, at) => this.#apply(backend, evs, at),
+      ownDeleted: () => mgr.notifyLost(),
+      ownWritten: (attrs) => mgr.observeOwnWrite(attrs),
+    }));
+    tasks.push(mgr.runRenewal(signal, async (l) => {
+      await backend.start(l);
+      await this.opts.onLease?.(cfg, l, lease);
+      await writeEnv(l);
+      await backend.reconcile(watcher.peers());
+    }));
+    tasks.push(this.#selfChecks(signal, backend, watcher));
+    await Promise.all(tasks);
+  }
+
+  async #apply(backend: Backend, evs: PeerEvent[], at: number) {
+    try {
+      await backend.apply(evs);
+      applied.inc(evs.length);
+      const s = (performance.now() - at) / 1000;
+      for (let i = 0; i < evs.length; i++) applyLatency.observe(s);
+      for (const e of evs) {
+        log.info("peer {what} {subnet} at {ip}", {
+          what: e.type,
+          subnet: formatCidr(e.lease.subnet),
+          ip: e.lease.attrs.publicIP,
+        });
+      }
+    } catch (e) {
+      applyErrors.inc(evs.length);
+      log.error("could not program {n} peer change(s): {error}; the next reconciliation retries", {
+        n: evs.length,
+        error: (e as Error).message,
+      });
+    }
+  }
+
+  /** Device checks every 5 s; a full reconcile against all leases every reconcile interval. */
+  async #selfChecks(signal: AbortSignal, backend: Backend, watcher: PeerWatcher) {
+    let lastFull = Date.now();
+    while (!signal.aborted) {
+      await new Promise<void>((r) => {
+        const t = setTimeout(done, 5000);
+        function done() {
+          clearTimeout(t);
+          r();
+        }
+        signal.addEventListener("abort", done, { once: true });
+      });
+      if (signal.aborted || !this.#state.peersSynced) continue;
+      try {
+        if (backend.check && await backend.check()) {
+          repairs.inc();
+          log.warn("datapath was damaged (device or entries removed); repaired");
+        }
+        if (Date.now() - lastFull >= this.opts.reconcileIntervalMs) {
+          lastFull = Date.now();
+          await backend.reconcile(watcher.peers());
+        }
+        this.#state.datapathBroken = "";
+      } catch (e) {
+        this.#state.datapathBroken = `datapath self-check failed: ${(e as Error).message}`;
+        log.error("{msg}; retrying in 5 s", { msg: this.#state.datapathBroken });
+      }
+    }
+  }
+
+  /**
+   * Retries an operation on registry errors until it succeeds or the agent stops. Errors an
+   * operator must act on (out of subnets, bad config) are thrown at once.
+   */
+  async #retry<T>(signal: AbortSignal, what: string, fn: () => Promise<T>): Promise<T | undefined> {
+    let delay = 200;
+    while (!signal.aborted) {
+      try {
+        return await fn();
+      } catch (e) {
+        if (FATAL.has((e as Error).name)) throw e;
+        log.warn("cannot {what}: {error}; retrying in {ms} ms", {
+          what,
+          error: (e as Error).message,
+          ms: delay,
+        });
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 5000);
+      }
+    }
+    return undefined;
+  }
+}
+
+/** Errors that retrying cannot fix. */
+const FATAL = new Set(["OutOfSubnetsError", "ConfigError", "RegistryError", "InterfaceError"]);

@@ -1,0 +1,20 @@
+/**
+ * Backend by name. Datapath backends load lazily so `alloc` and the CLI's registry commands never
+ * need libnl.
+ */
+import { ConfigError } from "../config/network.ts";
+import type { Backend } from "./backend.ts";
+import { AllocBackend } from "./alloc.ts";
+
+export const backendNames = ["vxlan", "host-gw", "udp", "alloc"];
+
+export async function createBackend(name: string): Promise<Backend> {
+  switch (name) {
+    case "alloc":
+      return new AllocBackend();
+    default:
+      throw new ConfigError(
+        `Backend.Type "${name}" is not supported by weft; use one of ${backendNames.join(", ")}`,
+      );
+  }
+}

@@ -1,0 +1,52 @@
+/**
+ * Turns raw registry entries into Leases, logging each malformed entry once (per key and
+ * revision) and skipping it, so one bad value from any writer never stops the agent.
+ */
+import { getLogger } from "@logtape/logtape";
+import type { RegistryLease } from "../registry/registry.ts";
+import { decodeLeaseValue, type Lease, parseSubnetKey } from "./codec.ts";
+import { metrics } from "../ops/metrics.ts";
+
+const log = getLogger(["weft", "lease"]);
+const malformed = metrics.counter(
+  "weft_registry_malformed_leases_total",
+  "Lease entries in the registry that could not be parsed and were skipped.",
+);
+
+/** Decodes registry entries, remembering which bad entries were already reported. */
+export class LeaseDecoder {
+  #reported = new Set<string>();
+
+  decode(r: RegistryLease): Lease | null {
+    try {
+      return {
+        key: r.key,
+        subnet: parseSubnetKey(r.key),
+        attrs: decodeLeaseValue(r.value),
+        expiresAt: r.expiresAt,
+        revision: r.revision,
+      };
+    } catch (e) {
+      const id = `${r.key}@${r.revision}`;
+      if (!this.#reported.has(id)) {
+        this.#reported.add(id);
+        if (this.#reported.size > 10_000) this.#reported.clear();
+        malformed.inc();
+        log.warn(
+          "skipping malformed lease {key}: {error}; fix or delete that registry key",
+          { key: r.key, error: (e as Error).message },
+        );
+      }
+      return null;
+    }
+  }
+
+  decodeAll(rs: RegistryLease[]): Lease[] {
+    const out: Lease[] = [];
+    for (const r of rs) {
+      const l = this.decode(r);
+      if (l) out.push(l);
+    }
+    return out;
+  }
+}

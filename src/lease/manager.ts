@@ -1,0 +1,257 @@
+/**
+ * This node's lease: acquire it (own previous lease by public IP, then the subnet from the old
+ * subnet.env, then a random one of the first 100 free subnets), keep it renewed, and take it back
+ * when someone deletes it. Written once over the Registry interface.
+ *
+ * @example
+ * ```ts
+ * const mgr = new LeaseManager(registry, cfg, { ttlSeconds: 86400, renewMarginMs: 3600_000 });
+ * const lease = await mgr.acquire({ publicIP: "198.18.0.11", backendType: "host-gw" }, null);
+ * mgr.startRenewal(signal, (l) => console.log("lease now", l.key));
+ * ```
+ */
+import { getLogger } from "@logtape/logtape";
+import type { NetworkConfig } from "../config/network.ts";
+import { formatCidr, type Ipv4Net } from "../net/ipv4.ts";
+import type { Registry } from "../registry/registry.ts";
+import { metrics } from "../ops/metrics.ts";
+import { encodeLeaseValue, type Lease, type LeaseAttrs, subnetKey } from "./codec.ts";
+import { capacity, findOwnLease, fitsConfig, freeSubnets, isFree } from "./allocate.ts";
+import { LeaseDecoder } from "./decode.ts";
+
+const log = getLogger(["weft", "lease"]);
+
+const leaseExpiry = metrics.gauge(
+  "weft_lease_expiry_timestamp_seconds",
+  "When this node's lease expires (0: reservation without expiry).",
+);
+const leaseHeld = metrics.gauge("weft_lease_held", "1 while this node holds a lease.");
+const renewals = metrics.counter("weft_lease_renewals_total", "Successful lease renewals.");
+const renewFailures = metrics.counter(
+  "weft_lease_renewal_failures_total",
+  "Failed lease renewal attempts (registry unreachable or compare failed).",
+);
+const acquisitions = metrics.counter(
+  "weft_lease_acquisitions_total",
+  "Leases acquired (first start, and again after the lease was lost).",
+);
+
+/** No subnet left in the network: an operator must enlarge the network or free leases. */
+export class OutOfSubnetsError extends Error {
+  override name = "OutOfSubnetsError";
+}
+
+export interface LeaseManagerOptions {
+  /** Lease TTL in seconds (flannel: 24 h). */
+  ttlSeconds: number;
+  /** Renew this long before expiry (clamped to half the TTL for short test TTLs). */
+  renewMarginMs: number;
+  /** How many create races to lose before giving up (each re-lists). */
+  maxRaceRetries?: number;
+  /** Delay between renewal retries while the registry fails. */
+  retryMs?: number;
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (signal?.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+    signal?.addEventListener("abort", done, { once: true });
+  });
+
+export class LeaseManager {
+  #decoder = new LeaseDecoder();
+  #lease: Lease | null = null;
+  #attrs: LeaseAttrs | null = null;
+  #wake: (() => void) | null = null;
+  #lost = false;
+
+  constructor(
+    readonly registry: Registry,
+    readonly config: NetworkConfig,
+    readonly opts: LeaseManagerOptions,
+  ) {}
+
+  /** The lease currently held, or null before acquisition. */
+  get lease(): Lease | null {
+    return this.#lease;
+  }
+
+  /** All decodable leases now in the registry (malformed ones logged and skipped). */
+  async list(): Promise<{ leases: Lease[]; revision: number }> {
+    const { leases, revision } = await this.registry.listLeases();
+    return { leases: this.#decoder.decodeAll(leases), revision };
+  }
+
+  /** This node's lease from a previous run, found by public IP (no changes made). */
+  async findPrevious(publicIP: string): Promise<Lease | null> {
+    return findOwnLease(this.config, (await this.list()).leases, publicIP);
+  }
+
+  /**
+   * Acquires a lease for `attrs`. `hint` is the subnet from an existing subnet.env. Lost create
+   * races are retried with a fresh list; throws OutOfSubnetsError when nothing is free.
+   */
+  async acquire(attrs: LeaseAttrs, hint: Ipv4Net | null): Promise<Lease> {
+    this.#attrs = attrs;
+    const value = encodeLeaseValue(attrs);
+    const tries = this.opts.maxRaceRetries ?? 20;
+    for (let attempt = 1; attempt <= tries; attempt++) {
+      const { leases } = await this.list();
+      const own = findOwnLease(this.config, leases, attrs.publicIP);
+      if (own) {
+        const ttl = own.expiresAt === null ? null : this.opts.ttlSeconds;
+        const r = await this.registry.updateLease(own.key, value, ttl, own.revision);
+        if (r) {
+          log.info("reusing lease {subnet} of public IP {ip}{kind}", {
+            subnet: formatCidr(own.subnet),
+            ip: attrs.publicIP,
+            kind: ttl === null ? " (reservation)" : "",
+          });
+          return this.#held(r.key, own.subnet, attrs, r.expiresAt, r.revision);
+        }
+        continue; // changed under us: look again
+      }
+      const candidates: Ipv4Net[] = [];
+      if (hint && fitsConfig(this.config, hint) && isFree(hint, leases)) candidates.push(hint);
+      else {
+        const free = freeSubnets(this.config, leases, 100);
+        if (free.length === 0) {
+          throw new OutOfSubnetsError(
+            `out of subnets: network ${formatCidr(this.config.network)} (/${this.config.subnetLen} ` +
+              `subnets, ${capacity(this.config)} possible) has ${leases.length} leases and no ` +
+              `free subnet; enlarge Network or SubnetLen in the config, or delete stale leases`,
+          );
+        }
+        candidates.push(free[Math.floor(Math.random() * free.length)]);
+      }
+      const subnet = candidates[0];
+      const r = await this.registry.createLease(subnetKey(subnet), value, this.opts.ttlSeconds);
+      if (r) {
+        log.info("acquired lease {subnet}", { subnet: formatCidr(subnet) });
+        return this.#held(r.key, subnet, attrs, r.expiresAt, r.revision);
+      }
+      log.debug("lost the race for {subnet} (attempt {n}); retrying", {
+        subnet: formatCidr(subnet),
+        n: attempt,
+      });
+      hint = null;
+      await sleep(Math.random() * 20 * attempt);
+    }
+    throw new Error(
+      `could not acquire a lease after ${tries} attempts: other nodes kept taking the chosen ` +
+        `subnets; check for a flood of agents starting at once and retry`,
+    );
+  }
+
+  #held(key: string, subnet: Ipv4Net, attrs: LeaseAttrs, exp: number | null, rev: number) {
+    this.#lease = { key, subnet, attrs, expiresAt: exp, revision: rev };
+    this.#lost = false;
+    acquisitions.inc();
+    leaseHeld.set(1);
+    leaseExpiry.set(exp === null ? 0 : Math.round(exp / 1000));
+    return this.#lease;
+  }
+
+  /** Called by the watcher when our key is deleted or rewritten by someone else. */
+  notifyLost(): void {
+    if (!this.#lease) return;
+    this.#lost = true;
+    this.#wake?.();
+  }
+
+  /**
+   * Called by the watcher for each write to our own key. A write naming another public IP means
+   * someone took the subnet over; our own renewals (possibly seen before their reply) are ignored.
+   */
+  observeOwnWrite(attrs: LeaseAttrs | null): void {
+    if (this.#lease && attrs && attrs.publicIP !== this.#lease.attrs.publicIP) this.notifyLost();
+  }
+
+  #nextRenewIn(): number {
+    const l = this.#lease!;
+    if (l.expiresAt === null) return 60_000; // reservation: only check it still exists
+    const margin = Math.min(this.opts.renewMarginMs, this.opts.ttlSeconds * 500);
+    return Math.max(0, l.expiresAt - margin - Date.now());
+  }
+
+  /**
+   * Keeps the lease alive until `signal` aborts. Registry failures are retried every few seconds
+   * (the datapath stays up meanwhile). When the lease was lost it is re-acquired, preferring the
+   * same subnet, and `onChange` is told.
+   */
+  async runRenewal(signal: AbortSignal, onChange: (l: Lease) => Promise<void> | void) {
+    const retryMs = this.opts.retryMs ?? 3000;
+    while (!signal.aborted && this.#lease) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, this.#nextRenewIn());
+        const stop = () => {
+          clearTimeout(t);
+          resolve();
+        };
+        this.#wake = stop;
+        if (this.#lost) stop();
+        signal.addEventListener("abort", stop, { once: true });
+      });
+      this.#wake = null;
+      if (signal.aborted) return;
+      const cur = this.#lease;
+      try {
+        if (this.#lost) {
+          await this.#reacquire(onChange);
+          continue;
+        }
+        if (cur.expiresAt === null) {
+          const still = await this.registry.getLease(cur.key);
+          if (!still) this.#lost = true;
+          continue;
+        }
+        const r = await this.registry.updateLease(
+          cur.key,
+          encodeLeaseValue(cur.attrs),
+          this.opts.ttlSeconds,
+          cur.revision,
+        );
+        if (r) {
+          this.#lease = { ...cur, expiresAt: r.expiresAt, revision: r.revision };
+          renewals.inc();
+          leaseExpiry.set(r.expiresAt === null ? 0 : Math.round(r.expiresAt / 1000));
+          log.debug("renewed lease {key}", { key: cur.key });
+        } else {
+          log.warn("lease {key} changed or vanished in the registry; re-acquiring", {
+            key: cur.key,
+          });
+          this.#lost = true;
+        }
+      } catch (e) {
+        renewFailures.inc();
+        const left = cur.expiresAt === null ? "" : ` (expires in ${
+          Math.max(0, Math.round((cur.expiresAt - Date.now()) / 1000))
+        } s)`;
+        log.warn(
+          `cannot renew lease {key}${left}: {error}; retrying in ${retryMs / 1000} s, datapath kept`,
+          { key: cur.key, error: (e as Error).message },
+        );
+        await sleep(retryMs, signal);
+      }
+    }
+  }
+
+  async #reacquire(onChange: (l: Lease) => Promise<void> | void) {
+    const old = this.#lease!;
+    log.warn("lease {key} was deleted or taken over by someone else; re-acquiring", {
+      key: old.key,
+    });
+    leaseHeld.set(0);
+    const l = await this.acquire(this.#attrs!, old.subnet);
+    if (l.key !== old.key) {
+      log.warn("now holding {key} instead of {old}", { key: l.key, old: old.key });
+    }
+    await onChange(l);
+  }
+}

@@ -1,0 +1,35 @@
+/**
+ * Opens the registry the flags select: Deno KV (a file or a KV Connect URL) or etcd v3.
+ */
+import type { FlagValues } from "../cli/flags.ts";
+import { UsageError } from "../cli/flags.ts";
+import type { Registry } from "./registry.ts";
+import { openEtcdRegistry } from "./etcd.ts";
+import { openKvRegistry } from "./kv.ts";
+
+export async function openRegistry(v: FlagValues): Promise<Registry> {
+  const prefix = String(v["etcd-prefix"] || "/coreos.com/network").replace(/\/+$/, "");
+  if (v.registry === "etcd") {
+    const endpoints = String(v["etcd-endpoints"]).split(",").map((s) => s.trim()).filter(Boolean);
+    for (const e of endpoints) {
+      if (!/^https?:\/\/[^/]+/.test(e)) {
+        throw new UsageError(
+          `--etcd-endpoints: "${e}" is not a URL like http://127.0.0.1:2379`,
+        );
+      }
+    }
+    return await openEtcdRegistry({
+      endpoints,
+      prefix,
+      certFile: String(v["etcd-certfile"] || "") || undefined,
+      keyFile: String(v["etcd-keyfile"] || "") || undefined,
+      caFile: String(v["etcd-cafile"] || "") || undefined,
+      username: String(v["etcd-username"] || "") || undefined,
+      password: String(v["etcd-password"] || "") || undefined,
+    });
+  }
+  const url = String(v["kv-url"] || "");
+  return await openKvRegistry(
+    url ? { url, prefix } : { path: String(v["kv-path"]), prefix },
+  );
+}
