@@ -4,7 +4,12 @@
  * stale file never silently overrides the cluster.
  */
 import { getLogger } from "@logtape/logtape";
-import { ConfigError, type NetworkConfig, parseNetworkConfig, sameConfig } from "../config/network.ts";
+import {
+  ConfigError,
+  type NetworkConfig,
+  parseNetworkConfig,
+  sameConfig,
+} from "../config/network.ts";
 import type { Registry } from "../registry/registry.ts";
 
 const log = getLogger(["weft", "config"]);

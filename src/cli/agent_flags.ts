@@ -56,7 +56,13 @@ export const registryFlags: FlagTable = {
     arg: "text|json",
     help: "log output format",
   },
-  "v": { type: "int", default: 0, min: 0, arg: "N", help: "verbosity (flanneld -v); ≥ 1 means debug" },
+  "v": {
+    type: "int",
+    default: 0,
+    min: 0,
+    arg: "N",
+    help: "verbosity (flanneld -v); ≥ 1 means debug",
+  },
 };
 
 export const agentFlags: FlagTable = {
@@ -114,7 +120,11 @@ export const agentFlags: FlagTable = {
     arg: "FILE",
     help: "network config JSON to seed the registry with when it has none",
   },
-  "ip-masq": { type: "bool", default: false, help: "masquerade traffic leaving the cluster network" },
+  "ip-masq": {
+    type: "bool",
+    default: false,
+    help: "masquerade traffic leaving the cluster network",
+  },
   "ip-masq-fully-random-disable": {
     type: "bool",
     default: false,

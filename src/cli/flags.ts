@@ -42,7 +42,12 @@ function envName(flag: string): string {
   return flag.toUpperCase().replace(/-/g, "_");
 }
 
-function convert(name: string, spec: FlagSpec, raw: string, from: string): string | number | boolean {
+function convert(
+  name: string,
+  spec: FlagSpec,
+  raw: string,
+  from: string,
+): string | number | boolean {
   switch (spec.type) {
     case "int": {
       if (!/^-?\d+$/.test(raw.trim())) {
@@ -107,7 +112,9 @@ export function parseFlags(
     if (eq >= 0) raw = body.slice(eq + 1);
     else if (spec.type === "bool") raw = "true";
     else {
-      if (i + 1 >= argv.length) throw new UsageError(`flag --${name} needs a value (${spec.arg ?? spec.type})`);
+      if (i + 1 >= argv.length) {
+        throw new UsageError(`flag --${name} needs a value (${spec.arg ?? spec.type})`);
+      }
       raw = argv[++i];
     }
     const v = convert(name, spec, raw, `--${name}`);

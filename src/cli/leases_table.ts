@@ -7,7 +7,9 @@ import { type Lease, leaseBackendType } from "../lease/codec.ts";
 function expiresIn(l: Lease, now: number): string {
   if (l.expiresAt === null) return "never (reserved)";
   const s = Math.max(0, Math.round((l.expiresAt - now) / 1000));
-  if (s >= 3600) return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
+  if (s >= 3600) {
+    return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
+  }
   if (s >= 60) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
   return `${s}s`;
 }

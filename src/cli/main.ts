@@ -6,7 +6,7 @@ import { agentFlags, registryFlags } from "./agent_flags.ts";
 import { flagHelp, type FlagTable, type FlagValues, parseFlags, UsageError } from "./flags.ts";
 import { setupLogging } from "../log.ts";
 import { VERSION } from "../version.ts";
-import { openRegistry } from "../registry/open.ts";
+import { checkRegistryFlags, openRegistry } from "../registry/open.ts";
 import type { Registry } from "../registry/registry.ts";
 import { ConfigError, parseNetworkConfig } from "../config/network.ts";
 import { LeaseDecoder } from "../lease/decode.ts";
@@ -47,9 +47,11 @@ export async function main(args: string[], env = Deno.env.toObject()): Promise<n
       const rest = first === "run" ? args.slice(1) : args;
       const { values, positional } = parseFlags(rest, agentFlags, env);
       if (values.help) {
-        console.log(`Usage: weft run [flags]\n\nFlags (each also from FLANNELD_<NAME> or WEFT_<NAME>):\n${
-          flagHelp(agentFlags)
-        }`);
+        console.log(
+          `Usage: weft run [flags]\n\nFlags (each also from FLANNELD_<NAME> or WEFT_<NAME>):\n${
+            flagHelp(agentFlags)
+          }`,
+        );
         return 0;
       }
       if (values.version) {
@@ -57,6 +59,7 @@ export async function main(args: string[], env = Deno.env.toObject()): Promise<n
         return 0;
       }
       if (positional.length) throw new UsageError(`unexpected argument "${positional[0]}"`);
+      checkRegistryFlags(values);
       await initLogging(values);
       return await runAgentCommand(values);
     }
@@ -91,6 +94,7 @@ function commandFlags(extra: FlagTable = {}): FlagTable {
 }
 
 async function withRegistry<T>(v: FlagValues, fn: (r: Registry) => Promise<T>): Promise<T> {
+  checkRegistryFlags(v);
   await initLogging({ ...v, "log-level": v["log-level"] === "info" ? "warning" : v["log-level"] });
   const r = await openRegistry(v);
   try {
@@ -113,7 +117,9 @@ async function configCommand(args: string[], env: Record<string, string>): Promi
     return await withRegistry(values, async (r) => {
       const c = await r.getConfig();
       if (c === null) {
-        console.error("weft: the registry has no network config; set one with 'weft config set FILE'");
+        console.error(
+          "weft: the registry has no network config; set one with 'weft config set FILE'",
+        );
         return 1;
       }
       console.log(c.trim());
@@ -168,4 +174,3 @@ async function runCni(): Promise<number> {
   const { cniMain } = await import("../cni/main.ts");
   return await cniMain();
 }
-

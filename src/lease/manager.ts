@@ -123,7 +123,9 @@ export class LeaseManager {
         const free = freeSubnets(this.config, leases, 100);
         if (free.length === 0) {
           throw new OutOfSubnetsError(
-            `out of subnets: network ${formatCidr(this.config.network)} (/${this.config.subnetLen} ` +
+            `out of subnets: network ${
+              formatCidr(this.config.network)
+            } (/${this.config.subnetLen} ` +
               `subnets, ${capacity(this.config)} possible) has ${leases.length} leases and no ` +
               `free subnet; enlarge Network or SubnetLen in the config, or delete stale leases`,
           );
@@ -230,11 +232,13 @@ export class LeaseManager {
         }
       } catch (e) {
         renewFailures.inc();
-        const left = cur.expiresAt === null ? "" : ` (expires in ${
-          Math.max(0, Math.round((cur.expiresAt - Date.now()) / 1000))
-        } s)`;
+        const left = cur.expiresAt === null
+          ? ""
+          : ` (expires in ${Math.max(0, Math.round((cur.expiresAt - Date.now()) / 1000))} s)`;
         log.warn(
-          `cannot renew lease {key}${left}: {error}; retrying in ${retryMs / 1000} s, datapath kept`,
+          `cannot renew lease {key}${left}: {error}; retrying in ${
+            retryMs / 1000
+          } s, datapath kept`,
           { key: cur.key, error: (e as Error).message },
         );
         await sleep(retryMs, signal);

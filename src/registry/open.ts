@@ -7,17 +7,23 @@ import type { Registry } from "./registry.ts";
 import { openEtcdRegistry } from "./etcd.ts";
 import { openKvRegistry } from "./kv.ts";
 
+/** Checks the registry flags' forms (usage errors) before anything is started. */
+export function checkRegistryFlags(v: FlagValues): string[] {
+  const endpoints = String(v["etcd-endpoints"]).split(",").map((s) => s.trim()).filter(Boolean);
+  if (v.registry !== "etcd") return endpoints;
+  if (endpoints.length === 0) throw new UsageError("--etcd-endpoints is empty");
+  for (const e of endpoints) {
+    if (!/^https?:\/\/[^/]+/.test(e)) {
+      throw new UsageError(`--etcd-endpoints: "${e}" is not a URL like http://127.0.0.1:2379`);
+    }
+  }
+  return endpoints;
+}
+
 export async function openRegistry(v: FlagValues): Promise<Registry> {
   const prefix = String(v["etcd-prefix"] || "/coreos.com/network").replace(/\/+$/, "");
   if (v.registry === "etcd") {
-    const endpoints = String(v["etcd-endpoints"]).split(",").map((s) => s.trim()).filter(Boolean);
-    for (const e of endpoints) {
-      if (!/^https?:\/\/[^/]+/.test(e)) {
-        throw new UsageError(
-          `--etcd-endpoints: "${e}" is not a URL like http://127.0.0.1:2379`,
-        );
-      }
-    }
+    const endpoints = checkRegistryFlags(v);
     return await openEtcdRegistry({
       endpoints,
       prefix,
