@@ -52,7 +52,10 @@ Deno.test("bad configs name the field and the expected form", () => {
 });
 
 Deno.test("sameConfig ignores whitespace, key order and key case", () => {
-  assert.ok(sameConfig(`{"Network":"198.19.0.0/16","Backend":{"Type":"vxlan"}}`, `{
-    "backend": {"type": "vxlan"}, "network": "198.19.0.0/16" }`));
+  assert.ok(sameConfig(
+    `{"Network":"198.19.0.0/16","Backend":{"Type":"vxlan"}}`,
+    `{
+    "backend": {"type": "vxlan"}, "network": "198.19.0.0/16" }`,
+  ));
   assert.ok(!sameConfig(`{"Network":"198.19.0.0/16"}`, `{"Network":"198.18.0.0/16"}`));
 });

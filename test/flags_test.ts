@@ -19,8 +19,15 @@ Deno.test("flanneld's defaults", () => {
 
 Deno.test("flag forms: --a=b, --a b, -a, booleans with =false, repeatable lists", () => {
   const { values } = parseFlags(
-    ["-iface", "eth0", "--iface=198.18.0.5", "--ip-masq", "--iptables-forward-rules=false",
-      "--healthz-port", "8471"],
+    [
+      "-iface",
+      "eth0",
+      "--iface=198.18.0.5",
+      "--ip-masq",
+      "--iptables-forward-rules=false",
+      "--healthz-port",
+      "8471",
+    ],
     agentFlags,
     {},
   );
@@ -31,8 +38,12 @@ Deno.test("flag forms: --a=b, --a b, -a, booleans with =false, repeatable lists"
 });
 
 Deno.test("environment: FLANNELD_ first, then WEFT_; the command line wins", () => {
-  const env = { FLANNELD_ETCD_PREFIX: "/a", WEFT_ETCD_PREFIX: "/b", WEFT_REGISTRY: "etcd",
-    FLANNELD_IP_MASQ: "true" };
+  const env = {
+    FLANNELD_ETCD_PREFIX: "/a",
+    WEFT_ETCD_PREFIX: "/b",
+    WEFT_REGISTRY: "etcd",
+    FLANNELD_IP_MASQ: "true",
+  };
   const { values } = parseFlags(["--registry=kv"], agentFlags, env);
   assert.equal(values["etcd-prefix"], "/a");
   assert.equal(values.registry, "kv");
@@ -50,6 +61,9 @@ Deno.test("bad flags name the flag and the expected form", () => {
     [["--iface"], /needs a value/],
   ];
   for (const [argv, re] of bad) assert.throws(() => parseFlags(argv, agentFlags, {}), re);
-  assert.throws(() => parseFlags([], agentFlags, { WEFT_HEALTHZ_PORT: "abc" }), /WEFT_HEALTHZ_PORT/);
+  assert.throws(
+    () => parseFlags([], agentFlags, { WEFT_HEALTHZ_PORT: "abc" }),
+    /WEFT_HEALTHZ_PORT/,
+  );
   assert.throws(() => parseFlags(["--nope"], agentFlags, {}), UsageError);
 });

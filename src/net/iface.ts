@@ -18,7 +18,6 @@ export interface ExternalInterface {
   mtu: number;
 }
 
-
 /** No interface matched the operator's selection; the message lists what was tried. */
 export class InterfaceError extends Error {
   override name = "InterfaceError";
@@ -95,9 +94,7 @@ export async function selectExternalInterface(sel: IfaceSelection): Promise<Exte
   const tried: string[] = [];
   if (sel.iface?.length) {
     for (const want of sel.iface) {
-      chosen = isIp(want)
-        ? all.find((c) => c.address === want)
-        : all.find((c) => c.name === want);
+      chosen = isIp(want) ? all.find((c) => c.address === want) : all.find((c) => c.name === want);
       tried.push(`--iface ${want}`);
       if (chosen) break;
     }
@@ -107,9 +104,9 @@ export async function selectExternalInterface(sel: IfaceSelection): Promise<Exte
       try {
         rx = new RegExp(re);
       } catch (e) {
-        throw new InterfaceError(`--iface-regex "${re}" is not a valid regular expression: ${
-          (e as Error).message
-        }`);
+        throw new InterfaceError(
+          `--iface-regex "${re}" is not a valid regular expression: ${(e as Error).message}`,
+        );
       }
       chosen = all.find((c) => c.name !== "lo" && (rx.test(c.address) || rx.test(c.name)));
       tried.push(`--iface-regex ${re}`);

@@ -17,7 +17,9 @@ export interface Ipv4Net {
 /** Parses dotted-quad text; throws a RangeError naming the bad value. */
 export function parseIp(text: string): number {
   const parts = text.trim().split(".");
-  if (parts.length !== 4) throw new RangeError(`"${text}" is not an IPv4 address (expected a.b.c.d)`);
+  if (parts.length !== 4) {
+    throw new RangeError(`"${text}" is not an IPv4 address (expected a.b.c.d)`);
+  }
   let n = 0;
   for (const p of parts) {
     if (!/^\d{1,3}$/.test(p) || Number(p) > 255) {

@@ -79,46 +79,61 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
   t("allocates a subnet inside the network and writes flannel's JSON", async (s) => {
     const r = await s.client();
     const l = await manager(r).acquire({ publicIP: "198.18.0.11", backendType: "alloc" }, null);
-    assert.ok(l.subnet.prefix === 24 && l.subnet.ip >= cfg.subnetMin && l.subnet.ip <= cfg.subnetMax);
+    assert.ok(
+      l.subnet.prefix === 24 && l.subnet.ip >= cfg.subnetMin && l.subnet.ip <= cfg.subnetMax,
+    );
     const stored = await r.getLease(l.key);
-    assert.equal(stored?.value, `{"PublicIP":"198.18.0.11","PublicIPv6":null,"BackendType":"alloc"}`);
+    assert.equal(
+      stored?.value,
+      `{"PublicIP":"198.18.0.11","PublicIPv6":null,"BackendType":"alloc"}`,
+    );
     assert.ok(stored!.expiresAt! > Date.now() + 50_000);
   });
 
-  t("reuses its lease by public IP after a restart, and the subnet.env subnet when free", async (s) => {
-    const a = await manager(await s.client()).acquire({ publicIP: "198.18.0.11" }, null);
-    const again = await manager(await s.client()).acquire({ publicIP: "198.18.0.11" }, null);
-    assert.equal(again.key, a.key);
-    const hinted = await manager(await s.client()).acquire(
-      { publicIP: "198.18.0.12" },
-      parseCidr("198.19.200.0/24"),
-    );
-    assert.equal(formatCidr(hinted.subnet), "198.19.200.0/24");
-    // A hint that is taken is ignored.
-    const other = await manager(await s.client()).acquire(
-      { publicIP: "198.18.0.13" },
-      parseCidr("198.19.200.0/24"),
-    );
-    assert.notEqual(other.key, hinted.key);
-  });
+  t(
+    "reuses its lease by public IP after a restart, and the subnet.env subnet when free",
+    async (s) => {
+      const a = await manager(await s.client()).acquire({ publicIP: "198.18.0.11" }, null);
+      const again = await manager(await s.client()).acquire({ publicIP: "198.18.0.11" }, null);
+      assert.equal(again.key, a.key);
+      const hinted = await manager(await s.client()).acquire(
+        { publicIP: "198.18.0.12" },
+        parseCidr("198.19.200.0/24"),
+      );
+      assert.equal(formatCidr(hinted.subnet), "198.19.200.0/24");
+      // A hint that is taken is ignored.
+      const other = await manager(await s.client()).acquire(
+        { publicIP: "198.18.0.13" },
+        parseCidr("198.19.200.0/24"),
+      );
+      assert.notEqual(other.key, hinted.key);
+    },
+  );
 
-  t("concurrent managers on separate clients get distinct subnets (create races retried)", async (s) => {
-    const n = 20;
-    const clients = await Promise.all(Array.from({ length: n }, () => s.client()));
-    // A small network makes races on the same subnet likely.
-    const small = parseNetworkConfig(`{"Network":"198.19.0.0/19","Backend":{"Type":"alloc"}}`);
-    const leases = await Promise.all(
-      clients.map((c, i) => manager(c, 60, small).acquire({ publicIP: `198.18.1.${i + 1}` }, null)),
-    );
-    assert.equal(new Set(leases.map((l) => l.key)).size, n);
-    const { leases: all } = await clients[0].listLeases();
-    assert.equal(all.length, n);
-  });
+  t(
+    "concurrent managers on separate clients get distinct subnets (create races retried)",
+    async (s) => {
+      const n = 20;
+      const clients = await Promise.all(Array.from({ length: n }, () => s.client()));
+      // A small network makes races on the same subnet likely.
+      const small = parseNetworkConfig(`{"Network":"198.19.0.0/19","Backend":{"Type":"alloc"}}`);
+      const leases = await Promise.all(
+        clients.map((c, i) =>
+          manager(c, 60, small).acquire({ publicIP: `198.18.1.${i + 1}` }, null)
+        ),
+      );
+      assert.equal(new Set(leases.map((l) => l.key)).size, n);
+      const { leases: all } = await clients[0].listLeases();
+      assert.equal(all.length, n);
+    },
+  );
 
   t("out of subnets is a clear error naming the network and lease count", async (s) => {
     const tiny = parseNetworkConfig(`{"Network":"198.19.0.0/26","Backend":{"Type":"alloc"}}`);
     const r = await s.client();
-    for (let i = 0; i < 3; i++) await manager(r, 60, tiny).acquire({ publicIP: `198.18.2.${i}` }, null);
+    for (let i = 0; i < 3; i++) {
+      await manager(r, 60, tiny).acquire({ publicIP: `198.18.2.${i}` }, null);
+    }
     await assert.rejects(
       manager(r, 60, tiny).acquire({ publicIP: "198.18.2.9" }, null),
       (e: Error) =>
@@ -133,8 +148,11 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
       const dead = await manager(await s.client(), 2).acquire({ publicIP: "198.18.0.21" }, null);
       await until("added event", 3000, () => w.events.some((e) => e.type === "added"));
       const t0 = Date.now();
-      await until("removal after expiry", 10_000, () =>
-        w.events.some((e) => e.type === "removed" && e.lease.key === dead.key));
+      await until(
+        "removal after expiry",
+        10_000,
+        () => w.events.some((e) => e.type === "removed" && e.lease.key === dead.key),
+      );
       assert.ok(Date.now() - t0 >= 500, "removed before its TTL could have run out");
       assert.equal(w.watcher.peers().length, 0);
     } finally {
@@ -180,31 +198,34 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
     assert.equal(await r.getLease(other.key), null, "ordinary 2 s lease should have expired");
   });
 
-  t("own lease deleted by someone else is re-acquired (same subnet), agent keeps running", async (s) => {
-    const r = await s.client();
-    const m = manager(r, 30);
-    const l = await m.acquire({ publicIP: "198.18.0.51" }, null);
-    const ctl = new AbortController();
-    const changes: Lease[] = [];
-    const w = watch(r, () => m.lease?.key ?? null);
-    const loop = m.runRenewal(ctl.signal, (nl) => void changes.push(nl));
-    const origLost = w.lost.length;
-    try {
-      await until("watch started", 3000, () => w.initial.length > 0);
-      const admin = await s.client();
-      assert.ok(await admin.deleteLease(l.key));
-      await until("loss noticed", 3000, () => w.lost.length > origLost);
-      m.notifyLost();
-      await until("re-acquired", 5000, () => changes.length > 0);
-      assert.equal(changes[0].key, l.key);
-      const back = await admin.getLease(l.key);
-      assert.ok(back && JSON.parse(back.value).PublicIP === "198.18.0.51");
-    } finally {
-      ctl.abort();
-      await loop;
-      await w.stop();
-    }
-  });
+  t(
+    "own lease deleted by someone else is re-acquired (same subnet), agent keeps running",
+    async (s) => {
+      const r = await s.client();
+      const m = manager(r, 30);
+      const l = await m.acquire({ publicIP: "198.18.0.51" }, null);
+      const ctl = new AbortController();
+      const changes: Lease[] = [];
+      const w = watch(r, () => m.lease?.key ?? null);
+      const loop = m.runRenewal(ctl.signal, (nl) => void changes.push(nl));
+      const origLost = w.lost.length;
+      try {
+        await until("watch started", 3000, () => w.initial.length > 0);
+        const admin = await s.client();
+        assert.ok(await admin.deleteLease(l.key));
+        await until("loss noticed", 3000, () => w.lost.length > origLost);
+        m.notifyLost();
+        await until("re-acquired", 5000, () => changes.length > 0);
+        assert.equal(changes[0].key, l.key);
+        const back = await admin.getLease(l.key);
+        assert.ok(back && JSON.parse(back.value).PublicIP === "198.18.0.51");
+      } finally {
+        ctl.abort();
+        await loop;
+        await w.stop();
+      }
+    },
+  );
 
   t("malformed keys and values from any writer are skipped, good leases still flow", async (s) => {
     const r = await s.client();
@@ -219,8 +240,11 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
       await until("initial list", 3000, () => w.initial.length > 0);
       await r.createLease("198.19.92.0-24", `{"PublicIP":"198.18.0.61"`, 60);
       const good = await m.acquire({ publicIP: "198.18.0.62" }, null);
-      await until("good lease delivered", 3000, () =>
-        w.events.some((e) => e.type === "added" && e.lease.key === good.key));
+      await until(
+        "good lease delivered",
+        3000,
+        () => w.events.some((e) => e.type === "added" && e.lease.key === good.key),
+      );
       assert.ok(!w.events.some((e) => e.lease.key === "198.19.92.0-24"));
     } finally {
       await w.stop();
