@@ -66,6 +66,7 @@ for (const t of targets) {
             `${dir}/${i}.env`,
             "--subnet-lease-ttl",
             "60",
+            "--iptables-forward-rules=false", // these agents share the test machine's namespace
           ]));
         }
         const subnets = new Set<string>();
@@ -108,7 +109,14 @@ for (const t of targets) {
           `${dir}/net.json`,
           `{"Network":"198.19.0.0/27","Backend":{"Type":"alloc"}}`,
         );
-        const base = [...t.args(dir), "--net-config-path", `${dir}/net.json`, "--iface", "lo"];
+        const base = [
+          ...t.args(dir),
+          "--net-config-path",
+          `${dir}/net.json`,
+          "--iface",
+          "lo",
+          "--iptables-forward-rules=false",
+        ];
         // /27 with /29 subnets: 3 leasable after the first is skipped.
         const held: AgentProc[] = [];
         try {

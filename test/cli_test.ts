@@ -81,6 +81,7 @@ Deno.test("agent start with a config different from the registry's names both, e
       "lo",
       "--subnet-file",
       `${dir}/s.env`,
+      "--iptables-forward-rules=false",
     ]);
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /different network config/);

@@ -57,6 +57,8 @@ export interface AgentOptions {
   reconcileIntervalMs: number;
   /** Extra start-up steps once the lease is held (iptables rules); failures are fatal. */
   onLease?: (cfg: NetworkConfig, lease: Lease, prev: Lease | null) => Promise<void>;
+  /** Called once, when the agent first becomes ready (sd_notify READY=1). */
+  onReady?: () => void;
 }
 
 /** What /readyz reports. */
@@ -168,8 +170,11 @@ export class Agent {
     tasks.push(watcher.run(signal, {
       initial: async (peers) => {
         await backend.reconcile(peers);
-        this.#state.peersSynced = true;
         log.info("datapath reconciled with {n} peers", { n: peers.length });
+        if (!this.#state.peersSynced) {
+          this.#state.peersSynced = true;
+          if (this.readiness().ok) this.opts.onReady?.();
+        }
       },
       events: (evs, at) => this.#apply(backend, evs, at),
       ownDeleted: () => mgr.notifyLost(),
@@ -219,8 +224,15 @@ export class Agent {
         }
         signal.addEventListener("abort", done, { once: true });
       });
-      if (signal.aborted || !this.#state.peersSynced) continue;
+      // Never reconcile before the first list: an empty peer set would wipe every route.
+      if (signal.aborted || !watcher.listed) continue;
       try {
+        if (!this.#state.peersSynced) {
+          await backend.reconcile(watcher.peers());
+          this.#state.peersSynced = true;
+          lastFull = Date.now();
+          if (this.readiness().ok) this.opts.onReady?.();
+        }
         if (backend.check && await backend.check()) {
           repairs.inc();
           log.warn("datapath was damaged (device or entries removed); repaired");

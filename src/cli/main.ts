@@ -31,7 +31,10 @@ Run 'weft <command> --help' for the flags of a command.`;
 export async function main(args: string[], env = Deno.env.toObject()): Promise<number> {
   const first = args[0];
   try {
-    if (first === undefined && env.CNI_COMMAND) return await runCni();
+    // A container runtime execs the plugin with no arguments and CNI_COMMAND set.
+    if ((first === undefined && env.CNI_COMMAND) || invokedAs() === "weft-cni") {
+      return await runCni();
+    }
     if (first === "version" || first === "--version") {
       console.log(`weft ${VERSION}`);
       return 0;
@@ -168,6 +171,16 @@ async function leasesCommand(args: string[], env: Record<string, string>): Promi
     else Deno.stdout.writeSync(new TextEncoder().encode(renderLeaseTable(decoded)));
     return 0;
   });
+}
+
+/** The executable name this process was started under (argv[0]), e.g. via a weft-cni link. */
+function invokedAs(): string {
+  try {
+    const argv0 = Deno.readTextFileSync("/proc/self/cmdline").split("\0")[0];
+    return argv0.split("/").pop() ?? "";
+  } catch {
+    return "";
+  }
 }
 
 async function runCni(): Promise<number> {

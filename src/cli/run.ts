@@ -1,13 +1,17 @@
 /**
- * `weft run`: opens the registry, starts the agent and the health server, and handles signals.
- * SIGTERM/SIGINT stop watches and loops and close the registry, leaving the lease and the kernel
- * datapath in place, so a restart does not interrupt pod traffic.
+ * `weft run`: opens the registry, starts the agent, the health server and the iptables rules,
+ * and handles signals. SIGTERM/SIGINT stop watches and loops and close the registry, leaving the
+ * lease and the kernel datapath in place, so a restart does not interrupt pod traffic.
  */
 import { getLogger } from "@logtape/logtape";
 import type { FlagValues } from "./flags.ts";
 import { Agent } from "../agent/agent.ts";
 import { openRegistry } from "../registry/open.ts";
 import { VERSION } from "../version.ts";
+import { metrics } from "../ops/metrics.ts";
+import { type HealthServer, startHealthServer } from "../ops/health.ts";
+import { RuleManager } from "../ops/iptables.ts";
+import { notifyReady } from "../ops/sdnotify.ts";
 
 const log = getLogger(["weft", "main"]);
 
@@ -27,8 +31,11 @@ export async function runAgentCommand(v: FlagValues): Promise<number> {
     version: VERSION,
     registry: v.registry,
   });
+  const ipMasq = Boolean(v["ip-masq"]);
+  const forward = Boolean(v["iptables-forward-rules"]);
+  let rules: RuleManager | null = null;
   const registry = await openRegistry(v);
-  const agent = new Agent(registry, {
+  const agent: Agent = new Agent(registry, {
     netConfigPath: String(v["net-config-path"] || "") || undefined,
     backendOverride: String(v.backend || "") || undefined,
     iface: {
@@ -40,12 +47,51 @@ export async function runAgentCommand(v: FlagValues): Promise<number> {
     subnetFile: String(v["subnet-file"]),
     ttlSeconds: Number(v["subnet-lease-ttl"]),
     renewMarginMs: Number(v["subnet-lease-renew-margin"]) * 60_000,
-    ipMasq: Boolean(v["ip-masq"]),
+    ipMasq,
     reconcileIntervalMs: Number(v["reconcile-interval"]) * 1000,
+    // Rules follow the lease: a new subnet rewrites the chains, dropping the old subnet's rules.
+    onLease: async (cfg, lease) => {
+      if (!ipMasq && !forward) return;
+      if (!rules) {
+        rules = new RuleManager({
+          network: cfg.network,
+          podSubnet: lease.subnet,
+          ipMasq,
+          forward,
+          randomFullyDisable: Boolean(v["ip-masq-fully-random-disable"]),
+        });
+      } else rules.update({ network: cfg.network, podSubnet: lease.subnet });
+      await rules.ensure();
+      rules.startResync(Number(v["iptables-resync"]));
+      agent.setExtraReady(true);
+    },
+    onReady: () => {
+      log.info("ready");
+      notifyReady();
+    },
   });
+  if (ipMasq || forward) agent.setExtraReady(false);
+
+  let health: HealthServer | null = null;
+  const port = Number(v["healthz-port"]);
+  if (port > 0) {
+    health = startHealthServer({
+      hostname: String(v["healthz-ip"]),
+      port,
+      ready: () => agent.readiness(),
+      metrics,
+      version: VERSION,
+    });
+    log.info("health server on {ip}:{port} (/healthz, /readyz, /metrics)", {
+      ip: v["healthz-ip"],
+      port: health.port,
+    });
+  }
   try {
     await agent.run(ctl.signal);
   } finally {
+    (rules as RuleManager | null)?.stop();
+    await health?.close().catch(() => {});
     await agent.backend?.close().catch(() => {});
     await registry.close().catch(() => {});
   }

@@ -58,8 +58,14 @@ function sameAttrs(a: Lease, b: Lease): boolean {
 export class PeerWatcher {
   #decoder = new LeaseDecoder();
   #known = new Map<string, Lease>();
+  #listed = false;
 
   constructor(readonly registry: Registry, readonly opts: PeerWatcherOptions) {}
+
+  /** True once the registry has been listed: before that, peers() is not the real set. */
+  get listed(): boolean {
+    return this.#listed;
+  }
 
   /** Peers currently known (own lease excluded). */
   peers(): Lease[] {
@@ -118,6 +124,7 @@ export class PeerWatcher {
     if (!first) return;
     resyncs.inc();
     this.#diff(first.leases, h);
+    this.#listed = true;
     await this.#safe("reconcile", () => h.initial(this.peers()));
     for await (const msg of this.registry.watchLeases(first.revision, signal)) {
       const at = performance.now();
