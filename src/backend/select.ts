@@ -12,6 +12,10 @@ export async function createBackend(name: string): Promise<Backend> {
   switch (name) {
     case "alloc":
       return new AllocBackend();
+    case "vxlan":
+      return new (await import("./vxlan.ts")).VxlanBackend();
+    case "host-gw":
+      return new (await import("./hostgw.ts")).HostGwBackend();
     default:
       throw new ConfigError(
         `Backend.Type "${name}" is not supported by weft; use one of ${backendNames.join(", ")}`,

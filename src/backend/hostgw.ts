@@ -1,0 +1,115 @@
+/**
+ * The `host-gw` backend: per peer lease, `<peer subnet> via <peer public IP> dev <ext iface>`.
+ * Every host must share one L2 segment. Refuses to start when the public IP is not the
+ * interface's own address (peers could not route to it), and re-adds routes someone removed.
+ */
+import { getLogger } from "@logtape/logtape";
+import { ConfigError, type NetworkConfig } from "../config/network.ts";
+import { formatCidr } from "../net/ipv4.ts";
+import type { ExternalInterface } from "../net/iface.ts";
+import type { Lease } from "../lease/codec.ts";
+import { isNotFound, netlink, type Netlink, type Route } from "../../ffi/libnl/mod.ts";
+import type { Backend, BackendContext, BackendPrepared, PeerEvent } from "./backend.ts";
+import { diffRoutes, isOwnedRoute, routeKey } from "./routes.ts";
+import { PeerFailures } from "./peer_errors.ts";
+
+const log = getLogger(["weft", "host-gw"]);
+
+export class HostGwBackend implements Backend {
+  readonly name = "host-gw";
+  #nl: Netlink;
+  #cfg!: NetworkConfig;
+  #ext!: ExternalInterface;
+  #own: Lease | null = null;
+  #peers = new Map<string, Lease>();
+
+  constructor(nl: Netlink = netlink()) {
+    this.#nl = nl;
+  }
+
+  prepare(ctx: BackendContext): Promise<BackendPrepared> {
+    if (ctx.ext.publicIP !== ctx.ext.ifaceAddr) {
+      throw new ConfigError(
+        `host-gw needs the public IP to be the external interface's own address, but ` +
+          `--public-ip is ${ctx.ext.publicIP} and ${ctx.ext.name} has ${ctx.ext.ifaceAddr}; ` +
+          `drop --public-ip or use the vxlan backend`,
+      );
+    }
+    this.#cfg = ctx.config;
+    this.#ext = ctx.ext;
+    return Promise.resolve({ attrs: { backendType: "host-gw" }, mtu: ctx.ext.mtu });
+  }
+
+  start(own: Lease): Promise<void> {
+    this.#own = own;
+    return Promise.resolve();
+  }
+
+  routeFor(l: Lease): Route {
+    return { dst: formatCidr(l.subnet), gw: l.attrs.publicIP, dev: this.#ext.index };
+  }
+
+  apply(events: PeerEvent[]): Promise<void> {
+    const f = new PeerFailures();
+    for (const ev of events) {
+      const r = this.routeFor(ev.lease);
+      if (ev.type === "removed") {
+        this.#peers.delete(ev.lease.key);
+        f.run(ev.lease.key, () => {
+          try {
+            this.#nl.routeDel(r);
+          } catch (e) {
+            if (!isNotFound(e)) throw e;
+          }
+        });
+      } else {
+        this.#peers.set(ev.lease.key, ev.lease);
+        f.run(ev.lease.key, () => this.#nl.routeReplace(r));
+      }
+    }
+    f.throwIfAny("programming host-gw routes");
+    return Promise.resolve();
+  }
+
+  #owned(): Route[] {
+    return this.#nl.routeList({ table: 254 }).filter((r) =>
+      isOwnedRoute(r, this.#cfg.network, this.#own?.subnet ?? null, { ext: this.#ext.index })
+    );
+  }
+
+  #sync(): { removed: number; added: number } {
+    const want = [...this.#peers.values()].map((l) => this.routeFor(l));
+    const { del, add } = diffRoutes(want, this.#owned());
+    const f = new PeerFailures();
+    for (const r of del) f.run(r.dst, () => this.#nl.routeDel(r));
+    for (const r of add) f.run(r.dst, () => this.#nl.routeReplace(r));
+    f.throwIfAny("reconciling host-gw routes");
+    return { removed: del.length, added: add.length };
+  }
+
+  reconcile(peers: Lease[]): Promise<void> {
+    this.#peers = new Map(peers.map((p) => [p.key, p]));
+    const { removed, added } = this.#sync();
+    if (removed || added) {
+      log.info("reconciled: removed {d} stale routes, added {a}", { d: removed, a: added });
+    }
+    return Promise.resolve();
+  }
+
+  /** Re-adds peer routes that were removed by hand (flannel checks every 10 s; we do it on every check). */
+  check(): Promise<boolean> {
+    const have = new Set(this.#owned().map(routeKey));
+    const missing = [...this.#peers.values()].map((l) => this.routeFor(l)).filter((r) =>
+      !have.has(routeKey(r))
+    );
+    if (missing.length === 0) return Promise.resolve(false);
+    const f = new PeerFailures();
+    for (const r of missing) f.run(r.dst, () => this.#nl.routeReplace(r));
+    f.throwIfAny("restoring host-gw routes");
+    return Promise.resolve(true);
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,236 @@
+/**
+ * The udp backend's packet forwarder: two Workers (TUN → UDP and UDP → TUN) each running a sync
+ * FFI loop of poll() plus batched reads and sendmmsg/recvmmsg, so per-packet work never touches
+ * the main thread, whose event loop stays free for leases, watches and health. Peer updates reach
+ * the workers by postMessage; counters come back through a SharedArrayBuffer.
+ *
+ * @example
+ * ```ts
+ * const tun = openTun("flannel0");
+ * const fwd = await startForwarder({
+ *   tunFd: tun.fd, bind: { addr: "198.18.0.1", port: 8285 }, subnetLen: 24,
+ * });
+ * fwd.setPeers([{ subnet: parseCidr("198.19.2.0/24"), publicIP: "198.18.0.2" }]);
+ * fwd.counters().txPackets;
+ * await fwd.stop();
+ * ```
+ */
+import { getLogger } from "@logtape/logtape";
+import { closeFd, openEventFd, openUdpSocket, signalEventFd } from "../../../ffi/libc/mod.ts";
+import { parseIp } from "../../net/ipv4.ts";
+import {
+  CTL,
+  type ForwarderCounters,
+  newControlBuffer,
+  newCounterBuffer,
+  readCounters,
+} from "./counters.ts";
+import { checkSubnetLen, type Peer, peerEntries, type PeerEntry } from "./peers.ts";
+import type { WorkerInit } from "./worker.ts";
+
+const log = getLogger(["weft", "udp"]);
+
+/** flannel's udp backend port. */
+export const DEFAULT_UDP_PORT = 8285;
+
+export interface ForwarderOptions {
+  /** An open TUN fd (IFF_TUN|IFF_NO_PI, non-blocking); the caller keeps ownership. */
+  tunFd: number;
+  /** An open, bound UDP socket; the caller keeps ownership. Give this or `bind`. */
+  udpFd?: number;
+  /** Create the UDP socket here (closed again by stop()). Give this or `udpFd`. */
+  bind?: { addr: string; port?: number; rcvBuf?: number; sndBuf?: number };
+  /** Peers' UDP port; default `bind.port` or 8285. */
+  peerPort?: number;
+  /** The network's SubnetLen: every peer subnet has this prefix. */
+  subnetLen: number;
+  peers?: Peer[];
+  /** Packets per batch (recvmmsg/sendmmsg vlen); default 64. */
+  batchSize?: number;
+  /** Bytes per packet buffer, at least the TUN MTU and the largest peer datagram; default 65536. */
+  slotSize?: number;
+  /** Longest poll() wait in ms (1..100; bounds how stale the stop flag can be); default 50. */
+  pollMs?: number;
+  /** Accept datagrams only from peers' public IPs; default true. */
+  checkSource?: boolean;
+  /**
+   * Send runs of equal-size packets to one peer as one UDP GSO message (same datagrams on the
+   * wire); default true. Turned off by itself when the kernel or egress device refuses it.
+   */
+  udpGso?: boolean;
+  /** Called when a worker fails (e.g. the TUN device was deleted); default: log an error. */
+  onError?: (err: Error) => void;
+}
+
+export interface Forwarder {
+  /** Replaces the peer table (all current peers). Throws RangeError on a bad peer. */
+  setPeers(peers: Peer[]): void;
+  /** Counters since start, read from shared memory (cheap; call at scrape time). */
+  counters(): ForwarderCounters;
+  /** The UDP socket fd in use and its local port. */
+  readonly udpFd: number;
+  readonly port: number;
+  /** False after a worker failed or stop() ran. */
+  readonly running: boolean;
+  /** Stops both workers (promptly: they are woken) and closes what start opened. */
+  stop(): Promise<void>;
+}
+
+const WORKER_URL = new URL("./worker.ts", import.meta.url);
+const STOP_TIMEOUT_MS = 2000;
+
+interface WorkerHandle {
+  worker: Worker;
+  wakeFd: number;
+  stopped: Promise<void>;
+}
+
+/** Starts both packet workers; resolves once both are polling. */
+export async function startForwarder(opts: ForwarderOptions): Promise<Forwarder> {
+  checkSubnetLen(opts.subnetLen);
+  if ((opts.udpFd === undefined) === (opts.bind === undefined)) {
+    throw new TypeError("startForwarder needs exactly one of udpFd or bind");
+  }
+  const pollMs = opts.pollMs ?? 50;
+  if (!(pollMs >= 1 && pollMs <= 100)) throw new RangeError(`pollMs ${pollMs} must be in 1..100`);
+  const onError = opts.onError ??
+    ((e: Error) => log.error("udp forwarder stopped: {message}", { message: e.message }));
+  let gen = 0;
+  let entries: PeerEntry[] = peerEntries(opts.peers ?? [], opts.subnetLen);
+
+  let udpFd: number;
+  let port: number;
+  let ownSocket = false;
+  if (opts.bind) {
+    const s = openUdpSocket(parseIp(opts.bind.addr), opts.bind.port ?? DEFAULT_UDP_PORT, {
+      rcvBuf: opts.bind.rcvBuf ?? 4 << 20,
+      sndBuf: opts.bind.sndBuf ?? 4 << 20,
+    });
+    udpFd = s.fd;
+    port = s.port;
+    ownSocket = true;
+    log.info("udp socket bound to {addr}:{port} (rcvbuf {rcv}, sndbuf {snd})", {
+      addr: opts.bind.addr,
+      port,
+      rcv: s.rcvBuf,
+      snd: s.sndBuf,
+    });
+  } else {
+    udpFd = opts.udpFd!;
+    port = 0;
+  }
+  const peerPort = opts.peerPort ?? (opts.bind?.port ?? DEFAULT_UDP_PORT);
+
+  const counters = newCounterBuffer();
+  const ctl = newControlBuffer();
+  const ctlView = new Int32Array(ctl);
+  const handles: WorkerHandle[] = [];
+  let running = true;
+
+  const fail = (e: Error) => {
+    if (!running) return;
+    running = false;
+    Atomics.store(ctlView, CTL.STOP, 1);
+    for (const h of handles) signalEventFd(h.wakeFd);
+    onError(e);
+  };
+
+  const spawn = (role: "tx" | "rx"): Promise<WorkerHandle> => {
+    const wakeFd = openEventFd();
+    const worker = new Worker(WORKER_URL, { type: "module", name: `weft-udp-${role}` });
+    let resolveStopped!: () => void;
+    const stopped = new Promise<void>((r) => resolveStopped = r);
+    return new Promise<WorkerHandle>((resolve, reject) => {
+      let ready = false;
+      worker.onmessage = (ev: MessageEvent<{ type: string; message?: string }>) => {
+        const m = ev.data;
+        if (m.type === "ready") {
+          ready = true;
+          resolve({ worker, wakeFd, stopped });
+        } else if (m.type === "error") {
+          const err = new Error(`udp ${role} worker: ${m.message}`);
+          if (ready) fail(err);
+          else reject(err);
+        } else if (m.type === "stopped") {
+          resolveStopped();
+        }
+      };
+      worker.onerror = (ev) => {
+        ev.preventDefault();
+        resolveStopped();
+        const err = new Error(`udp ${role} worker crashed: ${ev.message}`);
+        if (ready) fail(err);
+        else reject(err);
+      };
+      const init: WorkerInit = {
+        role,
+        tunFd: opts.tunFd,
+        udpFd,
+        wakeFd,
+        port: peerPort,
+        subnetLen: opts.subnetLen,
+        batchSize: opts.batchSize ?? 64,
+        slotSize: opts.slotSize ?? 65536,
+        pollMs,
+        checkSource: opts.checkSource ?? true,
+        gso: opts.udpGso ?? true,
+        counters,
+        ctl,
+        gen,
+        peers: entries,
+      };
+      worker.postMessage({ type: "init", ...init });
+    }).catch((e) => {
+      worker.terminate();
+      closeFd(wakeFd);
+      throw e;
+    });
+  };
+
+  const stopAll = async () => {
+    running = false;
+    Atomics.store(ctlView, CTL.STOP, 1);
+    for (const h of handles) signalEventFd(h.wakeFd);
+    // A worker stuck in a syscall cannot answer; terminate() it after a bounded wait.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.all(handles.map((h) => h.stopped)),
+      new Promise<void>((r) => timer = setTimeout(r, STOP_TIMEOUT_MS)),
+    ]);
+    clearTimeout(timer);
+    for (const h of handles) {
+      h.worker.terminate();
+      closeFd(h.wakeFd);
+    }
+    handles.length = 0;
+    if (ownSocket) closeFd(udpFd);
+  };
+
+  try {
+    for (const role of ["tx", "rx"] as const) handles.push(await spawn(role));
+  } catch (e) {
+    await stopAll();
+    throw e;
+  }
+
+  return {
+    udpFd,
+    port,
+    get running() {
+      return running;
+    },
+    setPeers(peers: Peer[]) {
+      entries = peerEntries(peers, opts.subnetLen);
+      gen++;
+      for (const h of handles) h.worker.postMessage({ type: "peers", gen, entries });
+      // Bump after posting: a worker that sees the new number can await the message.
+      Atomics.store(ctlView, CTL.PEER_GEN, gen);
+      for (const h of handles) signalEventFd(h.wakeFd);
+    },
+    counters: () => readCounters(new Float64Array(counters)),
+    stop: async () => {
+      if (handles.length === 0) return;
+      await stopAll();
+    },
+  };
+}

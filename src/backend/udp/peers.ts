@@ -1,0 +1,104 @@
+/**
+ * The udp backend's peer table. All leases share the network's SubnetLen, so a destination's
+ * subnet is `dst >>> (32 - subnetLen)`: a small integer (V8 keeps it unboxed) used as the key of
+ * one Map lookup per packet. The table also holds the set of peer public IPs that datagrams are
+ * accepted from.
+ *
+ * @example
+ * ```ts
+ * const t = new PeerTable(24);
+ * t.replace(peerEntries([{ subnet: parseCidr("198.19.2.0/24"), publicIP: "198.18.0.2" }], 24));
+ * t.lookup(parseIp("198.19.2.7")); // parseIp("198.18.0.2")
+ * t.isMember(parseIp("198.18.0.9")); // false
+ * ```
+ */
+import { formatCidr, type Ipv4Net, maskOf, parseIp } from "../../net/ipv4.ts";
+
+/** A remote node: its lease's subnet and the public IP its udp socket listens on. */
+export interface Peer {
+  subnet: Ipv4Net;
+  publicIP: string;
+}
+
+/** Peer in the form sent to the packet workers: subnet network address and public IP. */
+export interface PeerEntry {
+  net: number;
+  ip: number;
+}
+
+/** Checks a SubnetLen for the table (1..32). */
+export function checkSubnetLen(subnetLen: number): void {
+  if (!Number.isInteger(subnetLen) || subnetLen < 1 || subnetLen > 32) {
+    throw new RangeError(`subnetLen ${subnetLen} must be an integer in 1..32`);
+  }
+}
+
+/**
+ * Converts peers to entries, checking each: its subnet must have the network's SubnetLen
+ * (flannel leases all do) and its public IP must be IPv4 text. Throws RangeError naming the
+ * offending peer.
+ */
+export function peerEntries(peers: readonly Peer[], subnetLen: number): PeerEntry[] {
+  checkSubnetLen(subnetLen);
+  return peers.map((p) => {
+    if (p.subnet.prefix !== subnetLen) {
+      throw new RangeError(
+        `peer subnet ${formatCidr(p.subnet)} (public IP ${p.publicIP}) has prefix ` +
+          `${p.subnet.prefix} but the network's SubnetLen is ${subnetLen}; ` +
+          "its lease does not belong to this network config",
+      );
+    }
+    let ip: number;
+    try {
+      ip = parseIp(p.publicIP);
+    } catch {
+      throw new RangeError(
+        `peer ${formatCidr(p.subnet)} has public IP "${p.publicIP}", which is not IPv4`,
+      );
+    }
+    return { net: (p.subnet.ip & maskOf(subnetLen)) >>> 0, ip };
+  });
+}
+
+export class PeerTable {
+  readonly #shift: number;
+  #bySubnet = new Map<number, number>();
+  #members = new Set<number>();
+
+  constructor(readonly subnetLen: number) {
+    checkSubnetLen(subnetLen);
+    this.#shift = 32 - subnetLen;
+  }
+
+  /** Replaces the whole table (updates are rare next to lookups, so rebuild, then swap). */
+  replace(entries: readonly PeerEntry[]): void {
+    const bySubnet = new Map<number, number>();
+    const members = new Set<number>();
+    for (const e of entries) {
+      bySubnet.set(this.key(e.net), e.ip >>> 0);
+      members.add(e.ip >>> 0);
+    }
+    this.#bySubnet = bySubnet;
+    this.#members = members;
+  }
+
+  /** Lookup key of an address: its subnet number within the address space. */
+  key(addr: number): number {
+    // subnetLen 32 gives shift 0: `>>> 0` then keeps the full address (boxed, still correct).
+    return addr >>> this.#shift;
+  }
+
+  /** Public IP of the peer owning `dst`, or -1 when none does. */
+  lookup(dst: number): number {
+    return this.#bySubnet.get(dst >>> this.#shift) ?? -1;
+  }
+
+  /** Whether datagrams from `ip` are accepted. */
+  isMember(ip: number): boolean {
+    return this.#members.has(ip);
+  }
+
+  get size(): number {
+    return this.#bySubnet.size;
+  }
+}

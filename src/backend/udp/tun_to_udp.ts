@@ -1,0 +1,255 @@
+/**
+ * One direction of the udp backend's packet loop: packets routed into the TUN are read in
+ * batches (one read(2) each, since a TUN has no batch read), checked, TTL-decremented and sent to
+ * their peer with one sendmmsg(2) per batch, runs of equal-size packets to one peer as UDP GSO
+ * messages. Packets to subnets without a peer get an ICMP
+ * net-unreachable written back into the TUN. Sync FFI only: runs in a Worker.
+ *
+ * @example
+ * ```ts
+ * const pump = new TunToUdp({ tunFd, udpFd, port: 8285, table, counters, batchSize: 64 });
+ * while (running) if (pump.step() < 64) pollTun();
+ * ```
+ */
+import {
+  Errno,
+  errno,
+  lastError,
+  libc,
+  MsgBatch,
+  POLLOUT,
+  PollSet,
+  SOCKADDR_IN_SIZE,
+  UDP_MAX_SEGMENTS,
+  writeSockaddrIn,
+} from "../../../ffi/libc/mod.ts";
+import type { LibcSymbols } from "../../../ffi/libc/mod.ts";
+import { BadPacket, buildNetUnreachable, decrementTtl, destination, ipv4Length } from "./packet.ts";
+import type { PeerTable } from "./peers.ts";
+import { TX } from "./counters.ts";
+
+export interface PumpOptions {
+  tunFd: number;
+  udpFd: number;
+  /** Peers' UDP port (flannel: 8285). */
+  port: number;
+  table: PeerTable;
+  counters: Float64Array;
+  batchSize: number;
+  /** Bytes per packet buffer: at least the TUN MTU. */
+  slotSize: number;
+  /** Send runs of equal-size packets to one peer with UDP GSO (UDP_SEGMENT); default true. */
+  gso?: boolean;
+}
+
+/** How long one batch may wait for socket buffer space before dropping the rest (ms). */
+const SEND_WAIT_MS = 200;
+/** Largest UDP GSO payload: 65535 minus the IP and UDP headers, rounded down for options. */
+const GSO_MAX_BYTES = 65000;
+
+export class TunToUdp {
+  readonly #c: LibcSymbols;
+  readonly #o: PumpOptions;
+  readonly #b: MsgBatch;
+  readonly #slotBig: bigint;
+  /** Per slot: packet length and peer; per message: first slot, packets, bytes. */
+  readonly #lens: Int32Array;
+  readonly #peers: Uint32Array;
+  readonly #msgFirst: Int32Array;
+  readonly #msgCount: Int32Array;
+  readonly #msgBytes: Int32Array;
+  readonly #icmp = new Uint8Array(4096);
+  readonly #icmpPtr: Deno.PointerObject;
+  readonly #sa = new Uint8Array(256);
+  readonly #saView = new DataView(this.#sa.buffer);
+  readonly #saPtr: Deno.PointerObject;
+  readonly #out: PollSet;
+  #gso: boolean;
+
+  constructor(o: PumpOptions) {
+    this.#c = libc();
+    this.#o = o;
+    this.#b = new MsgBatch(o.batchSize, o.slotSize, o.port);
+    this.#slotBig = BigInt(o.slotSize);
+    this.#lens = new Int32Array(o.batchSize);
+    this.#peers = new Uint32Array(o.batchSize);
+    this.#msgFirst = new Int32Array(o.batchSize);
+    this.#msgCount = new Int32Array(o.batchSize);
+    this.#msgBytes = new Int32Array(o.batchSize);
+    this.#icmpPtr = Deno.UnsafePointer.of(this.#icmp)!;
+    writeSockaddrIn(this.#saView, 0, 0, o.port);
+    this.#saPtr = Deno.UnsafePointer.of(this.#sa)!;
+    this.#out = new PollSet([o.udpFd], POLLOUT);
+    this.#gso = o.gso ?? true;
+    if (!this.#gso) o.counters[TX.GSO_OFF] = 1;
+  }
+
+  /**
+   * Reads up to one batch from the TUN and sends what is routable. Returns packets read: fewer
+   * than the batch size means the TUN queue is empty (wait in poll before the next step).
+   */
+  step(): number {
+    const c = this.#c, o = this.#o, b = this.#b, data = b.data, table = o.table;
+    const size = b.size, slot = o.slotSize, lens = this.#lens, peers = this.#peers;
+    let read = 0, k = 0, malformed = 0, notV4 = 0, ttl = 0;
+    while (read < size) {
+      // A dropped packet's slot is reused, so slots [0, k) are exactly the ones to send.
+      const n = c.read(o.tunFd, b.slotPtr[k], this.#slotBig);
+      if (n < 0) {
+        const e = errno();
+        if (e === Errno.EAGAIN) break;
+        if (e === Errno.EINTR) continue;
+        throw lastError("read", `TUN fd ${o.tunFd}`, {
+          EBADFD: "the TUN device was deleted; the backend must recreate it",
+          EBADF: "the TUN fd was closed while the forwarder ran",
+        });
+      }
+      read++;
+      const off = k * slot;
+      const len = ipv4Length(data, off, n);
+      if (len < 0) {
+        if (len === BadPacket.NOT_IPV4) notV4++;
+        else malformed++;
+        continue;
+      }
+      const peer = table.lookup(destination(data, off));
+      if (peer < 0) {
+        // Rare path: count before the ICMP goes out, so whoever sees it sees the count too.
+        o.counters[TX.NO_ROUTE]++;
+        if (this.#unreachable(off, len)) o.counters[TX.ICMP_SENT]++;
+        continue;
+      }
+      if (!decrementTtl(data, off)) {
+        ttl++;
+        continue;
+      }
+      b.setLength(k, len);
+      lens[k] = len;
+      peers[k] = peer;
+      k++;
+    }
+    const cnt = o.counters;
+    cnt[TX.TUN_PACKETS] += read;
+    if (malformed) cnt[TX.MALFORMED] += malformed;
+    if (notV4) cnt[TX.NOT_IPV4] += notV4;
+    if (ttl) cnt[TX.TTL] += ttl;
+    if (k > 0) this.#flush(this.#messages(k));
+    return read;
+  }
+
+  /** Writes an ICMP net-unreachable for the packet at `off` into the TUN; true when written. */
+  #unreachable(off: number, len: number): boolean {
+    const m = buildNetUnreachable(this.#b.data, off, len, this.#icmp, 0);
+    if (m === 0) return false;
+    // A failed write here only loses the error message; the original is dropped either way.
+    return this.#c.write(this.#o.tunFd, this.#icmpPtr, BigInt(m)) === m;
+  }
+
+  /**
+   * Groups slots [0, k) into messages. With UDP GSO, a run of packets to the same peer, all of
+   * the first one's length except possibly a shorter last one, becomes one message with a
+   * UDP_SEGMENT cmsg: the kernel sends them as the same separate datagrams (same wire format),
+   * but walks its UDP/IP output path once per run instead of once per packet. Returns the count.
+   */
+  #messages(k: number): number {
+    const b = this.#b, lens = this.#lens, peers = this.#peers, gso = this.#gso;
+    let j = 0;
+    for (let i = 0; i < k;) {
+      const peer = peers[i], seg = lens[i];
+      let n = 1, total = seg;
+      if (gso) {
+        while (i + n < k && n < UDP_MAX_SEGMENTS && peers[i + n] === peer) {
+          const l = lens[i + n];
+          if (l > seg || total + l > GSO_MAX_BYTES) break;
+          total += l;
+          n++;
+          if (l < seg) break; // only the last segment may be shorter
+        }
+      }
+      b.setMessage(j, i, n);
+      b.setPeerIp(j, peer);
+      b.setSegmentSize(j, n > 1 ? seg : 0);
+      this.#msgFirst[j] = i;
+      this.#msgCount[j] = n;
+      this.#msgBytes[j] = total;
+      j++;
+      i += n;
+    }
+    return j;
+  }
+
+  /**
+   * sendmmsg of messages [0, m); waits for buffer space (bounded), skips messages the kernel
+   * refuses, and falls back to one datagram per packet when a GSO message is refused.
+   */
+  #flush(m: number): void {
+    const o = this.#o, b = this.#b, cnt = o.counters;
+    const count = this.#msgCount, bytesOf = this.#msgBytes;
+    let sent = 0, packets = 0, bytes = 0, errors = 0, calls = 0, gsoMsgs = 0;
+    const deadline = performance.now() + SEND_WAIT_MS;
+    while (sent < m) {
+      const r = b.send(o.udpFd, sent, m - sent);
+      if (r > 0) {
+        for (let q = sent; q < sent + r; q++) {
+          packets += count[q];
+          bytes += bytesOf[q];
+          if (count[q] > 1) gsoMsgs++;
+        }
+        sent += r;
+        calls++;
+        continue;
+      }
+      const e = errno();
+      if (e === Errno.EINTR) continue;
+      if ((e === Errno.EAGAIN || e === Errno.ENOBUFS) && performance.now() < deadline) {
+        this.#out.wait(10);
+        continue;
+      }
+      if (count[sent] > 1) {
+        // EIO: the egress device cannot checksum-offload, so UDP GSO never works there;
+        // EINVAL/EMSGSIZE: this run exceeds the path MTU or GSO limits. Send it singly.
+        if (e === Errno.EIO || e === Errno.EOPNOTSUPP || e === Errno.ENOPROTOOPT) {
+          this.#gso = false;
+          cnt[TX.GSO_OFF] = 1;
+        }
+        const s = this.#sendSingles(this.#msgFirst[sent], count[sent]);
+        packets += s.packets;
+        bytes += s.bytes;
+        errors += count[sent] - s.packets;
+        sent++;
+        continue;
+      }
+      // Message `sent` is refused (EMSGSIZE, ENETUNREACH, EPERM from a firewall, or the socket
+      // stayed full past the deadline): count it and go on with the rest of the batch.
+      errors++;
+      cnt[TX.LAST_SEND_ERRNO] = e;
+      sent++;
+    }
+    cnt[TX.PACKETS] += packets;
+    cnt[TX.BYTES] += bytes;
+    cnt[TX.BATCHES] += calls;
+    if (gsoMsgs) cnt[TX.GSO_MESSAGES] += gsoMsgs;
+    if (errors) cnt[TX.SEND_ERROR] += errors;
+  }
+
+  /** Sends slots [first, first + n) one sendto() each (the GSO fallback; rare). */
+  #sendSingles(first: number, n: number): { packets: number; bytes: number } {
+    const c = this.#c, o = this.#o, b = this.#b;
+    let packets = 0, bytes = 0;
+    this.#saView.setUint32(4, this.#peers[first], false);
+    for (let i = first; i < first + n; i++) {
+      const len = this.#lens[i];
+      let r = c.sendto(o.udpFd, b.slotPtr[i], BigInt(len), 0, this.#saPtr, SOCKADDR_IN_SIZE);
+      if (r < 0 && errno() === Errno.EINTR) {
+        r = c.sendto(o.udpFd, b.slotPtr[i], BigInt(len), 0, this.#saPtr, SOCKADDR_IN_SIZE);
+      }
+      if (r < 0) {
+        o.counters[TX.LAST_SEND_ERRNO] = errno();
+        continue;
+      }
+      packets++;
+      bytes += len;
+    }
+    return { packets, bytes };
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * Worker entry of the udp packet loop: one instance per direction ("tx": TUN → UDP, "rx": UDP →
+ * TUN). It loops in sync FFI, waiting in poll() (at most pollMs, and woken early through its
+ * eventfd) and draining in batches. It yields to its event loop only when the control block says
+ * a new peer table was posted, so the main thread's postMessage never competes with packets.
+ *
+ * Protocol (main → worker): `{type:"init", ...WorkerInit}` once, then `{type:"peers", gen,
+ * entries}`. Worker → main: `{type:"ready"}`, `{type:"error", message}`, `{type:"stopped"}`.
+ *
+ * @example
+ * ```ts
+ * const w = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
+ * w.postMessage({ type: "init", role: "tx", tunFd, udpFd, wakeFd, ... });
+ * ```
+ */
+/// <reference lib="deno.worker" />
+import { drainEventFd, POLLERR, POLLIN, POLLNVAL, PollSet } from "../../../ffi/libc/mod.ts";
+import { CTL } from "./counters.ts";
+import { type PeerEntry, PeerTable } from "./peers.ts";
+import { TunToUdp } from "./tun_to_udp.ts";
+import { UdpToTun } from "./udp_to_tun.ts";
+
+export interface WorkerInit {
+  role: "tx" | "rx";
+  tunFd: number;
+  udpFd: number;
+  wakeFd: number;
+  port: number;
+  subnetLen: number;
+  batchSize: number;
+  slotSize: number;
+  pollMs: number;
+  checkSource: boolean;
+  gso: boolean;
+  counters: SharedArrayBuffer;
+  ctl: SharedArrayBuffer;
+  gen: number;
+  peers: PeerEntry[];
+}
+
+type InMsg =
+  | ({ type: "init" } & WorkerInit)
+  | { type: "peers"; gen: number; entries: PeerEntry[] };
+
+let latest: { gen: number; entries: PeerEntry[] } | null = null;
+let wakeWaiter: (() => void) | null = null;
+
+self.onmessage = (ev: MessageEvent<InMsg>) => {
+  const m = ev.data;
+  if (m.type === "init") {
+    // Leave the message handler first; the loop below only returns when stopped.
+    setTimeout(() => void main(m), 0);
+  } else if (m.type === "peers") {
+    if (!latest || m.gen > latest.gen) latest = { gen: m.gen, entries: m.entries };
+    wakeWaiter?.();
+  }
+};
+
+/** Waits (bounded) until the peers message numbered `gen` or later has arrived. */
+async function awaitPeers(gen: number): Promise<void> {
+  const until = performance.now() + 1000;
+  while ((!latest || latest.gen < gen) && performance.now() < until) {
+    await new Promise<void>((resolve) => {
+      wakeWaiter = resolve;
+      setTimeout(resolve, 20);
+    });
+    wakeWaiter = null;
+  }
+}
+
+async function main(init: WorkerInit): Promise<void> {
+  try {
+    await run(init);
+  } catch (e) {
+    self.postMessage({ type: "error", message: (e as Error).message ?? String(e) });
+  }
+  self.postMessage({ type: "stopped" });
+  self.close();
+}
+
+async function run(init: WorkerInit): Promise<void> {
+  const ctl = new Int32Array(init.ctl);
+  const counters = new Float64Array(init.counters);
+  const table = new PeerTable(init.subnetLen);
+  table.replace(init.peers);
+  let gen = init.gen;
+  const opts = {
+    tunFd: init.tunFd,
+    udpFd: init.udpFd,
+    port: init.port,
+    table,
+    counters,
+    batchSize: init.batchSize,
+    slotSize: init.slotSize,
+  };
+  const pump = init.role === "tx"
+    ? new TunToUdp({ ...opts, gso: init.gso })
+    : new UdpToTun({ ...opts, checkSource: init.checkSource });
+  const dataFd = init.role === "tx" ? init.tunFd : init.udpFd;
+  const ps = new PollSet([dataFd, init.wakeFd], POLLIN);
+  const batch = init.batchSize;
+  self.postMessage({ type: "ready" });
+
+  let idle = true;
+  while (Atomics.load(ctl, CTL.STOP) === 0) {
+    const want = Atomics.load(ctl, CTL.PEER_GEN);
+    if (want !== gen) {
+      await awaitPeers(want);
+      if (latest && latest.gen !== gen) {
+        table.replace(latest.entries);
+        gen = latest.gen;
+      }
+      continue;
+    }
+    if (idle) {
+      if (ps.wait(init.pollMs) === 0) continue;
+      if (ps.revents(1) & POLLIN) drainEventFd(init.wakeFd);
+      const ev = ps.revents(0);
+      if (ev & POLLNVAL) {
+        throw new Error(
+          `${init.role === "tx" ? "TUN" : "udp socket"} fd ${dataFd} was closed under the ` +
+            "forwarder; stop the forwarder before closing its fds",
+        );
+      }
+      if (!(ev & (POLLIN | POLLERR))) continue;
+    }
+    idle = pump.step() < batch;
+  }
+}
