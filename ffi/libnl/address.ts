@@ -1,0 +1,85 @@
+/**
+ * IPv4 addresses on interfaces (rtnl_addr): add, replace, delete, list.
+ *
+ * @example
+ * ```ts
+ * addrAdd(sock, vxlanIndex, "198.19.5.0/32");
+ * addrList(sock, vxlanIndex); // [{ index: 7, cidr: "198.19.5.0/32" }]
+ * ```
+ */
+import { parseCidr } from "../../src/net/ipv4.ts";
+import { AF_INET, ipv4Addr, readIp, withAddr } from "./nladdr.ts";
+import { drainCache, PTR_OUT } from "./mem.ts";
+import { NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, type NlSocket } from "./socket.ts";
+import { libs } from "./symbols.ts";
+
+/** An address on an interface: `cidr` is the address with its prefix, e.g. "198.19.5.1/24". */
+export interface Addr {
+  index: number;
+  cidr: string;
+}
+
+function checkIndex(index: number): void {
+  if (!Number.isInteger(index) || index <= 0) {
+    throw new RangeError(`ifindex ${index} is not a valid interface index (a positive integer)`);
+  }
+}
+
+function request(sock: NlSocket, op: string, index: number, cidr: string, flags: number | null) {
+  checkIndex(index);
+  // Host bits are allowed: an interface address is a host inside its subnet.
+  const net = parseCidr(cidr, true);
+  const ip = cidr.split("/")[0].trim();
+  const { rt } = libs();
+  const a = rt.rtnl_addr_alloc();
+  if (!a) throw new Error(`netlink ${op}: rtnl_addr_alloc returned NULL`);
+  try {
+    rt.rtnl_addr_set_ifindex(a, index);
+    const set = withAddr(ipv4Addr(ip, net.prefix), (l) => rt.rtnl_addr_set_local(a, l));
+    if (set < 0) throw sock.error(op, { index, cidr }, `${cidr} dev ${index}`, set);
+    sock.begin();
+    const rc = flags === null
+      ? rt.rtnl_addr_delete(sock.ptr, a, 0)
+      : rt.rtnl_addr_add(sock.ptr, a, NLM_F_CREATE | flags);
+    if (rc < 0) throw sock.error(op, { index, cidr }, `${cidr} dev ${index}`, rc);
+  } finally {
+    rt.rtnl_addr_put(a);
+  }
+}
+
+/** Adds an address; fails with `exists` when the interface already has it. */
+export function addrAdd(sock: NlSocket, index: number, cidr: string): void {
+  request(sock, "addrAdd", index, cidr, NLM_F_EXCL);
+}
+
+/** Adds an address or updates it in place when present. */
+export function addrReplace(sock: NlSocket, index: number, cidr: string): void {
+  request(sock, "addrReplace", index, cidr, NLM_F_REPLACE);
+}
+
+/** Removes an address; fails with `notFound` when it is not there. */
+export function addrDel(sock: NlSocket, index: number, cidr: string): void {
+  request(sock, "addrDel", index, cidr, null);
+}
+
+/** IPv4 addresses, of one interface when `index` is given. */
+export function addrList(sock: NlSocket, index?: number): Addr[] {
+  if (index !== undefined) checkIndex(index);
+  const { rt } = libs();
+  const what = index ? `dev ${index}` : "";
+  const cache = sock.dump(
+    "addrList",
+    { index },
+    what,
+    () => rt.rtnl_addr_alloc_cache(sock.ptr, PTR_OUT),
+  );
+  const out: Addr[] = [];
+  drainCache(cache, (o) => {
+    if (rt.rtnl_addr_get_family(o) !== AF_INET) return;
+    const i = rt.rtnl_addr_get_ifindex(o);
+    if (index !== undefined && i !== index) return;
+    const ip = readIp(rt.rtnl_addr_get_local(o));
+    if (ip !== null) out.push({ index: i, cidr: `${ip}/${rt.rtnl_addr_get_prefixlen(o)}` });
+  });
+  return out;
+}

@@ -1,0 +1,340 @@
+/**
+ * Network interfaces (rtnl_link): list, look up, create vxlan and bridge devices, set up/down,
+ * MTU and MAC, delete. Each function takes the {@link NlSocket} to use.
+ *
+ * @example
+ * ```ts
+ * const v = linkAddVxlan(sock, { name: "flannel.1", vni: 1, local: "198.18.0.2", port: 8472 });
+ * linkSetUp(sock, v.index);
+ * ```
+ */
+import { parseIp } from "../../src/net/ipv4.ts";
+import { ipv4Addr, isMac, macAddr, readIp, readMac, withAddr } from "./nladdr.ts";
+import { cstr, drainCache, PTR_OUT, readCString, takePtr, takeU32, U32_OUT } from "./mem.ts";
+import { NLM_F_CREATE, NLM_F_EXCL, type NlSocket } from "./socket.ts";
+import { NLE_EXIST, NLE_NODEV, NLE_OBJ_NOTFOUND } from "./errors.ts";
+import { libs } from "./symbols.ts";
+
+type Ptr = NonNullable<Deno.PointerValue>;
+
+const IFF_UP = 0x1;
+const RTNL_LINK_VXLAN_F_GBP = 1;
+const VXLAN_ID_MAX = 16777215;
+
+/** VXLAN attributes of a link, as the kernel reports them. */
+export interface VxlanInfo {
+  /** VNI. */
+  id: number;
+  /** Tunnel source address, null when unset. */
+  local: string | null;
+  /** UDP destination port (kernel default 8472). */
+  port: number;
+  learning: boolean;
+  gbp: boolean;
+  /** Underlay device (IFLA_VXLAN_LINK), null when unset. */
+  devIndex: number | null;
+}
+
+/** A network interface. */
+export interface Link {
+  index: number;
+  name: string;
+  /** IFLA_INFO_KIND ("vxlan", "bridge", "veth", ...), null for plain devices such as lo. */
+  kind: string | null;
+  mtu: number;
+  /** Administratively up (IFF_UP). */
+  up: boolean;
+  /** "aa:bb:cc:dd:ee:ff"; "" for devices without a link-layer address. */
+  mac: string;
+  /** ifindex of the master (bridge) device, null when none. */
+  master: number | null;
+  /** Present only for vxlan links. */
+  vxlan?: VxlanInfo;
+}
+
+export interface VxlanOptions {
+  name: string;
+  /** VXLAN network identifier, 0..16777215. */
+  vni: number;
+  /** Tunnel source IPv4 address. */
+  local?: string;
+  /** Underlay device ifindex. */
+  devIndex?: number;
+  /** UDP port; omitted → kernel default (8472). */
+  port?: number;
+  /** Source-address learning; default false (as flannel creates it). */
+  learning?: boolean;
+  /** Group Based Policy extension; default false. */
+  gbp?: boolean;
+  mtu?: number;
+  mac?: string;
+}
+
+/** Throws a RangeError for names the kernel cannot hold (1..15 bytes, no "/" or spaces). */
+export function checkIfName(name: string): void {
+  if (!/^[^\s/:]{1,15}$/.test(name) || new TextEncoder().encode(name).length > 15) {
+    throw new RangeError(
+      `"${name}" is not a valid interface name (1-15 characters, no whitespace, "/" or ":")`,
+    );
+  }
+}
+
+function checkIndex(index: number, what = "ifindex"): void {
+  if (!Number.isInteger(index) || index <= 0 || index > 0x7fffffff) {
+    throw new RangeError(`${what} ${index} is not a valid interface index (a positive integer)`);
+  }
+}
+
+function readVxlan(link: Ptr): VxlanInfo {
+  const { rt, nl } = libs();
+  const id = rt.rtnl_link_vxlan_get_id(link, U32_OUT) === 0 ? takeU32() : 0;
+  let local: string | null = null;
+  if (rt.rtnl_link_vxlan_get_local(link, PTR_OUT) === 0) {
+    // get_local builds a fresh nl_addr: ours to free.
+    const a = takePtr();
+    if (a) {
+      local = readIp(a);
+      nl.nl_addr_put(a);
+    }
+  }
+  const devIndex = rt.rtnl_link_vxlan_get_link(link, U32_OUT) === 0 ? takeU32() || null : null;
+  const port = rt.rtnl_link_vxlan_get_port(link, U32_OUT) === 0 ? takeU32() : 0;
+  const learning = rt.rtnl_link_vxlan_get_learning(link) > 0;
+  const getFlags = rt.rtnl_link_vxlan_get_flags;
+  const flags = getFlags && getFlags(link, U32_OUT) === 0 ? takeU32() : 0;
+  return { id, local, port, learning, gbp: (flags & RTNL_LINK_VXLAN_F_GBP) !== 0, devIndex };
+}
+
+/** Copies a libnl link object into a plain {@link Link}. */
+export function readLink(link: Ptr): Link {
+  const { rt } = libs();
+  const master = rt.rtnl_link_get_master(link);
+  const out: Link = {
+    index: rt.rtnl_link_get_ifindex(link),
+    name: readCString(rt.rtnl_link_get_name(link)) ?? "",
+    kind: readCString(rt.rtnl_link_get_type(link)),
+    mtu: rt.rtnl_link_get_mtu(link),
+    up: (rt.rtnl_link_get_flags(link) & IFF_UP) !== 0,
+    mac: readMac(rt.rtnl_link_get_addr(link)) ?? "",
+    master: master > 0 ? master : null,
+  };
+  // Every rtnl_link_vxlan_* call aborts the process on a non-vxlan link: check first.
+  if (rt.rtnl_link_is_vxlan(link)) out.vxlan = readVxlan(link);
+  return out;
+}
+
+/** All interfaces, by ifindex. */
+export function linkList(sock: NlSocket): Link[] {
+  const { rt } = libs();
+  const cache = sock.dump(
+    "linkList",
+    null,
+    "",
+    () => rt.rtnl_link_alloc_cache(sock.ptr, 0, PTR_OUT),
+  );
+  const links: Link[] = [];
+  drainCache(cache, (o) => links.push(readLink(o)));
+  return links.sort((a, b) => a.index - b.index);
+}
+
+/** Fetches one link from the kernel; null when it does not exist. */
+function getKernel(sock: NlSocket, op: string, index: number, name: string | null): Link | null {
+  const { rt } = libs();
+  sock.begin();
+  const rc = rt.rtnl_link_get_kernel(sock.ptr, index, name === null ? null : cstr(name), PTR_OUT);
+  const link = takePtr();
+  if (rc < 0) {
+    if (-rc === NLE_NODEV || -rc === NLE_OBJ_NOTFOUND) return null;
+    throw sock.error(op, name ?? index, name ?? `ifindex ${index}`, rc);
+  }
+  if (!link) return null;
+  try {
+    return readLink(link);
+  } finally {
+    rt.rtnl_link_put(link);
+  }
+}
+
+/** The link called `name`, or null. */
+export function linkByName(sock: NlSocket, name: string): Link | null {
+  // The kernel cannot hold such a name, so no such link can exist (and it would reject the query).
+  if (name.length === 0 || new TextEncoder().encode(name).length > 15) return null;
+  return getKernel(sock, "linkByName", 0, name);
+}
+
+/** The link with ifindex `index`, or null. */
+export function linkByIndex(sock: NlSocket, index: number): Link | null {
+  checkIndex(index);
+  return getKernel(sock, "linkByIndex", index, null);
+}
+
+/** Sets name/mtu/mac on a new link object; parse errors surface before anything is sent. */
+function applyCommon(link: Ptr, name: string, o: { mtu?: number; mac?: string }): void {
+  const { rt } = libs();
+  rt.rtnl_link_set_name(link, cstr(name));
+  if (o.mtu !== undefined) rt.rtnl_link_set_mtu(link, o.mtu);
+  if (o.mac !== undefined) withAddr(macAddr(o.mac), (a) => rt.rtnl_link_set_addr(link, a));
+}
+
+function addLink(sock: NlSocket, op: string, args: unknown, what: string, link: Ptr, name: string) {
+  const { rt } = libs();
+  sock.begin();
+  const rc = rt.rtnl_link_add(sock.ptr, link, NLM_F_CREATE | NLM_F_EXCL);
+  if (rc < 0) {
+    const hint = -rc === NLE_EXIST
+      ? `a link named ${name} already exists; delete it or reuse it`
+      : undefined;
+    throw sock.error(op, args, what, rc, hint);
+  }
+  const made = getKernel(sock, op, 0, name);
+  if (!made) throw new Error(`netlink ${op} ${what}: created, but the link is gone on read-back`);
+  return made;
+}
+
+function checkOptional(o: { mtu?: number; mac?: string }): void {
+  if (o.mtu !== undefined && (!Number.isInteger(o.mtu) || o.mtu < 68 || o.mtu > 65535)) {
+    throw new RangeError(`MTU ${o.mtu} is out of range (68..65535)`);
+  }
+  if (o.mac !== undefined && !isMac(o.mac)) {
+    throw new RangeError(
+      `"${o.mac}" is not a MAC address (expected six hex octets, aa:bb:cc:dd:ee:ff)`,
+    );
+  }
+}
+
+/** Creates a vxlan device (fails with `exists` if the name is taken) and returns it as read back. */
+export function linkAddVxlan(sock: NlSocket, o: VxlanOptions): Link {
+  checkIfName(o.name);
+  if (!Number.isInteger(o.vni) || o.vni < 0 || o.vni > VXLAN_ID_MAX) {
+    throw new RangeError(`VNI ${o.vni} is out of range (0..${VXLAN_ID_MAX})`);
+  }
+  if (o.port !== undefined && (!Number.isInteger(o.port) || o.port < 1 || o.port > 65535)) {
+    throw new RangeError(`vxlan port ${o.port} is out of range (1..65535)`);
+  }
+  if (o.local !== undefined) parseIp(o.local);
+  if (o.devIndex !== undefined) checkIndex(o.devIndex, "vxlan devIndex");
+  checkOptional(o);
+  const what = [
+    o.name,
+    `id ${o.vni}`,
+    o.local !== undefined ? `local ${o.local}` : "",
+    o.devIndex !== undefined ? `dev ${o.devIndex}` : "",
+    o.port !== undefined ? `dstport ${o.port}` : "",
+    o.learning ? "learning" : "nolearning",
+    o.gbp ? "gbp" : "",
+  ].filter(Boolean).join(" ");
+
+  const { rt } = libs();
+  const link = rt.rtnl_link_vxlan_alloc();
+  if (!link) throw new Error("netlink linkAddVxlan: rtnl_link_vxlan_alloc returned NULL");
+  try {
+    applyCommon(link, o.name, o);
+    rt.rtnl_link_vxlan_set_id(link, o.vni);
+    if (o.local !== undefined) {
+      withAddr(ipv4Addr(o.local), (a) => rt.rtnl_link_vxlan_set_local(link, a));
+    }
+    if (o.devIndex !== undefined) rt.rtnl_link_vxlan_set_link(link, o.devIndex);
+    if (o.port !== undefined) rt.rtnl_link_vxlan_set_port(link, o.port);
+    // Always explicit: the kernel's default is learning on, flannel's is off.
+    rt.rtnl_link_vxlan_set_learning(link, o.learning ? 1 : 0);
+    if (o.gbp) {
+      if (!rt.rtnl_link_vxlan_set_flags) {
+        throw new Error(
+          `netlink linkAddVxlan ${what}: this libnl lacks rtnl_link_vxlan_set_flags, so gbp ` +
+            `cannot be set; upgrade libnl-route-3-200 (3.7 has it)`,
+        );
+      }
+      rt.rtnl_link_vxlan_set_flags(link, RTNL_LINK_VXLAN_F_GBP, 1);
+    }
+    return addLink(sock, "linkAddVxlan", o, what, link, o.name);
+  } finally {
+    rt.rtnl_link_put(link);
+  }
+}
+
+/** Creates a bridge device and returns it as read back. */
+export function linkAddBridge(
+  sock: NlSocket,
+  name: string,
+  o: { mtu?: number; mac?: string } = {},
+): Link {
+  checkIfName(name);
+  checkOptional(o);
+  const { rt } = libs();
+  const link = rt.rtnl_link_alloc();
+  if (!link) throw new Error("netlink linkAddBridge: rtnl_link_alloc returned NULL");
+  try {
+    const rc = rt.rtnl_link_set_type(link, cstr("bridge"));
+    if (rc < 0) throw sock.error("linkAddBridge", { name, ...o }, `${name} type bridge`, rc);
+    applyCommon(link, name, o);
+    return addLink(sock, "linkAddBridge", { name, ...o }, `${name} type bridge`, link, name);
+  } finally {
+    rt.rtnl_link_put(link);
+  }
+}
+
+/**
+ * Sends a change for `index`. The original is described by its ifindex alone: libnl 3.7 sends
+ * ifi_change = the changed flag bits, so other flags are left as they are.
+ */
+function change(sock: NlSocket, op: string, index: number, what: string, edit: (c: Ptr) => void) {
+  checkIndex(index);
+  const { rt } = libs();
+  const orig = rt.rtnl_link_alloc();
+  const changes = rt.rtnl_link_alloc();
+  try {
+    if (!orig || !changes) throw new Error(`netlink ${op}: rtnl_link_alloc returned NULL`);
+    rt.rtnl_link_set_ifindex(orig, index);
+    edit(changes);
+    sock.begin();
+    const rc = rt.rtnl_link_change(sock.ptr, orig, changes, 0);
+    if (rc < 0) throw sock.error(op, { index }, `dev ${index} ${what}`, rc);
+  } finally {
+    if (orig) rt.rtnl_link_put(orig);
+    if (changes) rt.rtnl_link_put(changes);
+  }
+}
+
+export function linkSetUp(sock: NlSocket, index: number): void {
+  change(sock, "linkSetUp", index, "up", (c) => libs().rt.rtnl_link_set_flags(c, IFF_UP));
+}
+
+export function linkSetDown(sock: NlSocket, index: number): void {
+  change(sock, "linkSetDown", index, "down", (c) => libs().rt.rtnl_link_unset_flags(c, IFF_UP));
+}
+
+export function linkSetMtu(sock: NlSocket, index: number, mtu: number): void {
+  checkOptional({ mtu });
+  change(sock, "linkSetMtu", index, `mtu ${mtu}`, (c) => libs().rt.rtnl_link_set_mtu(c, mtu));
+}
+
+export function linkSetMac(sock: NlSocket, index: number, mac: string): void {
+  const addr = macAddr(mac);
+  withAddr(
+    addr,
+    (a) =>
+      change(
+        sock,
+        "linkSetMac",
+        index,
+        `address ${mac}`,
+        (c) => libs().rt.rtnl_link_set_addr(c, a),
+      ),
+  );
+}
+
+/** Deletes a link; a missing link fails with `notFound` (NLE_NODEV). */
+export function linkDel(sock: NlSocket, index: number): void {
+  checkIndex(index);
+  const { rt } = libs();
+  const link = rt.rtnl_link_alloc();
+  if (!link) throw new Error("netlink linkDel: rtnl_link_alloc returned NULL");
+  try {
+    rt.rtnl_link_set_ifindex(link, index);
+    sock.begin();
+    const rc = rt.rtnl_link_delete(sock.ptr, link);
+    if (rc < 0) throw sock.error("linkDel", { index }, `dev ${index}`, rc);
+  } finally {
+    rt.rtnl_link_put(link);
+  }
+}

@@ -1,0 +1,254 @@
+/**
+ * Neighbour (ARP) entries and bridge forwarding-database (FDB) entries (rtnl_neigh). FDB entries on
+ * a vxlan device map a remote VTEP MAC to the remote host's underlay IP (`bridge fdb ... self`).
+ *
+ * @example
+ * ```ts
+ * neighReplace(sock, { dev: 7, ip: "198.19.5.0", mac: "c6:d2:32:6f:8f:44", permanent: true });
+ * fdbReplace(sock, { dev: 7, mac: "c6:d2:32:6f:8f:44", dst: "198.18.0.3" });
+ * ```
+ */
+import { parseIp } from "../../src/net/ipv4.ts";
+import {
+  AF_BRIDGE,
+  AF_INET,
+  ipv4Addr,
+  isMac,
+  macAddr,
+  readIp,
+  readMac,
+  withAddr,
+} from "./nladdr.ts";
+import { cstr, drainCache, PTR_OUT, putPtr, takePtr } from "./mem.ts";
+import { NLM_F_CREATE, NLM_F_REPLACE, type NlSocket } from "./socket.ts";
+import { libs } from "./symbols.ts";
+
+type Ptr = NonNullable<Deno.PointerValue>;
+
+export const NUD_REACHABLE = 0x02;
+export const NUD_PERMANENT = 0x80;
+export const NTF_SELF = 0x02;
+export const NTF_MASTER = 0x04;
+
+/** An IPv4 neighbour (ARP) entry. */
+export interface Neigh {
+  dev: number;
+  ip: string;
+  /** Link-layer address; null for incomplete/failed entries. */
+  mac: string | null;
+  /** NUD_* state bits (0x80 permanent). */
+  state: number;
+  /** NTF_* flags. */
+  flags: number;
+  permanent: boolean;
+}
+
+/** A bridge FDB entry. */
+export interface Fdb {
+  dev: number;
+  mac: string;
+  /** Remote IP (vxlan VTEP) for entries that have one. */
+  dst: string | null;
+  state: number;
+  flags: number;
+  permanent: boolean;
+  /** NTF_SELF: the entry lives in the device's own table (vxlan), not a bridge master's. */
+  self: boolean;
+}
+
+function checkDev(dev: number): void {
+  if (!Number.isInteger(dev) || dev <= 0) {
+    throw new RangeError(
+      `neighbour dev ${dev} is not a valid interface index (a positive integer)`,
+    );
+  }
+}
+
+function checkMac(mac: string): void {
+  if (!isMac(mac)) {
+    throw new RangeError(
+      `"${mac}" is not a MAC address (expected six hex octets, aa:bb:cc:dd:ee:ff)`,
+    );
+  }
+}
+
+/** Runs `fn` on a fresh neighbour object, then frees it. */
+function withNeigh<T>(op: string, fn: (n: Ptr) => T): T {
+  const { rt } = libs();
+  const n = rt.rtnl_neigh_alloc();
+  if (!n) throw new Error(`netlink ${op}: rtnl_neigh_alloc returned NULL`);
+  try {
+    return fn(n);
+  } finally {
+    rt.rtnl_neigh_put(n);
+  }
+}
+
+function setAddr(sock: NlSocket, op: string, args: unknown, what: string, rc: number): void {
+  if (rc < 0) throw sock.error(op, args, what, rc);
+}
+
+/** Adds or replaces an ARP entry (`ip neigh replace IP lladdr MAC dev DEV nud permanent`). */
+export function neighReplace(
+  sock: NlSocket,
+  e: { dev: number; ip: string; mac: string; permanent?: boolean },
+): void {
+  checkDev(e.dev);
+  parseIp(e.ip);
+  checkMac(e.mac);
+  const permanent = e.permanent ?? true;
+  const what = `${e.ip} lladdr ${e.mac} dev ${e.dev}${permanent ? " nud permanent" : ""}`;
+  const { rt } = libs();
+  withNeigh("neighReplace", (n) => {
+    rt.rtnl_neigh_set_ifindex(n, e.dev);
+    const rc = withAddr(ipv4Addr(e.ip), (a) => rt.rtnl_neigh_set_dst(n, a));
+    setAddr(sock, "neighReplace", e, what, rc);
+    withAddr(macAddr(e.mac), (a) => rt.rtnl_neigh_set_lladdr(n, a));
+    rt.rtnl_neigh_set_state(n, permanent ? NUD_PERMANENT : NUD_REACHABLE);
+    sock.begin();
+    const r = rt.rtnl_neigh_add(sock.ptr, n, NLM_F_CREATE | NLM_F_REPLACE);
+    if (r < 0) throw sock.error("neighReplace", e, what, r);
+  });
+}
+
+/** Deletes an ARP entry; fails with `notFound` when there is none. */
+export function neighDel(sock: NlSocket, e: { dev: number; ip: string }): void {
+  checkDev(e.dev);
+  parseIp(e.ip);
+  const what = `${e.ip} dev ${e.dev}`;
+  const { rt } = libs();
+  withNeigh("neighDel", (n) => {
+    rt.rtnl_neigh_set_ifindex(n, e.dev);
+    const rc = withAddr(ipv4Addr(e.ip), (a) => rt.rtnl_neigh_set_dst(n, a));
+    setAddr(sock, "neighDel", e, what, rc);
+    sock.begin();
+    const r = rt.rtnl_neigh_delete(sock.ptr, n, 0);
+    if (r < 0) throw sock.error("neighDel", e, what, r);
+  });
+}
+
+/** IPv4 neighbour entries, of one device when `dev` is given. */
+export function neighList(sock: NlSocket, dev?: number): Neigh[] {
+  if (dev !== undefined) checkDev(dev);
+  const { rt } = libs();
+  const what = dev ? `dev ${dev}` : "";
+  const cache = sock.dump(
+    "neighList",
+    { dev },
+    what,
+    () => rt.rtnl_neigh_alloc_cache(sock.ptr, PTR_OUT),
+  );
+  const out: Neigh[] = [];
+  drainCache(cache, (o) => {
+    if (rt.rtnl_neigh_get_family(o) !== AF_INET) return;
+    const d = rt.rtnl_neigh_get_ifindex(o);
+    if (dev !== undefined && d !== dev) return;
+    const ip = readIp(rt.rtnl_neigh_get_dst(o));
+    if (ip === null) return;
+    const state = rt.rtnl_neigh_get_state(o);
+    out.push({
+      dev: d,
+      ip,
+      mac: readMac(rt.rtnl_neigh_get_lladdr(o)),
+      state,
+      flags: rt.rtnl_neigh_get_flags(o),
+      permanent: (state & NUD_PERMANENT) !== 0,
+    });
+  });
+  return out;
+}
+
+/**
+ * Sets up an FDB request. The destination must be set before the family: setting an IPv4
+ * destination on an AF_BRIDGE object fails with an address-family mismatch.
+ */
+function fdbObject(sock: NlSocket, op: string, n: Ptr, e: FdbKey, what: string): void {
+  const { rt } = libs();
+  rt.rtnl_neigh_set_ifindex(n, e.dev);
+  withAddr(macAddr(e.mac), (a) => rt.rtnl_neigh_set_lladdr(n, a));
+  if (e.dst !== undefined) {
+    const rc = withAddr(ipv4Addr(e.dst), (a) => rt.rtnl_neigh_set_dst(n, a));
+    setAddr(sock, op, e, what, rc);
+  }
+  rt.rtnl_neigh_set_family(n, AF_BRIDGE);
+  rt.rtnl_neigh_set_flags(n, NTF_SELF);
+}
+
+interface FdbKey {
+  dev: number;
+  mac: string;
+  dst?: string;
+}
+
+function checkFdb(e: FdbKey): void {
+  checkDev(e.dev);
+  checkMac(e.mac);
+  if (e.dst !== undefined) parseIp(e.dst);
+}
+
+/**
+ * Adds or replaces a permanent FDB entry in the device's own table
+ * (`bridge fdb replace MAC dev DEV dst IP self permanent`).
+ */
+export function fdbReplace(sock: NlSocket, e: { dev: number; mac: string; dst: string }): void {
+  checkFdb(e);
+  const what = `${e.mac} dev ${e.dev} dst ${e.dst} self permanent`;
+  const { rt } = libs();
+  withNeigh("fdbReplace", (n) => {
+    fdbObject(sock, "fdbReplace", n, e, what);
+    rt.rtnl_neigh_set_state(n, NUD_PERMANENT);
+    sock.begin();
+    const r = rt.rtnl_neigh_add(sock.ptr, n, NLM_F_CREATE | NLM_F_REPLACE);
+    if (r < 0) throw sock.error("fdbReplace", e, what, r);
+  });
+}
+
+/** Deletes an FDB entry (only the one towards `dst` when given); `notFound` when absent. */
+export function fdbDel(sock: NlSocket, e: { dev: number; mac: string; dst?: string }): void {
+  checkFdb(e);
+  const what = `${e.mac} dev ${e.dev}${e.dst !== undefined ? ` dst ${e.dst}` : ""} self`;
+  const { rt } = libs();
+  withNeigh("fdbDel", (n) => {
+    fdbObject(sock, "fdbDel", n, e, what);
+    sock.begin();
+    const r = rt.rtnl_neigh_delete(sock.ptr, n, 0);
+    if (r < 0) throw sock.error("fdbDel", e, what, r);
+  });
+}
+
+/**
+ * FDB entries of `dev`. The default neighbour dump carries no FDB entries, so this fills a
+ * "route/neigh" cache whose family argument is AF_BRIDGE (libnl then sends an AF_BRIDGE dump).
+ */
+export function fdbList(sock: NlSocket, dev: number): Fdb[] {
+  checkDev(dev);
+  const { nl, rt } = libs();
+  const cache = sock.dump("fdbList", { dev }, `dev ${dev}`, () => {
+    const rc = nl.nl_cache_alloc_name(cstr("route/neigh"), PTR_OUT);
+    if (rc < 0) return rc;
+    const c = takePtr()!;
+    nl.nl_cache_set_arg1(c, AF_BRIDGE);
+    const r = nl.nl_cache_refill(sock.ptr, c);
+    putPtr(c); // hand the cache to dump(), which frees it on failure
+    return r;
+  });
+  const out: Fdb[] = [];
+  drainCache(cache, (o) => {
+    if (rt.rtnl_neigh_get_family(o) !== AF_BRIDGE) return;
+    if (rt.rtnl_neigh_get_ifindex(o) !== dev) return;
+    const mac = readMac(rt.rtnl_neigh_get_lladdr(o));
+    if (mac === null) return;
+    const state = rt.rtnl_neigh_get_state(o);
+    const flags = rt.rtnl_neigh_get_flags(o);
+    out.push({
+      dev,
+      mac,
+      dst: readIp(rt.rtnl_neigh_get_dst(o)),
+      state,
+      flags,
+      permanent: (state & NUD_PERMANENT) !== 0,
+      self: (flags & NTF_SELF) !== 0,
+    });
+  });
+  return out;
+}

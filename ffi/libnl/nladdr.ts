@@ -1,0 +1,140 @@
+/**
+ * Conversions between text addresses (IPv4, CIDR, MAC) and libnl `struct nl_addr` objects.
+ * Every `nl_addr` made here is owned by the caller, who must `nl_addr_put` it (use {@link withAddr}).
+ *
+ * @example
+ * ```ts
+ * withAddr(ipv4Addr("198.19.5.0", 24), (a) => rt.rtnl_route_set_dst(route, a));
+ * readCidr(rt.rtnl_route_get_dst(route)); // "198.19.5.0/24"
+ * ```
+ */
+import { parseIp } from "../../src/net/ipv4.ts";
+import { libs } from "./symbols.ts";
+
+export const AF_UNSPEC = 0;
+export const AF_INET = 2;
+export const AF_BRIDGE = 7;
+export const AF_INET6 = 10;
+export const AF_LLC = 26;
+
+type Ptr = Deno.PointerValue;
+
+// nl_addr_build copies the bytes, so one scratch buffer serves every call.
+const scratch = new Uint8Array(16);
+
+function build(family: number, len: number): NonNullable<Ptr> {
+  const a = libs().nl.nl_addr_build(family, scratch, BigInt(len));
+  if (!a) throw new Error(`nl_addr_build failed (out of memory?) for family ${family}`);
+  return a;
+}
+
+/** A new IPv4 nl_addr; `prefix` defaults to 32. */
+export function ipv4Addr(ip: string, prefix = 32): NonNullable<Ptr> {
+  const n = parseIp(ip);
+  scratch[0] = (n >>> 24) & 255;
+  scratch[1] = (n >>> 16) & 255;
+  scratch[2] = (n >>> 8) & 255;
+  scratch[3] = n & 255;
+  const a = build(AF_INET, 4);
+  if (prefix !== 32) libs().nl.nl_addr_set_prefixlen(a, prefix);
+  return a;
+}
+
+const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
+
+/** True when `mac` is six colon-separated hex octets. */
+export function isMac(mac: string): boolean {
+  return MAC_RE.test(mac);
+}
+
+/** A new link-layer (MAC) nl_addr; throws a RangeError naming a malformed MAC. */
+export function macAddr(mac: string): NonNullable<Ptr> {
+  if (!MAC_RE.test(mac)) {
+    throw new RangeError(
+      `"${mac}" is not a MAC address (expected six hex octets, aa:bb:cc:dd:ee:ff)`,
+    );
+  }
+  const parts = mac.split(":");
+  for (let i = 0; i < 6; i++) scratch[i] = parseInt(parts[i], 16);
+  return build(AF_LLC, 6);
+}
+
+/** Runs `fn` with `addr`, then drops the caller's reference (setters take their own). */
+export function withAddr<T>(addr: NonNullable<Ptr>, fn: (a: NonNullable<Ptr>) => T): T {
+  try {
+    return fn(addr);
+  } finally {
+    libs().nl.nl_addr_put(addr);
+  }
+}
+
+// Reads go through this scratch buffer: no per-address ArrayBuffer (those are malloc-backed and
+// only freed by GC, which would blur heap measurements and cost time in large listings).
+const readBuf = new Uint8Array(16);
+
+/** Copies the address bytes into `readBuf`; returns how many (0 for a null/empty address). */
+function bytesOf(a: NonNullable<Ptr>): number {
+  const { nl } = libs();
+  const len = nl.nl_addr_get_len(a);
+  const p = nl.nl_addr_get_binary_addr(a);
+  if (!p || len === 0 || len > 16) return 0;
+  Deno.UnsafePointerView.copyInto(p, readBuf.subarray(0, len));
+  return len;
+}
+
+function formatV6(b: Uint8Array): string {
+  const g: number[] = [];
+  for (let i = 0; i < 16; i += 2) g.push((b[i] << 8) | b[i + 1]);
+  // Compress the longest run of zero groups (RFC 5952), as iproute2 prints it.
+  let best = -1, bestLen = 0;
+  for (let i = 0; i < 8;) {
+    if (g[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen && j - i > 1) [best, bestLen] = [i, j - i];
+    i = j;
+  }
+  const hex = g.map((x) => x.toString(16));
+  if (best < 0) return hex.join(":");
+  return `${hex.slice(0, best).join(":")}::${hex.slice(best + bestLen).join(":")}`;
+}
+
+/** The address part of an nl_addr as text (IPv4, IPv6 or MAC); null for a null/empty address. */
+export function readIp(a: Ptr): string | null {
+  if (!a) return null;
+  const n = bytesOf(a);
+  const b = readBuf;
+  if (n === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
+  if (n === 16) return formatV6(b);
+  if (n === 6) return readMacBytes(b.subarray(0, 6));
+  return null;
+}
+
+function readMacBytes(b: Uint8Array): string {
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join(":");
+}
+
+/** A MAC nl_addr as "aa:bb:cc:dd:ee:ff"; null for a null/empty address. */
+export function readMac(a: Ptr): string | null {
+  if (!a) return null;
+  const n = bytesOf(a);
+  return n === 0 ? null : readMacBytes(readBuf.subarray(0, n));
+}
+
+/**
+ * An nl_addr as CIDR text. A route to the default has an empty address; it is "0.0.0.0/0" for
+ * IPv4 (the family says which).
+ */
+export function readCidr(a: Ptr): string | null {
+  if (!a) return null;
+  const { nl } = libs();
+  const prefix = nl.nl_addr_get_prefixlen(a);
+  const ip = readIp(a);
+  if (ip === null) {
+    return nl.nl_addr_get_family(a) === AF_INET6 ? `::/${prefix}` : `0.0.0.0/${prefix}`;
+  }
+  return `${ip}/${prefix}`;
+}
