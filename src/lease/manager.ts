@@ -101,6 +101,7 @@ export class LeaseManager {
     this.#attrs = attrs;
     const value = encodeLeaseValue(attrs);
     const tries = this.opts.maxRaceRetries ?? 20;
+    let hintTries = 0;
     for (let attempt = 1; attempt <= tries; attempt++) {
       const { leases } = await this.list();
       const own = findOwnLease(this.config, leases, attrs.publicIP);
@@ -142,6 +143,14 @@ export class LeaseManager {
         subnet: formatCidr(subnet),
         n: attempt,
       });
+      // The subnet.env subnet may still be held by our own just-expired lease, which the list
+      // already hides but the registry has not deleted yet: wait for it a little instead of
+      // moving this node (and its pods) to a new subnet.
+      if (hint && ++hintTries <= 15) {
+        attempt--; // waiting for our own expired lease is not a lost race
+        await sleep(200);
+        continue;
+      }
       hint = null;
       await sleep(Math.random() * 20 * attempt);
     }
