@@ -31,16 +31,16 @@ await withCluster({ hosts: 3, registry: "kv", podsPerHost: 1 }, async (c) => {
   const m = await c.pingMatrix({ count: 3, intervalS: 0.2, timeoutS: 2 });
   const w = 16;
   console.log("pod-to-pod ping (avg RTT, received/sent)");
-  console.log("from \\ to".padEnd(w) + pods.map((p) => `${p.name}@${p.host} ${p.ip}`.padEnd(w + 8)).join(""));
+  console.log(
+    "from \\ to".padEnd(w) + pods.map((p) => `${p.name}@${p.host} ${p.ip}`.padEnd(w + 8)).join(""),
+  );
   for (const a of pods) {
     let line = `${a.name}@${a.host}`.padEnd(w);
     for (const b of pods) {
       const r = m.results.find((x) => x.from.endsWith(a.name) && x.to.endsWith(b.name));
-      line += (a === b
-        ? "-"
-        : r
-        ? `${r.rttAvgMs?.toFixed(3) ?? "—"} ms ${r.received}/${r.sent}`
-        : "?").padEnd(w + 8);
+      line +=
+        (a === b ? "-" : r ? `${r.rttAvgMs?.toFixed(3) ?? "—"} ms ${r.received}/${r.sent}` : "?")
+          .padEnd(w + 8);
     }
     console.log(line);
   }

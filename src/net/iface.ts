@@ -2,7 +2,6 @@
  * The external interface: the host interface whose address carries overlay traffic and is
  * published in the lease (flannel's --iface / --iface-regex / --iface-can-reach / --public-ip).
  */
-import { createSocket } from "node:dgram";
 import { isIp } from "./ipv4.ts";
 
 export interface ExternalInterface {
@@ -71,20 +70,15 @@ export function defaultRouteInterface(): string | null {
   return best?.name ?? null;
 }
 
-/** The local source address the kernel picks to reach `target` (no packet is sent). */
-export function sourceAddressFor(target: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = createSocket("udp4");
-    s.on("error", (e) => {
-      s.close();
-      reject(e);
-    });
-    s.connect(9, target, () => {
-      const a = s.address().address;
-      s.close();
-      resolve(a);
-    });
-  });
+/**
+ * The local source address the kernel picks to reach `target` (a netlink route lookup; no packet
+ * is sent). libnl is loaded only for this flag.
+ */
+export async function sourceAddressFor(target: string): Promise<string> {
+  const { routeGet } = await import("../../ffi/libnl/mod.ts");
+  const r = routeGet(target);
+  if (!r.src) throw new Error(`the route to ${target} has no source address`);
+  return r.src;
 }
 
 /** Picks the external interface the way flanneld does and describes it. */
