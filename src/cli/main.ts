@@ -22,6 +22,9 @@ Usage:
                               store a network config (validated first)
   weft leases [--json] [flags]
                               list the subnet leases in the registry
+  weft cleanup [--release-lease] [--dry-run] [flags]
+                              remove weft's devices, routes, iptables chains and
+                              subnet.env from this host (stop the agent first)
   weft cni                    CNI plugin mode (also when CNI_COMMAND is set)
   weft version                print the version
 
@@ -46,6 +49,9 @@ export async function main(args: string[], env = Deno.env.toObject()): Promise<n
     if (first === "cni") return await runCni();
     if (first === "config") return await configCommand(args.slice(1), env);
     if (first === "leases") return await leasesCommand(args.slice(1), env);
+    if (first === "cleanup") {
+      return await (await import("./cleanup.ts")).cleanupCommand(args.slice(1), env);
+    }
     if (first === undefined || first === "run" || first.startsWith("-")) {
       const rest = first === "run" ? args.slice(1) : args;
       const { values, positional } = parseFlags(rest, agentFlags, env);

@@ -44,8 +44,10 @@ import {
   formatSubnetEnv,
   nextFreeIp,
   type PodWiring,
+  type PodWiringContext,
   readSubnetEnvFile,
   type SubnetEnv,
+  unwirePod,
   wirePod,
 } from "./pods.ts";
 import { run, runOk, type RunOptions, type RunResult } from "./proc.ts";
@@ -374,15 +376,8 @@ export class Cluster {
     h.pods.push(pod);
     const wire = async () => {
       await createNs(pod.netns);
-      await wirePod(this.opts.podWiring ?? "bridge", {
-        hostNs: h.netns,
-        podNs: pod.netns,
-        hostVeth: pod.hostVeth,
-        ip: pod.ip,
-        prefix: pod.prefix,
-        gateway: pod.gateway,
-        mtu: pod.mtu,
-      });
+      // With CNI, IPAM picks the address and the bridge plugin names the veth: keep its answer.
+      Object.assign(pod, await wirePod(this.opts.podWiring ?? "bridge", this.#wiringCtx(h, pod)));
     };
     const done = (this.#wiring.get(h.name) ?? Promise.resolve()).catch(() => {}).then(wire);
     this.#wiring.set(h.name, done);
@@ -390,11 +385,30 @@ export class Cluster {
     return pod;
   }
 
-  /** Deletes a pod's namespace (its veth goes with it). */
+  /** Deletes a pod's namespace (its veth goes with it); with CNI wiring, CNI DEL runs first. */
   async removePod(pod: Pod): Promise<void> {
     const h = this.host(pod.host);
     h.pods = h.pods.filter((p) => p !== pod);
-    await deleteNs(pod.netns);
+    try {
+      await unwirePod(this.opts.podWiring ?? "bridge", this.#wiringCtx(h, pod));
+    } finally {
+      await deleteNs(pod.netns);
+    }
+  }
+
+  #wiringCtx(h: Host, pod: Pod): PodWiringContext {
+    const { ip, prefix, gateway, mtu, hostVeth } = pod;
+    return {
+      hostNs: h.netns,
+      podNs: pod.netns,
+      hostVeth,
+      ip,
+      prefix,
+      gateway,
+      mtu,
+      subnetFile: h.subnetFile,
+      cniDir: `${h.dir}/cni`,
+    };
   }
 
   /** All pods of all hosts. */
