@@ -9,7 +9,9 @@ export type LogFormat = "text" | "json";
 function renderText(r: LogRecord): string {
   const msg = r.message.map((m) => typeof m === "string" ? m : JSON.stringify(m)).join("");
   const ts = new Date(r.timestamp).toISOString();
-  return `${ts} ${r.level.toUpperCase().padEnd(7)} ${r.category.slice(1).join(".") || "weft"}: ${msg}`;
+  return `${ts} ${r.level.toUpperCase().padEnd(7)} ${
+    r.category.slice(1).join(".") || "weft"
+  }: ${msg}`;
 }
 
 function renderJson(r: LogRecord): string {

@@ -133,7 +133,9 @@ async function passes(fn: () => Promise<void>): Promise<boolean> {
 }
 
 for (const combo of combos) {
-  const label = `${combo.backend}${combo.directRouting ? "+DirectRouting" : ""} over ${combo.registry}`;
+  const label = `${combo.backend}${
+    combo.directRouting ? "+DirectRouting" : ""
+  } over ${combo.registry}`;
   Deno.test({
     name: `datapath: ${label}`,
     sanitizeOps: false,
@@ -176,14 +178,20 @@ for (const combo of combos) {
         //    of h3 remains on h1; h2 (running all along) removed h3's entries on expiry.
         await h1.agent!.stop("SIGTERM");
         await h3.agent!.kill();
-        await until(`h3's entries to leave h2 after its lease expired`, (TTL + 10) * 1000, () =>
-          passes(() => assertKernelState(c, h2, [f[0]], combo)));
+        await until(
+          `h3's entries to leave h2 after its lease expired`,
+          (TTL + 10) * 1000,
+          () => passes(() => assertKernelState(c, h2, [f[0]], combo)),
+        );
         await h1.agent!.restart();
         const env1b = await h1.agent!.waitReady();
         // h1's lease expired too while it was down; subnet.env brings it the same subnet back.
         assert.equal(formatCidr(env1b.subnet), f[0].subnet, "subnet changed after lease expiry");
-        await until("h1 to reconcile away h3's entries", 10_000, () =>
-          passes(() => assertKernelState(c, h1, [f[1]], combo)));
+        await until(
+          "h1 to reconcile away h3's entries",
+          10_000,
+          () => passes(() => assertKernelState(c, h1, [f[1]], combo)),
+        );
         const r12 = await c.ping(p1, p2, { count: 2 });
         assert.equal(r12.received, 2);
         void p3;

@@ -8,7 +8,7 @@ import { ConfigError, type NetworkConfig } from "../config/network.ts";
 import { formatCidr } from "../net/ipv4.ts";
 import type { ExternalInterface } from "../net/iface.ts";
 import type { Lease } from "../lease/codec.ts";
-import { isNotFound, netlink, type Netlink, type Route } from "../../ffi/libnl/mod.ts";
+import { isNotFound, type Netlink, netlink, type Route } from "../../ffi/libnl/mod.ts";
 import type { Backend, BackendContext, BackendPrepared, PeerEvent } from "./backend.ts";
 import { diffRoutes, isOwnedRoute, routeKey } from "./routes.ts";
 import { PeerFailures } from "./peer_errors.ts";

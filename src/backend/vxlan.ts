@@ -13,13 +13,7 @@ import { backendBool, backendNumber, type NetworkConfig } from "../config/networ
 import { formatCidr, formatIp, type Ipv4Net } from "../net/ipv4.ts";
 import type { ExternalInterface } from "../net/iface.ts";
 import type { Lease } from "../lease/codec.ts";
-import {
-  isNotFound,
-  type Link,
-  netlink,
-  type Netlink,
-  type Route,
-} from "../../ffi/libnl/mod.ts";
+import { isNotFound, type Link, type Netlink, netlink, type Route } from "../../ffi/libnl/mod.ts";
 import type { Backend, BackendContext, BackendPrepared, PeerEvent } from "./backend.ts";
 import { diffRoutes, isOwnedRoute, routeKey } from "./routes.ts";
 import { PeerFailures } from "./peer_errors.ts";
@@ -251,12 +245,16 @@ export class VxlanBackend implements Backend {
     const routes = this.#ownedRoutes();
     const { del } = diffRoutes(want.map(([, e]) => e.route), routes);
     for (const r of del) f.run(r.dst, () => this.#nl.routeDel(r));
-    const fdbWant = new Set(want.filter(([, e]) => e.fdb).map(([, e]) => `${e.fdb!.mac}|${e.fdb!.dst}`));
+    const fdbWant = new Set(
+      want.filter(([, e]) => e.fdb).map(([, e]) => `${e.fdb!.mac}|${e.fdb!.dst}`),
+    );
     for (const x of this.#nl.fdbList(dev)) {
       if (!x.self || !x.dst || fdbWant.has(`${x.mac}|${x.dst}`)) continue;
       f.run(`fdb ${x.mac}`, () => this.#nl.fdbDel({ dev, mac: x.mac, dst: x.dst! }));
     }
-    const neighWant = new Set(want.filter(([, e]) => e.neigh).map(([, e]) => `${e.neigh!.ip}|${e.neigh!.mac}`));
+    const neighWant = new Set(
+      want.filter(([, e]) => e.neigh).map(([, e]) => `${e.neigh!.ip}|${e.neigh!.mac}`),
+    );
     const neighHave = new Set<string>();
     for (const n of this.#nl.neighList(dev)) {
       const k = `${n.ip}|${n.mac}`;
@@ -267,7 +265,9 @@ export class VxlanBackend implements Backend {
     // Then install what is missing, per peer in flannel's order. Replace is idempotent, but
     // skipping entries already present keeps a restart with 5000 peers cheap.
     const haveRoutes = new Set(this.#ownedRoutes().map(routeKey));
-    const haveFdb = new Set(this.#nl.fdbList(dev).filter((x) => x.self && x.dst).map((x) => `${x.mac}|${x.dst}`));
+    const haveFdb = new Set(
+      this.#nl.fdbList(dev).filter((x) => x.self && x.dst).map((x) => `${x.mac}|${x.dst}`),
+    );
     let installed = 0;
     for (const [p, e] of want) {
       if (

@@ -44,7 +44,9 @@ export function field(obj: Record<string, unknown>, name: string): unknown {
 function str(obj: Record<string, unknown>, name: string, where = ""): string | undefined {
   const v = field(obj, name);
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== "string") throw new ConfigError(`${where}${name} must be a string, got ${JSON.stringify(v)}`);
+  if (typeof v !== "string") {
+    throw new ConfigError(`${where}${name} must be a string, got ${JSON.stringify(v)}`);
+  }
   return v;
 }
 
@@ -52,7 +54,9 @@ function num(obj: Record<string, unknown>, name: string, where = ""): number | u
   const v = field(obj, name);
   if (v === undefined || v === null) return undefined;
   if (typeof v !== "number" || !Number.isInteger(v) || v < 0) {
-    throw new ConfigError(`${where}${name} must be a non-negative integer, got ${JSON.stringify(v)}`);
+    throw new ConfigError(
+      `${where}${name} must be a non-negative integer, got ${JSON.stringify(v)}`,
+    );
   }
   return v;
 }
@@ -60,7 +64,9 @@ function num(obj: Record<string, unknown>, name: string, where = ""): number | u
 function bool(obj: Record<string, unknown>, name: string, dflt: boolean): boolean {
   const v = field(obj, name);
   if (v === undefined || v === null) return dflt;
-  if (typeof v !== "boolean") throw new ConfigError(`${name} must be true or false, got ${JSON.stringify(v)}`);
+  if (typeof v !== "boolean") {
+    throw new ConfigError(`${name} must be true or false, got ${JSON.stringify(v)}`);
+  }
   return v;
 }
 
@@ -89,7 +95,9 @@ export function parseNetworkConfig(text: string): NetworkConfig {
   const enableIPv4 = bool(o, "EnableIPv4", true);
   const enableIPv6 = bool(o, "EnableIPv6", false);
   if (!enableIPv4) {
-    throw new ConfigError("EnableIPv4 is false: weft serves IPv4 networks only for now; set EnableIPv4 to true");
+    throw new ConfigError(
+      "EnableIPv4 is false: weft serves IPv4 networks only for now; set EnableIPv4 to true",
+    );
   }
   const netText = str(o, "Network");
   if (!netText) throw new ConfigError(`Network is required (an IPv4 CIDR such as "198.19.0.0/16")`);
@@ -150,7 +158,9 @@ export function parseNetworkConfig(text: string): NetworkConfig {
   const backendType = (str(backend, "Type", "Backend.") ?? "udp").toLowerCase();
   const ipv6Network = str(o, "IPv6Network");
   if (enableIPv6) {
-    throw new ConfigError("EnableIPv6 is true: weft does not serve IPv6 networks yet; set it to false");
+    throw new ConfigError(
+      "EnableIPv6 is true: weft does not serve IPv6 networks yet; set it to false",
+    );
   }
   return {
     network,

@@ -16,9 +16,10 @@ function labelKey(l?: Labels): string {
   if (!l) return "";
   const keys = Object.keys(l).sort();
   if (keys.length === 0) return "";
-  return "{" + keys.map((k) => `${k}="${String(l[k]).replace(/[\\"\n]/g, (c) =>
-    c === "\n" ? "\\n" : "\\" + c
-  )}"`).join(",") + "}";
+  return "{" +
+    keys.map((k) =>
+      `${k}="${String(l[k]).replace(/[\\"\n]/g, (c) => c === "\n" ? "\\n" : "\\" + c)}"`
+    ).join(",") + "}";
 }
 
 function fmt(n: number): string {
