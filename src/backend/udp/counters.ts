@@ -51,6 +51,8 @@ export const RX = {
   BATCHES: 23,
   LAST_WRITE_ERRNO: 24,
   NOT_IPV4: 25,
+  /** 1 when UDP_GRO is on for the socket. */
+  GRO_ON: 26,
 } as const;
 
 const SLOTS = 32;
@@ -86,6 +88,8 @@ export interface ForwarderCounters {
   batches: { tx: number; rx: number };
   /** UDP GSO: messages that carried several packets; whether it is in use. */
   gso: { messages: number; active: boolean };
+  /** Whether the socket receives with UDP GRO (coalesced datagrams). */
+  gro: boolean;
   /** errno of the latest failed send / TUN write (0: none). */
   lastErrno: { send: number; tunWrite: number };
 }
@@ -111,6 +115,7 @@ export function readCounters(c: Float64Array): ForwarderCounters {
     },
     batches: { tx: c[TX.BATCHES], rx: c[RX.BATCHES] },
     gso: { messages: c[TX.GSO_MESSAGES], active: c[TX.GSO_OFF] === 0 },
+    gro: c[RX.GRO_ON] === 1,
     lastErrno: { send: c[TX.LAST_SEND_ERRNO], tunWrite: c[RX.LAST_WRITE_ERRNO] },
   };
 }

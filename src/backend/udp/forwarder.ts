@@ -10,13 +10,19 @@
  * const fwd = await startForwarder({
  *   tunFd: tun.fd, bind: { addr: "198.18.0.1", port: 8285 }, subnetLen: 24,
  * });
- * fwd.setPeers([{ subnet: parseCidr("198.19.2.0/24"), publicIP: "198.18.0.2" }]);
+ * await fwd.setPeers([{ subnet: parseCidr("198.19.2.0/24"), publicIP: "198.18.0.2" }]);
  * fwd.counters().txPackets;
  * await fwd.stop();
  * ```
  */
 import { getLogger } from "@logtape/logtape";
-import { closeFd, openEventFd, openUdpSocket, signalEventFd } from "../../../ffi/libc/mod.ts";
+import {
+  closeFd,
+  localAddress,
+  openEventFd,
+  openUdpSocket,
+  signalEventFd,
+} from "../../../ffi/libc/mod.ts";
 import { parseIp } from "../../net/ipv4.ts";
 import {
   CTL,
@@ -36,7 +42,10 @@ export const DEFAULT_UDP_PORT = 8285;
 export interface ForwarderOptions {
   /** An open TUN fd (IFF_TUN|IFF_NO_PI, non-blocking); the caller keeps ownership. */
   tunFd: number;
-  /** An open, bound UDP socket; the caller keeps ownership. Give this or `bind`. */
+  /**
+   * An open, bound UDP socket; the caller keeps ownership. Give this or `bind`. The forwarder
+   * turns on UDP_GRO on it (see udpGro).
+   */
   udpFd?: number;
   /** Create the UDP socket here (closed again by stop()). Give this or `udpFd`. */
   bind?: { addr: string; port?: number; rcvBuf?: number; sndBuf?: number };
@@ -58,13 +67,18 @@ export interface ForwarderOptions {
    * wire); default true. Turned off by itself when the kernel or egress device refuses it.
    */
   udpGso?: boolean;
+  /** Receive with UDP GRO (several datagrams per message) when slotSize is 65536; default true. */
+  udpGro?: boolean;
   /** Called when a worker fails (e.g. the TUN device was deleted); default: log an error. */
   onError?: (err: Error) => void;
 }
 
 export interface Forwarder {
-  /** Replaces the peer table (all current peers). Throws RangeError on a bad peer. */
-  setPeers(peers: Peer[]): void;
+  /**
+   * Replaces the peer table (all current peers). Throws RangeError on a bad peer. The promise
+   * resolves once both workers forward with the new table (or the forwarder stopped).
+   */
+  setPeers(peers: Peer[]): Promise<void>;
   /** Counters since start, read from shared memory (cheap; call at scrape time). */
   counters(): ForwarderCounters;
   /** The UDP socket fd in use and its local port. */
@@ -78,11 +92,15 @@ export interface Forwarder {
 
 const WORKER_URL = new URL("./worker.ts", import.meta.url);
 const STOP_TIMEOUT_MS = 2000;
+/** A worker that is not polling after this long (loading modules, opening libc) failed. */
+const START_TIMEOUT_MS = 15_000;
 
 interface WorkerHandle {
   worker: Worker;
   wakeFd: number;
   stopped: Promise<void>;
+  /** The latest peer table generation the worker reported in use. */
+  appliedGen: number;
 }
 
 /** Starts both packet workers; resolves once both are polling. */
@@ -117,7 +135,7 @@ export async function startForwarder(opts: ForwarderOptions): Promise<Forwarder>
     });
   } else {
     udpFd = opts.udpFd!;
-    port = 0;
+    port = localAddress(udpFd).port;
   }
   const peerPort = opts.peerPort ?? (opts.bind?.port ?? DEFAULT_UDP_PORT);
 
@@ -127,11 +145,19 @@ export async function startForwarder(opts: ForwarderOptions): Promise<Forwarder>
   const handles: WorkerHandle[] = [];
   let running = true;
 
+  let waiters: { gen: number; resolve: () => void }[] = [];
+  const settleWaiters = () => {
+    const done = (g: number) => !running || handles.every((h) => h.appliedGen >= g);
+    for (const w of waiters) if (done(w.gen)) w.resolve();
+    waiters = waiters.filter((w) => !done(w.gen));
+  };
+
   const fail = (e: Error) => {
     if (!running) return;
     running = false;
     Atomics.store(ctlView, CTL.STOP, 1);
     for (const h of handles) signalEventFd(h.wakeFd);
+    settleWaiters();
     onError(e);
   };
 
@@ -140,13 +166,22 @@ export async function startForwarder(opts: ForwarderOptions): Promise<Forwarder>
     const worker = new Worker(WORKER_URL, { type: "module", name: `weft-udp-${role}` });
     let resolveStopped!: () => void;
     const stopped = new Promise<void>((r) => resolveStopped = r);
+    const handle: WorkerHandle = { worker, wakeFd, stopped, appliedGen: gen };
+    let startTimer: ReturnType<typeof setTimeout> | undefined;
     return new Promise<WorkerHandle>((resolve, reject) => {
       let ready = false;
-      worker.onmessage = (ev: MessageEvent<{ type: string; message?: string }>) => {
+      startTimer = setTimeout(
+        () => reject(new Error(`udp ${role} worker did not start within ${START_TIMEOUT_MS} ms`)),
+        START_TIMEOUT_MS,
+      );
+      worker.onmessage = (ev: MessageEvent<{ type: string; message?: string; gen?: number }>) => {
         const m = ev.data;
         if (m.type === "ready") {
           ready = true;
-          resolve({ worker, wakeFd, stopped });
+          resolve(handle);
+        } else if (m.type === "applied") {
+          handle.appliedGen = m.gen!;
+          settleWaiters();
         } else if (m.type === "error") {
           const err = new Error(`udp ${role} worker: ${m.message}`);
           if (ready) fail(err);
@@ -174,13 +209,18 @@ export async function startForwarder(opts: ForwarderOptions): Promise<Forwarder>
         pollMs,
         checkSource: opts.checkSource ?? true,
         gso: opts.udpGso ?? true,
+        gro: opts.udpGro ?? true,
         counters,
         ctl,
         gen,
         peers: entries,
       };
       worker.postMessage({ type: "init", ...init });
-    }).catch((e) => {
+    }).then((h) => {
+      clearTimeout(startTimer);
+      return h;
+    }, (e) => {
+      clearTimeout(startTimer);
       worker.terminate();
       closeFd(wakeFd);
       throw e;
@@ -189,6 +229,7 @@ export async function startForwarder(opts: ForwarderOptions): Promise<Forwarder>
 
   const stopAll = async () => {
     running = false;
+    settleWaiters();
     Atomics.store(ctlView, CTL.STOP, 1);
     for (const h of handles) signalEventFd(h.wakeFd);
     // A worker stuck in a syscall cannot answer; terminate() it after a bounded wait.
@@ -219,13 +260,18 @@ export async function startForwarder(opts: ForwarderOptions): Promise<Forwarder>
     get running() {
       return running;
     },
-    setPeers(peers: Peer[]) {
+    setPeers(peers: Peer[]): Promise<void> {
       entries = peerEntries(peers, opts.subnetLen);
-      gen++;
-      for (const h of handles) h.worker.postMessage({ type: "peers", gen, entries });
+      if (!running) return Promise.resolve();
+      const g = ++gen;
+      for (const h of handles) h.worker.postMessage({ type: "peers", gen: g, entries });
       // Bump after posting: a worker that sees the new number can await the message.
-      Atomics.store(ctlView, CTL.PEER_GEN, gen);
+      Atomics.store(ctlView, CTL.PEER_GEN, g);
       for (const h of handles) signalEventFd(h.wakeFd);
+      return new Promise<void>((resolve) => {
+        waiters.push({ gen: g, resolve });
+        settleWaiters();
+      });
     },
     counters: () => readCounters(new Float64Array(counters)),
     stop: async () => {

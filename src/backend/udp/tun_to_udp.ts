@@ -206,9 +206,12 @@ export class TunToUdp {
         continue;
       }
       if (count[sent] > 1) {
-        // EIO: the egress device cannot checksum-offload, so UDP GSO never works there;
-        // EINVAL/EMSGSIZE: this run exceeds the path MTU or GSO limits. Send it singly.
-        if (e === Errno.EIO || e === Errno.EOPNOTSUPP || e === Errno.ENOPROTOOPT) {
+        // EIO: the egress device cannot checksum-offload; EINVAL: segment plus headers exceed
+        // the path MTU (or an old kernel): stop using GSO. Either way send this run singly.
+        if (
+          e === Errno.EIO || e === Errno.EINVAL || e === Errno.EOPNOTSUPP ||
+          e === Errno.ENOPROTOOPT
+        ) {
           this.#gso = false;
           cnt[TX.GSO_OFF] = 1;
         }

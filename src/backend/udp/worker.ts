@@ -5,7 +5,8 @@
  * a new peer table was posted, so the main thread's postMessage never competes with packets.
  *
  * Protocol (main → worker): `{type:"init", ...WorkerInit}` once, then `{type:"peers", gen,
- * entries}`. Worker → main: `{type:"ready"}`, `{type:"error", message}`, `{type:"stopped"}`.
+ * entries}`. Worker → main: `{type:"ready"}`, `{type:"applied", gen}` (that peer table is in
+ * use), `{type:"error", message}`, `{type:"stopped"}`.
  *
  * @example
  * ```ts
@@ -32,6 +33,7 @@ export interface WorkerInit {
   pollMs: number;
   checkSource: boolean;
   gso: boolean;
+  gro: boolean;
   counters: SharedArrayBuffer;
   ctl: SharedArrayBuffer;
   gen: number;
@@ -95,7 +97,7 @@ async function run(init: WorkerInit): Promise<void> {
   };
   const pump = init.role === "tx"
     ? new TunToUdp({ ...opts, gso: init.gso })
-    : new UdpToTun({ ...opts, checkSource: init.checkSource });
+    : new UdpToTun({ ...opts, checkSource: init.checkSource, gro: init.gro });
   const dataFd = init.role === "tx" ? init.tunFd : init.udpFd;
   const ps = new PollSet([dataFd, init.wakeFd], POLLIN);
   const batch = init.batchSize;
@@ -109,6 +111,7 @@ async function run(init: WorkerInit): Promise<void> {
       if (latest && latest.gen !== gen) {
         table.replace(latest.entries);
         gen = latest.gen;
+        self.postMessage({ type: "applied", gen });
       }
       continue;
     }
