@@ -308,6 +308,20 @@ export function linkSetMtu(sock: NlSocket, index: number, mtu: number): void {
   change(sock, "linkSetMtu", index, `mtu ${mtu}`, (c) => libs().rt.rtnl_link_set_mtu(c, mtu));
 }
 
+/** Sets the transmit queue length (`ip link set DEV txqueuelen N`). */
+export function linkSetTxQueueLen(sock: NlSocket, index: number, qlen: number): void {
+  if (!Number.isInteger(qlen) || qlen < 0 || qlen > 0xffffffff) {
+    throw new RangeError(`txqueuelen ${qlen} must be an integer in 0..4294967295`);
+  }
+  change(
+    sock,
+    "linkSetTxQueueLen",
+    index,
+    `txqueuelen ${qlen}`,
+    (c) => libs().rt.rtnl_link_set_txqlen(c, qlen),
+  );
+}
+
 export function linkSetMac(sock: NlSocket, index: number, mac: string): void {
   const addr = macAddr(mac);
   withAddr(

@@ -76,6 +76,9 @@ export class Netlink {
   linkSetMac(index: number, mac: string): void {
     L.linkSetMac(this.socket, index, mac);
   }
+  linkSetTxQueueLen(index: number, qlen: number): void {
+    L.linkSetTxQueueLen(this.socket, index, qlen);
+  }
   linkDel(index: number): void {
     L.linkDel(this.socket, index);
   }
@@ -153,6 +156,8 @@ export const linkSetUp = (index: number): void => netlink().linkSetUp(index);
 export const linkSetDown = (index: number): void => netlink().linkSetDown(index);
 export const linkSetMtu = (index: number, mtu: number): void => netlink().linkSetMtu(index, mtu);
 export const linkSetMac = (index: number, mac: string): void => netlink().linkSetMac(index, mac);
+export const linkSetTxQueueLen = (index: number, qlen: number): void =>
+  netlink().linkSetTxQueueLen(index, qlen);
 export const linkDel = (index: number): void => netlink().linkDel(index);
 export const addrAdd = (index: number, cidr: string): void => netlink().addrAdd(index, cidr);
 export const addrReplace = (index: number, cidr: string): void =>

@@ -69,6 +69,7 @@ const RT_SYMBOLS = {
   rtnl_link_set_ifindex: { parameters: ["pointer", "i32"], result: "void" },
   rtnl_link_get_ifindex: { parameters: ["pointer"], result: "i32" },
   rtnl_link_set_mtu: { parameters: ["pointer", "u32"], result: "void" },
+  rtnl_link_set_txqlen: { parameters: ["pointer", "u32"], result: "void" },
   rtnl_link_get_mtu: { parameters: ["pointer"], result: "u32" },
   rtnl_link_set_flags: { parameters: ["pointer", "u32"], result: "void" },
   rtnl_link_unset_flags: { parameters: ["pointer", "u32"], result: "void" },

@@ -16,6 +16,8 @@ export async function createBackend(name: string): Promise<Backend> {
       return new (await import("./vxlan.ts")).VxlanBackend();
     case "host-gw":
       return new (await import("./hostgw.ts")).HostGwBackend();
+    case "udp":
+      return new (await import("./udp/backend.ts")).UdpBackend();
     default:
       throw new ConfigError(
         `Backend.Type "${name}" is not supported by weft; use one of ${backendNames.join(", ")}`,

@@ -102,6 +102,12 @@ export class Histogram implements Metric {
 
 export class MetricsRegistry {
   #metrics = new Map<string, Metric>();
+  #beforeRender: (() => void)[] = [];
+
+  /** Runs `fn` before every render, to pull values kept elsewhere (worker counters). */
+  beforeRender(fn: () => void): void {
+    this.#beforeRender.push(fn);
+  }
   #get<T extends Metric>(name: string, make: () => T): T {
     const m = this.#metrics.get(name);
     if (m) return m as T;
@@ -119,6 +125,7 @@ export class MetricsRegistry {
     return this.#get(name, () => new Histogram(name, help, buckets));
   }
   render(): string {
+    for (const fn of this.#beforeRender) fn();
     return [...this.#metrics.values()].map((m) => m.render()).join("");
   }
 }

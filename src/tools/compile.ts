@@ -36,6 +36,9 @@ const cmd = new Deno.Command(Deno.execPath(), {
     "--allow-all",
     "--unstable-kv",
     "--no-check=remote",
+    // The udp backend's packet workers are loaded by URL, so they must be embedded explicitly.
+    "--include",
+    "src/backend/udp/worker.ts",
     ...(target ? ["--target", target] : []),
     "--output",
     output,

@@ -1,0 +1,160 @@
+/**
+ * The `udp` backend (flannel's udp mode, wire compatible with flanneld's): pods' packets are
+ * routed into the TUN device `flannel0`; weft's packet workers carry each raw IP packet as one
+ * UDP datagram to the peer host (port 8285) and write received ones into the TUN.
+ *
+ * Kernel state: `flannel0` (IFF_TUN|IFF_NO_PI, MTU ext − 28, address `<own subnet>/32`, one route
+ * `<Network> dev flannel0`). The TUN is made persistent so address and route survive an agent
+ * restart; the workers reattach to it. Its leases omit BackendType, as flanneld's udp leases do.
+ */
+import { getLogger } from "@logtape/logtape";
+import { backendNumber, type NetworkConfig } from "../../config/network.ts";
+import { formatCidr, formatIp } from "../../net/ipv4.ts";
+import type { ExternalInterface } from "../../net/iface.ts";
+import type { Lease } from "../../lease/codec.ts";
+import { closeFd, openTun, setTunPersist } from "../../../ffi/libc/mod.ts";
+import { type Netlink, netlink } from "../../../ffi/libnl/mod.ts";
+import { metrics } from "../../ops/metrics.ts";
+import type { Backend, BackendContext, BackendPrepared, PeerEvent } from "../backend.ts";
+import { DEFAULT_UDP_PORT, type Forwarder, startForwarder } from "./forwarder.ts";
+import { ForwarderMetrics } from "./metrics.ts";
+import type { Peer } from "./peers.ts";
+
+const log = getLogger(["weft", "udp"]);
+
+/** The TUN's queue: the default 500 drops packets in bursts the workers would absorb. */
+const TUN_TXQUEUELEN = 5000;
+
+export class UdpBackend implements Backend {
+  readonly name = "udp";
+  #nl: Netlink;
+  #cfg!: NetworkConfig;
+  #ext!: ExternalInterface;
+  #port = DEFAULT_UDP_PORT;
+  #mtu = 0;
+  #tun: { fd: number; name: string; index: number } | null = null;
+  #fwd: Forwarder | null = null;
+  #own: Lease | null = null;
+  #peers = new Map<string, Lease>();
+  #metrics: ForwarderMetrics | null = null;
+
+  constructor(readonly device = "flannel0", nl: Netlink = netlink()) {
+    this.#nl = nl;
+  }
+
+  prepare(ctx: BackendContext): Promise<BackendPrepared> {
+    this.#cfg = ctx.config;
+    this.#ext = ctx.ext;
+    this.#port = backendNumber(ctx.config, "Port", 0) || DEFAULT_UDP_PORT;
+    if (this.#port > 65535) throw new Error(`Backend.Port ${this.#port} is out of range`);
+    this.#mtu = ctx.ext.mtu - 28;
+    this.#openTun();
+    // flanneld's udp leases carry no BackendType and no BackendData.
+    return Promise.resolve({ attrs: {}, mtu: this.#mtu });
+  }
+
+  #openTun() {
+    const t = openTun(this.device);
+    try {
+      setTunPersist(t.fd, true);
+      const link = this.#nl.linkByName(t.name);
+      if (!link) throw new Error(`TUN device ${t.name} vanished right after it was opened`);
+      if (link.mtu !== this.#mtu) this.#nl.linkSetMtu(link.index, this.#mtu);
+      this.#nl.linkSetTxQueueLen(link.index, TUN_TXQUEUELEN);
+      if (!link.up) this.#nl.linkSetUp(link.index);
+      this.#tun = { fd: t.fd, name: t.name, index: link.index };
+    } catch (e) {
+      closeFd(t.fd);
+      throw e;
+    }
+  }
+
+  #configure() {
+    const tun = this.#tun!;
+    const want = `${formatIp(this.#own!.subnet.ip)}/32`;
+    for (const a of this.#nl.addrList(tun.index)) {
+      if (a.cidr !== want) this.#nl.addrDel(tun.index, a.cidr);
+    }
+    if (!this.#nl.addrList(tun.index).some((a) => a.cidr === want)) {
+      this.#nl.addrReplace(tun.index, want);
+    }
+    this.#nl.routeReplace({ dst: formatCidr(this.#cfg.network), dev: tun.index });
+  }
+
+  async start(own: Lease): Promise<void> {
+    this.#own = own;
+    this.#configure();
+    if (!this.#fwd) await this.#startForwarder();
+  }
+
+  async #startForwarder() {
+    this.#fwd = await startForwarder({
+      tunFd: this.#tun!.fd,
+      bind: { addr: this.#ext.ifaceAddr, port: this.#port },
+      subnetLen: this.#cfg.subnetLen,
+      peers: this.#peerList(),
+      onError: (e) => {
+        log.error("udp packet loop stopped: {error}; the self-check restarts it", {
+          error: e.message,
+        });
+      },
+    });
+    if (!this.#metrics) {
+      this.#metrics = new ForwarderMetrics(() => this.#fwd!.counters());
+      metrics.beforeRender(() => this.#metrics?.sync());
+    }
+    log.info("forwarding {dev} over udp {addr}:{port}", {
+      dev: this.#tun!.name,
+      addr: this.#ext.ifaceAddr,
+      port: this.#fwd.port,
+    });
+  }
+
+  #peerList(): Peer[] {
+    return [...this.#peers.values()].map((l) => ({ subnet: l.subnet, publicIP: l.attrs.publicIP }))
+      .filter((p) => p.subnet.prefix === this.#cfg.subnetLen);
+  }
+
+  async reconcile(peers: Lease[]): Promise<void> {
+    this.#peers = new Map(peers.map((p) => [p.key, p]));
+    await this.#fwd?.setPeers(this.#peerList());
+  }
+
+  async apply(events: PeerEvent[]): Promise<void> {
+    for (const e of events) {
+      if (e.type === "added") this.#peers.set(e.lease.key, e.lease);
+      else this.#peers.delete(e.lease.key);
+    }
+    await this.#fwd?.setPeers(this.#peerList());
+  }
+
+  /** Reopens the TUN and restarts the packet loop when the device was deleted or a worker died. */
+  async check(): Promise<boolean> {
+    const link = this.#nl.linkByName(this.device);
+    const own = this.#own ? `${formatIp(this.#own.subnet.ip)}/32` : null;
+    const intact = link && this.#tun && link.index === this.#tun.index && link.up &&
+      (!own || this.#nl.addrList(link.index).some((a) => a.cidr === own)) && this.#fwd?.running;
+    if (intact) return false;
+    log.warn("{dev} or its packet loop is gone; reopening and restarting forwarding", {
+      dev: this.device,
+    });
+    await this.#fwd?.stop().catch(() => {});
+    this.#fwd = null;
+    if (this.#tun) closeFd(this.#tun.fd);
+    this.#tun = null;
+    this.#openTun();
+    if (this.#own) {
+      this.#configure();
+      await this.#startForwarder();
+    }
+    return true;
+  }
+
+  /** Stops the packet loop; the persistent TUN, its address and route stay for the next start. */
+  async close(): Promise<void> {
+    await this.#fwd?.stop().catch(() => {});
+    this.#fwd = null;
+    if (this.#tun) closeFd(this.#tun.fd);
+    this.#tun = null;
+  }
+}
