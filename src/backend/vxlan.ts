@@ -14,6 +14,7 @@ import { formatCidr, formatIp, type Ipv4Net } from "../net/ipv4.ts";
 import type { ExternalInterface } from "../net/iface.ts";
 import type { Lease } from "../lease/codec.ts";
 import { isNotFound, type Link, type Netlink, netlink, type Route } from "../../ffi/libnl/mod.ts";
+import { setTxChecksum, txChecksum } from "../../ffi/libc/ethtool.ts";
 import type { Backend, BackendContext, BackendPrepared, PeerEvent } from "./backend.ts";
 import { diffRoutes, isOwnedRoute, routeKey } from "./routes.ts";
 import { PeerFailures } from "./peer_errors.ts";
@@ -28,6 +29,8 @@ export function randomMac(): string {
 }
 
 interface VxlanOpts {
+  /** TX checksum offload on the VTEP; off behind NAT, where it corrupts outer checksums. */
+  txChecksum: boolean;
   vni: number;
   port: number;
   learning: boolean;
@@ -57,7 +60,12 @@ export function vxlanOptions(cfg: NetworkConfig, ext: ExternalInterface): VxlanO
   if (vni > 16777215) throw new Error(`Backend.VNI ${vni} is out of range (0..16777215)`);
   const port = backendNumber(cfg, "Port", 0);
   if (port > 65535) throw new Error(`Backend.Port ${port} is out of range (0..65535)`);
+  // Behind NAT (published address ≠ interface address) the kernel's offloaded UDP checksum of
+  // VXLAN packets comes out wrong and receivers drop them (flannel issue 1279; flanneld leaves
+  // operators an ethtool workaround). Off by default there; Backend.TxChecksumOffload decides.
+  const nat = ext.publicIP !== ext.ifaceAddr;
   return {
+    txChecksum: backendBool(cfg, "TxChecksumOffload", !nat),
     vni,
     port: port || 8472,
     learning: backendBool(cfg, "Learning"),
@@ -143,6 +151,12 @@ export class VxlanBackend implements Backend {
         mtu: this.#o.mtu,
       });
     } else if (l.mtu !== this.#o.mtu) this.#nl.linkSetMtu(l.index, this.#o.mtu);
+    if (!this.#o.txChecksum && txChecksum(name)) {
+      setTxChecksum(name, false);
+      log.info("turned TX checksum offload off on {name} (public IP behind NAT, or configured)", {
+        name,
+      });
+    }
     if (!l.up) this.#nl.linkSetUp(l.index);
     return this.#nl.linkByIndex(l.index) ?? l;
   }
