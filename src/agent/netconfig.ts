@@ -10,7 +10,7 @@ import {
   parseNetworkConfig,
   sameConfig,
 } from "../config/network.ts";
-import type { Registry } from "../registry/registry.ts";
+import { type Registry, RegistryError } from "../registry/registry.ts";
 
 const log = getLogger(["weft", "config"]);
 
@@ -32,7 +32,8 @@ export async function readConfigFile(path: string): Promise<string> {
 
 /**
  * Returns the cluster's config. Waits (logging every 10 s) while the registry has none and no
- * seed file was given, as flanneld does; registry errors are retried.
+ * seed file was given, as flanneld does. Transient registry errors are retried; a RegistryError
+ * (bad credentials or TLS settings) is thrown, since retrying cannot fix it.
  */
 export async function loadNetworkConfig(
   registry: Registry,
@@ -47,6 +48,8 @@ export async function loadNetworkConfig(
     try {
       stored = await registry.getConfig();
     } catch (e) {
+      // Bad credentials or TLS settings: retrying cannot help, so the operator hears at once.
+      if (e instanceof RegistryError) throw e;
       if (Date.now() - lastLog > 10_000) {
         lastLog = Date.now();
         log.warn("cannot read the network config from the {kind} registry: {error}; retrying", {
