@@ -4,8 +4,6 @@
 import type { FlagValues } from "../cli/flags.ts";
 import { UsageError } from "../cli/flags.ts";
 import type { Registry } from "./registry.ts";
-import { openEtcdRegistry } from "./etcd.ts";
-import { openKvRegistry } from "./kv.ts";
 
 /** Checks the registry flags' forms (usage errors) before anything is started. */
 export function checkRegistryFlags(v: FlagValues): string[] {
@@ -24,6 +22,8 @@ export async function openRegistry(v: FlagValues): Promise<Registry> {
   const prefix = String(v["etcd-prefix"] || "/coreos.com/network").replace(/\/+$/, "");
   if (v.registry === "etcd") {
     const endpoints = checkRegistryFlags(v);
+    // Loaded on demand: grpc-js and etcd3 cost memory that KV agents never need.
+    const { openEtcdRegistry } = await import("./etcd.ts");
     return await openEtcdRegistry({
       endpoints,
       prefix,
@@ -35,6 +35,7 @@ export async function openRegistry(v: FlagValues): Promise<Registry> {
     });
   }
   const url = String(v["kv-url"] || "");
+  const { openKvRegistry } = await import("./kv.ts");
   return await openKvRegistry(
     url ? { url, prefix } : { path: String(v["kv-path"]), prefix },
   );
