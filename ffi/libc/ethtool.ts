@@ -21,8 +21,12 @@ const IFNAMSIZ = 16;
 function ethtool(dev: string, cmd: number, data: number): number {
   const name = new TextEncoder().encode(dev);
   if (name.length >= IFNAMSIZ) throw new RangeError(`device name "${dev}" is too long`);
-  const value = new Uint32Array([cmd, data]); // struct ethtool_value { u32 cmd; u32 data; }
-  const ifr = new Uint8Array(40); // struct ifreq: name, then the ifr_data pointer
+  // Off-heap backing stores: V8 may keep (and move) tiny typed arrays on its heap, and the
+  // kernel reads `value` through a pointer stored inside `ifr`.
+  const value = new Uint32Array(new ArrayBuffer(8)); // struct ethtool_value { u32 cmd; u32 data; }
+  value[0] = cmd;
+  value[1] = data;
+  const ifr = new Uint8Array(new ArrayBuffer(40)); // struct ifreq: name, then the ifr_data pointer
   ifr.set(name);
   new DataView(ifr.buffer).setBigUint64(IFNAMSIZ, addressOf(value), true);
   const c = libc();

@@ -72,7 +72,7 @@ export function openTun(name: string, opts: TunOptions = {}): Tun {
     O_RDWR | O_CLOEXEC | (nonBlocking ? O_NONBLOCK : 0),
   );
   try {
-    const ifr = new Uint8Array(IFREQ_SIZE);
+    const ifr = new Uint8Array(new ArrayBuffer(IFREQ_SIZE)); // off-heap, see lib.ts
     ifr.set(new TextEncoder().encode(name));
     const flags = IFF_TUN | IFF_NO_PI | (opts.multiQueue ? IFF_MULTI_QUEUE : 0) |
       (opts.vnetHdr ? IFF_VNET_HDR : 0);

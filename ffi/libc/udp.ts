@@ -67,7 +67,8 @@ export interface UdpSocket {
 
 /** setsockopt(fd, level, opt, &int). */
 export function setSockOptInt(fd: number, level: number, opt: number, value: number): void {
-  const v = new Int32Array([value]);
+  const v = new Int32Array(new ArrayBuffer(8)); // off-heap: V8 may move tiny typed arrays
+  v[0] = value;
   if (libc().setsockopt(fd, level, opt, Deno.UnsafePointer.of(v), 4) < 0) {
     throw lastError("setsockopt", `${fd}, ${level}, ${opt}, ${value}`);
   }
@@ -75,7 +76,7 @@ export function setSockOptInt(fd: number, level: number, opt: number, value: num
 
 /** getsockopt(fd, level, opt) for an int option. */
 export function getSockOptInt(fd: number, level: number, opt: number): number {
-  const v = new Int32Array(2);
+  const v = new Int32Array(new ArrayBuffer(8));
   v[1] = 4;
   const lenPtr = Deno.UnsafePointer.create(Deno.UnsafePointer.value(Deno.UnsafePointer.of(v)) + 4n);
   if (libc().getsockopt(fd, level, opt, Deno.UnsafePointer.of(v), lenPtr) < 0) {
@@ -106,7 +107,7 @@ export function openUdpSocket(ip: number, port: number, opts: UdpSocketOptions =
     if (opts.reuseAddr) setSockOptInt(fd, SOL_SOCKET, SO_REUSEADDR, 1);
     if (opts.rcvBuf) sizeBuffer(fd, SO_RCVBUFFORCE, SO_RCVBUF, opts.rcvBuf);
     if (opts.sndBuf) sizeBuffer(fd, SO_SNDBUFFORCE, SO_SNDBUF, opts.sndBuf);
-    const sa = new Uint8Array(SOCKADDR_IN_SIZE);
+    const sa = new Uint8Array(new ArrayBuffer(SOCKADDR_IN_SIZE));
     const view = new DataView(sa.buffer);
     writeSockaddrIn(view, 0, ip, port);
     if (c.bind(fd, Deno.UnsafePointer.of(sa), SOCKADDR_IN_SIZE) < 0) {
@@ -117,7 +118,8 @@ export function openUdpSocket(ip: number, port: number, opts: UdpSocketOptions =
         EACCES: "binding a port below 1024 needs root or CAP_NET_BIND_SERVICE",
       });
     }
-    const len = new Uint32Array([SOCKADDR_IN_SIZE]);
+    const len = new Uint32Array(new ArrayBuffer(4));
+    len[0] = SOCKADDR_IN_SIZE;
     if (c.getsockname(fd, Deno.UnsafePointer.of(sa), Deno.UnsafePointer.of(len)) < 0) {
       throw lastError("getsockname", String(fd));
     }
@@ -137,8 +139,8 @@ export function openUdpSocket(ip: number, port: number, opts: UdpSocketOptions =
 
 /** The local address and port a socket is bound to (getsockname). */
 export function localAddress(fd: number): { ip: number; port: number } {
-  const sa = new Uint8Array(64);
-  const len = new Uint32Array(16);
+  const sa = new Uint8Array(new ArrayBuffer(64));
+  const len = new Uint32Array(new ArrayBuffer(64));
   len[0] = SOCKADDR_IN_SIZE;
   if (libc().getsockname(fd, Deno.UnsafePointer.of(sa), Deno.UnsafePointer.of(len)) < 0) {
     throw lastError("getsockname", String(fd));
@@ -156,7 +158,7 @@ export function sendTo(
   ip: number,
   port: number,
 ): number | null {
-  const sa = new Uint8Array(SOCKADDR_IN_SIZE);
+  const sa = new Uint8Array(new ArrayBuffer(SOCKADDR_IN_SIZE));
   writeSockaddrIn(new DataView(sa.buffer), 0, ip, port);
   const c = libc();
   for (;;) {
