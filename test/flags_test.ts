@@ -67,3 +67,20 @@ Deno.test("bad flags name the flag and the expected form", () => {
   );
   assert.throws(() => parseFlags(["--nope"], agentFlags, {}), UsageError);
 });
+
+Deno.test("flanneld command lines with only etcd flags select the etcd registry", async () => {
+  const { checkRegistryFlags } = await import("../src/registry/open.ts");
+  const a = parseFlags(["--etcd-endpoints=http://127.0.0.1:2379"], agentFlags, {});
+  checkRegistryFlags(a.values, a.given);
+  assert.equal(a.values.registry, "etcd");
+  const b = parseFlags([], agentFlags, { FLANNELD_ETCD_ENDPOINTS: "http://127.0.0.1:2379" });
+  checkRegistryFlags(b.values, b.given);
+  assert.equal(b.values.registry, "etcd");
+  const c = parseFlags(["--kv-path=/tmp/x.kv"], agentFlags, {});
+  checkRegistryFlags(c.values, c.given);
+  assert.equal(c.values.registry, "kv");
+  const d = parseFlags(["--registry=kv", "--etcd-endpoints=http://127.0.0.1:2379"], agentFlags, {});
+  assert.throws(() => checkRegistryFlags(d.values, d.given), /--etcd-endpoints has no effect/);
+  const e = parseFlags(["--etcd-cafile=/x", "--kv-path=/y"], agentFlags, {});
+  assert.throws(() => checkRegistryFlags(e.values, e.given), /choose the registry/);
+});

@@ -14,11 +14,13 @@ import { getLogger } from "@logtape/logtape";
 import type { NetworkConfig } from "../config/network.ts";
 import type { Backend, PeerEvent } from "../backend/backend.ts";
 import { leaseMatches } from "../backend/backend.ts";
+import { PeerFailuresError } from "../backend/peer_errors.ts";
+import { Backoff, sleep } from "../util/sleep.ts";
 import { createBackend } from "../backend/select.ts";
 import type { Lease } from "../lease/codec.ts";
 import { LeaseManager } from "../lease/manager.ts";
 import { PeerWatcher } from "../lease/watch.ts";
-import { formatCidr } from "../net/ipv4.ts";
+import { containsNet, formatCidr } from "../net/ipv4.ts";
 import { type IfaceSelection, selectExternalInterface } from "../net/iface.ts";
 import type { Registry } from "../registry/registry.ts";
 import { metrics } from "../ops/metrics.ts";
@@ -71,6 +73,7 @@ export class Agent {
   #lease: LeaseManager | null = null;
   #backend: Backend | null = null;
   #watcher: PeerWatcher | null = null;
+  #misfits = new Set<string>();
   #state = {
     lease: false,
     subnetEnv: false,
@@ -85,6 +88,7 @@ export class Agent {
   readiness(): Readiness {
     const s = this.#state;
     if (!s.lease) return { ok: false, reason: "no subnet lease yet" };
+    if (this.#lease?.lost) return { ok: false, reason: "lease lost; re-acquiring" };
     if (!s.subnetEnv) return { ok: false, reason: "subnet.env not written yet" };
     if (!s.extra) return { ok: false, reason: "traffic rules not installed yet" };
     if (!s.peersSynced) return { ok: false, reason: "peer leases not programmed yet" };
@@ -163,28 +167,26 @@ export class Agent {
 
     const watcher = new PeerWatcher(this.registry, {
       ownKey: () => mgr.lease?.key ?? null,
-      accept: (l) => leaseMatches(backend.name, l),
+      accept: (l) => leaseMatches(backend.name, l) && this.#fits(cfg, l),
     });
     this.#watcher = watcher;
     const tasks: Promise<void>[] = [];
     tasks.push(watcher.run(signal, {
       initial: async (peers) => {
-        await backend.reconcile(peers);
+        await this.#reconcile(backend, peers);
         log.info("datapath reconciled with {n} peers", { n: peers.length });
-        if (!this.#state.peersSynced) {
-          this.#state.peersSynced = true;
-          if (this.readiness().ok) this.opts.onReady?.();
-        }
+        this.#markSynced();
       },
       events: (evs, at) => this.#apply(backend, evs, at),
-      ownDeleted: () => mgr.notifyLost(),
+      ownDeleted: (rev) => mgr.notifyDeleted(rev),
       ownWritten: (attrs) => mgr.observeOwnWrite(attrs),
     }));
     tasks.push(mgr.runRenewal(signal, async (l) => {
       await backend.start(l);
       await this.opts.onLease?.(cfg, l, lease);
       await writeEnv(l);
-      await backend.reconcile(watcher.peers());
+      // Never reconcile before the first list: an empty peer set would wipe every route.
+      if (watcher.listed) await this.#reconcile(backend, watcher.takePeers());
     }));
     tasks.push(this.#selfChecks(signal, backend, watcher));
     await Promise.all(tasks);
@@ -212,39 +214,73 @@ export class Agent {
     }
   }
 
-  /** Device checks every 5 s; a full reconcile against all leases every reconcile interval. */
+  /**
+   * Reconciles the backend with `peers`. Peers that could not be programmed are logged and
+   * counted and do not fail the whole (one unreachable peer must not keep a node unready);
+   * the next reconciliation retries them. Other errors (device gone) are thrown.
+   */
+  async #reconcile(backend: Backend, peers: Lease[]) {
+    try {
+      await backend.reconcile(peers);
+    } catch (e) {
+      if (!(e instanceof PeerFailuresError)) throw e;
+      applyErrors.inc(e.count);
+      log.warn("{error}; retried at the next reconciliation", { error: e.message });
+    }
+  }
+
+  #markSynced() {
+    if (this.#state.peersSynced) return;
+    this.#state.peersSynced = true;
+    if (this.readiness().ok) this.opts.onReady?.();
+  }
+
+  /** Peer leases whose subnet could not have come from this network are never programmed. */
+  #fits(cfg: NetworkConfig, l: Lease): boolean {
+    if (l.subnet.prefix === cfg.subnetLen && containsNet(cfg.network, l.subnet)) return true;
+    if (!this.#misfits.has(l.key)) {
+      this.#misfits.add(l.key);
+      log.warn(
+        "ignoring lease {key} of {ip}: not a /{len} subnet of {net}; delete it or fix the config",
+        { key: l.key, ip: l.attrs.publicIP, len: cfg.subnetLen, net: formatCidr(cfg.network) },
+      );
+    }
+    return false;
+  }
+
+  /**
+   * Device checks every 5 s; every reconcile interval a fresh list of the registry and a full
+   * reconcile against it, which repairs anything a missed event or a manual change left.
+   */
   async #selfChecks(signal: AbortSignal, backend: Backend, watcher: PeerWatcher) {
     let lastFull = Date.now();
     while (!signal.aborted) {
-      await new Promise<void>((r) => {
-        const t = setTimeout(done, 5000);
-        function done() {
-          clearTimeout(t);
-          r();
-        }
-        signal.addEventListener("abort", done, { once: true });
-      });
+      await sleep(5000, signal);
       // Never reconcile before the first list: an empty peer set would wipe every route.
       if (signal.aborted || !watcher.listed) continue;
       try {
         if (!this.#state.peersSynced) {
-          await backend.reconcile(watcher.peers());
-          this.#state.peersSynced = true;
+          await this.#reconcile(backend, watcher.takePeers());
           lastFull = Date.now();
-          if (this.readiness().ok) this.opts.onReady?.();
+          this.#markSynced();
         }
         if (backend.check && await backend.check()) {
           repairs.inc();
           log.warn("datapath was damaged (device or entries removed); repaired");
         }
-        if (Date.now() - lastFull >= this.opts.reconcileIntervalMs) {
-          lastFull = Date.now();
-          await backend.reconcile(watcher.peers());
-        }
         this.#state.datapathBroken = "";
       } catch (e) {
         this.#state.datapathBroken = `datapath self-check failed: ${(e as Error).message}`;
         log.error("{msg}; retrying in 5 s", { msg: this.#state.datapathBroken });
+        continue;
+      }
+      if (Date.now() - lastFull < this.opts.reconcileIntervalMs) continue;
+      lastFull = Date.now();
+      try {
+        if (await watcher.relist()) await this.#reconcile(backend, watcher.takePeers());
+      } catch (e) {
+        // The registry may be down: the datapath stays as it is and the next interval retries.
+        log.debug("periodic reconciliation skipped: {error}", { error: (e as Error).message });
       }
     }
   }
@@ -254,19 +290,19 @@ export class Agent {
    * operator must act on (out of subnets, bad config) are thrown at once.
    */
   async #retry<T>(signal: AbortSignal, what: string, fn: () => Promise<T>): Promise<T | undefined> {
-    let delay = 200;
+    const backoff = new Backoff(200);
     while (!signal.aborted) {
       try {
         return await fn();
       } catch (e) {
         if (FATAL.has((e as Error).name)) throw e;
+        const ms = backoff.next();
         log.warn("cannot {what}: {error}; retrying in {ms} ms", {
           what,
           error: (e as Error).message,
-          ms: delay,
+          ms,
         });
-        await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(delay * 2, 5000);
+        await sleep(ms, signal);
       }
     }
     return undefined;

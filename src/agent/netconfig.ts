@@ -12,6 +12,8 @@ import {
 } from "../config/network.ts";
 import { type Registry, RegistryError } from "../registry/registry.ts";
 
+import { sleep } from "../util/sleep.ts";
+
 const log = getLogger(["weft", "config"]);
 
 /** Reads and validates a config file, with errors that name the file. */
@@ -57,7 +59,7 @@ export async function loadNetworkConfig(
           error: (e as Error).message,
         });
       }
-      await new Promise((r) => setTimeout(r, delay));
+      await sleep(delay, signal);
       delay = Math.min(delay * 2, 5000);
       continue;
     }
@@ -90,7 +92,7 @@ export async function loadNetworkConfig(
           "start with --net-config-path)",
       );
     }
-    await new Promise((r) => setTimeout(r, 1000));
+    await sleep(1000, signal);
   }
   return null;
 }

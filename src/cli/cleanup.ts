@@ -387,13 +387,13 @@ export async function cleanupCommand(
 ): Promise<number> {
   let v: FlagValues;
   try {
-    const { values, positional } = parseFlags(args, cleanupFlags, env);
+    const { values, positional, given } = parseFlags(args, cleanupFlags, env);
     if (values.help) {
       console.log(`${USAGE}\n\n${flagHelp(cleanupFlags)}`);
       return 0;
     }
     if (positional.length) throw new UsageError(`unexpected argument "${positional[0]}"`);
-    checkRegistryFlags(values);
+    checkRegistryFlags(values, given);
     v = values;
   } catch (e) {
     console.error(`weft: ${(e as Error).message}`);

@@ -54,7 +54,7 @@ export async function main(args: string[], env = Deno.env.toObject()): Promise<n
     }
     if (first === undefined || first === "run" || first.startsWith("-")) {
       const rest = first === "run" ? args.slice(1) : args;
-      const { values, positional } = parseFlags(rest, agentFlags, env);
+      const { values, positional, given } = parseFlags(rest, agentFlags, env);
       if (values.help) {
         console.log(
           `Usage: weft run [flags]\n\nFlags (each also from FLANNELD_<NAME> or WEFT_<NAME>):\n${
@@ -68,7 +68,7 @@ export async function main(args: string[], env = Deno.env.toObject()): Promise<n
         return 0;
       }
       if (positional.length) throw new UsageError(`unexpected argument "${positional[0]}"`);
-      checkRegistryFlags(values);
+      checkRegistryFlags(values, given);
       await initLogging(values);
       return await runAgentCommand(values);
     }
@@ -102,8 +102,12 @@ function commandFlags(extra: FlagTable = {}): FlagTable {
   };
 }
 
-async function withRegistry<T>(v: FlagValues, fn: (r: Registry) => Promise<T>): Promise<T> {
-  checkRegistryFlags(v);
+async function withRegistry<T>(
+  v: FlagValues,
+  given: Set<string>,
+  fn: (r: Registry) => Promise<T>,
+): Promise<T> {
+  checkRegistryFlags(v, given);
   await initLogging({ ...v, "log-level": v["log-level"] === "info" ? "warning" : v["log-level"] });
   const r = await openRegistry(v);
   try {
@@ -115,7 +119,7 @@ async function withRegistry<T>(v: FlagValues, fn: (r: Registry) => Promise<T>): 
 
 async function configCommand(args: string[], env: Record<string, string>): Promise<number> {
   const table = commandFlags();
-  const { values, positional } = parseFlags(args, table, env);
+  const { values, positional, given } = parseFlags(args, table, env);
   const sub = positional[0];
   if (values.help || !sub) {
     console.log(`Usage: weft config get | weft config set FILE|-\n\n${flagHelp(table)}`);
@@ -123,7 +127,7 @@ async function configCommand(args: string[], env: Record<string, string>): Promi
   }
   if (sub === "get") {
     if (positional.length > 1) throw new UsageError(`unexpected argument "${positional[1]}"`);
-    return await withRegistry(values, async (r) => {
+    return await withRegistry(values, given, async (r) => {
       const c = await r.getConfig();
       if (c === null) {
         console.error(
@@ -151,7 +155,7 @@ async function configCommand(args: string[], env: Record<string, string>): Promi
     } catch (e) {
       throw new ConfigError(`${src === "-" ? "stdin" : src}: ${(e as Error).message}`);
     }
-    return await withRegistry(values, async (r) => {
+    return await withRegistry(values, given, async (r) => {
       await r.putConfig(text);
       console.log("network config stored");
       return 0;
@@ -164,13 +168,13 @@ async function leasesCommand(args: string[], env: Record<string, string>): Promi
   const table = commandFlags({
     json: { type: "bool", default: false, help: "print JSON instead of a table" },
   });
-  const { values, positional } = parseFlags(args, table, env);
+  const { values, positional, given } = parseFlags(args, table, env);
   if (values.help) {
     console.log(`Usage: weft leases [--json]\n\n${flagHelp(table)}`);
     return 0;
   }
   if (positional.length) throw new UsageError(`unexpected argument "${positional[0]}"`);
-  return await withRegistry(values, async (r) => {
+  return await withRegistry(values, given, async (r) => {
     const { leases } = await r.listLeases();
     const decoded = new LeaseDecoder().decodeAll(leases);
     if (values.json) console.log(JSON.stringify(leaseRows(decoded), null, 2));

@@ -18,6 +18,7 @@ import { metrics } from "../ops/metrics.ts";
 import { encodeLeaseValue, type Lease, type LeaseAttrs, subnetKey } from "./codec.ts";
 import { capacity, findOwnLease, fitsConfig, freeSubnets, isFree } from "./allocate.ts";
 import { LeaseDecoder } from "./decode.ts";
+import { sleep } from "../util/sleep.ts";
 
 const log = getLogger(["weft", "lease"]);
 
@@ -52,30 +53,25 @@ export interface LeaseManagerOptions {
   retryMs?: number;
 }
 
-const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    if (signal?.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    }
-    signal?.addEventListener("abort", done, { once: true });
-  });
-
 export class LeaseManager {
   #decoder = new LeaseDecoder();
   #lease: Lease | null = null;
   #attrs: LeaseAttrs | null = null;
   #wake: (() => void) | null = null;
   #lost = false;
+  /** A lease re-acquired whose datapath/subnet.env update has not succeeded yet. */
+  #unapplied: Lease | null = null;
 
   constructor(
     readonly registry: Registry,
     readonly config: NetworkConfig,
     readonly opts: LeaseManagerOptions,
   ) {}
+
+  /** True while the lease is known lost and not yet re-acquired and applied. */
+  get lost(): boolean {
+    return this.#lost || this.#unapplied !== null;
+  }
 
   /** The lease currently held, or null before acquisition. */
   get lease(): Lease | null {
@@ -118,8 +114,9 @@ export class LeaseManager {
         }
         continue; // changed under us: look again
       }
-      const candidates: Ipv4Net[] = [];
-      if (hint && fitsConfig(this.config, hint) && isFree(hint, leases)) candidates.push(hint);
+      let subnet: Ipv4Net;
+      const hinted = !!hint && fitsConfig(this.config, hint) && isFree(hint, leases);
+      if (hinted) subnet = hint!;
       else {
         const free = freeSubnets(this.config, leases, 100);
         if (free.length === 0) {
@@ -131,9 +128,8 @@ export class LeaseManager {
               `free subnet; enlarge Network or SubnetLen in the config, or delete stale leases`,
           );
         }
-        candidates.push(free[Math.floor(Math.random() * free.length)]);
+        subnet = free[Math.floor(Math.random() * free.length)];
       }
-      const subnet = candidates[0];
       const r = await this.registry.createLease(subnetKey(subnet), value, this.opts.ttlSeconds);
       if (r) {
         log.info("acquired lease {subnet}", { subnet: formatCidr(subnet) });
@@ -146,7 +142,7 @@ export class LeaseManager {
       // The subnet.env subnet may still be held by our own just-expired lease, which the list
       // already hides but the registry has not deleted yet: wait for it a little instead of
       // moving this node (and its pods) to a new subnet.
-      if (hint && ++hintTries <= 15) {
+      if (hinted && ++hintTries <= 15) {
         attempt--; // waiting for our own expired lease is not a lost race
         await sleep(200);
         continue;
@@ -169,11 +165,19 @@ export class LeaseManager {
     return this.#lease;
   }
 
-  /** Called by the watcher when our key is deleted or rewritten by someone else. */
+  /** Our lease was deleted or taken over: re-acquire at once. */
   notifyLost(): void {
     if (!this.#lease) return;
     this.#lost = true;
     this.#wake?.();
+  }
+
+  /**
+   * The watcher saw our key deleted at `revision`. A delete older than our own write is the
+   * previous holder's, arriving late, and is ignored.
+   */
+  notifyDeleted(revision: number): void {
+    if (this.#lease && revision > this.#lease.revision) this.notifyLost();
   }
 
   /**
@@ -186,6 +190,7 @@ export class LeaseManager {
 
   #nextRenewIn(): number {
     const l = this.#lease!;
+    if (this.#unapplied) return this.opts.retryMs ?? 3000;
     if (l.expiresAt === null) return 60_000; // reservation: only check it still exists
     const margin = Math.min(this.opts.renewMarginMs, this.opts.ttlSeconds * 500);
     return Math.max(0, l.expiresAt - margin - Date.now());
@@ -199,22 +204,22 @@ export class LeaseManager {
   async runRenewal(signal: AbortSignal, onChange: (l: Lease) => Promise<void> | void) {
     const retryMs = this.opts.retryMs ?? 3000;
     while (!signal.aborted && this.#lease) {
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, this.#nextRenewIn());
-        const stop = () => {
-          clearTimeout(t);
-          resolve();
-        };
-        this.#wake = stop;
-        if (this.#lost) stop();
-        signal.addEventListener("abort", stop, { once: true });
-      });
+      const wake = new AbortController();
+      this.#wake = () => wake.abort();
+      if (this.#lost) wake.abort();
+      await sleep(this.#nextRenewIn(), AbortSignal.any([signal, wake.signal]));
       this.#wake = null;
       if (signal.aborted) return;
       const cur = this.#lease;
       try {
         if (this.#lost) {
           await this.#reacquire(onChange);
+          continue;
+        }
+        if (this.#unapplied) {
+          await onChange(this.#unapplied);
+          this.#unapplied = null;
+          log.info("now using lease {key}", { key: cur.key });
           continue;
         }
         if (cur.expiresAt === null) {
@@ -241,6 +246,16 @@ export class LeaseManager {
         }
       } catch (e) {
         renewFailures.inc();
+        if (this.#lost || this.#unapplied) {
+          log.warn(
+            `cannot ${
+              this.#lost ? "re-acquire" : "apply"
+            } this node's lease: {error}; retrying in ${retryMs / 1000} s`,
+            { error: (e as Error).message },
+          );
+          await sleep(retryMs, signal);
+          continue;
+        }
         const left = cur.expiresAt === null
           ? ""
           : ` (expires in ${Math.max(0, Math.round((cur.expiresAt - Date.now()) / 1000))} s)`;
@@ -265,6 +280,9 @@ export class LeaseManager {
     if (l.key !== old.key) {
       log.warn("now holding {key} instead of {old}", { key: l.key, old: old.key });
     }
+    // Applied (datapath, rules, subnet.env) by the loop, and retried there until it succeeds.
+    this.#unapplied = l;
     await onChange(l);
+    this.#unapplied = null;
   }
 }

@@ -1,8 +1,12 @@
 /**
  * The peer view: lists all leases, then follows the registry's watch, and turns both into
- * added/removed peer events for the backend. Snapshots (after compaction) are diffed against what
- * was known, so a re-list never replays or loses a peer. The initial list is retried until it
- * succeeds (flannel gave up on it and never learned its peers).
+ * added/removed peer events for the backend.
+ *
+ * It keeps every decodable lease (this node's own included) and, separately, the peer set the
+ * backend was last given; events are the difference between the two. So a change of this node's
+ * own key (re-acquisition after a takeover or expiry) never hides a peer, re-lists and snapshots
+ * never replay or lose one, and changes older than a snapshot already applied are skipped. The
+ * initial list is retried until it succeeds (flannel gave up on it and never learned its peers).
  *
  * @example
  * ```ts
@@ -10,7 +14,7 @@
  * await w.run(signal, {
  *   initial: (peers) => backend.reconcile(peers),
  *   events: (evs) => backend.apply(evs),
- *   ownDeleted: () => mgr.notifyLost(),
+ *   ownDeleted: (rev) => mgr.notifyDeleted(rev),
  *   ownWritten: (attrs) => mgr.observeOwnWrite(attrs),
  * });
  * ```
@@ -19,6 +23,7 @@ import { getLogger } from "@logtape/logtape";
 import type { Registry, RegistryLease } from "../registry/registry.ts";
 import type { PeerEvent } from "../backend/backend.ts";
 import { metrics } from "../ops/metrics.ts";
+import { Backoff, sleep } from "../util/sleep.ts";
 import type { Lease, LeaseAttrs } from "./codec.ts";
 import { LeaseDecoder } from "./decode.ts";
 
@@ -26,11 +31,11 @@ const log = getLogger(["weft", "watch"]);
 const peersKnown = metrics.gauge("weft_peers", "Peer leases currently known to this agent.");
 const resyncs = metrics.counter(
   "weft_registry_resyncs_total",
-  "Full re-lists of the registry (start, compaction, watcher too far behind).",
+  "Full re-lists of the registry (start, compaction, periodic reconciliation).",
 );
 const listErrors = metrics.counter(
   "weft_registry_errors_total",
-  "Registry operations that failed and were retried.",
+  "Registry reads by the peer watcher that failed and were retried.",
 );
 
 export interface PeerHandlers {
@@ -38,8 +43,8 @@ export interface PeerHandlers {
   initial(peers: Lease[]): Promise<void> | void;
   /** Incremental changes in registry order. */
   events(events: PeerEvent[], receivedAt: number): Promise<void> | void;
-  /** Our own key was deleted (by someone else or by expiry). */
-  ownDeleted?(): void;
+  /** Our own key was deleted (by someone else or by expiry) at `revision`. */
+  ownDeleted?(revision: number): void;
   /** Our own key was written. */
   ownWritten?(attrs: LeaseAttrs): void;
 }
@@ -57,8 +62,14 @@ function sameAttrs(a: Lease, b: Lease): boolean {
 
 export class PeerWatcher {
   #decoder = new LeaseDecoder();
-  #known = new Map<string, Lease>();
+  /** Every decodable lease in the registry, own included. */
+  #all = new Map<string, Lease>();
+  /** The peer set the backend was last given. */
+  #given = new Map<string, Lease>();
+  /** Highest registry revision reflected in #all. */
+  #rev = 0;
   #listed = false;
+  #handlers: PeerHandlers | null = null;
 
   constructor(readonly registry: Registry, readonly opts: PeerWatcherOptions) {}
 
@@ -67,65 +78,91 @@ export class PeerWatcher {
     return this.#listed;
   }
 
-  /** Peers currently known (own lease excluded). */
+  /** Current peers: every accepted lease but our own. */
   peers(): Lease[] {
-    return [...this.#known.values()];
-  }
-
-  #isPeer(l: Lease): boolean {
-    return l.key !== this.opts.ownKey() && this.opts.accept(l);
-  }
-
-  /** Diffs a full snapshot against the known set. */
-  #diff(rs: RegistryLease[], h: PeerHandlers): PeerEvent[] {
-    const next = new Map<string, Lease>();
-    for (const l of this.#decoder.decodeAll(rs)) {
-      if (l.key === this.opts.ownKey()) h.ownWritten?.(l.attrs);
-      if (this.#isPeer(l)) next.set(l.key, l);
-    }
     const own = this.opts.ownKey();
-    if (own && !rs.some((r) => r.key === own)) h.ownDeleted?.();
+    return [...this.#all.values()].filter((l) => l.key !== own && this.opts.accept(l));
+  }
+
+  /** The current peer set, recorded as what the backend now holds (for full reconciles). */
+  takePeers(): Lease[] {
+    const p = this.peers();
+    this.#given = new Map(p.map((l) => [l.key, l]));
+    peersKnown.set(p.length);
+    return p;
+  }
+
+  /** Events that turn the peer set last given into the current one. */
+  #delta(): PeerEvent[] {
+    const now = new Map(this.peers().map((l) => [l.key, l]));
     const evs: PeerEvent[] = [];
-    for (const [k, old] of this.#known) {
-      const n = next.get(k);
+    for (const [k, old] of this.#given) {
+      const n = now.get(k);
       if (!n || !sameAttrs(old, n)) evs.push({ type: "removed", lease: old });
     }
-    for (const [k, n] of next) {
-      const old = this.#known.get(k);
+    for (const [k, n] of now) {
+      const old = this.#given.get(k);
       if (!old || !sameAttrs(old, n)) evs.push({ type: "added", lease: n });
     }
-    this.#known = next;
-    peersKnown.set(next.size);
+    this.#given = now;
+    peersKnown.set(now.size);
     return evs;
   }
 
+  #applySnapshot(rs: RegistryLease[], revision: number) {
+    const all = new Map<string, Lease>();
+    for (const l of this.#decoder.decodeAll(rs)) all.set(l.key, l);
+    const own = this.opts.ownKey();
+    if (own) {
+      const mine = all.get(own);
+      if (mine) this.#handlers?.ownWritten?.(mine.attrs);
+      else this.#handlers?.ownDeleted?.(revision);
+    }
+    this.#all = all;
+    this.#rev = Math.max(this.#rev, revision);
+  }
+
   async #listWithRetry(signal: AbortSignal) {
-    let delay = 100;
+    const backoff = new Backoff();
     while (!signal.aborted) {
       try {
         return await this.registry.listLeases();
       } catch (e) {
         listErrors.inc();
+        const ms = backoff.next();
         log.warn("cannot list leases from the {kind} registry: {error}; retrying in {ms} ms", {
           kind: this.registry.kind,
           error: (e as Error).message,
-          ms: delay,
+          ms,
         });
-        await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(delay * 2, 5000);
+        await sleep(ms, signal);
       }
     }
     return null;
   }
 
+  /**
+   * Re-lists the registry and makes it the current view (a periodic full reconciliation against
+   * the registry, not just memory). Returns false when the list was older than what the watch
+   * already applied (try again later). Registry errors are thrown.
+   */
+  async relist(): Promise<boolean> {
+    const { leases, revision } = await this.registry.listLeases();
+    if (revision < this.#rev) return false;
+    resyncs.inc();
+    this.#applySnapshot(leases, revision);
+    return true;
+  }
+
   /** Runs until `signal` aborts; handler failures are logged and the watch goes on. */
   async run(signal: AbortSignal, h: PeerHandlers): Promise<void> {
+    this.#handlers = h;
     const first = await this.#listWithRetry(signal);
     if (!first) return;
     resyncs.inc();
-    this.#diff(first.leases, h);
+    this.#applySnapshot(first.leases, first.revision);
     this.#listed = true;
-    await this.#safe("reconcile", () => h.initial(this.peers()));
+    await this.#safe("reconcile", () => h.initial(this.takePeers()));
     for await (const msg of this.registry.watchLeases(first.revision, signal)) {
       const at = performance.now();
       if (msg.kind === "snapshot") {
@@ -134,46 +171,29 @@ export class PeerWatcher {
           n: msg.leases.length,
           rev: msg.revision,
         });
-        this.#diff(msg.leases, h);
-        await this.#safe("reconcile", () => h.initial(this.peers()));
+        this.#applySnapshot(msg.leases, msg.revision);
+        await this.#safe("reconcile", () => h.initial(this.takePeers()));
         continue;
       }
-      const evs: PeerEvent[] = [];
+      let rev = this.#rev;
       for (const c of msg.changes) {
+        const r = c.type === "put" ? c.lease.revision : c.revision;
+        if (r <= this.#rev) continue; // already reflected by a newer list
+        rev = Math.max(rev, r);
         const key = c.type === "put" ? c.lease.key : c.key;
-        if (key === this.opts.ownKey()) {
-          if (c.type === "delete") h.ownDeleted?.();
-          else {
-            const l = this.#decoder.decode(c.lease);
-            if (l) h.ownWritten?.(l.attrs);
-          }
-          continue;
-        }
-        const old = this.#known.get(key);
+        const own = key === this.opts.ownKey();
         if (c.type === "delete") {
-          if (old) {
-            this.#known.delete(key);
-            evs.push({ type: "removed", lease: old });
-          }
+          this.#all.delete(key);
+          if (own) h.ownDeleted?.(r);
           continue;
         }
         const l = this.#decoder.decode(c.lease);
-        if (!l || !this.#isPeer(l)) {
-          if (old) {
-            this.#known.delete(key);
-            evs.push({ type: "removed", lease: old });
-          }
-          continue;
-        }
-        if (old && sameAttrs(old, l)) {
-          this.#known.set(key, l); // renewal: new expiry, nothing for the datapath
-          continue;
-        }
-        if (old) evs.push({ type: "removed", lease: old });
-        this.#known.set(key, l);
-        evs.push({ type: "added", lease: l });
+        if (l) this.#all.set(key, l);
+        else this.#all.delete(key);
+        if (own && l) h.ownWritten?.(l.attrs);
       }
-      peersKnown.set(this.#known.size);
+      this.#rev = rev;
+      const evs = this.#delta();
       if (evs.length) await this.#safe("apply", () => h.events(evs, at));
     }
   }

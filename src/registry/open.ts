@@ -5,8 +5,26 @@ import type { FlagValues } from "../cli/flags.ts";
 import { UsageError } from "../cli/flags.ts";
 import type { Registry } from "./registry.ts";
 
-/** Checks the registry flags' forms (usage errors) before anything is started. */
-export function checkRegistryFlags(v: FlagValues): string[] {
+/**
+ * Checks the registry flags' forms (usage errors) before anything is started, and picks etcd
+ * when only etcd flags were given: flanneld's command lines (`--etcd-endpoints=…`, or
+ * FLANNELD_ETCD_ENDPOINTS) must reach etcd, not an empty local KV file.
+ */
+export function checkRegistryFlags(v: FlagValues, given: Set<string> = new Set()): string[] {
+  const etcdGiven = [...given].filter((f) => f.startsWith("etcd-") && f !== "etcd-prefix");
+  const kvGiven = [...given].filter((f) => f.startsWith("kv-"));
+  if (!given.has("registry")) {
+    if (etcdGiven.length && kvGiven.length) {
+      throw new UsageError(
+        `both --${etcdGiven[0]} and --${kvGiven[0]} given: choose the registry with --registry`,
+      );
+    }
+    if (etcdGiven.length) v.registry = "etcd";
+  } else if (v.registry === "kv" && etcdGiven.length) {
+    throw new UsageError(`--${etcdGiven[0]} has no effect with --registry kv; drop one of them`);
+  } else if (v.registry === "etcd" && kvGiven.length) {
+    throw new UsageError(`--${kvGiven[0]} has no effect with --registry etcd; drop one of them`);
+  }
   const endpoints = String(v["etcd-endpoints"]).split(",").map((s) => s.trim()).filter(Boolean);
   if (v.registry !== "etcd") return endpoints;
   if (endpoints.length === 0) throw new UsageError("--etcd-endpoints is empty");

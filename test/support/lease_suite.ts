@@ -227,6 +227,41 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
     },
   );
 
+  t("a peer that takes over our old subnet is not lost when we move to another", async (s) => {
+    const r = await s.client();
+    const mA = manager(r, 60);
+    const first = await mA.acquire({ publicIP: "198.18.0.71" }, null);
+    const w = watch(await s.client(), () => mA.lease?.key ?? null);
+    try {
+      await until("initial list", 3000, () => w.initial.length > 0);
+      // Our lease vanishes and node B takes the subnet at once, before we react.
+      const admin = await s.client();
+      assert.ok(await admin.deleteLease(first.key));
+      const bValue = encodeLeaseValue({ publicIP: "198.18.0.72" });
+      assert.ok(await admin.createLease(first.key, bValue, 60));
+      await until("deletion seen", 3000, () => w.lost.length > 0);
+      // We re-acquire elsewhere; B's lease on our old key must now be a peer.
+      const second = await mA.acquire({ publicIP: "198.18.0.71" }, null);
+      assert.notEqual(second.key, first.key);
+      const peerIps = () => w.watcher.peers().map((p) => `${p.key}=${p.attrs.publicIP}`);
+      assert.ok(peerIps().includes(`${first.key}=198.18.0.72`), JSON.stringify(peerIps()));
+      assert.ok(!peerIps().some((p) => p.startsWith(`${second.key}=`)), "own lease as a peer");
+      // And the next batch of events delivers it to the backend.
+      await admin.createLease("198.19.250.0-24", encodeLeaseValue({ publicIP: "198.18.0.73" }), 60);
+      await until(
+        "B delivered as added",
+        3000,
+        () =>
+          w.events.some((e) =>
+            e.type === "added" && e.lease.key === first.key &&
+            e.lease.attrs.publicIP === "198.18.0.72"
+          ),
+      );
+    } finally {
+      await w.stop();
+    }
+  });
+
   t("malformed keys and values from any writer are skipped, good leases still flow", async (s) => {
     const r = await s.client();
     await r.createLease("not-a-subnet", `{"PublicIP":"198.18.0.1"}`, 60);
