@@ -6,6 +6,8 @@
 import type { Route } from "../../ffi/libnl/mod.ts";
 import { contains, type Ipv4Net, parseCidr, sameNet } from "../net/ipv4.ts";
 
+const RTPROT_BOOT = 3;
+
 /** Identity of a route for diffing (table main). */
 export function routeKey(r: Route): string {
   return `${r.dst}|${r.gw ?? ""}|${r.dev ?? ""}|${r.onlink ? 1 : 0}`;
@@ -23,6 +25,8 @@ export function isOwnedRoute(
   devices: { vxlan?: number; ext?: number },
 ): boolean {
   if ((r.table ?? 254) !== 254) return false;
+  // weft and flanneld write "boot" routes; routing daemons (BGP, OSPF) use their own protocol.
+  if (r.protocol !== undefined && r.protocol !== RTPROT_BOOT) return false;
   let dst: Ipv4Net;
   try {
     dst = parseCidr(r.dst);

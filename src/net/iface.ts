@@ -133,9 +133,16 @@ export async function selectExternalInterface(sel: IfaceSelection): Promise<Exte
   if (sel.publicIP !== undefined && !isIp(sel.publicIP)) {
     throw new InterfaceError(`--public-ip "${sel.publicIP}" is not an IPv4 address`);
   }
+  const index = sysNum(chosen.name, "ifindex");
+  if (!index) {
+    throw new InterfaceError(
+      `cannot read the interface index of ${chosen.name} from /sys/class/net; is /sys mounted ` +
+        `(containers need the host's /sys and network namespace)?`,
+    );
+  }
   return {
     name: chosen.name,
-    index: sysNum(chosen.name, "ifindex"),
+    index,
     ifaceAddr: chosen.address,
     publicIP: sel.publicIP ?? chosen.address,
     mtu: sysNum(chosen.name, "mtu") || 1500,
