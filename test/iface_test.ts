@@ -3,14 +3,8 @@
  * --public-ip) inside a namespace with two interfaces.
  */
 import assert from "node:assert/strict";
+import { runOk as run } from "./harness/proc.ts";
 
-const run = async (cmd: string[]) => {
-  const o = await new Deno.Command(cmd[0], { args: cmd.slice(1), stdout: "piped", stderr: "piped" })
-    .output();
-  const d = new TextDecoder();
-  if (o.code !== 0) throw new Error(`${cmd.join(" ")}: ${d.decode(o.stderr)}`);
-  return d.decode(o.stdout);
-};
 
 const script = `
 import { selectExternalInterface } from "${

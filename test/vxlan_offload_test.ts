@@ -3,6 +3,7 @@
  * (or when Backend.TxChecksumOffload is false), and leaves it on otherwise.
  */
 import assert from "node:assert/strict";
+import { runOk as run } from "./harness/proc.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 const script = `
@@ -21,13 +22,6 @@ console.log(JSON.stringify({ tx: txChecksum(dev) }));
 linkDel(linkByName(dev).index);
 `;
 
-async function run(cmd: string[]): Promise<string> {
-  const o = await new Deno.Command(cmd[0], { args: cmd.slice(1), stdout: "piped", stderr: "piped" })
-    .output();
-  const d = new TextDecoder();
-  if (o.code !== 0) throw new Error(`${cmd.join(" ")}: ${d.decode(o.stderr)}`);
-  return d.decode(o.stdout);
-}
 
 Deno.test("vxlan TX checksum offload: off behind NAT or when configured, on otherwise", async () => {
   const ns = `wtx-${crypto.randomUUID().slice(0, 6)}`;
