@@ -5,7 +5,6 @@
 import assert from "node:assert/strict";
 import { runOk as run } from "./harness/proc.ts";
 
-
 const script = `
 import { selectExternalInterface } from "${
   new URL("../src/net/iface.ts", import.meta.url).pathname

@@ -22,7 +22,6 @@ console.log(JSON.stringify({ tx: txChecksum(dev) }));
 linkDel(linkByName(dev).index);
 `;
 
-
 Deno.test("vxlan TX checksum offload: off behind NAT or when configured, on otherwise", async () => {
   const ns = `wtx-${crypto.randomUUID().slice(0, 6)}`;
   const dir = await Deno.makeTempDir({ prefix: "weft-tx-" });
