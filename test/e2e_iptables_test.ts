@@ -190,10 +190,15 @@ Deno.test({
         },
       );
       console.log(`hand-deleted rules restored after ${restoredIn} ms (resync ${RESYNC_S} s)`);
-      assert.match(
-        await c.logs(h1),
-        /iptables rules were missing or changed and have been restored/,
-      );
+      // The agent logs the repair after reading the rules back; its log reaches the file a
+      // moment later, so wait for the line (bounded) rather than read it once.
+      await waitFor("the repair to be logged", 5000, async () => {
+        assert.match(
+          await c.logs(h1),
+          /iptables rules were missing or changed and have been restored/,
+        );
+        return true;
+      });
 
       // 3. Masquerade: pod -> outside the cluster network arrives from the host's address;
       //    pod -> pod on another host keeps the pod's address.

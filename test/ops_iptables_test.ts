@@ -109,8 +109,13 @@ Deno.test("iptables-nft: ensure, idempotence, resync repair, subnet change, remo
       await sh("ip", "netns", "exec", ns, "iptables", "-D", "FORWARD", "1");
       assert.equal((await saved(ns)).length, EXPECTED_7.length - 2);
       mgr.startResync(0.2);
+      // Wait for the repair to be counted, not just for the rules: the rules are back as soon as
+      // iptables-restore ran, the count only after ensure() read them back.
       const deadline = Date.now() + 5000;
-      while ((await saved(ns)).length !== EXPECTED_7.length && Date.now() < deadline) {
+      while (
+        metrics.counter("weft_iptables_repairs_total", "").get() <= repairs &&
+        Date.now() < deadline
+      ) {
         await new Promise((r) => setTimeout(r, 100));
       }
       mgr.stop();
