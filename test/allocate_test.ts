@@ -32,3 +32,12 @@ Deno.test("own lease by public IP; a reservation wins; leases outside the config
   assert.equal(findOwnLease(cfg, [a, r], "198.18.0.9"), r);
   assert.equal(findOwnLease(cfg, [a], "198.18.0.10"), null);
 });
+
+Deno.test("stray leases for a supernet or another network do not fill this network", () => {
+  const stray = [
+    lease("0.0.0.0/0", "198.18.0.1"),
+    lease("198.0.0.0/8", "198.18.0.2"),
+    lease("198.20.0.0/24", "198.18.0.3"),
+  ];
+  assert.equal(freeSubnets(cfg, stray, 1000).length, capacity(cfg));
+});

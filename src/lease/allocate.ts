@@ -38,11 +38,19 @@ export function isFree(subnet: Ipv4Net, leases: Lease[]): boolean {
   return !leases.some((l) => overlaps(l.subnet, subnet));
 }
 
+/**
+ * The leases that occupy address space of this network: those inside it. A stray lease for a
+ * supernet (`0.0.0.0-0`) or another network must not make the whole network look full.
+ */
+export function inNetwork(cfg: NetworkConfig, leases: Lease[]): Lease[] {
+  return leases.filter((l) => containsNet(cfg.network, l.subnet));
+}
+
 /** Up to `limit` free subnets walking upward from SubnetMin (flannel's order). */
 export function freeSubnets(cfg: NetworkConfig, leases: Lease[], limit: number): Ipv4Net[] {
   const taken = new Set<number>();
   const odd: Lease[] = [];
-  for (const l of leases) {
+  for (const l of inNetwork(cfg, leases)) {
     if (l.subnet.prefix === cfg.subnetLen) taken.add(l.subnet.ip);
     else odd.push(l);
   }

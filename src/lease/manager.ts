@@ -16,7 +16,7 @@ import { formatCidr, type Ipv4Net } from "../net/ipv4.ts";
 import type { Registry } from "../registry/registry.ts";
 import { metrics } from "../ops/metrics.ts";
 import { encodeLeaseValue, type Lease, type LeaseAttrs, subnetKey } from "./codec.ts";
-import { capacity, findOwnLease, fitsConfig, freeSubnets, isFree } from "./allocate.ts";
+import { capacity, findOwnLease, fitsConfig, freeSubnets, inNetwork, isFree } from "./allocate.ts";
 import { LeaseDecoder } from "./decode.ts";
 import { sleep } from "../util/sleep.ts";
 
@@ -115,7 +115,8 @@ export class LeaseManager {
         continue; // changed under us: look again
       }
       let subnet: Ipv4Net;
-      const hinted = !!hint && fitsConfig(this.config, hint) && isFree(hint, leases);
+      const hinted = !!hint && fitsConfig(this.config, hint) &&
+        isFree(hint, inNetwork(this.config, leases));
       if (hinted) subnet = hint!;
       else {
         const free = freeSubnets(this.config, leases, 100);
