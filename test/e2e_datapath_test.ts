@@ -8,6 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { type Cluster, type Host, withCluster } from "./harness/cluster.ts";
+import { waitFor } from "./harness/proc.ts";
 import { formatCidr, formatIp } from "../src/net/ipv4.ts";
 
 interface Combo {
@@ -113,18 +114,9 @@ async function assertKernelState(c: Cluster, h: Host, peers: PeerFacts[], combo:
   );
 }
 
-async function until(what: string, ms: number, fn: () => Promise<boolean>) {
-  const end = Date.now() + ms;
-  let last: unknown = null;
-  while (Date.now() < end) {
-    try {
-      if (await fn()) return;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
+/** Polls until `fn` returns true (it may throw to say "not yet"), bounded by `ms`. */
+function until(what: string, ms: number, fn: () => Promise<boolean>): Promise<boolean> {
+  return waitFor(what, fn, { timeoutMs: ms, intervalMs: 200 });
 }
 
 async function passes(fn: () => Promise<void>): Promise<boolean> {
