@@ -759,34 +759,20 @@ async function programming(ns: string) {
         await run(["ip", "-n", ns, "route", "flush", "root", "198.19.0.0/16"]);
       }
       const m = (f: (x: ChildRep) => number) => median(child.reps.map(f));
-      const rc = m((x) => x.reconcileAdd);
-      const ap = m((x) => x.applyAdd);
-      const ba = median(add);
-      rows.push([
-        backend,
-        n,
-        "install",
-        rc,
-        ap,
-        ba,
-        round(ratio(rc, ba)),
-        round(ratio(ap, ba)),
-        (ratio(Math.max(rc ?? Infinity, ap ?? Infinity), ba) ?? Infinity) <= 2 ? "met" : "MISSED",
-      ]);
-      const rd = m((x) => x.reconcileDel);
-      const ad = m((x) => x.applyDel);
-      const bd = median(del);
-      rows.push([
-        backend,
-        n,
-        "remove",
-        rd,
-        ad,
-        bd,
-        round(ratio(rd, bd)),
-        round(ratio(ad, bd)),
-        (ratio(Math.max(rd ?? Infinity, ad ?? Infinity), bd) ?? Infinity) <= 2 ? "met" : "MISSED",
-      ]);
+      const row = (what: string, rc: number | null, ap: number | null, ip: number | null) =>
+        rows.push([
+          backend,
+          n,
+          what,
+          rc,
+          ap,
+          ip,
+          round(ratio(rc, ip)),
+          round(ratio(ap, ip)),
+          (ratio(Math.max(rc ?? Infinity, ap ?? Infinity), ip) ?? Infinity) <= 2 ? "met" : "MISSED",
+        ]);
+      row("install", m((x) => x.reconcileAdd), m((x) => x.applyAdd), median(add));
+      row("remove", m((x) => x.reconcileDel), m((x) => x.applyDel), median(del));
       report.data[`programming_${backend}_${n}`] = {
         weft: child.reps,
         ipBatchAdd: add,

@@ -16,6 +16,7 @@
  * ```
  */
 import assert from "node:assert/strict";
+import { waitForMs } from "./harness/proc.ts";
 import { type Cluster, type Host, type NsRef, withCluster } from "./harness/cluster.ts";
 import { formatCidr } from "../src/net/ipv4.ts";
 
@@ -135,19 +136,8 @@ setTimeout(() => Deno.exit(0), 60000);`;
   };
 }
 
-async function waitFor(what: string, ms: number, fn: () => boolean | Promise<boolean>) {
-  const t0 = Date.now();
-  let last: unknown = null;
-  while (Date.now() - t0 < ms) {
-    try {
-      if (await fn()) return Date.now() - t0;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? `: ${last}` : ""}`);
-}
+const waitFor = (what: string, ms: number, fn: () => boolean | Promise<boolean>) =>
+  waitForMs(what, ms, fn, 50);
 
 Deno.test({
   name: "iptables e2e: exact chains, hand-deleted rules restored, pod traffic masqueraded",

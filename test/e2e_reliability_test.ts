@@ -20,6 +20,7 @@
  * ```
  */
 import assert from "node:assert/strict";
+import { waitForMs } from "./harness/proc.ts";
 import { type Cluster, type Pod, withCluster } from "./harness/cluster.ts";
 import { formatCidr } from "../src/net/ipv4.ts";
 
@@ -71,19 +72,8 @@ async function leaseRevisions(c: Cluster): Promise<{ rev: number; keys: Map<stri
   return { rev: Number(r.header.revision), keys };
 }
 
-async function until(what: string, ms: number, fn: () => Promise<boolean>): Promise<number> {
-  const t0 = Date.now();
-  let last: unknown = null;
-  while (Date.now() - t0 < ms) {
-    try {
-      if (await fn()) return Date.now() - t0;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? `: ${last}` : ""}`);
-}
+const until = (what: string, ms: number, fn: () => Promise<boolean>) =>
+  waitForMs(what, ms, fn, 200);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

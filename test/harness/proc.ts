@@ -127,6 +127,18 @@ export async function waitFor<T>(
   throw new Error(`timed out after ${opts.timeoutMs} ms waiting for ${what}${last}`);
 }
 
+/** {@link waitFor} for a yes/no check; returns how long it took (ms), for tests that report it. */
+export async function waitForMs(
+  what: string,
+  timeoutMs: number,
+  check: () => boolean | Promise<boolean>,
+  intervalMs = 100,
+): Promise<number> {
+  const t0 = Date.now();
+  await waitFor(what, check, { timeoutMs, intervalMs });
+  return Date.now() - t0;
+}
+
 /** Thrown from a {@link waitFor} check to abort the wait immediately with this message. */
 export class StopWaiting extends Error {
   override name = "StopWaiting";
