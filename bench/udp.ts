@@ -1,17 +1,22 @@
 /**
  * The udp backend's speed next to kernel vxlan (root; builds its own namespaces with
- * test/harness/cluster.ts). One run, the SAME namespaces for both: a 2-host cluster (plus the
- * registry host), one pod on h1 and one on h2, measured with the udp backend; then the agents
- * are stopped, `weft cleanup` runs in each host namespace, `weft config set` stores a vxlan
- * config (run inside h1's namespace: the underlay exists only there), the agents start again,
- * keep their subnets, pods get the new FLANNEL_MTU, and everything is measured again as the
- * reference. Traffic is pod p1 (h1) → pod p2 (h2); one `iperf3 -s` in p2 per phase.
+ * test/harness/cluster.ts). One run, the SAME namespaces for all: a 2-host cluster (plus the
+ * registry host), one pod on h1 and one on h2, measured with the udp backend as it ships (TUN
+ * offloads on); then the agents are stopped, `weft cleanup` runs in each host namespace,
+ * `weft config set` stores the next config (run inside h1's namespace: the underlay exists only
+ * there), the agents start again, keep their subnets, pods get the new FLANNEL_MTU, and
+ * everything is measured again: `udp-plain` (Backend.TunOffload false: the baseline of the
+ * offload change) and kernel vxlan (the reference of the goals). Traffic is pod p1 (h1) → pod
+ * p2 (h2); one `iperf3 -s` in p2 per phase.
  *
  * 1. TCP throughput — iperf3, 1 and 4 streams (`--streams`), `--seconds` each after a 1 s
  *    omitted warm-up, `--reps` repetitions, median; ratio udp/vxlan (goal ≥ 0.11).
  * 2. small packets — iperf3 UDP with `--payload`-byte datagrams at fixed offered rates
  *    (`--rates`, pps): sent and delivered pps, loss %, and where the loss happened (TUN queue,
  *    host socket buffers, or the receiving pod's own socket) (goal: no loss at 50 kpps).
+ *    `--pod-sockbuf 2M` gives iperf3's sockets that buffer (iperf3 -w, for every backend): on 2
+ *    cores the receiving iperf3 is often off the CPU long enough to overflow its default buffer,
+ *    which is loss of the test program, not of the datapath.
  * 3. latency — `--pings` echoes `--ping-interval` s apart (every hop starts idle), and as many
  *    back to back (ping -A): avg/p50/p99/max, loss (goal for udp: < 0.15 ms, no loss).
  * 4. CPU per packet, from each fixed-rate run: the agents' CPU (utime+stime of the deno
@@ -28,7 +33,7 @@
  * receiving pod's RcvbufErrors, and the forwarder's drop counters (/metrics).
  *
  * Prints tables and writes bench/results/udp-<timestamp>.json (every sample, per-run windows,
- * machine context). Bounded: `--deadline-s` (default 290) for the whole run; a measurement that
+ * machine context). Bounded: `--deadline-s` (default 420) for the whole run; a measurement that
  * would not fit is skipped and listed as a problem; every command has its own timeout. Only
  * 198.18.0.0/15 addresses, only namespaces this run creates; the harness removes all of them
  * (and this file kills its iperf3 servers) at the end, on failure and on Ctrl-C. Share of the
@@ -78,26 +83,27 @@ const { values: opt } = parseArgs({
   args: Deno.args,
   options: {
     registry: { type: "string", default: "kv" },
-    backends: { type: "string", default: "udp,vxlan" },
+    backends: { type: "string", default: "udp,udp-plain,vxlan" },
     seconds: { type: "string", default: "5" },
     reps: { type: "string", default: "3" },
     streams: { type: "string", default: "1,4" },
     rates: { type: "string", default: "25000,50000,100000" },
     "pps-seconds": { type: "string", default: "5" },
     payload: { type: "string", default: "64" },
+    "pod-sockbuf": { type: "string", default: "" },
     pings: { type: "string", default: "200" },
     "ping-interval": { type: "string", default: "0.01" },
     "baseline-seconds": { type: "string", default: "2" },
     skip: { type: "string", default: "" },
-    "deadline-s": { type: "string", default: "290" },
+    "deadline-s": { type: "string", default: "420" },
     help: { type: "boolean", default: false },
   },
 });
 if (opt.help) {
-  console.log(`Usage: deno run -A bench/udp.ts [--registry kv|etcd] [--backends udp,vxlan]
+  console.log(`Usage: deno run -A bench/udp.ts [--registry kv|etcd] [--backends udp,udp-plain,vxlan]
   [--seconds 5] [--reps 3] [--streams 1,4] [--rates 25000,50000,100000] [--pps-seconds 5]
-  [--payload 64] [--pings 200] [--ping-interval 0.01] [--baseline-seconds 2]
-  [--skip tcp,pps,ping,cpu] [--deadline-s 290]`);
+  [--payload 64] [--pod-sockbuf 2M] [--pings 200] [--ping-interval 0.01] [--baseline-seconds 2]
+  [--skip tcp,pps,ping,cpu] [--deadline-s 420]`);
   Deno.exit(0);
 }
 
@@ -118,6 +124,16 @@ if (Deno.uid() !== 0) {
   console.error("bench/udp.ts needs root (it creates network namespaces)");
   Deno.exit(2);
 }
+/**
+ * The backends a run can measure, as network config Backend objects: the udp backend as it
+ * ships (TUN offloads on), the same without TUN offloads (the same-run baseline of that
+ * change), and kernel vxlan (the reference of the issue's goals).
+ */
+const BACKEND_CONFIGS: Record<string, Record<string, unknown>> = {
+  udp: { Type: "udp" },
+  "udp-plain": { Type: "udp", TunOffload: false },
+  vxlan: { Type: "vxlan" },
+};
 const registry = opt.registry as "kv" | "etcd";
 if (registry !== "kv" && registry !== "etcd") {
   console.error(`bench/udp.ts: --registry ${opt.registry}: expected kv or etcd`);
@@ -125,12 +141,16 @@ if (registry !== "kv" && registry !== "etcd") {
 }
 const backends = opt.backends.split(",").filter(Boolean);
 for (const b of backends) {
-  if (b !== "udp" && b !== "vxlan") {
-    console.error(`bench/udp.ts: --backends: "${b}" is not udp or vxlan`);
+  if (!(b in BACKEND_CONFIGS)) {
+    console.error(
+      `bench/udp.ts: --backends: "${b}" is not one of ${Object.keys(BACKEND_CONFIGS).join(", ")}`,
+    );
     Deno.exit(2);
   }
 }
 const P = {
+  /** iperf3 -w for the fixed-rate runs ("" = iperf3's default socket buffers). */
+  podSockBuf: opt["pod-sockbuf"],
   seconds: num("seconds", opt.seconds),
   reps: num("reps", opt.reps),
   streams: list("streams", opt.streams),
@@ -204,7 +224,7 @@ interface Rig {
 }
 
 function device(backend: string): string {
-  return backend === "udp" ? "flannel0" : "flannel.1";
+  return backend.startsWith("udp") ? "flannel0" : "flannel.1";
 }
 
 async function measured<T>(r: Rig, backend: string, fn: () => Promise<T>) {
@@ -359,6 +379,7 @@ async function measureBackend(r: Rig, out: PhaseResult): Promise<void> {
               seconds: P.ppsSeconds,
               pps,
               payload: P.payload,
+              window: P.podSockBuf || undefined,
             }),
         );
         const after = await idleWindow();
@@ -408,7 +429,13 @@ function registryArgs(c: Cluster): string[] {
 function agentOptions(backend: string) {
   // Inside harness hosts iptables rules would be allowed; off, so both backends run the same
   // (empty) FORWARD chain and no xtables lock is taken during measurements.
-  return { backend, healthzPort: HEALTHZ, extraArgs: ["--iptables-forward-rules=false"] };
+  const cfg = BACKEND_CONFIGS[backend];
+  return {
+    backend: cfg.Type as string,
+    netConfig: { Backend: cfg },
+    healthzPort: HEALTHZ,
+    extraArgs: ["--iptables-forward-rules=false"],
+  };
 }
 
 /** Stops the agents, cleans up, stores `backend`'s config, restarts; returns the new MTU. */
@@ -439,7 +466,7 @@ async function switchBackend(r: Rig, backend: string): Promise<number> {
   const cfgFile = `${c.dir}/net-config-${backend}.json`;
   await Deno.writeTextFile(
     cfgFile,
-    JSON.stringify({ Network: CLUSTER_NETWORK, Backend: { Type: backend } }),
+    JSON.stringify({ Network: CLUSTER_NETWORK, Backend: BACKEND_CONFIGS[backend] }),
   );
   await c.exec(c.hosts[0], [
     Deno.execPath(),
@@ -603,6 +630,13 @@ function tables(phases: PhaseResult[]) {
     }
   }
   const ratios = P.streams.map((s) => ratio(medBps.get(`udp/${s}`), medBps.get(`vxlan/${s}`)));
+  const plainRatios = P.streams.map((s) =>
+    ratio(medBps.get(`udp-plain/${s}`), medBps.get(`vxlan/${s}`))
+  );
+  const offloadGain = P.streams.map((s) =>
+    ratio(medBps.get(`udp/${s}`), medBps.get(`udp-plain/${s}`))
+  );
+  const fmt3 = (v: number | null | undefined) => v == null ? "-" : v.toFixed(3);
   report.section(
     `TCP pod→pod across hosts, median of ${P.reps} × ${P.seconds} s (Gbit/s)`,
     [
@@ -625,10 +659,12 @@ function tables(phases: PhaseResult[]) {
     tcpRows,
     [
       ...P.streams.map((s, i) =>
-        `udp/vxlan ${s} stream${s > 1 ? "s" : ""}: ${
-          ratios[i] == null ? "-" : ratios[i]!.toFixed(3)
-        } (goal ≥ 0.11; flannel's C udp ≈ 0.07)`
+        `udp/vxlan ${s} stream${s > 1 ? "s" : ""}: ${fmt3(ratios[i])} (goal ≥ 0.11; flannel's ` +
+        `C udp ≈ 0.07); without TUN offloads (udp-plain/vxlan) ${fmt3(plainRatios[i])}; ` +
+        `offload gain udp/udp-plain ${fmt3(offloadGain[i])}`
       ),
+      "udp-plain: the udp backend with Backend.TunOffload false (one packet per TUN read and " +
+      "write, the design before TUN offloads), measured on the same hosts in the same run",
       "wkr tx/rx %: CPU of the udp backend's packet Worker threads (TUN → UDP / UDP → TUN) in " +
       "% of one core; a thread near 100 is the bound. The syscalls charge the kernel path to " +
       "them: h2's rx write(2) carries each packet through forwarding and the bridge into the " +
@@ -776,7 +812,13 @@ function tables(phases: PhaseResult[]) {
   report.section("Goals (issue 4)", ["goal", "measured", "met"], goals);
   if (udp) boundsSection(udp);
   report.data.phases = phases;
-  report.data.ratios = Object.fromEntries(P.streams.map((s, i) => [`tcp_${s}`, ratios[i]]));
+  report.data.ratios = Object.fromEntries(
+    P.streams.flatMap((s, i) => [
+      [`tcp_${s}`, ratios[i]],
+      [`tcp_${s}_plain`, plainRatios[i]],
+      [`tcp_${s}_offload_gain`, offloadGain[i]],
+    ]),
+  );
 }
 
 // ---- main ----

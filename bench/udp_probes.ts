@@ -138,12 +138,14 @@ export async function iperfUdp(
   from: NsRef,
   ip: string,
   port: number,
-  o: { seconds: number; pps: number; payload: number },
+  o: { seconds: number; pps: number; payload: number; window?: string },
 ): Promise<UdpResult> {
   // -b counts UDP payload bits.
   const bps = o.pps * o.payload * 8;
   const args = ["-c", ip, "-p", String(port), "-u", "-l", String(o.payload), "-b", String(bps)];
   args.push("-t", String(o.seconds));
+  // -w: both ends' socket buffers (capped by net.core.rmem_max / wmem_max).
+  if (o.window) args.push("-w", o.window);
   const out = await iperfJson(c, from, args, (o.seconds + 15) * 1000);
   const sent = out.end.sum_sent, recv = out.end.sum_received;
   const delivered = recv.packets - recv.lost_packets;

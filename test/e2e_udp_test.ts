@@ -81,7 +81,7 @@ for (const registry of ["etcd", "kv"] as const) {
           healthzPort: HEALTHZ,
           extraArgs: ["--iptables-forward-rules=false"],
         });
-        const [h1, , h3] = c.hosts;
+        const [h1, h2, h3] = c.hosts;
         const [p1, p2, p3] = c.pods();
 
         // Kernel state per spec.
@@ -109,6 +109,16 @@ for (const registry of ["etcd", "kv"] as const) {
         // iperf3 TCP and UDP across hosts.
         const tcp = await iperf(c, p2, p1, false);
         assert.ok(tcp.bps > 1e6, `TCP through udp backend: ${tcp.bps} bit/s`);
+        // TUN offloads are on by default: h1 (sender) cut TCP super-packets into segments,
+        // h2 (receiver) merged the segments into super-packets on its TUN writes.
+        const m1 = await scrape(c, h1), m2 = await scrape(c, h2);
+        assert.equal(metric(m1, "weft_udp_tun_offload"), 1);
+        assert.ok(metric(m1, "weft_udp_tun_tso_packets_total") > 0, "h1 read no TSO packet");
+        assert.ok(
+          metric(m1, "weft_udp_tun_tso_segments_total") >
+            metric(m1, "weft_udp_tun_tso_packets_total"),
+        );
+        assert.ok(metric(m2, "weft_udp_tun_coalesced_packets_total") > 0, "h2 merged nothing");
         const udp = await iperf(c, p2, p1, true);
         assert.ok(udp.bps > 1e6, `UDP through udp backend: ${udp.bps} bit/s`);
         console.log(

@@ -14,7 +14,11 @@ import {
   openUdpSocket,
   sendTo,
   setSockOptInt,
+  setTunOffload,
   SOL_UDP,
+  TUN_F_CSUM,
+  TUN_F_TSO4,
+  TUN_F_TSO_ECN,
   UDP_GRO,
 } from "../ffi/libc/mod.ts";
 import { startForwarder } from "../src/backend/udp/forwarder.ts";
@@ -59,11 +63,15 @@ function echoRequest(src: string, dst: string): Uint8Array<ArrayBuffer> {
 async function child(): Promise<void> {
   const args = Deno.args;
   const arg = (name: string) => args[args.indexOf(name) + 1];
-  const tun = openTun("flannel0");
+  // With --offload 1: virtio_net_hdr on the TUN, TSO and checksum offload as the backend sets.
+  const offload = arg("--offload") === "1";
+  const tun = openTun("flannel0", { vnetHdr: offload });
+  setTunOffload(tun.fd, offload ? TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN : 0);
   const fwd = await startForwarder({
     tunFd: tun.fd,
     bind: { addr: arg("--bind"), port: 8285 },
     subnetLen: 24,
+    vnetHdr: offload,
     // A sends with UDP GSO, B without, so both send paths carry the traffic below.
     udpGso: arg("--gso") === "1",
     onError: (e) => console.error(`forwarder error: ${e.message}`),
@@ -146,7 +154,13 @@ class ForwarderChild {
   readonly #stdin: WritableStreamDefaultWriter<Uint8Array>;
   stderr = "";
 
-  constructor(readonly ns: string, runId: string, bind: string, gso: boolean) {
+  constructor(
+    readonly ns: string,
+    runId: string,
+    bind: string,
+    gso: boolean,
+    offload = false,
+  ) {
     this.proc = new Deno.Command("ip", {
       args: [
         "netns",
@@ -164,6 +178,8 @@ class ForwarderChild {
         bind,
         "--gso",
         gso ? "1" : "0",
+        "--offload",
+        offload ? "1" : "0",
       ],
       env: { [CHILD_ENV]: runId, NO_COLOR: "1" },
       stdin: "piped",
@@ -241,7 +257,12 @@ interface Topology {
   b: ForwarderChild;
 }
 
-async function setup(runId: string, t: Partial<Topology>): Promise<Topology> {
+/** `offloadA`: A's TUN runs with offloads (virtio_net_hdr, TSO, coalescing); B's never does. */
+async function setup(
+  runId: string,
+  t: Partial<Topology>,
+  offloadA = false,
+): Promise<Topology> {
   t.runId = runId;
   const nsA = t.nsA = `weft-udp-${runId}-a`;
   const nsB = t.nsB = `weft-udp-${runId}-b`;
@@ -259,7 +280,7 @@ async function setup(runId: string, t: Partial<Topology>): Promise<Topology> {
     await ip("-n", ns, "link", "set", dev, "up");
     await ip("-n", ns, "link", "set", "lo", "up");
   }
-  t.a = new ForwarderChild(nsA, runId, "198.18.0.1", true);
+  t.a = new ForwarderChild(nsA, runId, "198.18.0.1", true, offloadA);
   t.b = new ForwarderChild(nsB, runId, "198.18.0.2", false);
   for (const [c, own] of [[t.a, "198.19.1.0"], [t.b, "198.19.2.0"]] as const) {
     const ready = await c.next<{ ready: boolean; tun: string }>(20_000);
@@ -440,6 +461,130 @@ if (Deno.env.get(CHILD_ENV)) {
       assert.ok(!left.includes(runId), `namespaces left behind: ${left}`);
     },
   });
+
+  Deno.test({
+    name:
+      "udp forwarder with TUN offloads: TSO and coalescing carry TCP to and from a node without",
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      const runId = crypto.randomUUID().replaceAll("-", "").slice(0, 6);
+      const t: Partial<Topology> = {};
+      try {
+        const { a, b, nsA, nsB } = await setup(runId, t, true);
+        await a.call({ cmd: "peers", peers: PEERS_A });
+        await b.call({ cmd: "peers", peers: PEERS_B });
+        assert.equal((await ping(nsA, "198.19.2.0")).code, 0, "ping A→B");
+        assert.equal((await ping(nsB, "198.19.1.0")).code, 0, "ping B→A");
+        // The ICMP written back into A's TUN goes behind a virtio_net_hdr now.
+        const un = await ping(nsA, "198.19.99.1", 1);
+        assert.match(un.stdout, /Destination Net Unreachable/, un.stdout);
+
+        const csum0 = await tcpCsumErrors([nsA, nsB]);
+        const c0 = await a.counters();
+        // A → B: A's kernel hands over 64 KiB super-packets, A cuts them into segments that B
+        // (no offloads, B's kernel checks every checksum) must accept as they are.
+        const ab = await tcpTransfer(nsB, "198.19.2.0", nsA, 5211, 16 << 20);
+        assert.equal(ab.received, ab.sent, "A→B TCP stream arrived changed");
+        assert.match(ab.sent, /"bytes":16777216/);
+        // B → A: plain segments from B are merged into super-packets on A's TUN write.
+        const ba = await tcpTransfer(nsA, "198.19.1.0", nsB, 5212, 16 << 20);
+        assert.equal(ba.received, ba.sent, "B→A TCP stream arrived changed");
+        assert.match(ba.sent, /"bytes":16777216/);
+        const c1 = await a.countersWhen((c) => c.tunOffload.coalescedPackets > 0);
+        const o = c1.tunOffload;
+        assert.ok(o.active, JSON.stringify(c1));
+        assert.ok(
+          o.tsoPackets - c0.tunOffload.tsoPackets > 0,
+          `A read no TSO packet: ${JSON.stringify(o)}`,
+        );
+        assert.ok(
+          o.tsoSegments > o.tsoPackets,
+          `segments ${o.tsoSegments} ≤ packets ${o.tsoPackets}`,
+        );
+        assert.ok(o.coalescedPackets > 0, `A coalesced nothing: ${JSON.stringify(o)}`);
+        assert.ok(o.coalescedSegments >= 2 * o.coalescedPackets, JSON.stringify(o));
+        assert.equal(c1.drops.malformed, 0, JSON.stringify(c1.drops));
+        assert.equal(c1.drops.tun_write_error, 0, JSON.stringify(c1));
+        // Every datagram on the wire was one ordinary packet with correct checksums.
+        const csum1 = await tcpCsumErrors([nsA, nsB]);
+        assert.deepEqual(csum1, csum0, "TCP checksum errors in the namespaces");
+        const cb = await b.counters();
+        assert.equal(cb.drops.malformed, 0, `B saw malformed datagrams: ${JSON.stringify(cb)}`);
+
+        // A UDP datagram larger than the MTU (fragments, never offloaded) still crosses.
+        const big = await run("ip", [
+          "netns",
+          "exec",
+          nsA,
+          "ping",
+          "-n",
+          "-c",
+          "2",
+          "-i",
+          "0.2",
+          "-W",
+          "2",
+          "-s",
+          "3000",
+          "198.19.2.0",
+        ]);
+        assert.equal(big.code, 0, `3000-byte ping A→B: ${big.stdout}`);
+      } finally {
+        await teardown(t);
+      }
+      const left = await sh("ip", ["netns", "list"]);
+      assert.ok(!left.includes(runId), `namespaces left behind: ${left}`);
+    },
+  });
+}
+
+/** InCsumErrors of the Tcp line of /proc/net/snmp in each namespace. */
+async function tcpCsumErrors(namespaces: string[]): Promise<number[]> {
+  return await Promise.all(namespaces.map(async (ns) => {
+    const text = await sh("ip", ["netns", "exec", ns, "cat", "/proc/net/snmp"]);
+    const [names, values] = text.split("\n").filter((l) => l.startsWith("Tcp:"));
+    const i = names.split(/\s+/).indexOf("InCsumErrors");
+    return i < 0 ? 0 : Number(values.split(/\s+/)[i]);
+  }));
+}
+
+/**
+ * Sends `bytes` over TCP from `clientNs` to `serverIp` in `serverNs` with test/support/tcp_hash.ts
+ * (bounded: 20 s each side); returns both sides' byte count and SHA-256.
+ */
+async function tcpTransfer(
+  serverNs: string,
+  serverIp: string,
+  clientNs: string,
+  port: number,
+  bytes: number,
+): Promise<{ sent: string; received: string }> {
+  const script = new URL("./support/tcp_hash.ts", import.meta.url).pathname;
+  const deno = (ns: string, args: string[]) =>
+    new Deno.Command("ip", {
+      args: ["netns", "exec", ns, Deno.execPath(), "run", "-A", script, ...args],
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(25_000),
+    }).spawn();
+  const server = deno(serverNs, ["serve", serverIp, String(port)]);
+  const out = lines(server.stdout);
+  try {
+    const first = await out.next();
+    if (first.done) throw new Error(`tcp_hash server in ${serverNs} exited`);
+    const client = await deno(clientNs, ["send", serverIp, String(port), String(bytes)]).output();
+    const sent = dec.decode(client.stdout).trim();
+    if (client.code !== 0) throw new Error(`tcp_hash send: ${dec.decode(client.stderr)}`);
+    const r = await out.next();
+    return { sent, received: r.done ? "" : r.value.trim() };
+  } finally {
+    try {
+      server.kill("SIGKILL");
+    } catch { /* exited */ }
+    await server.status;
+    await server.stderr.cancel().catch(() => {});
+  }
 }
 
 /**

@@ -260,11 +260,19 @@ Deno.test("forwarder metrics: sync adds counter growth and survives a counter re
     batches: { tx: 1, rx: 0 },
     gso: { messages: 0, active: true },
     gro: true,
+    tunOffload: {
+      active: true,
+      tsoPackets: tx,
+      tsoSegments: 2 * tx,
+      coalescedPackets: 0,
+      coalescedSegments: 0,
+    },
     lastErrno: { send: 0, tunWrite: 0 },
   });
   const tx = metrics.counter("weft_udp_tx_packets_total", "");
+  const tso = metrics.counter("weft_udp_tun_tso_segments_total", "");
   const drops = metrics.counter("weft_udp_dropped_packets_total", "");
-  const tx0 = tx.get(), nr0 = drops.get({ reason: "no_route" });
+  const tx0 = tx.get(), tso0 = tso.get(), nr0 = drops.get({ reason: "no_route" });
   let cur = snap(10, 1);
   const m = new ForwarderMetrics(() => cur);
   m.sync();
@@ -272,6 +280,8 @@ Deno.test("forwarder metrics: sync adds counter growth and survives a counter re
   cur = snap(25, 3);
   m.sync();
   assert.equal(tx.get() - tx0, 25);
+  assert.equal(tso.get() - tso0, 50);
+  assert.equal(metrics.gauge("weft_udp_tun_offload", "").get(), 1);
   assert.equal(drops.get({ reason: "no_route" }) - nr0, 3);
   cur = snap(4, 0); // a new forwarder counting from 0
   m.sync();

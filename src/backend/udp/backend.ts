@@ -8,11 +8,19 @@
  * restart; the workers reattach to it. Its leases omit BackendType, as flanneld's udp leases do.
  */
 import { getLogger } from "@logtape/logtape";
-import { backendNumber, type NetworkConfig } from "../../config/network.ts";
+import { backendBool, backendNumber, type NetworkConfig } from "../../config/network.ts";
 import { formatCidr, formatIp } from "../../net/ipv4.ts";
 import type { ExternalInterface } from "../../net/iface.ts";
 import type { Lease } from "../../lease/codec.ts";
-import { closeFd, openTun, setTunPersist } from "../../../ffi/libc/mod.ts";
+import {
+  closeFd,
+  openTun,
+  setTunOffload,
+  setTunPersist,
+  TUN_F_CSUM,
+  TUN_F_TSO4,
+  TUN_F_TSO_ECN,
+} from "../../../ffi/libc/mod.ts";
 import { type Netlink, netlink } from "../../../ffi/libnl/mod.ts";
 import { metrics } from "../../ops/metrics.ts";
 import type { Backend, BackendContext, BackendPrepared, PeerEvent } from "../backend.ts";
@@ -32,6 +40,8 @@ export class UdpBackend implements Backend {
   #ext!: ExternalInterface;
   #port = DEFAULT_UDP_PORT;
   #mtu = 0;
+  /** TUN offloads (IFF_VNET_HDR + TSO/checksum), `Backend.TunOffload`, default on. */
+  #offload = true;
   #tun: { fd: number; name: string; index: number } | null = null;
   #fwd: Forwarder | null = null;
   #own: Lease | null = null;
@@ -48,15 +58,19 @@ export class UdpBackend implements Backend {
     this.#port = backendNumber(ctx.config, "Port", 0) || DEFAULT_UDP_PORT;
     if (this.#port > 65535) throw new Error(`Backend.Port ${this.#port} is out of range`);
     this.#mtu = ctx.ext.mtu - 28;
+    this.#offload = backendBool(ctx.config, "TunOffload", true);
     this.#openTun();
     // flanneld's udp leases carry no BackendType and no BackendData.
     return Promise.resolve({ attrs: {}, mtu: this.#mtu });
   }
 
   #openTun() {
-    const t = openTun(this.device);
+    // The header flag goes with the fd; the offload bits stay with the device, so they are
+    // always set (cleared too): a reader without headers must never get a super-packet.
+    const t = openTun(this.device, { vnetHdr: this.#offload });
     try {
       setTunPersist(t.fd, true);
+      setTunOffload(t.fd, this.#offload ? TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN : 0);
       const link = this.#nl.linkByName(t.name);
       if (!link) throw new Error(`TUN device ${t.name} vanished right after it was opened`);
       if (link.mtu !== this.#mtu) this.#nl.linkSetMtu(link.index, this.#mtu);
@@ -93,6 +107,7 @@ export class UdpBackend implements Backend {
       bind: { addr: this.#ext.ifaceAddr, port: this.#port },
       subnetLen: this.#cfg.subnetLen,
       peers: this.#peerList(),
+      vnetHdr: this.#offload,
       onError: (e) => {
         log.error("udp packet loop stopped: {error}; the self-check restarts it", {
           error: e.message,
@@ -103,10 +118,11 @@ export class UdpBackend implements Backend {
       this.#metrics = new ForwarderMetrics(() => this.#fwd!.counters());
       metrics.beforeRender(() => this.#metrics?.sync());
     }
-    log.info("forwarding {dev} over udp {addr}:{port}", {
+    log.info("forwarding {dev} over udp {addr}:{port} (TUN offloads {offload})", {
       dev: this.#tun!.name,
       addr: this.#ext.ifaceAddr,
       port: this.#fwd.port,
+      offload: this.#offload ? "on" : "off",
     });
   }
 

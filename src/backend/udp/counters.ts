@@ -34,6 +34,11 @@ export const TX = {
   GSO_MESSAGES: 11,
   /** 1 when UDP GSO is off (disabled by option, or the kernel or device refused it). */
   GSO_OFF: 12,
+  /** 1 when the TUN carries virtio_net_hdr (TUN offloads on). */
+  VNET_HDR: 13,
+  /** TCP super-packets read from the TUN (TSO), and the segments they were cut into. */
+  TSO_PACKETS: 14,
+  TSO_SEGMENTS: 15,
 } as const;
 
 /** Slots written by the UDP → TUN worker. */
@@ -53,6 +58,9 @@ export const RX = {
   NOT_IPV4: 25,
   /** 1 when UDP_GRO is on for the socket. */
   GRO_ON: 26,
+  /** Super-packets written into the TUN (coalesced TCP segments), and the segments in them. */
+  COALESCED_PACKETS: 27,
+  COALESCED_SEGMENTS: 28,
 } as const;
 
 const SLOTS = 32;
@@ -90,6 +98,17 @@ export interface ForwarderCounters {
   gso: { messages: number; active: boolean };
   /** Whether the socket receives with UDP GRO (coalesced datagrams). */
   gro: boolean;
+  /**
+   * TUN offloads (virtio_net_hdr): whether on; TCP super-packets read (tso) and the segments cut
+   * from them; super-packets written (coalesced) and the segments merged into them.
+   */
+  tunOffload: {
+    active: boolean;
+    tsoPackets: number;
+    tsoSegments: number;
+    coalescedPackets: number;
+    coalescedSegments: number;
+  };
   /** errno of the latest failed send / TUN write (0: none). */
   lastErrno: { send: number; tunWrite: number };
 }
@@ -116,6 +135,13 @@ export function readCounters(c: Float64Array): ForwarderCounters {
     batches: { tx: c[TX.BATCHES], rx: c[RX.BATCHES] },
     gso: { messages: c[TX.GSO_MESSAGES], active: c[TX.GSO_OFF] === 0 },
     gro: c[RX.GRO_ON] === 1,
+    tunOffload: {
+      active: c[TX.VNET_HDR] === 1,
+      tsoPackets: c[TX.TSO_PACKETS],
+      tsoSegments: c[TX.TSO_SEGMENTS],
+      coalescedPackets: c[RX.COALESCED_PACKETS],
+      coalescedSegments: c[RX.COALESCED_SEGMENTS],
+    },
     lastErrno: { send: c[TX.LAST_SEND_ERRNO], tunWrite: c[RX.LAST_WRITE_ERRNO] },
   };
 }

@@ -69,6 +69,12 @@ export interface ForwarderOptions {
   udpGso?: boolean;
   /** Receive with UDP GRO (several datagrams per message) when slotSize is 65536; default true. */
   udpGro?: boolean;
+  /**
+   * The TUN fd was opened with IFF_VNET_HDR (openTun's vnetHdr): packets carry a virtio_net_hdr,
+   * TCP super-packets read are cut into segments and received segments are coalesced; default
+   * false. Needs slotSize 65536.
+   */
+  vnetHdr?: boolean;
   /** Called when a worker fails (e.g. the TUN device was deleted); default: log an error. */
   onError?: (err: Error) => void;
 }
@@ -110,6 +116,9 @@ export async function startForwarder(opts: ForwarderOptions): Promise<Forwarder>
     throw new TypeError("startForwarder needs exactly one of udpFd or bind");
   }
   const pollMs = opts.pollMs ?? 50;
+  if (opts.vnetHdr && (opts.slotSize ?? 65536) < 65536) {
+    throw new RangeError("vnetHdr needs slotSize 65536 (a TUN read may be a 64 KiB super-packet)");
+  }
   if (!(pollMs >= 1 && pollMs <= 100)) throw new RangeError(`pollMs ${pollMs} must be in 1..100`);
   const onError = opts.onError ??
     ((e: Error) => log.error("udp forwarder stopped: {message}", { message: e.message }));
@@ -210,6 +219,7 @@ export async function startForwarder(opts: ForwarderOptions): Promise<Forwarder>
         checkSource: opts.checkSource ?? true,
         gso: opts.udpGso ?? true,
         gro: opts.udpGro ?? true,
+        vnetHdr: opts.vnetHdr ?? false,
         counters,
         ctl,
         gen,

@@ -34,6 +34,27 @@ const dropped = metrics.counter(
     "expired; send_error; tun_write_error).",
 );
 
+const tsoPackets = metrics.counter(
+  "weft_udp_tun_tso_packets_total",
+  "TCP super-packets read from the TUN (TUN offloads) and cut into datagram-size segments.",
+);
+const tsoSegments = metrics.counter(
+  "weft_udp_tun_tso_segments_total",
+  "Segments cut from TCP super-packets read from the TUN.",
+);
+const coalesced = metrics.counter(
+  "weft_udp_tun_coalesced_packets_total",
+  "Super-packets written into the TUN, each merging several received TCP segments.",
+);
+const coalescedSegments = metrics.counter(
+  "weft_udp_tun_coalesced_segments_total",
+  "Received TCP segments merged into super-packets written into the TUN.",
+);
+const offloadActive = metrics.gauge(
+  "weft_udp_tun_offload",
+  "1 when the TUN carries virtio_net_hdr (TSO and coalescing on; Backend.TunOffload), else 0.",
+);
+
 type Flat = Record<string, number>;
 
 function flatten(c: ForwarderCounters): Flat {
@@ -43,6 +64,10 @@ function flatten(c: ForwarderCounters): Flat {
     rxPackets: c.rxPackets,
     rxBytes: c.rxBytes,
     icmp: c.icmpUnreachableSent,
+    tso: c.tunOffload.tsoPackets,
+    tsoSegs: c.tunOffload.tsoSegments,
+    coal: c.tunOffload.coalescedPackets,
+    coalSegs: c.tunOffload.coalescedSegments,
   };
   for (const [k, v] of Object.entries(c.drops)) f[`drop:${k}`] = v;
   return f;
@@ -55,7 +80,9 @@ export class ForwarderMetrics {
 
   /** Adds the counters' growth since the previous sync to the registry. */
   sync(): void {
-    const now = flatten(this.read());
+    const c = this.read();
+    offloadActive.set(c.tunOffload.active ? 1 : 0);
+    const now = flatten(c);
     const last = this.#last;
     const d = (k: string) => {
       const prev = last?.[k] ?? 0;
@@ -75,6 +102,10 @@ export class ForwarderMetrics {
     add(rxPackets, "rxPackets");
     add(rxBytes, "rxBytes");
     add(icmpSent, "icmp");
+    add(tsoPackets, "tso");
+    add(tsoSegments, "tsoSegs");
+    add(coalesced, "coal");
+    add(coalescedSegments, "coalSegs");
     for (const k of Object.keys(now)) {
       if (k.startsWith("drop:")) add(dropped, k, { reason: k.slice(5) as DropReason });
     }

@@ -25,6 +25,19 @@ import {
 } from "../../../ffi/libc/mod.ts";
 import type { LibcSymbols } from "../../../ffi/libc/mod.ts";
 import { BadPacket, buildNetUnreachable, decrementTtl, destination, ipv4Length } from "./packet.ts";
+import {
+  completeChecksum,
+  GSO_ECN,
+  GSO_NONE,
+  GSO_TCPV4,
+  readVnetHdr,
+  TsoPlan,
+  VNET_F_NEEDS_CSUM,
+  VNET_HDR_LEN,
+  type VnetHdr,
+  words,
+  writeTsoSegment,
+} from "./offload.ts";
 import type { PeerTable } from "./peers.ts";
 import { TX } from "./counters.ts";
 
@@ -40,6 +53,11 @@ export interface PumpOptions {
   slotSize: number;
   /** Send runs of equal-size packets to one peer with UDP GSO (UDP_SEGMENT); default true. */
   gso?: boolean;
+  /**
+   * The TUN was opened with IFF_VNET_HDR: every packet read or written carries a virtio_net_hdr,
+   * reads may be TCP super-packets (TSO) and checksums may be left to us. Default false.
+   */
+  vnetHdr?: boolean;
 }
 
 /** How long one batch may wait for socket buffer space before dropping the rest (ms). */
@@ -65,6 +83,23 @@ export class TunToUdp {
   readonly #saPtr: Deno.PointerObject;
   readonly #out: PollSet;
   #gso: boolean;
+  /** With vnetHdr: reads land here (header + packet) and are copied or cut into slots. */
+  readonly #in: Uint8Array | null;
+  readonly #inPtr: Deno.PointerObject | null;
+  readonly #inBig: bigint;
+  readonly #inWords: Uint32Array | null;
+  readonly #words: Uint32Array;
+  readonly #vh: VnetHdr = {
+    flags: 0,
+    gsoType: 0,
+    hdrLen: 0,
+    gsoSize: 0,
+    csumStart: 0,
+    csumOffset: 0,
+  };
+  readonly #plan = new TsoPlan();
+  /** Where the ICMP message starts in #icmp (after a zero virtio_net_hdr with vnetHdr). */
+  readonly #icmpOff: number;
 
   constructor(o: PumpOptions) {
     this.#c = libc();
@@ -82,6 +117,20 @@ export class TunToUdp {
     this.#out = new PollSet([o.udpFd], POLLOUT);
     this.#gso = o.gso ?? true;
     if (!this.#gso) o.counters[TX.GSO_OFF] = 1;
+    this.#words = words(this.#b.data);
+    if (o.vnetHdr) {
+      // A TSO read is at most 64 KiB of IP packet after the header.
+      this.#in = new Uint8Array(VNET_HDR_LEN + 65536);
+      this.#inPtr = Deno.UnsafePointer.of(this.#in)!;
+      this.#inBig = BigInt(this.#in.length);
+      this.#inWords = words(this.#in);
+      this.#icmpOff = VNET_HDR_LEN;
+      o.counters[TX.VNET_HDR] = 1;
+    } else {
+      this.#in = this.#inPtr = this.#inWords = null;
+      this.#inBig = 0n;
+      this.#icmpOff = 0;
+    }
   }
 
   /**
@@ -89,6 +138,7 @@ export class TunToUdp {
    * than the batch size means the TUN queue is empty (wait in poll before the next step).
    */
   step(): number {
+    if (this.#in) return this.#stepVnet();
     const c = this.#c, o = this.#o, b = this.#b, data = b.data, table = o.table;
     const size = b.size, slot = o.slotSize, lens = this.#lens, peers = this.#peers;
     let read = 0, k = 0, malformed = 0, notV4 = 0, ttl = 0;
@@ -137,12 +187,127 @@ export class TunToUdp {
     return read;
   }
 
+  /**
+   * step() for a TUN with virtio_net_hdr: each read goes to #in; an ordinary packet is copied to
+   * its slot (its checksum completed when the kernel left it to us), a TCP super-packet is cut
+   * into MTU-size segments, one slot each; a full batch of slots is sent before cutting on.
+   */
+  #stepVnet(): number {
+    const c = this.#c, o = this.#o, b = this.#b, data = b.data, table = o.table;
+    const inBuf = this.#in!, inPtr = this.#inPtr!, inBig = this.#inBig, vh = this.#vh;
+    const size = b.size, slot = o.slotSize, lens = this.#lens, peers = this.#peers;
+    const plan = this.#plan, dw = this.#words;
+    let read = 0, k = 0, malformed = 0, notV4 = 0, ttl = 0, tso = 0, segs = 0;
+    while (read < size) {
+      const n = c.read(o.tunFd, inPtr, inBig);
+      if (n < 0) {
+        const e = errno();
+        if (e === Errno.EAGAIN) break;
+        if (e === Errno.EINTR) continue;
+        throw lastError("read", `TUN fd ${o.tunFd}`, {
+          EBADFD: "the TUN device was deleted; the backend must recreate it",
+          EBADF: "the TUN fd was closed while the forwarder ran",
+        });
+      }
+      read++;
+      if (n <= VNET_HDR_LEN) {
+        malformed++;
+        continue;
+      }
+      readVnetHdr(inBuf, 0, vh);
+      const pl = n - VNET_HDR_LEN;
+      const len = ipv4Length(inBuf, VNET_HDR_LEN, pl);
+      if (len < 0) {
+        if (len === BadPacket.NOT_IPV4) notV4++;
+        else malformed++;
+        continue;
+      }
+      const gso = vh.gsoType & ~GSO_ECN;
+      if (gso === GSO_NONE) {
+        if (k === size) {
+          this.#flush(this.#messages(k));
+          k = 0;
+        }
+        const off = k * slot;
+        data.set(inBuf.subarray(VNET_HDR_LEN, VNET_HDR_LEN + len), off);
+        if (
+          (vh.flags & VNET_F_NEEDS_CSUM) &&
+          !completeChecksum(data, dw, off, len, vh.csumStart, vh.csumOffset)
+        ) {
+          malformed++;
+          continue;
+        }
+        const peer = table.lookup(destination(data, off));
+        if (peer < 0) {
+          o.counters[TX.NO_ROUTE]++;
+          if (this.#unreachable(off, len)) o.counters[TX.ICMP_SENT]++;
+          continue;
+        }
+        if (!decrementTtl(data, off)) {
+          ttl++;
+          continue;
+        }
+        b.setLength(k, len);
+        lens[k] = len;
+        peers[k] = peer;
+        k++;
+        continue;
+      }
+      // A super-packet: only TCP/IPv4 is offloaded to us (TUN_F_TSO4).
+      if (gso !== GSO_TCPV4 || !plan.plan(inBuf, VNET_HDR_LEN, len, vh.gsoSize)) {
+        malformed++;
+        continue;
+      }
+      const peer = table.lookup(destination(inBuf, VNET_HDR_LEN));
+      if (peer < 0) {
+        o.counters[TX.NO_ROUTE]++;
+        // The ICMP quotes the first bytes only: the super-packet's own header serves.
+        const m = buildNetUnreachable(inBuf, VNET_HDR_LEN, len, this.#icmp, this.#icmpOff);
+        if (m > 0 && this.#writeIcmp(m)) o.counters[TX.ICMP_SENT]++;
+        continue;
+      }
+      if (!decrementTtl(inBuf, VNET_HDR_LEN)) {
+        ttl++;
+        continue;
+      }
+      tso++;
+      for (let i = 0; i < plan.count; i++) {
+        if (k === size) {
+          this.#flush(this.#messages(k));
+          k = 0;
+        }
+        const l = writeTsoSegment(inBuf, plan, i, data, dw, k * slot);
+        b.setLength(k, l);
+        lens[k] = l;
+        peers[k] = peer;
+        k++;
+      }
+      segs += plan.count;
+    }
+    const cnt = o.counters;
+    cnt[TX.TUN_PACKETS] += read;
+    if (malformed) cnt[TX.MALFORMED] += malformed;
+    if (notV4) cnt[TX.NOT_IPV4] += notV4;
+    if (ttl) cnt[TX.TTL] += ttl;
+    if (tso) {
+      cnt[TX.TSO_PACKETS] += tso;
+      cnt[TX.TSO_SEGMENTS] += segs;
+    }
+    if (k > 0) this.#flush(this.#messages(k));
+    return read;
+  }
+
   /** Writes an ICMP net-unreachable for the packet at `off` into the TUN; true when written. */
   #unreachable(off: number, len: number): boolean {
-    const m = buildNetUnreachable(this.#b.data, off, len, this.#icmp, 0);
-    if (m === 0) return false;
+    const m = buildNetUnreachable(this.#b.data, off, len, this.#icmp, this.#icmpOff);
+    return m > 0 && this.#writeIcmp(m);
+  }
+
+  /** Writes the `m`-byte ICMP message in #icmp (behind a zero virtio_net_hdr with vnetHdr). */
+  #writeIcmp(m: number): boolean {
+    const total = this.#icmpOff + m;
     // A failed write here only loses the error message; the original is dropped either way.
-    return this.#c.write(this.#o.tunFd, this.#icmpPtr, BigInt(m)) === m;
+    return this.#c.write(this.#o.tunFd, this.#icmpPtr, BigInt(total)) === total;
   }
 
   /**

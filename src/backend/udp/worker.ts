@@ -34,6 +34,7 @@ export interface WorkerInit {
   checkSource: boolean;
   gso: boolean;
   gro: boolean;
+  vnetHdr: boolean;
   counters: SharedArrayBuffer;
   ctl: SharedArrayBuffer;
   gen: number;
@@ -94,6 +95,7 @@ async function run(init: WorkerInit): Promise<void> {
     counters,
     batchSize: init.batchSize,
     slotSize: init.slotSize,
+    vnetHdr: init.vnetHdr,
   };
   const pump = init.role === "tx"
     ? new TunToUdp({ ...opts, gso: init.gso })
