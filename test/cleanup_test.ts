@@ -113,14 +113,7 @@ Deno.test({
       const [h1, h2, h3] = c.hosts;
       // Forward rules are on by default; --ip-masq adds the nat chain. Fine inside the netns.
       await c.startAll({ backend: "vxlan", extraArgs: ["--ip-masq"] });
-      const reg = [
-        "--registry",
-        "etcd",
-        "--etcd-endpoints",
-        c.etcd!.endpoint,
-        "--etcd-prefix",
-        c.etcdPrefix,
-      ];
+      const reg = c.registryArgs();
       assert.deepEqual(await leaseIps(c, reg), [h1.ip, h2.ip, h3.ip]);
 
       // What an operator (or an old flannel) has on h1 besides weft's state.

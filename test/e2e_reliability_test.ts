@@ -45,12 +45,7 @@ async function weftLeases(c: Cluster): Promise<LeaseRow[]> {
     MAIN,
     "leases",
     "--json",
-    "--registry",
-    "etcd",
-    "--etcd-endpoints",
-    c.etcd!.endpoint,
-    "--etcd-prefix",
-    c.etcdPrefix,
+    ...c.registryArgs(),
   ], { timeoutMs: 20_000, env: { NO_COLOR: "1" } });
   return JSON.parse(out) as LeaseRow[];
 }

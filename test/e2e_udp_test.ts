@@ -75,12 +75,13 @@ for (const registry of ["etcd", "kv"] as const) {
     sanitizeResources: false,
     async fn() {
       await withCluster({ hosts: 3, registry, podsPerHost: 1 }, async (c) => {
-        await c.startAll({
+        const agentOpts = {
           backend: "udp",
           ttl: 30,
           healthzPort: HEALTHZ,
           extraArgs: ["--iptables-forward-rules=false"],
-        });
+        };
+        await c.startAll(agentOpts);
         const [h1, h2, h3] = c.hosts;
         const [p1, p2, p3] = c.pods();
 
@@ -153,6 +154,35 @@ for (const registry of ["etcd", "kv"] as const) {
         await h1.agent!.waitReady();
         const again = await c.ping(p1, p2, { count: 3, timeoutS: 2 });
         assert.equal(again.received, 3, "traffic did not resume after restart");
+
+        // h1 restarts with TUN offloads off on a device that had them on: it must clear them
+        // (a reader without virtio_net_hdr would get 64 KiB super-packets), and TCP between a
+        // node with and one without offloads runs both ways.
+        // The config is cluster-wide: store the new one (h2 keeps running with the old one).
+        await h1.agent!.stop("SIGTERM");
+        const plainOpts = { ...agentOpts, netConfig: { Backend: { TunOffload: false } } };
+        c.agentCommand(h1, plainOpts); // writes h1's net-config.json
+        await c.exec(h1, [
+          Deno.execPath(),
+          "run",
+          "-A",
+          new URL("../main.ts", import.meta.url).pathname,
+          "config",
+          "set",
+          `${h1.dir}/net-config.json`,
+          ...c.registryArgs(),
+        ], { timeoutMs: 30_000 });
+        await c.startAgent(h1, plainOpts).waitReady();
+        assert.equal(metric(await scrape(c, h1), "weft_udp_tun_offload"), 0);
+        const plainOut = await iperf(c, p2, p1, false);
+        const plainIn = await iperf(c, p1, p2, false);
+        for (const [what, r] of [["h1→h2", plainOut], ["h2→h1", plainIn]] as const) {
+          assert.ok(r.bps > 1e7, `TCP ${what} with offloads only on h2: ${r.bps} bit/s`);
+        }
+        assert.equal(
+          metric(await scrape(c, h1), "weft_udp_dropped_packets_total", `{reason="malformed"}`),
+          0,
+        );
 
         // h3 goes away and its lease is deleted: h1 answers net-unreachable for h3's pods.
         await h3.agent!.kill();

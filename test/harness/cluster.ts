@@ -248,6 +248,20 @@ export class Cluster {
 
   // ---- agents ----
 
+  /** weft's flags that name this cluster's registry (for agents and for `weft` commands). */
+  registryArgs(): string[] {
+    return this.opts.registry === "etcd"
+      ? [
+        "--registry",
+        "etcd",
+        "--etcd-endpoints",
+        this.etcd!.endpoint,
+        "--etcd-prefix",
+        this.etcdPrefix,
+      ]
+      : ["--registry", "kv", "--kv-path", this.kvPath!];
+  }
+
   /** The agent command line for `host` (without starting it); writes the host's net config file. */
   agentCommand(ref: string | Host, o: AgentOptions = {}): string[] {
     const h = this.host(ref);
@@ -260,19 +274,9 @@ export class Cluster {
     };
     const configFile = `${h.dir}/net-config.json`;
     Deno.writeTextFileSync(configFile, JSON.stringify(config));
-    const registry = this.opts.registry === "etcd"
-      ? [
-        "--registry",
-        "etcd",
-        "--etcd-endpoints",
-        this.etcd!.endpoint,
-        "--etcd-prefix",
-        this.etcdPrefix,
-      ]
-      : ["--registry", "kv", "--kv-path", this.kvPath!];
     const args = [
       "run",
-      ...registry,
+      ...this.registryArgs(),
       "--iface",
       "eth0",
       "--subnet-file",

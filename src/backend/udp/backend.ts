@@ -14,6 +14,7 @@ import type { ExternalInterface } from "../../net/iface.ts";
 import type { Lease } from "../../lease/codec.ts";
 import {
   closeFd,
+  discardQueued,
   openTun,
   setTunOffload,
   setTunPersist,
@@ -42,6 +43,8 @@ export class UdpBackend implements Backend {
   #mtu = 0;
   /** TUN offloads (IFF_VNET_HDR + TSO/checksum), `Backend.TunOffload`, default on. */
   #offload = true;
+  /** Whether the open TUN fd runs with them (false when the kernel refused). */
+  #offloadActive = false;
   #tun: { fd: number; name: string; index: number } | null = null;
   #fwd: Forwarder | null = null;
   #own: Lease | null = null;
@@ -64,13 +67,37 @@ export class UdpBackend implements Backend {
     return Promise.resolve({ attrs: {}, mtu: this.#mtu });
   }
 
+  /**
+   * Opens the TUN with offloads when configured and possible, else plain. The offload bits stay
+   * with the device across opens, so a plain open clears them and discards what was queued in
+   * between: a reader without virtio_net_hdr must never get a super-packet.
+   */
   #openTun() {
-    // The header flag goes with the fd; the offload bits stay with the device, so they are
-    // always set (cleared too): a reader without headers must never get a super-packet.
-    const t = openTun(this.device, { vnetHdr: this.#offload });
+    let t: { fd: number; name: string } | null = null;
+    this.#offloadActive = false;
+    if (this.#offload) {
+      try {
+        t = openTun(this.device, { vnetHdr: true });
+        setTunOffload(t.fd, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN);
+        this.#offloadActive = true;
+      } catch (e) {
+        if (t) closeFd(t.fd);
+        t = null;
+        log.warn("TUN offloads unavailable on {dev} ({error}); forwarding one packet per read", {
+          dev: this.device,
+          error: (e as Error).message,
+        });
+      }
+    }
+    if (!t) {
+      t = openTun(this.device);
+      try {
+        setTunOffload(t.fd, 0);
+      } catch { /* a kernel without TUNSETOFFLOAD never had offloads on */ }
+      discardQueued(t.fd);
+    }
     try {
       setTunPersist(t.fd, true);
-      setTunOffload(t.fd, this.#offload ? TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN : 0);
       const link = this.#nl.linkByName(t.name);
       if (!link) throw new Error(`TUN device ${t.name} vanished right after it was opened`);
       if (link.mtu !== this.#mtu) this.#nl.linkSetMtu(link.index, this.#mtu);
@@ -81,6 +108,18 @@ export class UdpBackend implements Backend {
       closeFd(t.fd);
       throw e;
     }
+  }
+
+  /** Closes the TUN fd, first clearing its offloads (see #openTun; best effort). */
+  #closeTun() {
+    if (!this.#tun) return;
+    if (this.#offloadActive) {
+      try {
+        setTunOffload(this.#tun.fd, 0);
+      } catch { /* closing anyway */ }
+    }
+    closeFd(this.#tun.fd);
+    this.#tun = null;
   }
 
   #configure() {
@@ -107,7 +146,7 @@ export class UdpBackend implements Backend {
       bind: { addr: this.#ext.ifaceAddr, port: this.#port },
       subnetLen: this.#cfg.subnetLen,
       peers: this.#peerList(),
-      vnetHdr: this.#offload,
+      vnetHdr: this.#offloadActive,
       onError: (e) => {
         log.error("udp packet loop stopped: {error}; the self-check restarts it", {
           error: e.message,
@@ -122,7 +161,7 @@ export class UdpBackend implements Backend {
       dev: this.#tun!.name,
       addr: this.#ext.ifaceAddr,
       port: this.#fwd.port,
-      offload: this.#offload ? "on" : "off",
+      offload: this.#offloadActive ? "on" : "off",
     });
   }
 
@@ -156,8 +195,7 @@ export class UdpBackend implements Backend {
     });
     await this.#fwd?.stop().catch(() => {});
     this.#fwd = null;
-    if (this.#tun) closeFd(this.#tun.fd);
-    this.#tun = null;
+    this.#closeTun();
     this.#openTun();
     if (this.#own) {
       this.#configure();
@@ -170,7 +208,6 @@ export class UdpBackend implements Backend {
   async close(): Promise<void> {
     await this.#fwd?.stop().catch(() => {});
     this.#fwd = null;
-    if (this.#tun) closeFd(this.#tun.fd);
-    this.#tun = null;
+    this.#closeTun();
   }
 }

@@ -250,7 +250,7 @@ export function writeTsoSegment(
 
 /**
  * For coalescing received packets: the payload length of the `len`-byte packet at `off` when it
- * may join a super-packet (IPv4 without options or fragmentation, TCP with only ACK or ACK|PSH,
+ * may join a super-packet (IPv4 with DF, without options or fragmentation, TCP with only ACK or ACK|PSH,
  * a payload, and correct IP and TCP checksums, which GRO checks too: the kernel does not check
  * them again once the super-packet's headers are rewritten), else 0.
  */
@@ -261,7 +261,8 @@ export function coalescablePayload(
   len: number,
 ): number {
   if (len < 41 || buf[off] !== 0x45 || buf[off + 9] !== IPPROTO_TCP) return 0;
-  if (((buf[off + 6] & 0x3f) | buf[off + 7]) !== 0) return 0; // MF or a fragment offset
+  // DF set, no MF, no fragment offset: without DF, GRO would also need consecutive IP ids.
+  if ((buf[off + 6] & 0x7f) !== 0x40 || buf[off + 7] !== 0) return 0;
   // The super-packet's IP header is rewritten with a fresh checksum: check the old one first.
   if (sum16(buf, w, off, 20) !== 0xffff) return 0;
   const t = off + 20;

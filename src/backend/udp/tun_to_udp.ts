@@ -60,8 +60,12 @@ export interface PumpOptions {
   vnetHdr?: boolean;
 }
 
-/** How long one batch may wait for socket buffer space before dropping the rest (ms). */
+/** How long one step may wait for socket buffer space before dropping the rest (ms). */
 const SEND_WAIT_MS = 200;
+/** #queue results. */
+const QUEUED = 0;
+const NO_PEER = 1;
+const TTL_EXPIRED = 2;
 /** Largest UDP GSO payload: 65535 minus the IP and UDP headers, rounded down for options. */
 const GSO_MAX_BYTES = 65000;
 
@@ -100,6 +104,8 @@ export class TunToUdp {
   readonly #plan = new TsoPlan();
   /** Where the ICMP message starts in #icmp (after a zero virtio_net_hdr with vnetHdr). */
   readonly #icmpOff: number;
+  /** End of this step's wait for socket buffer space (one budget per step, set lazily). */
+  #deadline = 0;
 
   constructor(o: PumpOptions) {
     this.#c = libc();
@@ -138,9 +144,10 @@ export class TunToUdp {
    * than the batch size means the TUN queue is empty (wait in poll before the next step).
    */
   step(): number {
+    this.#deadline = 0;
     if (this.#in) return this.#stepVnet();
-    const c = this.#c, o = this.#o, b = this.#b, data = b.data, table = o.table;
-    const size = b.size, slot = o.slotSize, lens = this.#lens, peers = this.#peers;
+    const c = this.#c, o = this.#o, b = this.#b, data = b.data;
+    const size = b.size, slot = o.slotSize;
     let read = 0, k = 0, malformed = 0, notV4 = 0, ttl = 0;
     while (read < size) {
       // A dropped packet's slot is reused, so slots [0, k) are exactly the ones to send.
@@ -162,21 +169,9 @@ export class TunToUdp {
         else malformed++;
         continue;
       }
-      const peer = table.lookup(destination(data, off));
-      if (peer < 0) {
-        // Rare path: count before the ICMP goes out, so whoever sees it sees the count too.
-        o.counters[TX.NO_ROUTE]++;
-        if (this.#unreachable(off, len)) o.counters[TX.ICMP_SENT]++;
-        continue;
-      }
-      if (!decrementTtl(data, off)) {
-        ttl++;
-        continue;
-      }
-      b.setLength(k, len);
-      lens[k] = len;
-      peers[k] = peer;
-      k++;
+      const q = this.#queue(k, len);
+      if (q === QUEUED) k++;
+      else if (q === TTL_EXPIRED) ttl++;
     }
     const cnt = o.counters;
     cnt[TX.TUN_PACKETS] += read;
@@ -204,6 +199,12 @@ export class TunToUdp {
         const e = errno();
         if (e === Errno.EAGAIN) break;
         if (e === Errno.EINTR) continue;
+        if (e === Errno.EINVAL) {
+          // The kernel could not describe a queued packet in a virtio_net_hdr; it dropped it.
+          read++;
+          malformed++;
+          continue;
+        }
         throw lastError("read", `TUN fd ${o.tunFd}`, {
           EBADFD: "the TUN device was deleted; the backend must recreate it",
           EBADF: "the TUN fd was closed while the forwarder ran",
@@ -237,20 +238,9 @@ export class TunToUdp {
           malformed++;
           continue;
         }
-        const peer = table.lookup(destination(data, off));
-        if (peer < 0) {
-          o.counters[TX.NO_ROUTE]++;
-          if (this.#unreachable(off, len)) o.counters[TX.ICMP_SENT]++;
-          continue;
-        }
-        if (!decrementTtl(data, off)) {
-          ttl++;
-          continue;
-        }
-        b.setLength(k, len);
-        lens[k] = len;
-        peers[k] = peer;
-        k++;
+        const q = this.#queue(k, len);
+        if (q === QUEUED) k++;
+        else if (q === TTL_EXPIRED) ttl++;
         continue;
       }
       // A super-packet: only TCP/IPv4 is offloaded to us (TUN_F_TSO4).
@@ -295,6 +285,26 @@ export class TunToUdp {
     }
     if (k > 0) this.#flush(this.#messages(k));
     return read;
+  }
+
+  /**
+   * Queues the checked `len`-byte packet in slot k for its peer (TTL decremented), or answers it
+   * with ICMP net-unreachable when no peer owns its destination. Returns what happened.
+   */
+  #queue(k: number, len: number): number {
+    const o = this.#o, data = this.#b.data, off = k * o.slotSize;
+    const peer = o.table.lookup(destination(data, off));
+    if (peer < 0) {
+      // Rare path: count before the ICMP goes out, so whoever sees it sees the count too.
+      o.counters[TX.NO_ROUTE]++;
+      if (this.#unreachable(off, len)) o.counters[TX.ICMP_SENT]++;
+      return NO_PEER;
+    }
+    if (!decrementTtl(data, off)) return TTL_EXPIRED;
+    this.#b.setLength(k, len);
+    this.#lens[k] = len;
+    this.#peers[k] = peer;
+    return QUEUED;
   }
 
   /** Writes an ICMP net-unreachable for the packet at `off` into the TUN; true when written. */
@@ -351,7 +361,6 @@ export class TunToUdp {
     const o = this.#o, b = this.#b, cnt = o.counters;
     const count = this.#msgCount, bytesOf = this.#msgBytes;
     let sent = 0, packets = 0, bytes = 0, errors = 0, calls = 0, gsoMsgs = 0;
-    const deadline = performance.now() + SEND_WAIT_MS;
     while (sent < m) {
       const r = b.send(o.udpFd, sent, m - sent);
       if (r > 0) {
@@ -366,7 +375,7 @@ export class TunToUdp {
       }
       const e = errno();
       if (e === Errno.EINTR) continue;
-      if ((e === Errno.EAGAIN || e === Errno.ENOBUFS) && performance.now() < deadline) {
+      if ((e === Errno.EAGAIN || e === Errno.ENOBUFS) && this.#mayWait()) {
         this.#out.wait(10);
         continue;
       }
@@ -398,6 +407,13 @@ export class TunToUdp {
     cnt[TX.BATCHES] += calls;
     if (gsoMsgs) cnt[TX.GSO_MESSAGES] += gsoMsgs;
     if (errors) cnt[TX.SEND_ERROR] += errors;
+  }
+
+  /** Whether this step may still wait for buffer space (SEND_WAIT_MS from its first wait). */
+  #mayWait(): boolean {
+    const now = performance.now();
+    if (this.#deadline === 0) this.#deadline = now + SEND_WAIT_MS;
+    return now < this.#deadline;
   }
 
   /** Sends slots [first, first + n) one sendto() each (the GSO fallback; rare). */

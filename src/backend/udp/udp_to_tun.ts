@@ -70,6 +70,7 @@ export class UdpToTun {
   readonly #hdrsAddr: number;
   /** The super-packet being built: first packet's offset (-1: none), segments, bytes, mss. */
   #head = -1;
+  #headLen = 0;
   #segs = 0;
   #total = 0;
   #mss = 0;
@@ -240,7 +241,7 @@ export class UdpToTun {
     if (payload > 0 && !hasPsh(data, off)) {
       this.#head = off;
       this.#segs = 1;
-      this.#total = len;
+      this.#total = this.#headLen = len;
       this.#mss = payload;
       this.#next = nextSeq(data, off, payload);
       return;
@@ -266,7 +267,9 @@ export class UdpToTun {
       this.#hdrs,
       GSO_HDR,
     );
-    if (this.#write(1 + segs, GSO_HDR, segs, this.#total)) {
+    // Count bytes as the segments arrived (each with its headers), as without offloads.
+    const hl = this.#headLen - this.#mss;
+    if (this.#write(1 + segs, GSO_HDR, segs, this.#total + (segs - 1) * hl)) {
       this.#tally.superPackets++;
       this.#tally.superSegments += segs;
     }
