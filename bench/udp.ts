@@ -55,6 +55,7 @@ import { runOk } from "../test/harness/proc.ts";
 import { formatCidr } from "../src/net/ipv4.ts";
 import { type Cell, median, percentile, ratio, Report } from "./lib/report.ts";
 import { load1, sleep } from "./lib/sys.ts";
+import { coldPathProbe } from "./lib/cold_path.ts";
 import {
   countersDelta,
   type CpuDelta,
@@ -810,6 +811,7 @@ function tables(phases: PhaseResult[]) {
     ]);
   }
   report.section("Goals (issue 4)", ["goal", "measured", "met"], goals);
+  if (!skip.has("ping")) coldSection();
   if (udp) boundsSection(udp);
   report.data.phases = phases;
   report.data.ratios = Object.fromEntries(
@@ -818,6 +820,42 @@ function tables(phases: PhaseResult[]) {
       [`tcp_${s}_plain`, plainRatios[i]],
       [`tcp_${s}_offload_gain`, offloadGain[i]],
     ]),
+  );
+}
+
+/** The cold-path probe (bench/lib/cold_path.ts): what one hop costs when it starts idle. */
+function coldSection() {
+  const idleMs = Math.round(P.pingInterval * 1000);
+  const r = coldPathProbe({ warm: 2000, cold: 100, idleMs });
+  report.data.coldPath = r;
+  report.section(
+    `What starting idle costs here: one 84-byte loopback datagram, warm vs after ${idleMs} ms idle (µs)`,
+    ["case", "samples", "send p50", "send p90", "send→recv p50", "send→recv p90"],
+    [
+      [
+        "warm (back to back)",
+        r.warm.samples,
+        r.warm.sendUs.p50,
+        r.warm.sendUs.p90,
+        r.warm.roundUs.p50,
+        r.warm.roundUs.p90,
+      ],
+      [
+        `cold (${idleMs} ms idle first)`,
+        r.cold.samples,
+        r.cold.sendUs.p50,
+        r.cold.sendUs.p90,
+        r.cold.roundUs.p50,
+        r.cold.roundUs.p90,
+      ],
+    ],
+    [
+      "measured in this benchmark's own process, root namespace loopback, sync FFI as the packet " +
+      "workers call it; a udp-backend ping round trip at the interval above has 4 hops that each " +
+      "start cold (a Worker woken from poll, then read/sendmmsg or recvmmsg/writev), and each hop's " +
+      "syscall also carries the next namespace's receive path; kernel vxlan's round trip runs in " +
+      "the sending context with no wake-up but ping's own",
+    ],
   );
 }
 

@@ -261,8 +261,9 @@ export function coalescablePayload(
   len: number,
 ): number {
   if (len < 41 || buf[off] !== 0x45 || buf[off + 9] !== IPPROTO_TCP) return 0;
-  // DF set, no MF, no fragment offset: without DF, GRO would also need consecutive IP ids.
-  if ((buf[off + 6] & 0x7f) !== 0x40 || buf[off + 7] !== 0) return 0;
+  // Flags exactly DF (no reserved bit, no MF, no fragment offset): without DF, GRO would also
+  // need consecutive IP ids, and a reserved bit would be lost in the merge.
+  if (buf[off + 6] !== 0x40 || buf[off + 7] !== 0) return 0;
   // The super-packet's IP header is rewritten with a fresh checksum: check the old one first.
   if (sum16(buf, w, off, 20) !== 0xffff) return 0;
   const t = off + 20;
@@ -277,10 +278,11 @@ export function coalescablePayload(
 }
 
 /**
- * Whether the coalescable packet at `next` (payload `nextPayload`) continues the super-packet
- * whose first packet is at `head`, given the sequence number expected next: same addresses,
- * ports, TOS, TTL, DF, TCP header length and options, ACK number and window, and the next bytes
- * of the stream. (The kernel's GRO asks the same; the IP id is not compared, as with DF set.)
+ * Whether the coalescable packet at `next` continues the super-packet whose first packet is at
+ * `head`, given the sequence number expected next: same addresses, ports, TOS, TTL, DF, TCP
+ * header length and options, ACK number and window, and the next bytes of the stream, as the
+ * kernel's GRO asks. Unlike GRO, IP ids are not compared: both packets have DF set, where ids
+ * carry no meaning (RFC 6864); re-segmenting numbers them from the first.
  */
 export function continuesFlow(
   buf: Uint8Array,
