@@ -86,6 +86,59 @@ Deno.test("etcd registry: keys outside subnets/<key> are neither listed nor watc
   }
 });
 
+/** Sum of etcd's own grpc_server_handled_total for one gRPC method (all codes). */
+async function etcdCalls(e: EtcdProc, method: string): Promise<number> {
+  const text = await (await fetch(`${e.endpoint}/metrics`)).text();
+  let n = 0;
+  for (const line of text.split("\n")) {
+    if (line.startsWith("grpc_server_handled_total{") && line.includes(`grpc_method="${method}"`)) {
+      n += Number(line.slice(line.lastIndexOf(" ") + 1));
+    }
+  }
+  return n;
+}
+
+Deno.test("etcd registry: watch puts carry no LeaseTimeToLive round trip; lists still carry expiries", async () => {
+  const { registry: watcher, prefix } = await openFresh();
+  const writer = await openEtcdRegistry({ endpoints: [(await etcd()).endpoint], prefix });
+  const e = await etcd();
+  try {
+    const start = (await watcher.listLeases()).revision;
+    const before = await etcdCalls(e, "LeaseTimeToLive");
+    const watched = collectChanges(watcher, start, (cs) => cs.length >= 11);
+    for (let i = 0; i < 10; i++) {
+      assert.ok(await writer.createLease(`198.19.${40 + i}.0-24`, VALUE, 600));
+    }
+    // The watcher's own grant: its expiry is known without asking etcd.
+    const own = await watcher.createLease("198.19.50.0-24", VALUE, 600);
+    assert.ok(own);
+    const { changes } = await watched;
+    const puts = changes.flatMap((c) => c.type === "put" ? [c.lease] : []);
+    assert.equal(puts.length, 11);
+    assert.equal(
+      await etcdCalls(e, "LeaseTimeToLive"),
+      before,
+      "the watch looked up lease TTLs for peer events",
+    );
+    const mine = puts.find((l) => l.key === "198.19.50.0-24")!;
+    assert.ok(Math.abs(mine.expiresAt! - own.expiresAt!) < 1000, "own lease expiry in the watch");
+    for (const l of puts.filter((l) => l.key !== "198.19.50.0-24")) {
+      assert.ok(l.expiresAt !== null, `${l.key}: a TTL lease read as a reservation`);
+    }
+    // A list fills every expiry (one lookup per lease id it does not know).
+    const listed = (await watcher.listLeases()).leases;
+    assert.equal(listed.length, 11);
+    for (const l of listed) {
+      assert.ok(l.expiresAt! > Date.now() + 500_000, `${l.key}: expiry ${l.expiresAt} in a list`);
+    }
+    assert.ok(await etcdCalls(e, "LeaseTimeToLive") >= before + 10, "the list did not look up");
+  } finally {
+    await writer.close();
+    await watcher.close();
+    await e.etcdctl("del", "--prefix", prefix + "/");
+  }
+});
+
 Deno.test("etcd registry: watch survives an etcd crash and restart without missing a change", async () => {
   const { registry: r } = await openFresh();
   const e = await etcd();

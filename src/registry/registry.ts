@@ -13,7 +13,11 @@ export interface RegistryLease {
   value: string;
   /** Revision of the last write to this key (etcd mod_revision; KV change-log revision). */
   revision: number;
-  /** Epoch ms when the lease expires; null when it has no TTL (a reservation). */
+  /**
+   * Epoch ms when the lease expires; null when it has no TTL (a reservation). Lists and gets
+   * always carry it; a watch's put may carry 0 for a TTL lease whose expiry the registry does
+   * not know without another round trip (etcd), since watchers need the value, not the expiry.
+   */
   expiresAt: number | null;
 }
 
