@@ -484,8 +484,8 @@ async function latencyAndIdle(t: Target) {
     const logOffsets = agents.map((a) => a.log().length);
     const writes = await writeLeases(writer, plan, {
       intervalMs: Number(opt["latency-interval-ms"]),
-      // 0 writes leases without TTL (reservations): on etcd that skips the per-event
-      // LeaseTimeToLive lookup, which shows how much of the latency that lookup is.
+      // 0 writes leases without TTL (reservations): compares leases with and without an etcd
+      // lease attached.
       ttlSeconds: Number(opt["latency-ttl"]) > 0 ? Number(opt["latency-ttl"]) : null,
     });
     const failed = writes.filter((w) => !w.ok);
