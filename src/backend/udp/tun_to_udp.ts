@@ -2,8 +2,9 @@
  * One direction of the udp backend's packet loop: packets routed into the TUN are read in
  * batches (one read(2) each, since a TUN has no batch read), checked, TTL-decremented and sent to
  * their peer with one sendmmsg(2) per batch, runs of equal-size packets to one peer as UDP GSO
- * messages. Packets to subnets without a peer get an ICMP
- * net-unreachable written back into the TUN. Sync FFI only: runs in a Worker.
+ * messages. With TUN offloads (vnetHdr) a read may be a TCP super-packet, cut here into
+ * MTU-size segments with full checksums (see offload.ts). Packets to subnets without a peer get
+ * an ICMP net-unreachable written back into the TUN. Sync FFI only: runs in a Worker.
  *
  * @example
  * ```ts

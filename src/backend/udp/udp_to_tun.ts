@@ -1,8 +1,11 @@
 /**
  * The other direction of the udp backend's packet loop: datagrams from peers are read with one
- * recvmmsg(2) per batch (with UDP GRO, a message may hold several datagrams of one sender); each is accepted only from a member's public IP, checked,
- * TTL-decremented (flannel decrements at both ends) and written into the TUN (one write(2) per
- * packet: a TUN has no batch write). Sync FFI only: runs in a Worker.
+ * recvmmsg(2) per batch (with UDP GRO, a message may hold several datagrams of one sender); each
+ * is accepted only from a member's public IP, checked, TTL-decremented (flannel decrements at
+ * both ends) and written into the TUN: one write(2) per packet (a TUN has no batch write), or,
+ * with TUN offloads (vnetHdr), one writev(2) per run of consecutive segments of one TCP stream,
+ * merged into a super-packet behind a virtio_net_hdr (see offload.ts). Sync FFI only: runs in a
+ * Worker.
  *
  * @example
  * ```ts
