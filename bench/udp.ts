@@ -791,7 +791,9 @@ function tables(phases: PhaseResult[]) {
     const pod = at50.window.counters.pod.udpRcvbufErrors;
     const path = Math.max(0, at50.lost - pod);
     goals.push([
-      "no loss at 50 kpps (udp), end to end",
+      `no loss at 50 kpps (udp), end to end${
+        P.podSockBuf ? ` (pods' sockets: iperf3 -w ${P.podSockBuf})` : " (iperf3's default sockets)"
+      }`,
       `${at50.lossPct.toFixed(3)}% of ${Math.round(at50.sentPps)} pps sent`,
       at50.lost === 0 ? "yes" : "NO",
     ]);
