@@ -813,7 +813,13 @@ function tables(phases: PhaseResult[]) {
     ]);
   }
   report.section("Goals (issue 4)", ["goal", "measured", "met"], goals);
-  if (!skip.has("ping")) coldSection();
+  if (!skip.has("ping")) {
+    try {
+      coldSection();
+    } catch (e) {
+      report.problem(`cold-path probe failed: ${(e as Error).message}`);
+    }
+  }
   if (udp) boundsSection(udp);
   report.data.phases = phases;
   report.data.ratios = Object.fromEntries(

@@ -159,7 +159,8 @@ for (const registry of ["etcd", "kv"] as const) {
         // (a reader without virtio_net_hdr would get 64 KiB super-packets), and TCP between a
         // node with and one without offloads runs both ways.
         // The config is cluster-wide: store the new one (h2 keeps running with the old one).
-        await h1.agent!.stop("SIGTERM");
+        // SIGKILL: no close() clears the offloads, so the new agent's plain open has to.
+        await h1.agent!.kill();
         const plainOpts = { ...agentOpts, netConfig: { Backend: { TunOffload: false } } };
         c.agentCommand(h1, plainOpts); // writes h1's net-config.json
         await c.exec(h1, [
@@ -177,12 +178,13 @@ for (const registry of ["etcd", "kv"] as const) {
         const plainOut = await iperf(c, p2, p1, false);
         const plainIn = await iperf(c, p1, p2, false);
         for (const [what, r] of [["h1→h2", plainOut], ["h2→h1", plainIn]] as const) {
-          assert.ok(r.bps > 1e7, `TCP ${what} with offloads only on h2: ${r.bps} bit/s`);
+          assert.ok(r.bps > 1e6, `TCP ${what} with offloads only on h2: ${r.bps} bit/s`);
         }
-        assert.equal(
-          metric(await scrape(c, h1), "weft_udp_dropped_packets_total", `{reason="malformed"}`),
-          0,
-        );
+        const mPlain = await scrape(c, h1);
+        for (const reason of ["malformed", "tun_write_error", "send_error"]) {
+          const d = metric(mPlain, "weft_udp_dropped_packets_total", `{reason="${reason}"}`);
+          assert.equal(d, 0, `h1 without offloads dropped ${d} packets as ${reason}`);
+        }
 
         // h3 goes away and its lease is deleted: h1 answers net-unreachable for h3's pods.
         await h3.agent!.kill();

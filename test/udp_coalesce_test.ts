@@ -764,7 +764,9 @@ async function withRig(o: RigOptions, fn: (rig: Rig) => Promise<void>): Promise<
       vnet: o.vnetHdr,
       gso: o.gro,
       // Output can be 1.5 times the input (a 10-byte header on a 20-byte packet).
-      chunkBytes: Math.min(512 << 10, Math.floor(pipeSize / 2)),
+      // The kernel may grant less than asked (without root: net.core.rmem_max); each chunk's
+      // datagrams (with per-skb overhead) must fit the receive buffer actually granted.
+      chunkBytes: Math.min(512 << 10, Math.floor(pipeSize / 2), Math.floor(rx.rcvBuf / 4)),
       sender: new MsgBatch(SEND_SLOTS, SEND_SLOT_SIZE, rx.port),
       readBuf: new Uint8Array(pipeSize + 65536),
     });

@@ -512,7 +512,7 @@ if (Deno.env.get(CHILD_ENV)) {
         const cb = await b.counters();
         assert.equal(cb.drops.malformed, 0, `B saw malformed datagrams: ${JSON.stringify(cb)}`);
 
-        // A UDP datagram larger than the MTU (fragments, never offloaded) still crosses.
+        // A ping larger than the MTU (IP fragments, never offloaded) still crosses.
         const big = await run("ip", [
           "netns",
           "exec",

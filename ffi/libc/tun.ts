@@ -114,16 +114,3 @@ export function setTunPersist(fd: number, persist: boolean): void {
     throw lastError("ioctl", `${fd}, TUNSETPERSIST, ${persist}`);
   }
 }
-
-/**
- * Reads and discards what is queued on a non-blocking fd (at most `max` reads), e.g. packets a
- * TUN queued under settings that no longer hold. Returns how many were discarded.
- */
-export function discardQueued(fd: number, max = 4096): number {
-  const buf = new Uint8Array(new ArrayBuffer(65536 + 64)); // off-heap, see lib.ts
-  const ptr = Deno.UnsafePointer.of(buf);
-  const size = BigInt(buf.length);
-  let n = 0;
-  while (n < max && libc().read(fd, ptr, size) >= 0) n++;
-  return n;
-}

@@ -29,7 +29,10 @@ export interface Lease {
   key: string;
   subnet: Ipv4Net;
   attrs: LeaseAttrs;
-  /** Epoch ms when it expires; null for a reservation (no TTL). */
+  /**
+   * Epoch ms when it expires; null for a reservation (no TTL). Leases from a watch may carry 0
+   * (unknown, see RegistryLease.expiresAt); lists and the own lease always know it.
+   */
   expiresAt: number | null;
   /** Registry revision of the last write to this key. */
   revision: number;

@@ -3,7 +3,7 @@
  * connection, reads it to the end and prints `{"bytes":n,"sha256":"…"}`; `send` connects, writes
  * `bytes` bytes of a seeded pseudo-random stream and prints the same for what it sent. Equal
  * lines mean every byte arrived, in order (TCP checksums alone would miss a datapath that
- * rewrites checksums over data it reordered). Bounded by `--timeout-ms`.
+ * rewrites checksums over data it reordered). Each side exits 3 after 20 s.
  *
  * @example
  * ```sh

@@ -5,7 +5,9 @@
  *
  * Kernel state: `flannel0` (IFF_TUN|IFF_NO_PI, MTU ext − 28, address `<own subnet>/32`, one route
  * `<Network> dev flannel0`). The TUN is made persistent so address and route survive an agent
- * restart; the workers reattach to it. Its leases omit BackendType, as flanneld's udp leases do.
+ * restart; the workers reattach to it. With TUN offloads (`Backend.TunOffload`, default on) it is
+ * opened with IFF_VNET_HDR and TSO/checksum offload; they are cleared on stop and whenever it is
+ * opened without them. Its leases omit BackendType, as flanneld's udp leases do.
  */
 import { getLogger } from "@logtape/logtape";
 import { backendBool, backendNumber, type NetworkConfig } from "../../config/network.ts";
@@ -14,8 +16,8 @@ import type { ExternalInterface } from "../../net/iface.ts";
 import type { Lease } from "../../lease/codec.ts";
 import {
   closeFd,
-  discardQueued,
   openTun,
+  readFd,
   setTunOffload,
   setTunPersist,
   TUN_F_CSUM,
@@ -76,12 +78,12 @@ export class UdpBackend implements Backend {
     let t: { fd: number; name: string } | null = null;
     this.#offloadActive = false;
     if (this.#offload) {
+      t = openTun(this.device, { vnetHdr: true });
       try {
-        t = openTun(this.device, { vnetHdr: true });
         setTunOffload(t.fd, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN);
         this.#offloadActive = true;
       } catch (e) {
-        if (t) closeFd(t.fd);
+        closeFd(t.fd);
         t = null;
         log.warn("TUN offloads unavailable on {dev} ({error}); forwarding one packet per read", {
           dev: this.device,
@@ -94,9 +96,17 @@ export class UdpBackend implements Backend {
       try {
         setTunOffload(t.fd, 0);
       } catch { /* a kernel without TUNSETOFFLOAD never had offloads on */ }
-      discardQueued(t.fd);
     }
     try {
+      if (!this.#offloadActive) {
+        const n = discardQueued(t.fd);
+        if (n > 0) {
+          log.debug("dropped {n} packets queued on {dev} before its offloads were off", {
+            n,
+            dev: this.device,
+          });
+        }
+      }
       setTunPersist(t.fd, true);
       const link = this.#nl.linkByName(t.name);
       if (!link) throw new Error(`TUN device ${t.name} vanished right after it was opened`);
@@ -210,4 +220,15 @@ export class UdpBackend implements Backend {
     this.#fwd = null;
     this.#closeTun();
   }
+}
+
+/**
+ * Reads and drops what is queued on the (non-blocking) TUN fd, at most `max` packets: packets
+ * queued under offload settings that no longer hold. Returns how many were dropped.
+ */
+function discardQueued(fd: number, max = 4096): number {
+  const buf = new Uint8Array(new ArrayBuffer(65536 + 64)); // off-heap: see ffi/libc/lib.ts
+  let n = 0;
+  while (n < max && readFd(fd, buf) !== null) n++;
+  return n;
 }

@@ -117,7 +117,10 @@ export async function startForwarder(opts: ForwarderOptions): Promise<Forwarder>
   }
   const pollMs = opts.pollMs ?? 50;
   if (opts.vnetHdr && (opts.slotSize ?? 65536) < 65536) {
-    throw new RangeError("vnetHdr needs slotSize 65536 (a TUN read may be a 64 KiB super-packet)");
+    throw new RangeError(
+      `slotSize ${opts.slotSize} is too small for vnetHdr: use 65536 (a TUN read may be a ` +
+        "64 KiB super-packet)",
+    );
   }
   if (!(pollMs >= 1 && pollMs <= 100)) throw new RangeError(`pollMs ${pollMs} must be in 1..100`);
   const onError = opts.onError ??

@@ -92,7 +92,6 @@ export class TunToUdp {
   readonly #in: Uint8Array | null;
   readonly #inPtr: Deno.PointerObject | null;
   readonly #inBig: bigint;
-  readonly #inWords: Uint32Array | null;
   readonly #words: Uint32Array;
   readonly #vh: VnetHdr = {
     flags: 0,
@@ -130,11 +129,10 @@ export class TunToUdp {
       this.#in = new Uint8Array(VNET_HDR_LEN + 65536);
       this.#inPtr = Deno.UnsafePointer.of(this.#in)!;
       this.#inBig = BigInt(this.#in.length);
-      this.#inWords = words(this.#in);
       this.#icmpOff = VNET_HDR_LEN;
       o.counters[TX.VNET_HDR] = 1;
     } else {
-      this.#in = this.#inPtr = this.#inWords = null;
+      this.#in = this.#inPtr = null;
       this.#inBig = 0n;
       this.#icmpOff = 0;
     }
