@@ -34,6 +34,8 @@ export {
   RT_SCOPE_LINK,
   RT_SCOPE_UNIVERSE,
   RT_TABLE_MAIN,
+  RTN_BLACKHOLE,
+  RTN_UNICAST,
   RTPROT_BOOT,
 } from "./route.ts";
 export type { Fdb, Neigh } from "./neigh.ts";
@@ -105,7 +107,7 @@ export class Netlink {
   routeDel(r: R.Route): void {
     R.routeDel(this.socket, r);
   }
-  routeList(f?: { table?: number; dev?: number }): R.Route[] {
+  routeList(f?: { table?: number; dev?: number; type?: number }): R.Route[] {
     return R.routeList(this.socket, f);
   }
   routeGet(dst: string): R.RouteLookup {

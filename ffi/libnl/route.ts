@@ -24,7 +24,9 @@ export const RT_SCOPE_HOST = 254;
 const RT_SCOPE_NOWHERE = 255;
 export const RTPROT_BOOT = 3;
 const RTNH_F_ONLINK = 4;
-const RTN_UNICAST = 1;
+export const RTN_UNICAST = 1;
+/** Route type that drops what it matches (`ip route add blackhole ...`). */
+export const RTN_BLACKHOLE = 6;
 const ENETUNREACH = 101;
 
 /** An IPv4 route. On input, omitted fields take iproute2's defaults. */
@@ -47,6 +49,8 @@ export interface Route {
   src?: string;
   /** Route priority (metric); default 0. */
   metric?: number;
+  /** Route type: RTN_UNICAST (default) or RTN_BLACKHOLE (no gateway or device). */
+  type?: number;
 }
 
 /** Result of {@link routeGet}: how the kernel would send to a destination. */
@@ -58,7 +62,7 @@ export interface RouteLookup {
 
 /** Renders a route like iproute2 does, for error messages. */
 export function describeRoute(r: Route): string {
-  const parts = [r.dst];
+  const parts = r.type === RTN_BLACKHOLE ? ["blackhole", r.dst] : [r.dst];
   if (r.gw !== undefined) parts.push(`via ${r.gw}`);
   if (r.dev !== undefined) parts.push(`dev ${r.dev}`);
   if (r.onlink) parts.push("onlink");
@@ -88,6 +92,12 @@ function validate(r: Route): { ip: string; prefix: number } {
   checkU(r.scope, 255, "scope");
   checkU(r.protocol, 255, "protocol");
   checkU(r.metric, 0xffffffff, "metric");
+  if (r.type !== undefined && r.type !== RTN_UNICAST && r.type !== RTN_BLACKHOLE) {
+    throw new RangeError(`route type ${r.type} is not supported (unicast 1 or blackhole 6)`);
+  }
+  if (r.type === RTN_BLACKHOLE && (r.gw !== undefined || r.dev !== undefined)) {
+    throw new RangeError(`route ${r.dst}: a blackhole route has no gateway or device`);
+  }
   if (r.gw === undefined && r.dev === undefined && r.onlink) {
     throw new RangeError(`route ${r.dst}: onlink needs a gateway and a device`);
   }
@@ -110,6 +120,7 @@ function build(r: Route, forDelete: boolean): Ptr {
     else if (forDelete) rt.rtnl_route_set_scope(route, RT_SCOPE_NOWHERE);
     if (r.src !== undefined) withAddr(ipv4Addr(r.src), (a) => rt.rtnl_route_set_pref_src(route, a));
     if (r.metric !== undefined) rt.rtnl_route_set_priority(route, r.metric);
+    if (r.type !== undefined) rt.rtnl_route_set_type(route, r.type);
     if (r.gw !== undefined || r.dev !== undefined) {
       const nh = rt.rtnl_route_nh_alloc();
       if (!nh) throw new Error("netlink: rtnl_route_nh_alloc returned NULL");
@@ -197,12 +208,17 @@ function readRoute(o: Ptr): Route {
 }
 
 /**
- * IPv4 unicast routes of one table (default main; `table: 0` for all tables), optionally only
- * those whose first nexthop uses `dev`.
+ * IPv4 routes of one type (default unicast; blackhole routes come with `type: RTN_BLACKHOLE`) in
+ * one table (default main; `table: 0` for all tables), optionally only those whose first nexthop
+ * uses `dev`.
  */
-export function routeList(sock: NlSocket, f: { table?: number; dev?: number } = {}): Route[] {
+export function routeList(
+  sock: NlSocket,
+  f: { table?: number; dev?: number; type?: number } = {},
+): Route[] {
   const { rt } = libs();
   const table = f.table ?? RT_TABLE_MAIN;
+  const type = f.type ?? RTN_UNICAST;
   const cache = sock.dump(
     "routeList",
     f,
@@ -211,9 +227,10 @@ export function routeList(sock: NlSocket, f: { table?: number; dev?: number } = 
   );
   const out: Route[] = [];
   drainCache(cache, (o) => {
-    if (rt.rtnl_route_get_type(o) !== RTN_UNICAST) return;
+    if (rt.rtnl_route_get_type(o) !== type) return;
     if (table !== 0 && rt.rtnl_route_get_table(o) !== table) return;
     const r = readRoute(o);
+    if (type !== RTN_UNICAST) r.type = type;
     if (f.dev !== undefined && r.dev !== f.dev) return;
     out.push(r);
   });

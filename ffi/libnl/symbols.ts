@@ -141,6 +141,7 @@ const RT_SYMBOLS = {
   rtnl_route_get_priority: { parameters: ["pointer"], result: "u32" },
   rtnl_route_get_family: { parameters: ["pointer"], result: "u8" },
   rtnl_route_get_type: { parameters: ["pointer"], result: "u8" },
+  rtnl_route_set_type: { parameters: ["pointer", "u8"], result: "i32" },
   rtnl_route_set_dst: { parameters: ["pointer", "pointer"], result: "i32" },
   rtnl_route_get_dst: { parameters: ["pointer"], result: "pointer" },
   rtnl_route_set_pref_src: { parameters: ["pointer", "pointer"], result: "i32" },

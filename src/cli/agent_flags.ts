@@ -145,8 +145,7 @@ export const agentFlags: FlagTable = {
   "ip-blackhole-route": {
     type: "bool",
     default: false,
-    help: "blackhole route for the own subnet",
-    pending: "accepted, no effect yet",
+    help: "blackhole route for the own subnet (drops traffic to its unused addresses)",
   },
   "healthz-ip": { type: "string", default: "0.0.0.0", arg: "IP", help: "health server address" },
   "healthz-port": {

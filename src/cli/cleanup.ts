@@ -2,7 +2,8 @@
  * `weft cleanup`: removes what weft put on this host, and nothing else — the vxlan device
  * `flannel.<VNI>` (its neighbour and FDB entries go with it), the udp TUN `flannel0`, routes into
  * the cluster network via those devices or via a gateway on the external interface (host-gw,
- * DirectRouting), flannel's iptables chains and their jump rules, and subnet.env. With
+ * DirectRouting), weft's blackhole route for the subnet (`--ip-blackhole-route`), flannel's
+ * iptables chains and their jump rules, and subnet.env. With
  * `--release-lease` it also deletes this node's lease (found by public IP) from the registry.
  *
  * The registry is only asked for the network config (VNI, network) and, with `--release-lease`,
@@ -26,11 +27,12 @@ import { LeaseDecoder } from "../lease/decode.ts";
 import { findOwnLease } from "../lease/allocate.ts";
 import type { Lease } from "../lease/codec.ts";
 import { isOwnedRoute } from "../backend/routes.ts";
+import { isOurBlackhole } from "../agent/blackhole.ts";
 import { formatCidr, type Ipv4Net, networkOf, parseCidr } from "../net/ipv4.ts";
 import { parseSubnetEnvText } from "../agent/subnetenv.ts";
 import { type ExternalInterface, selectExternalInterface } from "../net/iface.ts";
 import { commandRunner, FWD_CHAIN, MASQ_CHAIN, RuleManager, type Runner } from "../ops/iptables.ts";
-import type { Link, Netlink, Route } from "../../ffi/libnl/mod.ts";
+import { type Link, type Netlink, type Route, RTN_BLACKHOLE } from "../../ffi/libnl/mod.ts";
 
 export const cleanupFlags: FlagTable = {
   ...registryFlags,
@@ -85,8 +87,9 @@ export const cleanupFlags: FlagTable = {
 
 const USAGE = `Usage: weft cleanup [--release-lease] [--dry-run] [flags]
 
-Removes weft's devices (flannel.<VNI>, flannel0), its routes into the cluster network, the
-FLANNEL-POSTRTG/FLANNEL-FWD iptables chains and their jumps, and subnet.env. Stop the agent first.
+Removes weft's devices (flannel.<VNI>, flannel0), its routes into the cluster network (the
+blackhole route too), the FLANNEL-POSTRTG/FLANNEL-FWD iptables chains and their jumps, and
+subnet.env. Stop the agent first.
 Pass the registry, --iface and --subnet-file flags the agent ran with.`;
 
 /** What weft put in the kernel, found by {@link planKernel}. */
@@ -113,6 +116,7 @@ export interface KernelFacts {
 
 /** A route as `ip route` shows it, with interface names. */
 export function describeRoute(r: Route, links: Link[]): string {
+  if (r.type === RTN_BLACKHOLE) return `blackhole ${r.dst} metric ${r.metric}`;
   const dev = links.find((l) => l.index === r.dev)?.name ?? `if${r.dev}`;
   return `${r.dst}${r.gw ? ` via ${r.gw}` : ""}${r.dev !== undefined ? ` dev ${dev}` : ""}` +
     `${r.onlink ? " onlink" : ""}`;
@@ -151,7 +155,10 @@ export function planKernel(f: KernelFacts): KernelPlan {
     const viaDevice = r.dev !== undefined && devIdx.has(r.dev) && (r.table ?? 254) === 254;
     const viaExt = f.network !== null && f.extIndex !== null &&
       isOwnedRoute(r, f.network, f.own, { ext: f.extIndex });
-    if (viaDevice || viaExt) routes.push({ route: r, text: describeRoute(r, f.links) });
+    const blackhole = f.network !== null && isOurBlackhole(r, f.network);
+    if (viaDevice || viaExt || blackhole) {
+      routes.push({ route: r, text: describeRoute(r, f.links) });
+    }
   }
   return { routes, devices, notes };
 }
@@ -440,7 +447,7 @@ export async function cleanupCommand(
     const nl = netlink();
     const plan = planKernel({
       links: nl.linkList(),
-      routes: nl.routeList({ table: 254 }),
+      routes: [...nl.routeList({ table: 254 }), ...nl.routeList({ type: RTN_BLACKHOLE })],
       network,
       own: sf.own,
       vni,

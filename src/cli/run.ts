@@ -11,6 +11,8 @@ import { VERSION } from "../version.ts";
 import { metrics } from "../ops/metrics.ts";
 import { type HealthServer, startHealthServer } from "../ops/health.ts";
 import { RuleManager } from "../ops/iptables.ts";
+import { BlackholeKeeper } from "../agent/blackhole.ts";
+import { netlink } from "../../ffi/libnl/mod.ts";
 import { notifyReady } from "../ops/sdnotify.ts";
 
 const log = getLogger(["weft", "main"]);
@@ -34,6 +36,11 @@ export async function runAgentCommand(v: FlagValues): Promise<number> {
   const ipMasq = Boolean(v["ip-masq"]);
   const forward = Boolean(v["iptables-forward-rules"]);
   let rules: RuleManager | null = null;
+  const blackhole = Boolean(v["ip-blackhole-route"]);
+  const blackholes = new BlackholeKeeper(
+    netlink(),
+    (msg, props) => log.info(msg, props),
+  );
   const registry = await openRegistry(v);
   const agent: Agent = new Agent(registry, {
     netConfigPath: String(v["net-config-path"] || "") || undefined,
@@ -51,6 +58,15 @@ export async function runAgentCommand(v: FlagValues): Promise<number> {
     reconcileIntervalMs: Number(v["reconcile-interval"]) * 1000,
     // Rules follow the lease: a new subnet rewrites the chains, dropping the old subnet's rules.
     onLease: async (cfg, lease) => {
+      // Off: still removes a blackhole route an earlier run with the flag left behind.
+      try {
+        blackholes.set(cfg.network, blackhole ? lease.subnet : null);
+      } catch (e) {
+        if (blackhole) throw e;
+        log.warn("could not check for a stale blackhole route: {error}", {
+          error: (e as Error).message,
+        });
+      }
       if (!ipMasq && !forward) return;
       if (!rules) {
         rules = new RuleManager({
@@ -91,6 +107,7 @@ export async function runAgentCommand(v: FlagValues): Promise<number> {
     await agent.run(ctl.signal);
   } finally {
     (rules as RuleManager | null)?.stop();
+    blackholes.stop();
     await health?.close().catch(() => {});
     await agent.backend?.close().catch(() => {});
     await registry.close().catch(() => {});
