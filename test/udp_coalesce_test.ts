@@ -269,8 +269,11 @@ function tcpDatagram(f: Flow, s: TcpSpec, r: Rand): Uint8Array<ArrayBuffer> {
   return p;
 }
 
-/** A UDP/IPv4 datagram of flow `f` (its ports), with a full UDP checksum. */
-function udpDatagram(f: Flow, payload: number, r: Rand): Uint8Array<ArrayBuffer> {
+/**
+ * A 28 + `payload`-byte packet with flow `f`'s plain IPv4 header (IHL 5, next IP id, `frag`
+ * flags word, protocol `proto`), for the UDP and ICMP builders.
+ */
+function plainPacket(f: Flow, proto: number, payload: number, frag: number) {
   const total = 28 + payload;
   const p = new Uint8Array(total);
   p[0] = 0x45;
@@ -279,11 +282,18 @@ function udpDatagram(f: Flow, payload: number, r: Rand): Uint8Array<ArrayBuffer>
   p[4] = f.id >> 8;
   p[5] = f.id & 0xff;
   f.id = (f.id + 1) & 0xffff;
-  p[6] = 0x40;
+  p[6] = frag >> 8;
+  p[7] = frag & 0xff;
   p[8] = f.ttl;
-  p[9] = UDP;
+  p[9] = proto;
   p.set(f.src, 12);
   p.set(f.dst, 16);
+  return { p, total };
+}
+
+/** A UDP/IPv4 datagram of flow `f` (its ports), with a full UDP checksum. */
+function udpDatagram(f: Flow, payload: number, r: Rand): Uint8Array<ArrayBuffer> {
+  const { p, total } = plainPacket(f, UDP, payload, 0x4000);
   p[20] = f.sport >> 8;
   p[21] = f.sport & 0xff;
   p[22] = f.dport >> 8;
@@ -299,18 +309,7 @@ function udpDatagram(f: Flow, payload: number, r: Rand): Uint8Array<ArrayBuffer>
 
 /** An ICMP echo request of flow `f`'s addresses. */
 function icmpDatagram(f: Flow, payload: number, r: Rand): Uint8Array<ArrayBuffer> {
-  const total = 28 + payload;
-  const p = new Uint8Array(total);
-  p[0] = 0x45;
-  p[2] = total >> 8;
-  p[3] = total & 0xff;
-  p[4] = f.id >> 8;
-  p[5] = f.id & 0xff;
-  f.id = (f.id + 1) & 0xffff;
-  p[8] = f.ttl;
-  p[9] = ICMP;
-  p.set(f.src, 12);
-  p.set(f.dst, 16);
+  const { p, total } = plainPacket(f, ICMP, payload, 0);
   p[20] = 8;
   p[24] = 0x12;
   p[27] = r.int(0, 255);
