@@ -23,7 +23,7 @@
 import { parseArgs } from "node:util";
 import { type AgentProc, startAgent, weft } from "../test/support/agent_proc.ts";
 import { type EtcdProc, startEtcd } from "../test/support/etcd.ts";
-import { parseSubnetEnvText } from "../src/agent/subnetenv.ts";
+import { parseSubnetEnvText } from "../src/config/subnet_env.ts";
 import type { Registry } from "../src/registry/registry.ts";
 import { openEtcdRegistry } from "../src/registry/etcd.ts";
 import { openKvRegistry } from "../src/registry/kv.ts";

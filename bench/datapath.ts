@@ -30,7 +30,7 @@ import { createNs } from "../test/harness/netns.ts";
 import { run, runOk } from "../test/harness/proc.ts";
 import { spawnLogged, stopProcess } from "../test/harness/spawn.ts";
 import { openKvRegistry } from "../src/registry/kv.ts";
-import { formatCidr, formatIp } from "../src/net/ipv4.ts";
+import { formatCidr, formatIp } from "../src/base/ipv4.ts";
 import { type Cell, median, ratio, Report, round, summarize } from "./lib/report.ts";
 import { Deadline, load1, sleep } from "./lib/sys.ts";
 import { leasePlan, type PlannedLease } from "./lib/leases.ts";

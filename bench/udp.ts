@@ -52,7 +52,7 @@ import { parseArgs } from "node:util";
 import { type Cluster, type Host, type Pod, withCluster } from "../test/harness/cluster.ts";
 import { CLUSTER_NETWORK } from "../test/harness/names.ts";
 import { runOk } from "../test/harness/proc.ts";
-import { formatCidr } from "../src/net/ipv4.ts";
+import { formatCidr } from "../src/base/ipv4.ts";
 import { type Cell, median, percentile, ratio, Report } from "./lib/report.ts";
 import { load1, sleep } from "./lib/sys.ts";
 import { coldPathProbe } from "./lib/cold_path.ts";

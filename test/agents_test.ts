@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { type AgentProc, startAgent, waitForFile, weft } from "./support/agent_proc.ts";
 import { type EtcdProc, startEtcd } from "./support/etcd.ts";
-import { parseSubnetEnvText } from "../src/agent/subnetenv.ts";
+import { parseSubnetEnvText } from "../src/config/subnet_env.ts";
 
 const N = 50;
 

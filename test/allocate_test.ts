@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { parseNetworkConfig } from "../src/config/network.ts";
 import { capacity, findOwnLease, freeSubnets, isFree } from "../src/lease/allocate.ts";
 import type { Lease } from "../src/lease/codec.ts";
-import { formatCidr, parseCidr } from "../src/net/ipv4.ts";
+import { formatCidr, parseCidr } from "../src/base/ipv4.ts";
 
 const cfg = parseNetworkConfig(`{"Network":"198.19.0.0/16","Backend":{"Type":"alloc"}}`);
 function lease(cidr: string, ip: string, expiresAt: number | null = Date.now() + 1e6): Lease {

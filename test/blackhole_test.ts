@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { withCluster } from "./harness/cluster.ts";
 import { waitFor } from "./harness/proc.ts";
-import { formatCidr, formatIp } from "../src/net/ipv4.ts";
+import { formatCidr, formatIp } from "../src/base/ipv4.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 

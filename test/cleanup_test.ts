@@ -13,7 +13,7 @@
 import assert from "node:assert/strict";
 import { type Cluster, type Host, withCluster } from "./harness/cluster.ts";
 import { describeRestore, planKernel } from "../src/cli/cleanup.ts";
-import { parseCidr } from "../src/net/ipv4.ts";
+import { parseCidr } from "../src/base/ipv4.ts";
 import type { Link } from "../ffi/libnl/mod.ts";
 
 const MAIN = decodeURIComponent(new URL("../main.ts", import.meta.url).pathname);

@@ -7,7 +7,7 @@ import {
   parseSubnetKey,
   subnetKey,
 } from "../src/lease/codec.ts";
-import { formatCidr, parseCidr } from "../src/net/ipv4.ts";
+import { formatCidr, parseCidr } from "../src/base/ipv4.ts";
 import {
   flannelDualStackKey,
   flannelHostGwLease,

@@ -6,7 +6,7 @@ import {
   parseNetworkConfig,
   sameConfig,
 } from "../src/config/network.ts";
-import { formatIp } from "../src/net/ipv4.ts";
+import { formatIp } from "../src/base/ipv4.ts";
 import { flannelConfig } from "./fixtures/flannel_leases.ts";
 
 Deno.test("defaults follow flannel: SubnetLen, SubnetMin skips the first subnet, udp backend", () => {

@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { type Cluster, type Host, withCluster } from "./harness/cluster.ts";
 import { waitFor } from "./harness/proc.ts";
-import { formatCidr, formatIp } from "../src/net/ipv4.ts";
+import { formatCidr, formatIp } from "../src/base/ipv4.ts";
 
 interface Combo {
   backend: "vxlan" | "host-gw";

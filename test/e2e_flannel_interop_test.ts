@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { withCluster } from "./harness/cluster.ts";
-import { formatIp, parseCidr } from "../src/net/ipv4.ts";
+import { formatIp, parseCidr } from "../src/base/ipv4.ts";
 
 const FLANNEL_MAC = "c6:d2:32:6f:8f:44";
 const FLANNEL_SUBNET = "198.19.200.0/24";

@@ -18,7 +18,7 @@
 import assert from "node:assert/strict";
 import { waitForMs } from "./harness/proc.ts";
 import { type Cluster, type Host, type NsRef, withCluster } from "./harness/cluster.ts";
-import { formatCidr } from "../src/net/ipv4.ts";
+import { formatCidr } from "../src/base/ipv4.ts";
 
 const HEALTHZ_PORT = 9182;
 const UDP_PORT = 5300;

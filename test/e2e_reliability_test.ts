@@ -22,7 +22,7 @@
 import assert from "node:assert/strict";
 import { waitForMs } from "./harness/proc.ts";
 import { type Cluster, type Pod, withCluster } from "./harness/cluster.ts";
-import { formatCidr } from "../src/net/ipv4.ts";
+import { formatCidr } from "../src/base/ipv4.ts";
 
 const TTL = 20;
 const OUTAGE_MS = 60_000;

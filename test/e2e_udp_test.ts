@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { type Cluster, type Host, type Pod, withCluster } from "./harness/cluster.ts";
-import { formatIp } from "../src/net/ipv4.ts";
+import { formatIp } from "../src/base/ipv4.ts";
 import { openKvRegistry } from "../src/registry/kv.ts";
 import { subnetKey } from "../src/lease/codec.ts";
 

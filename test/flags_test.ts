@@ -69,7 +69,7 @@ Deno.test("bad flags name the flag and the expected form", () => {
 });
 
 Deno.test("flanneld command lines with only etcd flags select the etcd registry", async () => {
-  const { checkRegistryFlags } = await import("../src/registry/open.ts");
+  const { checkRegistryFlags } = await import("../src/cli/registry_flags.ts");
   const a = parseFlags(["--etcd-endpoints=http://127.0.0.1:2379"], agentFlags, {});
   checkRegistryFlags(a.values, a.given);
   assert.equal(a.values.registry, "etcd");

@@ -1,7 +1,7 @@
 // Health/metrics server on 127.0.0.1 and sd_notify against a real unix datagram listener.
 import assert from "node:assert/strict";
 import { startHealthServer } from "../src/ops/health.ts";
-import { MetricsRegistry } from "../src/ops/metrics.ts";
+import { MetricsRegistry } from "../src/base/metrics.ts";
 import { notify, notifyReady } from "../src/ops/sdnotify.ts";
 
 const RUN = crypto.randomUUID().slice(0, 8);

@@ -1,7 +1,7 @@
 // RuleManager against real iptables (nft and legacy) inside a fresh network namespace per test.
 import assert from "node:assert/strict";
-import { parseCidr } from "../src/net/ipv4.ts";
-import { metrics } from "../src/ops/metrics.ts";
+import { parseCidr } from "../src/base/ipv4.ts";
+import { metrics } from "../src/base/metrics.ts";
 import {
   type IptablesBinary,
   masqRules,

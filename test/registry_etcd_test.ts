@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { EtcdRegistry, openEtcdRegistry } from "../src/registry/etcd.ts";
 import { RegistryError, type WatchMessage } from "../src/registry/registry.ts";
-import { metrics } from "../src/ops/metrics.ts";
+import { metrics } from "../src/base/metrics.ts";
 import { collectChanges, registryConformance } from "./support/registry_conformance.ts";
 import { compact, type EtcdProc, startEtcd } from "./support/etcd.ts";
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { readSubnetHint, renderSubnetEnv, writeSubnetEnv } from "../src/agent/subnetenv.ts";
-import { formatCidr, parseCidr } from "../src/net/ipv4.ts";
+import { readSubnetHint, renderSubnetEnv, writeSubnetEnv } from "../src/config/subnet_env.ts";
+import { formatCidr, parseCidr } from "../src/base/ipv4.ts";
 
 Deno.test("subnet.env has flannel's exact format", () => {
   const text = renderSubnetEnv({

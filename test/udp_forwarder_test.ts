@@ -23,7 +23,7 @@ import {
 } from "../ffi/libc/mod.ts";
 import { startForwarder } from "../src/backend/udp/forwarder.ts";
 import { internetChecksum } from "../src/backend/udp/packet.ts";
-import { parseCidr, parseIp } from "../src/net/ipv4.ts";
+import { parseCidr, parseIp } from "../src/base/ipv4.ts";
 import type { ForwarderCounters } from "../src/backend/udp/counters.ts";
 
 const CHILD_ENV = "WEFT_UDP_FWD_CHILD";

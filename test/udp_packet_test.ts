@@ -16,10 +16,10 @@ import {
   source,
 } from "../src/backend/udp/packet.ts";
 import { peerEntries, PeerTable } from "../src/backend/udp/peers.ts";
-import { parseCidr, parseIp } from "../src/net/ipv4.ts";
+import { parseCidr, parseIp } from "../src/base/ipv4.ts";
 import { ForwarderMetrics } from "../src/backend/udp/metrics.ts";
 import type { ForwarderCounters } from "../src/backend/udp/counters.ts";
-import { metrics } from "../src/ops/metrics.ts";
+import { metrics } from "../src/base/metrics.ts";
 
 interface Spec {
   ttl?: number;

@@ -14,7 +14,7 @@
  * ```
  */
 import { encodeLeaseValue, type Lease, type LeaseAttrs } from "../../src/lease/codec.ts";
-import { formatCidr, formatIp, parseIp } from "../../src/net/ipv4.ts";
+import { formatCidr, formatIp, parseIp } from "../../src/base/ipv4.ts";
 
 export const CLUSTER_NETWORK = "198.19.0.0/16";
 

@@ -16,9 +16,10 @@
 import { parseArgs } from "node:util";
 import { parseNetworkConfig } from "../../src/config/network.ts";
 import { selectExternalInterface } from "../../src/net/iface.ts";
-import type { Backend, PeerEvent } from "../../src/backend/backend.ts";
-import { VxlanBackend } from "../../src/backend/vxlan.ts";
-import { HostGwBackend } from "../../src/backend/hostgw.ts";
+import type { Backend } from "../../src/backend/backend.ts";
+import type { PeerEvent } from "../../src/lease/watch.ts";
+import { VxlanBackend } from "../../src/backend/vxlan/backend.ts";
+import { HostGwBackend } from "../../src/backend/hostgw/backend.ts";
 import { netlink } from "../../ffi/libnl/mod.ts";
 import { leasePlan } from "./leases.ts";
 

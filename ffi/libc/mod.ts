@@ -4,7 +4,7 @@
  *
  * @example
  * ```ts
- * import { openTun, openUdpSocket, PollSet, POLLIN } from "../../ffi/libc/mod.ts";
+ * import { openTun, openUdpSocket, PollSet, POLLIN } from "./mod.ts";
  * const tun = openTun("flannel0");
  * ```
  */

@@ -7,7 +7,7 @@
  * addrList(sock, vxlanIndex); // [{ index: 7, cidr: "198.19.5.0/32" }]
  * ```
  */
-import { parseCidr } from "../../src/net/ipv4.ts";
+import { parseCidr } from "../../src/base/ipv4.ts";
 import { AF_INET, ipv4Addr, readIp, withAddr } from "./nladdr.ts";
 import { drainCache, PTR_OUT } from "./mem.ts";
 import { NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, type NlSocket } from "./socket.ts";

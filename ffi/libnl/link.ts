@@ -8,7 +8,7 @@
  * linkSetUp(sock, v.index);
  * ```
  */
-import { parseIp } from "../../src/net/ipv4.ts";
+import { parseIp } from "../../src/base/ipv4.ts";
 import { ipv4Addr, isMac, macAddr, readIp, readMac, withAddr } from "./nladdr.ts";
 import { cstr, drainCache, PTR_OUT, readCString, takePtr, takeU32, U32_OUT } from "./mem.ts";
 import { NLM_F_CREATE, NLM_F_EXCL, type NlSocket } from "./socket.ts";

@@ -8,7 +8,7 @@
  * fdbReplace(sock, { dev: 7, mac: "c6:d2:32:6f:8f:44", dst: "198.18.0.3" });
  * ```
  */
-import { parseIp } from "../../src/net/ipv4.ts";
+import { parseIp } from "../../src/base/ipv4.ts";
 import {
   AF_BRIDGE,
   AF_INET,

@@ -8,7 +8,7 @@
  * readCidr(rt.rtnl_route_get_dst(route)); // "198.19.5.0/24"
  * ```
  */
-import { parseIp } from "../../src/net/ipv4.ts";
+import { parseIp } from "../../src/base/ipv4.ts";
 import { libs } from "./symbols.ts";
 
 export const AF_UNSPEC = 0;

@@ -8,7 +8,7 @@
  * routeGet(sock, "198.18.0.3"); // { dev: 2, src: "198.18.0.2", gw: null }
  * ```
  */
-import { formatCidr, parseCidr, parseIp } from "../../src/net/ipv4.ts";
+import { formatCidr, parseCidr, parseIp } from "../../src/base/ipv4.ts";
 import { AF_INET, ipv4Addr, readCidr, readIp, withAddr } from "./nladdr.ts";
 import { drainCache, PTR_OUT, takePtr } from "./mem.ts";
 import { NLE_FAILURE } from "./errors.ts";

@@ -12,20 +12,19 @@
  */
 import { getLogger } from "@logtape/logtape";
 import type { NetworkConfig } from "../config/network.ts";
-import type { Backend, PeerEvent } from "../backend/backend.ts";
-import { leaseMatches } from "../backend/backend.ts";
+import type { Backend } from "../backend/backend.ts";
 import { PeerFailuresError } from "../backend/peer_errors.ts";
-import { Backoff, sleep } from "../util/sleep.ts";
-import { createBackend } from "../backend/select.ts";
-import type { Lease } from "../lease/codec.ts";
+import { Backoff, sleep } from "../base/async.ts";
+import { createBackend } from "./select_backend.ts";
+import { type Lease, leaseMatches } from "../lease/codec.ts";
 import { LeaseManager } from "../lease/manager.ts";
-import { PeerWatcher } from "../lease/watch.ts";
-import { containsNet, formatCidr } from "../net/ipv4.ts";
+import { type PeerEvent, PeerWatcher } from "../lease/watch.ts";
+import { containsNet, formatCidr } from "../base/ipv4.ts";
 import { type IfaceSelection, selectExternalInterface } from "../net/iface.ts";
 import type { Registry } from "../registry/registry.ts";
-import { metrics } from "../ops/metrics.ts";
+import { metrics } from "../base/metrics.ts";
 import { loadNetworkConfig } from "./netconfig.ts";
-import { readSubnetHint, writeSubnetEnv } from "./subnetenv.ts";
+import { readSubnetHint, writeSubnetEnv } from "../config/subnet_env.ts";
 
 const log = getLogger(["weft", "agent"]);
 

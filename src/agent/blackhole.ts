@@ -17,7 +17,7 @@
  * ```
  */
 import { type Netlink, type Route, RT_TABLE_MAIN, RTN_BLACKHOLE } from "../../ffi/libnl/mod.ts";
-import { containsNet, formatCidr, type Ipv4Net, parseCidr, sameNet } from "../net/ipv4.ts";
+import { containsNet, formatCidr, type Ipv4Net, parseCidr, sameNet } from "../base/ipv4.ts";
 
 /** Lowest route priority: any other route for the subnet is preferred. */
 export const BLACKHOLE_METRIC = 0xffffffff;

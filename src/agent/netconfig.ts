@@ -12,7 +12,7 @@ import {
 } from "../config/network.ts";
 import { type Registry, RegistryError } from "../registry/registry.ts";
 
-import { sleep } from "../util/sleep.ts";
+import { sleep } from "../base/async.ts";
 
 const log = getLogger(["weft", "config"]);
 

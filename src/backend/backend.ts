@@ -5,6 +5,7 @@
  */
 import type { NetworkConfig } from "../config/network.ts";
 import type { Lease, LeaseAttrs } from "../lease/codec.ts";
+import type { PeerEvent } from "../lease/watch.ts";
 import type { ExternalInterface } from "../net/iface.ts";
 
 export interface BackendContext {
@@ -21,8 +22,6 @@ export interface BackendPrepared {
   /** MTU for pods (FLANNEL_MTU). */
   mtu: number;
 }
-
-export type PeerEvent = { type: "added"; lease: Lease } | { type: "removed"; lease: Lease };
 
 export interface Backend {
   /** Backend name as in the config's Backend.Type ("vxlan", "host-gw", "udp", "alloc"). */
@@ -45,10 +44,4 @@ export interface Backend {
   check?(): Promise<boolean>;
   /** Stops loops and releases handles; leaves the kernel datapath in place. */
   close(): Promise<void>;
-}
-
-/** Whether a peer lease is for this backend (flanneld udp leases carry no BackendType). */
-export function leaseMatches(backendName: string, lease: Lease): boolean {
-  const t = (lease.attrs.backendType ?? "udp").toLowerCase();
-  return t === backendName;
 }

@@ -4,7 +4,7 @@
  * kernel has, so start-up reconciliation removes stale routes and installs missing ones.
  */
 import type { Route } from "../../ffi/libnl/mod.ts";
-import { contains, type Ipv4Net, parseCidr, sameNet } from "../net/ipv4.ts";
+import { contains, type Ipv4Net, parseCidr, sameNet } from "../base/ipv4.ts";
 
 const RTPROT_BOOT = 3;
 

@@ -19,8 +19,9 @@
  */
 import { registryFlags } from "./agent_flags.ts";
 import { flagHelp, type FlagTable, type FlagValues, parseFlags, UsageError } from "./flags.ts";
-import { setupLogging } from "../log.ts";
-import { checkRegistryFlags, openRegistry } from "../registry/open.ts";
+import { setupLogging } from "../base/log.ts";
+import { openRegistry } from "../registry/open.ts";
+import { checkRegistryFlags, registryOptions } from "./registry_flags.ts";
 import type { Registry } from "../registry/registry.ts";
 import { backendNumber, type NetworkConfig, parseNetworkConfig } from "../config/network.ts";
 import { LeaseDecoder } from "../lease/decode.ts";
@@ -28,8 +29,8 @@ import { findOwnLease } from "../lease/allocate.ts";
 import type { Lease } from "../lease/codec.ts";
 import { isOwnedRoute } from "../backend/routes.ts";
 import { isOurBlackhole } from "../agent/blackhole.ts";
-import { formatCidr, type Ipv4Net, networkOf, parseCidr } from "../net/ipv4.ts";
-import { parseSubnetEnvText } from "../agent/subnetenv.ts";
+import { formatCidr, type Ipv4Net, networkOf, parseCidr } from "../base/ipv4.ts";
+import { parseSubnetEnvText } from "../config/subnet_env.ts";
 import { type ExternalInterface, selectExternalInterface } from "../net/iface.ts";
 import { commandRunner, FWD_CHAIN, MASQ_CHAIN, RuleManager, type Runner } from "../ops/iptables.ts";
 import { type Link, type Netlink, type Route, RTN_BLACKHOLE } from "../../ffi/libnl/mod.ts";
@@ -231,7 +232,7 @@ async function readRegistry(v: FlagValues, ms: number): Promise<RegistryView> {
   }
   let registry: Registry | null = null;
   try {
-    registry = await withTimeout(openRegistry(v), ms, `opening ${where}`);
+    registry = await withTimeout(openRegistry(registryOptions(v)), ms, `opening ${where}`);
     const text = await withTimeout(registry.getConfig(), ms, `reading the config from ${where}`);
     let config: NetworkConfig | null = null;
     if (text !== null) {

@@ -1,7 +1,7 @@
 /**
  * Renders leases as the `weft leases` table (subnet, public IP, backend, expires in).
  */
-import { formatCidr } from "../net/ipv4.ts";
+import { formatCidr } from "../base/ipv4.ts";
 import { type Lease, leaseBackendType } from "../lease/codec.ts";
 
 function expiresIn(l: Lease, now: number): string {

@@ -4,9 +4,10 @@
  */
 import { agentFlags, registryFlags } from "./agent_flags.ts";
 import { flagHelp, type FlagTable, type FlagValues, parseFlags, UsageError } from "./flags.ts";
-import { setupLogging } from "../log.ts";
-import { VERSION } from "../version.ts";
-import { checkRegistryFlags, openRegistry } from "../registry/open.ts";
+import { setupLogging } from "../base/log.ts";
+import { VERSION } from "../base/version.ts";
+import { openRegistry } from "../registry/open.ts";
+import { checkRegistryFlags, registryOptions } from "./registry_flags.ts";
 import type { Registry } from "../registry/registry.ts";
 import { ConfigError, parseNetworkConfig } from "../config/network.ts";
 import { LeaseDecoder } from "../lease/decode.ts";
@@ -109,7 +110,7 @@ async function withRegistry<T>(
 ): Promise<T> {
   checkRegistryFlags(v, given);
   await initLogging({ ...v, "log-level": v["log-level"] === "info" ? "warning" : v["log-level"] });
-  const r = await openRegistry(v);
+  const r = await openRegistry(registryOptions(v));
   try {
     return await fn(r);
   } finally {

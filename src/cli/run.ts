@@ -7,8 +7,9 @@ import { getLogger } from "@logtape/logtape";
 import type { FlagValues } from "./flags.ts";
 import { Agent } from "../agent/agent.ts";
 import { openRegistry } from "../registry/open.ts";
-import { VERSION } from "../version.ts";
-import { metrics } from "../ops/metrics.ts";
+import { registryOptions } from "./registry_flags.ts";
+import { VERSION } from "../base/version.ts";
+import { metrics } from "../base/metrics.ts";
 import { type HealthServer, startHealthServer } from "../ops/health.ts";
 import { RuleManager } from "../ops/iptables.ts";
 import { BlackholeKeeper } from "../agent/blackhole.ts";
@@ -41,7 +42,7 @@ export async function runAgentCommand(v: FlagValues): Promise<number> {
     netlink(),
     (msg, props) => log.info(msg, props),
   );
-  const registry = await openRegistry(v);
+  const registry = await openRegistry(registryOptions(v));
   const agent: Agent = new Agent(registry, {
     netConfigPath: String(v["net-config-path"] || "") || undefined,
     backendOverride: String(v.backend || "") || undefined,

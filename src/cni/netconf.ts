@@ -11,7 +11,7 @@
  * delegate.type; // "bridge"
  * ```
  */
-import { formatCidr } from "../net/ipv4.ts";
+import { formatCidr } from "../base/ipv4.ts";
 import { CniCode, CniError } from "./errors.ts";
 import type { SubnetEnv } from "./subnet_env.ts";
 

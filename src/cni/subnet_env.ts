@@ -9,7 +9,7 @@
  * env.mtu; // 1450
  * ```
  */
-import { type Ipv4Net, networkOf, parseCidr } from "../net/ipv4.ts";
+import { type Ipv4Net, networkOf, parseCidr } from "../base/ipv4.ts";
 import { CniCode, CniError } from "./errors.ts";
 
 export interface SubnetEnv {

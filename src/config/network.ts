@@ -8,7 +8,7 @@
  * cfg.subnetLen; // 24
  * ```
  */
-import { formatCidr, type Ipv4Net, maskOf, parseCidr, sizeOf } from "../net/ipv4.ts";
+import { formatCidr, type Ipv4Net, maskOf, parseCidr, sizeOf } from "../base/ipv4.ts";
 
 /** A bad network config: the message names the field and what is expected. */
 export class ConfigError extends Error {

@@ -9,7 +9,7 @@
  * ```
  */
 import type { NetworkConfig } from "../config/network.ts";
-import { containsNet, type Ipv4Net, sizeOf } from "../net/ipv4.ts";
+import { containsNet, type Ipv4Net, sizeOf } from "../base/ipv4.ts";
 import type { Lease } from "./codec.ts";
 
 /** Whether a leased subnet is one this config could have handed out. */

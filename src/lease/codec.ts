@@ -9,7 +9,7 @@
  * // '{"PublicIP":"198.18.0.3","PublicIPv6":null,"BackendType":"host-gw"}'
  * ```
  */
-import { formatIp, type Ipv4Net, isIp, maskOf, parseIp } from "../net/ipv4.ts";
+import { formatIp, type Ipv4Net, isIp, maskOf, parseIp } from "../base/ipv4.ts";
 import { field } from "../config/network.ts";
 
 /** What a node publishes about itself (flannel's LeaseAttrs). */
@@ -110,4 +110,9 @@ export function decodeLeaseValue(value: string): LeaseAttrs {
 /** The backend type a lease belongs to: flanneld's udp leases carry none. */
 export function leaseBackendType(a: LeaseAttrs): string {
   return (a.backendType ?? "udp").toLowerCase();
+}
+
+/** Whether `lease` is a peer for the backend named `backendName` (the one rule for it). */
+export function leaseMatches(backendName: string, lease: Lease): boolean {
+  return leaseBackendType(lease.attrs) === backendName;
 }

@@ -5,7 +5,7 @@
 import { getLogger } from "@logtape/logtape";
 import type { RegistryLease } from "../registry/registry.ts";
 import { decodeLeaseValue, type Lease, parseSubnetKey } from "./codec.ts";
-import { metrics } from "../ops/metrics.ts";
+import { metrics } from "../base/metrics.ts";
 
 const log = getLogger(["weft", "lease"]);
 const malformed = metrics.counter(

@@ -12,13 +12,13 @@
  */
 import { getLogger } from "@logtape/logtape";
 import type { NetworkConfig } from "../config/network.ts";
-import { formatCidr, type Ipv4Net } from "../net/ipv4.ts";
+import { formatCidr, type Ipv4Net } from "../base/ipv4.ts";
 import type { Registry } from "../registry/registry.ts";
-import { metrics } from "../ops/metrics.ts";
+import { metrics } from "../base/metrics.ts";
 import { encodeLeaseValue, type Lease, type LeaseAttrs, subnetKey } from "./codec.ts";
 import { capacity, findOwnLease, fitsConfig, freeSubnets, inNetwork, isFree } from "./allocate.ts";
 import { LeaseDecoder } from "./decode.ts";
-import { sleep } from "../util/sleep.ts";
+import { sleep } from "../base/async.ts";
 
 const log = getLogger(["weft", "lease"]);
 

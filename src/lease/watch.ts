@@ -21,9 +21,8 @@
  */
 import { getLogger } from "@logtape/logtape";
 import type { Registry, RegistryLease } from "../registry/registry.ts";
-import type { PeerEvent } from "../backend/backend.ts";
-import { metrics } from "../ops/metrics.ts";
-import { Backoff, sleep } from "../util/sleep.ts";
+import { metrics } from "../base/metrics.ts";
+import { Backoff, sleep } from "../base/async.ts";
 import type { Lease, LeaseAttrs } from "./codec.ts";
 import { LeaseDecoder } from "./decode.ts";
 
@@ -37,6 +36,9 @@ const listErrors = metrics.counter(
   "weft_registry_errors_total",
   "Registry reads by the peer watcher that failed and were retried.",
 );
+
+/** A peer lease appeared (or changed) or went away; what a backend applies. */
+export type PeerEvent = { type: "added"; lease: Lease } | { type: "removed"; lease: Lease };
 
 export interface PeerHandlers {
   /** The complete peer set after the first list (and after every snapshot, as a full set). */

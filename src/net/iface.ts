@@ -2,7 +2,7 @@
  * The external interface: the host interface whose address carries overlay traffic and is
  * published in the lease (flannel's --iface / --iface-regex / --iface-can-reach / --public-ip).
  */
-import { isIp } from "./ipv4.ts";
+import { isIp } from "../base/ipv4.ts";
 
 export interface ExternalInterface {
   /** Interface name, e.g. "eth0". */

@@ -15,7 +15,7 @@
  * await srv.close();
  * ```
  */
-import type { MetricsRegistry } from "./metrics.ts";
+import type { MetricsRegistry } from "../base/metrics.ts";
 
 export interface ReadyState {
   ok: boolean;

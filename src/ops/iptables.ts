@@ -21,8 +21,8 @@
  * ```
  */
 import { getLogger } from "@logtape/logtape";
-import { formatCidr, type Ipv4Net, networkOf } from "../net/ipv4.ts";
-import { metrics } from "./metrics.ts";
+import { formatCidr, type Ipv4Net, networkOf } from "../base/ipv4.ts";
+import { metrics } from "../base/metrics.ts";
 
 const log = getLogger(["weft", "iptables"]);
 

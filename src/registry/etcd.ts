@@ -36,7 +36,7 @@ import {
   type RegistryLease,
   type WatchMessage,
 } from "./registry.ts";
-import { metrics } from "../ops/metrics.ts";
+import { metrics } from "../base/metrics.ts";
 
 const log = getLogger(["weft", "registry"]);
 

@@ -26,7 +26,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { dirname } from "node:path";
-import { metrics } from "../ops/metrics.ts";
+import { metrics } from "../base/metrics.ts";
 import {
   type LeaseChange,
   type Registry,

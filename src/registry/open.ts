@@ -1,60 +1,46 @@
 /**
- * Opens the registry the flags select: Deno KV (a file or a KV Connect URL) or etcd v3.
+ * Opens the registry that typed options select: Deno KV (a file or a KV Connect URL) or etcd v3.
+ * Flag parsing and its usage errors live in `src/cli`; this module only receives checked values.
+ *
+ * @example
+ * ```ts
+ * const r = await openRegistry({ kind: "kv", prefix: "/coreos.com/network", kvPath: "/tmp/r.kv" });
+ * ```
  */
-import type { FlagValues } from "../cli/flags.ts";
-import { UsageError } from "../cli/flags.ts";
 import type { Registry } from "./registry.ts";
 
-/**
- * Checks the registry flags' forms (usage errors) before anything is started, and picks etcd
- * when only etcd flags were given: flanneld's command lines (`--etcd-endpoints=…`, or
- * FLANNELD_ETCD_ENDPOINTS) must reach etcd, not an empty local KV file.
- */
-export function checkRegistryFlags(v: FlagValues, given: Set<string> = new Set()): string[] {
-  const etcdGiven = [...given].filter((f) => f.startsWith("etcd-") && f !== "etcd-prefix");
-  const kvGiven = [...given].filter((f) => f.startsWith("kv-"));
-  if (!given.has("registry")) {
-    if (etcdGiven.length && kvGiven.length) {
-      throw new UsageError(
-        `both --${etcdGiven[0]} and --${kvGiven[0]} given: choose the registry with --registry`,
-      );
-    }
-    if (etcdGiven.length) v.registry = "etcd";
-  } else if (v.registry === "kv" && etcdGiven.length) {
-    throw new UsageError(`--${etcdGiven[0]} has no effect with --registry kv; drop one of them`);
-  } else if (v.registry === "etcd" && kvGiven.length) {
-    throw new UsageError(`--${kvGiven[0]} has no effect with --registry etcd; drop one of them`);
+/** Which registry to open and how to reach it. */
+export type RegistryOptions =
+  | {
+    kind: "etcd";
+    /** Key prefix, without a trailing slash. */
+    prefix: string;
+    endpoints: string[];
+    certFile?: string;
+    keyFile?: string;
+    caFile?: string;
+    username?: string;
+    password?: string;
   }
-  const endpoints = String(v["etcd-endpoints"]).split(",").map((s) => s.trim()).filter(Boolean);
-  if (v.registry !== "etcd") return endpoints;
-  if (endpoints.length === 0) throw new UsageError("--etcd-endpoints is empty");
-  for (const e of endpoints) {
-    if (!/^https?:\/\/[^/]+/.test(e)) {
-      throw new UsageError(`--etcd-endpoints: "${e}" is not a URL like http://127.0.0.1:2379`);
-    }
-  }
-  return endpoints;
-}
+  | { kind: "kv"; prefix: string; kvPath?: string; kvUrl?: string };
 
-export async function openRegistry(v: FlagValues): Promise<Registry> {
-  const prefix = String(v["etcd-prefix"] || "/coreos.com/network").replace(/\/+$/, "");
-  if (v.registry === "etcd") {
-    const endpoints = checkRegistryFlags(v);
+export async function openRegistry(o: RegistryOptions): Promise<Registry> {
+  const prefix = o.prefix.replace(/\/+$/, "");
+  if (o.kind === "etcd") {
     // Loaded on demand: grpc-js and etcd3 cost memory that KV agents never need.
     const { openEtcdRegistry } = await import("./etcd.ts");
     return await openEtcdRegistry({
-      endpoints,
+      endpoints: o.endpoints,
       prefix,
-      certFile: String(v["etcd-certfile"] || "") || undefined,
-      keyFile: String(v["etcd-keyfile"] || "") || undefined,
-      caFile: String(v["etcd-cafile"] || "") || undefined,
-      username: String(v["etcd-username"] || "") || undefined,
-      password: String(v["etcd-password"] || "") || undefined,
+      certFile: o.certFile,
+      keyFile: o.keyFile,
+      caFile: o.caFile,
+      username: o.username,
+      password: o.password,
     });
   }
-  const url = String(v["kv-url"] || "");
   const { openKvRegistry } = await import("./kv.ts");
-  return await openKvRegistry(
-    url ? { url, prefix } : { path: String(v["kv-path"]), prefix },
-  );
+  if (o.kvUrl) return await openKvRegistry({ url: o.kvUrl, prefix });
+  if (!o.kvPath) throw new TypeError("openRegistry: kv needs kvPath or kvUrl");
+  return await openKvRegistry({ path: o.kvPath, prefix });
 }

@@ -25,7 +25,7 @@ import {
   parseCidr,
   parseIp,
   sizeOf,
-} from "../../src/net/ipv4.ts";
+} from "../../src/base/ipv4.ts";
 import { run, runOk } from "./proc.ts";
 
 export interface SubnetEnv {

@@ -12,7 +12,7 @@
  * ```
  */
 import { openKvRegistry } from "../../src/registry/kv.ts";
-import { metrics } from "../../src/ops/metrics.ts";
+import { metrics } from "../../src/base/metrics.ts";
 
 const [mode, path, prefix, ...rest] = Deno.args;
 const reg = await openKvRegistry({ path, prefix });

@@ -6,9 +6,9 @@ import assert from "node:assert/strict";
 import { parseNetworkConfig } from "../../src/config/network.ts";
 import { LeaseManager, OutOfSubnetsError } from "../../src/lease/manager.ts";
 import { PeerWatcher } from "../../src/lease/watch.ts";
-import type { PeerEvent } from "../../src/backend/backend.ts";
+import type { PeerEvent } from "../../src/lease/watch.ts";
 import { encodeLeaseValue, type Lease } from "../../src/lease/codec.ts";
-import { formatCidr, parseCidr } from "../../src/net/ipv4.ts";
+import { formatCidr, parseCidr } from "../../src/base/ipv4.ts";
 import type { Registry } from "../../src/registry/registry.ts";
 
 /** A store shared by several clients, like agents on several hosts. */

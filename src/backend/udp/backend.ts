@@ -11,7 +11,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { backendBool, backendNumber, type NetworkConfig } from "../../config/network.ts";
-import { formatCidr, formatIp } from "../../net/ipv4.ts";
+import { formatCidr, formatIp } from "../../base/ipv4.ts";
 import type { ExternalInterface } from "../../net/iface.ts";
 import type { Lease } from "../../lease/codec.ts";
 import {
@@ -25,8 +25,9 @@ import {
   TUN_F_TSO_ECN,
 } from "../../../ffi/libc/mod.ts";
 import { type Netlink, netlink } from "../../../ffi/libnl/mod.ts";
-import { metrics } from "../../ops/metrics.ts";
-import type { Backend, BackendContext, BackendPrepared, PeerEvent } from "../backend.ts";
+import { metrics } from "../../base/metrics.ts";
+import type { Backend, BackendContext, BackendPrepared } from "../backend.ts";
+import type { PeerEvent } from "../../lease/watch.ts";
 import { DEFAULT_UDP_PORT, type Forwarder, startForwarder } from "./forwarder.ts";
 import { ForwarderMetrics } from "./metrics.ts";
 import type { Peer } from "./peers.ts";

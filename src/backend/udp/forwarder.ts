@@ -23,7 +23,7 @@ import {
   openUdpSocket,
   signalEventFd,
 } from "../../../ffi/libc/mod.ts";
-import { parseIp } from "../../net/ipv4.ts";
+import { parseIp } from "../../base/ipv4.ts";
 import {
   CTL,
   type ForwarderCounters,

@@ -10,7 +10,7 @@
  * m.sync(); // then metrics.render() includes weft_udp_tx_packets_total etc.
  * ```
  */
-import { metrics } from "../../ops/metrics.ts";
+import { metrics } from "../../base/metrics.ts";
 import type { DropReason, ForwarderCounters } from "./counters.ts";
 
 const txPackets = metrics.counter(

@@ -12,7 +12,7 @@
  * t.isMember(parseIp("198.18.0.9")); // false
  * ```
  */
-import { formatCidr, type Ipv4Net, maskOf, parseIp } from "../../net/ipv4.ts";
+import { formatCidr, type Ipv4Net, maskOf, parseIp } from "../../base/ipv4.ts";
 
 /** A remote node: its lease's subnet and the public IP its udp socket listens on. */
 export interface Peer {

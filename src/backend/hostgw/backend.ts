@@ -4,14 +4,15 @@
  * interface's own address (peers could not route to it), and re-adds routes someone removed.
  */
 import { getLogger } from "@logtape/logtape";
-import { ConfigError, type NetworkConfig } from "../config/network.ts";
-import { formatCidr } from "../net/ipv4.ts";
-import type { ExternalInterface } from "../net/iface.ts";
-import type { Lease } from "../lease/codec.ts";
-import { isNotFound, type Netlink, netlink, type Route } from "../../ffi/libnl/mod.ts";
-import type { Backend, BackendContext, BackendPrepared, PeerEvent } from "./backend.ts";
-import { diffRoutes, isOwnedRoute, routeKey } from "./routes.ts";
-import { PeerFailures } from "./peer_errors.ts";
+import { ConfigError, type NetworkConfig } from "../../config/network.ts";
+import { formatCidr } from "../../base/ipv4.ts";
+import type { ExternalInterface } from "../../net/iface.ts";
+import type { Lease } from "../../lease/codec.ts";
+import { isNotFound, type Netlink, netlink, type Route } from "../../../ffi/libnl/mod.ts";
+import type { Backend, BackendContext, BackendPrepared } from "../backend.ts";
+import type { PeerEvent } from "../../lease/watch.ts";
+import { diffRoutes, isOwnedRoute, routeKey } from "../routes.ts";
+import { PeerFailures } from "../peer_errors.ts";
 
 const log = getLogger(["weft", "host-gw"]);
 

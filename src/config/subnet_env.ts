@@ -10,7 +10,7 @@
  * ```
  */
 import { dirname } from "node:path";
-import { formatCidr, formatIp, type Ipv4Net, networkOf, parseCidr } from "../net/ipv4.ts";
+import { formatCidr, formatIp, type Ipv4Net, networkOf, parseCidr } from "../base/ipv4.ts";
 
 export interface SubnetEnv {
   network: Ipv4Net;

@@ -3,8 +3,8 @@
  * need libnl.
  */
 import { ConfigError } from "../config/network.ts";
-import type { Backend } from "./backend.ts";
-import { AllocBackend } from "./alloc.ts";
+import type { Backend } from "../backend/backend.ts";
+import { AllocBackend } from "../backend/alloc/backend.ts";
 
 export const backendNames = ["vxlan", "host-gw", "udp", "alloc"];
 
@@ -13,11 +13,11 @@ export async function createBackend(name: string): Promise<Backend> {
     case "alloc":
       return new AllocBackend();
     case "vxlan":
-      return new (await import("./vxlan.ts")).VxlanBackend();
+      return new (await import("../backend/vxlan/backend.ts")).VxlanBackend();
     case "host-gw":
-      return new (await import("./hostgw.ts")).HostGwBackend();
+      return new (await import("../backend/hostgw/backend.ts")).HostGwBackend();
     case "udp":
-      return new (await import("./udp/backend.ts")).UdpBackend();
+      return new (await import("../backend/udp/backend.ts")).UdpBackend();
     default:
       throw new ConfigError(
         `Backend.Type "${name}" is not supported by weft; use one of ${backendNames.join(", ")}`,

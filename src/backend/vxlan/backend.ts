@@ -9,15 +9,22 @@
  * with every peer's entries replayed.
  */
 import { getLogger } from "@logtape/logtape";
-import { backendBool, backendNumber, type NetworkConfig } from "../config/network.ts";
-import { formatCidr, formatIp, type Ipv4Net } from "../net/ipv4.ts";
-import type { ExternalInterface } from "../net/iface.ts";
-import type { Lease } from "../lease/codec.ts";
-import { isNotFound, type Link, type Netlink, netlink, type Route } from "../../ffi/libnl/mod.ts";
-import { setTxChecksum, txChecksum } from "../../ffi/libc/ethtool.ts";
-import type { Backend, BackendContext, BackendPrepared, PeerEvent } from "./backend.ts";
-import { diffRoutes, isOwnedRoute, routeKey } from "./routes.ts";
-import { PeerFailures } from "./peer_errors.ts";
+import { backendBool, backendNumber, type NetworkConfig } from "../../config/network.ts";
+import { formatCidr, formatIp, type Ipv4Net } from "../../base/ipv4.ts";
+import type { ExternalInterface } from "../../net/iface.ts";
+import type { Lease } from "../../lease/codec.ts";
+import {
+  isNotFound,
+  type Link,
+  type Netlink,
+  netlink,
+  type Route,
+} from "../../../ffi/libnl/mod.ts";
+import { setTxChecksum, txChecksum } from "../../../ffi/libc/ethtool.ts";
+import type { Backend, BackendContext, BackendPrepared } from "../backend.ts";
+import type { PeerEvent } from "../../lease/watch.ts";
+import { diffRoutes, isOwnedRoute, routeKey } from "../routes.ts";
+import { PeerFailures } from "../peer_errors.ts";
 
 const log = getLogger(["weft", "vxlan"]);
 

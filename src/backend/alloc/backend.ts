@@ -2,8 +2,9 @@
  * The `alloc` backend (as in flannel): leases a subnet and programs nothing. Useful when another
  * component owns the datapath, and for exercising the control plane alone.
  */
-import type { Backend, BackendContext, BackendPrepared, PeerEvent } from "./backend.ts";
-import type { Lease } from "../lease/codec.ts";
+import type { Backend, BackendContext, BackendPrepared } from "../backend.ts";
+import type { PeerEvent } from "../../lease/watch.ts";
+import type { Lease } from "../../lease/codec.ts";
 
 export class AllocBackend implements Backend {
   readonly name = "alloc";
