@@ -93,9 +93,7 @@ export function layerViolations(root: string, layers = LAYERS): string[] {
       }
       if (toRank > fromRank) {
         bad.push(
-          `${where} points up: ${from} (${layers[fromRank].name}) → ${to} (${
-            layers[toRank].name
-          })`,
+          `${where} points up: ${from} (${layers[fromRank].name}) → ${to} (${layers[toRank].name})`,
         );
       }
       const m = folderEdges.get(from) ?? new Map<string, string>();
@@ -144,9 +142,15 @@ Deno.test("layers: the check finds an upward import, a folder cycle and an unpla
     write("main.ts", 'await import("./src/cli/b.ts");\n');
     const bad = layerViolations(dir);
     assert.equal(bad.length, 3, bad.join("\n"));
-    assert.match(bad[0], /src\/base\/a\.ts: import "\.\.\/cli\/b\.ts" points up: src\/base \(base\)/);
+    assert.match(
+      bad[0],
+      /src\/base\/a\.ts: import "\.\.\/cli\/b\.ts" points up: src\/base \(base\)/,
+    );
     assert.match(bad[1], /src\/stray is in no layer/);
-    assert.match(bad[2], /folders import each other: src\/backend → src\/backend\/udp → src\/backend/);
+    assert.match(
+      bad[2],
+      /folders import each other: src\/backend → src\/backend\/udp → src\/backend/,
+    );
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
