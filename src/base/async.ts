@@ -1,6 +1,7 @@
 /**
- * Abortable waits and the registry retry backoff (100 ms doubling to 5 s), shared so that every
- * loop stops promptly on shutdown and none leaks abort listeners.
+ * The one home for waiting: abortable sleeps, exponential backoff (the registry retry policy is
+ * 100 ms doubling to 5 s), timeouts on promises and deadlines, so that every loop stops promptly
+ * on shutdown and none leaks timers or abort listeners.
  *
  * @example
  * ```ts
@@ -8,6 +9,7 @@
  * while (!signal.aborted) {
  *   try { return await op(); } catch { await sleep(backoff.next(), signal); }
  * }
+ * const config = await withTimeout(registry.getConfig(), 5000, "reading the config");
  * ```
  */
 
@@ -25,19 +27,73 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/** Exponential backoff: 100 ms doubling to 5 s by default; `reset()` after a success. */
+/**
+ * Exponential backoff: 100 ms doubling to 5 s by default; `reset()` after a success. With
+ * `jitter`, each delay is drawn from [d/2, d] so that many processes retrying one lock spread out.
+ */
 export class Backoff {
   #next: number;
-  constructor(readonly first = 100, readonly max = 5000) {
+  constructor(readonly first = 100, readonly max = 5000, readonly jitter = false) {
     this.#next = first;
   }
   /** The delay to wait now; the following one doubles. */
   next(): number {
     const d = this.#next;
     this.#next = Math.min(this.#next * 2, this.max);
-    return d;
+    return this.jitter ? d / 2 + Math.random() * d / 2 : d;
   }
   reset(): void {
     this.#next = this.first;
   }
+}
+
+/** A promise that did not settle in time; the message names what and how long. */
+export class TimeoutError extends Error {
+  override name = "TimeoutError";
+}
+
+/**
+ * Settles like `p`, or rejects with a TimeoutError "<what>: no answer within N s" after `ms`.
+ * `p` itself is not cancelled (its eventual rejection is swallowed).
+ */
+export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new TimeoutError(`${what}: no answer within ${ms / 1000} s`)),
+      ms,
+    );
+  });
+  p.catch(() => {});
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
+/** A point in time to finish by: what is left of a budget shared by several steps. */
+export class Deadline {
+  readonly at: number;
+  constructor(ms: number, readonly now: () => number = Date.now) {
+    this.at = now() + ms;
+  }
+  /** Milliseconds left, never negative. */
+  remaining(): number {
+    return Math.max(0, this.at - this.now());
+  }
+  expired(): boolean {
+    return this.remaining() === 0;
+  }
+}
+
+/** Settles like `p`, or resolves to `undefined` as soon as `signal` aborts (no listener kept). */
+export function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
+  if (signal.aborted) {
+    p.catch(() => {});
+    return Promise.resolve(undefined);
+  }
+  let onAbort: () => void = () => {};
+  const aborted = new Promise<undefined>((resolve) => {
+    onAbort = () => resolve(undefined);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+  p.catch(() => {});
+  return Promise.race([p, aborted]).finally(() => signal.removeEventListener("abort", onAbort));
 }

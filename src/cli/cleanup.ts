@@ -21,6 +21,7 @@ import { registryFlags } from "./agent_flags.ts";
 import { flagHelp, type FlagTable, type FlagValues, parseFlags, UsageError } from "./flags.ts";
 import { setupLogging } from "../base/log.ts";
 import { openRegistry } from "../registry/open.ts";
+import { withTimeout } from "../base/async.ts";
 import { checkRegistryFlags, registryOptions } from "./registry_flags.ts";
 import type { Registry } from "../registry/registry.ts";
 import { backendNumber, type NetworkConfig, parseNetworkConfig } from "../config/network.ts";
@@ -196,14 +197,6 @@ class Report {
     this.errors.push(what);
     console.error(`weft: ${what}`);
   }
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const t = new Promise<never>((_, reject) =>
-    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms / 1000} s`)), ms)
-  );
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }
 
 interface RegistryView {
