@@ -1,6 +1,6 @@
 /**
  * IPv4 UDP sockets: create, bind to `addr:port`, size the kernel buffers, one-shot sendto.
- * Addresses are 32-bit numbers in host order as in src/net/ipv4.ts.
+ * Addresses are 32-bit numbers in host order as in src/base/ipv4.ts.
  *
  * @example
  * ```ts
