@@ -15,6 +15,7 @@ import type { NetworkConfig } from "../config/network.ts";
 import type { Backend } from "../backend/backend.ts";
 import { PeerFailuresError } from "../backend/peer_errors.ts";
 import { Backoff, sleep } from "../base/async.ts";
+import { FatalError } from "../base/errors.ts";
 import { createBackend } from "./select_backend.ts";
 import { type Lease, leaseMatches } from "../lease/codec.ts";
 import { LeaseManager } from "../lease/manager.ts";
@@ -294,7 +295,7 @@ export class Agent {
       try {
         return await fn();
       } catch (e) {
-        if (FATAL.has((e as Error).name)) throw e;
+        if (e instanceof FatalError) throw e;
         const ms = backoff.next();
         log.warn("cannot {what}: {error}; retrying in {ms} ms", {
           what,
@@ -307,6 +308,3 @@ export class Agent {
     return undefined;
   }
 }
-
-/** Errors that retrying cannot fix. */
-const FATAL = new Set(["OutOfSubnetsError", "ConfigError", "RegistryError", "InterfaceError"]);

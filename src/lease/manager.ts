@@ -19,6 +19,7 @@ import { encodeLeaseValue, type Lease, type LeaseAttrs, subnetKey } from "./code
 import { capacity, findOwnLease, fitsConfig, freeSubnets, inNetwork, isFree } from "./allocate.ts";
 import { LeaseDecoder } from "./decode.ts";
 import { sleep } from "../base/async.ts";
+import { FatalError } from "../base/errors.ts";
 
 const log = getLogger(["weft", "lease"]);
 
@@ -38,7 +39,7 @@ const acquisitions = metrics.counter(
 );
 
 /** No subnet left in the network: an operator must enlarge the network or free leases. */
-export class OutOfSubnetsError extends Error {
+export class OutOfSubnetsError extends FatalError {
   override name = "OutOfSubnetsError";
 }
 
