@@ -20,7 +20,8 @@ import { createBackend } from "./select_backend.ts";
 import { type Lease, leaseMatches } from "../lease/codec.ts";
 import { LeaseManager } from "../lease/manager.ts";
 import { type PeerEvent, PeerWatcher } from "../lease/watch.ts";
-import { containsNet, formatCidr } from "../base/ipv4.ts";
+import { formatCidr } from "../base/ipv4.ts";
+import { isPeerSubnet } from "../lease/allocate.ts";
 import { type IfaceSelection, selectExternalInterface } from "../net/iface.ts";
 import type { Registry } from "../registry/registry.ts";
 import { metrics } from "../base/metrics.ts";
@@ -167,7 +168,7 @@ export class Agent {
 
     const watcher = new PeerWatcher(this.registry, {
       ownKey: () => mgr.lease?.key ?? null,
-      accept: (l) => leaseMatches(backend.name, l) && this.#fits(cfg, l),
+      accept: (l) => leaseMatches(backend.name, l) && this.#isPeer(cfg, l),
     });
     this.#watcher = watcher;
     const tasks: Promise<void>[] = [];
@@ -235,9 +236,12 @@ export class Agent {
     if (this.readiness().ok) this.opts.onReady?.();
   }
 
-  /** Peer leases whose subnet could not have come from this network are never programmed. */
-  #fits(cfg: NetworkConfig, l: Lease): boolean {
-    if (l.subnet.prefix === cfg.subnetLen && containsNet(cfg.network, l.subnet)) return true;
+  /**
+   * Peer leases whose subnet could not have come from this network are never programmed (logged
+   * once per key). SubnetMin/SubnetMax do not apply: they bound allocation, not peers.
+   */
+  #isPeer(cfg: NetworkConfig, l: Lease): boolean {
+    if (isPeerSubnet(cfg, l.subnet)) return true;
     if (!this.#misfits.has(l.key)) {
       this.#misfits.add(l.key);
       log.warn(

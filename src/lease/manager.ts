@@ -16,7 +16,14 @@ import { formatCidr, type Ipv4Net } from "../base/ipv4.ts";
 import type { Registry } from "../registry/registry.ts";
 import { metrics } from "../base/metrics.ts";
 import { encodeLeaseValue, type Lease, type LeaseAttrs, subnetKey } from "./codec.ts";
-import { capacity, findOwnLease, fitsConfig, freeSubnets, inNetwork, isFree } from "./allocate.ts";
+import {
+  capacity,
+  findOwnLease,
+  freeSubnets,
+  inNetwork,
+  isAllocatable,
+  isFree,
+} from "./allocate.ts";
 import { LeaseDecoder } from "./decode.ts";
 import { sleep } from "../base/async.ts";
 import { FatalError } from "../base/errors.ts";
@@ -116,7 +123,7 @@ export class LeaseManager {
         continue; // changed under us: look again
       }
       let subnet: Ipv4Net;
-      const hinted = !!hint && fitsConfig(this.config, hint) &&
+      const hinted = !!hint && isAllocatable(this.config, hint) &&
         isFree(hint, inNetwork(this.config, leases));
       if (hinted) subnet = hint!;
       else {
