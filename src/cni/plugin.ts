@@ -129,6 +129,7 @@ async function cmdDel(run: CniRun, conf: NetConf): Promise<CniOutput> {
     delegate = await loadScratch(conf, id);
   } catch (e) {
     // Per the spec DEL should succeed when there is nothing usable left; say why on stderr.
+    // Printed, not logged: the plugin's own output, and it loads no npm package (no logtape).
     console.error(`weft-cni: DEL ${id}: ${(e as Error).message}; nothing to delete`);
     await Deno.remove(scratchPath(conf, id)).catch(() => {});
     return { code: 0, stdout: "" };

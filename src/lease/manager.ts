@@ -256,24 +256,23 @@ export class LeaseManager {
       } catch (e) {
         renewFailures.inc();
         if (this.#lost || this.#unapplied) {
-          log.warn(
-            `cannot ${
-              this.#lost ? "re-acquire" : "apply"
-            } this node's lease: {error}; retrying in ${retryMs / 1000} s`,
-            { error: (e as Error).message },
-          );
+          log.warn("cannot {what} this node's lease: {error}; retrying in {s} s", {
+            what: this.#lost ? "re-acquire" : "apply",
+            error: (e as Error).message,
+            s: retryMs / 1000,
+          });
           await sleep(retryMs, signal);
           continue;
         }
         const left = cur.expiresAt === null
-          ? ""
-          : ` (expires in ${Math.max(0, Math.round((cur.expiresAt - Date.now()) / 1000))} s)`;
-        log.warn(
-          `cannot renew lease {key}${left}: {error}; retrying in ${
-            retryMs / 1000
-          } s, datapath kept`,
-          { key: cur.key, error: (e as Error).message },
-        );
+          ? "no expiry"
+          : `expires in ${Math.max(0, Math.round((cur.expiresAt - Date.now()) / 1000))} s`;
+        log.warn("cannot renew lease {key} ({left}): {error}; retrying in {s} s, datapath kept", {
+          key: cur.key,
+          left,
+          error: (e as Error).message,
+          s: retryMs / 1000,
+        });
         await sleep(retryMs, signal);
       }
     }
