@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import { parseNetworkConfig } from "../src/config/network.ts";
-import { capacity, findOwnLease, freeSubnets, isFree } from "../src/lease/allocate.ts";
+import {
+  capacity,
+  findOwnLease,
+  freeSubnets,
+  isAllocatable,
+  isFree,
+  isPeerSubnet,
+} from "../src/lease/allocate.ts";
 import type { Lease } from "../src/lease/codec.ts";
 import { formatCidr, parseCidr } from "../src/base/ipv4.ts";
 
@@ -40,4 +47,27 @@ Deno.test("stray leases for a supernet or another network do not fill this netwo
     lease("198.20.0.0/24", "198.18.0.3"),
   ];
   assert.equal(freeSubnets(cfg, stray, 1000).length, capacity(cfg));
+});
+
+Deno.test("peer leases need Network and SubnetLen; SubnetMin/SubnetMax bound only allocation", () => {
+  const ranged = parseNetworkConfig(
+    `{"Network":"198.19.0.0/16","SubnetMin":"198.19.10.0","SubnetMax":"198.19.20.0"}`,
+  );
+  const is = (cidr: string) => [
+    isPeerSubnet(ranged, parseCidr(cidr)),
+    isAllocatable(ranged, parseCidr(cidr)),
+  ];
+  assert.deepEqual(is("198.19.10.0/24"), [true, true]);
+  assert.deepEqual(is("198.19.20.0/24"), [true, true]);
+  // Another node's config (or flanneld's default range) drew it: a peer, never ours to take.
+  assert.deepEqual(is("198.19.9.0/24"), [true, false]);
+  assert.deepEqual(is("198.19.21.0/24"), [true, false]);
+  assert.deepEqual(is("198.19.0.0/24"), [true, false]);
+  // Not of this network's shape: neither.
+  assert.deepEqual(is("198.19.10.0/25"), [false, false]);
+  assert.deepEqual(is("198.20.10.0/24"), [false, false]);
+  assert.deepEqual(is("0.0.0.0/0"), [false, false]);
+  // Our own old lease outside the range is not reused; flanneld does the same.
+  const old = lease("198.19.5.0/24", "198.18.0.9");
+  assert.equal(findOwnLease(ranged, [old], "198.18.0.9"), null);
 });

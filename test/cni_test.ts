@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { runCni } from "../src/cni/plugin.ts";
 import { buildDelegate, parseNetConf } from "../src/cni/netconf.ts";
-import { parseSubnetEnv } from "../src/cni/subnet_env.ts";
+import { parseSubnetEnv } from "../src/config/subnet_env.ts";
 
 const RUN = crypto.randomUUID().slice(0, 6);
 const CNI_PATH = "/usr/lib/cni";

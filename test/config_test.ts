@@ -2,10 +2,10 @@ import assert from "node:assert/strict";
 import {
   backendBool,
   backendNumber,
-  ConfigError,
   parseNetworkConfig,
   sameConfig,
 } from "../src/config/network.ts";
+import { ConfigError } from "../src/base/errors.ts";
 import { formatIp } from "../src/base/ipv4.ts";
 import { flannelConfig } from "./fixtures/flannel_leases.ts";
 

@@ -16,6 +16,9 @@
 import assert from "node:assert/strict";
 import { type EtcdProc, startEtcd } from "./support/etcd.ts";
 import { type AgentProc, startAgent } from "./support/agent_proc.ts";
+import { readSubnetHint } from "../src/config/subnet_env.ts";
+import { formatCidr, type Ipv4Net } from "../src/base/ipv4.ts";
+import { subnetKey } from "../src/lease/codec.ts";
 
 /**
  * Bounds on an agent's start (lease + subnet.env) and on a failing agent's exit. Both take about
@@ -66,14 +69,14 @@ function agentArgs(dir: string, endpoint: string, n: number, extra: string[]): s
 }
 
 /** Waits for subnet.env (bounded); fails early with the log when the agent exits first. */
-async function waitSubnetEnv(a: AgentProc, file: string): Promise<string> {
+async function waitSubnetEnv(a: AgentProc, file: string): Promise<Ipv4Net> {
   const end = Date.now() + START_MS;
   let exited = false;
   a.exited.then(() => exited = true);
   while (Date.now() < end) {
-    const text = await Deno.readTextFile(file).catch(() => null);
-    const m = text && /^FLANNEL_SUBNET=(\S+)$/m.exec(text);
-    if (m) return m[1];
+    // Only the subnet matters here (the alloc backend on lo writes lo's MTU, 65536).
+    const subnet = await readSubnetHint(file);
+    if (subnet) return subnet;
     if (exited) throw new Error(`agent exited before writing ${file}:\n${a.log()}`);
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -89,10 +92,9 @@ async function assertGetsLease(etcd: EtcdProc, n: number, extra: string[]): Prom
     const a = startAgent(agentArgs(dir, etcd.endpoint, n, extra));
     try {
       const subnet = await waitSubnetEnv(a, `${dir}/subnet.env`);
-      // FLANNEL_SUBNET is the first address; the key is the network address.
-      const key = `${prefix}/subnets/${subnet.replace(/\.1\/(\d+)$/, ".0-$1")}`;
+      const key = `${prefix}/subnets/${subnetKey(subnet)}`;
       const value = (await etcd.etcdctl("get", key, "--print-value-only")).trim();
-      assert.ok(value, `no lease ${key} in etcd for ${subnet}:\n${a.log()}`);
+      assert.ok(value, `no lease ${key} in etcd for ${formatCidr(subnet)}:\n${a.log()}`);
       assert.equal(JSON.parse(value).PublicIP, `198.18.1.${n}`, value);
     } finally {
       const st = await a.stop("SIGTERM");

@@ -9,12 +9,13 @@ const script = `
 import { selectExternalInterface } from "${
   new URL("../src/net/iface.ts", import.meta.url).pathname
 }";
+import { FatalError } from "${new URL("../src/base/errors.ts", import.meta.url).pathname}";
 const sel = JSON.parse(Deno.args[0]);
 try {
   const e = await selectExternalInterface(sel);
   console.log(JSON.stringify(e));
 } catch (err) {
-  console.log(JSON.stringify({ error: err.message }));
+  console.log(JSON.stringify({ error: err.message, fatal: err instanceof FatalError }));
 }`;
 
 Deno.test({
@@ -68,6 +69,7 @@ Deno.test({
       assert.equal(pub.ifaceAddr, "198.18.0.5");
       const none = await pick({ iface: ["eth9"] });
       assert.match(none.error, /no external interface found by --iface eth9 .*ua0 198\.18\.0\.5/);
+      assert.equal(none.fatal, true, "an InterfaceError is a FatalError: the agent must not retry");
       assert.match((await pick({ ifaceRegex: ["("] })).error, /not a valid regular expression/);
     } finally {
       await run(["ip", "netns", "del", ns]).catch(() => {});

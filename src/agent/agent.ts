@@ -15,11 +15,13 @@ import type { NetworkConfig } from "../config/network.ts";
 import type { Backend } from "../backend/backend.ts";
 import { PeerFailuresError } from "../backend/peer_errors.ts";
 import { Backoff, sleep } from "../base/async.ts";
+import { FatalError } from "../base/errors.ts";
 import { createBackend } from "./select_backend.ts";
 import { type Lease, leaseMatches } from "../lease/codec.ts";
 import { LeaseManager } from "../lease/manager.ts";
 import { type PeerEvent, PeerWatcher } from "../lease/watch.ts";
-import { containsNet, formatCidr } from "../base/ipv4.ts";
+import { formatCidr } from "../base/ipv4.ts";
+import { isPeerSubnet } from "../lease/allocate.ts";
 import { type IfaceSelection, selectExternalInterface } from "../net/iface.ts";
 import type { Registry } from "../registry/registry.ts";
 import { metrics } from "../base/metrics.ts";
@@ -166,7 +168,7 @@ export class Agent {
 
     const watcher = new PeerWatcher(this.registry, {
       ownKey: () => mgr.lease?.key ?? null,
-      accept: (l) => leaseMatches(backend.name, l) && this.#fits(cfg, l),
+      accept: (l) => leaseMatches(backend.name, l) && this.#isPeer(cfg, l),
     });
     this.#watcher = watcher;
     const tasks: Promise<void>[] = [];
@@ -234,9 +236,12 @@ export class Agent {
     if (this.readiness().ok) this.opts.onReady?.();
   }
 
-  /** Peer leases whose subnet could not have come from this network are never programmed. */
-  #fits(cfg: NetworkConfig, l: Lease): boolean {
-    if (l.subnet.prefix === cfg.subnetLen && containsNet(cfg.network, l.subnet)) return true;
+  /**
+   * Peer leases whose subnet could not have come from this network are never programmed (logged
+   * once per key). SubnetMin/SubnetMax do not apply: they bound allocation, not peers.
+   */
+  #isPeer(cfg: NetworkConfig, l: Lease): boolean {
+    if (isPeerSubnet(cfg, l.subnet)) return true;
     if (!this.#misfits.has(l.key)) {
       this.#misfits.add(l.key);
       log.warn(
@@ -294,7 +299,7 @@ export class Agent {
       try {
         return await fn();
       } catch (e) {
-        if (FATAL.has((e as Error).name)) throw e;
+        if (e instanceof FatalError) throw e;
         const ms = backoff.next();
         log.warn("cannot {what}: {error}; retrying in {ms} ms", {
           what,
@@ -307,6 +312,3 @@ export class Agent {
     return undefined;
   }
 }
-
-/** Errors that retrying cannot fix. */
-const FATAL = new Set(["OutOfSubnetsError", "ConfigError", "RegistryError", "InterfaceError"]);

@@ -4,15 +4,10 @@
  * stale file never silently overrides the cluster.
  */
 import { getLogger } from "@logtape/logtape";
-import {
-  ConfigError,
-  type NetworkConfig,
-  parseNetworkConfig,
-  sameConfig,
-} from "../config/network.ts";
-import { type Registry, RegistryError } from "../registry/registry.ts";
-
-import { sleep } from "../base/async.ts";
+import { type NetworkConfig, parseNetworkConfig, sameConfig } from "../config/network.ts";
+import { ConfigError, FatalError } from "../base/errors.ts";
+import type { Registry } from "../registry/registry.ts";
+import { Backoff, sleep } from "../base/async.ts";
 
 const log = getLogger(["weft", "config"]);
 
@@ -34,8 +29,8 @@ export async function readConfigFile(path: string): Promise<string> {
 
 /**
  * Returns the cluster's config. Waits (logging every 10 s) while the registry has none and no
- * seed file was given, as flanneld does. Transient registry errors are retried; a RegistryError
- * (bad credentials or TLS settings) is thrown, since retrying cannot fix it.
+ * seed file was given, as flanneld does. Transient registry errors are retried; a FatalError
+ * (a RegistryError for bad credentials or TLS settings) is thrown, since retrying cannot fix it.
  */
 export async function loadNetworkConfig(
   registry: Registry,
@@ -44,14 +39,14 @@ export async function loadNetworkConfig(
 ): Promise<NetworkConfig | null> {
   const seed = seedPath ? await readConfigFile(seedPath) : null;
   let lastLog = 0;
-  let delay = 200;
+  const backoff = new Backoff(200);
   while (!signal.aborted) {
     let stored: string | null;
     try {
       stored = await registry.getConfig();
     } catch (e) {
       // Bad credentials or TLS settings: retrying cannot help, so the operator hears at once.
-      if (e instanceof RegistryError) throw e;
+      if (e instanceof FatalError) throw e;
       if (Date.now() - lastLog > 10_000) {
         lastLog = Date.now();
         log.warn("cannot read the network config from the {kind} registry: {error}; retrying", {
@@ -59,8 +54,7 @@ export async function loadNetworkConfig(
           error: (e as Error).message,
         });
       }
-      await sleep(delay, signal);
-      delay = Math.min(delay * 2, 5000);
+      await sleep(backoff.next(), signal);
       continue;
     }
     if (stored === null && seed !== null) {

@@ -2,7 +2,7 @@
  * Backend by name. Datapath backends load lazily so `alloc` and the CLI's registry commands never
  * need libnl.
  */
-import { ConfigError } from "../config/network.ts";
+import { ConfigError } from "../base/errors.ts";
 import type { Backend } from "../backend/backend.ts";
 import { AllocBackend } from "../backend/alloc/backend.ts";
 

@@ -1,6 +1,14 @@
 /**
  * Logging setup: logtape with text for terminals or JSON lines (`--log-format json`).
- * Modules get a logger with `getLogger(["weft", "<area>"])`.
+ * Modules get a logger with `getLogger(["weft", "<area>"])` and log constant messages with
+ * `{placeholder}`s filled from properties, never interpolated text, so JSON logs carry each value
+ * as a field. The CLI's own output (tables, help, `weft: <error>` lines) is printed, not logged.
+ *
+ * @example
+ * ```ts
+ * const log = getLogger(["weft", "lease"]);
+ * log.info("acquired lease {subnet}", { subnet: "198.19.5.0/24" });
+ * ```
  */
 import { configure, getConsoleSink, type LogLevel, type LogRecord, reset } from "@logtape/logtape";
 

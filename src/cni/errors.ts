@@ -7,6 +7,7 @@
  * throw new CniError(CniCode.TryAgainLater, "weft is not running", "start weft");
  * ```
  */
+import type { SubnetEnvError } from "../config/subnet_env.ts";
 
 export const CniCode = {
   IncompatibleVersion: 1,
@@ -24,6 +25,19 @@ export class CniError extends Error {
   constructor(readonly code: number, readonly msg: string, readonly details = "") {
     super(details ? `${msg}: ${details}` : msg);
   }
+}
+
+/** Codes for subnet.env problems: a missing file means weft is not ready yet (try again). */
+const SUBNET_ENV_CODES = {
+  absent: CniCode.TryAgainLater,
+  unreadable: CniCode.IoFailure,
+  incomplete: CniCode.InvalidConfig,
+  invalid: CniCode.InvalidConfig,
+} as const;
+
+/** A subnet.env problem as the CNI error the runtime gets. */
+export function subnetEnvCniError(e: SubnetEnvError): CniError {
+  return new CniError(SUBNET_ENV_CODES[e.problem], e.summary, e.hint);
 }
 
 /** The error JSON for stdout. */

@@ -13,7 +13,7 @@
  */
 import { formatCidr } from "../base/ipv4.ts";
 import { CniCode, CniError } from "./errors.ts";
-import type { SubnetEnv } from "./subnet_env.ts";
+import type { SubnetEnv } from "../config/subnet_env.ts";
 
 export const DEFAULT_SUBNET_FILE = "/run/flannel/subnet.env";
 export const DEFAULT_DATA_DIR = "/var/lib/cni/flannel";

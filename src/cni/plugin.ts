@@ -14,10 +14,10 @@
  * // code 0, stdout {"cniVersion":"1.0.0","supportedVersions":[...]}
  * ```
  */
-import { CniCode, CniError, errorJson } from "./errors.ts";
+import { CniCode, CniError, errorJson, subnetEnvCniError } from "./errors.ts";
 import { execDelegate } from "./delegate.ts";
 import { buildDelegate, type NetConf, parseNetConf } from "./netconf.ts";
-import { readSubnetEnv } from "./subnet_env.ts";
+import { readSubnetEnv, type SubnetEnv, SubnetEnvError } from "../config/subnet_env.ts";
 
 export const SUPPORTED_VERSIONS = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0"];
 const LATEST = "1.0.0";
@@ -103,9 +103,18 @@ async function loadScratch(
   throw new CniError(CniCode.DecodingFailure, `saved delegate config ${path} is corrupt`);
 }
 
+/** weft's subnet.env, its problems as CNI errors (a missing file: try again later). */
+async function readEnv(path: string): Promise<SubnetEnv> {
+  try {
+    return await readSubnetEnv(path);
+  } catch (e) {
+    throw e instanceof SubnetEnvError ? subnetEnvCniError(e) : e;
+  }
+}
+
 async function cmdAdd(run: CniRun, conf: NetConf): Promise<CniOutput> {
   requireEnv(run.env, ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"]);
-  const env = await readSubnetEnv(conf.subnetFile);
+  const env = await readEnv(conf.subnetFile);
   const delegate = buildDelegate(conf, env);
   // Saved before running the delegate: if ADD fails half-way, the runtime's DEL can clean up.
   await saveScratch(conf, run.env.CNI_CONTAINERID!, delegate);
@@ -120,6 +129,7 @@ async function cmdDel(run: CniRun, conf: NetConf): Promise<CniOutput> {
     delegate = await loadScratch(conf, id);
   } catch (e) {
     // Per the spec DEL should succeed when there is nothing usable left; say why on stderr.
+    // Printed, not logged: the plugin's own output, and it loads no npm package (no logtape).
     console.error(`weft-cni: DEL ${id}: ${(e as Error).message}; nothing to delete`);
     await Deno.remove(scratchPath(conf, id)).catch(() => {});
     return { code: 0, stdout: "" };
@@ -163,7 +173,7 @@ async function cmdCheck(run: CniRun, conf: NetConf): Promise<CniOutput> {
       `container ${id} is unknown to weft-cni (no ${scratchPath(conf, id)})`,
     );
   }
-  const env = await readSubnetEnv(conf.subnetFile);
+  const env = await readEnv(conf.subnetFile);
   const want = buildDelegate(conf, env);
   const ranges = JSON.stringify((want.ipam as Record<string, unknown>).ranges);
   const had = JSON.stringify((delegate.ipam as Record<string, unknown> | undefined)?.ranges);

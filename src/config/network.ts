@@ -9,11 +9,7 @@
  * ```
  */
 import { formatCidr, type Ipv4Net, maskOf, parseCidr, sizeOf } from "../base/ipv4.ts";
-
-/** A bad network config: the message names the field and what is expected. */
-export class ConfigError extends Error {
-  override name = "ConfigError";
-}
+import { ConfigError } from "../base/errors.ts";
 
 export interface NetworkConfig {
   network: Ipv4Net;

@@ -1,29 +1,63 @@
 /**
- * subnet.env, the file CNI reads (flannel's exact format), written atomically: a temp file in the
- * same directory, then rename, mode 0644. Readers never see a half-written file.
+ * subnet.env, the file CNI reads (flannel's exact format): the one home for rendering, writing,
+ * parsing and reading it, used by the agent (writes it, reads its subnet back as a hint), the CNI
+ * plugin, `weft cleanup` and the test kit. Written atomically: a temp file in the same directory,
+ * then rename, mode 0644, so readers never see a half-written file. Parsed as flannel's CNI plugin
+ * does: KEY=VALUE lines, FLANNEL_SUBNET given as first address/len (readers use its network),
+ * FLANNEL_IPMASQ "true". IPv6 keys are ignored: weft does not serve IPv6 yet.
  *
  * @example
  * ```ts
  * await writeSubnetEnv("/run/flannel/subnet.env", {
  *   network: parseCidr("198.19.0.0/16"), subnet: parseCidr("198.19.5.0/24"), mtu: 1450, ipMasq: true,
  * });
+ * const env = await readSubnetEnv("/run/flannel/subnet.env"); // throws SubnetEnvError
+ * env.mtu; // 1450
  * ```
  */
 import { dirname } from "node:path";
 import { formatCidr, formatIp, type Ipv4Net, networkOf, parseCidr } from "../base/ipv4.ts";
+import { ConfigError } from "../base/errors.ts";
 
+/** The file's content. */
 export interface SubnetEnv {
   network: Ipv4Net;
-  /** The leased subnet (network address form). */
+  /** The leased subnet (network address form: host bits of FLANNEL_SUBNET cleared). */
   subnet: Ipv4Net;
   mtu: number;
   ipMasq: boolean;
 }
 
+/**
+ * What is wrong with a subnet.env, so each reader can answer in its own terms (the CNI plugin
+ * maps it to a CNI error code): "absent" (weft not running or not ready yet), "unreadable",
+ * "incomplete" (keys missing), "invalid" (a value does not parse).
+ */
+export type SubnetEnvProblem = "absent" | "unreadable" | "incomplete" | "invalid";
+
+/** A subnet.env that cannot be used; `summary` says what, `hint` (may be empty) what to do. */
+export class SubnetEnvError extends Error {
+  override name = "SubnetEnvError";
+  constructor(
+    readonly problem: SubnetEnvProblem,
+    readonly summary: string,
+    readonly hint = "",
+  ) {
+    super(hint ? `${summary}: ${hint}` : summary);
+  }
+}
+
+const KEYS = ["FLANNEL_NETWORK", "FLANNEL_SUBNET", "FLANNEL_MTU", "FLANNEL_IPMASQ"];
+
+/** FLANNEL_SUBNET's address: the subnet's first usable address (the pods' gateway). */
+export function gatewayOf(subnet: Ipv4Net): string {
+  return formatIp(subnet.ip + 1);
+}
+
 /** The file's text: FLANNEL_SUBNET is the first usable address with the lease's length. */
 export function renderSubnetEnv(e: SubnetEnv): string {
   return `FLANNEL_NETWORK=${formatCidr(e.network)}\n` +
-    `FLANNEL_SUBNET=${formatIp(e.subnet.ip + 1)}/${e.subnet.prefix}\n` +
+    `FLANNEL_SUBNET=${gatewayOf(e.subnet)}/${e.subnet.prefix}\n` +
     `FLANNEL_MTU=${e.mtu}\n` +
     `FLANNEL_IPMASQ=${e.ipMasq}\n`;
 }
@@ -38,29 +72,79 @@ export async function writeSubnetEnv(path: string, e: SubnetEnv): Promise<void> 
     await Deno.rename(tmp, path);
   } catch (err) {
     await Deno.remove(tmp).catch(() => {});
-    throw new Error(
+    throw new ConfigError(
       `cannot write subnet file ${path}: ${(err as Error).message}; check --subnet-file and that ` +
         `its directory is writable`,
     );
   }
 }
 
-/** Parses KEY=VALUE lines; unknown keys are kept. */
+/** Parses KEY=VALUE lines (keys and values trimmed, `#` comments skipped); unknown keys are kept. */
 export function parseSubnetEnvText(text: string): Record<string, string> {
   const out: Record<string, string> = {};
   for (const line of text.split("\n")) {
-    const m = /^\s*([A-Z0-9_]+)=(.*)$/.exec(line);
-    if (m) out[m[1]] = m[2].trim();
+    if (line.trimStart().startsWith("#")) continue;
+    const i = line.indexOf("=");
+    if (i > 0) out[line.slice(0, i).trim()] = line.slice(i + 1).trim();
   }
   return out;
 }
 
-/** The subnet named by FLANNEL_SUBNET in an existing file, or null (missing, unreadable, bad). */
+/** Parses the file's text; `path` is only used in error messages. Throws SubnetEnvError. */
+export function parseSubnetEnv(text: string, path: string): SubnetEnv {
+  const kv = parseSubnetEnvText(text);
+  const missing = KEYS.filter((k) => !(k in kv));
+  if (missing.length) {
+    throw new SubnetEnvError(
+      "incomplete",
+      `${path} is missing ${missing.join(", ")}`,
+      "the file is written by weft; restart weft on this node to rewrite it",
+    );
+  }
+  const bad = (k: string, why: string) =>
+    new SubnetEnvError("invalid", `${path}: ${k}=${kv[k]} is invalid (${why})`);
+  let network: Ipv4Net, subnet: Ipv4Net;
+  try {
+    network = parseCidr(kv.FLANNEL_NETWORK);
+  } catch (e) {
+    throw bad("FLANNEL_NETWORK", (e as Error).message);
+  }
+  try {
+    subnet = networkOf(parseCidr(kv.FLANNEL_SUBNET, true));
+  } catch (e) {
+    throw bad("FLANNEL_SUBNET", (e as Error).message);
+  }
+  const mtu = Number(kv.FLANNEL_MTU);
+  if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw bad("FLANNEL_MTU", "68..65535");
+  return { network, subnet, mtu, ipMasq: kv.FLANNEL_IPMASQ === "true" };
+}
+
+/** Reads and parses the file; a missing file means weft is not (yet) running here. */
+export async function readSubnetEnv(path: string): Promise<SubnetEnv> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new SubnetEnvError(
+        "absent",
+        `weft is not running or not ready on this node (no ${path})`,
+        "start weft on this node or check its logs; the file appears once weft holds a subnet lease",
+      );
+    }
+    throw new SubnetEnvError("unreadable", `cannot read ${path}: ${(e as Error).message}`);
+  }
+  return parseSubnetEnv(text, path);
+}
+
+/**
+ * The subnet named by FLANNEL_SUBNET in an existing file, or null (missing, unreadable, bad).
+ * Only that key matters: the agent asks for the same subnet back after a restart.
+ */
 export async function readSubnetHint(path: string): Promise<Ipv4Net | null> {
   try {
-    const env = parseSubnetEnvText(await Deno.readTextFile(path));
-    if (!env.FLANNEL_SUBNET) return null;
-    return networkOf(parseCidr(env.FLANNEL_SUBNET, true));
+    const subnet = parseSubnetEnvText(await Deno.readTextFile(path)).FLANNEL_SUBNET;
+    return subnet ? networkOf(parseCidr(subnet, true)) : null;
   } catch {
     return null;
   }

@@ -1,6 +1,11 @@
 /**
- * Pure lease policy: which existing lease is ours, and which subnets are free. No I/O, so it is
- * tested once and runs unchanged over any registry.
+ * Pure lease policy: which leases fit the network, which existing lease is ours, and which subnets
+ * are free. No I/O, so it is tested once and runs unchanged over any registry.
+ *
+ * Two rules, as flanneld has them: a *peer* lease is programmed when it is a SubnetLen subnet
+ * inside Network ({@link isPeerSubnet}); SubnetMin/SubnetMax only bound what this node may take
+ * for itself ({@link isAllocatable}, flannel's isSubnetConfigCompat), so nodes whose configs
+ * drew different ranges still reach each other.
  *
  * @example
  * ```ts
@@ -12,18 +17,25 @@ import type { NetworkConfig } from "../config/network.ts";
 import { containsNet, type Ipv4Net, sizeOf } from "../base/ipv4.ts";
 import type { Lease } from "./codec.ts";
 
-/** Whether a leased subnet is one this config could have handed out. */
-export function fitsConfig(cfg: NetworkConfig, subnet: Ipv4Net): boolean {
-  return subnet.prefix === cfg.subnetLen && containsNet(cfg.network, subnet) &&
-    subnet.ip >= cfg.subnetMin && subnet.ip <= cfg.subnetMax;
+/** Whether a peer's leased subnet belongs to this network: a /SubnetLen subnet inside Network. */
+export function isPeerSubnet(cfg: NetworkConfig, subnet: Ipv4Net): boolean {
+  return subnet.prefix === cfg.subnetLen && containsNet(cfg.network, subnet);
 }
 
 /**
- * This node's lease by public IP, if one fits the config. A reservation (no expiry) wins over an
+ * Whether this node may hold `subnet` (a new lease, its previous one, the subnet.env hint): a
+ * peer subnet that also lies within SubnetMin..SubnetMax.
+ */
+export function isAllocatable(cfg: NetworkConfig, subnet: Ipv4Net): boolean {
+  return isPeerSubnet(cfg, subnet) && subnet.ip >= cfg.subnetMin && subnet.ip <= cfg.subnetMax;
+}
+
+/**
+ * This node's lease by public IP, if it is allocatable under the config. A reservation (no expiry) wins over an
  * ordinary lease, since an operator placed it on purpose.
  */
 export function findOwnLease(cfg: NetworkConfig, leases: Lease[], publicIP: string): Lease | null {
-  const mine = leases.filter((l) => l.attrs.publicIP === publicIP && fitsConfig(cfg, l.subnet));
+  const mine = leases.filter((l) => l.attrs.publicIP === publicIP && isAllocatable(cfg, l.subnet));
   return mine.find((l) => l.expiresAt === null) ?? mine[0] ?? null;
 }
 

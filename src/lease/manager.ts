@@ -16,9 +16,17 @@ import { formatCidr, type Ipv4Net } from "../base/ipv4.ts";
 import type { Registry } from "../registry/registry.ts";
 import { metrics } from "../base/metrics.ts";
 import { encodeLeaseValue, type Lease, type LeaseAttrs, subnetKey } from "./codec.ts";
-import { capacity, findOwnLease, fitsConfig, freeSubnets, inNetwork, isFree } from "./allocate.ts";
+import {
+  capacity,
+  findOwnLease,
+  freeSubnets,
+  inNetwork,
+  isAllocatable,
+  isFree,
+} from "./allocate.ts";
 import { LeaseDecoder } from "./decode.ts";
 import { sleep } from "../base/async.ts";
+import { FatalError } from "../base/errors.ts";
 
 const log = getLogger(["weft", "lease"]);
 
@@ -38,7 +46,7 @@ const acquisitions = metrics.counter(
 );
 
 /** No subnet left in the network: an operator must enlarge the network or free leases. */
-export class OutOfSubnetsError extends Error {
+export class OutOfSubnetsError extends FatalError {
   override name = "OutOfSubnetsError";
 }
 
@@ -115,7 +123,7 @@ export class LeaseManager {
         continue; // changed under us: look again
       }
       let subnet: Ipv4Net;
-      const hinted = !!hint && fitsConfig(this.config, hint) &&
+      const hinted = !!hint && isAllocatable(this.config, hint) &&
         isFree(hint, inNetwork(this.config, leases));
       if (hinted) subnet = hint!;
       else {
@@ -248,24 +256,23 @@ export class LeaseManager {
       } catch (e) {
         renewFailures.inc();
         if (this.#lost || this.#unapplied) {
-          log.warn(
-            `cannot ${
-              this.#lost ? "re-acquire" : "apply"
-            } this node's lease: {error}; retrying in ${retryMs / 1000} s`,
-            { error: (e as Error).message },
-          );
+          log.warn("cannot {what} this node's lease: {error}; retrying in {s} s", {
+            what: this.#lost ? "re-acquire" : "apply",
+            error: (e as Error).message,
+            s: retryMs / 1000,
+          });
           await sleep(retryMs, signal);
           continue;
         }
         const left = cur.expiresAt === null
-          ? ""
-          : ` (expires in ${Math.max(0, Math.round((cur.expiresAt - Date.now()) / 1000))} s)`;
-        log.warn(
-          `cannot renew lease {key}${left}: {error}; retrying in ${
-            retryMs / 1000
-          } s, datapath kept`,
-          { key: cur.key, error: (e as Error).message },
-        );
+          ? "no expiry"
+          : `expires in ${Math.max(0, Math.round((cur.expiresAt - Date.now()) / 1000))} s`;
+        log.warn("cannot renew lease {key} ({left}): {error}; retrying in {s} s, datapath kept", {
+          key: cur.key,
+          left,
+          error: (e as Error).message,
+          s: retryMs / 1000,
+        });
         await sleep(retryMs, signal);
       }
     }

@@ -3,6 +3,7 @@
  * published in the lease (flannel's --iface / --iface-regex / --iface-can-reach / --public-ip).
  */
 import { isIp } from "../base/ipv4.ts";
+import { FatalError } from "../base/errors.ts";
 
 export interface ExternalInterface {
   /** Interface name, e.g. "eth0". */
@@ -18,7 +19,7 @@ export interface ExternalInterface {
 }
 
 /** No interface matched the operator's selection; the message lists what was tried. */
-export class InterfaceError extends Error {
+export class InterfaceError extends FatalError {
   override name = "InterfaceError";
 }
 

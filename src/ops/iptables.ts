@@ -378,7 +378,7 @@ export class RuleManager {
     this.#randomFully = rf;
     this.#binary = bin;
     this.#family = familyOf(bin);
-    log.debug(`using ${bin} (random-fully ${rf ? "supported" : "not supported"})`);
+    log.debug("using {bin} (random-fully {rf})", { bin, rf: rf ? "supported" : "not supported" });
     return this.#family;
   }
 
@@ -476,10 +476,10 @@ export class RuleManager {
       if (this.#stopped) return;
       try {
         if (await this.ensure()) {
-          log.warn(`iptables rules were missing or changed and have been restored`);
+          log.warn("iptables rules were missing or changed and have been restored");
         }
       } catch (e) {
-        log.error(`iptables resync failed: ${(e as Error).message}`);
+        log.error("iptables resync failed: {error}", { error: (e as Error).message });
       }
       if (!this.#stopped) this.#timer = setTimeout(tick, seconds * 1000);
     };
@@ -518,7 +518,7 @@ export class RuleManager {
         const input = renderRestore(perTable);
         if (input) {
           await this.#restore(f, input);
-          log.info(`removed weft's iptables chains (${bin})`);
+          log.info("removed weft's iptables chains ({bin})", { bin });
         }
       }
     });

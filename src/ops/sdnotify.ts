@@ -89,10 +89,10 @@ export function notify(
 export function notifyReady(env: string | undefined = Deno.env.get("NOTIFY_SOCKET")): boolean {
   try {
     const sent = notify("READY=1", env);
-    if (sent) log.info(`told systemd we are ready (NOTIFY_SOCKET ${env})`);
+    if (sent) log.info("told systemd we are ready (NOTIFY_SOCKET {socket})", { socket: env });
     return sent;
   } catch (e) {
-    log.warn(`could not notify systemd: ${(e as Error).message}`);
+    log.warn("could not notify systemd: {error}", { error: (e as Error).message });
     return false;
   }
 }

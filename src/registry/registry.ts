@@ -6,6 +6,7 @@
  * Keys here are relative to `<prefix>/subnets/` ("198.19.5.0-24"); values are raw strings, so a
  * malformed value from any writer reaches the lease layer, which logs and skips it.
  */
+import { FatalError } from "../base/errors.ts";
 
 /** One stored lease, undecoded. */
 export interface RegistryLease {
@@ -34,7 +35,7 @@ export type WatchMessage =
   | { kind: "snapshot"; leases: RegistryLease[]; revision: number };
 
 /** Raised for operations that cannot succeed by retrying (bad credentials, bad URL). */
-export class RegistryError extends Error {
+export class RegistryError extends FatalError {
   override name = "RegistryError";
 }
 

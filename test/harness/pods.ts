@@ -8,7 +8,9 @@
  *
  * @example
  * ```ts
- * const env = parseSubnetEnv("FLANNEL_SUBNET=198.19.5.1/24\nFLANNEL_MTU=1450\n");
+ * const env = parseSubnetEnv(
+ *   "FLANNEL_NETWORK=198.19.0.0/16\nFLANNEL_SUBNET=198.19.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
+ * );
  * env.subnet; // { ip: 198.19.5.0 as number, prefix: 24 }
  * await wirePod("bridge", { hostNs, podNs, hostVeth: "w3k9z1v1", ip: "198.19.5.2",
  *   prefix: 24, gateway: "198.19.5.1", mtu: 1450 });
@@ -17,59 +19,27 @@
  * await unwirePod("cni", ctx); // CNI DEL: veth gone, address released
  * ```
  */
+import { contains, formatIp, type Ipv4Net, parseIp, sizeOf } from "../../src/base/ipv4.ts";
 import {
-  contains,
-  formatIp,
-  type Ipv4Net,
-  maskOf,
-  parseCidr,
-  parseIp,
-  sizeOf,
-} from "../../src/base/ipv4.ts";
+  gatewayOf,
+  parseSubnetEnv as parseWeftSubnetEnv,
+  type SubnetEnv as WeftSubnetEnv,
+} from "../../src/config/subnet_env.ts";
 import { run, runOk } from "./proc.ts";
 
-export interface SubnetEnv {
-  /** Every KEY=value line, as written. */
-  vars: Record<string, string>;
-  /** FLANNEL_SUBNET as written, e.g. "198.19.5.1/24". */
+/** weft's subnet.env (src/config/subnet_env.ts) plus what pod wiring needs as text. */
+export interface SubnetEnv extends WeftSubnetEnv {
+  /** FLANNEL_SUBNET, e.g. "198.19.5.1/24". */
   subnetText: string;
-  /** The pod subnet (network address + length). */
-  subnet: Ipv4Net;
   /** FLANNEL_SUBNET's address: the bridge/gateway address. */
   gateway: string;
-  /** FLANNEL_NETWORK, or null when absent. */
-  network: string | null;
-  mtu: number;
-  /** FLANNEL_IPMASQ, or null when absent. */
-  ipmasq: boolean | null;
 }
 
-/** Parses subnet.env text; throws naming the bad line/value when FLANNEL_SUBNET or FLANNEL_MTU is unusable. */
+/** Parses subnet.env text with weft's own parser; throws naming the missing key or bad value. */
 export function parseSubnetEnv(text: string, source = "subnet.env"): SubnetEnv {
-  const vars: Record<string, string> = {};
-  for (const line of text.split("\n")) {
-    const t = line.trim();
-    if (t === "" || t.startsWith("#")) continue;
-    const eq = t.indexOf("=");
-    if (eq <= 0) throw new Error(`${source}: line "${t}" is not KEY=value`);
-    vars[t.slice(0, eq)] = t.slice(eq + 1);
-  }
-  const subnetText = vars.FLANNEL_SUBNET;
-  if (!subnetText) throw new Error(`${source}: FLANNEL_SUBNET is missing`);
-  const host = parseCidr(subnetText, true);
-  const mtu = Number(vars.FLANNEL_MTU);
-  if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) {
-    throw new Error(`${source}: FLANNEL_MTU="${vars.FLANNEL_MTU}" is not an MTU (68..65535)`);
-  }
-  return {
-    vars,
-    subnetText,
-    subnet: { ip: (host.ip & maskOf(host.prefix)) >>> 0, prefix: host.prefix },
-    gateway: formatIp(host.ip),
-    network: vars.FLANNEL_NETWORK ?? null,
-    mtu,
-    ipmasq: vars.FLANNEL_IPMASQ === undefined ? null : vars.FLANNEL_IPMASQ === "true",
-  };
+  const env = parseWeftSubnetEnv(text, source);
+  const gateway = gatewayOf(env.subnet);
+  return { ...env, subnetText: `${gateway}/${env.subnet.prefix}`, gateway };
 }
 
 /** Reads and parses a subnet.env file; null when it does not exist (agent not ready yet). */

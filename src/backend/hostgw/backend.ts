@@ -4,7 +4,8 @@
  * interface's own address (peers could not route to it), and re-adds routes someone removed.
  */
 import { getLogger } from "@logtape/logtape";
-import { ConfigError, type NetworkConfig } from "../../config/network.ts";
+import type { NetworkConfig } from "../../config/network.ts";
+import { ConfigError } from "../../base/errors.ts";
 import { formatCidr } from "../../base/ipv4.ts";
 import type { ExternalInterface } from "../../net/iface.ts";
 import type { Lease } from "../../lease/codec.ts";

@@ -12,6 +12,7 @@
 import { getLogger } from "@logtape/logtape";
 import { backendBool, backendNumber, type NetworkConfig } from "../../config/network.ts";
 import { formatCidr, formatIp } from "../../base/ipv4.ts";
+import { ConfigError } from "../../base/errors.ts";
 import type { ExternalInterface } from "../../net/iface.ts";
 import type { Lease } from "../../lease/codec.ts";
 import {
@@ -62,7 +63,7 @@ export class UdpBackend implements Backend {
     this.#cfg = ctx.config;
     this.#ext = ctx.ext;
     this.#port = backendNumber(ctx.config, "Port", 0) || DEFAULT_UDP_PORT;
-    if (this.#port > 65535) throw new Error(`Backend.Port ${this.#port} is out of range`);
+    if (this.#port > 65535) throw new ConfigError(`Backend.Port ${this.#port} is out of range`);
     this.#mtu = ctx.ext.mtu - 28;
     this.#offload = backendBool(ctx.config, "TunOffload", true);
     this.#openTun();
