@@ -7,7 +7,7 @@ import {
   masqRules,
   RuleManager,
   versionSupportsRandomFully,
-} from "../src/ops/iptables.ts";
+} from "../src/iptables/keeper.ts";
 
 const RUN = crypto.randomUUID().slice(0, 6);
 const NET = parseCidr("198.19.0.0/16");

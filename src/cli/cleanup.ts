@@ -33,7 +33,13 @@ import { isOurBlackhole } from "../agent/blackhole.ts";
 import { formatCidr, type Ipv4Net, networkOf, parseCidr } from "../base/ipv4.ts";
 import { parseSubnetEnvText } from "../config/subnet_env.ts";
 import { type ExternalInterface, selectExternalInterface } from "../net/iface.ts";
-import { commandRunner, FWD_CHAIN, MASQ_CHAIN, RuleManager, type Runner } from "../ops/iptables.ts";
+import {
+  commandRunner,
+  FWD_CHAIN,
+  MASQ_CHAIN,
+  RuleManager,
+  type Runner,
+} from "../iptables/keeper.ts";
 import { type Link, type Netlink, type Route, RTN_BLACKHOLE } from "../../ffi/libnl/mod.ts";
 
 export const cleanupFlags: FlagTable = {

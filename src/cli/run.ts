@@ -11,7 +11,7 @@ import { registryOptions } from "./registry_flags.ts";
 import { VERSION } from "../base/version.ts";
 import { metrics } from "../base/metrics.ts";
 import { type HealthServer, startHealthServer } from "../ops/health.ts";
-import { RuleManager } from "../ops/iptables.ts";
+import { RuleManager } from "../iptables/keeper.ts";
 import { BlackholeKeeper } from "../agent/blackhole.ts";
 import { netlink } from "../../ffi/libnl/mod.ts";
 import { notifyReady } from "../ops/sdnotify.ts";
