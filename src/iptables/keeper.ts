@@ -1,10 +1,9 @@
 /**
- * flannel's iptables rules (masquerade chain FLANNEL-POSTRTG in nat, forward chain FLANNEL-FWD in
- * filter), built by pure functions and kept in place by a `RuleManager` that applies them with
- * one `iptables-restore --noflush` transaction and repairs them when someone else changes them.
- *
- * iptables is the one place where weft shells out, as flannel does: the rule syntax is the
- * iptables binary's, and going through it keeps weft working on both iptables-nft and legacy.
+ * The keeper of flannel's iptables chains: a `RuleManager` applies the chains {@link chainSpecs}
+ * wants with one `iptables-restore --noflush` transaction, verifies them by reading them back,
+ * and is the agent's iptables {@link Part}: `apply()` on every lease (a new subnet rewrites the
+ * chains, dropping the old subnet's rules), `check()` every `--iptables-resync` seconds (repairs
+ * what someone else changed). `iptablesOwned()` is what `weft cleanup` removes for it.
  *
  * @example
  * ```ts
@@ -15,23 +14,41 @@
  *   forward: true,
  * });
  * await mgr.ensure(); // true: rules were missing and are now in place
- * mgr.startResync(5); // re-check every 5 s, log when something had to be repaired
+ * // the agent: await mgr.apply(cfg, lease, null); runChecks(mgr, signal);
  * // later, on `weft cleanup`:
  * await mgr.remove();
  * ```
  */
 import { getLogger } from "@logtape/logtape";
-import { formatCidr, type Ipv4Net, networkOf } from "../base/ipv4.ts";
+import type { Ipv4Net } from "../base/ipv4.ts";
 import { metrics } from "../base/metrics.ts";
+import type { NetworkConfig } from "../config/network.ts";
+import type { Lease } from "../lease/codec.ts";
+import type { CleanupReport, Owned } from "../backend/backend.ts";
+import type { Part } from "../backend/part.ts";
+import { type ChainSpec, chainSpecs, FWD_CHAIN, MASQ_CHAIN, OWNED_CHAINS } from "./rules.ts";
+import {
+  chainInPlace,
+  describeRestore,
+  parseSave,
+  renderChainRemoval,
+  renderChainRepair,
+  renderRestore,
+  type TableState,
+} from "./restore.ts";
+import {
+  commandFailed,
+  commandRunner,
+  detectBinary,
+  familyOf,
+  type IptablesBinary,
+  IptablesError,
+  type IptablesFamily,
+  probeRandomFully,
+  type Runner,
+} from "./exec.ts";
 
 const log = getLogger(["weft", "iptables"]);
-
-export const MASQ_CHAIN = "FLANNEL-POSTRTG";
-export const FWD_CHAIN = "FLANNEL-FWD";
-export const MASQ_COMMENT = "flanneld masq";
-export const FWD_COMMENT = "flanneld forward";
-/** kube-proxy marks packets it will masquerade itself; flannel skips them to avoid double NAT. */
-export const KUBE_PROXY_MARK = "0x4000/0x4000";
 
 const repairs = metrics.counter(
   "weft_iptables_repairs_total",
@@ -42,285 +59,19 @@ const failures = metrics.counter(
   "Failed attempts to check or apply the iptables rules.",
 );
 
-export type Table = "nat" | "filter";
-
-/** One rule: `-A <chain> <args...>` in `table`. */
-export interface Rule {
-  table: Table;
-  chain: string;
-  args: string[];
-}
-
-export interface RuleParams {
-  /** The cluster network (FLANNEL_NETWORK). */
-  network: Ipv4Net;
-  /** This node's leased subnet. */
-  podSubnet: Ipv4Net;
-  /** Add `--random-fully` to MASQUERADE (only when the iptables binary supports it). */
-  randomFully: boolean;
-}
-
-const cidr = (n: Ipv4Net) => formatCidr(networkOf(n));
-
-/** flannel's masquerade rules: the POSTROUTING jump first, then the FLANNEL-POSTRTG chain. */
-export function masqRules(p: RuleParams): Rule[] {
-  const net = cidr(p.network);
-  const pod = cidr(p.podSubnet);
-  const c = ["-m", "comment", "--comment", MASQ_COMMENT];
-  const masq = p.randomFully ? ["-j", "MASQUERADE", "--random-fully"] : ["-j", "MASQUERADE"];
-  const r = (args: string[]): Rule => ({ table: "nat", chain: MASQ_CHAIN, args });
-  return [
-    { table: "nat", chain: "POSTROUTING", args: [...c, "-j", MASQ_CHAIN] },
-    r(["-m", "mark", "--mark", KUBE_PROXY_MARK, ...c, "-j", "RETURN"]),
-    // Pod-to-pod traffic inside the overlay keeps its source address.
-    r(["-s", pod, "-d", net, ...c, "-j", "RETURN"]),
-    r(["-s", net, "-d", pod, ...c, "-j", "RETURN"]),
-    // External traffic arriving for a local pod (e.g. via a NodePort) is not masqueraded.
-    r(["!", "-s", net, "-d", pod, ...c, "-j", "RETURN"]),
-    // Pods talking to the outside world, except multicast.
-    r(["-s", net, "!", "-d", "224.0.0.0/4", ...c, ...masq]),
-    // The host talking to pods on other nodes.
-    r(["!", "-s", net, "-d", net, ...c, ...masq]),
-  ];
-}
-
-/** flannel's forward rules: the FORWARD jump first, then the FLANNEL-FWD chain. */
-export function forwardRules(network: Ipv4Net): Rule[] {
-  const net = cidr(network);
-  const c = ["-m", "comment", "--comment", FWD_COMMENT];
-  return [
-    { table: "filter", chain: "FORWARD", args: [...c, "-j", FWD_CHAIN] },
-    { table: "filter", chain: FWD_CHAIN, args: ["-s", net, ...c, "-j", "ACCEPT"] },
-    { table: "filter", chain: FWD_CHAIN, args: ["-d", net, ...c, "-j", "ACCEPT"] },
-  ];
-}
-
-function quote(arg: string): string {
-  return /[\s"'\\]/.test(arg) || arg === "" ? `"${arg.replace(/(["\\])/g, "\\$1")}"` : arg;
-}
-
-/**
- * A rule as an `iptables-save` / `iptables-restore` line. The argument order above is the one
- * iptables-save prints, so a rule read back compares equal as text.
- */
-export function renderRule(r: Rule, op: "-A" | "-D" = "-A"): string {
-  return [op, r.chain, ...r.args].map(quote).join(" ");
-}
-
-/** What `iptables-save` shows for one table: its chains and its `-A` lines in order. */
-export interface TableState {
-  chains: Set<string>;
-  rules: string[];
-}
-
-/** Parses `iptables-save` output into tables; comments and counters are ignored. */
-export function parseSave(text: string): Map<string, TableState> {
-  const tables = new Map<string, TableState>();
-  let cur: TableState | undefined;
-  for (const raw of text.split("\n")) {
-    const line = raw.trim();
-    if (line === "" || line.startsWith("#")) continue;
-    if (line.startsWith("*")) {
-      cur = { chains: new Set(), rules: [] };
-      tables.set(line.slice(1), cur);
-    } else if (line.startsWith(":") && cur) {
-      cur.chains.add(line.slice(1).split(/\s+/)[0]);
-    } else if (line.startsWith("-A ") && cur) {
-      cur.rules.push(line.replace(/\s+/g, " "));
-    }
-  }
-  return tables;
-}
-
-/** Our part of one table: the chain we own, its rules, and the built-in chain that jumps to it. */
-export interface ChainSpec {
-  table: Table;
-  chain: string;
-  /** `-A` lines, the jump rule first. Empty: the chain must not exist (feature turned off). */
-  rules: Rule[];
-}
-
-function chainOf(line: string): string {
-  return line.split(" ")[1];
-}
-
-function jumpsTo(line: string, chain: string): boolean {
-  return line.endsWith(` -j ${chain}`) || line.includes(` -j ${chain} `);
-}
-
-/** True when `state` already holds exactly what `spec` asks for. */
-export function chainInPlace(spec: ChainSpec, state: TableState | undefined): boolean {
-  const jumps = state?.rules.filter((l) => chainOf(l) !== spec.chain && jumpsTo(l, spec.chain)) ??
-    [];
-  const exists = state?.chains.has(spec.chain) ?? false;
-  if (spec.rules.length === 0) return !exists && jumps.length === 0;
-  if (!exists) return false;
-  const [jump, ...body] = spec.rules.map((r) => renderRule(r));
-  const have = state!.rules.filter((l) => chainOf(l) === spec.chain);
-  return jumps.length === 1 && jumps[0] === jump && have.join("\n") === body.join("\n");
-}
-
-/**
- * The `iptables-restore --noflush` lines for one table that bring `state` to `spec`: declaring
- * our chain creates it or flushes it, so its body is rewritten whole (which also drops the rules
- * of a previous subnet); the jump is added only when missing, and stray jumps are deleted.
- * Returns no lines when nothing is to be done.
- */
-export function renderChainRepair(spec: ChainSpec, state: TableState | undefined): string[] {
-  if (chainInPlace(spec, state)) return [];
-  const jumps = state?.rules.filter((l) => chainOf(l) !== spec.chain && jumpsTo(l, spec.chain)) ??
-    [];
-  const out: string[] = [];
-  if (spec.rules.length === 0) {
-    for (const j of jumps) out.push(j.replace(/^-A /, "-D "));
-    if (state?.chains.has(spec.chain)) out.push(`-F ${spec.chain}`, `-X ${spec.chain}`);
-    return out;
-  }
-  const [jump, ...body] = spec.rules;
-  const jumpLine = renderRule(jump);
-  out.push(`:${spec.chain} - [0:0]`);
-  for (const r of body) out.push(renderRule(r));
-  let kept = false;
-  for (const j of jumps) {
-    if (j === jumpLine && !kept) kept = true;
-    else out.push(j.replace(/^-A /, "-D "));
-  }
-  if (!kept) out.push(jumpLine);
-  return out;
-}
-
-/** Wraps per-table lines into one restore input: `*table ... COMMIT` per table with changes. */
-export function renderRestore(perTable: Map<string, string[]>): string {
-  let s = "";
-  for (const [table, lines] of perTable) {
-    if (lines.length > 0) s += `*${table}\n${lines.join("\n")}\nCOMMIT\n`;
-  }
-  return s;
-}
-
-/** Removal lines for one table: delete every jump to our chain, then flush and delete it. */
-export function renderChainRemoval(
-  table: Table,
-  chain: string,
-  state: TableState | undefined,
-): string[] {
-  return renderChainRepair({ table, chain, rules: [] }, state);
-}
-
-/** A set of iptables binaries of one flavour. */
-export interface IptablesFamily {
-  iptables: string;
-  save: string;
-  restore: string;
-}
-
-export type IptablesBinary = "iptables" | "iptables-nft" | "iptables-legacy";
-
-export function familyOf(bin: IptablesBinary): IptablesFamily {
-  return { iptables: bin, save: `${bin}-save`, restore: `${bin}-restore` };
-}
-
-/** Result of one command. `code` -1 means it could not be started. */
-export interface CmdResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `argv` (after the manager's prefix) with optional stdin. */
-export type Runner = (argv: string[], stdin?: string) => Promise<CmdResult>;
-
-/** A runner that spawns processes, each under `prefix` (e.g. `["ip","netns","exec","ns1"]`). */
-export function commandRunner(prefix: string[] = [], timeoutMs = 30_000): Runner {
-  return async (argv, stdin) => {
-    const full = [...prefix, ...argv];
-    let child: Deno.ChildProcess;
-    try {
-      child = new Deno.Command(full[0], {
-        args: full.slice(1),
-        stdin: stdin === undefined ? "null" : "piped",
-        stdout: "piped",
-        stderr: "piped",
-        signal: AbortSignal.timeout(timeoutMs),
-      }).spawn();
-    } catch (e) {
-      const what = e instanceof Deno.errors.NotFound
-        ? `"${full[0]}" was not found in PATH (install iptables, nft or legacy flavour)`
-        : String(e);
-      return { code: -1, stdout: "", stderr: what };
-    }
-    if (stdin !== undefined) {
-      const w = child.stdin.getWriter();
-      await w.write(new TextEncoder().encode(stdin)).catch(() => {});
-      await w.close().catch(() => {});
-    }
-    const out = await child.output();
-    const dec = new TextDecoder();
-    const stderr = dec.decode(out.stderr).trim() +
-      (out.signal ? ` (killed by ${out.signal}, timeout ${timeoutMs} ms)` : "");
-    return { code: out.code, stdout: dec.decode(out.stdout), stderr };
-  };
-}
-
-/** A failed iptables command: the message names the command, its stderr and what to do. */
-export class IptablesError extends Error {
-  override name = "IptablesError";
-}
-
-function fail(
-  argv: string[],
-  r: CmdResult,
-  hint: string,
-  input?: string,
-  prefix: string[] = [],
-): IptablesError {
-  const cmd = [...prefix, ...argv].join(" ");
-  const how = r.code === -1 ? "could not start" : `exited with ${r.code}`;
-  let msg = `"${cmd}" ${how}: ${r.stderr || "(no stderr)"}. ${hint}`;
-  if (input) msg += `\nrestore input was:\n${input}`;
-  return new IptablesError(msg);
-}
-
-const randomFullyCache = new Map<string, boolean>();
-
-/** True when `iptables --version` is at least 1.6.2, the first with `--random-fully`. */
-export function versionSupportsRandomFully(versionText: string): boolean {
-  const m = /v(\d+)\.(\d+)\.(\d+)/.exec(versionText);
-  if (!m) return false;
-  const [a, b, c] = [Number(m[1]), Number(m[2]), Number(m[3])];
-  return a > 1 || (a === 1 && (b > 6 || (b === 6 && c >= 2)));
-}
-
-async function countRules(run: Runner, save: string): Promise<number> {
-  const r = await run([save]);
-  if (r.code !== 0) return 0;
-  return r.stdout.split("\n").filter((l) => l.startsWith("-A ")).length;
-}
-
-/**
- * Picks the flavour whose tables already hold rules (kube-proxy, docker and friends wrote them
- * there, and rules in the other flavour would be evaluated separately): legacy when only legacy
- * has rules, nft when only nft has, else the distribution's default `iptables`.
- */
-export async function detectBinary(run: Runner): Promise<IptablesBinary> {
-  const [nft, legacy] = await Promise.all([
-    countRules(run, "iptables-nft-save"),
-    countRules(run, "iptables-legacy-save"),
-  ]);
-  if (legacy > 0 && nft === 0) return "iptables-legacy";
-  if (nft > 0 && legacy === 0) return "iptables-nft";
-  return "iptables";
-}
-
 export interface RuleManagerOptions {
-  network: Ipv4Net;
-  podSubnet: Ipv4Net;
+  /** The cluster network; `apply()` sets it from the config. */
+  network?: Ipv4Net;
+  /** This node's subnet; `apply()` sets it from the lease. */
+  podSubnet?: Ipv4Net;
   /** Install the masquerade chain (flannel's `--ip-masq`). */
   ipMasq: boolean;
   /** Install the forward chain (flannel's `--iptables-forward-rules`, default true). */
   forward: boolean;
   /** flannel's `--ip-masq-fully-random-disable`. */
   randomFullyDisable?: boolean;
+  /** How often `check()` runs as a part (`--iptables-resync`), in seconds; default 5. */
+  resyncSeconds?: number;
   /** Which iptables to use; detected from existing rules when omitted. */
   binary?: IptablesBinary;
   /** Prefix for every command, e.g. `["ip", "netns", "exec", "ns1"]` (used by tests). */
@@ -329,8 +80,10 @@ export interface RuleManagerOptions {
   runner?: Runner;
 }
 
-/** Keeps flannel's chains in place: check-and-repair, periodic resync, removal. */
-export class RuleManager {
+/** Keeps flannel's chains in place: check-and-repair, removal; the agent's iptables part. */
+export class RuleManager implements Part {
+  readonly name = "iptables rules";
+  readonly checkIntervalMs: number;
   #opts: RuleManagerOptions;
   #run: Runner;
   #prefix: string[];
@@ -338,13 +91,12 @@ export class RuleManager {
   #binary?: IptablesBinary;
   #randomFully?: boolean;
   #queue: Promise<unknown> = Promise.resolve();
-  #timer?: ReturnType<typeof setTimeout>;
-  #stopped = true;
 
   constructor(opts: RuleManagerOptions) {
     this.#opts = { ...opts };
     this.#prefix = opts.commandPrefix ?? [];
     this.#run = opts.runner ?? commandRunner(this.#prefix);
+    this.checkIntervalMs = (opts.resyncSeconds ?? 5) * 1000;
   }
 
   /** The iptables flavour in use (after the first `ensure()` / `remove()`). */
@@ -357,24 +109,28 @@ export class RuleManager {
     this.#opts = { ...this.#opts, ...p };
   }
 
+  /** Rules follow the lease: a new subnet rewrites the chains, dropping the old subnet's rules. */
+  async apply(cfg: NetworkConfig, lease: Lease, _prev: Lease | null): Promise<void> {
+    this.update({ network: cfg.network, podSubnet: lease.subnet });
+    await this.ensure();
+  }
+
+  /** The periodic resync: `ensure()`, logging when something had to be repaired. */
+  async check(): Promise<boolean> {
+    if (!await this.ensure()) return false;
+    log.warn(`iptables rules were missing or changed and have been restored`);
+    return true;
+  }
+
+  /** Waits for a command in flight; the rules stay in place, as flannel leaves them. */
+  async stop(): Promise<void> {
+    await this.#queue;
+  }
+
   async #init(): Promise<IptablesFamily> {
     if (this.#family) return this.#family;
     const bin = this.#opts.binary ?? await detectBinary(this.#run);
-    let rf = randomFullyCache.get(bin);
-    if (rf === undefined) {
-      const v = await this.#run([bin, "--version"]);
-      if (v.code !== 0) {
-        throw fail(
-          [bin, "--version"],
-          v,
-          "Install iptables or pick another flavour.",
-          undefined,
-          this.#prefix,
-        );
-      }
-      rf = versionSupportsRandomFully(v.stdout);
-      randomFullyCache.set(bin, rf);
-    }
+    const rf = await probeRandomFully(this.#run, bin, this.#prefix);
     this.#randomFully = rf;
     this.#binary = bin;
     this.#family = familyOf(bin);
@@ -385,21 +141,17 @@ export class RuleManager {
   /** The chains as they should be now. */
   specs(): ChainSpec[] {
     const o = this.#opts;
+    if (!o.network || !o.podSubnet) {
+      throw new IptablesError("the iptables rules need the network and subnet; apply a lease");
+    }
     const randomFully = (this.#randomFully ?? false) && !o.randomFullyDisable;
-    const masq = o.ipMasq
-      ? masqRules({ network: o.network, podSubnet: o.podSubnet, randomFully })
-      : [];
-    const fwd = o.forward ? forwardRules(o.network) : [];
-    return [
-      { table: "nat", chain: MASQ_CHAIN, rules: masq },
-      { table: "filter", chain: FWD_CHAIN, rules: fwd },
-    ];
+    return chainSpecs({ ...o, network: o.network, podSubnet: o.podSubnet, randomFully });
   }
 
   async #save(fam: IptablesFamily): Promise<Map<string, TableState>> {
     const r = await this.#run([fam.save]);
     if (r.code !== 0) {
-      throw fail(
+      throw commandFailed(
         [fam.save],
         r,
         "weft cannot read the current rules; check that the iptables tools work on this host.",
@@ -414,7 +166,7 @@ export class RuleManager {
     const argv = [fam.restore, "--noflush", "--wait=5"];
     const r = await this.#run(argv, input);
     if (r.code !== 0) {
-      throw fail(
+      throw commandFailed(
         argv,
         r,
         "Check that the kernel has the nat/filter tables (modules nf_nat, xt_comment, " +
@@ -468,37 +220,11 @@ export class RuleManager {
     });
   }
 
-  /** Runs `ensure()` every `seconds` until `stop()` or `remove()`; logs repairs and failures. */
-  startResync(seconds: number): void {
-    this.stop();
-    this.#stopped = false;
-    const tick = async () => {
-      if (this.#stopped) return;
-      try {
-        if (await this.ensure()) {
-          log.warn(`iptables rules were missing or changed and have been restored`);
-        }
-      } catch (e) {
-        log.error(`iptables resync failed: ${(e as Error).message}`);
-      }
-      if (!this.#stopped) this.#timer = setTimeout(tick, seconds * 1000);
-    };
-    this.#timer = setTimeout(tick, seconds * 1000);
-  }
-
-  /** Stops the periodic resync (rules stay in place, as flannel leaves them on shutdown). */
-  stop(): void {
-    this.#stopped = true;
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
-  }
-
   /**
    * Deletes our jump rules and chains. Looks in the flavour in use and in the other flavours
    * present, so `weft cleanup` also finds rules a previous run left in the other one.
    */
   remove(): Promise<void> {
-    this.stop();
     return this.#serial(async () => {
       const fam = await this.#init();
       const bins = new Set<IptablesBinary>([this.#binary!, "iptables-nft", "iptables-legacy"]);
@@ -511,10 +237,11 @@ export class RuleManager {
           if (f === fam) throw e;
           continue; // that flavour is not installed: nothing of ours can be there
         }
-        const perTable = new Map<string, string[]>([
-          ["nat", renderChainRemoval("nat", MASQ_CHAIN, state.get("nat"))],
-          ["filter", renderChainRemoval("filter", FWD_CHAIN, state.get("filter"))],
-        ]);
+        const perTable = new Map<string, string[]>(
+          OWNED_CHAINS.map((
+            c,
+          ) => [c.table, renderChainRemoval(c.table, c.chain, state.get(c.table))]),
+        );
         const input = renderRestore(perTable);
         if (input) {
           await this.#restore(f, input);
@@ -523,4 +250,28 @@ export class RuleManager {
       }
     });
   }
+}
+
+/**
+ * What `weft cleanup` removes for the iptables part: flannel's chains and their jumps, in every
+ * flavour, each reported as it was listed; a dry run reports and changes nothing.
+ */
+export function iptablesOwned(run: Runner = commandRunner()): Owned {
+  const remove = async (rep: CleanupReport) => {
+    const reporting: Runner = async (argv, stdin) => {
+      if (!argv[0].endsWith("-restore")) return run(argv, stdin);
+      const bin = argv[0].replace(/-restore$/, "");
+      const r = rep.dryRun ? { code: 0, stdout: "", stderr: "" } : await run(argv, stdin);
+      if (r.code === 0) { for (const d of describeRestore(bin, stdin ?? "")) rep.did(d); }
+      return r;
+    };
+    try {
+      await new RuleManager({ ipMasq: false, forward: false, runner: reporting }).remove();
+    } catch (e) {
+      rep.fail(
+        `cannot remove the ${MASQ_CHAIN}/${FWD_CHAIN} iptables chains: ${(e as Error).message}`,
+      );
+    }
+  };
+  return { owner: "iptables", remove };
 }
