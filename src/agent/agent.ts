@@ -97,10 +97,11 @@ export class Agent {
     const s = this.#state;
     if (!s.lease) return { ok: false, reason: "no subnet lease yet" };
     if (this.#lease?.lost) return { ok: false, reason: "lease lost; re-acquiring" };
-    if (!s.subnetEnv) return { ok: false, reason: "subnet.env not written yet" };
+    // Parts are applied before subnet.env is written: name the one still in progress.
     for (const p of this.#parts) {
       if (!this.#partsApplied.has(p)) return { ok: false, reason: `${p.name} not installed yet` };
     }
+    if (!s.subnetEnv) return { ok: false, reason: "subnet.env not written yet" };
     if (!s.peersSynced) return { ok: false, reason: "peer leases not programmed yet" };
     if (s.datapathBroken) return { ok: false, reason: s.datapathBroken };
     return { ok: true };
