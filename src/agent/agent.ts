@@ -60,8 +60,8 @@ export interface AgentOptions {
   ipMasq: boolean;
   reconcileIntervalMs: number;
   /**
-   * Parts kept in line with the own lease, applied in this order (iptables rules, blackhole
-   * route). A part failing to apply the first lease stops the agent.
+   * Parts kept in line with the own lease (blackhole route, iptables rules), applied in the order
+   * given. A part failing to apply the first lease stops the agent.
    */
   parts?: Part[];
   /** Called once, when the agent first becomes ready (sd_notify READY=1). */
