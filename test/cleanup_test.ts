@@ -12,13 +12,16 @@
  */
 import assert from "node:assert/strict";
 import { type Cluster, type Host, withCluster } from "./harness/cluster.ts";
-import { describeRestore, planKernel } from "../src/cli/cleanup.ts";
+import { owners } from "../src/cli/cleanup.ts";
+import { planKernel } from "../src/backend/owned.ts";
+import { describeRestore } from "../src/iptables/restore.ts";
 import { parseCidr } from "../src/base/ipv4.ts";
+import { parseNetworkConfig } from "../src/config/network.ts";
 import type { Link } from "../ffi/libnl/mod.ts";
 
 const MAIN = decodeURIComponent(new URL("../main.ts", import.meta.url).pathname);
 
-Deno.test("cleanup plan: weft's devices and routes only", () => {
+Deno.test("cleanup plan: weft's devices and routes only", async () => {
   const link = (index: number, name: string, kind: string | null, id?: number): Link => ({
     index,
     name,
@@ -53,7 +56,11 @@ Deno.test("cleanup plan: weft's devices and routes only", () => {
     own: parseCidr("198.19.1.0/24"),
     extIndex: 2,
   };
-  const known = planKernel({ ...base, vni: 1 });
+  // What the owners declare under a vxlan config with VNI 1, and with no config at all.
+  const vni1 = await owners(
+    parseNetworkConfig(`{"Network":"198.19.0.0/16","Backend":{"Type":"vxlan","VNI":1}}`),
+  );
+  const known = planKernel(vni1, base);
   assert.deepEqual(known.devices.map((d) => d.link.name), ["flannel.1", "flannel0"]);
   assert.deepEqual(known.routes.map((r) => r.text), [
     "198.19.2.0/24 via 198.19.2.0 dev flannel.1 onlink",
@@ -61,7 +68,7 @@ Deno.test("cleanup plan: weft's devices and routes only", () => {
     "198.19.3.0/24 via 198.18.0.13 dev eth0",
   ]);
   assert.equal(known.notes.length, 2, known.notes.join("\n")); // flannel.7 and the dummy
-  const unknown = planKernel({ ...base, vni: null, network: null, extIndex: null });
+  const unknown = planKernel(await owners(null), { ...base, network: null, extIndex: null });
   assert.deepEqual(unknown.devices.map((d) => d.link.name), ["flannel.1", "flannel.7", "flannel0"]);
   assert.equal(unknown.routes.length, 2, "without a network only device routes are weft's");
   assert.deepEqual(

@@ -23,6 +23,8 @@ export const LAYERS: { name: string; folders: string[] }[] = [
       "src/backend/hostgw",
       "src/backend/udp",
       "src/backend/vxlan",
+      // flannel's iptables chains: a datapath part the agent keeps, like a backend.
+      "src/iptables",
     ],
   },
   { name: "agent", folders: ["src/agent", "src/ops"] },

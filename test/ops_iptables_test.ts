@@ -2,12 +2,10 @@
 import assert from "node:assert/strict";
 import { parseCidr } from "../src/base/ipv4.ts";
 import { metrics } from "../src/base/metrics.ts";
-import {
-  type IptablesBinary,
-  masqRules,
-  RuleManager,
-  versionSupportsRandomFully,
-} from "../src/ops/iptables.ts";
+import { RuleManager } from "../src/iptables/keeper.ts";
+import { masqRules } from "../src/iptables/rules.ts";
+import { type IptablesBinary, versionSupportsRandomFully } from "../src/iptables/exec.ts";
+import { runChecks } from "../src/backend/part.ts";
 
 const RUN = crypto.randomUUID().slice(0, 6);
 const NET = parseCidr("198.19.0.0/16");
@@ -68,8 +66,10 @@ Deno.test("iptables-nft: ensure, idempotence, resync repair, subnet change, remo
       podSubnet: SUB7,
       ipMasq: true,
       forward: true,
+      resyncSeconds: 0.2,
       commandPrefix: ["ip", "netns", "exec", ns],
     });
+    const resync = new AbortController();
     try {
       assert.equal(await mgr.ensure(), true);
       assert.equal(mgr.binary, "iptables"); // fresh namespace: no rules anywhere → default
@@ -108,7 +108,8 @@ Deno.test("iptables-nft: ensure, idempotence, resync repair, subnet change, remo
       );
       await sh("ip", "netns", "exec", ns, "iptables", "-D", "FORWARD", "1");
       assert.equal((await saved(ns)).length, EXPECTED_7.length - 2);
-      mgr.startResync(0.2);
+      // The agent's periodic check, as it runs the part.
+      const checks = runChecks(mgr, resync.signal);
       // Wait for the repair to be counted, not just for the rules: the rules are back as soon as
       // iptables-restore ran, the count only after ensure() read them back.
       const deadline = Date.now() + 5000;
@@ -118,7 +119,8 @@ Deno.test("iptables-nft: ensure, idempotence, resync repair, subnet change, remo
       ) {
         await new Promise((r) => setTimeout(r, 100));
       }
-      mgr.stop();
+      resync.abort();
+      await checks;
       assert.deepEqual((await saved(ns)).sort(), [...EXPECTED_7].sort());
       assert.ok(metrics.counter("weft_iptables_repairs_total", "").get() > repairs);
 
@@ -163,7 +165,8 @@ Deno.test("iptables-nft: ensure, idempotence, resync repair, subnet change, remo
       assert.ok(!all.includes("FLANNEL"), `rules left after remove():\n${all}`);
       assert.equal(await mgr.ensure(), true, "ensure after remove re-creates the rules");
     } finally {
-      mgr.stop();
+      resync.abort();
+      await mgr.stop();
     }
   });
 });

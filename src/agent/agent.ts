@@ -1,11 +1,13 @@
 /**
  * The agent: wires config, external interface, backend, lease, peer watch, subnet.env, renewals
- * and the periodic self-checks together. Side effects live in the parts; this module only orders
- * them and keeps the readiness state that /readyz reports.
+ * and the periodic self-checks together. Side effects live in the backend and the parts
+ * (iptables, blackhole route: {@link Part}); this module only orders them, owns their lifecycle
+ * (apply on every lease, periodic checks, stop) and keeps the readiness state that /readyz
+ * reports.
  *
  * @example
  * ```ts
- * const agent = new Agent(registry, opts);
+ * const agent = new Agent(registry, { ...opts, parts: [blackholePart, iptablesPart] });
  * const ctl = new AbortController();
  * await agent.run(ctl.signal); // returns after ctl.abort(), leaving lease and datapath in place
  * ```
@@ -13,6 +15,7 @@
 import { getLogger } from "@logtape/logtape";
 import type { NetworkConfig } from "../config/network.ts";
 import type { Backend } from "../backend/backend.ts";
+import { type Part, runChecks } from "../backend/part.ts";
 import { PeerFailuresError } from "../backend/peer_errors.ts";
 import { Backoff, sleep } from "../base/async.ts";
 import { FatalError } from "../base/errors.ts";
@@ -58,8 +61,11 @@ export interface AgentOptions {
   renewMarginMs: number;
   ipMasq: boolean;
   reconcileIntervalMs: number;
-  /** Extra start-up steps once the lease is held (iptables rules); failures are fatal. */
-  onLease?: (cfg: NetworkConfig, lease: Lease, prev: Lease | null) => Promise<void>;
+  /**
+   * Parts kept in line with the own lease (blackhole route, iptables rules), applied in the order
+   * given. A part failing to apply the first lease stops the agent.
+   */
+  parts?: Part[];
   /** Called once, when the agent first becomes ready (sd_notify READY=1). */
   onReady?: () => void;
 }
@@ -75,11 +81,14 @@ export class Agent {
   #backend: Backend | null = null;
   #watcher: PeerWatcher | null = null;
   #misfits = new Set<string>();
+  /** Parts whose latest apply() succeeded. */
+  #partsApplied = new Set<Part>();
+  /** The lease the parts were last given (their `prev` on the next apply). */
+  #partsLease: Lease | null = null;
   #state = {
     lease: false,
     subnetEnv: false,
     peersSynced: false,
-    extra: true,
     datapathBroken: "",
   };
 
@@ -90,16 +99,18 @@ export class Agent {
     const s = this.#state;
     if (!s.lease) return { ok: false, reason: "no subnet lease yet" };
     if (this.#lease?.lost) return { ok: false, reason: "lease lost; re-acquiring" };
+    // Parts are applied before subnet.env is written: name the one still in progress.
+    for (const p of this.#parts) {
+      if (!this.#partsApplied.has(p)) return { ok: false, reason: `${p.name} not installed yet` };
+    }
     if (!s.subnetEnv) return { ok: false, reason: "subnet.env not written yet" };
-    if (!s.extra) return { ok: false, reason: "traffic rules not installed yet" };
     if (!s.peersSynced) return { ok: false, reason: "peer leases not programmed yet" };
     if (s.datapathBroken) return { ok: false, reason: s.datapathBroken };
     return { ok: true };
   }
 
-  /** Marks the extra start-up steps (iptables) as pending/done. */
-  setExtraReady(ok: boolean): void {
-    this.#state.extra = ok;
+  get #parts(): Part[] {
+    return this.opts.parts ?? [];
   }
 
   get lease(): Lease | null {
@@ -118,8 +129,17 @@ export class Agent {
   /**
    * Runs until `signal` aborts. Throws for errors an operator must fix (bad config, no
    * interface, out of subnets); registry outages are retried, never fatal once running.
+   * Stops the parts before it returns.
    */
   async run(signal: AbortSignal): Promise<void> {
+    try {
+      await this.#run(signal);
+    } finally {
+      await Promise.all(this.#parts.map((p) => p.stop()));
+    }
+  }
+
+  async #run(signal: AbortSignal): Promise<void> {
     const cfg = await loadNetworkConfig(this.registry, this.opts.netConfigPath, signal);
     if (!cfg) return;
     const backendName = this.opts.backendOverride || cfg.backendType;
@@ -150,7 +170,7 @@ export class Agent {
     if (!lease) return;
     this.#state.lease = true;
     await backend.start(lease);
-    await this.opts.onLease?.(cfg, lease, null);
+    await this.#applyParts(cfg, lease);
     const writeEnv = (l: Lease) =>
       writeSubnetEnv(this.opts.subnetFile, {
         network: cfg.network,
@@ -184,13 +204,32 @@ export class Agent {
     }));
     tasks.push(mgr.runRenewal(signal, async (l) => {
       await backend.start(l);
-      await this.opts.onLease?.(cfg, l, lease);
+      await this.#applyParts(cfg, l);
       await writeEnv(l);
       // Never reconcile before the first list: an empty peer set would wipe every route.
       if (watcher.listed) await this.#reconcile(backend, watcher.takePeers());
     }));
     tasks.push(this.#selfChecks(signal, backend, watcher));
+    for (const p of this.#parts) tasks.push(runChecks(p, signal));
     await Promise.all(tasks);
+  }
+
+  /**
+   * Gives every part the lease, in order. A part that throws stays not ready (named by /readyz)
+   * and the error propagates: fatal at start, retried by the lease manager after a change.
+   */
+  async #applyParts(cfg: NetworkConfig, lease: Lease) {
+    const prev = this.#partsLease;
+    for (const p of this.#parts) {
+      try {
+        await p.apply(cfg, lease, prev);
+        this.#partsApplied.add(p);
+      } catch (e) {
+        this.#partsApplied.delete(p);
+        throw e;
+      }
+    }
+    this.#partsLease = lease;
   }
 
   async #apply(backend: Backend, evs: PeerEvent[], at: number) {

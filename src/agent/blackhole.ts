@@ -8,7 +8,8 @@
  * weft's blackhole routes are recognised by type, metric and destination inside the cluster
  * network; others (an operator's) are never touched. `syncBlackhole` makes the kernel match: the
  * route for `subnet` present, every other one of weft's gone (a changed subnet, the flag turned
- * off). It is called on each lease and every few seconds, which also repairs a manual delete.
+ * off). {@link BlackholePart} calls it on each lease and every few seconds, which also repairs a
+ * manual delete; {@link blackholeOwned} tells `weft cleanup` which routes are weft's.
  *
  * @example
  * ```ts
@@ -16,8 +17,15 @@
  * syncBlackhole(netlink(), network, null);         // flag off: remove weft's leftovers
  * ```
  */
+import { getLogger } from "@logtape/logtape";
 import { type Netlink, type Route, RT_TABLE_MAIN, RTN_BLACKHOLE } from "../../ffi/libnl/mod.ts";
 import { containsNet, formatCidr, type Ipv4Net, parseCidr, sameNet } from "../base/ipv4.ts";
+import type { NetworkConfig } from "../config/network.ts";
+import type { Lease } from "../lease/codec.ts";
+import type { Owned } from "../backend/backend.ts";
+import type { Part } from "../backend/part.ts";
+
+const log = getLogger(["weft", "blackhole"]);
 
 /** Lowest route priority: any other route for the subnet is preferred. */
 export const BLACKHOLE_METRIC = 0xffffffff;
@@ -65,51 +73,53 @@ export function syncBlackhole(
 }
 
 /**
- * Keeps weft's blackhole route in sync: `set()` on every lease (syncs at once), then a re-sync
- * every `intervalMs` until `stop()`, which repairs a manual delete. Errors are logged, never
- * thrown from the timer: the next round retries.
+ * The agent's blackhole-route part: `apply()` on every lease syncs at once (the flag off still
+ * removes a route an earlier run left; failing at that only warns), `check()` every
+ * `intervalMs` while the flag is on re-syncs, which repairs a manual delete.
  */
-export class BlackholeKeeper {
+export class BlackholePart implements Part {
+  readonly name = "blackhole route";
+  readonly checkIntervalMs: number;
   #target: { network: Ipv4Net; subnet: Ipv4Net | null } | null = null;
-  #timer: ReturnType<typeof setInterval> | null = null;
 
-  constructor(
-    readonly nl: Netlink,
-    readonly log: (msg: string, props: Record<string, unknown>) => void,
-    readonly intervalMs = 5000,
-  ) {}
-
-  /** The route to keep: `subnet`'s, or none (null) while removing weft's leftovers. */
-  set(network: Ipv4Net, subnet: Ipv4Net | null): BlackholeSync {
-    this.#target = { network, subnet };
-    const r = syncBlackhole(this.nl, network, subnet);
-    this.#report(r);
-    if (!this.#timer && subnet) {
-      this.#timer = setInterval(() => this.#tick(), this.intervalMs);
-      Deno.unrefTimer(this.#timer);
-    }
-    return r;
+  /** `enabled`: `--ip-blackhole-route`. */
+  constructor(readonly nl: Netlink, readonly enabled: boolean, intervalMs = 5000) {
+    this.checkIntervalMs = enabled ? intervalMs : 0;
   }
 
-  stop(): void {
-    if (this.#timer) clearInterval(this.#timer);
-    this.#timer = null;
-  }
-
-  #tick() {
-    const t = this.#target;
-    if (!t) return;
+  apply(cfg: NetworkConfig, lease: Lease, _prev: Lease | null): Promise<void> {
+    this.#target = { network: cfg.network, subnet: this.enabled ? lease.subnet : null };
     try {
-      this.#report(syncBlackhole(this.nl, t.network, t.subnet));
+      this.#sync();
     } catch (e) {
-      this.log("blackhole route check failed: {error}; retrying", {
+      if (this.enabled) throw e;
+      log.warn("could not check for a stale blackhole route: {error}", {
         error: (e as Error).message,
       });
     }
+    return Promise.resolve();
   }
 
-  #report(r: BlackholeSync) {
-    if (r.added) this.log("blackhole route for {dst} installed", { dst: r.added });
-    for (const dst of r.removed) this.log("removed stale blackhole route {dst}", { dst });
+  check(): Promise<boolean> {
+    return Promise.resolve(this.#target !== null && this.#sync());
+  }
+
+  stop(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  /** Syncs to the target and logs what changed; true when something did. */
+  #sync(): boolean {
+    const t = this.#target!;
+    const r = syncBlackhole(this.nl, t.network, t.subnet);
+    if (r.added) log.info("blackhole route for {dst} installed", { dst: r.added });
+    for (const dst of r.removed) log.info("removed stale blackhole route {dst}", { dst });
+    return r.added !== null || r.removed.length > 0;
   }
 }
+
+/** What `weft cleanup` removes for the blackhole part: weft's blackhole routes in the network. */
+export const blackholeOwned: Owned = {
+  owner: "blackhole route",
+  routes: (r, scope) => isOurBlackhole(r, scope.network),
+};

@@ -3,8 +3,9 @@
  * need libnl.
  */
 import { ConfigError } from "../base/errors.ts";
-import type { Backend } from "../backend/backend.ts";
-import { AllocBackend } from "../backend/alloc/backend.ts";
+import type { NetworkConfig } from "../config/network.ts";
+import type { Backend, Owned } from "../backend/backend.ts";
+import { AllocBackend, allocOwned } from "../backend/alloc/backend.ts";
 
 export const backendNames = ["vxlan", "host-gw", "udp", "alloc"];
 
@@ -23,4 +24,17 @@ export async function createBackend(name: string): Promise<Backend> {
         `Backend.Type "${name}" is not supported by weft; use one of ${backendNames.join(", ")}`,
       );
   }
+}
+
+/**
+ * What each backend owns on a host under `cfg` (null: unknown), for `weft cleanup`: every
+ * backend's, not only the configured one's, since an earlier run may have used another.
+ */
+export async function ownedByBackends(cfg: NetworkConfig | null): Promise<Owned[]> {
+  const [vxlan, hostgw, udp] = await Promise.all([
+    import("../backend/vxlan/backend.ts"),
+    import("../backend/hostgw/backend.ts"),
+    import("../backend/udp/backend.ts"),
+  ]);
+  return [vxlan.vxlanOwned(cfg), hostgw.hostGwOwned(cfg), udp.udpOwned(cfg), allocOwned()];
 }

@@ -2,11 +2,17 @@
  * The seam between the agent and a datapath. The agent owns leases; a backend turns its own lease
  * and its peers' leases into kernel (or userspace) state. Backends receive plain lease data and
  * never talk to the registry.
+ *
+ * Each backend (and each agent part: iptables, the blackhole route) also declares what it owns on
+ * a host, as an {@link Owned}, so `weft cleanup` removes exactly that without knowing any device
+ * name or route rule itself.
  */
 import type { NetworkConfig } from "../config/network.ts";
+import type { Ipv4Net } from "../base/ipv4.ts";
 import type { Lease, LeaseAttrs } from "../lease/codec.ts";
 import type { PeerEvent } from "../lease/watch.ts";
 import type { ExternalInterface } from "../net/iface.ts";
+import type { Link, Route } from "../../ffi/libnl/mod.ts";
 
 export interface BackendContext {
   config: NetworkConfig;
@@ -44,4 +50,49 @@ export interface Backend {
   check?(): Promise<boolean>;
   /** Stops loops and releases handles; leaves the kernel datapath in place. */
   close(): Promise<void>;
+}
+
+/** One kind of device an owner creates. Routes, neighbours and FDB entries on it go with it. */
+export interface OwnedDevice {
+  /** Every name the owner gives such a device, under any config (`flannel.<VNI>`). */
+  names: RegExp;
+  /** Its link kind; a device of another kind with such a name is someone else's. */
+  kind: string;
+  /** The one name the current config uses; null when unknown: then every match is the owner's. */
+  current: string | null;
+  /** Why a match other than `current` is left, e.g. "the registry's config uses VNI 1". */
+  otherwise?: string;
+  /** How a device is shown when removed: "flannel.1 (vxlan VNI 1) with its ... entries". */
+  describe(l: Link): string;
+}
+
+/** What a route predicate may look at: the cluster network, the own subnet, the external iface. */
+export interface RouteScope {
+  network: Ipv4Net;
+  /** This node's subnet, when known (its routes are the CNI bridge's, never an owner's). */
+  own: Ipv4Net | null;
+  /** The external interface's ifindex, when known. */
+  ext: number | null;
+}
+
+/** Where an owner's removal reports: each thing removed (or, in a dry run, to be removed). */
+export interface CleanupReport {
+  readonly dryRun: boolean;
+  did(what: string): void;
+  note(what: string): void;
+  fail(what: string): void;
+}
+
+/** The kernel (and other host) state one backend or part owns: what `weft cleanup` removes. */
+export interface Owned {
+  /** The owner, for messages ("vxlan", "iptables"). */
+  owner: string;
+  devices?: OwnedDevice[];
+  /**
+   * Its routes that are not on one of its devices (those go with the device anyway), e.g.
+   * host-gw's via a gateway on the external interface. Asked only when the network is known.
+   */
+  routes?(r: Route, scope: RouteScope): boolean;
+  /** Removes state that is neither a device nor a route (iptables chains); reports, never throws. */
+  remove?(rep: CleanupReport): Promise<void>;
 }

@@ -5,6 +5,7 @@
  */
 import type { Route } from "../../ffi/libnl/mod.ts";
 import { contains, type Ipv4Net, parseCidr, sameNet } from "../base/ipv4.ts";
+import type { RouteScope } from "./backend.ts";
 
 const RTPROT_BOOT = 3;
 
@@ -37,6 +38,14 @@ export function isOwnedRoute(
   if (own && sameNet(dst, own)) return false;
   if (devices.vxlan !== undefined && r.dev === devices.vxlan) return true;
   return devices.ext !== undefined && r.dev === devices.ext && !!r.gw;
+}
+
+/**
+ * Routes into the network via a gateway on the external interface (host-gw, vxlan's
+ * DirectRouting), as {@link isOwnedRoute} decides: the `routes` declaration of those backends.
+ */
+export function isGatewayRoute(r: Route, s: RouteScope): boolean {
+  return s.ext !== null && isOwnedRoute(r, s.network, s.own, { ext: s.ext });
 }
 
 /** What to delete and what to install so the kernel holds exactly `want` of the owned routes. */

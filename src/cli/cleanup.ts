@@ -5,6 +5,8 @@
  * DirectRouting), weft's blackhole route for the subnet (`--ip-blackhole-route`), flannel's
  * iptables chains and their jump rules, and subnet.env. With
  * `--release-lease` it also deletes this node's lease (found by public IP) from the registry.
+ * What is weft's is what each backend and agent part declares it owns ({@link owners}); this
+ * module only reads the flags, the registry and subnet.env, and asks each owner to remove its own.
  *
  * The registry is only asked for the network config (VNI, network) and, with `--release-lease`,
  * for the lease. When it cannot be reached the kernel and file cleanup still runs, from
@@ -24,17 +26,19 @@ import { openRegistry } from "../registry/open.ts";
 import { withTimeout } from "../base/async.ts";
 import { checkRegistryFlags, registryOptions } from "./registry_flags.ts";
 import type { Registry } from "../registry/registry.ts";
-import { backendNumber, type NetworkConfig, parseNetworkConfig } from "../config/network.ts";
+import { type NetworkConfig, parseNetworkConfig } from "../config/network.ts";
 import { LeaseDecoder } from "../lease/decode.ts";
 import { findOwnLease } from "../lease/allocate.ts";
 import type { Lease } from "../lease/codec.ts";
-import { isOwnedRoute } from "../backend/routes.ts";
-import { isOurBlackhole } from "../agent/blackhole.ts";
+import type { CleanupReport, Owned } from "../backend/backend.ts";
+import { kernelState, planKernel, removeKernel } from "../backend/owned.ts";
+import { ownedByBackends } from "../agent/select_backend.ts";
+import { blackholeOwned } from "../agent/blackhole.ts";
+import { iptablesOwned } from "../iptables/keeper.ts";
 import { formatCidr, type Ipv4Net, networkOf, parseCidr } from "../base/ipv4.ts";
 import { parseSubnetEnvText } from "../config/subnet_env.ts";
 import { type ExternalInterface, selectExternalInterface } from "../net/iface.ts";
-import { commandRunner, FWD_CHAIN, MASQ_CHAIN, RuleManager, type Runner } from "../ops/iptables.ts";
-import { type Link, type Netlink, type Route, RTN_BLACKHOLE } from "../../ffi/libnl/mod.ts";
+import { netlink } from "../../ffi/libnl/mod.ts";
 
 export const cleanupFlags: FlagTable = {
   ...registryFlags,
@@ -94,95 +98,16 @@ blackhole route too), the FLANNEL-POSTRTG/FLANNEL-FWD iptables chains and their 
 subnet.env. Stop the agent first.
 Pass the registry, --iface and --subnet-file flags the agent ran with.`;
 
-/** What weft put in the kernel, found by {@link planKernel}. */
-export interface KernelPlan {
-  routes: { route: Route; text: string }[];
-  devices: { link: Link; text: string }[];
-  /** Things that look like weft's but are left alone, with the reason. */
-  notes: string[];
-}
-
-export interface KernelFacts {
-  links: Link[];
-  /** Routes of the main table. */
-  routes: Route[];
-  /** The cluster network, when known (registry config or subnet.env). */
-  network: Ipv4Net | null;
-  /** This node's subnet, when known. */
-  own: Ipv4Net | null;
-  /** The config's vxlan VNI when the registry's config says vxlan; null: any flannel.N. */
-  vni: number | null;
-  /** The external interface's ifindex, when it could be determined. */
-  extIndex: number | null;
-}
-
-/** A route as `ip route` shows it, with interface names. */
-export function describeRoute(r: Route, links: Link[]): string {
-  if (r.type === RTN_BLACKHOLE) return `blackhole ${r.dst} metric ${r.metric}`;
-  const dev = links.find((l) => l.index === r.dev)?.name ?? `if${r.dev}`;
-  return `${r.dst}${r.gw ? ` via ${r.gw}` : ""}${r.dev !== undefined ? ` dev ${dev}` : ""}` +
-    `${r.onlink ? " onlink" : ""}`;
-}
-
 /**
- * Pure: which devices and routes are weft's. Devices: `flannel.<vni>` (or every `flannel.N`
- * vxlan device when the VNI is unknown) and the TUN `flannel0`. Routes: every main-table route
- * through those devices (they would vanish with the device anyway; listing them makes the output
- * complete), and routes into the network via a gateway on the external interface
- * ({@link isOwnedRoute}, the agent's own definition).
+ * Everyone who puts state on a host, each with what it owns under `config`: every backend, the
+ * blackhole route and the iptables chains.
  */
-export function planKernel(f: KernelFacts): KernelPlan {
-  const notes: string[] = [];
-  const devices: KernelPlan["devices"] = [];
-  for (const l of f.links) {
-    const m = /^flannel\.(\d+)$/.exec(l.name);
-    if (m && l.kind === "vxlan") {
-      if (f.vni === null || Number(m[1]) === f.vni) {
-        devices.push({ link: l, text: `${l.name} (vxlan VNI ${l.vxlan?.id ?? m[1]})` });
-      } else {
-        notes.push(
-          `left ${l.name}: the registry's config uses VNI ${f.vni}; delete it by hand ` +
-            `(ip link del ${l.name}) if it is a leftover`,
-        );
-      }
-    } else if (l.name === "flannel0" && l.kind === "tun") {
-      devices.push({ link: l, text: `${l.name} (udp TUN)` });
-    } else if (m || l.name === "flannel0") {
-      notes.push(`left ${l.name}: it is a ${l.kind ?? "plain"} device, not one weft creates`);
-    }
-  }
-  const devIdx = new Set(devices.map((d) => d.link.index));
-  const routes: KernelPlan["routes"] = [];
-  for (const r of f.routes) {
-    const viaDevice = r.dev !== undefined && devIdx.has(r.dev) && (r.table ?? 254) === 254;
-    const viaExt = f.network !== null && f.extIndex !== null &&
-      isOwnedRoute(r, f.network, f.own, { ext: f.extIndex });
-    const blackhole = f.network !== null && isOurBlackhole(r, f.network);
-    if (viaDevice || viaExt || blackhole) {
-      routes.push({ route: r, text: describeRoute(r, f.links) });
-    }
-  }
-  return { routes, devices, notes };
-}
-
-/** What the iptables removal did (or would do), from the `iptables-restore` input it fed. */
-export function describeRestore(bin: string, input: string): string[] {
-  const out: string[] = [];
-  let table = "";
-  for (const line of input.split("\n")) {
-    if (line.startsWith("*")) table = line.slice(1);
-    // Shown as the rule was listed (-A), which is what an operator finds in iptables-save.
-    else if (line.startsWith("-D ")) {
-      out.push(`iptables rule "-t ${table} -A ${line.slice(3)}" (${bin})`);
-    } else if (line.startsWith("-X ")) {
-      out.push(`iptables chain ${line.slice(3)} in table ${table} (${bin})`);
-    }
-  }
-  return out;
+export async function owners(config: NetworkConfig | null): Promise<Owned[]> {
+  return [...await ownedByBackends(config), blackholeOwned, iptablesOwned()];
 }
 
 /** Lines of output plus the errors that make the command fail. */
-class Report {
+class Report implements CleanupReport {
   errors: string[] = [];
   count = 0;
   constructor(readonly dryRun: boolean) {}
@@ -270,66 +195,6 @@ async function readSubnetFile(path: string): Promise<SubnetFileView> {
   };
 }
 
-/** Removes the kernel state in `plan`: ext routes, device routes, then the devices. */
-function applyKernel(
-  nl: Netlink,
-  plan: KernelPlan,
-  rep: Report,
-  isNotFound: (e: unknown) => boolean,
-) {
-  for (const { route, text } of plan.routes) {
-    try {
-      if (!rep.dryRun) nl.routeDel(route);
-      rep.did(`route ${text}`);
-    } catch (e) {
-      if (isNotFound(e)) continue; // went with something removed before
-      rep.fail(`cannot remove route ${text}: ${(e as Error).message}`);
-    }
-  }
-  for (const { link, text } of plan.devices) {
-    try {
-      if (!rep.dryRun) nl.linkDel(link.index);
-      rep.did(
-        `device ${text}${link.kind === "vxlan" ? " with its neighbour and FDB entries" : ""}`,
-      );
-    } catch (e) {
-      if (isNotFound(e)) continue;
-      rep.fail(`cannot remove device ${link.name}: ${(e as Error).message}`);
-    }
-  }
-}
-
-/** Deletes flannel's chains and jumps in every iptables flavour; dry runs record instead. */
-async function removeRules(rep: Report): Promise<void> {
-  const real = commandRunner();
-  const runner: Runner = async (argv, stdin) => {
-    if (!argv[0].endsWith("-restore")) return real(argv, stdin);
-    const bin = argv[0].replace(/-restore$/, "");
-    if (rep.dryRun) {
-      for (const d of describeRestore(bin, stdin ?? "")) rep.did(d);
-      return { code: 0, stdout: "", stderr: "" };
-    }
-    const r = await real(argv, stdin);
-    if (r.code === 0) { for (const d of describeRestore(bin, stdin ?? "")) rep.did(d); }
-    return r;
-  };
-  const any = parseCidr("0.0.0.0/0"); // remove() does not look at the network
-  const mgr = new RuleManager({
-    network: any,
-    podSubnet: any,
-    ipMasq: false,
-    forward: false,
-    runner,
-  });
-  try {
-    await mgr.remove();
-  } catch (e) {
-    rep.fail(
-      `cannot remove the ${MASQ_CHAIN}/${FWD_CHAIN} iptables chains: ${(e as Error).message}`,
-    );
-  }
-}
-
 async function releaseLease(
   view: RegistryView,
   publicIP: string | null,
@@ -413,7 +278,6 @@ export async function cleanupCommand(
   const [view, sf] = await Promise.all([readRegistry(v, ms), readSubnetFile(subnetFile)]);
   if (view.error) rep.note(`registry not used: ${view.error}`);
   const network = view.config?.network ?? sf.network;
-  const vni = view.config?.backendType === "vxlan" ? backendNumber(view.config, "VNI", 1) : null;
 
   let ext: ExternalInterface | null = null;
   try {
@@ -436,24 +300,22 @@ export async function cleanupCommand(
     );
   }
 
+  // For each owner: remove what it declares (devices and routes in one plan, then the rest).
+  const all = await owners(view.config);
   try {
-    const { netlink, isNotFound } = await import("../../ffi/libnl/mod.ts");
     const nl = netlink();
-    const plan = planKernel({
-      links: nl.linkList(),
-      routes: [...nl.routeList({ table: 254 }), ...nl.routeList({ type: RTN_BLACKHOLE })],
+    const plan = planKernel(all, {
+      ...kernelState(nl),
       network,
       own: sf.own,
-      vni,
       extIndex: ext?.index ?? null,
     });
     for (const n of plan.notes) rep.note(n);
-    applyKernel(nl, plan, rep, isNotFound);
+    removeKernel(nl, plan, rep);
   } catch (e) {
     rep.fail(`cannot inspect or change the kernel's devices and routes: ${(e as Error).message}`);
   }
-
-  await removeRules(rep);
+  for (const o of all) await o.remove?.(rep);
 
   if (sf.exists) {
     try {

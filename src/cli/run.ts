@@ -1,7 +1,8 @@
 /**
- * `weft run`: opens the registry, starts the agent, the health server and the iptables rules,
- * and handles signals. SIGTERM/SIGINT stop watches and loops and close the registry, leaving the
- * lease and the kernel datapath in place, so a restart does not interrupt pod traffic.
+ * `weft run`: opens the registry, builds the agent's parts from the flags (the blackhole route,
+ * the iptables rules), starts the agent and the health server, and handles signals. SIGTERM/SIGINT
+ * stop watches and loops and close the registry, leaving the lease and the kernel datapath in
+ * place, so a restart does not interrupt pod traffic.
  */
 import { getLogger } from "@logtape/logtape";
 import type { FlagValues } from "./flags.ts";
@@ -11,8 +12,9 @@ import { registryOptions } from "./registry_flags.ts";
 import { VERSION } from "../base/version.ts";
 import { metrics } from "../base/metrics.ts";
 import { type HealthServer, startHealthServer } from "../ops/health.ts";
-import { RuleManager } from "../ops/iptables.ts";
-import { BlackholeKeeper } from "../agent/blackhole.ts";
+import { RuleManager } from "../iptables/keeper.ts";
+import { BlackholePart } from "../agent/blackhole.ts";
+import type { Part } from "../backend/part.ts";
 import { netlink } from "../../ffi/libnl/mod.ts";
 import { notifyReady } from "../ops/sdnotify.ts";
 
@@ -36,12 +38,18 @@ export async function runAgentCommand(v: FlagValues): Promise<number> {
   });
   const ipMasq = Boolean(v["ip-masq"]);
   const forward = Boolean(v["iptables-forward-rules"]);
-  let rules: RuleManager | null = null;
-  const blackhole = Boolean(v["ip-blackhole-route"]);
-  const blackholes = new BlackholeKeeper(
-    netlink(),
-    (msg, props) => log.info(msg, props),
-  );
+  // Off, the blackhole part still removes a route an earlier run with the flag left behind.
+  const parts: Part[] = [new BlackholePart(netlink(), Boolean(v["ip-blackhole-route"]))];
+  if (ipMasq || forward) {
+    parts.push(
+      new RuleManager({
+        ipMasq,
+        forward,
+        randomFullyDisable: Boolean(v["ip-masq-fully-random-disable"]),
+        resyncSeconds: Number(v["iptables-resync"]),
+      }),
+    );
+  }
   const registry = await openRegistry(registryOptions(v));
   const agent: Agent = new Agent(registry, {
     netConfigPath: String(v["net-config-path"] || "") || undefined,
@@ -57,37 +65,12 @@ export async function runAgentCommand(v: FlagValues): Promise<number> {
     renewMarginMs: Number(v["subnet-lease-renew-margin"]) * 60_000,
     ipMasq,
     reconcileIntervalMs: Number(v["reconcile-interval"]) * 1000,
-    // Rules follow the lease: a new subnet rewrites the chains, dropping the old subnet's rules.
-    onLease: async (cfg, lease) => {
-      // Off: still removes a blackhole route an earlier run with the flag left behind.
-      try {
-        blackholes.set(cfg.network, blackhole ? lease.subnet : null);
-      } catch (e) {
-        if (blackhole) throw e;
-        log.warn("could not check for a stale blackhole route: {error}", {
-          error: (e as Error).message,
-        });
-      }
-      if (!ipMasq && !forward) return;
-      if (!rules) {
-        rules = new RuleManager({
-          network: cfg.network,
-          podSubnet: lease.subnet,
-          ipMasq,
-          forward,
-          randomFullyDisable: Boolean(v["ip-masq-fully-random-disable"]),
-        });
-      } else rules.update({ network: cfg.network, podSubnet: lease.subnet });
-      await rules.ensure();
-      rules.startResync(Number(v["iptables-resync"]));
-      agent.setExtraReady(true);
-    },
+    parts,
     onReady: () => {
       log.info("ready");
       notifyReady();
     },
   });
-  if (ipMasq || forward) agent.setExtraReady(false);
 
   let health: HealthServer | null = null;
   const port = Number(v["healthz-port"]);
@@ -107,8 +90,6 @@ export async function runAgentCommand(v: FlagValues): Promise<number> {
   try {
     await agent.run(ctl.signal);
   } finally {
-    (rules as RuleManager | null)?.stop();
-    blackholes.stop();
     await health?.close().catch(() => {});
     await agent.backend?.close().catch(() => {});
     await registry.close().catch(() => {});

@@ -2,9 +2,14 @@
  * The `alloc` backend (as in flannel): leases a subnet and programs nothing. Useful when another
  * component owns the datapath, and for exercising the control plane alone.
  */
-import type { Backend, BackendContext, BackendPrepared } from "../backend.ts";
+import type { Backend, BackendContext, BackendPrepared, Owned } from "../backend.ts";
 import type { PeerEvent } from "../../lease/watch.ts";
 import type { Lease } from "../../lease/codec.ts";
+
+/** alloc owns nothing on a host. */
+export function allocOwned(): Owned {
+  return { owner: "alloc" };
+}
 
 export class AllocBackend implements Backend {
   readonly name = "alloc";

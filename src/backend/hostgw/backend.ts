@@ -10,12 +10,17 @@ import { formatCidr } from "../../base/ipv4.ts";
 import type { ExternalInterface } from "../../net/iface.ts";
 import type { Lease } from "../../lease/codec.ts";
 import { isNotFound, type Netlink, netlink, type Route } from "../../../ffi/libnl/mod.ts";
-import type { Backend, BackendContext, BackendPrepared } from "../backend.ts";
+import type { Backend, BackendContext, BackendPrepared, Owned } from "../backend.ts";
 import type { PeerEvent } from "../../lease/watch.ts";
-import { diffRoutes, isOwnedRoute, routeKey } from "../routes.ts";
+import { diffRoutes, isGatewayRoute, isOwnedRoute, routeKey } from "../routes.ts";
 import { PeerFailures } from "../peer_errors.ts";
 
 const log = getLogger(["weft", "host-gw"]);
+
+/** What host-gw owns on a host: its routes via a gateway on the external interface. */
+export function hostGwOwned(_cfg: NetworkConfig | null): Owned {
+  return { owner: "host-gw", routes: isGatewayRoute };
+}
 
 export class HostGwBackend implements Backend {
   readonly name = "host-gw";

@@ -27,7 +27,7 @@ import {
 } from "../../../ffi/libc/mod.ts";
 import { type Netlink, netlink } from "../../../ffi/libnl/mod.ts";
 import { metrics } from "../../base/metrics.ts";
-import type { Backend, BackendContext, BackendPrepared } from "../backend.ts";
+import type { Backend, BackendContext, BackendPrepared, Owned } from "../backend.ts";
 import type { PeerEvent } from "../../lease/watch.ts";
 import { DEFAULT_UDP_PORT, type Forwarder, startForwarder } from "./forwarder.ts";
 import { ForwarderMetrics } from "./metrics.ts";
@@ -37,6 +37,22 @@ const log = getLogger(["weft", "udp"]);
 
 /** The TUN's queue: the default 500 drops packets in bursts the workers would absorb. */
 const TUN_TXQUEUELEN = 5000;
+
+/** The TUN device's name (flanneld's). */
+export const TUN_DEVICE = "flannel0";
+
+/** What the udp backend owns on a host: its TUN, whose address and route go with it. */
+export function udpOwned(_cfg: NetworkConfig | null): Owned {
+  return {
+    owner: "udp",
+    devices: [{
+      names: /^flannel0$/,
+      kind: "tun",
+      current: TUN_DEVICE,
+      describe: (l) => `${l.name} (udp TUN)`,
+    }],
+  };
+}
 
 export class UdpBackend implements Backend {
   readonly name = "udp";
@@ -55,7 +71,7 @@ export class UdpBackend implements Backend {
   #peers = new Map<string, Lease>();
   #metrics: ForwarderMetrics | null = null;
 
-  constructor(readonly device = "flannel0", nl: Netlink = netlink()) {
+  constructor(readonly device = TUN_DEVICE, nl: Netlink = netlink()) {
     this.#nl = nl;
   }
 

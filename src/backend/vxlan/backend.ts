@@ -22,9 +22,9 @@ import {
   type Route,
 } from "../../../ffi/libnl/mod.ts";
 import { setTxChecksum, txChecksum } from "../../../ffi/libc/ethtool.ts";
-import type { Backend, BackendContext, BackendPrepared } from "../backend.ts";
+import type { Backend, BackendContext, BackendPrepared, Owned } from "../backend.ts";
 import type { PeerEvent } from "../../lease/watch.ts";
-import { diffRoutes, isOwnedRoute, routeKey } from "../routes.ts";
+import { diffRoutes, isGatewayRoute, isOwnedRoute, routeKey } from "../routes.ts";
 import { PeerFailures } from "../peer_errors.ts";
 
 const log = getLogger(["weft", "vxlan"]);
@@ -83,6 +83,31 @@ export function vxlanOptions(cfg: NetworkConfig, ext: ExternalInterface): VxlanO
   };
 }
 
+/** The VTEP's name for a VNI, as flannel names it. */
+export const vtepName = (vni: number): string => `flannel.${vni}`;
+
+/**
+ * What the vxlan backend owns on a host: its VTEP (neighbour, FDB entries and routes go with it)
+ * and, with DirectRouting, routes via a gateway on the external interface. Without a vxlan
+ * config (null, or another type) every `flannel.<N>` VTEP is a leftover of weft's.
+ */
+export function vxlanOwned(cfg: NetworkConfig | null): Owned {
+  const vni = cfg?.backendType === "vxlan" ? backendNumber(cfg, "VNI", 1) : null;
+  return {
+    owner: "vxlan",
+    devices: [{
+      names: /^flannel\.\d+$/,
+      kind: "vxlan",
+      current: vni === null ? null : vtepName(vni),
+      otherwise: `the registry's config uses VNI ${vni}`,
+      describe: (l) =>
+        `${l.name} (vxlan VNI ${l.vxlan?.id ?? l.name.slice("flannel.".length)}) with its ` +
+        `neighbour and FDB entries`,
+    }],
+    routes: isGatewayRoute,
+  };
+}
+
 export class VxlanBackend implements Backend {
   readonly name = "vxlan";
   #nl: Netlink;
@@ -102,7 +127,7 @@ export class VxlanBackend implements Backend {
   }
 
   get deviceName(): string {
-    return `flannel.${this.#o.vni}`;
+    return vtepName(this.#o.vni);
   }
 
   prepare(ctx: BackendContext): Promise<BackendPrepared> {

@@ -1,0 +1,114 @@
+/**
+ * Finding and removing what the owners (backends and agent parts) declared as theirs, as
+ * `weft cleanup` does: devices whose name and kind an owner claims, the routes on them, and the
+ * routes an owner's predicate claims. Look-alikes (another kind, another VNI) are left with a
+ * note saying why. Knows no device name or route rule itself; the {@link Owned} declarations do.
+ *
+ * @example
+ * ```ts
+ * const plan = planKernel(owners, { links, routes, network, own, extIndex });
+ * removeKernel(netlink(), plan, report);
+ * ```
+ */
+import type { Ipv4Net } from "../base/ipv4.ts";
+import {
+  isNotFound,
+  type Link,
+  type Netlink,
+  type Route,
+  RTN_BLACKHOLE,
+} from "../../ffi/libnl/mod.ts";
+import type { CleanupReport, Owned } from "./backend.ts";
+
+/** What the owners have in the kernel, found by {@link planKernel}. */
+export interface KernelPlan {
+  routes: { route: Route; text: string }[];
+  devices: { link: Link; text: string }[];
+  /** Things that look like weft's but are left alone, with the reason. */
+  notes: string[];
+}
+
+export interface KernelFacts {
+  links: Link[];
+  /** Routes of the main table (unicast and blackhole). */
+  routes: Route[];
+  /** The cluster network, when known (registry config or subnet.env). */
+  network: Ipv4Net | null;
+  /** This node's subnet, when known. */
+  own: Ipv4Net | null;
+  /** The external interface's ifindex, when it could be determined. */
+  extIndex: number | null;
+}
+
+/** A route as `ip route` shows it, with interface names. */
+export function describeRoute(r: Route, links: Link[]): string {
+  if (r.type === RTN_BLACKHOLE) return `blackhole ${r.dst} metric ${r.metric}`;
+  const dev = links.find((l) => l.index === r.dev)?.name ?? `if${r.dev}`;
+  return `${r.dst}${r.gw ? ` via ${r.gw}` : ""}${r.dev !== undefined ? ` dev ${dev}` : ""}` +
+    `${r.onlink ? " onlink" : ""}`;
+}
+
+/**
+ * Pure: which devices and routes are the owners'. Devices: those an owner claims by name and
+ * kind (under the current config, or any when the config is unknown). Routes: every main-table
+ * route through those devices (they would vanish with the device anyway; listing them makes the
+ * output complete), and, when the network is known, those an owner's `routes` predicate claims.
+ */
+export function planKernel(owners: Owned[], f: KernelFacts): KernelPlan {
+  const notes: string[] = [];
+  const devices: KernelPlan["devices"] = [];
+  const claims = owners.flatMap((o) => o.devices ?? []);
+  for (const l of f.links) {
+    const named = claims.filter((c) => c.names.test(l.name));
+    if (named.length === 0) continue;
+    const sameKind = named.filter((c) => c.kind === l.kind);
+    const mine = sameKind.find((c) => c.current === null || c.current === l.name);
+    if (mine) devices.push({ link: l, text: mine.describe(l) });
+    else if (sameKind.length) {
+      notes.push(
+        `left ${l.name}: ${sameKind[0].otherwise ?? "not the current config's"}; delete it by ` +
+          `hand (ip link del ${l.name}) if it is a leftover`,
+      );
+    } else notes.push(`left ${l.name}: it is a ${l.kind ?? "plain"} device, not one weft creates`);
+  }
+  const devIdx = new Set(devices.map((d) => d.link.index));
+  const scope = f.network && { network: f.network, own: f.own, ext: f.extIndex };
+  const routes: KernelPlan["routes"] = [];
+  for (const r of f.routes) {
+    const viaDevice = r.dev !== undefined && devIdx.has(r.dev) && (r.table ?? 254) === 254;
+    if (viaDevice || (scope && owners.some((o) => o.routes?.(r, scope)))) {
+      routes.push({ route: r, text: describeRoute(r, f.links) });
+    }
+  }
+  return { routes, devices, notes };
+}
+
+/** The links and main-table routes (unicast and blackhole) {@link planKernel} looks at. */
+export function kernelState(nl: Netlink): Pick<KernelFacts, "links" | "routes"> {
+  return {
+    links: nl.linkList(),
+    routes: [...nl.routeList({ table: 254 }), ...nl.routeList({ type: RTN_BLACKHOLE })],
+  };
+}
+
+/** Removes the kernel state in `plan`: routes first, then the devices; a dry run only reports. */
+export function removeKernel(nl: Netlink, plan: KernelPlan, rep: CleanupReport): void {
+  for (const { route, text } of plan.routes) {
+    try {
+      if (!rep.dryRun) nl.routeDel(route);
+      rep.did(`route ${text}`);
+    } catch (e) {
+      if (isNotFound(e)) continue; // went with something removed before
+      rep.fail(`cannot remove route ${text}: ${(e as Error).message}`);
+    }
+  }
+  for (const { link, text } of plan.devices) {
+    try {
+      if (!rep.dryRun) nl.linkDel(link.index);
+      rep.did(`device ${text}`);
+    } catch (e) {
+      if (isNotFound(e)) continue;
+      rep.fail(`cannot remove device ${link.name}: ${(e as Error).message}`);
+    }
+  }
+}
