@@ -27,16 +27,14 @@ import { withTimeout } from "../base/async.ts";
 import { checkRegistryFlags, registryOptions } from "./registry_flags.ts";
 import type { Registry } from "../registry/registry.ts";
 import { type NetworkConfig, parseNetworkConfig } from "../config/network.ts";
-import { LeaseDecoder } from "../lease/decode.ts";
-import { findOwnLease } from "../lease/allocate.ts";
-import type { Lease } from "../lease/codec.ts";
+import { releaseOwnLease } from "../lease/release.ts";
 import type { CleanupReport, Owned } from "../backend/backend.ts";
 import { kernelState, planKernel, removeKernel } from "../backend/owned.ts";
 import { ownedByBackends } from "../agent/select_backend.ts";
 import { blackholeOwned } from "../agent/blackhole.ts";
 import { iptablesOwned } from "../iptables/keeper.ts";
-import { formatCidr, type Ipv4Net, networkOf, parseCidr } from "../base/ipv4.ts";
-import { parseSubnetEnvText } from "../config/subnet_env.ts";
+import { formatCidr } from "../base/ipv4.ts";
+import { readSubnetEnvHints } from "../config/subnet_env.ts";
 import { type ExternalInterface, selectExternalInterface } from "../net/iface.ts";
 import { netlink } from "../../ffi/libnl/mod.ts";
 
@@ -167,34 +165,6 @@ async function readRegistry(v: FlagValues, ms: number): Promise<RegistryView> {
   }
 }
 
-interface SubnetFileView {
-  network: Ipv4Net | null;
-  own: Ipv4Net | null;
-  exists: boolean;
-}
-
-async function readSubnetFile(path: string): Promise<SubnetFileView> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch {
-    return { network: null, own: null, exists: false };
-  }
-  const env = parseSubnetEnvText(text);
-  const cidr = (s: string | undefined, host: boolean) => {
-    try {
-      return s ? networkOf(parseCidr(s, host)) : null;
-    } catch {
-      return null;
-    }
-  };
-  return {
-    network: cidr(env.FLANNEL_NETWORK, false),
-    own: cidr(env.FLANNEL_SUBNET, true),
-    exists: true,
-  };
-}
-
 async function releaseLease(
   view: RegistryView,
   publicIP: string | null,
@@ -217,28 +187,19 @@ async function releaseLease(
   }
   const reg = view.registry;
   try {
-    const { leases } = await withTimeout(reg.listLeases(), ms, "listing leases");
-    const decoded = new LeaseDecoder().decodeAll(leases);
-    const own: Lease | null = view.config
-      ? findOwnLease(view.config, decoded, publicIP)
-      : decoded.find((l) => l.attrs.publicIP === publicIP) ?? null;
-    if (!own) {
+    const step = <T>(p: Promise<T>, what: string) => withTimeout(p, ms, what);
+    const r = await releaseOwnLease(reg, view.config, publicIP, { dryRun: rep.dryRun, step });
+    if (!r.lease) {
       rep.note(`no lease with public IP ${publicIP} in the ${reg.kind} registry`);
       return;
     }
-    const what = `lease ${formatCidr(own.subnet)} (public IP ${publicIP}) from the ${reg.kind} ` +
-      `registry`;
-    if (rep.dryRun) return rep.did(what);
-    const gone = await withTimeout(
-      reg.deleteLease(own.key, own.revision),
-      ms,
-      "deleting the lease",
-    );
-    if (gone) rep.did(what);
-    else {
+    const subnet = formatCidr(r.lease.subnet);
+    if (r.outcome === "released") {
+      rep.did(`lease ${subnet} (public IP ${publicIP}) from the ${reg.kind} registry`);
+    } else {
       rep.fail(
-        `lease ${formatCidr(own.subnet)} changed while it was being released (is the agent ` +
-          `still running?); stop the agent and run cleanup again`,
+        `lease ${subnet} changed while it was being released (is the agent still running?); ` +
+          `stop the agent and run cleanup again`,
       );
     }
   } catch (e) {
@@ -275,7 +236,7 @@ export async function cleanupCommand(
   if (rep.dryRun) console.log("dry run: nothing is changed");
 
   const subnetFile = String(v["subnet-file"]);
-  const [view, sf] = await Promise.all([readRegistry(v, ms), readSubnetFile(subnetFile)]);
+  const [view, sf] = await Promise.all([readRegistry(v, ms), readSubnetEnvHints(subnetFile)]);
   if (view.error) rep.note(`registry not used: ${view.error}`);
   const network = view.config?.network ?? sf.network;
 
@@ -307,7 +268,7 @@ export async function cleanupCommand(
     const plan = planKernel(all, {
       ...kernelState(nl),
       network,
-      own: sf.own,
+      own: sf.subnet,
       extIndex: ext?.index ?? null,
     });
     for (const n of plan.notes) rep.note(n);

@@ -137,15 +137,42 @@ export async function readSubnetEnv(path: string): Promise<SubnetEnv> {
   return parseSubnetEnv(text, path);
 }
 
+/** What a possibly damaged subnet.env still tells; a field is null when absent or unparsable. */
+export interface SubnetEnvHints {
+  exists: boolean;
+  network: Ipv4Net | null;
+  subnet: Ipv4Net | null;
+}
+
+/**
+ * Reads subnet.env leniently (cleanup, and the agent's hint for re-using its subnet): never throws,
+ * each field stands on its own.
+ */
+export async function readSubnetEnvHints(path: string): Promise<SubnetEnvHints> {
+  let vars: Record<string, string>;
+  try {
+    vars = parseSubnetEnvText(await Deno.readTextFile(path));
+  } catch {
+    return { exists: false, network: null, subnet: null };
+  }
+  const cidr = (s: string | undefined, host: boolean) => {
+    try {
+      return s ? networkOf(parseCidr(s, host)) : null;
+    } catch {
+      return null;
+    }
+  };
+  return {
+    exists: true,
+    network: cidr(vars.FLANNEL_NETWORK, false),
+    subnet: cidr(vars.FLANNEL_SUBNET, true),
+  };
+}
+
 /**
  * The subnet named by FLANNEL_SUBNET in an existing file, or null (missing, unreadable, bad).
  * Only that key matters: the agent asks for the same subnet back after a restart.
  */
 export async function readSubnetHint(path: string): Promise<Ipv4Net | null> {
-  try {
-    const subnet = parseSubnetEnvText(await Deno.readTextFile(path)).FLANNEL_SUBNET;
-    return subnet ? networkOf(parseCidr(subnet, true)) : null;
-  } catch {
-    return null;
-  }
+  return (await readSubnetEnvHints(path)).subnet;
 }
