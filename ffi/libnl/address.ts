@@ -1,5 +1,6 @@
 /**
- * IPv4 addresses on interfaces (rtnl_addr): add, replace, delete, list.
+ * IPv4 addresses on interfaces (rtnl_addr): add, replace, delete, list. Internal to ffi/libnl:
+ * callers use the `Netlink` methods of the same names (mod.ts).
  *
  * @example
  * ```ts
@@ -10,7 +11,8 @@
 import { parseCidr } from "../../src/base/ipv4.ts";
 import { AF_INET, ipv4Addr, readIp, withAddr } from "./nladdr.ts";
 import { drainCache, PTR_OUT } from "./mem.ts";
-import { NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, type NlSocket } from "./socket.ts";
+import type { NlSocket } from "./socket.ts";
+import { NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE } from "./constants.ts";
 import { libs } from "./symbols.ts";
 
 /** An address on an interface: `cidr` is the address with its prefix, e.g. "198.19.5.1/24". */

@@ -1,17 +1,20 @@
 /**
  * Network interfaces (rtnl_link): list, look up, create vxlan and bridge devices, set up/down,
- * MTU and MAC, delete. Each function takes the {@link NlSocket} to use.
+ * MTU and MAC, delete. Each function takes the {@link NlSocket} to use. Internal to ffi/libnl:
+ * callers use the `Netlink` methods of the same names (mod.ts).
  *
  * @example
  * ```ts
- * const v = linkAddVxlan(sock, { name: "flannel.1", vni: 1, local: "198.18.0.2", port: 8472 });
+ * const v = linkAdd(sock, { kind: "vxlan", name: "flannel.1", vni: 1, local: "198.18.0.2" });
  * linkSetUp(sock, v.index);
  * ```
  */
 import { parseIp } from "../../src/base/ipv4.ts";
+import { checkIfName } from "../libc/tun.ts";
 import { ipv4Addr, isMac, macAddr, readIp, readMac, withAddr } from "./nladdr.ts";
 import { cstr, drainCache, PTR_OUT, readCString, takePtr, takeU32, U32_OUT } from "./mem.ts";
-import { NLM_F_CREATE, NLM_F_EXCL, type NlSocket } from "./socket.ts";
+import type { NlSocket } from "./socket.ts";
+import { NLM_F_CREATE, NLM_F_EXCL } from "./constants.ts";
 import { NLE_EXIST, NLE_NODEV, NLE_OBJ_NOTFOUND } from "./errors.ts";
 import { libs } from "./symbols.ts";
 
@@ -52,6 +55,7 @@ export interface Link {
   vxlan?: VxlanInfo;
 }
 
+/** A vxlan device to create (`ip link add NAME type vxlan id VNI ...`). */
 export interface VxlanOptions {
   name: string;
   /** VXLAN network identifier, 0..16777215. */
@@ -70,14 +74,15 @@ export interface VxlanOptions {
   mac?: string;
 }
 
-/** Throws a RangeError for names the kernel cannot hold (1..15 bytes, no "/" or spaces). */
-export function checkIfName(name: string): void {
-  if (!/^[^\s/:]{1,15}$/.test(name) || new TextEncoder().encode(name).length > 15) {
-    throw new RangeError(
-      `"${name}" is not a valid interface name (1-15 characters, no whitespace, "/" or ":")`,
-    );
-  }
+/** A bridge device to create (`ip link add NAME type bridge`). */
+export interface BridgeOptions {
+  name: string;
+  mtu?: number;
+  mac?: string;
 }
+
+/** What {@link linkAdd} creates: the kind, and that kind's options. */
+export type LinkSpec = ({ kind: "vxlan" } & VxlanOptions) | ({ kind: "bridge" } & BridgeOptions);
 
 function checkIndex(index: number, what = "ifindex"): void {
   if (!Number.isInteger(index) || index <= 0 || index > 0x7fffffff) {
@@ -202,9 +207,8 @@ function checkOptional(o: { mtu?: number; mac?: string }): void {
   }
 }
 
-/** Creates a vxlan device (fails with `exists` if the name is taken) and returns it as read back. */
-export function linkAddVxlan(sock: NlSocket, o: VxlanOptions): Link {
-  checkIfName(o.name);
+/** Checks a vxlan spec's own fields; throws a RangeError naming the bad value. */
+function checkVxlan(o: VxlanOptions): void {
   if (!Number.isInteger(o.vni) || o.vni < 0 || o.vni > VXLAN_ID_MAX) {
     throw new RangeError(`VNI ${o.vni} is out of range (0..${VXLAN_ID_MAX})`);
   }
@@ -213,61 +217,67 @@ export function linkAddVxlan(sock: NlSocket, o: VxlanOptions): Link {
   }
   if (o.local !== undefined) parseIp(o.local);
   if (o.devIndex !== undefined) checkIndex(o.devIndex, "vxlan devIndex");
-  checkOptional(o);
-  const what = [
+}
+
+/** The spec as iproute2 would write it, for error messages. */
+function describeSpec(o: LinkSpec): string {
+  if (o.kind === "bridge") return `${o.name} type bridge`;
+  return [
     o.name,
-    `id ${o.vni}`,
+    `type vxlan id ${o.vni}`,
     o.local !== undefined ? `local ${o.local}` : "",
     o.devIndex !== undefined ? `dev ${o.devIndex}` : "",
     o.port !== undefined ? `dstport ${o.port}` : "",
     o.learning ? "learning" : "nolearning",
     o.gbp ? "gbp" : "",
   ].filter(Boolean).join(" ");
+}
 
+/** Sets the vxlan attributes on a link object made by rtnl_link_vxlan_alloc. */
+function applyVxlan(link: Ptr, o: VxlanOptions, what: string): void {
   const { rt } = libs();
-  const link = rt.rtnl_link_vxlan_alloc();
-  if (!link) throw new Error("netlink linkAddVxlan: rtnl_link_vxlan_alloc returned NULL");
-  try {
-    applyCommon(link, o.name, o);
-    rt.rtnl_link_vxlan_set_id(link, o.vni);
-    if (o.local !== undefined) {
-      withAddr(ipv4Addr(o.local), (a) => rt.rtnl_link_vxlan_set_local(link, a));
+  rt.rtnl_link_vxlan_set_id(link, o.vni);
+  if (o.local !== undefined) {
+    withAddr(ipv4Addr(o.local), (a) => rt.rtnl_link_vxlan_set_local(link, a));
+  }
+  if (o.devIndex !== undefined) rt.rtnl_link_vxlan_set_link(link, o.devIndex);
+  if (o.port !== undefined) rt.rtnl_link_vxlan_set_port(link, o.port);
+  // Always explicit: the kernel's default is learning on, flannel's is off.
+  rt.rtnl_link_vxlan_set_learning(link, o.learning ? 1 : 0);
+  if (o.gbp) {
+    if (!rt.rtnl_link_vxlan_set_flags) {
+      throw new Error(
+        `netlink linkAdd ${what}: this libnl lacks rtnl_link_vxlan_set_flags, so gbp ` +
+          `cannot be set; upgrade libnl-route-3-200 (3.7 has it)`,
+      );
     }
-    if (o.devIndex !== undefined) rt.rtnl_link_vxlan_set_link(link, o.devIndex);
-    if (o.port !== undefined) rt.rtnl_link_vxlan_set_port(link, o.port);
-    // Always explicit: the kernel's default is learning on, flannel's is off.
-    rt.rtnl_link_vxlan_set_learning(link, o.learning ? 1 : 0);
-    if (o.gbp) {
-      if (!rt.rtnl_link_vxlan_set_flags) {
-        throw new Error(
-          `netlink linkAddVxlan ${what}: this libnl lacks rtnl_link_vxlan_set_flags, so gbp ` +
-            `cannot be set; upgrade libnl-route-3-200 (3.7 has it)`,
-        );
-      }
-      rt.rtnl_link_vxlan_set_flags(link, RTNL_LINK_VXLAN_F_GBP, 1);
-    }
-    return addLink(sock, "linkAddVxlan", o, what, link, o.name);
-  } finally {
-    rt.rtnl_link_put(link);
+    rt.rtnl_link_vxlan_set_flags(link, RTNL_LINK_VXLAN_F_GBP, 1);
   }
 }
 
-/** Creates a bridge device and returns it as read back. */
-export function linkAddBridge(
-  sock: NlSocket,
-  name: string,
-  o: { mtu?: number; mac?: string } = {},
-): Link {
-  checkIfName(name);
-  checkOptional(o);
+/**
+ * Creates a vxlan or bridge device (`ip link add`) and returns it as read back; fails with
+ * `exists` when the name is taken. Every field is checked before anything is allocated.
+ */
+export function linkAdd(sock: NlSocket, spec: LinkSpec): Link {
+  checkIfName(spec.name);
+  if (spec.kind === "vxlan") checkVxlan(spec);
+  else if (spec.kind !== "bridge") {
+    throw new RangeError(`link kind "${(spec as { kind: string }).kind}" is not supported`);
+  }
+  checkOptional(spec);
+  const what = describeSpec(spec);
   const { rt } = libs();
-  const link = rt.rtnl_link_alloc();
-  if (!link) throw new Error("netlink linkAddBridge: rtnl_link_alloc returned NULL");
+  const link = spec.kind === "vxlan" ? rt.rtnl_link_vxlan_alloc() : rt.rtnl_link_alloc();
+  if (!link) throw new Error(`netlink linkAdd ${what}: allocating the link returned NULL`);
   try {
-    const rc = rt.rtnl_link_set_type(link, cstr("bridge"));
-    if (rc < 0) throw sock.error("linkAddBridge", { name, ...o }, `${name} type bridge`, rc);
-    applyCommon(link, name, o);
-    return addLink(sock, "linkAddBridge", { name, ...o }, `${name} type bridge`, link, name);
+    if (spec.kind === "bridge") {
+      const rc = rt.rtnl_link_set_type(link, cstr("bridge"));
+      if (rc < 0) throw sock.error("linkAdd", spec, what, rc);
+    }
+    applyCommon(link, spec.name, spec);
+    if (spec.kind === "vxlan") applyVxlan(link, spec, what);
+    return addLink(sock, "linkAdd", spec, what, link, spec.name);
   } finally {
     rt.rtnl_link_put(link);
   }

@@ -1,6 +1,7 @@
 /**
  * IPv4 routes (rtnl_route): add, replace, delete, list, and the kernel's route lookup for a
- * destination (`ip route get`).
+ * destination (`ip route get`). Internal to ffi/libnl: callers use the `Netlink` methods of the
+ * same names (mod.ts), which pass their socket in.
  *
  * @example
  * ```ts
@@ -11,22 +12,23 @@
 import { formatCidr, parseCidr, parseIp } from "../../src/base/ipv4.ts";
 import { AF_INET, ipv4Addr, readCidr, readIp, withAddr } from "./nladdr.ts";
 import { drainCache, PTR_OUT, takePtr } from "./mem.ts";
-import { NLE_FAILURE } from "./errors.ts";
-import { NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, type NlSocket } from "./socket.ts";
+import { NLE_FAILURE, NLE_OBJ_NOTFOUND } from "./errors.ts";
+import type { NlSocket } from "./socket.ts";
+import {
+  NLM_F_CREATE,
+  NLM_F_EXCL,
+  NLM_F_REPLACE,
+  RT_SCOPE_NOWHERE,
+  RT_TABLE_MAIN,
+  RTN_BLACKHOLE,
+  RTN_UNICAST,
+  RTNH_F_ONLINK,
+  RTPROT_BOOT,
+} from "./constants.ts";
 import { libs } from "./symbols.ts";
 
 type Ptr = NonNullable<Deno.PointerValue>;
 
-export const RT_TABLE_MAIN = 254;
-export const RT_SCOPE_UNIVERSE = 0;
-export const RT_SCOPE_LINK = 253;
-export const RT_SCOPE_HOST = 254;
-const RT_SCOPE_NOWHERE = 255;
-export const RTPROT_BOOT = 3;
-const RTNH_F_ONLINK = 4;
-export const RTN_UNICAST = 1;
-/** Route type that drops what it matches (`ip route add blackhole ...`). */
-export const RTN_BLACKHOLE = 6;
 const ENETUNREACH = 101;
 
 /** An IPv4 route. On input, omitted fields take iproute2's defaults. */
@@ -50,6 +52,17 @@ export interface Route {
   /** Route priority (metric); default 0. */
   metric?: number;
   /** Route type: RTN_UNICAST (default) or RTN_BLACKHOLE (no gateway or device). */
+  type?: number;
+}
+
+/**
+ * Which routes {@link routeList} returns: one type (default unicast; blackhole routes with
+ * `type: RTN_BLACKHOLE`) in one table (default main; `table: 0` for all tables), optionally only
+ * those whose first nexthop uses `dev`.
+ */
+export interface RouteFilter {
+  table?: number;
+  dev?: number;
   type?: number;
 }
 
@@ -207,15 +220,8 @@ function readRoute(o: Ptr): Route {
   return r;
 }
 
-/**
- * IPv4 routes of one type (default unicast; blackhole routes come with `type: RTN_BLACKHOLE`) in
- * one table (default main; `table: 0` for all tables), optionally only those whose first nexthop
- * uses `dev`.
- */
-export function routeList(
-  sock: NlSocket,
-  f: { table?: number; dev?: number; type?: number } = {},
-): Route[] {
+/** IPv4 routes that match the {@link RouteFilter}. */
+export function routeList(sock: NlSocket, f: RouteFilter = {}): Route[] {
   const { rt } = libs();
   const table = f.table ?? RT_TABLE_MAIN;
   const type = f.type ?? RTN_UNICAST;
@@ -255,7 +261,9 @@ export function routeGet(sock: NlSocket, dst: string): RouteLookup {
   const route = takePtr();
   if (rc < 0 || !route) {
     if (route) rt.rtnl_route_put(route);
-    throw sock.error("routeGet", dst, dst, rc, "no route to this address from this host");
+    // rc >= 0 without a route should not happen; report it as "not found", not as success.
+    const code = rc < 0 ? rc : -NLE_OBJ_NOTFOUND;
+    throw sock.error("routeGet", dst, dst, code, "no route to this address from this host");
   }
   try {
     const r = readRoute(route);

@@ -34,7 +34,13 @@ import { formatCidr, type Ipv4Net, networkOf, parseCidr } from "../base/ipv4.ts"
 import { parseSubnetEnvText } from "../config/subnet_env.ts";
 import { type ExternalInterface, selectExternalInterface } from "../net/iface.ts";
 import { commandRunner, FWD_CHAIN, MASQ_CHAIN, RuleManager, type Runner } from "../ops/iptables.ts";
-import { type Link, type Netlink, type Route, RTN_BLACKHOLE } from "../../ffi/libnl/mod.ts";
+import {
+  type Link,
+  type Netlink,
+  type Route,
+  RT_TABLE_MAIN,
+  RTN_BLACKHOLE,
+} from "../../ffi/libnl/mod.ts";
 
 export const cleanupFlags: FlagTable = {
   ...registryFlags,
@@ -154,7 +160,8 @@ export function planKernel(f: KernelFacts): KernelPlan {
   const devIdx = new Set(devices.map((d) => d.link.index));
   const routes: KernelPlan["routes"] = [];
   for (const r of f.routes) {
-    const viaDevice = r.dev !== undefined && devIdx.has(r.dev) && (r.table ?? 254) === 254;
+    const viaDevice = r.dev !== undefined && devIdx.has(r.dev) &&
+      (r.table ?? RT_TABLE_MAIN) === RT_TABLE_MAIN;
     const viaExt = f.network !== null && f.extIndex !== null &&
       isOwnedRoute(r, f.network, f.own, { ext: f.extIndex });
     const blackhole = f.network !== null && isOurBlackhole(r, f.network);
@@ -441,7 +448,7 @@ export async function cleanupCommand(
     const nl = netlink();
     const plan = planKernel({
       links: nl.linkList(),
-      routes: [...nl.routeList({ table: 254 }), ...nl.routeList({ type: RTN_BLACKHOLE })],
+      routes: [...nl.routeList({ table: RT_TABLE_MAIN }), ...nl.routeList({ type: RTN_BLACKHOLE })],
       network,
       own: sf.own,
       vni,
