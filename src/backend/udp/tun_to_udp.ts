@@ -36,9 +36,9 @@ import {
   VNET_F_NEEDS_CSUM,
   VNET_HDR_LEN,
   type VnetHdr,
-  words,
   writeTsoSegment,
 } from "./offload.ts";
+import { words } from "./checksum.ts";
 import type { PeerTable } from "./peers.ts";
 import { TX } from "./counters.ts";
 
