@@ -14,17 +14,12 @@ import { drainCache, PTR_OUT } from "./mem.ts";
 import type { NlSocket } from "./socket.ts";
 import { NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE } from "./constants.ts";
 import { libs } from "./symbols.ts";
+import { checkIndex } from "./validate.ts";
 
 /** An address on an interface: `cidr` is the address with its prefix, e.g. "198.19.5.1/24". */
 export interface Addr {
   index: number;
   cidr: string;
-}
-
-function checkIndex(index: number): void {
-  if (!Number.isInteger(index) || index <= 0) {
-    throw new RangeError(`ifindex ${index} is not a valid interface index (a positive integer)`);
-  }
 }
 
 function request(sock: NlSocket, op: string, index: number, cidr: string, flags: number | null) {

@@ -9,34 +9,28 @@
  * linkSetUp(sock, v.index);
  * ```
  */
-import { parseIp } from "../../src/base/ipv4.ts";
 import { checkIfName } from "../libc/tun.ts";
-import { ipv4Addr, isMac, macAddr, readIp, readMac, withAddr } from "./nladdr.ts";
-import { cstr, drainCache, PTR_OUT, readCString, takePtr, takeU32, U32_OUT } from "./mem.ts";
+import { macAddr, readMac, withAddr } from "./nladdr.ts";
+import { cstr, drainCache, PTR_OUT, readCString, takePtr } from "./mem.ts";
 import type { NlSocket } from "./socket.ts";
 import { NLM_F_CREATE, NLM_F_EXCL } from "./constants.ts";
 import { NLE_EXIST, NLE_NODEV, NLE_OBJ_NOTFOUND } from "./errors.ts";
 import { libs } from "./symbols.ts";
+import { checkIndex, checkMac } from "./validate.ts";
+import {
+  applyVxlan,
+  checkVxlan,
+  describeVxlan,
+  readVxlan,
+  type VxlanInfo,
+  type VxlanOptions,
+} from "./vxlan.ts";
+
+export type { VxlanInfo, VxlanOptions } from "./vxlan.ts";
 
 type Ptr = NonNullable<Deno.PointerValue>;
 
 const IFF_UP = 0x1;
-const RTNL_LINK_VXLAN_F_GBP = 1;
-const VXLAN_ID_MAX = 16777215;
-
-/** VXLAN attributes of a link, as the kernel reports them. */
-export interface VxlanInfo {
-  /** VNI. */
-  id: number;
-  /** Tunnel source address, null when unset. */
-  local: string | null;
-  /** UDP destination port (kernel default 8472). */
-  port: number;
-  learning: boolean;
-  gbp: boolean;
-  /** Underlay device (IFLA_VXLAN_LINK), null when unset. */
-  devIndex: number | null;
-}
 
 /** A network interface. */
 export interface Link {
@@ -55,25 +49,6 @@ export interface Link {
   vxlan?: VxlanInfo;
 }
 
-/** A vxlan device to create (`ip link add NAME type vxlan id VNI ...`). */
-export interface VxlanOptions {
-  name: string;
-  /** VXLAN network identifier, 0..16777215. */
-  vni: number;
-  /** Tunnel source IPv4 address. */
-  local?: string;
-  /** Underlay device ifindex. */
-  devIndex?: number;
-  /** UDP port; omitted → kernel default (8472). */
-  port?: number;
-  /** Source-address learning; default false (as flannel creates it). */
-  learning?: boolean;
-  /** Group Based Policy extension; default false. */
-  gbp?: boolean;
-  mtu?: number;
-  mac?: string;
-}
-
 /** A bridge device to create (`ip link add NAME type bridge`). */
 export interface BridgeOptions {
   name: string;
@@ -83,32 +58,6 @@ export interface BridgeOptions {
 
 /** What {@link linkAdd} creates: the kind, and that kind's options. */
 export type LinkSpec = ({ kind: "vxlan" } & VxlanOptions) | ({ kind: "bridge" } & BridgeOptions);
-
-function checkIndex(index: number, what = "ifindex"): void {
-  if (!Number.isInteger(index) || index <= 0 || index > 0x7fffffff) {
-    throw new RangeError(`${what} ${index} is not a valid interface index (a positive integer)`);
-  }
-}
-
-function readVxlan(link: Ptr): VxlanInfo {
-  const { rt, nl } = libs();
-  const id = rt.rtnl_link_vxlan_get_id(link, U32_OUT) === 0 ? takeU32() : 0;
-  let local: string | null = null;
-  if (rt.rtnl_link_vxlan_get_local(link, PTR_OUT) === 0) {
-    // get_local builds a fresh nl_addr: ours to free.
-    const a = takePtr();
-    if (a) {
-      local = readIp(a);
-      nl.nl_addr_put(a);
-    }
-  }
-  const devIndex = rt.rtnl_link_vxlan_get_link(link, U32_OUT) === 0 ? takeU32() || null : null;
-  const port = rt.rtnl_link_vxlan_get_port(link, U32_OUT) === 0 ? takeU32() : 0;
-  const learning = rt.rtnl_link_vxlan_get_learning(link) > 0;
-  const getFlags = rt.rtnl_link_vxlan_get_flags;
-  const flags = getFlags && getFlags(link, U32_OUT) === 0 ? takeU32() : 0;
-  return { id, local, port, learning, gbp: (flags & RTNL_LINK_VXLAN_F_GBP) !== 0, devIndex };
-}
 
 /** Copies a libnl link object into a plain {@link Link}. */
 export function readLink(link: Ptr): Link {
@@ -200,59 +149,7 @@ function checkOptional(o: { mtu?: number; mac?: string }): void {
   if (o.mtu !== undefined && (!Number.isInteger(o.mtu) || o.mtu < 68 || o.mtu > 65535)) {
     throw new RangeError(`MTU ${o.mtu} is out of range (68..65535)`);
   }
-  if (o.mac !== undefined && !isMac(o.mac)) {
-    throw new RangeError(
-      `"${o.mac}" is not a MAC address (expected six hex octets, aa:bb:cc:dd:ee:ff)`,
-    );
-  }
-}
-
-/** Checks a vxlan spec's own fields; throws a RangeError naming the bad value. */
-function checkVxlan(o: VxlanOptions): void {
-  if (!Number.isInteger(o.vni) || o.vni < 0 || o.vni > VXLAN_ID_MAX) {
-    throw new RangeError(`VNI ${o.vni} is out of range (0..${VXLAN_ID_MAX})`);
-  }
-  if (o.port !== undefined && (!Number.isInteger(o.port) || o.port < 1 || o.port > 65535)) {
-    throw new RangeError(`vxlan port ${o.port} is out of range (1..65535)`);
-  }
-  if (o.local !== undefined) parseIp(o.local);
-  if (o.devIndex !== undefined) checkIndex(o.devIndex, "vxlan devIndex");
-}
-
-/** The spec as iproute2 would write it, for error messages. */
-function describeSpec(o: LinkSpec): string {
-  if (o.kind === "bridge") return `${o.name} type bridge`;
-  return [
-    o.name,
-    `type vxlan id ${o.vni}`,
-    o.local !== undefined ? `local ${o.local}` : "",
-    o.devIndex !== undefined ? `dev ${o.devIndex}` : "",
-    o.port !== undefined ? `dstport ${o.port}` : "",
-    o.learning ? "learning" : "nolearning",
-    o.gbp ? "gbp" : "",
-  ].filter(Boolean).join(" ");
-}
-
-/** Sets the vxlan attributes on a link object made by rtnl_link_vxlan_alloc. */
-function applyVxlan(link: Ptr, o: VxlanOptions, what: string): void {
-  const { rt } = libs();
-  rt.rtnl_link_vxlan_set_id(link, o.vni);
-  if (o.local !== undefined) {
-    withAddr(ipv4Addr(o.local), (a) => rt.rtnl_link_vxlan_set_local(link, a));
-  }
-  if (o.devIndex !== undefined) rt.rtnl_link_vxlan_set_link(link, o.devIndex);
-  if (o.port !== undefined) rt.rtnl_link_vxlan_set_port(link, o.port);
-  // Always explicit: the kernel's default is learning on, flannel's is off.
-  rt.rtnl_link_vxlan_set_learning(link, o.learning ? 1 : 0);
-  if (o.gbp) {
-    if (!rt.rtnl_link_vxlan_set_flags) {
-      throw new Error(
-        `netlink linkAdd ${what}: this libnl lacks rtnl_link_vxlan_set_flags, so gbp ` +
-          `cannot be set; upgrade libnl-route-3-200 (3.7 has it)`,
-      );
-    }
-    rt.rtnl_link_vxlan_set_flags(link, RTNL_LINK_VXLAN_F_GBP, 1);
-  }
+  if (o.mac !== undefined) checkMac(o.mac);
 }
 
 /**
@@ -266,7 +163,7 @@ export function linkAdd(sock: NlSocket, spec: LinkSpec): Link {
     throw new RangeError(`link kind "${(spec as { kind: string }).kind}" is not supported`);
   }
   checkOptional(spec);
-  const what = describeSpec(spec);
+  const what = spec.kind === "vxlan" ? describeVxlan(spec) : `${spec.name} type bridge`;
   const { rt } = libs();
   const link = spec.kind === "vxlan" ? rt.rtnl_link_vxlan_alloc() : rt.rtnl_link_alloc();
   if (!link) throw new Error(`netlink linkAdd ${what}: allocating the link returned NULL`);

@@ -10,16 +10,7 @@
  * ```
  */
 import { parseIp } from "../../src/base/ipv4.ts";
-import {
-  AF_BRIDGE,
-  AF_INET,
-  ipv4Addr,
-  isMac,
-  macAddr,
-  readIp,
-  readMac,
-  withAddr,
-} from "./nladdr.ts";
+import { AF_BRIDGE, AF_INET, ipv4Addr, macAddr, readIp, readMac, withAddr } from "./nladdr.ts";
 import { cstr, drainCache, PTR_OUT, putPtr, takePtr } from "./mem.ts";
 import type { NlSocket } from "./socket.ts";
 import {
@@ -30,6 +21,7 @@ import {
   NUD_REACHABLE,
 } from "./constants.ts";
 import { libs } from "./symbols.ts";
+import { checkIndex, checkMac } from "./validate.ts";
 
 type Ptr = NonNullable<Deno.PointerValue>;
 
@@ -88,19 +80,7 @@ export interface Fdb {
 }
 
 function checkDev(dev: number): void {
-  if (!Number.isInteger(dev) || dev <= 0) {
-    throw new RangeError(
-      `neighbour dev ${dev} is not a valid interface index (a positive integer)`,
-    );
-  }
-}
-
-function checkMac(mac: string): void {
-  if (!isMac(mac)) {
-    throw new RangeError(
-      `"${mac}" is not a MAC address (expected six hex octets, aa:bb:cc:dd:ee:ff)`,
-    );
-  }
+  checkIndex(dev, "neighbour dev");
 }
 
 /** Runs `fn` on a fresh neighbour object, then frees it. */

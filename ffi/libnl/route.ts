@@ -26,6 +26,7 @@ import {
   RTPROT_BOOT,
 } from "./constants.ts";
 import { libs } from "./symbols.ts";
+import { checkIndex } from "./validate.ts";
 
 type Ptr = NonNullable<Deno.PointerValue>;
 
@@ -98,9 +99,7 @@ function validate(r: Route): { ip: string; prefix: number } {
   const net = parseCidr(r.dst); // throws on host bits, naming the network meant
   if (r.gw !== undefined) parseIp(r.gw);
   if (r.src !== undefined) parseIp(r.src);
-  if (r.dev !== undefined && (!Number.isInteger(r.dev) || r.dev <= 0)) {
-    throw new RangeError(`route dev ${r.dev} is not a valid interface index (a positive integer)`);
-  }
+  if (r.dev !== undefined) checkIndex(r.dev, "route dev");
   checkU(r.table, 0xffffffff, "table");
   checkU(r.scope, 255, "scope");
   checkU(r.protocol, 255, "protocol");
