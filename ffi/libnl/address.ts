@@ -33,7 +33,7 @@ function request(sock: NlSocket, op: string, index: number, cidr: string, flags:
   try {
     rt.rtnl_addr_set_ifindex(a, index);
     const set = withAddr(ipv4Addr(ip, net.prefix), (l) => rt.rtnl_addr_set_local(a, l));
-    if (set < 0) throw sock.error(op, { index, cidr }, `${cidr} dev ${index}`, set);
+    if (set < 0) throw sock.localError(op, { index, cidr }, `${cidr} dev ${index}`, set);
     sock.begin();
     const rc = flags === null
       ? rt.rtnl_addr_delete(sock.ptr, a, 0)

@@ -170,7 +170,7 @@ export function linkAdd(sock: NlSocket, spec: LinkSpec): Link {
   try {
     if (spec.kind === "bridge") {
       const rc = rt.rtnl_link_set_type(link, cstr("bridge"));
-      if (rc < 0) throw sock.error("linkAdd", spec, what, rc);
+      if (rc < 0) throw sock.localError("linkAdd", spec, what, rc);
     }
     applyCommon(link, spec.name, spec);
     if (spec.kind === "vxlan") applyVxlan(link, spec, what);

@@ -96,7 +96,7 @@ function withNeigh<T>(op: string, fn: (n: Ptr) => T): T {
 }
 
 function setAddr(sock: NlSocket, op: string, args: unknown, what: string, rc: number): void {
-  if (rc < 0) throw sock.error(op, args, what, rc);
+  if (rc < 0) throw sock.localError(op, args, what, rc);
 }
 
 /** Adds or replaces an ARP entry (`ip neigh replace IP lladdr MAC dev DEV nud permanent`). */

@@ -117,22 +117,28 @@ function validate(r: Route): { ip: string; prefix: number } {
 }
 
 /** Builds a libnl route object; the caller owns it (rtnl_route_put). */
-function build(r: Route, forDelete: boolean): Ptr {
+function build(sock: NlSocket, op: string, r: Route, forDelete: boolean): Ptr {
   const { ip, prefix } = validate(r);
   const { rt } = libs();
   const route = rt.rtnl_route_alloc();
   if (!route) throw new Error("netlink: rtnl_route_alloc returned NULL");
   try {
-    withAddr(ipv4Addr(ip, prefix), (a) => rt.rtnl_route_set_dst(route, a));
+    // Setting an address checks it against the route's family; a failure is a libnl code too.
+    const set = (rc: number) => {
+      if (rc < 0) throw sock.localError(op, r, describeRoute(r), rc);
+    };
+    set(withAddr(ipv4Addr(ip, prefix), (a) => rt.rtnl_route_set_dst(route, a)));
     rt.rtnl_route_set_table(route, r.table ?? RT_TABLE_MAIN);
     // libnl defaults to protocol "static"; iproute2 and flannel use "boot". For deletes, 0 and
     // scope "nowhere" are the kernel's wildcards, so a route matches whoever created it.
     rt.rtnl_route_set_protocol(route, r.protocol ?? (forDelete ? 0 : RTPROT_BOOT));
     if (r.scope !== undefined) rt.rtnl_route_set_scope(route, r.scope);
     else if (forDelete) rt.rtnl_route_set_scope(route, RT_SCOPE_NOWHERE);
-    if (r.src !== undefined) withAddr(ipv4Addr(r.src), (a) => rt.rtnl_route_set_pref_src(route, a));
+    if (r.src !== undefined) {
+      set(withAddr(ipv4Addr(r.src), (a) => rt.rtnl_route_set_pref_src(route, a)));
+    }
     if (r.metric !== undefined) rt.rtnl_route_set_priority(route, r.metric);
-    if (r.type !== undefined) rt.rtnl_route_set_type(route, r.type);
+    if (r.type !== undefined) set(rt.rtnl_route_set_type(route, r.type));
     if (r.gw !== undefined || r.dev !== undefined) {
       const nh = rt.rtnl_route_nh_alloc();
       if (!nh) throw new Error("netlink: rtnl_route_nh_alloc returned NULL");
@@ -161,7 +167,7 @@ function gatewayHint(r: Route, code: number, errno: number | null): string | und
 }
 
 function send(sock: NlSocket, op: string, r: Route, flags: number | null): void {
-  const route = build(r, flags === null);
+  const route = build(sock, op, r, flags === null);
   const { rt } = libs();
   try {
     sock.begin();

@@ -123,7 +123,15 @@ export class NlSocket {
     return this.#kernel;
   }
 
-  /** Builds the typed error for a negative libnl return code `rc`. */
+  /**
+   * The typed error for a libnl call that built a request locally (setting an address on an
+   * object, ...) and failed before anything was sent: no kernel error belongs to it.
+   */
+  localError(op: string, args: unknown, what: string, rc: number): NetlinkError {
+    return new NetlinkError({ op, args, what, code: Math.abs(rc), libnlMessage: errorText(rc) });
+  }
+
+  /** Builds the typed error for a request that failed with the negative libnl code `rc`. */
   error(op: string, args: unknown, what: string, rc: number, hint?: string): NetlinkError {
     return new NetlinkError({
       op,
