@@ -7,11 +7,14 @@
  */
 import assert from "node:assert/strict";
 import * as nl from "../ffi/libnl/mod.ts";
-import { heapInUse } from "../ffi/libnl/libc.ts";
+import { heapInUse } from "../ffi/libc/heap.ts";
 import { LibnlUnavailableError, openLibrary } from "../ffi/libnl/symbols.ts";
 import { type NsWorker, RemoteError, runCmd, runOk, TestNetns } from "./support/netns.ts";
 
 // ---------------------------------------------------------------- worker side (inside the netns)
+
+/** Opens no socket until a method is called (only the worker calls them). */
+const h = nl.netlink();
 
 /** /29 destinations inside 198.19.0.0/16, one per index. */
 function bulkDst(i: number): string {
@@ -30,7 +33,7 @@ function settledHeap(): number {
 }
 
 /**
- * `rounds` rounds of `n` routeReplace calls through the process-wide socket. Gateways alternate
+ * `rounds` rounds of `n` routeReplace calls through the process-wide handle's socket. Gateways alternate
  * between rounds so every call changes a route. Returns per-round times and settled heap sizes
  * (heap[0] before the first round, heap[r + 1] after round r).
  */
@@ -41,7 +44,7 @@ function bulkRoutes(dev: number, n: number, rounds: number): { ms: number[]; hea
   for (let r = 0; r < rounds; r++) {
     const gw = `198.18.0.${2 + (r & 1)}`;
     const t0 = performance.now();
-    for (let i = 0; i < n; i++) nl.routeReplace({ dst: dsts[i], gw, dev });
+    for (let i = 0; i < n; i++) h.routeReplace({ dst: dsts[i], gw, dev });
     ms.push(performance.now() - t0);
     heap.push(settledHeap());
   }
@@ -61,15 +64,15 @@ function churn(vx: number, n: number, rounds: number): number[] {
       const mac = `02:00:00:00:${((i >> 8) & 255).toString(16).padStart(2, "0")}:${
         (i & 255).toString(16).padStart(2, "0")
       }`;
-      nl.linkByIndex(vx);
-      nl.neighReplace({ dev: vx, ip, mac });
-      nl.fdbReplace({ dev: vx, mac, dst: `198.18.0.${2 + (r & 1)}` });
-      nl.addrReplace(vx, "198.19.4.0/32");
+      h.linkByIndex(vx);
+      h.neighSet({ dev: vx, ip, mac });
+      h.fdbSet({ dev: vx, mac, dst: `198.18.0.${2 + (r & 1)}` });
+      h.addrReplace(vx, "198.19.4.0/32");
     }
-    nl.linkList();
-    nl.neighList(vx);
-    nl.fdbList(vx);
-    nl.addrList();
+    h.linkList();
+    h.neighList(vx);
+    h.fdbList(vx);
+    h.addrList();
     heap.push(settledHeap());
   }
   return heap;
@@ -92,7 +95,8 @@ function routeSockets(): number {
   return n;
 }
 
-export const rpc = { ...nl, bulkRoutes, churn, routeSockets };
+/** The process-wide handle: its methods, plus the helpers above, are what the worker serves. */
+export const rpc = Object.assign(h, { bulkRoutes, churn, routeSockets });
 
 // ---------------------------------------------------------------- test side
 
@@ -147,7 +151,8 @@ Deno.test("libnl bindings: links, addresses, routes, neighbours, FDB in a fresh 
     let br!: nl.Link;
 
     await t.step("vxlan: create with every option and read back", async () => {
-      vx = await w.call<nl.Link>("linkAddVxlan", {
+      vx = await w.call<nl.Link>("linkAdd", {
+        kind: "vxlan",
         name: n.vx,
         vni: 4242,
         local: "198.18.0.1",
@@ -184,7 +189,7 @@ Deno.test("libnl bindings: links, addresses, routes, neighbours, FDB in a fresh 
       assert.equal(li.info_data.gbp, true);
 
       // Defaults: learning off (as flannel creates it), kernel port 8472, no local, no gbp.
-      const vy = await w.call<nl.Link>("linkAddVxlan", { name: n.vy, vni: 1 });
+      const vy = await w.call<nl.Link>("linkAdd", { kind: "vxlan", name: n.vy, vni: 1 });
       assert.deepEqual(vy.vxlan, {
         id: 1,
         local: null,
@@ -203,7 +208,12 @@ Deno.test("libnl bindings: links, addresses, routes, neighbours, FDB in a fresh 
     });
 
     await t.step("bridge: create, up/down keeps other flags, mtu, mac, master", async () => {
-      br = await w.call<nl.Link>("linkAddBridge", n.br, { mtu: 1450, mac: "02:42:00:00:00:02" });
+      br = await w.call<nl.Link>("linkAdd", {
+        kind: "bridge",
+        name: n.br,
+        mtu: 1450,
+        mac: "02:42:00:00:00:02",
+      });
       assert.equal(br.kind, "bridge");
       assert.equal(br.mtu, 1450);
       assert.equal(br.mac, "02:42:00:00:00:02");
@@ -361,7 +371,7 @@ Deno.test("libnl bindings: links, addresses, routes, neighbours, FDB in a fresh 
 
     await t.step("neighbours and FDB entries on the vxlan device", async () => {
       const mac = "c6:d2:32:6f:8f:44";
-      await w.call("neighReplace", { dev: vx.index, ip: "198.19.5.0", mac, permanent: true });
+      await w.call("neighSet", { dev: vx.index, ip: "198.19.5.0", mac, permanent: true });
       let nb = await ns.ipJson<J[]>(["neigh", "show", "dev", n.vx]);
       assert.deepEqual(nb.map((x) => [x.dst, x.lladdr, x.state]), [["198.19.5.0", mac, [
         "PERMANENT",
@@ -373,7 +383,7 @@ Deno.test("libnl bindings: links, addresses, routes, neighbours, FDB in a fresh 
         mac,
         true,
       ]]);
-      await w.call("neighReplace", { dev: vx.index, ip: "198.19.5.0", mac: "c6:d2:32:6f:8f:45" });
+      await w.call("neighSet", { dev: vx.index, ip: "198.19.5.0", mac: "c6:d2:32:6f:8f:45" });
       nb = await ns.ipJson<J[]>(["neigh", "show", "dev", n.vx]);
       assert.deepEqual(nb.map((x) => x.lladdr), ["c6:d2:32:6f:8f:45"]);
       await w.call("neighDel", { dev: vx.index, ip: "198.19.5.0" });
@@ -387,7 +397,7 @@ Deno.test("libnl bindings: links, addresses, routes, neighbours, FDB in a fresh 
         const out = await runOk(["bridge", "-n", ns.name, "-j", "fdb", "show", "dev", n.vx]);
         return (JSON.parse(out.trim() || "[]") as J[]).filter((e) => e.mac === mac);
       };
-      await w.call("fdbReplace", { dev: vx.index, mac, dst: "198.18.0.3" });
+      await w.call("fdbSet", { dev: vx.index, mac, dst: "198.18.0.3" });
       let f = await fdb();
       assert.equal(f.length, 1);
       assert.equal(f[0].dst, "198.18.0.3");
@@ -404,7 +414,7 @@ Deno.test("libnl bindings: links, addresses, routes, neighbours, FDB in a fresh 
           self: true,
         },
       ]);
-      await w.call("fdbReplace", { dev: vx.index, mac, dst: "198.18.0.4" });
+      await w.call("fdbSet", { dev: vx.index, mac, dst: "198.18.0.4" });
       f = await fdb();
       assert.deepEqual(f.map((e) => e.dst), ["198.18.0.4"]);
       await w.call("fdbDel", { dev: vx.index, mac, dst: "198.18.0.4" });
@@ -437,21 +447,25 @@ Deno.test("libnl bindings: links, addresses, routes, neighbours, FDB in a fresh 
       await w.call("routeDel", r);
 
       assert.equal((await failure(w.call("linkDel", 999_999))).fields.notFound, true);
-      assert.equal((await failure(w.call("linkAddBridge", n.br))).fields.exists, true);
+      assert.equal(
+        (await failure(w.call("linkAdd", { kind: "bridge", name: n.br }))).fields.exists,
+        true,
+      );
       assert.match(
         (await failure(w.call("routeReplace", { dst: "198.19.5.1/24" }))).message,
         /did you mean 198\.19\.5\.0\/24/,
       );
       assert.match(
-        (await failure(w.call("linkAddVxlan", { name: "a".repeat(16), vni: 1 }))).message,
+        (await failure(w.call("linkAdd", { kind: "vxlan", name: "a".repeat(16), vni: 1 }))).message,
         /not a valid interface name/,
       );
       assert.match(
-        (await failure(w.call("linkAddVxlan", { name: `vz${id}`, vni: 2 ** 24 }))).message,
+        (await failure(w.call("linkAdd", { kind: "vxlan", name: `vz${id}`, vni: 2 ** 24 })))
+          .message,
         /VNI 16777216/,
       );
       assert.match(
-        (await failure(w.call("neighReplace", { dev: vx.index, ip: "198.19.5.0", mac: "zz" })))
+        (await failure(w.call("neighSet", { dev: vx.index, ip: "198.19.5.0", mac: "zz" })))
           .message,
         /"zz" is not a MAC address/,
       );

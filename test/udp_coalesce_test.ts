@@ -37,9 +37,9 @@ import {
   VNET_F_NEEDS_CSUM,
   VNET_HDR_LEN,
   type VnetHdr,
-  words,
   writeTsoSegment,
 } from "../src/backend/udp/offload.ts";
+import { words } from "../src/backend/udp/checksum.ts";
 import { PeerTable } from "../src/backend/udp/peers.ts";
 import { newCounterBuffer, RX } from "../src/backend/udp/counters.ts";
 

@@ -22,7 +22,7 @@ import {
   UDP_GRO,
 } from "../ffi/libc/mod.ts";
 import { startForwarder } from "../src/backend/udp/forwarder.ts";
-import { internetChecksum } from "../src/backend/udp/packet.ts";
+import { internetChecksum } from "../src/backend/udp/checksum.ts";
 import { parseCidr, parseIp } from "../src/base/ipv4.ts";
 import type { ForwarderCounters } from "../src/backend/udp/counters.ts";
 

@@ -11,23 +11,27 @@ import {
   completeChecksum,
   continuesFlow,
   finishSuperPacket,
-  fold,
   GSO_ECN,
   GSO_TCPV4,
   hasPsh,
   nextSeq,
-  pseudoSum,
   readVnetHdr,
-  sum16,
   TsoPlan,
   VNET_F_NEEDS_CSUM,
   VNET_HDR_LEN,
   type VnetHdr,
-  words,
   writeTsoSegment,
   writeVnetHdr,
 } from "../src/backend/udp/offload.ts";
-import { headerChecksumOk, internetChecksum, ipv4Length } from "../src/backend/udp/packet.ts";
+import { ipv4Length } from "../src/backend/udp/packet.ts";
+import {
+  fold,
+  headerChecksumOk,
+  internetChecksum,
+  pseudoSum,
+  sum16,
+  words,
+} from "../src/backend/udp/checksum.ts";
 
 const TCP = 6;
 const UDP = 17;
@@ -244,7 +248,7 @@ Deno.test("sum16 equals the RFC 1071 reference for random lengths at every offse
     }
   }
   assert.ok(odd > 20, "odd lengths must be covered");
-  // It agrees with packet.ts's checksum too (sum16 is the uncomplemented sum).
+  // It agrees with internetChecksum too (sum16 is the uncomplemented sum).
   for (let off = 0; off < 8; off++) {
     assert.equal(sum16(data, w, off, 1501), ~internetChecksum(data, off, 1501) & 0xffff);
   }

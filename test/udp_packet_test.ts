@@ -9,12 +9,11 @@ import {
   buildNetUnreachable,
   decrementTtl,
   destination,
-  headerChecksumOk,
-  internetChecksum,
   ipv4Length,
   MAX_UNREACHABLE_LEN,
   source,
 } from "../src/backend/udp/packet.ts";
+import { headerChecksumOk, internetChecksum } from "../src/backend/udp/checksum.ts";
 import { peerEntries, PeerTable } from "../src/backend/udp/peers.ts";
 import { parseCidr, parseIp } from "../src/base/ipv4.ts";
 import { ForwarderMetrics } from "../src/backend/udp/metrics.ts";

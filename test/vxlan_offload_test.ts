@@ -10,16 +10,17 @@ const script = `
 import { VxlanBackend } from "${root}src/backend/vxlan/backend.ts";
 import { parseNetworkConfig } from "${root}src/config/network.ts";
 import { txChecksum } from "${root}ffi/libc/ethtool.ts";
-import { linkByName, linkDel } from "${root}ffi/libnl/mod.ts";
+import { netlink } from "${root}ffi/libnl/mod.ts";
+const nl = netlink();
 const [backend, publicIP] = Deno.args;
 const cfg = parseNetworkConfig(JSON.stringify({ Network: "198.19.0.0/16", Backend: JSON.parse(backend) }));
-const eth = linkByName("ua0");
+const eth = nl.linkByName("ua0");
 const b = new VxlanBackend();
 await b.prepare({ config: cfg, previous: null,
   ext: { name: "ua0", index: eth.index, ifaceAddr: "198.18.0.5", publicIP, mtu: 1500 } });
 const dev = "flannel." + (cfg.backend.VNI ?? 1);
 console.log(JSON.stringify({ tx: txChecksum(dev) }));
-linkDel(linkByName(dev).index);
+nl.linkDel(nl.linkByName(dev).index);
 `;
 
 Deno.test("vxlan TX checksum offload: off behind NAT or when configured, on otherwise", async () => {

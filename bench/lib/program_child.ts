@@ -20,7 +20,7 @@ import type { Backend } from "../../src/backend/backend.ts";
 import type { PeerEvent } from "../../src/lease/watch.ts";
 import { VxlanBackend } from "../../src/backend/vxlan/backend.ts";
 import { HostGwBackend } from "../../src/backend/hostgw/backend.ts";
-import { netlink } from "../../ffi/libnl/mod.ts";
+import { netlink, RT_TABLE_MAIN } from "../../ffi/libnl/mod.ts";
 import { leasePlan } from "./leases.ts";
 
 const { values: v } = parseArgs({
@@ -60,7 +60,8 @@ const dev = v.backend === "vxlan" ? nl.linkByName("flannel.1")?.index ?? null : 
 
 /** What the kernel holds of ours right now (not timed). */
 function counts() {
-  const routes = nl.routeList({ table: 254 }).filter((r) => r.dst.startsWith("198.19.")).length;
+  const routes =
+    nl.routeList({ table: RT_TABLE_MAIN }).filter((r) => r.dst.startsWith("198.19.")).length;
   if (dev === null) return { routes, neigh: 0, fdb: 0 };
   return {
     routes,

@@ -1,6 +1,7 @@
 /**
  * The raw libc symbols weft calls through `Deno.dlopen`, opened once per isolate (the main thread
- * and each Worker get their own handle, and so their own thread's errno). Higher modules in this
+ * and each Worker get their own handle, and so their own thread's errno). This is the only
+ * dlopen of libc: ffi/libnl (setsockopt, heap size) and sd_notify go through it too. Higher modules in this
  * folder wrap them with errno checks; the udp packet loop calls them directly.
  *
  * Calling conventions chosen for speed (measured on Deno 2.9): a 64-bit parameter (`usize`, `u64`)
@@ -44,6 +45,25 @@ const SYMBOLS = {
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
+  // struct mallinfo2 { size_t arena, ordblks, smblks, hblks, hblkhd, usmblks, fsmblks,
+  //                    uordblks, fordblks, keepcost; } returned by value (see heap.ts)
+  mallinfo2: {
+    parameters: [],
+    result: {
+      struct: [
+        "usize",
+        "usize",
+        "usize",
+        "usize",
+        "usize",
+        "usize",
+        "usize",
+        "usize",
+        "usize",
+        "usize",
+      ],
+    },
+  },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 export type LibcSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];

@@ -54,7 +54,7 @@ export function checkIfName(name: string): void {
   const bytes = new TextEncoder().encode(name).length;
   if (bytes === 0 || bytes >= IFNAMSIZ || /[\/\s:]/.test(name)) {
     throw new RangeError(
-      `interface name "${name}" is invalid: use 1..15 bytes without "/", ":" or spaces`,
+      `"${name}" is not a valid interface name: use 1..15 bytes without "/", ":" or spaces`,
     );
   }
 }

@@ -1,5 +1,6 @@
 /**
- * IPv4 addresses on interfaces (rtnl_addr): add, replace, delete, list.
+ * IPv4 addresses on interfaces (rtnl_addr): add, replace, delete, list. Internal to ffi/libnl:
+ * callers use the `Netlink` methods of the same names (mod.ts).
  *
  * @example
  * ```ts
@@ -10,19 +11,15 @@
 import { parseCidr } from "../../src/base/ipv4.ts";
 import { AF_INET, ipv4Addr, readIp, withAddr } from "./nladdr.ts";
 import { drainCache, PTR_OUT } from "./mem.ts";
-import { NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, type NlSocket } from "./socket.ts";
+import type { NlSocket } from "./socket.ts";
+import { NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE } from "./constants.ts";
 import { libs } from "./symbols.ts";
+import { checkIndex } from "./validate.ts";
 
 /** An address on an interface: `cidr` is the address with its prefix, e.g. "198.19.5.1/24". */
 export interface Addr {
   index: number;
   cidr: string;
-}
-
-function checkIndex(index: number): void {
-  if (!Number.isInteger(index) || index <= 0) {
-    throw new RangeError(`ifindex ${index} is not a valid interface index (a positive integer)`);
-  }
 }
 
 function request(sock: NlSocket, op: string, index: number, cidr: string, flags: number | null) {
@@ -36,7 +33,7 @@ function request(sock: NlSocket, op: string, index: number, cidr: string, flags:
   try {
     rt.rtnl_addr_set_ifindex(a, index);
     const set = withAddr(ipv4Addr(ip, net.prefix), (l) => rt.rtnl_addr_set_local(a, l));
-    if (set < 0) throw sock.error(op, { index, cidr }, `${cidr} dev ${index}`, set);
+    if (set < 0) throw sock.localError(op, { index, cidr }, `${cidr} dev ${index}`, set);
     sock.begin();
     const rc = flags === null
       ? rt.rtnl_addr_delete(sock.ptr, a, 0)

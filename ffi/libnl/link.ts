@@ -1,39 +1,36 @@
 /**
  * Network interfaces (rtnl_link): list, look up, create vxlan and bridge devices, set up/down,
- * MTU and MAC, delete. Each function takes the {@link NlSocket} to use.
+ * MTU and MAC, delete. Each function takes the {@link NlSocket} to use. Internal to ffi/libnl:
+ * callers use the `Netlink` methods of the same names (mod.ts).
  *
  * @example
  * ```ts
- * const v = linkAddVxlan(sock, { name: "flannel.1", vni: 1, local: "198.18.0.2", port: 8472 });
+ * const v = linkAdd(sock, { kind: "vxlan", name: "flannel.1", vni: 1, local: "198.18.0.2" });
  * linkSetUp(sock, v.index);
  * ```
  */
-import { parseIp } from "../../src/base/ipv4.ts";
-import { ipv4Addr, isMac, macAddr, readIp, readMac, withAddr } from "./nladdr.ts";
-import { cstr, drainCache, PTR_OUT, readCString, takePtr, takeU32, U32_OUT } from "./mem.ts";
-import { NLM_F_CREATE, NLM_F_EXCL, type NlSocket } from "./socket.ts";
+import { checkIfName } from "../libc/tun.ts";
+import { macAddr, readMac, withAddr } from "./nladdr.ts";
+import { cstr, drainCache, PTR_OUT, readCString, takePtr } from "./mem.ts";
+import type { NlSocket } from "./socket.ts";
+import { NLM_F_CREATE, NLM_F_EXCL } from "./constants.ts";
 import { NLE_EXIST, NLE_NODEV, NLE_OBJ_NOTFOUND } from "./errors.ts";
 import { libs } from "./symbols.ts";
+import { checkIndex, checkMac } from "./validate.ts";
+import {
+  applyVxlan,
+  checkVxlan,
+  describeVxlan,
+  readVxlan,
+  type VxlanInfo,
+  type VxlanOptions,
+} from "./vxlan.ts";
+
+export type { VxlanInfo, VxlanOptions } from "./vxlan.ts";
 
 type Ptr = NonNullable<Deno.PointerValue>;
 
 const IFF_UP = 0x1;
-const RTNL_LINK_VXLAN_F_GBP = 1;
-const VXLAN_ID_MAX = 16777215;
-
-/** VXLAN attributes of a link, as the kernel reports them. */
-export interface VxlanInfo {
-  /** VNI. */
-  id: number;
-  /** Tunnel source address, null when unset. */
-  local: string | null;
-  /** UDP destination port (kernel default 8472). */
-  port: number;
-  learning: boolean;
-  gbp: boolean;
-  /** Underlay device (IFLA_VXLAN_LINK), null when unset. */
-  devIndex: number | null;
-}
 
 /** A network interface. */
 export interface Link {
@@ -52,58 +49,15 @@ export interface Link {
   vxlan?: VxlanInfo;
 }
 
-export interface VxlanOptions {
+/** A bridge device to create (`ip link add NAME type bridge`). */
+export interface BridgeOptions {
   name: string;
-  /** VXLAN network identifier, 0..16777215. */
-  vni: number;
-  /** Tunnel source IPv4 address. */
-  local?: string;
-  /** Underlay device ifindex. */
-  devIndex?: number;
-  /** UDP port; omitted → kernel default (8472). */
-  port?: number;
-  /** Source-address learning; default false (as flannel creates it). */
-  learning?: boolean;
-  /** Group Based Policy extension; default false. */
-  gbp?: boolean;
   mtu?: number;
   mac?: string;
 }
 
-/** Throws a RangeError for names the kernel cannot hold (1..15 bytes, no "/" or spaces). */
-export function checkIfName(name: string): void {
-  if (!/^[^\s/:]{1,15}$/.test(name) || new TextEncoder().encode(name).length > 15) {
-    throw new RangeError(
-      `"${name}" is not a valid interface name (1-15 characters, no whitespace, "/" or ":")`,
-    );
-  }
-}
-
-function checkIndex(index: number, what = "ifindex"): void {
-  if (!Number.isInteger(index) || index <= 0 || index > 0x7fffffff) {
-    throw new RangeError(`${what} ${index} is not a valid interface index (a positive integer)`);
-  }
-}
-
-function readVxlan(link: Ptr): VxlanInfo {
-  const { rt, nl } = libs();
-  const id = rt.rtnl_link_vxlan_get_id(link, U32_OUT) === 0 ? takeU32() : 0;
-  let local: string | null = null;
-  if (rt.rtnl_link_vxlan_get_local(link, PTR_OUT) === 0) {
-    // get_local builds a fresh nl_addr: ours to free.
-    const a = takePtr();
-    if (a) {
-      local = readIp(a);
-      nl.nl_addr_put(a);
-    }
-  }
-  const devIndex = rt.rtnl_link_vxlan_get_link(link, U32_OUT) === 0 ? takeU32() || null : null;
-  const port = rt.rtnl_link_vxlan_get_port(link, U32_OUT) === 0 ? takeU32() : 0;
-  const learning = rt.rtnl_link_vxlan_get_learning(link) > 0;
-  const getFlags = rt.rtnl_link_vxlan_get_flags;
-  const flags = getFlags && getFlags(link, U32_OUT) === 0 ? takeU32() : 0;
-  return { id, local, port, learning, gbp: (flags & RTNL_LINK_VXLAN_F_GBP) !== 0, devIndex };
-}
+/** What {@link linkAdd} creates: the kind, and that kind's options. */
+export type LinkSpec = ({ kind: "vxlan" } & VxlanOptions) | ({ kind: "bridge" } & BridgeOptions);
 
 /** Copies a libnl link object into a plain {@link Link}. */
 export function readLink(link: Ptr): Link {
@@ -195,79 +149,32 @@ function checkOptional(o: { mtu?: number; mac?: string }): void {
   if (o.mtu !== undefined && (!Number.isInteger(o.mtu) || o.mtu < 68 || o.mtu > 65535)) {
     throw new RangeError(`MTU ${o.mtu} is out of range (68..65535)`);
   }
-  if (o.mac !== undefined && !isMac(o.mac)) {
-    throw new RangeError(
-      `"${o.mac}" is not a MAC address (expected six hex octets, aa:bb:cc:dd:ee:ff)`,
-    );
-  }
+  if (o.mac !== undefined) checkMac(o.mac);
 }
 
-/** Creates a vxlan device (fails with `exists` if the name is taken) and returns it as read back. */
-export function linkAddVxlan(sock: NlSocket, o: VxlanOptions): Link {
-  checkIfName(o.name);
-  if (!Number.isInteger(o.vni) || o.vni < 0 || o.vni > VXLAN_ID_MAX) {
-    throw new RangeError(`VNI ${o.vni} is out of range (0..${VXLAN_ID_MAX})`);
+/**
+ * Creates a vxlan or bridge device (`ip link add`) and returns it as read back; fails with
+ * `exists` when the name is taken. Every field is checked before anything is allocated.
+ */
+export function linkAdd(sock: NlSocket, spec: LinkSpec): Link {
+  checkIfName(spec.name);
+  if (spec.kind === "vxlan") checkVxlan(spec);
+  else if (spec.kind !== "bridge") {
+    throw new RangeError(`link kind "${(spec as { kind: string }).kind}" is not supported`);
   }
-  if (o.port !== undefined && (!Number.isInteger(o.port) || o.port < 1 || o.port > 65535)) {
-    throw new RangeError(`vxlan port ${o.port} is out of range (1..65535)`);
-  }
-  if (o.local !== undefined) parseIp(o.local);
-  if (o.devIndex !== undefined) checkIndex(o.devIndex, "vxlan devIndex");
-  checkOptional(o);
-  const what = [
-    o.name,
-    `id ${o.vni}`,
-    o.local !== undefined ? `local ${o.local}` : "",
-    o.devIndex !== undefined ? `dev ${o.devIndex}` : "",
-    o.port !== undefined ? `dstport ${o.port}` : "",
-    o.learning ? "learning" : "nolearning",
-    o.gbp ? "gbp" : "",
-  ].filter(Boolean).join(" ");
-
+  checkOptional(spec);
+  const what = spec.kind === "vxlan" ? describeVxlan(spec) : `${spec.name} type bridge`;
   const { rt } = libs();
-  const link = rt.rtnl_link_vxlan_alloc();
-  if (!link) throw new Error("netlink linkAddVxlan: rtnl_link_vxlan_alloc returned NULL");
+  const link = spec.kind === "vxlan" ? rt.rtnl_link_vxlan_alloc() : rt.rtnl_link_alloc();
+  if (!link) throw new Error(`netlink linkAdd ${what}: allocating the link returned NULL`);
   try {
-    applyCommon(link, o.name, o);
-    rt.rtnl_link_vxlan_set_id(link, o.vni);
-    if (o.local !== undefined) {
-      withAddr(ipv4Addr(o.local), (a) => rt.rtnl_link_vxlan_set_local(link, a));
+    if (spec.kind === "bridge") {
+      const rc = rt.rtnl_link_set_type(link, cstr("bridge"));
+      if (rc < 0) throw sock.localError("linkAdd", spec, what, rc);
     }
-    if (o.devIndex !== undefined) rt.rtnl_link_vxlan_set_link(link, o.devIndex);
-    if (o.port !== undefined) rt.rtnl_link_vxlan_set_port(link, o.port);
-    // Always explicit: the kernel's default is learning on, flannel's is off.
-    rt.rtnl_link_vxlan_set_learning(link, o.learning ? 1 : 0);
-    if (o.gbp) {
-      if (!rt.rtnl_link_vxlan_set_flags) {
-        throw new Error(
-          `netlink linkAddVxlan ${what}: this libnl lacks rtnl_link_vxlan_set_flags, so gbp ` +
-            `cannot be set; upgrade libnl-route-3-200 (3.7 has it)`,
-        );
-      }
-      rt.rtnl_link_vxlan_set_flags(link, RTNL_LINK_VXLAN_F_GBP, 1);
-    }
-    return addLink(sock, "linkAddVxlan", o, what, link, o.name);
-  } finally {
-    rt.rtnl_link_put(link);
-  }
-}
-
-/** Creates a bridge device and returns it as read back. */
-export function linkAddBridge(
-  sock: NlSocket,
-  name: string,
-  o: { mtu?: number; mac?: string } = {},
-): Link {
-  checkIfName(name);
-  checkOptional(o);
-  const { rt } = libs();
-  const link = rt.rtnl_link_alloc();
-  if (!link) throw new Error("netlink linkAddBridge: rtnl_link_alloc returned NULL");
-  try {
-    const rc = rt.rtnl_link_set_type(link, cstr("bridge"));
-    if (rc < 0) throw sock.error("linkAddBridge", { name, ...o }, `${name} type bridge`, rc);
-    applyCommon(link, name, o);
-    return addLink(sock, "linkAddBridge", { name, ...o }, `${name} type bridge`, link, name);
+    applyCommon(link, spec.name, spec);
+    if (spec.kind === "vxlan") applyVxlan(link, spec, what);
+    return addLink(sock, "linkAdd", spec, what, link, spec.name);
   } finally {
     rt.rtnl_link_put(link);
   }

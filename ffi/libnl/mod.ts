@@ -2,17 +2,21 @@
  * libnl bindings for weft: links, addresses, routes, neighbours and FDB entries, read and written
  * through one NETLINK_ROUTE socket. Calls are synchronous (a netlink round trip is microseconds).
  *
- * Use the process-wide functions (`routeReplace(...)`, one socket opened on first use), or a
- * {@link Netlink} handle of your own. A socket works in the network namespace of the thread that
- * opened it. Failures throw {@link NetlinkError}; `isNotFound(e)` / `isExists(e)` classify them.
+ * There is one way to call each verb: a method of a {@link Netlink} handle, named as in
+ * vishvananda/netlink (`linkAdd`, `routeReplace`, `neighSet`, ...). `netlink()` is the
+ * process-wide handle; make your own `new Netlink()` only to hold a second socket. A socket works
+ * in the network namespace of the thread that opened it. Failures throw {@link NetlinkError};
+ * `isNotFound(e)` / `isExists(e)` classify them; bad arguments throw a RangeError before anything
+ * is sent.
  *
  * @example
  * ```ts
- * import { isNotFound, linkByName, routeDel, routeReplace } from "./ffi/libnl/mod.ts";
- * const v = linkByName("flannel.1");
- * if (v) routeReplace({ dst: "198.19.5.0/24", gw: "198.19.5.0", dev: v.index, onlink: true });
+ * import { isNotFound, netlink } from "./ffi/libnl/mod.ts";
+ * const nl = netlink();
+ * const v = nl.linkByName("flannel.1");
+ * if (v) nl.routeReplace({ dst: "198.19.5.0/24", gw: "198.19.5.0", dev: v.index, onlink: true });
  * try {
- *   routeDel({ dst: "198.19.6.0/24" });
+ *   nl.routeDel({ dst: "198.19.6.0/24" });
  * } catch (e) {
  *   if (!isNotFound(e)) throw e;
  * }
@@ -26,10 +30,13 @@ import * as N from "./neigh.ts";
 
 export { isExists, isNotFound, NetlinkError } from "./errors.ts";
 export { LibnlUnavailableError } from "./symbols.ts";
-export type { Link, VxlanInfo, VxlanOptions } from "./link.ts";
+export type { BridgeOptions, Link, LinkSpec, VxlanInfo, VxlanOptions } from "./link.ts";
 export type { Addr } from "./address.ts";
-export type { Route, RouteLookup } from "./route.ts";
+export type { Route, RouteFilter, RouteLookup } from "./route.ts";
+export type { Fdb, FdbEntry, FdbKey, Neigh, NeighEntry, NeighKey } from "./neigh.ts";
 export {
+  NTF_SELF,
+  NUD_PERMANENT,
   RT_SCOPE_HOST,
   RT_SCOPE_LINK,
   RT_SCOPE_UNIVERSE,
@@ -37,100 +44,122 @@ export {
   RTN_BLACKHOLE,
   RTN_UNICAST,
   RTPROT_BOOT,
-} from "./route.ts";
-export type { Fdb, Neigh } from "./neigh.ts";
-export { NTF_SELF, NUD_PERMANENT } from "./neigh.ts";
+} from "./constants.ts";
 
-/** A netlink handle: one route socket, opened on first use, closed by {@link close}. */
+/**
+ * A netlink handle: one route socket, opened (and libnl loaded) on first use, closed by
+ * {@link close}. Each method is one iproute2 verb; the comment names it.
+ */
 export class Netlink {
   #sock: NlSocket | null = null;
 
-  /** The socket, opened (and libnl loaded) on first use. */
-  get socket(): NlSocket {
+  get #s(): NlSocket {
     if (!this.#sock) this.#sock = new NlSocket();
     return this.#sock;
   }
 
+  /** `ip link show`: all interfaces, by ifindex. */
   linkList(): L.Link[] {
-    return L.linkList(this.socket);
+    return L.linkList(this.#s);
   }
+  /** `ip link show NAME`; null when there is none. */
   linkByName(name: string): L.Link | null {
-    return L.linkByName(this.socket, name);
+    return L.linkByName(this.#s, name);
   }
+  /** The link with this ifindex; null when there is none. */
   linkByIndex(index: number): L.Link | null {
-    return L.linkByIndex(this.socket, index);
+    return L.linkByIndex(this.#s, index);
   }
-  linkAddVxlan(o: L.VxlanOptions): L.Link {
-    return L.linkAddVxlan(this.socket, o);
+  /** `ip link add NAME type vxlan|bridge ...`; returns the link as read back. */
+  linkAdd(spec: L.LinkSpec): L.Link {
+    return L.linkAdd(this.#s, spec);
   }
-  linkAddBridge(name: string, o?: { mtu?: number; mac?: string }): L.Link {
-    return L.linkAddBridge(this.socket, name, o);
-  }
+  /** `ip link set DEV up` (other flags untouched). */
   linkSetUp(index: number): void {
-    L.linkSetUp(this.socket, index);
+    L.linkSetUp(this.#s, index);
   }
+  /** `ip link set DEV down`. */
   linkSetDown(index: number): void {
-    L.linkSetDown(this.socket, index);
+    L.linkSetDown(this.#s, index);
   }
+  /** `ip link set DEV mtu N`. */
   linkSetMtu(index: number, mtu: number): void {
-    L.linkSetMtu(this.socket, index, mtu);
+    L.linkSetMtu(this.#s, index, mtu);
   }
+  /** `ip link set DEV address MAC`. */
   linkSetMac(index: number, mac: string): void {
-    L.linkSetMac(this.socket, index, mac);
+    L.linkSetMac(this.#s, index, mac);
   }
+  /** `ip link set DEV txqueuelen N`. */
   linkSetTxQueueLen(index: number, qlen: number): void {
-    L.linkSetTxQueueLen(this.socket, index, qlen);
+    L.linkSetTxQueueLen(this.#s, index, qlen);
   }
+  /** `ip link del DEV`; `notFound` when it is gone. */
   linkDel(index: number): void {
-    L.linkDel(this.socket, index);
+    L.linkDel(this.#s, index);
   }
 
+  /** `ip addr add CIDR dev DEV`; `exists` when it is there. */
   addrAdd(index: number, cidr: string): void {
-    A.addrAdd(this.socket, index, cidr);
+    A.addrAdd(this.#s, index, cidr);
   }
+  /** `ip addr replace CIDR dev DEV`. */
   addrReplace(index: number, cidr: string): void {
-    A.addrReplace(this.socket, index, cidr);
+    A.addrReplace(this.#s, index, cidr);
   }
+  /** `ip addr del CIDR dev DEV`; `notFound` when it is not there. */
   addrDel(index: number, cidr: string): void {
-    A.addrDel(this.socket, index, cidr);
+    A.addrDel(this.#s, index, cidr);
   }
+  /** `ip -4 addr show [dev DEV]`. */
   addrList(index?: number): A.Addr[] {
-    return A.addrList(this.socket, index);
+    return A.addrList(this.#s, index);
   }
 
+  /** `ip route replace ...`. */
   routeReplace(r: R.Route): void {
-    R.routeReplace(this.socket, r);
+    R.routeReplace(this.#s, r);
   }
+  /** `ip route add ...`; `exists` when it is there. */
   routeAdd(r: R.Route): void {
-    R.routeAdd(this.socket, r);
+    R.routeAdd(this.#s, r);
   }
+  /** `ip route del ...`; `notFound` when none matches. */
   routeDel(r: R.Route): void {
-    R.routeDel(this.socket, r);
+    R.routeDel(this.#s, r);
   }
-  routeList(f?: { table?: number; dev?: number; type?: number }): R.Route[] {
-    return R.routeList(this.socket, f);
+  /** `ip route show [table T] [type T] [dev D]`: default main table, unicast. */
+  routeList(filter?: R.RouteFilter): R.Route[] {
+    return R.routeList(this.#s, filter);
   }
+  /** `ip route get DST`. */
   routeGet(dst: string): R.RouteLookup {
-    return R.routeGet(this.socket, dst);
+    return R.routeGet(this.#s, dst);
   }
 
-  neighReplace(e: { dev: number; ip: string; mac: string; permanent?: boolean }): void {
-    N.neighReplace(this.socket, e);
+  /** `ip neigh replace IP lladdr MAC dev DEV [nud permanent]`. */
+  neighSet(e: N.NeighEntry): void {
+    N.neighSet(this.#s, e);
   }
-  neighDel(e: { dev: number; ip: string }): void {
-    N.neighDel(this.socket, e);
+  /** `ip neigh del IP dev DEV`; `notFound` when there is none. */
+  neighDel(e: N.NeighKey): void {
+    N.neighDel(this.#s, e);
   }
+  /** `ip -4 neigh show [dev DEV]`. */
   neighList(dev?: number): N.Neigh[] {
-    return N.neighList(this.socket, dev);
+    return N.neighList(this.#s, dev);
   }
-  fdbReplace(e: { dev: number; mac: string; dst: string }): void {
-    N.fdbReplace(this.socket, e);
+  /** `bridge fdb replace MAC dev DEV dst IP self permanent`. */
+  fdbSet(e: N.FdbEntry): void {
+    N.fdbSet(this.#s, e);
   }
-  fdbDel(e: { dev: number; mac: string; dst?: string }): void {
-    N.fdbDel(this.socket, e);
+  /** `bridge fdb del MAC dev DEV [dst IP] self`; `notFound` when absent. */
+  fdbDel(e: N.FdbKey): void {
+    N.fdbDel(this.#s, e);
   }
+  /** `bridge fdb show dev DEV`. */
   fdbList(dev: number): N.Fdb[] {
-    return N.fdbList(this.socket, dev);
+    return N.fdbList(this.#s, dev);
   }
 
   /** Closes the socket; the handle reopens one if used again. */
@@ -142,42 +171,8 @@ export class Netlink {
 
 let shared: Netlink | null = null;
 
-/** The process-wide handle behind the free functions below. */
+/** The process-wide handle (one socket, opened on first use). */
 export function netlink(): Netlink {
   if (!shared) shared = new Netlink();
   return shared;
 }
-
-export const linkList = (): L.Link[] => netlink().linkList();
-export const linkByName = (name: string): L.Link | null => netlink().linkByName(name);
-export const linkByIndex = (index: number): L.Link | null => netlink().linkByIndex(index);
-export const linkAddVxlan = (o: L.VxlanOptions): L.Link => netlink().linkAddVxlan(o);
-export const linkAddBridge = (name: string, o?: { mtu?: number; mac?: string }): L.Link =>
-  netlink().linkAddBridge(name, o);
-export const linkSetUp = (index: number): void => netlink().linkSetUp(index);
-export const linkSetDown = (index: number): void => netlink().linkSetDown(index);
-export const linkSetMtu = (index: number, mtu: number): void => netlink().linkSetMtu(index, mtu);
-export const linkSetMac = (index: number, mac: string): void => netlink().linkSetMac(index, mac);
-export const linkSetTxQueueLen = (index: number, qlen: number): void =>
-  netlink().linkSetTxQueueLen(index, qlen);
-export const linkDel = (index: number): void => netlink().linkDel(index);
-export const addrAdd = (index: number, cidr: string): void => netlink().addrAdd(index, cidr);
-export const addrReplace = (index: number, cidr: string): void =>
-  netlink().addrReplace(index, cidr);
-export const addrDel = (index: number, cidr: string): void => netlink().addrDel(index, cidr);
-export const addrList = (index?: number): A.Addr[] => netlink().addrList(index);
-export const routeReplace = (r: R.Route): void => netlink().routeReplace(r);
-export const routeAdd = (r: R.Route): void => netlink().routeAdd(r);
-export const routeDel = (r: R.Route): void => netlink().routeDel(r);
-export const routeList = (f?: { table?: number; dev?: number }): R.Route[] =>
-  netlink().routeList(f);
-export const routeGet = (dst: string): R.RouteLookup => netlink().routeGet(dst);
-export const neighReplace = (
-  e: { dev: number; ip: string; mac: string; permanent?: boolean },
-): void => netlink().neighReplace(e);
-export const neighDel = (e: { dev: number; ip: string }): void => netlink().neighDel(e);
-export const neighList = (dev?: number): N.Neigh[] => netlink().neighList(dev);
-export const fdbReplace = (e: { dev: number; mac: string; dst: string }): void =>
-  netlink().fdbReplace(e);
-export const fdbDel = (e: { dev: number; mac: string; dst?: string }): void => netlink().fdbDel(e);
-export const fdbList = (dev: number): N.Fdb[] => netlink().fdbList(dev);

@@ -1,34 +1,57 @@
 /**
  * Neighbour (ARP) entries and bridge forwarding-database (FDB) entries (rtnl_neigh). FDB entries on
  * a vxlan device map a remote VTEP MAC to the remote host's underlay IP (`bridge fdb ... self`).
+ * Internal to ffi/libnl: callers use the `Netlink` methods of the same names (mod.ts).
  *
  * @example
  * ```ts
- * neighReplace(sock, { dev: 7, ip: "198.19.5.0", mac: "c6:d2:32:6f:8f:44", permanent: true });
- * fdbReplace(sock, { dev: 7, mac: "c6:d2:32:6f:8f:44", dst: "198.18.0.3" });
+ * neighSet(sock, { dev: 7, ip: "198.19.5.0", mac: "c6:d2:32:6f:8f:44", permanent: true });
+ * fdbSet(sock, { dev: 7, mac: "c6:d2:32:6f:8f:44", dst: "198.18.0.3" });
  * ```
  */
 import { parseIp } from "../../src/base/ipv4.ts";
-import {
-  AF_BRIDGE,
-  AF_INET,
-  ipv4Addr,
-  isMac,
-  macAddr,
-  readIp,
-  readMac,
-  withAddr,
-} from "./nladdr.ts";
+import { AF_BRIDGE, AF_INET, ipv4Addr, macAddr, readIp, readMac, withAddr } from "./nladdr.ts";
 import { cstr, drainCache, PTR_OUT, putPtr, takePtr } from "./mem.ts";
-import { NLM_F_CREATE, NLM_F_REPLACE, type NlSocket } from "./socket.ts";
+import type { NlSocket } from "./socket.ts";
+import {
+  NLM_F_CREATE,
+  NLM_F_REPLACE,
+  NTF_SELF,
+  NUD_PERMANENT,
+  NUD_REACHABLE,
+} from "./constants.ts";
 import { libs } from "./symbols.ts";
+import { checkIndex, checkMac } from "./validate.ts";
 
 type Ptr = NonNullable<Deno.PointerValue>;
 
-export const NUD_REACHABLE = 0x02;
-export const NUD_PERMANENT = 0x80;
-export const NTF_SELF = 0x02;
-export const NTF_MASTER = 0x04;
+/** An ARP entry to set: `permanent` defaults to true (`nud permanent`). */
+export interface NeighEntry {
+  dev: number;
+  ip: string;
+  mac: string;
+  permanent?: boolean;
+}
+
+/** Which ARP entry to delete. */
+export interface NeighKey {
+  dev: number;
+  ip: string;
+}
+
+/** An FDB entry to set: `mac` on `dev` reaches the VTEP at `dst`. */
+export interface FdbEntry {
+  dev: number;
+  mac: string;
+  dst: string;
+}
+
+/** Which FDB entry to delete: `mac` on `dev`, only the one towards `dst` when given. */
+export interface FdbKey {
+  dev: number;
+  mac: string;
+  dst?: string;
+}
 
 /** An IPv4 neighbour (ARP) entry. */
 export interface Neigh {
@@ -57,19 +80,7 @@ export interface Fdb {
 }
 
 function checkDev(dev: number): void {
-  if (!Number.isInteger(dev) || dev <= 0) {
-    throw new RangeError(
-      `neighbour dev ${dev} is not a valid interface index (a positive integer)`,
-    );
-  }
-}
-
-function checkMac(mac: string): void {
-  if (!isMac(mac)) {
-    throw new RangeError(
-      `"${mac}" is not a MAC address (expected six hex octets, aa:bb:cc:dd:ee:ff)`,
-    );
-  }
+  checkIndex(dev, "neighbour dev");
 }
 
 /** Runs `fn` on a fresh neighbour object, then frees it. */
@@ -85,34 +96,31 @@ function withNeigh<T>(op: string, fn: (n: Ptr) => T): T {
 }
 
 function setAddr(sock: NlSocket, op: string, args: unknown, what: string, rc: number): void {
-  if (rc < 0) throw sock.error(op, args, what, rc);
+  if (rc < 0) throw sock.localError(op, args, what, rc);
 }
 
 /** Adds or replaces an ARP entry (`ip neigh replace IP lladdr MAC dev DEV nud permanent`). */
-export function neighReplace(
-  sock: NlSocket,
-  e: { dev: number; ip: string; mac: string; permanent?: boolean },
-): void {
+export function neighSet(sock: NlSocket, e: NeighEntry): void {
   checkDev(e.dev);
   parseIp(e.ip);
   checkMac(e.mac);
   const permanent = e.permanent ?? true;
   const what = `${e.ip} lladdr ${e.mac} dev ${e.dev}${permanent ? " nud permanent" : ""}`;
   const { rt } = libs();
-  withNeigh("neighReplace", (n) => {
+  withNeigh("neighSet", (n) => {
     rt.rtnl_neigh_set_ifindex(n, e.dev);
     const rc = withAddr(ipv4Addr(e.ip), (a) => rt.rtnl_neigh_set_dst(n, a));
-    setAddr(sock, "neighReplace", e, what, rc);
+    setAddr(sock, "neighSet", e, what, rc);
     withAddr(macAddr(e.mac), (a) => rt.rtnl_neigh_set_lladdr(n, a));
     rt.rtnl_neigh_set_state(n, permanent ? NUD_PERMANENT : NUD_REACHABLE);
     sock.begin();
     const r = rt.rtnl_neigh_add(sock.ptr, n, NLM_F_CREATE | NLM_F_REPLACE);
-    if (r < 0) throw sock.error("neighReplace", e, what, r);
+    if (r < 0) throw sock.error("neighSet", e, what, r);
   });
 }
 
 /** Deletes an ARP entry; fails with `notFound` when there is none. */
-export function neighDel(sock: NlSocket, e: { dev: number; ip: string }): void {
+export function neighDel(sock: NlSocket, e: NeighKey): void {
   checkDev(e.dev);
   parseIp(e.ip);
   const what = `${e.ip} dev ${e.dev}`;
@@ -174,12 +182,6 @@ function fdbObject(sock: NlSocket, op: string, n: Ptr, e: FdbKey, what: string):
   rt.rtnl_neigh_set_flags(n, NTF_SELF);
 }
 
-interface FdbKey {
-  dev: number;
-  mac: string;
-  dst?: string;
-}
-
 function checkFdb(e: FdbKey): void {
   checkDev(e.dev);
   checkMac(e.mac);
@@ -190,21 +192,21 @@ function checkFdb(e: FdbKey): void {
  * Adds or replaces a permanent FDB entry in the device's own table
  * (`bridge fdb replace MAC dev DEV dst IP self permanent`).
  */
-export function fdbReplace(sock: NlSocket, e: { dev: number; mac: string; dst: string }): void {
+export function fdbSet(sock: NlSocket, e: FdbEntry): void {
   checkFdb(e);
   const what = `${e.mac} dev ${e.dev} dst ${e.dst} self permanent`;
   const { rt } = libs();
-  withNeigh("fdbReplace", (n) => {
-    fdbObject(sock, "fdbReplace", n, e, what);
+  withNeigh("fdbSet", (n) => {
+    fdbObject(sock, "fdbSet", n, e, what);
     rt.rtnl_neigh_set_state(n, NUD_PERMANENT);
     sock.begin();
     const r = rt.rtnl_neigh_add(sock.ptr, n, NLM_F_CREATE | NLM_F_REPLACE);
-    if (r < 0) throw sock.error("fdbReplace", e, what, r);
+    if (r < 0) throw sock.error("fdbSet", e, what, r);
   });
 }
 
 /** Deletes an FDB entry (only the one towards `dst` when given); `notFound` when absent. */
-export function fdbDel(sock: NlSocket, e: { dev: number; mac: string; dst?: string }): void {
+export function fdbDel(sock: NlSocket, e: FdbKey): void {
   checkFdb(e);
   const what = `${e.mac} dev ${e.dev}${e.dst !== undefined ? ` dst ${e.dst}` : ""} self`;
   const { rt } = libs();

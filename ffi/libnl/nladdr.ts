@@ -10,6 +10,7 @@
  */
 import { parseIp } from "../../src/base/ipv4.ts";
 import { libs } from "./symbols.ts";
+import { checkMac } from "./validate.ts";
 
 export const AF_UNSPEC = 0;
 export const AF_INET = 2;
@@ -40,20 +41,9 @@ export function ipv4Addr(ip: string, prefix = 32): NonNullable<Ptr> {
   return a;
 }
 
-const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
-
-/** True when `mac` is six colon-separated hex octets. */
-export function isMac(mac: string): boolean {
-  return MAC_RE.test(mac);
-}
-
 /** A new link-layer (MAC) nl_addr; throws a RangeError naming a malformed MAC. */
 export function macAddr(mac: string): NonNullable<Ptr> {
-  if (!MAC_RE.test(mac)) {
-    throw new RangeError(
-      `"${mac}" is not a MAC address (expected six hex octets, aa:bb:cc:dd:ee:ff)`,
-    );
-  }
+  checkMac(mac);
   const parts = mac.split(":");
   for (let i = 0; i < 6; i++) scratch[i] = parseInt(parts[i], 16);
   return build(AF_LLC, 6);

@@ -1,6 +1,7 @@
 /**
  * IPv4 routes (rtnl_route): add, replace, delete, list, and the kernel's route lookup for a
- * destination (`ip route get`).
+ * destination (`ip route get`). Internal to ffi/libnl: callers use the `Netlink` methods of the
+ * same names (mod.ts), which pass their socket in.
  *
  * @example
  * ```ts
@@ -11,22 +12,24 @@
 import { formatCidr, parseCidr, parseIp } from "../../src/base/ipv4.ts";
 import { AF_INET, ipv4Addr, readCidr, readIp, withAddr } from "./nladdr.ts";
 import { drainCache, PTR_OUT, takePtr } from "./mem.ts";
-import { NLE_FAILURE } from "./errors.ts";
-import { NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, type NlSocket } from "./socket.ts";
+import { NLE_FAILURE, NLE_OBJ_NOTFOUND } from "./errors.ts";
+import type { NlSocket } from "./socket.ts";
+import {
+  NLM_F_CREATE,
+  NLM_F_EXCL,
+  NLM_F_REPLACE,
+  RT_SCOPE_NOWHERE,
+  RT_TABLE_MAIN,
+  RTN_BLACKHOLE,
+  RTN_UNICAST,
+  RTNH_F_ONLINK,
+  RTPROT_BOOT,
+} from "./constants.ts";
 import { libs } from "./symbols.ts";
+import { checkIndex } from "./validate.ts";
 
 type Ptr = NonNullable<Deno.PointerValue>;
 
-export const RT_TABLE_MAIN = 254;
-export const RT_SCOPE_UNIVERSE = 0;
-export const RT_SCOPE_LINK = 253;
-export const RT_SCOPE_HOST = 254;
-const RT_SCOPE_NOWHERE = 255;
-export const RTPROT_BOOT = 3;
-const RTNH_F_ONLINK = 4;
-export const RTN_UNICAST = 1;
-/** Route type that drops what it matches (`ip route add blackhole ...`). */
-export const RTN_BLACKHOLE = 6;
 const ENETUNREACH = 101;
 
 /** An IPv4 route. On input, omitted fields take iproute2's defaults. */
@@ -50,6 +53,17 @@ export interface Route {
   /** Route priority (metric); default 0. */
   metric?: number;
   /** Route type: RTN_UNICAST (default) or RTN_BLACKHOLE (no gateway or device). */
+  type?: number;
+}
+
+/**
+ * Which routes {@link routeList} returns: one type (default unicast; blackhole routes with
+ * `type: RTN_BLACKHOLE`) in one table (default main; `table: 0` for all tables), optionally only
+ * those whose first nexthop uses `dev`.
+ */
+export interface RouteFilter {
+  table?: number;
+  dev?: number;
   type?: number;
 }
 
@@ -85,9 +99,7 @@ function validate(r: Route): { ip: string; prefix: number } {
   const net = parseCidr(r.dst); // throws on host bits, naming the network meant
   if (r.gw !== undefined) parseIp(r.gw);
   if (r.src !== undefined) parseIp(r.src);
-  if (r.dev !== undefined && (!Number.isInteger(r.dev) || r.dev <= 0)) {
-    throw new RangeError(`route dev ${r.dev} is not a valid interface index (a positive integer)`);
-  }
+  if (r.dev !== undefined) checkIndex(r.dev, "route dev");
   checkU(r.table, 0xffffffff, "table");
   checkU(r.scope, 255, "scope");
   checkU(r.protocol, 255, "protocol");
@@ -105,22 +117,28 @@ function validate(r: Route): { ip: string; prefix: number } {
 }
 
 /** Builds a libnl route object; the caller owns it (rtnl_route_put). */
-function build(r: Route, forDelete: boolean): Ptr {
+function build(sock: NlSocket, op: string, r: Route, forDelete: boolean): Ptr {
   const { ip, prefix } = validate(r);
   const { rt } = libs();
   const route = rt.rtnl_route_alloc();
   if (!route) throw new Error("netlink: rtnl_route_alloc returned NULL");
   try {
-    withAddr(ipv4Addr(ip, prefix), (a) => rt.rtnl_route_set_dst(route, a));
+    // Setting an address checks it against the route's family; a failure is a libnl code too.
+    const set = (rc: number) => {
+      if (rc < 0) throw sock.localError(op, r, describeRoute(r), rc);
+    };
+    set(withAddr(ipv4Addr(ip, prefix), (a) => rt.rtnl_route_set_dst(route, a)));
     rt.rtnl_route_set_table(route, r.table ?? RT_TABLE_MAIN);
     // libnl defaults to protocol "static"; iproute2 and flannel use "boot". For deletes, 0 and
     // scope "nowhere" are the kernel's wildcards, so a route matches whoever created it.
     rt.rtnl_route_set_protocol(route, r.protocol ?? (forDelete ? 0 : RTPROT_BOOT));
     if (r.scope !== undefined) rt.rtnl_route_set_scope(route, r.scope);
     else if (forDelete) rt.rtnl_route_set_scope(route, RT_SCOPE_NOWHERE);
-    if (r.src !== undefined) withAddr(ipv4Addr(r.src), (a) => rt.rtnl_route_set_pref_src(route, a));
+    if (r.src !== undefined) {
+      set(withAddr(ipv4Addr(r.src), (a) => rt.rtnl_route_set_pref_src(route, a)));
+    }
     if (r.metric !== undefined) rt.rtnl_route_set_priority(route, r.metric);
-    if (r.type !== undefined) rt.rtnl_route_set_type(route, r.type);
+    if (r.type !== undefined) set(rt.rtnl_route_set_type(route, r.type));
     if (r.gw !== undefined || r.dev !== undefined) {
       const nh = rt.rtnl_route_nh_alloc();
       if (!nh) throw new Error("netlink: rtnl_route_nh_alloc returned NULL");
@@ -149,7 +167,7 @@ function gatewayHint(r: Route, code: number, errno: number | null): string | und
 }
 
 function send(sock: NlSocket, op: string, r: Route, flags: number | null): void {
-  const route = build(r, flags === null);
+  const route = build(sock, op, r, flags === null);
   const { rt } = libs();
   try {
     sock.begin();
@@ -207,15 +225,8 @@ function readRoute(o: Ptr): Route {
   return r;
 }
 
-/**
- * IPv4 routes of one type (default unicast; blackhole routes come with `type: RTN_BLACKHOLE`) in
- * one table (default main; `table: 0` for all tables), optionally only those whose first nexthop
- * uses `dev`.
- */
-export function routeList(
-  sock: NlSocket,
-  f: { table?: number; dev?: number; type?: number } = {},
-): Route[] {
+/** IPv4 routes that match the {@link RouteFilter}. */
+export function routeList(sock: NlSocket, f: RouteFilter = {}): Route[] {
   const { rt } = libs();
   const table = f.table ?? RT_TABLE_MAIN;
   const type = f.type ?? RTN_UNICAST;
@@ -255,7 +266,9 @@ export function routeGet(sock: NlSocket, dst: string): RouteLookup {
   const route = takePtr();
   if (rc < 0 || !route) {
     if (route) rt.rtnl_route_put(route);
-    throw sock.error("routeGet", dst, dst, rc, "no route to this address from this host");
+    // rc >= 0 without a route should not happen; report it as "not found", not as success.
+    const code = rc < 0 ? rc : -NLE_OBJ_NOTFOUND;
+    throw sock.error("routeGet", dst, dst, code, "no route to this address from this host");
   }
   try {
     const r = readRoute(route);

@@ -9,14 +9,14 @@
  * ```ts
  * const sock = new NlSocket();
  * sock.begin();
- * const rc = libs().rt.rtnl_route_add(sock.ptr, route, NLM_F_REPLACE);
+ * const rc = libs().rt.rtnl_route_add(sock.ptr, route, NLM_F_CREATE | NLM_F_REPLACE);
  * if (rc < 0) throw sock.error("routeReplace", r, "198.19.5.0/24 dev 3", rc);
  * sock.close();
  * ```
  */
 import { type KernelError, NetlinkError, NLE_DUMP_INTR } from "./errors.ts";
 import { takePtr } from "./mem.ts";
-import { setSockOptInt } from "./libc.ts";
+import { setSockOptInt } from "../libc/udp.ts";
 import { libs } from "./symbols.ts";
 
 const NETLINK_ROUTE = 0;
@@ -29,12 +29,6 @@ const NLMSG_HDRLEN = 16;
 const NLM_F_CAPPED = 0x100;
 const NLM_F_ACK_TLVS = 0x200;
 const NLMSGERR_ATTR_MSG = 1;
-
-/** netlink message flags used with libnl's add/replace calls. */
-export const NLM_F_REPLACE = 0x100;
-export const NLM_F_EXCL = 0x200;
-export const NLM_F_CREATE = 0x400;
-export const NLM_F_APPEND = 0x800;
 
 type Ptr = NonNullable<Deno.PointerValue>;
 
@@ -95,8 +89,11 @@ export class NlSocket {
     // Ask for the kernel's own explanation ("Nexthop has invalid gateway") in error replies, and
     // for short acks (no copy of our request). Old kernels refuse; errors then lack the text.
     const fd = nl.nl_socket_get_fd(sk);
-    setSockOptInt(fd, SOL_NETLINK, NETLINK_EXT_ACK, 1);
-    setSockOptInt(fd, SOL_NETLINK, NETLINK_CAP_ACK, 1);
+    for (const opt of [NETLINK_EXT_ACK, NETLINK_CAP_ACK]) {
+      try {
+        setSockOptInt(fd, SOL_NETLINK, opt, 1);
+      } catch { /* old kernel: errors come without the kernel's text */ }
+    }
     // Called synchronously from inside libnl's receive loop on this thread. Returning NL_STOP
     // keeps libnl's normal behaviour (return the mapped error code).
     this.#errCb = new Deno.UnsafeCallback(
@@ -126,7 +123,15 @@ export class NlSocket {
     return this.#kernel;
   }
 
-  /** Builds the typed error for a negative libnl return code `rc`. */
+  /**
+   * The typed error for a libnl call that built a request locally (setting an address on an
+   * object, ...) and failed before anything was sent: no kernel error belongs to it.
+   */
+  localError(op: string, args: unknown, what: string, rc: number): NetlinkError {
+    return new NetlinkError({ op, args, what, code: Math.abs(rc), libnlMessage: errorText(rc) });
+  }
+
+  /** Builds the typed error for a request that failed with the negative libnl code `rc`. */
   error(op: string, args: unknown, what: string, rc: number, hint?: string): NetlinkError {
     return new NetlinkError({
       op,

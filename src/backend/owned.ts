@@ -16,6 +16,7 @@ import {
   type Link,
   type Netlink,
   type Route,
+  RT_TABLE_MAIN,
   RTN_BLACKHOLE,
 } from "../../ffi/libnl/mod.ts";
 import type { CleanupReport, Owned } from "./backend.ts";
@@ -75,7 +76,8 @@ export function planKernel(owners: Owned[], f: KernelFacts): KernelPlan {
   const scope = f.network && { network: f.network, own: f.own, ext: f.extIndex };
   const routes: KernelPlan["routes"] = [];
   for (const r of f.routes) {
-    const viaDevice = r.dev !== undefined && devIdx.has(r.dev) && (r.table ?? 254) === 254;
+    const viaDevice = r.dev !== undefined && devIdx.has(r.dev) &&
+      (r.table ?? RT_TABLE_MAIN) === RT_TABLE_MAIN;
     if (viaDevice || (scope && owners.some((o) => o.routes?.(r, scope)))) {
       routes.push({ route: r, text: describeRoute(r, f.links) });
     }
@@ -87,7 +89,7 @@ export function planKernel(owners: Owned[], f: KernelFacts): KernelPlan {
 export function kernelState(nl: Netlink): Pick<KernelFacts, "links" | "routes"> {
   return {
     links: nl.linkList(),
-    routes: [...nl.routeList({ table: 254 }), ...nl.routeList({ type: RTN_BLACKHOLE })],
+    routes: [...nl.routeList({ table: RT_TABLE_MAIN }), ...nl.routeList({ type: RTN_BLACKHOLE })],
   };
 }
 

@@ -3,11 +3,9 @@
  * the cluster network, on weft's devices) and the diff between what leases justify and what the
  * kernel has, so start-up reconciliation removes stale routes and installs missing ones.
  */
-import type { Route } from "../../ffi/libnl/mod.ts";
+import { type Route, RT_TABLE_MAIN, RTPROT_BOOT } from "../../ffi/libnl/mod.ts";
 import { contains, type Ipv4Net, parseCidr, sameNet } from "../base/ipv4.ts";
 import type { RouteScope } from "./backend.ts";
-
-const RTPROT_BOOT = 3;
 
 /** Identity of a route for diffing (table main). */
 export function routeKey(r: Route): string {
@@ -25,7 +23,7 @@ export function isOwnedRoute(
   own: Ipv4Net | null,
   devices: { vxlan?: number; ext?: number },
 ): boolean {
-  if ((r.table ?? 254) !== 254) return false;
+  if ((r.table ?? RT_TABLE_MAIN) !== RT_TABLE_MAIN) return false;
   // weft and flanneld write "boot" routes; routing daemons (BGP, OSPF) use their own protocol.
   if (r.protocol !== undefined && r.protocol !== RTPROT_BOOT) return false;
   let dst: Ipv4Net;

@@ -76,8 +76,8 @@ export function defaultRouteInterface(): string | null {
  * is sent). libnl is loaded only for this flag.
  */
 export async function sourceAddressFor(target: string): Promise<string> {
-  const { routeGet } = await import("../../ffi/libnl/mod.ts");
-  const r = routeGet(target);
+  const { netlink } = await import("../../ffi/libnl/mod.ts");
+  const r = netlink().routeGet(target);
   if (!r.src) throw new Error(`the route to ${target} has no source address`);
   return r.src;
 }

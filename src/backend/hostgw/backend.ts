@@ -9,7 +9,13 @@ import { ConfigError } from "../../base/errors.ts";
 import { formatCidr } from "../../base/ipv4.ts";
 import type { ExternalInterface } from "../../net/iface.ts";
 import type { Lease } from "../../lease/codec.ts";
-import { isNotFound, type Netlink, netlink, type Route } from "../../../ffi/libnl/mod.ts";
+import {
+  isNotFound,
+  type Netlink,
+  netlink,
+  type Route,
+  RT_TABLE_MAIN,
+} from "../../../ffi/libnl/mod.ts";
 import type { Backend, BackendContext, BackendPrepared, Owned } from "../backend.ts";
 import type { PeerEvent } from "../../lease/watch.ts";
 import { diffRoutes, isGatewayRoute, isOwnedRoute, routeKey } from "../routes.ts";
@@ -79,7 +85,7 @@ export class HostGwBackend implements Backend {
   }
 
   #owned(): Route[] {
-    return this.#nl.routeList({ table: 254 }).filter((r) =>
+    return this.#nl.routeList({ table: RT_TABLE_MAIN }).filter((r) =>
       isOwnedRoute(r, this.#cfg.network, this.#own?.subnet ?? null, { ext: this.#ext.index })
     );
   }

@@ -7,8 +7,8 @@
  * the kernel's GRO does), so the kernel walks its receive path once per burst instead of once per
  * packet. All functions work in place on (buffer, offset) and allocate nothing per packet.
  *
- * Checksums are summed 32 bits at a time through a Uint32Array over the same (4-byte aligned)
- * buffer: `words(buf)` makes it once per buffer.
+ * Checksums come from checksum.ts, summed 32 bits at a time through `words(buf)`, made once per
+ * buffer.
  *
  * @example
  * ```ts
@@ -20,6 +20,7 @@
  * }
  * ```
  */
+import { fold, pseudoSum, setIpChecksum, sum16 } from "./checksum.ts";
 
 /** sizeof(struct virtio_net_hdr): flags, gso_type, hdr_len, gso_size, csum_start, csum_offset. */
 export const VNET_HDR_LEN = 10;
@@ -38,62 +39,6 @@ const TCP_ACK = 0x10;
 const TCP_CWR = 0x80;
 /** Largest IPv4 total length. */
 const IP_MAX = 65535;
-
-/** A Uint32Array over the same memory as `buf` (its byteOffset must be a multiple of 4). */
-export function words(buf: Uint8Array): Uint32Array {
-  if (buf.byteOffset % 4 !== 0) throw new RangeError("buffer must be 4-byte aligned");
-  return new Uint32Array(buf.buffer, buf.byteOffset, buf.byteLength >>> 2);
-}
-
-/** Folds a one's-complement sum (any size up to 2^53) to 16 bits. */
-export function fold(sum: number): number {
-  while (sum > 0xffff) sum = (sum & 0xffff) + Math.floor(sum / 65536);
-  return sum;
-}
-
-/**
- * One's-complement sum of `len` bytes at `off` as big-endian 16-bit words (RFC 1071), folded
- * to 16 bits and not complemented. `w` is words(buf). Any alignment of `off`; the aligned middle
- * is summed as little-endian 32-bit words and byte-swapped (the sum commutes with the swap).
- */
-export function sum16(buf: Uint8Array, w: Uint32Array, off: number, len: number): number {
-  const end = off + len;
-  let s = 0;
-  let i = off;
-  while (i < end && (i & 3) !== 0) {
-    s += ((i - off) & 1) === 0 ? buf[i] << 8 : buf[i];
-    i++;
-  }
-  const wEnd = end & ~3;
-  if (wEnd > i) {
-    let le = 0;
-    for (let k = i >>> 2, e = wEnd >>> 2; k < e; k++) le += w[k];
-    le = fold(le);
-    // The first word's first byte sits at an even (high byte) or odd (low byte) position.
-    s += ((i - off) & 1) === 0 ? ((le & 0xff) << 8) | (le >>> 8) : le;
-    i = wEnd;
-  }
-  while (i < end) {
-    s += ((i - off) & 1) === 0 ? buf[i] << 8 : buf[i];
-    i++;
-  }
-  return fold(s);
-}
-
-/** Sum of the IPv4 pseudo-header (source, destination, protocol, L4 length) of the packet at off. */
-export function pseudoSum(buf: Uint8Array, off: number, proto: number, l4Len: number): number {
-  return ((buf[off + 12] << 8) | buf[off + 13]) + ((buf[off + 14] << 8) | buf[off + 15]) +
-    ((buf[off + 16] << 8) | buf[off + 17]) + ((buf[off + 18] << 8) | buf[off + 19]) + proto + l4Len;
-}
-
-/** Recomputes the IPv4 header checksum of the packet at `off`. */
-export function setIpChecksum(buf: Uint8Array, w: Uint32Array, off: number): void {
-  buf[off + 10] = 0;
-  buf[off + 11] = 0;
-  const c = ~sum16(buf, w, off, (buf[off] & 15) << 2) & 0xffff;
-  buf[off + 10] = c >> 8;
-  buf[off + 11] = c & 0xff;
-}
 
 /** The fields of a virtio_net_hdr (little-endian on the hosts weft runs on). */
 export interface VnetHdr {

@@ -11,6 +11,7 @@
  * const m = buildNetUnreachable(buf, off, len, icmp, 0); // 0 when no ICMP may be sent
  * ```
  */
+import { internetChecksum } from "./checksum.ts";
 
 export const IPPROTO_ICMP = 1;
 export const ICMP_DEST_UNREACH = 3;
@@ -75,21 +76,6 @@ export function decrementTtl(buf: Uint8Array, off: number): boolean {
   buf[off + 10] = hc2 >> 8;
   buf[off + 11] = hc2 & 0xff;
   return true;
-}
-
-/** The Internet checksum (RFC 1071) of `len` bytes at `off`, ready to store. */
-export function internetChecksum(buf: Uint8Array, off: number, len: number): number {
-  let sum = 0;
-  let i = 0;
-  for (; i + 1 < len; i += 2) sum += (buf[off + i] << 8) | buf[off + i + 1];
-  if (i < len) sum += buf[off + i] << 8;
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  return ~sum & 0xffff;
-}
-
-/** True when the IPv4 header at `off` carries a correct checksum. */
-export function headerChecksumOk(buf: Uint8Array, off: number): boolean {
-  return internetChecksum(buf, off, (buf[off] & 15) << 2) === 0;
 }
 
 /** ICMP query types that may be answered with an error (RFC 1812 4.3.2.7 forbids errors

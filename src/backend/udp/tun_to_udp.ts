@@ -1,8 +1,8 @@
 /**
  * One direction of the udp backend's packet loop: packets routed into the TUN are read in
- * batches (one read(2) each, since a TUN has no batch read), checked, TTL-decremented and sent to
- * their peer with one sendmmsg(2) per batch, runs of equal-size packets to one peer as UDP GSO
- * messages. With TUN offloads (vnetHdr) a read may be a TCP super-packet, cut here into
+ * batches (one read(2) each, since a TUN has no batch read), checked, TTL-decremented and handed
+ * to {@link UdpSender} (udp_send.ts), which sends them to their peers with one sendmmsg(2) per
+ * batch. With TUN offloads (vnetHdr) a read may be a TCP super-packet, cut here into
  * MTU-size segments with full checksums (see offload.ts). Packets to subnets without a peer get
  * an ICMP net-unreachable written back into the TUN. Sync FFI only: runs in a Worker.
  *
@@ -12,18 +12,7 @@
  * while (running) if (pump.step() < 64) pollTun();
  * ```
  */
-import {
-  Errno,
-  errno,
-  lastError,
-  libc,
-  MsgBatch,
-  POLLOUT,
-  PollSet,
-  SOCKADDR_IN_SIZE,
-  UDP_MAX_SEGMENTS,
-  writeSockaddrIn,
-} from "../../../ffi/libc/mod.ts";
+import { Errno, errno, lastError, libc, MsgBatch } from "../../../ffi/libc/mod.ts";
 import type { LibcSymbols } from "../../../ffi/libc/mod.ts";
 import { BadPacket, buildNetUnreachable, decrementTtl, destination, ipv4Length } from "./packet.ts";
 import {
@@ -36,11 +25,12 @@ import {
   VNET_F_NEEDS_CSUM,
   VNET_HDR_LEN,
   type VnetHdr,
-  words,
   writeTsoSegment,
 } from "./offload.ts";
+import { words } from "./checksum.ts";
 import type { PeerTable } from "./peers.ts";
 import { TX } from "./counters.ts";
+import { UdpSender } from "./udp_send.ts";
 
 export interface PumpOptions {
   tunFd: number;
@@ -61,33 +51,19 @@ export interface PumpOptions {
   vnetHdr?: boolean;
 }
 
-/** How long one step may wait for socket buffer space before dropping the rest (ms). */
-const SEND_WAIT_MS = 200;
 /** #queue results. */
 const QUEUED = 0;
 const NO_PEER = 1;
 const TTL_EXPIRED = 2;
-/** Largest UDP GSO payload: 65535 minus the IP and UDP headers, rounded down for options. */
-const GSO_MAX_BYTES = 65000;
 
 export class TunToUdp {
   readonly #c: LibcSymbols;
   readonly #o: PumpOptions;
   readonly #b: MsgBatch;
   readonly #slotBig: bigint;
-  /** Per slot: packet length and peer; per message: first slot, packets, bytes. */
-  readonly #lens: Int32Array;
-  readonly #peers: Uint32Array;
-  readonly #msgFirst: Int32Array;
-  readonly #msgCount: Int32Array;
-  readonly #msgBytes: Int32Array;
+  readonly #tx: UdpSender;
   readonly #icmp = new Uint8Array(4096);
   readonly #icmpPtr: Deno.PointerObject;
-  readonly #sa = new Uint8Array(256);
-  readonly #saView = new DataView(this.#sa.buffer);
-  readonly #saPtr: Deno.PointerObject;
-  readonly #out: PollSet;
-  #gso: boolean;
   /** With vnetHdr: reads land here (header + packet) and are copied or cut into slots. */
   readonly #in: Uint8Array | null;
   readonly #inPtr: Deno.PointerObject | null;
@@ -104,25 +80,14 @@ export class TunToUdp {
   readonly #plan = new TsoPlan();
   /** Where the ICMP message starts in #icmp (after a zero virtio_net_hdr with vnetHdr). */
   readonly #icmpOff: number;
-  /** End of this step's wait for socket buffer space (one budget per step, set lazily). */
-  #deadline = 0;
 
   constructor(o: PumpOptions) {
     this.#c = libc();
     this.#o = o;
     this.#b = new MsgBatch(o.batchSize, o.slotSize, o.port);
     this.#slotBig = BigInt(o.slotSize);
-    this.#lens = new Int32Array(o.batchSize);
-    this.#peers = new Uint32Array(o.batchSize);
-    this.#msgFirst = new Int32Array(o.batchSize);
-    this.#msgCount = new Int32Array(o.batchSize);
-    this.#msgBytes = new Int32Array(o.batchSize);
+    this.#tx = new UdpSender(this.#b, o);
     this.#icmpPtr = Deno.UnsafePointer.of(this.#icmp)!;
-    writeSockaddrIn(this.#saView, 0, 0, o.port);
-    this.#saPtr = Deno.UnsafePointer.of(this.#sa)!;
-    this.#out = new PollSet([o.udpFd], POLLOUT);
-    this.#gso = o.gso ?? true;
-    if (!this.#gso) o.counters[TX.GSO_OFF] = 1;
     this.#words = words(this.#b.data);
     if (o.vnetHdr) {
       // A TSO read is at most 64 KiB of IP packet after the header.
@@ -143,7 +108,7 @@ export class TunToUdp {
    * than the batch size means the TUN queue is empty (wait in poll before the next step).
    */
   step(): number {
-    this.#deadline = 0;
+    this.#tx.newStep();
     if (this.#in) return this.#stepVnet();
     const c = this.#c, o = this.#o, b = this.#b, data = b.data;
     const size = b.size, slot = o.slotSize;
@@ -177,7 +142,7 @@ export class TunToUdp {
     if (malformed) cnt[TX.MALFORMED] += malformed;
     if (notV4) cnt[TX.NOT_IPV4] += notV4;
     if (ttl) cnt[TX.TTL] += ttl;
-    if (k > 0) this.#flush(this.#messages(k));
+    if (k > 0) this.#tx.send(k);
     return read;
   }
 
@@ -189,7 +154,7 @@ export class TunToUdp {
   #stepVnet(): number {
     const c = this.#c, o = this.#o, b = this.#b, data = b.data, table = o.table;
     const inBuf = this.#in!, inPtr = this.#inPtr!, inBig = this.#inBig, vh = this.#vh;
-    const size = b.size, slot = o.slotSize, lens = this.#lens, peers = this.#peers;
+    const size = b.size, slot = o.slotSize, tx = this.#tx;
     const plan = this.#plan, dw = this.#words;
     let read = 0, k = 0, malformed = 0, notV4 = 0, ttl = 0, tso = 0, segs = 0;
     while (read < size) {
@@ -225,7 +190,7 @@ export class TunToUdp {
       const gso = vh.gsoType & ~GSO_ECN;
       if (gso === GSO_NONE) {
         if (k === size) {
-          this.#flush(this.#messages(k));
+          this.#tx.send(k);
           k = 0;
         }
         const off = k * slot;
@@ -262,13 +227,10 @@ export class TunToUdp {
       tso++;
       for (let i = 0; i < plan.count; i++) {
         if (k === size) {
-          this.#flush(this.#messages(k));
+          this.#tx.send(k);
           k = 0;
         }
-        const l = writeTsoSegment(inBuf, plan, i, data, dw, k * slot);
-        b.setLength(k, l);
-        lens[k] = l;
-        peers[k] = peer;
+        tx.set(k, writeTsoSegment(inBuf, plan, i, data, dw, k * slot), peer);
         k++;
       }
       segs += plan.count;
@@ -282,7 +244,7 @@ export class TunToUdp {
       cnt[TX.TSO_PACKETS] += tso;
       cnt[TX.TSO_SEGMENTS] += segs;
     }
-    if (k > 0) this.#flush(this.#messages(k));
+    if (k > 0) this.#tx.send(k);
     return read;
   }
 
@@ -300,9 +262,7 @@ export class TunToUdp {
       return NO_PEER;
     }
     if (!decrementTtl(data, off)) return TTL_EXPIRED;
-    this.#b.setLength(k, len);
-    this.#lens[k] = len;
-    this.#peers[k] = peer;
+    this.#tx.set(k, len, peer);
     return QUEUED;
   }
 
@@ -317,122 +277,5 @@ export class TunToUdp {
     const total = this.#icmpOff + m;
     // A failed write here only loses the error message; the original is dropped either way.
     return this.#c.write(this.#o.tunFd, this.#icmpPtr, BigInt(total)) === total;
-  }
-
-  /**
-   * Groups slots [0, k) into messages. With UDP GSO, a run of packets to the same peer, all of
-   * the first one's length except possibly a shorter last one, becomes one message with a
-   * UDP_SEGMENT cmsg: the kernel sends them as the same separate datagrams (same wire format),
-   * but walks its UDP/IP output path once per run instead of once per packet. Returns the count.
-   */
-  #messages(k: number): number {
-    const b = this.#b, lens = this.#lens, peers = this.#peers, gso = this.#gso;
-    let j = 0;
-    for (let i = 0; i < k;) {
-      const peer = peers[i], seg = lens[i];
-      let n = 1, total = seg;
-      if (gso) {
-        while (i + n < k && n < UDP_MAX_SEGMENTS && peers[i + n] === peer) {
-          const l = lens[i + n];
-          if (l > seg || total + l > GSO_MAX_BYTES) break;
-          total += l;
-          n++;
-          if (l < seg) break; // only the last segment may be shorter
-        }
-      }
-      b.setMessage(j, i, n);
-      b.setPeerIp(j, peer);
-      b.setSegmentSize(j, n > 1 ? seg : 0);
-      this.#msgFirst[j] = i;
-      this.#msgCount[j] = n;
-      this.#msgBytes[j] = total;
-      j++;
-      i += n;
-    }
-    return j;
-  }
-
-  /**
-   * sendmmsg of messages [0, m); waits for buffer space (bounded), skips messages the kernel
-   * refuses, and falls back to one datagram per packet when a GSO message is refused.
-   */
-  #flush(m: number): void {
-    const o = this.#o, b = this.#b, cnt = o.counters;
-    const count = this.#msgCount, bytesOf = this.#msgBytes;
-    let sent = 0, packets = 0, bytes = 0, errors = 0, calls = 0, gsoMsgs = 0;
-    while (sent < m) {
-      const r = b.send(o.udpFd, sent, m - sent);
-      if (r > 0) {
-        for (let q = sent; q < sent + r; q++) {
-          packets += count[q];
-          bytes += bytesOf[q];
-          if (count[q] > 1) gsoMsgs++;
-        }
-        sent += r;
-        calls++;
-        continue;
-      }
-      const e = errno();
-      if (e === Errno.EINTR) continue;
-      if ((e === Errno.EAGAIN || e === Errno.ENOBUFS) && this.#mayWait()) {
-        this.#out.wait(10);
-        continue;
-      }
-      if (count[sent] > 1) {
-        // EIO: the egress device cannot checksum-offload; EINVAL: segment plus headers exceed
-        // the path MTU (or an old kernel): stop using GSO. Either way send this run singly.
-        if (
-          e === Errno.EIO || e === Errno.EINVAL || e === Errno.EOPNOTSUPP ||
-          e === Errno.ENOPROTOOPT
-        ) {
-          this.#gso = false;
-          cnt[TX.GSO_OFF] = 1;
-        }
-        const s = this.#sendSingles(this.#msgFirst[sent], count[sent]);
-        packets += s.packets;
-        bytes += s.bytes;
-        errors += count[sent] - s.packets;
-        sent++;
-        continue;
-      }
-      // Message `sent` is refused (EMSGSIZE, ENETUNREACH, EPERM from a firewall, or the socket
-      // stayed full past the deadline): count it and go on with the rest of the batch.
-      errors++;
-      cnt[TX.LAST_SEND_ERRNO] = e;
-      sent++;
-    }
-    cnt[TX.PACKETS] += packets;
-    cnt[TX.BYTES] += bytes;
-    cnt[TX.BATCHES] += calls;
-    if (gsoMsgs) cnt[TX.GSO_MESSAGES] += gsoMsgs;
-    if (errors) cnt[TX.SEND_ERROR] += errors;
-  }
-
-  /** Whether this step may still wait for buffer space (SEND_WAIT_MS from its first wait). */
-  #mayWait(): boolean {
-    const now = performance.now();
-    if (this.#deadline === 0) this.#deadline = now + SEND_WAIT_MS;
-    return now < this.#deadline;
-  }
-
-  /** Sends slots [first, first + n) one sendto() each (the GSO fallback; rare). */
-  #sendSingles(first: number, n: number): { packets: number; bytes: number } {
-    const c = this.#c, o = this.#o, b = this.#b;
-    let packets = 0, bytes = 0;
-    this.#saView.setUint32(4, this.#peers[first], false);
-    for (let i = first; i < first + n; i++) {
-      const len = this.#lens[i];
-      let r = c.sendto(o.udpFd, b.slotPtr[i], BigInt(len), 0, this.#saPtr, SOCKADDR_IN_SIZE);
-      if (r < 0 && errno() === Errno.EINTR) {
-        r = c.sendto(o.udpFd, b.slotPtr[i], BigInt(len), 0, this.#saPtr, SOCKADDR_IN_SIZE);
-      }
-      if (r < 0) {
-        o.counters[TX.LAST_SEND_ERRNO] = errno();
-        continue;
-      }
-      packets++;
-      bytes += len;
-    }
-    return { packets, bytes };
   }
 }

@@ -34,8 +34,8 @@ import {
   hasPsh,
   nextSeq,
   VNET_HDR_LEN,
-  words,
 } from "./offload.ts";
+import { words } from "./checksum.ts";
 import { RX } from "./counters.ts";
 import type { PumpOptions } from "./tun_to_udp.ts";
 

@@ -20,6 +20,7 @@ import {
   type Netlink,
   netlink,
   type Route,
+  RT_TABLE_MAIN,
 } from "../../../ffi/libnl/mod.ts";
 import { setTxChecksum, txChecksum } from "../../../ffi/libc/ethtool.ts";
 import type { Backend, BackendContext, BackendPrepared, Owned } from "../backend.ts";
@@ -165,7 +166,8 @@ export class VxlanBackend implements Backend {
       l = null;
     }
     if (!l) {
-      l = this.#nl.linkAddVxlan({
+      l = this.#nl.linkAdd({
+        kind: "vxlan",
         name,
         vni: this.#o.vni,
         local: this.#ext.ifaceAddr,
@@ -239,8 +241,8 @@ export class VxlanBackend implements Backend {
 
   #install(e: PeerEntries) {
     const dev = this.#dev.index;
-    if (e.neigh) this.#nl.neighReplace({ dev, ...e.neigh, permanent: true });
-    if (e.fdb) this.#nl.fdbReplace({ dev, ...e.fdb });
+    if (e.neigh) this.#nl.neighSet({ dev, ...e.neigh, permanent: true });
+    if (e.fdb) this.#nl.fdbSet({ dev, ...e.fdb });
     this.#nl.routeReplace(e.route);
   }
 
@@ -336,7 +338,7 @@ export class VxlanBackend implements Backend {
   }
 
   #ownedRoutes(): Route[] {
-    return this.#nl.routeList({ table: 254 }).filter((r) =>
+    return this.#nl.routeList({ table: RT_TABLE_MAIN }).filter((r) =>
       isOwnedRoute(r, this.#cfg.network, this.#own?.subnet ?? null, {
         vxlan: this.#dev.index,
         ext: this.#ext.index,
