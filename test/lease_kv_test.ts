@@ -1,6 +1,6 @@
 /** Lease lifecycle over Deno KV files, each client its own KV handle on the same file. */
 import { leaseLifecycleSuite } from "./support/lease_suite.ts";
-import { openKvRegistry } from "../src/registry/kv.ts";
+import { openKvRegistry } from "../src/registry/kv/mod.ts";
 import type { Registry } from "../src/registry/registry.ts";
 
 leaseLifecycleSuite("kv", async () => {

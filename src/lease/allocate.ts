@@ -22,7 +22,11 @@ export function fitsConfig(cfg: NetworkConfig, subnet: Ipv4Net): boolean {
  * This node's lease by public IP, if one fits the config. A reservation (no expiry) wins over an
  * ordinary lease, since an operator placed it on purpose.
  */
-export function findOwnLease(cfg: NetworkConfig, leases: Lease[], publicIP: string): Lease | null {
+export function findOwnLease<L extends Lease>(
+  cfg: NetworkConfig,
+  leases: L[],
+  publicIP: string,
+): L | null {
   const mine = leases.filter((l) => l.attrs.publicIP === publicIP && fitsConfig(cfg, l.subnet));
   return mine.find((l) => l.expiresAt === null) ?? mine[0] ?? null;
 }
