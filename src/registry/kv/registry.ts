@@ -3,7 +3,8 @@
  * one host) or a KV Connect endpoint. Deno KV lacks what etcd gives for free, so the modules
  * beside this one build it: `layout.ts` (keys, values, TTL in the value), `commit.ts` (one atomic
  * commit per mutation, "database is locked" retries), `changelog.ts` (the change log, its
- * compaction and polling reader), `reaper.ts` (expired leases → logged deletes). This module is
+ * compaction and polling reader), `reaper.ts` (expired leases → logged deletes), `list.ts`
+ * (a consistent list). This module is
  * the Registry over them: reads, writes and the watch loop.
  *
  * @example
@@ -16,25 +17,18 @@
  * ```
  */
 import { getLogger } from "@logtape/logtape";
-import { Backoff, Deadline, sleep } from "../../base/async.ts";
+import { Backoff, sleep } from "../../base/async.ts";
 import {
   type Registry,
   RegistryError,
   type RegistryLease,
   type WatchMessage,
 } from "../contract/registry.ts";
-import { conflictRetries, KvBusyError, KvStore, lockBackoff } from "./commit.ts";
+import { KvStore } from "./commit.ts";
+import { listLeases } from "./list.ts";
 import { compactLog, pollLog } from "./changelog.ts";
 import { reapAll, reapQuietly } from "./reaper.ts";
-import {
-  checkTtl,
-  expiryOf,
-  isExpired,
-  KvKeys,
-  lastPart,
-  type StoredLease,
-  toLease,
-} from "./layout.ts";
+import { checkTtl, expiryOf, isExpired, KvKeys, type StoredLease, toLease } from "./layout.ts";
 
 const log = getLogger(["weft", "registry"]);
 
@@ -122,48 +116,7 @@ export class KvRegistry implements Registry {
   }
 
   listLeases(): Promise<{ leases: RegistryLease[]; revision: number }> {
-    return this.#track(() => this.#list());
-  }
-
-  /**
-   * Reads the counter, lists, reads the counter again: every lease mutation bumps the counter, so
-   * an unchanged versionstamp proves the list is exactly the state at that revision. A list can
-   * span several KV reads, hence the check.
-   */
-  async #list(): Promise<{ leases: RegistryLease[]; revision: number }> {
-    const s = this.#store;
-    const deadline = new Deadline(s.retryMs);
-    const backoff = lockBackoff();
-    for (let attempt = 1;; attempt++) {
-      const got = await s.retryLocked("list of leases", async () => {
-        const c1 = await s.kv.get<number>(s.keys.counter);
-        const entries: Deno.KvEntry<StoredLease>[] = [];
-        const it = s.kv.list<StoredLease>({ prefix: s.keys.subnets }, { batchSize: 1000 });
-        for await (const e of it) entries.push(e);
-        const c2 = await s.kv.get<number>(s.keys.counter);
-        return c1.versionstamp === c2.versionstamp ? { entries, revision: c1.value ?? 0 } : null;
-      }, deadline.remaining());
-      if (got) {
-        const now = Date.now();
-        const leases: RegistryLease[] = [];
-        const expired: string[] = [];
-        for (const e of got.entries) {
-          const key = lastPart<string>(e.key);
-          if (isExpired(e.value, now)) expired.push(key);
-          else leases.push(toLease(key, e.value));
-        }
-        for (const key of expired) await reapQuietly(s, key);
-        return { leases, revision: got.revision };
-      }
-      conflictRetries.inc();
-      if (deadline.expired()) {
-        throw new KvBusyError(
-          `Deno KV list of leases kept racing with writers (${attempt} tries in ` +
-            `${s.retryMs} ms) and never got a consistent view; retry later`,
-        );
-      }
-      await sleep(backoff.next(), this.#closing.signal);
-    }
+    return this.#track(() => listLeases(this.#store, this.#closing.signal));
   }
 
   getLease(key: string): Promise<RegistryLease | null> {
@@ -278,7 +231,7 @@ export class KvRegistry implements Registry {
             lastReap = Date.now();
             await reapAll(this.#store);
           }
-          return await pollLog(this.#store, pos, () => this.#list());
+          return await pollLog(this.#store, pos, () => listLeases(this.#store, stop));
         });
         failures = 0;
         backoff.reset();
