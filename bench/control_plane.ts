@@ -24,9 +24,9 @@ import { parseArgs } from "node:util";
 import { type AgentProc, startAgent, weft } from "../test/support/agent_proc.ts";
 import { type EtcdProc, startEtcd } from "../test/support/etcd.ts";
 import { parseSubnetEnvText } from "../src/config/subnet_env.ts";
-import type { Registry } from "../src/registry/registry.ts";
-import { openEtcdRegistry } from "../src/registry/etcd.ts";
-import { openKvRegistry } from "../src/registry/kv.ts";
+import type { Registry } from "../src/registry/contract/registry.ts";
+import { openEtcdRegistry } from "../src/registry/etcd/mod.ts";
+import { openKvRegistry } from "../src/registry/kv/mod.ts";
 import { PeerWatcher } from "../src/lease/watch.ts";
 import { type Cell, ratio, Report, round, summarize } from "./lib/report.ts";
 import {

@@ -29,7 +29,7 @@ import { type Cluster, HARNESS_PREFIX, type Pod, withCluster } from "../test/har
 import { createNs } from "../test/harness/netns.ts";
 import { run, runOk } from "../test/harness/proc.ts";
 import { spawnLogged, stopProcess } from "../test/harness/spawn.ts";
-import { openKvRegistry } from "../src/registry/kv.ts";
+import { openKvRegistry } from "../src/registry/kv/mod.ts";
 import { formatCidr, formatIp } from "../src/base/ipv4.ts";
 import { type Cell, median, ratio, Report, round, summarize } from "./lib/report.ts";
 import { Deadline, load1, sleep } from "./lib/sys.ts";

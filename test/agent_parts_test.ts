@@ -10,8 +10,8 @@ import { Agent, type AgentOptions } from "../src/agent/agent.ts";
 import type { Part } from "../src/backend/part.ts";
 import type { NetworkConfig } from "../src/config/network.ts";
 import type { Lease } from "../src/lease/codec.ts";
-import { openKvRegistry } from "../src/registry/kv.ts";
-import type { Registry } from "../src/registry/registry.ts";
+import { openKvRegistry } from "../src/registry/kv/mod.ts";
+import type { Registry } from "../src/registry/contract/registry.ts";
 import { until } from "./support/lease_suite.ts";
 
 /** A part that records its calls; its first apply waits for `release()`. */

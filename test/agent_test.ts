@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { Agent } from "../src/agent/agent.ts";
 import type { AllocBackend } from "../src/backend/alloc/backend.ts";
-import { openKvRegistry } from "../src/registry/kv.ts";
+import { openKvRegistry } from "../src/registry/kv/mod.ts";
 import { encodeLeaseValue } from "../src/lease/codec.ts";
 import { until } from "./support/lease_suite.ts";
 import { FatalError } from "../src/base/errors.ts";

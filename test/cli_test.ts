@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { weft } from "./support/agent_proc.ts";
 import { flannelHostGwLease, flannelVxlanLease } from "./fixtures/flannel_leases.ts";
-import { openKvRegistry } from "../src/registry/kv.ts";
+import { openKvRegistry } from "../src/registry/kv/mod.ts";
 
 async function withDir(fn: (dir: string) => Promise<void>) {
   const dir = await Deno.makeTempDir({ prefix: "weft-cli-" });

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { type Cluster, type Host, type Pod, withCluster } from "./harness/cluster.ts";
 import { formatIp } from "../src/base/ipv4.ts";
-import { openKvRegistry } from "../src/registry/kv.ts";
+import { openKvRegistry } from "../src/registry/kv/mod.ts";
 import { subnetKey } from "../src/lease/codec.ts";
 
 const HEALTHZ = 8471;

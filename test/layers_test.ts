@@ -13,7 +13,10 @@ export const LAYERS: { name: string; folders: string[] }[] = [
   { name: "base", folders: ["src/base", "src/config"] },
   // The bindings, and the host's interfaces as read through them.
   { name: "ffi", folders: ["ffi/libc", "ffi/libnl", "src/net"] },
-  { name: "registry", folders: ["src/registry"] },
+  {
+    name: "registry",
+    folders: ["src/registry", "src/registry/contract", "src/registry/etcd", "src/registry/kv"],
+  },
   { name: "lease", folders: ["src/lease"] },
   {
     name: "backend",

@@ -1,8 +1,8 @@
 /** Lease lifecycle over a real etcd. */
 import { type EtcdProc, startEtcd } from "./support/etcd.ts";
 import { leaseLifecycleSuite } from "./support/lease_suite.ts";
-import { openEtcdRegistry } from "../src/registry/etcd.ts";
-import type { Registry } from "../src/registry/registry.ts";
+import { openEtcdRegistry } from "../src/registry/etcd/mod.ts";
+import type { Registry } from "../src/registry/contract/registry.ts";
 
 let etcd: EtcdProc | null = null;
 let seq = 0;

@@ -1,7 +1,7 @@
 /** Lease lifecycle over Deno KV files, each client its own KV handle on the same file. */
 import { leaseLifecycleSuite } from "./support/lease_suite.ts";
-import { openKvRegistry } from "../src/registry/kv.ts";
-import type { Registry } from "../src/registry/registry.ts";
+import { openKvRegistry } from "../src/registry/kv/mod.ts";
+import type { Registry } from "../src/registry/contract/registry.ts";
 
 leaseLifecycleSuite("kv", async () => {
   const dir = await Deno.makeTempDir({ prefix: "weft-lease-kv-" });

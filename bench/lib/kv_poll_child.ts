@@ -5,7 +5,7 @@
  * child process so it does not share an event loop with the writer.
  *
  * Reads weft's KV layout directly (`["weft", prefix, "rev"]`, `["weft", prefix, "log", rev]`,
- * see src/registry/kv.ts); if that layout changes, this baseline must follow.
+ * see src/registry/kv/layout.ts); if that layout changes, this baseline must follow.
  *
  * @example
  * ```sh

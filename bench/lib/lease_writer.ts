@@ -13,9 +13,9 @@
  * ```
  */
 import { parseArgs } from "node:util";
-import type { Registry } from "../../src/registry/registry.ts";
-import { openEtcdRegistry } from "../../src/registry/etcd.ts";
-import { openKvRegistry } from "../../src/registry/kv.ts";
+import type { Registry } from "../../src/registry/contract/registry.ts";
+import { openEtcdRegistry } from "../../src/registry/etcd/mod.ts";
+import { openKvRegistry } from "../../src/registry/kv/mod.ts";
 import { leasePlan, type PlannedLease } from "./leases.ts";
 import { nowMs } from "./sys.ts";
 

@@ -26,7 +26,7 @@ import { type PeerEvent, PeerWatcher } from "../lease/watch.ts";
 import { formatCidr } from "../base/ipv4.ts";
 import { isPeerSubnet } from "../lease/allocate.ts";
 import { type IfaceSelection, selectExternalInterface } from "../net/iface.ts";
-import type { Registry } from "../registry/registry.ts";
+import type { Registry } from "../registry/contract/registry.ts";
 import { metrics } from "../base/metrics.ts";
 import { loadNetworkConfig } from "./netconfig.ts";
 import { readSubnetHint, writeSubnetEnv } from "../config/subnet_env.ts";

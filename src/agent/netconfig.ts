@@ -6,7 +6,7 @@
 import { getLogger } from "@logtape/logtape";
 import { type NetworkConfig, parseNetworkConfig, sameConfig } from "../config/network.ts";
 import { ConfigError, FatalError } from "../base/errors.ts";
-import type { Registry } from "../registry/registry.ts";
+import type { Registry } from "../registry/contract/registry.ts";
 import { Backoff, sleep } from "../base/async.ts";
 
 const log = getLogger(["weft", "config"]);

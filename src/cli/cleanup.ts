@@ -25,7 +25,7 @@ import { setupLogging } from "../base/log.ts";
 import { openRegistry } from "../registry/open.ts";
 import { withTimeout } from "../base/async.ts";
 import { checkRegistryFlags, registryOptions } from "./registry_flags.ts";
-import type { Registry } from "../registry/registry.ts";
+import type { Registry } from "../registry/contract/registry.ts";
 import { type NetworkConfig, parseNetworkConfig } from "../config/network.ts";
 import { releaseOwnLease } from "../lease/release.ts";
 import type { CleanupReport, Owned } from "../backend/backend.ts";

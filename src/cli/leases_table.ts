@@ -1,10 +1,11 @@
 /**
- * Renders leases as the `weft leases` table (subnet, public IP, backend, expires in).
+ * Renders leases as the `weft leases` table (subnet, public IP, backend, expires in). It takes
+ * listed leases, whose expiry is always known.
  */
 import { formatCidr } from "../base/ipv4.ts";
-import { type Lease, leaseBackendType } from "../lease/codec.ts";
+import { type KnownLease, leaseBackendType } from "../lease/codec.ts";
 
-function expiresIn(l: Lease, now: number): string {
+function expiresIn(l: KnownLease, now: number): string {
   if (l.expiresAt === null) return "never (reserved)";
   const s = Math.max(0, Math.round((l.expiresAt - now) / 1000));
   if (s >= 3600) {
@@ -14,7 +15,7 @@ function expiresIn(l: Lease, now: number): string {
   return `${s}s`;
 }
 
-export function leaseRows(leases: Lease[], now = Date.now()) {
+export function leaseRows(leases: KnownLease[], now = Date.now()) {
   return [...leases].sort((a, b) => a.subnet.ip - b.subnet.ip).map((l) => ({
     subnet: formatCidr(l.subnet),
     publicIP: l.attrs.publicIP,
@@ -25,7 +26,7 @@ export function leaseRows(leases: Lease[], now = Date.now()) {
   }));
 }
 
-export function renderLeaseTable(leases: Lease[], now = Date.now()): string {
+export function renderLeaseTable(leases: KnownLease[], now = Date.now()): string {
   const rows = leaseRows(leases, now);
   const head = ["SUBNET", "PUBLIC IP", "BACKEND", "VTEP MAC", "EXPIRES IN"];
   const cells = rows.map((r) => [r.subnet, r.publicIP, r.backend, r.vtepMAC || "-", r.expiresIn]);

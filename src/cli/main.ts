@@ -8,7 +8,7 @@ import { setupLogging } from "../base/log.ts";
 import { VERSION } from "../base/version.ts";
 import { openRegistry } from "../registry/open.ts";
 import { checkRegistryFlags, registryOptions } from "./registry_flags.ts";
-import type { Registry } from "../registry/registry.ts";
+import type { Registry } from "../registry/contract/registry.ts";
 import { parseNetworkConfig } from "../config/network.ts";
 import { ConfigError } from "../base/errors.ts";
 import { LeaseDecoder } from "../lease/decode.ts";

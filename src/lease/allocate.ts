@@ -34,7 +34,11 @@ export function isAllocatable(cfg: NetworkConfig, subnet: Ipv4Net): boolean {
  * This node's lease by public IP, if it is allocatable under the config. A reservation (no expiry) wins over an
  * ordinary lease, since an operator placed it on purpose.
  */
-export function findOwnLease(cfg: NetworkConfig, leases: Lease[], publicIP: string): Lease | null {
+export function findOwnLease<L extends Lease>(
+  cfg: NetworkConfig,
+  leases: L[],
+  publicIP: string,
+): L | null {
   const mine = leases.filter((l) => l.attrs.publicIP === publicIP && isAllocatable(cfg, l.subnet));
   return mine.find((l) => l.expiresAt === null) ?? mine[0] ?? null;
 }

@@ -11,6 +11,7 @@
  */
 import { formatIp, type Ipv4Net, isIp, maskOf, parseIp } from "../base/ipv4.ts";
 import { field } from "../config/network.ts";
+import type { Expiry, WatchedExpiry } from "../registry/contract/registry.ts";
 
 /** What a node publishes about itself (flannel's LeaseAttrs). */
 export interface LeaseAttrs {
@@ -23,20 +24,24 @@ export interface LeaseAttrs {
   backendV6Data?: unknown;
 }
 
-/** A lease as the agent sees it: decoded key and value plus registry metadata. */
-export interface Lease {
+/**
+ * A lease as the agent sees it: decoded key and value plus registry metadata. Its expiry may be
+ * `"unknown"` (a peer's lease from a watch, see WatchedExpiry); `KnownLease` is one read from a
+ * list or get, or written by this node, whose expiry is always known.
+ */
+export interface Lease<E extends WatchedExpiry = WatchedExpiry> {
   /** Registry key relative to `<prefix>/subnets/`, e.g. "198.19.5.0-24". */
   key: string;
   subnet: Ipv4Net;
   attrs: LeaseAttrs;
-  /**
-   * Epoch ms when it expires; null for a reservation (no TTL). Leases from a watch may carry 0
-   * (unknown, see RegistryLease.expiresAt); lists and the own lease always know it.
-   */
-  expiresAt: number | null;
+  /** Epoch ms when it expires; null for a reservation (no TTL); or "unknown" (see above). */
+  expiresAt: E;
   /** Registry revision of the last write to this key. */
   revision: number;
 }
+
+/** A lease whose expiry is known: from a list or get, or this node's own. */
+export type KnownLease = Lease<Expiry>;
 
 export class LeaseFormatError extends Error {
   override name = "LeaseFormatError";

@@ -3,7 +3,7 @@
  * revision) and skipping it, so one bad value from any writer never stops the agent.
  */
 import { getLogger } from "@logtape/logtape";
-import type { RegistryLease } from "../registry/registry.ts";
+import type { RegistryLease, WatchedExpiry } from "../registry/contract/registry.ts";
 import { decodeLeaseValue, type Lease, parseSubnetKey } from "./codec.ts";
 import { metrics } from "../base/metrics.ts";
 
@@ -17,7 +17,8 @@ const malformed = metrics.counter(
 export class LeaseDecoder {
   #reported = new Set<string>();
 
-  decode(r: RegistryLease): Lease | null {
+  /** Keeps the expiry type: a listed lease decodes to a KnownLease. */
+  decode<E extends WatchedExpiry>(r: RegistryLease<E>): Lease<E> | null {
     try {
       return {
         key: r.key,
@@ -41,8 +42,8 @@ export class LeaseDecoder {
     }
   }
 
-  decodeAll(rs: RegistryLease[]): Lease[] {
-    const out: Lease[] = [];
+  decodeAll<E extends WatchedExpiry>(rs: RegistryLease<E>[]): Lease<E>[] {
+    const out: Lease<E>[] = [];
     for (const r of rs) {
       const l = this.decode(r);
       if (l) out.push(l);

@@ -13,9 +13,9 @@
 import { getLogger } from "@logtape/logtape";
 import type { NetworkConfig } from "../config/network.ts";
 import { formatCidr, type Ipv4Net } from "../base/ipv4.ts";
-import type { Registry } from "../registry/registry.ts";
+import type { Registry } from "../registry/contract/registry.ts";
 import { metrics } from "../base/metrics.ts";
-import { encodeLeaseValue, type Lease, type LeaseAttrs, subnetKey } from "./codec.ts";
+import { encodeLeaseValue, type KnownLease, type LeaseAttrs, subnetKey } from "./codec.ts";
 import {
   capacity,
   findOwnLease,
@@ -63,12 +63,12 @@ export interface LeaseManagerOptions {
 
 export class LeaseManager {
   #decoder = new LeaseDecoder();
-  #lease: Lease | null = null;
+  #lease: KnownLease | null = null;
   #attrs: LeaseAttrs | null = null;
   #wake: (() => void) | null = null;
   #lost = false;
   /** A lease re-acquired whose datapath/subnet.env update has not succeeded yet. */
-  #unapplied: Lease | null = null;
+  #unapplied: KnownLease | null = null;
 
   constructor(
     readonly registry: Registry,
@@ -82,18 +82,18 @@ export class LeaseManager {
   }
 
   /** The lease currently held, or null before acquisition. */
-  get lease(): Lease | null {
+  get lease(): KnownLease | null {
     return this.#lease;
   }
 
   /** All decodable leases now in the registry (malformed ones logged and skipped). */
-  async list(): Promise<{ leases: Lease[]; revision: number }> {
+  async list(): Promise<{ leases: KnownLease[]; revision: number }> {
     const { leases, revision } = await this.registry.listLeases();
     return { leases: this.#decoder.decodeAll(leases), revision };
   }
 
   /** This node's lease from a previous run, found by public IP (no changes made). */
-  async findPrevious(publicIP: string): Promise<Lease | null> {
+  async findPrevious(publicIP: string): Promise<KnownLease | null> {
     return findOwnLease(this.config, (await this.list()).leases, publicIP);
   }
 
@@ -101,7 +101,7 @@ export class LeaseManager {
    * Acquires a lease for `attrs`. `hint` is the subnet from an existing subnet.env. Lost create
    * races are retried with a fresh list; throws OutOfSubnetsError when nothing is free.
    */
-  async acquire(attrs: LeaseAttrs, hint: Ipv4Net | null): Promise<Lease> {
+  async acquire(attrs: LeaseAttrs, hint: Ipv4Net | null): Promise<KnownLease> {
     this.#attrs = attrs;
     const value = encodeLeaseValue(attrs);
     const tries = this.opts.maxRaceRetries ?? 20;
@@ -210,7 +210,7 @@ export class LeaseManager {
    * (the datapath stays up meanwhile). When the lease was lost it is re-acquired, preferring the
    * same subnet, and `onChange` is told.
    */
-  async runRenewal(signal: AbortSignal, onChange: (l: Lease) => Promise<void> | void) {
+  async runRenewal(signal: AbortSignal, onChange: (l: KnownLease) => Promise<void> | void) {
     const retryMs = this.opts.retryMs ?? 3000;
     while (!signal.aborted && this.#lease) {
       const wake = new AbortController();
@@ -278,7 +278,7 @@ export class LeaseManager {
     }
   }
 
-  async #reacquire(onChange: (l: Lease) => Promise<void> | void) {
+  async #reacquire(onChange: (l: KnownLease) => Promise<void> | void) {
     const old = this.#lease!;
     log.warn("lease {key} was deleted or taken over by someone else; re-acquiring", {
       key: old.key,

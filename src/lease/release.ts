@@ -10,7 +10,7 @@
  * ```
  */
 import type { NetworkConfig } from "../config/network.ts";
-import type { Registry } from "../registry/registry.ts";
+import type { Registry } from "../registry/contract/registry.ts";
 import { findOwnLease } from "./allocate.ts";
 import type { Lease } from "./codec.ts";
 import { LeaseDecoder } from "./decode.ts";

@@ -20,7 +20,7 @@
  * ```
  */
 import { getLogger } from "@logtape/logtape";
-import type { Registry, RegistryLease } from "../registry/registry.ts";
+import type { Registry, RegistryLease } from "../registry/contract/registry.ts";
 import { metrics } from "../base/metrics.ts";
 import { Backoff, sleep } from "../base/async.ts";
 import type { Lease, LeaseAttrs } from "./codec.ts";

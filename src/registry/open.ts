@@ -7,7 +7,7 @@
  * const r = await openRegistry({ kind: "kv", prefix: "/coreos.com/network", kvPath: "/tmp/r.kv" });
  * ```
  */
-import type { Registry } from "./registry.ts";
+import type { Registry } from "./contract/registry.ts";
 
 /** Which registry to open and how to reach it. */
 export type RegistryOptions =
@@ -28,7 +28,7 @@ export async function openRegistry(o: RegistryOptions): Promise<Registry> {
   const prefix = o.prefix.replace(/\/+$/, "");
   if (o.kind === "etcd") {
     // Loaded on demand: grpc-js and etcd3 cost memory that KV agents never need.
-    const { openEtcdRegistry } = await import("./etcd.ts");
+    const { openEtcdRegistry } = await import("./etcd/mod.ts");
     return await openEtcdRegistry({
       endpoints: o.endpoints,
       prefix,
@@ -39,7 +39,7 @@ export async function openRegistry(o: RegistryOptions): Promise<Registry> {
       password: o.password,
     });
   }
-  const { openKvRegistry } = await import("./kv.ts");
+  const { openKvRegistry } = await import("./kv/mod.ts");
   if (o.kvUrl) return await openKvRegistry({ url: o.kvUrl, prefix });
   if (!o.kvPath) throw new TypeError("openRegistry: kv needs kvPath or kvUrl");
   return await openKvRegistry({ path: o.kvPath, prefix });

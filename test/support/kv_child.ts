@@ -11,7 +11,7 @@
  * deno run -A test/support/kv_child.ts write /tmp/x/reg.kv /test 5 150
  * ```
  */
-import { openKvRegistry } from "../../src/registry/kv.ts";
+import { openKvRegistry } from "../../src/registry/kv/mod.ts";
 import { metrics } from "../../src/base/metrics.ts";
 
 const [mode, path, prefix, ...rest] = Deno.args;

@@ -9,7 +9,7 @@ import { PeerWatcher } from "../../src/lease/watch.ts";
 import type { PeerEvent } from "../../src/lease/watch.ts";
 import { encodeLeaseValue, type Lease } from "../../src/lease/codec.ts";
 import { formatCidr, parseCidr } from "../../src/base/ipv4.ts";
-import type { Registry } from "../../src/registry/registry.ts";
+import type { Registry } from "../../src/registry/contract/registry.ts";
 
 /** A store shared by several clients, like agents on several hosts. */
 export interface Store {

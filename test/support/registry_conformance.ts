@@ -16,7 +16,7 @@ import type {
   Registry,
   RegistryLease,
   WatchMessage,
-} from "../../src/registry/registry.ts";
+} from "../../src/registry/contract/registry.ts";
 
 /** A fresh, empty registry; `cleanup` closes it and removes whatever `open` made. */
 export type OpenRegistry = () => Promise<{ registry: Registry; cleanup(): Promise<void> }>;
@@ -225,6 +225,43 @@ export function registryConformance(name: string, open: OpenRegistry): void {
     );
     assert.deepEqual(mine.map((c) => c.type), ["put", "delete"], mine.map(brief).join(", "));
     assert.ok(revOf(mine[1]) > revOf(mine[0]), "delete revision not after the put");
+  });
+
+  test("create over an expired, not yet deleted lease: delete then put, new lease stored", async (r) => {
+    const key = "198.19.16.0-24";
+    const start = (await r.listLeases()).revision;
+    const old = await r.createLease(key, VALUE_A, 2);
+    assert.ok(old && typeof old.expiresAt === "number");
+    // Nothing reads the key meanwhile (a read may delete an expired lease): wait out the TTL.
+    await new Promise((res) => setTimeout(res, Math.max(0, old.expiresAt! - Date.now()) + 50));
+    const created = await r.createLease(key, VALUE_B, 60);
+    assert.ok(created, "create over an expired lease returned null");
+    assert.equal(created.value, VALUE_B);
+    assert.ok(created.revision > old.revision + 1, "no revision left for the old lease's delete");
+    assertExpiry(created, 60, "lease created over an expired one");
+    const got = await r.getLease(key);
+    assert.equal(got?.value, VALUE_B);
+    assert.equal(got?.revision, created.revision);
+    // A watcher from before sees: the old put, its delete, the new put (revision order).
+    const { changes } = await collectChanges(
+      r,
+      start,
+      (cs) => cs.some((c) => c.type === "put" && c.lease.revision === created.revision),
+    );
+    const mine = changes.filter((c) => (c.type === "put" ? c.lease.key : c.key) === key);
+    const shown = mine.map(brief).join(", ");
+    assert.deepEqual(mine.map((c) => c.type), ["put", "delete", "put"], shown);
+    assert.equal(revOf(mine[0]), old.revision, shown);
+    assert.ok(revOf(mine[1]) > old.revision && revOf(mine[1]) < created.revision, shown);
+    assert.equal(revOf(mine[2]), created.revision, shown);
+    const last = mine[2];
+    assert.ok(last.type === "put" && last.lease.value === VALUE_B, shown);
+    for (const c of changes) {
+      if (c.type !== "put") continue;
+      const e = c.lease.expiresAt;
+      // A watch's expiry is a time, null (no TTL) or "unknown": never a stand-in like 0.
+      assert.ok(e === null || e === "unknown" || e > Date.now() - 60_000, `${brief(c)}: ${e}`);
+    }
   });
 
   test("watch delivers changes in revision order and resumes exactly", async (r) => {

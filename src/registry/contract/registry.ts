@@ -6,24 +6,36 @@
  * Keys here are relative to `<prefix>/subnets/` ("198.19.5.0-24"); values are raw strings, so a
  * malformed value from any writer reaches the lease layer, which logs and skips it.
  */
-import { FatalError } from "../base/errors.ts";
+import { FatalError } from "../../base/errors.ts";
 
-/** One stored lease, undecoded. */
-export interface RegistryLease {
+/**
+ * When a lease expires, as every read and write of it knows: epoch ms, or null when it has no TTL
+ * (a reservation).
+ */
+export type Expiry = number | null;
+
+/**
+ * What a watch's put knows about the expiry: etcd sends a TTL lease's id but not its expiry, and
+ * looking it up would cost a round trip per event, while watchers need the value, not the expiry.
+ * `"unknown"` says so explicitly; it is never 0 and never a time.
+ */
+export type WatchedExpiry = Expiry | "unknown";
+
+/** One stored lease, undecoded. `E` is `Expiry` except in a watch's puts (`WatchedLease`). */
+export interface RegistryLease<E extends WatchedExpiry = Expiry> {
   key: string;
   value: string;
   /** Revision of the last write to this key (etcd mod_revision; KV change-log revision). */
   revision: number;
-  /**
-   * Epoch ms when the lease expires; null when it has no TTL (a reservation). Lists and gets
-   * always carry it; a watch's put may carry 0 for a TTL lease whose expiry the registry does
-   * not know without another round trip (etcd), since watchers need the value, not the expiry.
-   */
-  expiresAt: number | null;
+  /** See `Expiry`: lists, gets, creates and updates always know it. */
+  expiresAt: E;
 }
 
+/** A lease as a watch's put carries it: its expiry may be `"unknown"`. */
+export type WatchedLease = RegistryLease<WatchedExpiry>;
+
 export type LeaseChange =
-  | { type: "put"; lease: RegistryLease }
+  | { type: "put"; lease: WatchedLease }
   | { type: "delete"; key: string; revision: number };
 
 /**
@@ -51,6 +63,10 @@ export interface Registry {
   /**
    * Writes `key` only if it does not exist. ttlSeconds null = no TTL.
    * Returns the stored lease, or null when the key already existed.
+   *
+   * A lease that expired but is not yet deleted counts as absent: the create succeeds, and
+   * watchers see the old lease's delete first and then the new put (a higher revision), as etcd
+   * shows it when its lease reaper runs before the create.
    */
   createLease(key: string, value: string, ttlSeconds: number | null): Promise<RegistryLease | null>;
   /**

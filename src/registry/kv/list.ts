@@ -1,0 +1,52 @@
+/**
+ * A consistent list of the Deno KV leases: the state at exactly one revision, expired leases
+ * left out (and reaped with logged deletes).
+ */
+import { Deadline, sleep } from "../../base/async.ts";
+import type { RegistryLease } from "../contract/registry.ts";
+import { conflictRetries, KvBusyError, type KvStore, lockBackoff } from "./commit.ts";
+import { isExpired, lastPart, type StoredLease, toLease } from "./layout.ts";
+import { reapQuietly } from "./reaper.ts";
+
+/**
+ * Reads the counter, lists, reads the counter again: every lease mutation bumps the counter, so
+ * an unchanged versionstamp proves the list is exactly the state at that revision. A list can
+ * span several KV reads, hence the check.
+ */
+export async function listLeases(
+  s: KvStore,
+  signal: AbortSignal,
+): Promise<{ leases: RegistryLease[]; revision: number }> {
+  const deadline = new Deadline(s.retryMs);
+  const backoff = lockBackoff();
+  for (let attempt = 1;; attempt++) {
+    const got = await s.retryLocked("list of leases", async () => {
+      const c1 = await s.kv.get<number>(s.keys.counter);
+      const entries: Deno.KvEntry<StoredLease>[] = [];
+      const it = s.kv.list<StoredLease>({ prefix: s.keys.subnets }, { batchSize: 1000 });
+      for await (const e of it) entries.push(e);
+      const c2 = await s.kv.get<number>(s.keys.counter);
+      return c1.versionstamp === c2.versionstamp ? { entries, revision: c1.value ?? 0 } : null;
+    }, deadline.remaining());
+    if (got) {
+      const now = Date.now();
+      const leases: RegistryLease[] = [];
+      const expired: string[] = [];
+      for (const e of got.entries) {
+        const key = lastPart<string>(e.key);
+        if (isExpired(e.value, now)) expired.push(key);
+        else leases.push(toLease(key, e.value));
+      }
+      for (const key of expired) await reapQuietly(s, key);
+      return { leases, revision: got.revision };
+    }
+    conflictRetries.inc();
+    if (deadline.expired()) {
+      throw new KvBusyError(
+        `Deno KV list of leases kept racing with writers (${attempt} tries in ` +
+          `${s.retryMs} ms) and never got a consistent view; retry later`,
+      );
+    }
+    await sleep(backoff.next(), signal);
+  }
+}

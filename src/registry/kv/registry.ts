@@ -1,0 +1,266 @@
+/**
+ * The Deno KV registry: flannel's lease semantics on a local SQLite KV file (several processes on
+ * one host) or a KV Connect endpoint. Deno KV lacks what etcd gives for free, so the modules
+ * beside this one build it: `layout.ts` (keys, values, TTL in the value), `commit.ts` (one atomic
+ * commit per mutation, "database is locked" retries), `changelog.ts` (the change log, its
+ * compaction and polling reader), `reaper.ts` (expired leases → logged deletes), `list.ts`
+ * (a consistent list). This module is
+ * the Registry over them: reads, writes and the watch loop.
+ *
+ * @example
+ * ```ts
+ * const reg = await openKvRegistry({ path: "/var/lib/weft/registry.kv" });
+ * await reg.createLease("198.19.5.0-24", '{"PublicIP":"198.18.0.3","PublicIPv6":null}', 86400);
+ * const { revision } = await reg.listLeases();
+ * for await (const msg of reg.watchLeases(revision, signal)) console.log(msg.kind);
+ * await reg.close();
+ * ```
+ */
+import { getLogger } from "@logtape/logtape";
+import { Backoff, sleep } from "../../base/async.ts";
+import {
+  type Registry,
+  RegistryError,
+  type RegistryLease,
+  type WatchMessage,
+} from "../contract/registry.ts";
+import { KvStore } from "./commit.ts";
+import { listLeases } from "./list.ts";
+import { compactLog, pollLog } from "./changelog.ts";
+import { reapAll, reapQuietly } from "./reaper.ts";
+import { checkTtl, expiryOf, isExpired, KvKeys, type StoredLease, toLease } from "./layout.ts";
+
+const log = getLogger(["weft", "registry"]);
+
+export interface KvRegistryOptions {
+  /** Local SQLite KV file; parent directories are created. */
+  path?: string;
+  /** KV Connect URL (https://...); the token comes from env DENO_KV_ACCESS_TOKEN. */
+  url?: string;
+  /** Key namespace, as etcd's prefix. Default "/coreos.com/network". */
+  prefix?: string;
+  /** How often watchers poll the revision counter, ms (1..1000). Default 50. */
+  pollMs?: number;
+  /** How often a watch loop scans for expired leases to reap, ms. Default 1000. */
+  reapMs?: number;
+  /** Change-log entries kept: at most this many (the newest). Default 10 000. */
+  keepLog?: number;
+  /** Change-log entries older than this are dropped, ms. Default 600 000 (10 min). */
+  keepLogMs?: number;
+  /** Compact the log after every this many revisions (from the writing process). Default 500. */
+  compactEvery?: number;
+  /** How long one operation keeps retrying "database is locked" / lost races, ms. Default 10 000. */
+  retryMs?: number;
+}
+
+export class KvRegistry implements Registry {
+  readonly kind = "kv";
+  readonly prefix: string;
+  #store: KvStore;
+  #pollMs: number;
+  #reapMs: number;
+  #keepLog: number;
+  #keepLogMs: number;
+  #closing = new AbortController();
+  #inflight = new Set<Promise<unknown>>();
+
+  /** Use openKvRegistry(); this takes an already opened Kv, which close() will close. */
+  constructor(kv: Deno.Kv, opts: Omit<KvRegistryOptions, "path" | "url"> = {}) {
+    this.prefix = (opts.prefix ?? "/coreos.com/network").replace(/\/+$/, "");
+    this.#pollMs = opts.pollMs ?? 50;
+    this.#reapMs = opts.reapMs ?? 1000;
+    this.#keepLog = opts.keepLog ?? 10_000;
+    this.#keepLogMs = opts.keepLogMs ?? 600_000;
+    const every = opts.compactEvery ?? 500;
+    if (!(this.#pollMs >= 1 && this.#pollMs <= 1000)) {
+      throw new RegistryError(`KV pollMs ${opts.pollMs} is out of range: give 1..1000 ms`);
+    }
+    if (!(this.#keepLog >= 1)) {
+      throw new RegistryError(`KV keepLog ${opts.keepLog} is out of range: give at least 1`);
+    }
+    // Compacts when a commit passes a multiple of `every` (a create over an expired lease
+    // takes two revisions).
+    const afterCommit = async (from: number, to: number) => {
+      if (Math.floor(to / every) > Math.floor(from / every)) await this.#compactQuietly();
+    };
+    const keys = new KvKeys(this.prefix);
+    this.#store = new KvStore(kv, keys, opts.retryMs ?? 10_000, this.#closing.signal, afterCommit);
+  }
+
+  /** Runs `fn`, tracked so close() waits for it before closing the Kv under it. */
+  #track<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.#closing.signal.aborted) {
+      return Promise.reject(new RegistryError("the KV registry is closed"));
+    }
+    const p = fn();
+    this.#inflight.add(p);
+    const drop = () => this.#inflight.delete(p);
+    p.then(drop, drop);
+    return p;
+  }
+
+  getConfig(): Promise<string | null> {
+    const s = this.#store;
+    return this.#track(() =>
+      s.retryLocked("read of config", async () => (await s.kv.get<string>(s.keys.config)).value)
+    ).then((v) => v ?? null);
+  }
+
+  putConfig(text: string): Promise<void> {
+    const s = this.#store;
+    return this.#track(() =>
+      s.retryLocked("write of config", async () => {
+        await s.kv.set(s.keys.config, text);
+      })
+    );
+  }
+
+  listLeases(): Promise<{ leases: RegistryLease[]; revision: number }> {
+    return this.#track(() => listLeases(this.#store, this.#closing.signal));
+  }
+
+  getLease(key: string): Promise<RegistryLease | null> {
+    const s = this.#store;
+    return this.#track(async () => {
+      const e = await s.retryLocked(
+        `read of lease ${key}`,
+        () => s.kv.get<StoredLease>(s.keys.lease(key)),
+      );
+      if (!e.value) return null;
+      if (isExpired(e.value, Date.now())) {
+        await reapQuietly(s, key);
+        return null;
+      }
+      return toLease(key, e.value);
+    });
+  }
+
+  /**
+   * An expired lease counts as absent: it is overwritten in one atomic commit that logs its
+   * delete and then the new put (two revisions), as etcd shows a reap followed by a create.
+   */
+  createLease(
+    key: string,
+    value: string,
+    ttlSeconds: number | null,
+  ): Promise<RegistryLease | null> {
+    checkTtl(ttlSeconds);
+    return this.#track(() =>
+      this.#store.mutate<RegistryLease | null>(
+        key,
+        `create of lease ${key}`,
+        (cur, now, amb, w) => {
+          if (cur && amb && cur.writer === w) return { kind: "return", value: toLease(key, cur) };
+          if (cur && !isExpired(cur, now)) return { kind: "return", value: null };
+          const expiresAt = expiryOf(ttlSeconds, now);
+          return { kind: "put", value, expiresAt, replacesExpired: cur !== null, result: (l) => l };
+        },
+      )
+    );
+  }
+
+  updateLease(
+    key: string,
+    value: string,
+    ttlSeconds: number | null,
+    expectRevision: number,
+  ): Promise<RegistryLease | null> {
+    checkTtl(ttlSeconds);
+    return this.#track(() =>
+      this.#store.mutate<RegistryLease | null>(
+        key,
+        `update of lease ${key}`,
+        (cur, now, amb, w) => {
+          if (cur && amb && cur.writer === w) return { kind: "return", value: toLease(key, cur) };
+          // An expired lease is gone, as in etcd: renewing it fails and the caller re-creates.
+          if (!cur || isExpired(cur, now) || cur.revision !== expectRevision) {
+            return { kind: "return", value: null };
+          }
+          return { kind: "put", value, expiresAt: expiryOf(ttlSeconds, now), result: (l) => l };
+        },
+      )
+    );
+  }
+
+  deleteLease(key: string, expectRevision?: number): Promise<boolean> {
+    return this.#track(() =>
+      this.#store.mutate<boolean>(key, `delete of lease ${key}`, (cur, now, amb) => {
+        // After an ambiguous failure, absence most likely means our own delete landed.
+        if (!cur) return { kind: "return", value: amb };
+        // Expired reads as absent, but deleting it here (logged) saves a reaper the work.
+        if (isExpired(cur, now)) return { kind: "delete", result: false };
+        if (expectRevision !== undefined && cur.revision !== expectRevision) {
+          return { kind: "return", value: false };
+        }
+        return { kind: "delete", result: true };
+      })
+    );
+  }
+
+  /** Compacts the change log now (see compactLog); returns how many entries were removed. */
+  compact(): Promise<number> {
+    return this.#track(() => compactLog(this.#store, this.#keepLog, this.#keepLogMs));
+  }
+
+  async #compactQuietly(): Promise<void> {
+    try {
+      await compactLog(this.#store, this.#keepLog, this.#keepLogMs);
+    } catch (e) {
+      log.warn("change-log compaction failed, will retry at a later revision: {error}", {
+        error: String(e),
+      });
+    }
+  }
+
+  /**
+   * Polls the counter every pollMs and yields changes after `fromRevision`; also reaps expired
+   * leases every reapMs. Errors back off 100 ms doubling to 5 s and never end the watch; it ends
+   * when `signal` aborts or the registry closes.
+   */
+  async *watchLeases(fromRevision: number, signal: AbortSignal): AsyncIterable<WatchMessage> {
+    const stop = AbortSignal.any([signal, this.#closing.signal]);
+    const backoff = new Backoff();
+    let pos = fromRevision;
+    let failures = 0;
+    let lastReap = 0;
+    while (!stop.aborted) {
+      let msgs: WatchMessage[];
+      try {
+        msgs = await this.#track(async () => {
+          if (Date.now() - lastReap >= this.#reapMs) {
+            lastReap = Date.now();
+            await reapAll(this.#store);
+          }
+          return await pollLog(this.#store, pos, () => listLeases(this.#store, stop));
+        });
+        failures = 0;
+        backoff.reset();
+      } catch (e) {
+        if (stop.aborted) break;
+        failures++;
+        const delay = backoff.next();
+        log.warn("KV watch poll failed (attempt {failures}), retrying in {delay} ms: {error}", {
+          failures,
+          delay,
+          error: String(e),
+        });
+        await sleep(delay, stop);
+        continue;
+      }
+      for (const m of msgs) {
+        if (stop.aborted) return;
+        pos = m.revision;
+        yield m;
+      }
+      await sleep(this.#pollMs, stop);
+    }
+  }
+
+  /** Stops watch loops, waits for KV operations in flight, closes the Kv. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closing.signal.aborted) return;
+    this.#closing.abort();
+    await Promise.allSettled([...this.#inflight]);
+    this.#store.kv.close();
+  }
+}
