@@ -32,7 +32,7 @@ export async function createBackend(name: string): Promise<Backend> {
  */
 export async function ownedByBackends(cfg: NetworkConfig | null): Promise<Owned[]> {
   const [vxlan, hostgw, udp] = await Promise.all([
-    import("../backend/vxlan/backend.ts"),
+    import("../backend/vxlan/device.ts"),
     import("../backend/hostgw/backend.ts"),
     import("../backend/udp/backend.ts"),
   ]);

@@ -9,9 +9,8 @@
  * with every peer's entries replayed.
  */
 import { getLogger } from "@logtape/logtape";
-import { backendBool, backendNumber, type NetworkConfig } from "../../config/network.ts";
+import type { NetworkConfig } from "../../config/network.ts";
 import { formatCidr, formatIp, type Ipv4Net } from "../../base/ipv4.ts";
-import { ConfigError } from "../../base/errors.ts";
 import type { ExternalInterface } from "../../net/iface.ts";
 import type { Lease } from "../../lease/codec.ts";
 import {
@@ -22,31 +21,20 @@ import {
   type Route,
   RT_TABLE_MAIN,
 } from "../../../ffi/libnl/mod.ts";
-import { setTxChecksum, txChecksum } from "../../../ffi/libc/ethtool.ts";
-import type { Backend, BackendContext, BackendPrepared, Owned } from "../backend.ts";
+import type { Backend, BackendContext, BackendPrepared } from "../backend.ts";
 import type { PeerEvent } from "../../lease/watch.ts";
-import { diffRoutes, isGatewayRoute, isOwnedRoute, routeKey } from "../routes.ts";
+import { diffRoutes, isOwnedRoute, routeKey } from "../routes.ts";
+import {
+  ensureVtep,
+  randomMac,
+  vtepCompatible,
+  vtepName,
+  vxlanOptions,
+  type VxlanOpts,
+} from "./device.ts";
 import { PeerFailures } from "../peer_errors.ts";
 
 const log = getLogger(["weft", "vxlan"]);
-
-/** A random locally administered unicast MAC. */
-export function randomMac(): string {
-  const b = crypto.getRandomValues(new Uint8Array(6));
-  b[0] = (b[0] & 0xfe) | 0x02;
-  return [...b].map((x) => x.toString(16).padStart(2, "0")).join(":");
-}
-
-interface VxlanOpts {
-  /** TX checksum offload on the VTEP; off behind NAT, where it corrupts outer checksums. */
-  txChecksum: boolean;
-  vni: number;
-  port: number;
-  learning: boolean;
-  gbp: boolean;
-  directRouting: boolean;
-  mtu: number;
-}
 
 /** The kernel entries one peer lease needs. */
 export interface PeerEntries {
@@ -61,52 +49,6 @@ function vtepMac(l: Lease): string | null {
   return typeof mac === "string" && /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(mac)
     ? mac.toLowerCase()
     : null;
-}
-
-/** Device options from the config's Backend object (flannel's names and defaults). */
-export function vxlanOptions(cfg: NetworkConfig, ext: ExternalInterface): VxlanOpts {
-  const vni = backendNumber(cfg, "VNI", 1);
-  if (vni > 16777215) throw new ConfigError(`Backend.VNI ${vni} is out of range (0..16777215)`);
-  const port = backendNumber(cfg, "Port", 0);
-  if (port > 65535) throw new ConfigError(`Backend.Port ${port} is out of range (0..65535)`);
-  // Behind NAT (published address ≠ interface address) the kernel's offloaded UDP checksum of
-  // VXLAN packets comes out wrong and receivers drop them (flannel issue 1279; flanneld leaves
-  // operators an ethtool workaround). Off by default there; Backend.TxChecksumOffload decides.
-  const nat = ext.publicIP !== ext.ifaceAddr;
-  return {
-    txChecksum: backendBool(cfg, "TxChecksumOffload", !nat),
-    vni,
-    port: port || 8472,
-    learning: backendBool(cfg, "Learning"),
-    gbp: backendBool(cfg, "GBP"),
-    directRouting: backendBool(cfg, "DirectRouting"),
-    mtu: backendNumber(cfg, "MTU", 0) || ext.mtu - 50,
-  };
-}
-
-/** The VTEP's name for a VNI, as flannel names it. */
-export const vtepName = (vni: number): string => `flannel.${vni}`;
-
-/**
- * What the vxlan backend owns on a host: its VTEP (neighbour, FDB entries and routes go with it)
- * and, with DirectRouting, routes via a gateway on the external interface. Without a vxlan
- * config (null, or another type) every `flannel.<N>` VTEP is a leftover of weft's.
- */
-export function vxlanOwned(cfg: NetworkConfig | null): Owned {
-  const vni = cfg?.backendType === "vxlan" ? backendNumber(cfg, "VNI", 1) : null;
-  return {
-    owner: "vxlan",
-    devices: [{
-      names: /^flannel\.\d+$/,
-      kind: "vxlan",
-      current: vni === null ? null : vtepName(vni),
-      otherwise: `the registry's config uses VNI ${vni}`,
-      describe: (l) =>
-        `${l.name} (vxlan VNI ${l.vxlan?.id ?? l.name.slice("flannel.".length)}) with its ` +
-        `neighbour and FDB entries`,
-    }],
-    routes: isGatewayRoute,
-  };
 }
 
 export class VxlanBackend implements Backend {
@@ -138,62 +80,11 @@ export class VxlanBackend implements Backend {
     const existing = this.#nl.linkByName(this.deviceName);
     this.#mac = (existing?.kind === "vxlan" ? existing.mac : "") ||
       (ctx.previous ? vtepMac(ctx.previous) ?? "" : "") || randomMac();
-    this.#dev = this.#ensureDevice();
+    this.#dev = ensureVtep(this.#nl, this.#o, this.#ext, this.#mac);
     return Promise.resolve({
       attrs: { backendType: "vxlan", backendData: { VNI: this.#o.vni, VtepMAC: this.#mac } },
       mtu: this.#o.mtu,
     });
-  }
-
-  #compatible(l: Link): boolean {
-    const v = l.vxlan;
-    return l.kind === "vxlan" && !!v && v.id === this.#o.vni &&
-      v.local === this.#ext.ifaceAddr && v.devIndex === this.#ext.index &&
-      (v.port || 8472) === this.#o.port && v.learning === this.#o.learning &&
-      v.gbp === this.#o.gbp;
-  }
-
-  /** Reuses a compatible device (keeping its MAC) or recreates it. */
-  #ensureDevice(): Link {
-    const name = this.deviceName;
-    let l = this.#nl.linkByName(name);
-    if (l && !this.#compatible(l)) {
-      log.warn("device {name} does not match the config (vxlan {v}); recreating it", {
-        name,
-        v: JSON.stringify(l.vxlan ?? l.kind),
-      });
-      this.#nl.linkDel(l.index);
-      l = null;
-    }
-    if (!l) {
-      l = this.#nl.linkAdd({
-        kind: "vxlan",
-        name,
-        vni: this.#o.vni,
-        local: this.#ext.ifaceAddr,
-        devIndex: this.#ext.index,
-        port: this.#o.port,
-        learning: this.#o.learning,
-        gbp: this.#o.gbp,
-        mtu: this.#o.mtu,
-        mac: this.#mac,
-      });
-      log.info("created {name} (VNI {vni}, port {port}, MAC {mac}, MTU {mtu})", {
-        name,
-        vni: this.#o.vni,
-        port: this.#o.port,
-        mac: this.#mac,
-        mtu: this.#o.mtu,
-      });
-    } else if (l.mtu !== this.#o.mtu) this.#nl.linkSetMtu(l.index, this.#o.mtu);
-    if (!this.#o.txChecksum && txChecksum(name)) {
-      setTxChecksum(name, false);
-      log.info("turned TX checksum offload off on {name} (public IP behind NAT, or configured)", {
-        name,
-      });
-    }
-    if (!l.up) this.#nl.linkSetUp(l.index);
-    return this.#nl.linkByIndex(l.index) ?? l;
   }
 
   start(own: Lease): Promise<void> {
@@ -350,14 +241,15 @@ export class VxlanBackend implements Backend {
   async check(): Promise<boolean> {
     const l = this.#nl.linkByName(this.deviceName);
     const own = this.#own ? `${formatIp(this.#own.subnet.ip)}/32` : null;
-    const intact = l && l.index === this.#dev.index && l.up && this.#compatible(l) &&
+    const intact = l && l.index === this.#dev.index && l.up &&
+      vtepCompatible(l, this.#o, this.#ext) &&
       (!own || this.#nl.addrList(l.index).some((a) => a.cidr === own));
     if (intact) return false;
     log.warn("{name} was deleted or changed; recreating it and replaying {n} peers", {
       name: this.deviceName,
       n: this.#peers.size,
     });
-    this.#dev = this.#ensureDevice();
+    this.#dev = ensureVtep(this.#nl, this.#o, this.#ext, this.#mac);
     if (this.#own) await this.start(this.#own);
     await this.reconcile([...this.#peers.values()]);
     return true;

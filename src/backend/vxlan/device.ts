@@ -1,0 +1,139 @@
+/**
+ * The vxlan backend's device: the VTEP `flannel.<VNI>` with flannel's options and defaults, kept
+ * compatible with the config (recreated when it is not), and what the backend owns on a host.
+ *
+ * @example
+ * ```ts
+ * const o = vxlanOptions(cfg, ext);
+ * const dev = ensureVtep(netlink(), o, ext, randomMac());
+ * ```
+ */
+import { getLogger } from "@logtape/logtape";
+import { backendBool, backendNumber, type NetworkConfig } from "../../config/network.ts";
+import { ConfigError } from "../../base/errors.ts";
+import type { ExternalInterface } from "../../net/iface.ts";
+import type { Link, Netlink } from "../../../ffi/libnl/mod.ts";
+import { setTxChecksum, txChecksum } from "../../../ffi/libc/ethtool.ts";
+import type { Owned } from "../backend.ts";
+import { isGatewayRoute } from "../routes.ts";
+
+const log = getLogger(["weft", "vxlan"]);
+
+/** A random locally administered unicast MAC. */
+export function randomMac(): string {
+  const b = crypto.getRandomValues(new Uint8Array(6));
+  b[0] = (b[0] & 0xfe) | 0x02;
+  return [...b].map((x) => x.toString(16).padStart(2, "0")).join(":");
+}
+
+export interface VxlanOpts {
+  /** TX checksum offload on the VTEP; off behind NAT, where it corrupts outer checksums. */
+  txChecksum: boolean;
+  vni: number;
+  port: number;
+  learning: boolean;
+  gbp: boolean;
+  directRouting: boolean;
+  mtu: number;
+}
+
+/** Device options from the config's Backend object (flannel's names and defaults). */
+export function vxlanOptions(cfg: NetworkConfig, ext: ExternalInterface): VxlanOpts {
+  const vni = backendNumber(cfg, "VNI", 1);
+  if (vni > 16777215) throw new ConfigError(`Backend.VNI ${vni} is out of range (0..16777215)`);
+  const port = backendNumber(cfg, "Port", 0);
+  if (port > 65535) throw new ConfigError(`Backend.Port ${port} is out of range (0..65535)`);
+  // Behind NAT (published address ≠ interface address) the kernel's offloaded UDP checksum of
+  // VXLAN packets comes out wrong and receivers drop them (flannel issue 1279; flanneld leaves
+  // operators an ethtool workaround). Off by default there; Backend.TxChecksumOffload decides.
+  const nat = ext.publicIP !== ext.ifaceAddr;
+  return {
+    txChecksum: backendBool(cfg, "TxChecksumOffload", !nat),
+    vni,
+    port: port || 8472,
+    learning: backendBool(cfg, "Learning"),
+    gbp: backendBool(cfg, "GBP"),
+    directRouting: backendBool(cfg, "DirectRouting"),
+    mtu: backendNumber(cfg, "MTU", 0) || ext.mtu - 50,
+  };
+}
+
+/** The VTEP's name for a VNI, as flannel names it. */
+export const vtepName = (vni: number): string => `flannel.${vni}`;
+
+/**
+ * What the vxlan backend owns on a host: its VTEP (neighbour, FDB entries and routes go with it)
+ * and, with DirectRouting, routes via a gateway on the external interface. Without a vxlan
+ * config (null, or another type) every `flannel.<N>` VTEP is a leftover of weft's.
+ */
+export function vxlanOwned(cfg: NetworkConfig | null): Owned {
+  const vni = cfg?.backendType === "vxlan" ? backendNumber(cfg, "VNI", 1) : null;
+  return {
+    owner: "vxlan",
+    devices: [{
+      names: /^flannel\.\d+$/,
+      kind: "vxlan",
+      current: vni === null ? null : vtepName(vni),
+      otherwise: `the registry's config uses VNI ${vni}`,
+      describe: (l) =>
+        `${l.name} (vxlan VNI ${l.vxlan?.id ?? l.name.slice("flannel.".length)}) with its ` +
+        `neighbour and FDB entries`,
+    }],
+    routes: isGatewayRoute,
+  };
+}
+
+/** Whether an existing device has exactly the options the config asks for. */
+export function vtepCompatible(l: Link, o: VxlanOpts, ext: ExternalInterface): boolean {
+  const v = l.vxlan;
+  return l.kind === "vxlan" && !!v && v.id === o.vni &&
+    v.local === ext.ifaceAddr && v.devIndex === ext.index &&
+    (v.port || 8472) === o.port && v.learning === o.learning &&
+    v.gbp === o.gbp;
+}
+
+/**
+ * The VTEP `flannel.<VNI>`: reuses a compatible device (keeping its MAC) or recreates it with
+ * `mac`; sets its MTU, TX checksum offload and state. Returns the device as the kernel has it.
+ */
+export function ensureVtep(nl: Netlink, o: VxlanOpts, ext: ExternalInterface, mac: string): Link {
+  const name = vtepName(o.vni);
+  let l = nl.linkByName(name);
+  if (l && !vtepCompatible(l, o, ext)) {
+    log.warn("device {name} does not match the config (vxlan {v}); recreating it", {
+      name,
+      v: JSON.stringify(l.vxlan ?? l.kind),
+    });
+    nl.linkDel(l.index);
+    l = null;
+  }
+  if (!l) {
+    l = nl.linkAdd({
+      kind: "vxlan",
+      name,
+      vni: o.vni,
+      local: ext.ifaceAddr,
+      devIndex: ext.index,
+      port: o.port,
+      learning: o.learning,
+      gbp: o.gbp,
+      mtu: o.mtu,
+      mac: mac,
+    });
+    log.info("created {name} (VNI {vni}, port {port}, MAC {mac}, MTU {mtu})", {
+      name,
+      vni: o.vni,
+      port: o.port,
+      mac: mac,
+      mtu: o.mtu,
+    });
+  } else if (l.mtu !== o.mtu) nl.linkSetMtu(l.index, o.mtu);
+  if (!o.txChecksum && txChecksum(name)) {
+    setTxChecksum(name, false);
+    log.info("turned TX checksum offload off on {name} (public IP behind NAT, or configured)", {
+      name,
+    });
+  }
+  if (!l.up) nl.linkSetUp(l.index);
+  return nl.linkByIndex(l.index) ?? l;
+}
