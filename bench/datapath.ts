@@ -1,5 +1,5 @@
 /**
- * Kernel datapath benchmark (root; builds its own namespaces with test/harness/cluster.ts).
+ * Kernel datapath benchmark (root; builds its own namespaces with test/kit/cluster.ts).
  * In one run, on the same namespaces (3 hosts, a registry host, one pod on h1 and one on h2):
  *
  * 1. throughput — pod-to-pod TCP (iperf3, `--iperf-seconds` per sample after a 1 s omitted
@@ -25,10 +25,10 @@
  * ```
  */
 import { parseArgs } from "node:util";
-import { type Cluster, HARNESS_PREFIX, type Pod, withCluster } from "../test/harness/cluster.ts";
-import { createNs } from "../test/harness/netns.ts";
-import { run, runOk } from "../test/harness/proc.ts";
-import { spawnLogged, stopProcess } from "../test/harness/spawn.ts";
+import { type Cluster, HARNESS_PREFIX, type Pod, withCluster } from "../test/kit/cluster.ts";
+import { createNs } from "../test/kit/netns.ts";
+import { run, runOk } from "../test/kit/proc.ts";
+import { spawnLogged, stopProcess } from "../test/kit/spawn.ts";
 import { openKvRegistry } from "../src/registry/kv.ts";
 import { formatCidr, formatIp } from "../src/base/ipv4.ts";
 import { type Cell, median, ratio, Report, round, summarize } from "./lib/report.ts";

@@ -1,6 +1,6 @@
 /**
  * The udp backend's speed next to kernel vxlan (root; builds its own namespaces with
- * test/harness/cluster.ts). One run, the SAME namespaces for all: a 2-host cluster (plus the
+ * test/kit/cluster.ts). One run, the SAME namespaces for all: a 2-host cluster (plus the
  * registry host), one pod on h1 and one on h2, measured with the udp backend as it ships (TUN
  * offloads on); then the agents are stopped, `weft cleanup` runs in each host namespace,
  * `weft config set` stores the next config (run inside h1's namespace: the underlay exists only
@@ -49,9 +49,9 @@
  * ```
  */
 import { parseArgs } from "node:util";
-import { type Cluster, type Host, type Pod, withCluster } from "../test/harness/cluster.ts";
-import { CLUSTER_NETWORK } from "../test/harness/names.ts";
-import { runOk } from "../test/harness/proc.ts";
+import { type Cluster, type Host, type Pod, withCluster } from "../test/kit/cluster.ts";
+import { CLUSTER_NETWORK } from "../test/kit/names.ts";
+import { runOk } from "../test/kit/proc.ts";
 import { formatCidr } from "../src/base/ipv4.ts";
 import { type Cell, median, percentile, ratio, Report } from "./lib/report.ts";
 import { load1, sleep } from "./lib/sys.ts";

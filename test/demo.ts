@@ -3,7 +3,7 @@
  * registry with the vxlan backend. Prints the leases and a pod-to-pod ping matrix, then tears
  * everything down. Nothing outside the namespaces it creates is touched.
  */
-import { withCluster } from "./harness/cluster.ts";
+import { withCluster } from "./kit/cluster.ts";
 
 if (Deno.uid() !== 0) {
   console.error("demo: run as root (it creates network namespaces): sudo deno task demo");

@@ -1,0 +1,59 @@
+/**
+ * The vxlan backend turns TX checksum offload off on its VTEP when the public IP is behind NAT
+ * (or when Backend.TxChecksumOffload is false), and leaves it on otherwise.
+ */
+import assert from "node:assert/strict";
+import { runOk as run } from "../kit/proc.ts";
+
+const root = new URL("../../", import.meta.url).pathname;
+const script = `
+import { VxlanBackend } from "${root}src/backend/vxlan.ts";
+import { parseNetworkConfig } from "${root}src/config/network.ts";
+import { txChecksum } from "${root}ffi/libc/ethtool.ts";
+import { linkByName, linkDel } from "${root}ffi/libnl/mod.ts";
+const [backend, publicIP] = Deno.args;
+const cfg = parseNetworkConfig(JSON.stringify({ Network: "198.19.0.0/16", Backend: JSON.parse(backend) }));
+const eth = linkByName("ua0");
+const b = new VxlanBackend();
+await b.prepare({ config: cfg, previous: null,
+  ext: { name: "ua0", index: eth.index, ifaceAddr: "198.18.0.5", publicIP, mtu: 1500 } });
+const dev = "flannel." + (cfg.backend.VNI ?? 1);
+console.log(JSON.stringify({ tx: txChecksum(dev) }));
+linkDel(linkByName(dev).index);
+`;
+
+Deno.test("vxlan TX checksum offload: off behind NAT or when configured, on otherwise", async () => {
+  const ns = `wtx-${crypto.randomUUID().slice(0, 6)}`;
+  const dir = await Deno.makeTempDir({ prefix: "weft-tx-" });
+  try {
+    await Deno.writeTextFile(`${dir}/probe.ts`, script);
+    await run(["ip", "netns", "add", ns]);
+    await run(["ip", "-n", ns, "link", "add", "ua0", "type", "veth", "peer", "name", "ua1"]);
+    await run(["ip", "-n", ns, "addr", "add", "198.18.0.5/24", "dev", "ua0"]);
+    await run(["ip", "-n", ns, "link", "set", "ua0", "up"]);
+    const probe = async (backend: object, publicIP: string) =>
+      JSON.parse(
+        await run([
+          "ip",
+          "netns",
+          "exec",
+          ns,
+          Deno.execPath(),
+          "run",
+          "-A",
+          "--config",
+          `${root}deno.json`,
+          `${dir}/probe.ts`,
+          JSON.stringify(backend),
+          publicIP,
+        ]),
+      ).tx;
+    assert.equal(await probe({ Type: "vxlan" }, "198.18.0.5"), true, "direct: keep offload");
+    assert.equal(await probe({ Type: "vxlan" }, "198.18.200.1"), false, "NAT: offload off");
+    assert.equal(await probe({ Type: "vxlan", TxChecksumOffload: false }, "198.18.0.5"), false);
+    assert.equal(await probe({ Type: "vxlan", TxChecksumOffload: true }, "198.18.200.1"), true);
+  } finally {
+    await run(["ip", "netns", "del", ns]).catch(() => {});
+    await Deno.remove(dir, { recursive: true });
+  }
+});
