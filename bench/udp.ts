@@ -167,7 +167,6 @@ const skip = new Set(opt.skip.split(",").filter(Boolean));
 
 const started = Date.now();
 const deadline = started + P.deadlineS * 1000;
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const HEALTHZ = 8472;
 const IPERF_PORT = 5201;
 const report = new Report("udp", { registry, backends, ...P, skip: [...skip] });
@@ -446,11 +445,7 @@ async function switchBackend(r: Rig, backend: string): Promise<number> {
   const before = await Promise.all(c.hosts.map((h) => c.readSubnetEnv(h)));
   await Promise.all(c.hosts.map((h) => h.agent!.stop("SIGTERM")));
   for (const h of c.hosts) {
-    await c.exec(h, [
-      Deno.execPath(),
-      "run",
-      "-A",
-      MAIN,
+    await c.weftOk(h, [
       "cleanup",
       ...registryArgs(c),
       "--iface",
@@ -469,16 +464,7 @@ async function switchBackend(r: Rig, backend: string): Promise<number> {
     cfgFile,
     JSON.stringify({ Network: CLUSTER_NETWORK, Backend: BACKEND_CONFIGS[backend] }),
   );
-  await c.exec(c.hosts[0], [
-    Deno.execPath(),
-    "run",
-    "-A",
-    MAIN,
-    "config",
-    "set",
-    cfgFile,
-    ...registryArgs(c),
-  ], { timeoutMs: 30_000 });
+  await c.weftOk(c.hosts[0], ["config", "set", cfgFile, ...registryArgs(c)], { timeoutMs: 30_000 });
   const envs = await Promise.all(
     c.hosts.map((h) => c.startAgent(h, agentOptions(backend)).waitReady()),
   );

@@ -11,8 +11,6 @@ import { withCluster } from "../kit/cluster.ts";
 import { waitFor } from "../kit/proc.ts";
 import { formatCidr, formatIp } from "../../src/base/ipv4.ts";
 
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
-
 interface IpRoute {
   type?: string;
   dst: string;
@@ -80,11 +78,7 @@ Deno.test({
         timeoutMs: 10_000,
       });
       await h1.agent!.stop("SIGTERM");
-      const out = await c.exec(h1, [
-        Deno.execPath(),
-        "run",
-        "-A",
-        MAIN,
+      const out = await c.weftOk(h1, [
         "cleanup",
         ...c.registryArgs(),
         "--iface",

@@ -16,8 +16,6 @@ import { describeRestore, planKernel } from "../../src/cli/cleanup.ts";
 import { parseCidr } from "../../src/base/ipv4.ts";
 import type { Link } from "../../ffi/libnl/mod.ts";
 
-const MAIN = decodeURIComponent(new URL("../../main.ts", import.meta.url).pathname);
-
 Deno.test("cleanup plan: weft's devices and routes only", () => {
   const link = (index: number, name: string, kind: string | null, id?: number): Link => ({
     index,
@@ -98,7 +96,7 @@ async function state(c: Cluster, h: Host): Promise<HostState> {
 }
 
 async function leaseIps(c: Cluster, reg: string[]): Promise<string[]> {
-  const out = await c.exec("h2", [Deno.execPath(), "run", "-A", MAIN, "leases", "--json", ...reg], {
+  const out = await c.weftOk("h2", ["leases", "--json", ...reg], {
     timeoutMs: 30_000,
   });
   return (JSON.parse(out) as { publicIP: string }[]).map((l) => l.publicIP).sort();
@@ -140,11 +138,7 @@ Deno.test({
       assert.equal(peerRoutes.length, 2, before.routes.join("\n"));
 
       const cleanup = (extra: string[], registry = reg) =>
-        c.run(h1, [
-          Deno.execPath(),
-          "run",
-          "-A",
-          MAIN,
+        c.weft(h1, [
           "cleanup",
           ...registry,
           "--iface",
@@ -213,11 +207,7 @@ Deno.test({
         "--etcd-prefix",
         c.etcdPrefix,
       ];
-      const r3 = await c.run(h3, [
-        Deno.execPath(),
-        "run",
-        "-A",
-        MAIN,
+      const r3 = await c.weft(h3, [
         "cleanup",
         ...down,
         "--release-lease",

@@ -1,11 +1,13 @@
 // The CNI plugin mode with the real bridge/host-local plugins from /usr/lib/cni: a namespace plays
 // the host (the plugin runs inside it), two more play pods.
 import assert from "node:assert/strict";
+import { newRunId } from "../kit/names.ts";
+import { createNs, deleteNs, denoInNs } from "../kit/netns.ts";
 import { runCni } from "../../src/cni/plugin.ts";
 import { buildDelegate, parseNetConf } from "../../src/cni/netconf.ts";
 import { parseSubnetEnv } from "../../src/cni/subnet_env.ts";
 
-const RUN = crypto.randomUUID().slice(0, 6);
+const RUN = newRunId();
 const CNI_PATH = "/usr/lib/cni";
 const SUBNET_ENV = [
   "FLANNEL_NETWORK=198.19.0.0/16",
@@ -148,7 +150,7 @@ Deno.exit(await cniMain());\n`,
   /** Runs the plugin as a separate process inside the host namespace, like a runtime would. */
   async function cni(command: string, pod: string, id: string, stdin: unknown) {
     const out = await new Deno.Command("ip", {
-      args: ["netns", "exec", host, Deno.execPath(), "run", "-A", "--no-config", driver],
+      args: denoInNs(host, ["--no-config", driver]).slice(1),
       env: {
         CNI_COMMAND: command,
         CNI_CONTAINERID: id,
@@ -170,7 +172,7 @@ Deno.exit(await cniMain());\n`,
   }
 
   try {
-    for (const ns of [host, ...pods]) await sh("ip", "netns", "add", ns);
+    for (const ns of [host, ...pods]) await createNs(ns, { bare: true });
     await sh("ip", "netns", "exec", host, "ip", "link", "set", "lo", "up");
 
     const ips: string[] = [];
@@ -247,7 +249,7 @@ Deno.exit(await cniMain());\n`,
     assert.equal(err.msg, `weft is not running or not ready on this node (no ${dir}/subnet.env)`);
   } finally {
     for (const ns of [...pods, host]) {
-      await sh("ip", "netns", "del", ns).catch(() => {});
+      await deleteNs(ns).catch(() => {});
     }
     await Deno.remove(dir, { recursive: true });
   }

@@ -14,7 +14,6 @@ import assert from "node:assert/strict";
 import { withCluster } from "../kit/cluster.ts";
 import { run, waitFor } from "../kit/proc.ts";
 
-const MAIN = decodeURIComponent(new URL("../../main.ts", import.meta.url).pathname);
 const PORT = 9471;
 
 // ---- Prometheus text format 0.0.4 ----
@@ -257,19 +256,9 @@ Deno.test({
           cfg,
           JSON.stringify({ Network: c.network, Backend: { Type: "vxlan" } }),
         );
-        await c.exec(h1, [
-          Deno.execPath(),
-          "run",
-          "-A",
-          MAIN,
-          "config",
-          "set",
-          cfg,
-          "--registry",
-          "kv",
-          "--kv-path",
-          c.kvPath!,
-        ], { timeoutMs: 30_000 });
+        await c.weftOk(h1, ["config", "set", cfg, "--registry", "kv", "--kv-path", c.kvPath!], {
+          timeoutMs: 30_000,
+        });
         await a1.waitReady();
         assert.equal((await httpGet(h1.netns, "/readyz")).status, 200);
         await waitFor("READY=1 on NOTIFY_SOCKET", () => notify.got.includes("READY=1"), {

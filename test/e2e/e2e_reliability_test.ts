@@ -28,7 +28,6 @@ const TTL = 20;
 const OUTAGE_MS = 60_000;
 const HEALTHZ_PORT = 9181;
 const PING_INTERVAL_S = 0.2;
-const MAIN = decodeURIComponent(new URL("../../main.ts", import.meta.url).pathname);
 
 interface LeaseRow {
   subnet: string;
@@ -38,15 +37,10 @@ interface LeaseRow {
 
 /** `weft leases --json`, run on host h1 against the cluster's etcd. */
 async function weftLeases(c: Cluster): Promise<LeaseRow[]> {
-  const out = await c.exec("h1", [
-    Deno.execPath(),
-    "run",
-    "-A",
-    MAIN,
-    "leases",
-    "--json",
-    ...c.registryArgs(),
-  ], { timeoutMs: 20_000, env: { NO_COLOR: "1" } });
+  const out = await c.weftOk("h1", ["leases", "--json", ...c.registryArgs()], {
+    timeoutMs: 20_000,
+    env: { NO_COLOR: "1" },
+  });
   return JSON.parse(out) as LeaseRow[];
 }
 

@@ -5,6 +5,8 @@
  * lease is gone becomes unreachable; an agent restart resumes traffic.
  */
 import assert from "node:assert/strict";
+import { denoInNs } from "../kit/netns.ts";
+import { runOk } from "../kit/proc.ts";
 import { type Cluster, type Host, type Pod, withCluster } from "../kit/cluster.ts";
 import { formatIp } from "../../src/base/ipv4.ts";
 import { openKvRegistry } from "../../src/registry/kv.ts";
@@ -42,7 +44,7 @@ const s = createSocket("udp4");
 s.send(pkt, 8285, to, () => s.close());`;
   const file = `${c.dir}/spoof.mjs`;
   await Deno.writeTextFile(file, script);
-  await c.exec(ns, [Deno.execPath(), "run", "-A", file, to, innerSrc, innerDst]);
+  await runOk(denoInNs(c.nsOf(ns), [file, to, innerSrc, innerDst]));
 }
 
 async function iperf(c: Cluster, server: Pod, client: Pod, udp: boolean) {
@@ -163,16 +165,9 @@ for (const registry of ["etcd", "kv"] as const) {
         await h1.agent!.kill();
         const plainOpts = { ...agentOpts, netConfig: { Backend: { TunOffload: false } } };
         c.agentCommand(h1, plainOpts); // writes h1's net-config.json
-        await c.exec(h1, [
-          Deno.execPath(),
-          "run",
-          "-A",
-          new URL("../../main.ts", import.meta.url).pathname,
-          "config",
-          "set",
-          `${h1.dir}/net-config.json`,
-          ...c.registryArgs(),
-        ], { timeoutMs: 30_000 });
+        await c.weftOk(h1, ["config", "set", `${h1.dir}/net-config.json`, ...c.registryArgs()], {
+          timeoutMs: 30_000,
+        });
         await c.startAgent(h1, plainOpts).waitReady();
         assert.equal(metric(await scrape(c, h1), "weft_udp_tun_offload"), 0);
         const plainOut = await iperf(c, p2, p1, false);

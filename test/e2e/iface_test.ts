@@ -3,6 +3,8 @@
  * --public-ip) inside a namespace with two interfaces.
  */
 import assert from "node:assert/strict";
+import { newRunId } from "../kit/names.ts";
+import { createNs, deleteNs, denoInNs } from "../kit/netns.ts";
 import { runOk as run } from "../kit/proc.ts";
 
 const script = `
@@ -22,12 +24,12 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const id = crypto.randomUUID().slice(0, 6);
+    const id = newRunId();
     const ns = `wift-${id}`;
     const dir = await Deno.makeTempDir({ prefix: "weft-iface-" });
     await Deno.writeTextFile(`${dir}/pick.ts`, script);
     try {
-      await run(["ip", "netns", "add", ns]);
+      await createNs(ns, { bare: true });
       const ip = (...a: string[]) => run(["ip", "-n", ns, ...a]);
       await ip("link", "set", "lo", "up");
       // veth pairs (no dummy module here); the peer ends only need to be up for carrier.
@@ -43,17 +45,7 @@ Deno.test({
       await ip("route", "add", "default", "via", "198.18.7.1", "dev", "ub0");
       const pick = async (sel: Record<string, unknown>) =>
         JSON.parse(
-          await run([
-            "ip",
-            "netns",
-            "exec",
-            ns,
-            Deno.execPath(),
-            "run",
-            "-A",
-            `${dir}/pick.ts`,
-            JSON.stringify(sel),
-          ]),
+          await run(denoInNs(ns, [`${dir}/pick.ts`, JSON.stringify(sel)])),
         );
       const dflt = await pick({});
       assert.equal(dflt.name, "ub0");
@@ -70,7 +62,7 @@ Deno.test({
       assert.match(none.error, /no external interface found by --iface eth9 .*ua0 198\.18\.0\.5/);
       assert.match((await pick({ ifaceRegex: ["("] })).error, /not a valid regular expression/);
     } finally {
-      await run(["ip", "netns", "del", ns]).catch(() => {});
+      await deleteNs(ns).catch(() => {});
       await Deno.remove(dir, { recursive: true });
     }
   },

@@ -1,5 +1,7 @@
 // RuleManager against real iptables (nft and legacy) inside a fresh network namespace per test.
 import assert from "node:assert/strict";
+import { newRunId } from "../kit/names.ts";
+import { createNs, deleteNs } from "../kit/netns.ts";
 import { parseCidr } from "../../src/base/ipv4.ts";
 import { metrics } from "../../src/base/metrics.ts";
 import {
@@ -9,7 +11,7 @@ import {
   versionSupportsRandomFully,
 } from "../../src/ops/iptables.ts";
 
-const RUN = crypto.randomUUID().slice(0, 6);
+const RUN = newRunId();
 const NET = parseCidr("198.19.0.0/16");
 const SUB7 = parseCidr("198.19.7.0/24");
 const SUB8 = parseCidr("198.19.8.0/24");
@@ -29,11 +31,11 @@ async function saved(ns: string, bin: IptablesBinary | "iptables" = "iptables"):
 
 async function withNs(tag: string, fn: (ns: string) => Promise<void>) {
   const ns = `wipt-${tag}-${RUN}`;
-  await sh("ip", "netns", "add", ns);
+  await createNs(ns, { bare: true });
   try {
     await fn(ns);
   } finally {
-    await sh("ip", "netns", "del", ns);
+    await deleteNs(ns);
   }
 }
 

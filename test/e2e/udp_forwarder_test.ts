@@ -6,6 +6,8 @@
  * non-members, then prints an iperf3 throughput probe (not asserted). Needs root.
  */
 import assert from "node:assert/strict";
+import { newRunId } from "../kit/names.ts";
+import { createNs, deleteNs, denoInNs } from "../kit/netns.ts";
 import {
   closeFd,
   ErrnoError,
@@ -161,26 +163,21 @@ class ForwarderChild {
     gso: boolean,
     offload = false,
   ) {
-    this.proc = new Deno.Command("ip", {
-      args: [
-        "netns",
-        "exec",
-        ns,
-        Deno.execPath(),
-        "run",
-        "-A",
-        "--config",
-        new URL("../../deno.json", import.meta.url).pathname,
-        new URL(import.meta.url).pathname,
-        "--run",
-        runId,
-        "--bind",
-        bind,
-        "--gso",
-        gso ? "1" : "0",
-        "--offload",
-        offload ? "1" : "0",
-      ],
+    const [cmd, ...args] = denoInNs(ns, [
+      "--config",
+      new URL("../../deno.json", import.meta.url).pathname,
+      new URL(import.meta.url).pathname,
+      "--run",
+      runId,
+      "--bind",
+      bind,
+      "--gso",
+      gso ? "1" : "0",
+      "--offload",
+      offload ? "1" : "0",
+    ]);
+    this.proc = new Deno.Command(cmd, {
+      args,
       env: { [CHILD_ENV]: runId, NO_COLOR: "1" },
       stdin: "piped",
       stdout: "piped",
@@ -267,8 +264,8 @@ async function setup(
   const nsA = t.nsA = `weft-udp-${runId}-a`;
   const nsB = t.nsB = `weft-udp-${runId}-b`;
   const va = `wu${runId}a`, vb = `wu${runId}b`;
-  await ip("netns", "add", nsA);
-  await ip("netns", "add", nsB);
+  await createNs(nsA, { bare: true });
+  await createNs(nsB, { bare: true });
   await ip("link", "add", va, "netns", nsA, "type", "veth", "peer", "name", vb, "netns", nsB);
   for (
     const [ns, dev, addrs] of [[nsA, va, ["198.18.0.1/24"]], [nsB, vb, [
@@ -295,7 +292,7 @@ async function setup(
 
 async function teardown(t: Partial<Topology>): Promise<void> {
   await Promise.all([t.a?.close(), t.b?.close()]);
-  for (const ns of [t.nsA, t.nsB]) if (ns) await run("ip", ["netns", "del", ns]);
+  for (const ns of [t.nsA, t.nsB]) if (ns) await deleteNs(ns);
 }
 
 const ping = (ns: string, dst: string, count = 3) =>
@@ -385,7 +382,7 @@ if (Deno.env.get(CHILD_ENV)) {
     sanitizeResources: false,
     sanitizeOps: false,
     fn: async () => {
-      const runId = crypto.randomUUID().replaceAll("-", "").slice(0, 6);
+      const runId = newRunId();
       const t: Partial<Topology> = {};
       try {
         const { a, b, nsA, nsB } = await setup(runId, t);
@@ -468,7 +465,7 @@ if (Deno.env.get(CHILD_ENV)) {
     sanitizeResources: false,
     sanitizeOps: false,
     fn: async () => {
-      const runId = crypto.randomUUID().replaceAll("-", "").slice(0, 6);
+      const runId = newRunId();
       const t: Partial<Topology> = {};
       try {
         const { a, b, nsA, nsB } = await setup(runId, t, true);
@@ -563,7 +560,7 @@ async function tcpTransfer(
   const script = new URL("../kit/children/tcp_hash.ts", import.meta.url).pathname;
   const deno = (ns: string, args: string[]) =>
     new Deno.Command("ip", {
-      args: ["netns", "exec", ns, Deno.execPath(), "run", "-A", script, ...args],
+      args: denoInNs(ns, [script, ...args]).slice(1),
       stdout: "piped",
       stderr: "piped",
       signal: AbortSignal.timeout(25_000),

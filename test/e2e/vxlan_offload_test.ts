@@ -3,6 +3,8 @@
  * (or when Backend.TxChecksumOffload is false), and leaves it on otherwise.
  */
 import assert from "node:assert/strict";
+import { newRunId } from "../kit/names.ts";
+import { createNs, deleteNs, denoInNs } from "../kit/netns.ts";
 import { runOk as run } from "../kit/proc.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
@@ -23,37 +25,30 @@ linkDel(linkByName(dev).index);
 `;
 
 Deno.test("vxlan TX checksum offload: off behind NAT or when configured, on otherwise", async () => {
-  const ns = `wtx-${crypto.randomUUID().slice(0, 6)}`;
+  const ns = `wtx-${newRunId()}`;
   const dir = await Deno.makeTempDir({ prefix: "weft-tx-" });
   try {
     await Deno.writeTextFile(`${dir}/probe.ts`, script);
-    await run(["ip", "netns", "add", ns]);
+    await createNs(ns, { bare: true });
     await run(["ip", "-n", ns, "link", "add", "ua0", "type", "veth", "peer", "name", "ua1"]);
     await run(["ip", "-n", ns, "addr", "add", "198.18.0.5/24", "dev", "ua0"]);
     await run(["ip", "-n", ns, "link", "set", "ua0", "up"]);
     const probe = async (backend: object, publicIP: string) =>
       JSON.parse(
-        await run([
-          "ip",
-          "netns",
-          "exec",
-          ns,
-          Deno.execPath(),
-          "run",
-          "-A",
+        await run(denoInNs(ns, [
           "--config",
           `${root}deno.json`,
           `${dir}/probe.ts`,
           JSON.stringify(backend),
           publicIP,
-        ]),
+        ])),
       ).tx;
     assert.equal(await probe({ Type: "vxlan" }, "198.18.0.5"), true, "direct: keep offload");
     assert.equal(await probe({ Type: "vxlan" }, "198.18.200.1"), false, "NAT: offload off");
     assert.equal(await probe({ Type: "vxlan", TxChecksumOffload: false }, "198.18.0.5"), false);
     assert.equal(await probe({ Type: "vxlan", TxChecksumOffload: true }, "198.18.200.1"), true);
   } finally {
-    await run(["ip", "netns", "del", ns]).catch(() => {});
+    await deleteNs(ns).catch(() => {});
     await Deno.remove(dir, { recursive: true });
   }
 });

@@ -456,6 +456,16 @@ export class Cluster {
     return run(["ip", "netns", "exec", this.nsOf(ref), ...cmd], o);
   }
 
+  /** `weft <args>` (the repo's main.ts) run to completion in the namespace of `ref`. */
+  weft(ref: NsRef, args: string[], o: RunOptions = {}): Promise<RunResult> {
+    return run(denoInNs(this.nsOf(ref), [DEFAULT_ENTRY, ...args]), o);
+  }
+
+  /** Like {@link weft} but returns stdout and throws with stderr on failure. */
+  weftOk(ref: NsRef, args: string[], o: RunOptions = {}): Promise<string> {
+    return runOk(denoInNs(this.nsOf(ref), [DEFAULT_ENTRY, ...args]), o);
+  }
+
   /** Parsed `ip -j route` of a namespace (main table). */
   async routes(
     ref: NsRef,
