@@ -8,6 +8,8 @@
 import assert from "node:assert/strict";
 import { newRunId } from "../kit/names.ts";
 import { createNs, deleteNs, denoInNs } from "../kit/netns.ts";
+import { ICMP, ipBytes, writeIpv4Header } from "../kit/packets.ts";
+import { run as kitRun, runOk } from "../kit/proc.ts";
 import {
   closeFd,
   ErrnoError,
@@ -49,13 +51,13 @@ async function* lines(r: ReadableStream<Uint8Array>): AsyncGenerator<string> {
 function echoRequest(src: string, dst: string): Uint8Array<ArrayBuffer> {
   const p = new Uint8Array(28 + 8);
   const v = new DataView(p.buffer);
-  p[0] = 0x45;
-  v.setUint16(2, p.length);
-  p[8] = 64;
-  p[9] = 1;
-  v.setUint32(12, parseIp(src));
-  v.setUint32(16, parseIp(dst));
-  v.setUint16(10, internetChecksum(p, 0, 20));
+  writeIpv4Header(p, 0, {
+    total: p.length,
+    proto: ICMP,
+    src: ipBytes(parseIp(src)),
+    dst: ipBytes(parseIp(dst)),
+    frag: 0,
+  });
   p[20] = 8;
   v.setUint16(24, 0x7777);
   v.setUint16(22, internetChecksum(p, 20, p.length - 20));
@@ -132,21 +134,11 @@ async function child(): Promise<void> {
 
 const dec = new TextDecoder();
 
-async function run(cmd: string, args: string[], timeoutMs = 10_000) {
-  const out = await new Deno.Command(cmd, {
-    args,
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(timeoutMs),
-  }).output();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
+/** The kit's runner, in this file's (cmd, args) spelling. */
+const run = (cmd: string, args: string[], timeoutMs = 10_000) =>
+  kitRun([cmd, ...args], { timeoutMs });
 
-async function sh(cmd: string, args: string[]): Promise<string> {
-  const r = await run(cmd, args);
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(" ")} failed (${r.code}): ${r.stderr}`);
-  return r.stdout;
-}
+const sh = (cmd: string, args: string[]) => runOk([cmd, ...args]);
 
 const ip = (...args: string[]) => sh("ip", args);
 

@@ -42,18 +42,32 @@ import {
 } from "../../src/backend/udp/offload.ts";
 import { PeerTable } from "../../src/backend/udp/peers.ts";
 import { newCounterBuffer, RX } from "../../src/backend/udp/counters.ts";
-
-const TCP = 6;
-const UDP = 17;
-const ICMP = 1;
-const FIN = 0x01;
-const SYN = 0x02;
-const RST = 0x04;
-const PSH = 0x08;
-const ACK = 0x10;
-const URG = 0x20;
-const ECE = 0x40;
-const CWR = 0x80;
+import {
+  ACK,
+  CWR,
+  ECE,
+  FIN,
+  ICMP,
+  ihlOf,
+  ipHeaderOk,
+  ipNum,
+  l4ChecksumOk,
+  PSH,
+  Rand,
+  refFold,
+  refPseudo,
+  refSum,
+  RST,
+  setIpChecksum,
+  setL4Checksum,
+  SYN,
+  TCP,
+  u16,
+  u32,
+  UDP,
+  URG,
+  writeIpv4Header,
+} from "../kit/packets.ts";
 
 const LOOPBACK = 0x7f000001;
 const F_SETPIPE_SZ = 1031;
@@ -70,31 +84,6 @@ const GSO_MAX = 60000;
 // ---------------------------------------------------------------------------------------------
 // Deterministic randomness
 
-/** mulberry32: a tiny seeded PRNG with 32-bit state. */
-class Rand {
-  #a: number;
-  constructor(seed: number) {
-    this.#a = seed >>> 0;
-  }
-  next(): number {
-    this.#a = (this.#a + 0x6d2b79f5) >>> 0;
-    let t = this.#a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  /** Integer in [lo, hi]. */
-  int(lo: number, hi: number): number {
-    return lo + Math.floor(this.next() * (hi - lo + 1));
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[Math.floor(this.next() * xs.length)];
-  }
-}
-
 /** Payload bytes are slices of this pool (random, fixed). */
 const POOL = (() => {
   const r = new Rand(0x5eed);
@@ -102,65 +91,6 @@ const POOL = (() => {
   for (let i = 0; i < b.length; i++) b[i] = Math.floor(r.next() * 256);
   return b;
 })();
-
-// ---------------------------------------------------------------------------------------------
-// Reference checksums (RFC 1071), independent of the module under test
-
-function refFold(s: number): number {
-  while (s > 0xffff) s = (s & 0xffff) + Math.floor(s / 65536);
-  return s;
-}
-
-function refSum(b: Uint8Array, off: number, len: number): number {
-  let s = 0;
-  let i = 0;
-  for (; i + 1 < len; i += 2) s += (b[off + i] << 8) | b[off + i + 1];
-  if (i < len) s += b[off + i] << 8;
-  return refFold(s);
-}
-
-/** Sum of the IPv4 pseudo header (addresses from the packet). */
-function refPseudo(p: Uint8Array, proto: number, l4Len: number): number {
-  return refFold(refSum(p, 12, 8) + proto + l4Len);
-}
-
-function ihlOf(p: Uint8Array): number {
-  return (p[0] & 15) * 4;
-}
-
-function ipHeaderOk(p: Uint8Array): boolean {
-  return refSum(p, 0, ihlOf(p)) === 0xffff;
-}
-
-function l4ChecksumOk(p: Uint8Array, proto = TCP): boolean {
-  const ihl = ihlOf(p);
-  return refFold(refPseudo(p, proto, p.length - ihl) + refSum(p, ihl, p.length - ihl)) === 0xffff;
-}
-
-function setIpChecksum(p: Uint8Array): void {
-  p[10] = p[11] = 0;
-  const c = ~refSum(p, 0, ihlOf(p)) & 0xffff;
-  p[10] = c >> 8;
-  p[11] = c & 0xff;
-}
-
-/** A full checksum for the L4 checksum field at `at` (offset in the packet). */
-function setL4Checksum(p: Uint8Array, proto: number, at: number): void {
-  const ihl = ihlOf(p);
-  p[at] = p[at + 1] = 0;
-  const c = ~refFold(refPseudo(p, proto, p.length - ihl) + refSum(p, ihl, p.length - ihl)) &
-    0xffff;
-  p[at] = c >> 8;
-  p[at + 1] = c & 0xff;
-}
-
-const u16 = (b: Uint8Array, at: number) => (b[at] << 8) | b[at + 1];
-const u32 = (b: Uint8Array, at: number) =>
-  ((b[at] << 24) | (b[at + 1] << 16) | (b[at + 2] << 8) | b[at + 3]) >>> 0;
-
-function ipNum(a: number, b: number, c: number, d: number): number {
-  return ((a << 24) | (b << 16) | (c << 8) | d) >>> 0;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Packet builders
@@ -221,21 +151,18 @@ function tcpDatagram(f: Flow, s: TcpSpec, r: Rand): Uint8Array<ArrayBuffer> {
   const total = ihl + thl + s.payload;
   const pad = s.pad ?? 0;
   const p = new Uint8Array(total + pad);
-  p[0] = 0x40 | (ihl >> 2);
-  p[1] = s.tos ?? f.tos;
-  p[2] = total >> 8;
-  p[3] = total & 0xff;
-  p[4] = f.id >> 8;
-  p[5] = f.id & 0xff;
+  writeIpv4Header(p, 0, {
+    total,
+    proto: s.proto ?? TCP,
+    src: s.src ?? f.src,
+    dst: s.dst ?? f.dst,
+    tos: s.tos ?? f.tos,
+    id: f.id,
+    frag: s.frag,
+    ttl: s.ttl ?? f.ttl,
+    options: ipOpts,
+  });
   f.id = (f.id + 1) & 0xffff;
-  const frag = s.frag ?? 0x4000;
-  p[6] = frag >> 8;
-  p[7] = frag & 0xff;
-  p[8] = s.ttl ?? f.ttl;
-  p[9] = s.proto ?? TCP;
-  p.set(s.src ?? f.src, 12);
-  p.set(s.dst ?? f.dst, 16);
-  p.set(ipOpts, 20);
   const t = ihl;
   const sport = s.sport ?? f.sport, dport = s.dport ?? f.dport;
   p[t] = sport >> 8;
@@ -260,9 +187,7 @@ function tcpDatagram(f: Flow, s: TcpSpec, r: Rand): Uint8Array<ArrayBuffer> {
   const from = r.int(0, POOL.length - s.payload);
   p.set(POOL.subarray(from, from + s.payload), t + thl);
   for (let i = 0; i < pad; i++) p[total + i] = 0xa5 ^ i;
-  const pkt = p.subarray(0, total);
-  setIpChecksum(pkt);
-  setL4Checksum(pkt, TCP, t + 16);
+  setL4Checksum(p.subarray(0, total));
   if (s.badTcp === "field" || (s.badTcp === "data" && s.payload === 0)) p[t + 17] ^= 0x01;
   else if (s.badTcp === "data") p[total - 1] ^= 0x5a;
   if (s.badIp) p[10] ^= 0x04;
@@ -276,18 +201,8 @@ function tcpDatagram(f: Flow, s: TcpSpec, r: Rand): Uint8Array<ArrayBuffer> {
 function plainPacket(f: Flow, proto: number, payload: number, frag: number) {
   const total = 28 + payload;
   const p = new Uint8Array(total);
-  p[0] = 0x45;
-  p[2] = total >> 8;
-  p[3] = total & 0xff;
-  p[4] = f.id >> 8;
-  p[5] = f.id & 0xff;
+  writeIpv4Header(p, 0, { total, proto, src: f.src, dst: f.dst, id: f.id, frag, ttl: f.ttl });
   f.id = (f.id + 1) & 0xffff;
-  p[6] = frag >> 8;
-  p[7] = frag & 0xff;
-  p[8] = f.ttl;
-  p[9] = proto;
-  p.set(f.src, 12);
-  p.set(f.dst, 16);
   return { p, total };
 }
 
@@ -302,8 +217,7 @@ function udpDatagram(f: Flow, payload: number, r: Rand): Uint8Array<ArrayBuffer>
   p[25] = (total - 20) & 0xff;
   const from = r.int(0, POOL.length - payload);
   p.set(POOL.subarray(from, from + payload), 28);
-  setIpChecksum(p);
-  setL4Checksum(p, UDP, 26);
+  setL4Checksum(p, 0, total, UDP);
   return p;
 }
 
@@ -315,7 +229,6 @@ function icmpDatagram(f: Flow, payload: number, r: Rand): Uint8Array<ArrayBuffer
   p[27] = r.int(0, 255);
   const from = r.int(0, POOL.length - payload);
   p.set(POOL.subarray(from, from + payload), 28);
-  setIpChecksum(p);
   const c = ~refSum(p, 20, total - 20) & 0xffff;
   p[22] = c >> 8;
   p[23] = c & 0xff;
@@ -684,7 +597,7 @@ function expectedSuper(burst: readonly Uint8Array[]): Uint8Array {
   s[3] = total & 0xff;
   setIpChecksum(s);
   if (burst[burst.length - 1][33] & PSH) s[33] |= PSH;
-  const ps = refPseudo(s, TCP, total - 20);
+  const ps = refPseudo(s, 0, TCP, total - 20);
   s[36] = ps >> 8;
   s[37] = ps & 0xff;
   return s;
@@ -981,7 +894,7 @@ function checkSuper(w: Write, ctx: string): Uint8Array[] {
   assert.ok(ipHeaderOk(p), `${ctx}: IP header checksum`);
   assert.ok(v.gsoSize > 0 && v.gsoSize < p.length - v.hdrLen, `${ctx}: gso_size ${v.gsoSize}`);
   // The TCP checksum field holds the pseudo-header sum for the kernel to complete.
-  assert.equal(u16(p, 36), refPseudo(p, TCP, p.length - 20), `${ctx}: partial checksum`);
+  assert.equal(u16(p, 36), refPseudo(p, 0, TCP, p.length - 20), `${ctx}: partial checksum`);
   const done = new Uint8Array(p.length + 4);
   done.set(p);
   assert.ok(completeChecksum(done, words(done), 0, p.length, v.csumStart, v.csumOffset));

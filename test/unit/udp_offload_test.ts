@@ -28,17 +28,29 @@ import {
   writeVnetHdr,
 } from "../../src/backend/udp/offload.ts";
 import { headerChecksumOk, internetChecksum, ipv4Length } from "../../src/backend/udp/packet.ts";
-
-const TCP = 6;
-const UDP = 17;
-const FIN = 0x01;
-const SYN = 0x02;
-const RST = 0x04;
-const PSH = 0x08;
-const ACK = 0x10;
-const URG = 0x20;
-const ECE = 0x40;
-const CWR = 0x80;
+import {
+  ACK,
+  CWR,
+  ECE,
+  FIN,
+  l4ChecksumOk,
+  prng,
+  PSH,
+  randomBytes,
+  refFold,
+  refPseudo,
+  refSum,
+  RST,
+  setIpChecksum,
+  setL4Checksum,
+  SYN,
+  TCP,
+  u16,
+  u32,
+  UDP,
+  URG,
+  writeIpv4Header,
+} from "../kit/packets.ts";
 
 const SRC = [198, 19, 1, 2];
 const DST = [198, 19, 2, 3];
@@ -46,77 +58,6 @@ const DST = [198, 19, 2, 3];
 const TS_OPTS = [1, 1, 8, 10, 0x01, 0x02, 0x03, 0x04, 0x0a, 0x0b, 0x0c, 0x0d];
 /** Slot size of the output arenas: every slot starts 4-byte aligned. */
 const SLOT = 2048;
-
-/** Deterministic PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function randomBytes(n: number, seed: number): Uint8Array<ArrayBuffer> {
-  const r = prng(seed);
-  const b = new Uint8Array(n);
-  for (let i = 0; i < n; i++) b[i] = Math.floor(r() * 256);
-  return b;
-}
-
-/** Reference RFC 1071 sum: big-endian byte pairs, odd last byte padded, end-around carry. */
-function refSum(b: ArrayLike<number>, off: number, len: number): number {
-  let s = 0;
-  for (let i = 0; i < len; i++) s += (i & 1) === 0 ? b[off + i] << 8 : b[off + i];
-  while (s > 0xffff) s = (s & 0xffff) + Math.floor(s / 65536);
-  return s;
-}
-
-/** Reference sum of the IPv4 pseudo header of the packet at off (addresses read from it). */
-function refPseudo(b: Uint8Array, off: number, proto: number, l4Len: number): number {
-  const ph = [...b.subarray(off + 12, off + 20), 0, proto, l4Len >> 8, l4Len & 0xff];
-  return refSum(ph, 0, ph.length);
-}
-
-function refFold(s: number): number {
-  while (s > 0xffff) s = (s & 0xffff) + Math.floor(s / 65536);
-  return s;
-}
-
-/** True when the TCP/UDP checksum of the `len`-byte IPv4 packet at off verifies. */
-function l4ChecksumOk(b: Uint8Array, off: number, len: number, proto = TCP): boolean {
-  const ihl = (b[off] & 15) * 4;
-  const l4 = len - ihl;
-  return refFold(refPseudo(b, off, proto, l4) + refSum(b, off + ihl, l4)) === 0xffff;
-}
-
-/** Sets a full, correct L4 checksum (field at ihl+16 for TCP, ihl+6 for UDP). */
-function fixL4Checksum(b: Uint8Array, off: number, len: number, proto = TCP): void {
-  const ihl = (b[off] & 15) * 4;
-  const at = off + ihl + (proto === TCP ? 16 : 6);
-  b[at] = b[at + 1] = 0;
-  const c = ~refFold(refPseudo(b, off, proto, len - ihl) + refSum(b, off + ihl, len - ihl)) &
-    0xffff;
-  b[at] = c >> 8;
-  b[at + 1] = c & 0xff;
-}
-
-function fixIpChecksum(b: Uint8Array, off: number): void {
-  b[off + 10] = b[off + 11] = 0;
-  const c = internetChecksum(b, off, (b[off] & 15) * 4);
-  b[off + 10] = c >> 8;
-  b[off + 11] = c & 0xff;
-}
-
-function u16(b: Uint8Array, at: number): number {
-  return (b[at] << 8) | b[at + 1];
-}
-
-function u32(b: Uint8Array, at: number): number {
-  return ((b[at] << 24) | (b[at + 1] << 16) | (b[at + 2] << 8) | b[at + 3]) >>> 0;
-}
 
 interface Spec {
   src?: number[];
@@ -150,21 +91,17 @@ function tcpPacket(b: Uint8Array, off: number, s: Spec = {}): number {
   const thl = 20 + tcpOpts.length;
   const total = ihl + thl + payload.length;
   b.fill(0, off, off + total);
-  b[off] = 0x40 | (ihl >> 2);
-  b[off + 1] = s.tos ?? 0;
-  b[off + 2] = total >> 8;
-  b[off + 3] = total & 0xff;
-  const id = s.id ?? 0x1234;
-  b[off + 4] = id >> 8;
-  b[off + 5] = id & 0xff;
-  const frag = s.frag ?? 0x4000;
-  b[off + 6] = frag >> 8;
-  b[off + 7] = frag & 0xff;
-  b[off + 8] = s.ttl ?? 64;
-  b[off + 9] = s.proto ?? TCP;
-  b.set(s.src ?? SRC, off + 12);
-  b.set(s.dst ?? DST, off + 16);
-  b.set(ipOpts, off + 20);
+  writeIpv4Header(b, off, {
+    total,
+    proto: s.proto ?? TCP,
+    src: s.src ?? SRC,
+    dst: s.dst ?? DST,
+    tos: s.tos,
+    id: s.id ?? 0x1234,
+    frag: s.frag,
+    ttl: s.ttl,
+    options: ipOpts,
+  });
   const t = off + ihl;
   const sport = s.sport ?? 40000;
   const dport = s.dport ?? 8080;
@@ -188,9 +125,8 @@ function tcpPacket(b: Uint8Array, off: number, s: Spec = {}): number {
   b[t + 19] = urg & 0xff;
   b.set(tcpOpts, t + 20);
   b.set(payload, t + thl);
-  fixIpChecksum(b, off);
   if ((s.csum ?? "full") === "full") {
-    fixL4Checksum(b, off, total, TCP);
+    setL4Checksum(b, off, total, TCP);
   } else {
     const p = refPseudo(b, off, TCP, total - ihl);
     b[t + 16] = p >> 8;
@@ -203,14 +139,7 @@ function tcpPacket(b: Uint8Array, off: number, s: Spec = {}): number {
 function udpPacket(b: Uint8Array, off: number, payload: Uint8Array): number {
   const total = 28 + payload.length;
   b.fill(0, off, off + total);
-  b[off] = 0x45;
-  b[off + 2] = total >> 8;
-  b[off + 3] = total & 0xff;
-  b[off + 6] = 0x40;
-  b[off + 8] = 64;
-  b[off + 9] = UDP;
-  b.set(SRC, off + 12);
-  b.set(DST, off + 16);
+  writeIpv4Header(b, off, { total, proto: UDP, src: SRC, dst: DST });
   const u = off + 20;
   b[u] = 0x1f;
   b[u + 1] = 0x90; // 8080
@@ -219,7 +148,6 @@ function udpPacket(b: Uint8Array, off: number, payload: Uint8Array): number {
   b[u + 4] = (total - 20) >> 8;
   b[u + 5] = (total - 20) & 0xff;
   b.set(payload, u + 8);
-  fixIpChecksum(b, off);
   return total;
 }
 
@@ -320,7 +248,7 @@ Deno.test("completeChecksum completes a CHECKSUM_PARTIAL TCP packet", () => {
     assert.ok(l4ChecksumOk(b, 0, len), `payload ${plen}`);
     // The same as a full computation.
     const ref = b.slice(0, len);
-    fixL4Checksum(ref, 0, len);
+    setL4Checksum(ref, 0, len);
     assert.deepEqual(b.subarray(0, len), ref);
   }
 });
@@ -583,8 +511,8 @@ function variant(
   const b = new Uint8Array(SLOT);
   b.set(arena.subarray(SLOT * i, SLOT * i + len));
   len = mutate(b, len) ?? len;
-  fixIpChecksum(b, 0);
-  if (fixTcp) fixL4Checksum(b, 0, len);
+  setIpChecksum(b, 0);
+  if (fixTcp) setL4Checksum(b, 0, len);
   return { b, len };
 }
 
@@ -683,7 +611,7 @@ Deno.test("coalescablePayload refuses IP options, fragments, non-TCP, no payload
     // Protocol byte changed, everything else (including the TCP-style checksum) left valid.
     len = tcpPacket(b, 0, { payload });
     b[9] = proto;
-    fixIpChecksum(b, 0);
+    setIpChecksum(b, 0);
     assert.equal(coalescablePayload(b, w, 0, len), 0, `protocol ${proto}`);
   }
   len = tcpPacket(b, 0, { payload: new Uint8Array(0) });
@@ -695,12 +623,12 @@ Deno.test("coalescablePayload refuses IP options, fragments, non-TCP, no payload
   // TCP data offset below 5 (checksum fixed).
   len = tcpPacket(b, 0, { payload, tcpOpts: [] });
   b[32] = 0x40;
-  fixL4Checksum(b, 0, len);
+  setL4Checksum(b, 0, len);
   assert.equal(coalescablePayload(b, w, 0, len), 0, "data offset 4");
   // A data offset beyond the packet.
   len = tcpPacket(b, 0, { payload: new Uint8Array(3), tcpOpts: [] });
   b[32] = 0xf0;
-  fixL4Checksum(b, 0, len);
+  setL4Checksum(b, 0, len);
   assert.equal(coalescablePayload(b, w, 0, len), 0, "data offset beyond the packet");
   // Not IPv4.
   len = tcpPacket(b, 0, { payload });

@@ -20,6 +20,7 @@ import { parseCidr, parseIp } from "../../src/base/ipv4.ts";
 import { ForwarderMetrics } from "../../src/backend/udp/metrics.ts";
 import type { ForwarderCounters } from "../../src/backend/udp/counters.ts";
 import { metrics } from "../../src/base/metrics.ts";
+import { ipBytes, UDP, writeIpv4Header } from "../kit/packets.ts";
 
 interface Spec {
   ttl?: number;
@@ -39,18 +40,17 @@ function packet(s: Spec = {}): Uint8Array<ArrayBuffer> {
   const payload = s.payload ?? [8, 0, 0xf7, 0xff, 0, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef];
   const total = ihl * 4 + payload.length;
   const b = new Uint8Array(total);
-  const v = new DataView(b.buffer);
-  b[0] = 0x40 | ihl;
-  v.setUint16(2, total);
-  v.setUint16(4, s.id ?? 0x1234);
-  v.setUint16(6, s.frag ?? 0x4000);
-  b[8] = s.ttl ?? 64;
-  b[9] = s.proto ?? 17;
-  v.setUint32(12, parseIp(s.src ?? "198.19.1.5"));
-  v.setUint32(16, parseIp(s.dst ?? "198.19.2.7"));
-  for (let i = 20; i < ihl * 4; i++) b[i] = 1; // NOP options
+  writeIpv4Header(b, 0, {
+    total,
+    proto: s.proto ?? UDP,
+    src: ipBytes(parseIp(s.src ?? "198.19.1.5")),
+    dst: ipBytes(parseIp(s.dst ?? "198.19.2.7")),
+    id: s.id ?? 0x1234,
+    frag: s.frag,
+    ttl: s.ttl,
+    options: new Array(ihl * 4 - 20).fill(1), // NOP options
+  });
   b.set(payload, ihl * 4);
-  v.setUint16(10, internetChecksum(b, 0, ihl * 4));
   return b;
 }
 
