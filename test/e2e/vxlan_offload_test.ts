@@ -9,7 +9,7 @@ import { runOk as run } from "../kit/proc.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
 const script = `
-import { VxlanBackend } from "${root}src/backend/vxlan.ts";
+import { VxlanBackend } from "${root}src/backend/vxlan/backend.ts";
 import { parseNetworkConfig } from "${root}src/config/network.ts";
 import { txChecksum } from "${root}ffi/libc/ethtool.ts";
 import { linkByName, linkDel } from "${root}ffi/libnl/mod.ts";
