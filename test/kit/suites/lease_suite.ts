@@ -10,6 +10,7 @@ import type { PeerEvent } from "../../../src/lease/watch.ts";
 import { encodeLeaseValue, type Lease } from "../../../src/lease/codec.ts";
 import { formatCidr, parseCidr } from "../../../src/base/ipv4.ts";
 import type { Registry } from "../../../src/registry/registry.ts";
+import { StopWaiting, waitFor } from "../proc.ts";
 
 /** A store shared by several clients, like agents on several hosts. */
 export interface Store {
@@ -25,15 +26,18 @@ function manager(r: Registry, ttlSeconds = 60, c = cfg) {
   return new LeaseManager(r, c, { ttlSeconds, renewMarginMs: 60_000, retryMs: 200 });
 }
 
-/** Polls `fn` until it returns a truthy value or `ms` passes. */
-export async function until<T>(what: string, ms: number, fn: () => Promise<T> | T): Promise<T> {
-  const end = Date.now() + ms;
-  while (true) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+/**
+ * Polls `fn` every 50 ms until it returns a truthy value or `ms` passes (the kit's `waitFor`;
+ * an error thrown by `fn` ends the wait at once, as a failed check should).
+ */
+export function until<T>(what: string, ms: number, fn: () => Promise<T> | T): Promise<T> {
+  return waitFor(what, async () => {
+    try {
+      return (await fn()) || undefined;
+    } catch (e) {
+      throw new StopWaiting(`${what}: ${e instanceof Error ? e.message : e}`);
+    }
+  }, { timeoutMs: ms, intervalMs: 50 });
 }
 
 /** Runs a PeerWatcher in the background, collecting its events. */
