@@ -107,7 +107,7 @@ globalThis.addEventListener("unload", () => {
 for (const sig of ["SIGINT", "SIGTERM"] as const) {
   Deno.addSignalListener(sig, () => {
     console.error(`\n${sig}: stopping agents and removing temp dirs`);
-    Deno.exit(130); // runs the unload handlers here and in test/support (agents, etcd)
+    Deno.exit(130); // runs the unload handlers here and in test/kit (exit.ts: agents, etcd)
   });
 }
 
