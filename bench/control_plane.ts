@@ -1,6 +1,6 @@
 /**
  * Control-plane benchmark: real `weft run --backend alloc` processes on loopback against each
- * registry (a shared Deno KV file; a real etcd from test/support/etcd.ts), measuring
+ * registry (a shared Deno KV file; a real etcd from test/kit/etcd.ts), measuring
  *
  * 1. convergence — N agents (50, 200) until all hold distinct leases (every subnet.env written,
  *    all distinct, `weft leases` lists N), started in waves; with memory (RSS, PSS) and CPU.
@@ -21,8 +21,8 @@
  * ```
  */
 import { parseArgs } from "node:util";
-import { type AgentProc, startAgent, weft } from "../test/support/agent_proc.ts";
-import { type EtcdProc, startEtcd } from "../test/support/etcd.ts";
+import { type AgentProc, startAgent, weft } from "../test/kit/agent.ts";
+import { type EtcdProc, startEtcd } from "../test/kit/etcd.ts";
 import { parseSubnetEnvText } from "../src/config/subnet_env.ts";
 import type { Registry } from "../src/registry/contract/registry.ts";
 import { openEtcdRegistry } from "../src/registry/etcd/mod.ts";
@@ -107,7 +107,7 @@ globalThis.addEventListener("unload", () => {
 for (const sig of ["SIGINT", "SIGTERM"] as const) {
   Deno.addSignalListener(sig, () => {
     console.error(`\n${sig}: stopping agents and removing temp dirs`);
-    Deno.exit(130); // runs the unload handlers here and in test/support (agents, etcd)
+    Deno.exit(130); // runs the unload handlers here and in test/kit (exit.ts: agents, etcd)
   });
 }
 

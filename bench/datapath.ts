@@ -1,5 +1,5 @@
 /**
- * Kernel datapath benchmark (root; builds its own namespaces with test/harness/cluster.ts).
+ * Kernel datapath benchmark (root; builds its own namespaces with test/kit/cluster.ts).
  * In one run, on the same namespaces (3 hosts, a registry host, one pod on h1 and one on h2):
  *
  * 1. throughput — pod-to-pod TCP (iperf3, `--iperf-seconds` per sample after a 1 s omitted
@@ -25,10 +25,10 @@
  * ```
  */
 import { parseArgs } from "node:util";
-import { type Cluster, HARNESS_PREFIX, type Pod, withCluster } from "../test/harness/cluster.ts";
-import { createNs } from "../test/harness/netns.ts";
-import { run, runOk } from "../test/harness/proc.ts";
-import { spawnLogged, stopProcess } from "../test/harness/spawn.ts";
+import { type Cluster, HARNESS_PREFIX, type Pod, withCluster } from "../test/kit/cluster.ts";
+import { createNs, denoInNs } from "../test/kit/netns.ts";
+import { run, runOk } from "../test/kit/proc.ts";
+import { spawnLogged, stopProcess } from "../test/kit/spawn.ts";
 import { openKvRegistry } from "../src/registry/kv/mod.ts";
 import { formatCidr, formatIp } from "../src/base/ipv4.ts";
 import { type Cell, median, ratio, Report, round, summarize } from "./lib/report.ts";
@@ -347,8 +347,6 @@ function startMonitor(ns: string) {
 async function writerChild(c: Cluster, backend: string, del: boolean): Promise<WriteResult[]> {
   const count = Number(opt["latency-leases"]);
   const args = [
-    "run",
-    "-A",
     `${REPO}bench/lib/lease_writer.ts`,
     "--registry",
     registry,
@@ -368,7 +366,7 @@ async function writerChild(c: Cluster, backend: string, del: boolean): Promise<W
   if (registry === "etcd") args.push("--endpoint", c.etcd!.endpoint, "--prefix", c.etcdPrefix);
   else args.push("--kv-path", c.kvPath!);
   if (del) args.push("--delete");
-  const r = await c.run("reg", [Deno.execPath(), ...args], {
+  const r = await run(denoInNs(c.nsOf("reg"), args), {
     timeoutMs: 60_000 + count * Number(opt["latency-interval-ms"]),
     cwd: REPO,
   });
@@ -687,24 +685,20 @@ async function programming(ns: string) {
     for (const n of sizes) {
       deadline.check(`programming ${backend} ${n}`);
       console.log(`\n# programming ${n} ${backend} peers`);
-      const r = await run([
-        "ip",
-        "netns",
-        "exec",
-        ns,
-        Deno.execPath(),
-        "run",
-        "-A",
-        `${REPO}bench/lib/program_child.ts`,
-        "--backend",
-        backend,
-        "--n",
-        String(n),
-        "--reps",
-        String(reps),
-        "--iface",
-        "ext0",
-      ], { timeoutMs: Math.min(600_000, deadline.left()), cwd: REPO });
+      const r = await run(
+        denoInNs(ns, [
+          `${REPO}bench/lib/program_child.ts`,
+          "--backend",
+          backend,
+          "--n",
+          String(n),
+          "--reps",
+          String(reps),
+          "--iface",
+          "ext0",
+        ]),
+        { timeoutMs: Math.min(600_000, deadline.left()), cwd: REPO },
+      );
       if (r.code !== 0) {
         report.problem(`program_child ${backend} ${n}: ${r.stderr.trim().slice(-1500)}`);
         continue;
@@ -834,14 +828,7 @@ async function endToEnd(c: Cluster, ns: string) {
       const logFile = `${c.dir}/prog-agent-${backend}-${n}.log`;
       const t0 = Date.now();
       const agent = spawnLogged(
-        [
-          "ip",
-          "netns",
-          "exec",
-          ns,
-          Deno.execPath(),
-          "run",
-          "-A",
+        denoInNs(ns, [
           MAIN,
           "run",
           "--registry",
@@ -853,7 +840,7 @@ async function endToEnd(c: Cluster, ns: string) {
           "--subnet-file",
           `${c.dir}/prog-${backend}-${n}.env`,
           "--iptables-forward-rules=false",
-        ],
+        ]),
         logFile,
         { env: { NO_COLOR: "1" }, cwd: REPO },
       );

@@ -1,6 +1,6 @@
 /**
  * The udp backend's speed next to kernel vxlan (root; builds its own namespaces with
- * test/harness/cluster.ts). One run, the SAME namespaces for all: a 2-host cluster (plus the
+ * test/kit/cluster.ts). One run, the SAME namespaces for all: a 2-host cluster (plus the
  * registry host), one pod on h1 and one on h2, measured with the udp backend as it ships (TUN
  * offloads on); then the agents are stopped, `weft cleanup` runs in each host namespace,
  * `weft config set` stores the next config (run inside h1's namespace: the underlay exists only
@@ -49,9 +49,9 @@
  * ```
  */
 import { parseArgs } from "node:util";
-import { type Cluster, type Host, type Pod, withCluster } from "../test/harness/cluster.ts";
-import { CLUSTER_NETWORK } from "../test/harness/names.ts";
-import { runOk } from "../test/harness/proc.ts";
+import { type Cluster, type Host, type Pod, withCluster } from "../test/kit/cluster.ts";
+import { CLUSTER_NETWORK } from "../test/kit/names.ts";
+import { runOk } from "../test/kit/proc.ts";
 import { formatCidr } from "../src/base/ipv4.ts";
 import { type Cell, median, percentile, ratio, Report } from "./lib/report.ts";
 import { load1, sleep } from "./lib/sys.ts";
@@ -167,7 +167,6 @@ const skip = new Set(opt.skip.split(",").filter(Boolean));
 
 const started = Date.now();
 const deadline = started + P.deadlineS * 1000;
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const HEALTHZ = 8472;
 const IPERF_PORT = 5201;
 const report = new Report("udp", { registry, backends, ...P, skip: [...skip] });
@@ -446,11 +445,7 @@ async function switchBackend(r: Rig, backend: string): Promise<number> {
   const before = await Promise.all(c.hosts.map((h) => c.readSubnetEnv(h)));
   await Promise.all(c.hosts.map((h) => h.agent!.stop("SIGTERM")));
   for (const h of c.hosts) {
-    await c.exec(h, [
-      Deno.execPath(),
-      "run",
-      "-A",
-      MAIN,
+    await c.weftOk(h, [
       "cleanup",
       ...registryArgs(c),
       "--iface",
@@ -469,16 +464,7 @@ async function switchBackend(r: Rig, backend: string): Promise<number> {
     cfgFile,
     JSON.stringify({ Network: CLUSTER_NETWORK, Backend: BACKEND_CONFIGS[backend] }),
   );
-  await c.exec(c.hosts[0], [
-    Deno.execPath(),
-    "run",
-    "-A",
-    MAIN,
-    "config",
-    "set",
-    cfgFile,
-    ...registryArgs(c),
-  ], { timeoutMs: 30_000 });
+  await c.weftOk(c.hosts[0], ["config", "set", cfgFile, ...registryArgs(c)], { timeoutMs: 30_000 });
   const envs = await Promise.all(
     c.hosts.map((h) => c.startAgent(h, agentOptions(backend)).waitReady()),
   );

@@ -3,7 +3,8 @@
  * registry with the vxlan backend. Prints the leases and a pod-to-pod ping matrix, then tears
  * everything down. Nothing outside the namespaces it creates is touched.
  */
-import { withCluster } from "./harness/cluster.ts";
+import { weft } from "./kit/agent.ts";
+import { withCluster } from "./kit/cluster.ts";
 
 if (Deno.uid() !== 0) {
   console.error("demo: run as root (it creates network namespaces): sudo deno task demo");
@@ -19,13 +20,9 @@ await withCluster({ hosts: 3, registry: "kv", podsPerHost: 1 }, async (c) => {
   await c.startAll({ backend: "vxlan", ttl: 60 });
   step("weft agents ready on every host (vxlan, Deno KV registry), one pod per host");
 
-  const root = new URL("../main.ts", import.meta.url).pathname;
-  const leases = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", root, "leases", "--kv-path", c.kvPath!],
-    stdout: "piped",
-    stderr: "inherit",
-  }).output();
-  console.log("\n$ weft leases\n" + new TextDecoder().decode(leases.stdout));
+  const leases = await weft(["leases", "--kv-path", c.kvPath!]);
+  if (leases.stderr.trim()) console.error(leases.stderr.trimEnd());
+  console.log("\n$ weft leases\n" + leases.stdout);
 
   const pods = c.pods();
   const m = await c.pingMatrix({ count: 3, intervalS: 0.2, timeoutS: 2 });

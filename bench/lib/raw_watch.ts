@@ -12,6 +12,7 @@
  * await w.stop();
  * ```
  */
+import { denoInNs } from "../../test/kit/netns.ts";
 import { nowMs, sleep } from "./sys.ts";
 
 export type RawWatchTarget =
@@ -44,6 +45,11 @@ function inNs(netns: string | undefined, cmd: string[]): string[] {
   return netns ? ["ip", "netns", "exec", netns, ...cmd] : cmd;
 }
 
+/** `deno run -A <args>`, inside `netns` when given (the kit's one spelling of it). */
+function denoIn(netns: string | undefined, args: string[]): string[] {
+  return netns ? denoInNs(netns, args) : [Deno.execPath(), "run", "-A", ...args];
+}
+
 async function* lines(s: ReadableStream<Uint8Array>): AsyncGenerator<string> {
   const dec = new TextDecoder();
   let buf = "";
@@ -74,10 +80,7 @@ export async function startRawWatch(t: RawWatchTarget, maxSeconds = 600): Promis
       "--prefix",
       `${t.prefix.replace(/\/+$/, "")}/`,
     ])
-    : inNs(t.netns, [
-      Deno.execPath(),
-      "run",
-      "-A",
+    : denoIn(t.netns, [
       "--unstable-kv",
       KV_CHILD,
       "--path",

@@ -1,0 +1,122 @@
+/** The command line as an operator uses it: real processes, a real KV file. */
+import assert from "node:assert/strict";
+import { weft } from "../kit/agent.ts";
+import { flannelHostGwLease, flannelVxlanLease } from "../kit/fixtures/flannel_leases.ts";
+import { openKvRegistry } from "../../src/registry/kv/mod.ts";
+
+async function withDir(fn: (dir: string) => Promise<void>) {
+  const dir = await Deno.makeTempDir({ prefix: "weft-cli-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("version and help", async () => {
+  const v = await weft(["version"]);
+  assert.equal(v.code, 0);
+  assert.match(v.stdout, /^weft \d+\.\d+\.\d+/);
+  const h = await weft(["run", "--help"]);
+  assert.equal(h.code, 0);
+  for (
+    const f of ["--etcd-endpoints", "--iface-can-reach", "--subnet-lease-renew-margin", "--kv-path"]
+  ) {
+    assert.ok(h.stdout.includes(f), `help lacks ${f}`);
+  }
+});
+
+Deno.test("usage errors: one line naming the flag, exit 2", async () => {
+  const cases: [string[], RegExp][] = [
+    [["--bogus"], /unknown flag --bogus/],
+    [["run", "--healthz-port", "x"], /--healthz-port expects a whole number, got "x"/],
+    [["run", "--registry=zk"], /--registry must be one of kv, etcd/],
+    [["frobnicate"], /unknown command "frobnicate"/],
+    [["config", "set"], /config set needs a FILE/],
+    [
+      ["run", "--registry=etcd", "--etcd-endpoints=nota-url"],
+      /--etcd-endpoints: "nota-url" is not a URL/,
+    ],
+  ];
+  for (const [args, re] of cases) {
+    const r = await weft(args);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, re);
+    assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+  }
+  const env = await weft(["run"], { env: { WEFT_SUBNET_LEASE_TTL: "soon" } });
+  assert.equal(env.code, 2);
+  assert.match(env.stderr, /WEFT_SUBNET_LEASE_TTL expects a whole number/);
+});
+
+Deno.test("config set validates, get prints; a bad config names the field, exit 1", async () => {
+  await withDir(async (dir) => {
+    const kv = ["--kv-path", `${dir}/r.kv`];
+    const empty = await weft(["config", "get", ...kv]);
+    assert.equal(empty.code, 1);
+    assert.match(empty.stderr, /no network config/);
+    await Deno.writeTextFile(`${dir}/bad.json`, `{"Network":"198.19.0.0/16","SubnetLen":40}`);
+    const bad = await weft(["config", "set", `${dir}/bad.json`, ...kv]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /bad\.json: SubnetLen 40 does not fit Network 198\.19\.0\.0\/16/);
+    const cfg = `{"Network":"198.19.0.0/16","Backend":{"Type":"vxlan"}}`;
+    const set = await weft(["config", "set", "-", ...kv], { stdin: cfg });
+    assert.equal(set.code, 0, set.stderr);
+    const got = await weft(["config", "get", ...kv]);
+    assert.equal(got.stdout.trim(), cfg);
+  });
+});
+
+Deno.test("agent start with a config different from the registry's names both, exit 1", async () => {
+  await withDir(async (dir) => {
+    const kv = ["--kv-path", `${dir}/r.kv`];
+    await weft(["config", "set", "-", ...kv], { stdin: `{"Network":"198.19.0.0/16"}` });
+    await Deno.writeTextFile(`${dir}/net.json`, `{"Network":"198.18.128.0/17"}`);
+    const r = await weft([
+      "run",
+      ...kv,
+      "--net-config-path",
+      `${dir}/net.json`,
+      "--iface",
+      "lo",
+      "--subnet-file",
+      `${dir}/s.env`,
+      "--iptables-forward-rules=false",
+    ]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /different network config/);
+    assert.match(r.stderr, /198\.19\.0\.0\/16/);
+    assert.match(r.stderr, /198\.18\.128\.0\/17/);
+  });
+});
+
+Deno.test("leases lists flanneld-written leases, skips garbage, and --json", async () => {
+  await withDir(async (dir) => {
+    const r = await openKvRegistry({ path: `${dir}/r.kv` });
+    try {
+      await r.createLease("198.19.3.0-24", flannelVxlanLease, 3600);
+      await r.createLease("198.19.4.0-24", flannelHostGwLease, null);
+      await r.createLease("198.19.5.0-24", "{broken", 3600);
+    } finally {
+      await r.close();
+    }
+    const t = await weft(["leases", "--kv-path", `${dir}/r.kv`]);
+    assert.equal(t.code, 0, t.stderr);
+    const lines = t.stdout.trim().split("\n");
+    assert.match(lines[0], /SUBNET\s+PUBLIC IP\s+BACKEND\s+VTEP MAC\s+EXPIRES IN/);
+    assert.equal(lines.length, 3);
+    assert.match(
+      lines[1],
+      /198\.19\.3\.0\/24\s+198\.18\.0\.3\s+vxlan\s+c6:d2:32:6f:8f:44\s+(59m|1h)/,
+    );
+    assert.match(lines[2], /198\.19\.4\.0\/24\s+198\.18\.0\.4\s+host-gw\s+-\s+never \(reserved\)/);
+    assert.match(t.stderr, /malformed lease 198\.19\.5\.0-24/);
+    const j = await weft(["leases", "--json", "--kv-path", `${dir}/r.kv`]);
+    const rows = JSON.parse(j.stdout);
+    assert.deepEqual(rows.map((x: { subnet: string }) => x.subnet), [
+      "198.19.3.0/24",
+      "198.19.4.0/24",
+    ]);
+    assert.equal(rows[1].expiresAt, null);
+  });
+});

@@ -1,0 +1,71 @@
+/**
+ * External interface selection (--iface, --iface-regex, --iface-can-reach, default route,
+ * --public-ip) inside a namespace with two interfaces.
+ */
+import assert from "node:assert/strict";
+import { newRunId } from "../kit/names.ts";
+import { createNs, deleteNs, denoInNs } from "../kit/netns.ts";
+import { runOk as run } from "../kit/proc.ts";
+
+const script = `
+import { selectExternalInterface } from "${
+  new URL("../../src/net/iface.ts", import.meta.url).pathname
+}";
+import { FatalError } from "${new URL("../../src/base/errors.ts", import.meta.url).pathname}";
+const sel = JSON.parse(Deno.args[0]);
+try {
+  const e = await selectExternalInterface(sel);
+  console.log(JSON.stringify(e));
+} catch (err) {
+  console.log(JSON.stringify({ error: err.message, fatal: err instanceof FatalError }));
+}`;
+
+Deno.test({
+  name: "external interface selection in a namespace with two interfaces",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const id = newRunId();
+    const ns = `wift-${id}`;
+    const dir = await Deno.makeTempDir({ prefix: "weft-iface-" });
+    await Deno.writeTextFile(`${dir}/pick.ts`, script);
+    try {
+      await createNs(ns, { bare: true });
+      const ip = (...a: string[]) => run(["ip", "-n", ns, ...a]);
+      await ip("link", "set", "lo", "up");
+      // veth pairs (no dummy module here); the peer ends only need to be up for carrier.
+      await ip("link", "add", "ua0", "type", "veth", "peer", "name", "ua1");
+      await ip("link", "add", "ub0", "type", "veth", "peer", "name", "ub1");
+      await ip("link", "set", "ua1", "up");
+      await ip("link", "set", "ub1", "up");
+      await ip("link", "set", "ub0", "mtu", "1400");
+      await ip("addr", "add", "198.18.0.5/24", "dev", "ua0");
+      await ip("addr", "add", "198.18.7.5/24", "dev", "ub0");
+      await ip("link", "set", "ua0", "up");
+      await ip("link", "set", "ub0", "up");
+      await ip("route", "add", "default", "via", "198.18.7.1", "dev", "ub0");
+      const pick = async (sel: Record<string, unknown>) =>
+        JSON.parse(
+          await run(denoInNs(ns, [`${dir}/pick.ts`, JSON.stringify(sel)])),
+        );
+      const dflt = await pick({});
+      assert.equal(dflt.name, "ub0");
+      assert.equal(dflt.mtu, 1400);
+      assert.equal((await pick({ iface: ["ua0"] })).ifaceAddr, "198.18.0.5");
+      assert.equal((await pick({ iface: ["nope", "198.18.7.5"] })).name, "ub0");
+      assert.equal((await pick({ ifaceRegex: ["^ua"] })).name, "ua0");
+      assert.equal((await pick({ ifaceCanReach: "198.18.0.77" })).name, "ua0");
+      assert.equal((await pick({ ifaceCanReach: "198.19.1.1" })).name, "ub0");
+      const pub = await pick({ iface: ["ua0"], publicIP: "198.18.9.9" });
+      assert.equal(pub.publicIP, "198.18.9.9");
+      assert.equal(pub.ifaceAddr, "198.18.0.5");
+      const none = await pick({ iface: ["eth9"] });
+      assert.match(none.error, /no external interface found by --iface eth9 .*ua0 198\.18\.0\.5/);
+      assert.equal(none.fatal, true, "an InterfaceError is a FatalError: the agent must not retry");
+      assert.match((await pick({ ifaceRegex: ["("] })).error, /not a valid regular expression/);
+    } finally {
+      await deleteNs(ns).catch(() => {});
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

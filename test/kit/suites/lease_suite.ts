@@ -1,0 +1,292 @@
+/**
+ * Lease lifecycle tests written once and run over every Registry implementation: the policy
+ * (LeaseManager, PeerWatcher) must behave the same on etcd and on Deno KV.
+ */
+import assert from "node:assert/strict";
+import { parseNetworkConfig } from "../../../src/config/network.ts";
+import { LeaseManager, OutOfSubnetsError } from "../../../src/lease/manager.ts";
+import { PeerWatcher } from "../../../src/lease/watch.ts";
+import type { PeerEvent } from "../../../src/lease/watch.ts";
+import { encodeLeaseValue, type Lease } from "../../../src/lease/codec.ts";
+import { formatCidr, parseCidr } from "../../../src/base/ipv4.ts";
+import type { Registry } from "../../../src/registry/contract/registry.ts";
+import { StopWaiting, waitFor } from "../proc.ts";
+
+/** A store shared by several clients, like agents on several hosts. */
+export interface Store {
+  /** Opens another client of the same store. */
+  client(): Promise<Registry>;
+  cleanup(): Promise<void>;
+}
+
+const cfgText = `{"Network":"198.19.0.0/16","Backend":{"Type":"alloc"}}`;
+const cfg = parseNetworkConfig(cfgText);
+
+function manager(r: Registry, ttlSeconds = 60, c = cfg) {
+  return new LeaseManager(r, c, { ttlSeconds, renewMarginMs: 60_000, retryMs: 200 });
+}
+
+/**
+ * Polls `fn` every 50 ms until it returns a truthy value or `ms` passes (the kit's `waitFor`;
+ * an error thrown by `fn` ends the wait at once, as a failed check should).
+ */
+export function until<T>(what: string, ms: number, fn: () => Promise<T> | T): Promise<T> {
+  return waitFor(what, async () => {
+    try {
+      return (await fn()) || undefined;
+    } catch (e) {
+      throw new StopWaiting(`${what}: ${e instanceof Error ? e.message : e}`);
+    }
+  }, { timeoutMs: ms, intervalMs: 50 });
+}
+
+/** Runs a PeerWatcher in the background, collecting its events. */
+function watch(r: Registry, ownKey: () => string | null = () => null) {
+  const ctl = new AbortController();
+  const events: PeerEvent[] = [];
+  const initial: Lease[][] = [];
+  const lost: number[] = [];
+  const w = new PeerWatcher(r, { ownKey, accept: () => true });
+  const done = w.run(ctl.signal, {
+    initial: (p) => void initial.push(p),
+    events: (e) => void events.push(...e),
+    ownDeleted: () => void lost.push(Date.now()),
+  });
+  return {
+    events,
+    initial,
+    lost,
+    watcher: w,
+    async stop() {
+      ctl.abort();
+      await done;
+    },
+  };
+}
+
+export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
+  const t = (title: string, fn: (s: Store) => Promise<void>) =>
+    Deno.test({
+      name: `${name}: ${title}`,
+      sanitizeOps: false,
+      sanitizeResources: false,
+      async fn() {
+        const s = await open();
+        try {
+          await fn(s);
+        } finally {
+          await s.cleanup();
+        }
+      },
+    });
+
+  t("allocates a subnet inside the network and writes flannel's JSON", async (s) => {
+    const r = await s.client();
+    const l = await manager(r).acquire({ publicIP: "198.18.0.11", backendType: "alloc" }, null);
+    assert.ok(
+      l.subnet.prefix === 24 && l.subnet.ip >= cfg.subnetMin && l.subnet.ip <= cfg.subnetMax,
+    );
+    const stored = await r.getLease(l.key);
+    assert.equal(
+      stored?.value,
+      `{"PublicIP":"198.18.0.11","PublicIPv6":null,"BackendType":"alloc"}`,
+    );
+    assert.ok(stored!.expiresAt! > Date.now() + 50_000);
+  });
+
+  t(
+    "reuses its lease by public IP after a restart, and the subnet.env subnet when free",
+    async (s) => {
+      const a = await manager(await s.client()).acquire({ publicIP: "198.18.0.11" }, null);
+      const again = await manager(await s.client()).acquire({ publicIP: "198.18.0.11" }, null);
+      assert.equal(again.key, a.key);
+      const hinted = await manager(await s.client()).acquire(
+        { publicIP: "198.18.0.12" },
+        parseCidr("198.19.200.0/24"),
+      );
+      assert.equal(formatCidr(hinted.subnet), "198.19.200.0/24");
+      // A hint that is taken is ignored.
+      const other = await manager(await s.client()).acquire(
+        { publicIP: "198.18.0.13" },
+        parseCidr("198.19.200.0/24"),
+      );
+      assert.notEqual(other.key, hinted.key);
+    },
+  );
+
+  t(
+    "concurrent managers on separate clients get distinct subnets (create races retried)",
+    async (s) => {
+      const n = 20;
+      const clients = await Promise.all(Array.from({ length: n }, () => s.client()));
+      // A small network makes races on the same subnet likely.
+      const small = parseNetworkConfig(`{"Network":"198.19.0.0/19","Backend":{"Type":"alloc"}}`);
+      const leases = await Promise.all(
+        clients.map((c, i) =>
+          manager(c, 60, small).acquire({ publicIP: `198.18.1.${i + 1}` }, null)
+        ),
+      );
+      assert.equal(new Set(leases.map((l) => l.key)).size, n);
+      const { leases: all } = await clients[0].listLeases();
+      assert.equal(all.length, n);
+    },
+  );
+
+  t("out of subnets is a clear error naming the network and lease count", async (s) => {
+    const tiny = parseNetworkConfig(`{"Network":"198.19.0.0/26","Backend":{"Type":"alloc"}}`);
+    const r = await s.client();
+    for (let i = 0; i < 3; i++) {
+      await manager(r, 60, tiny).acquire({ publicIP: `198.18.2.${i}` }, null);
+    }
+    await assert.rejects(
+      manager(r, 60, tiny).acquire({ publicIP: "198.18.2.9" }, null),
+      (e: Error) =>
+        e instanceof OutOfSubnetsError && /out of subnets/.test(e.message) &&
+        /198\.19\.0\.0\/26/.test(e.message) && /3 leases/.test(e.message),
+    );
+  });
+
+  t("a dead agent's lease expires and peers get a removal event", async (s) => {
+    const w = watch(await s.client());
+    try {
+      const dead = await manager(await s.client(), 2).acquire({ publicIP: "198.18.0.21" }, null);
+      await until("added event", 3000, () => w.events.some((e) => e.type === "added"));
+      const t0 = Date.now();
+      await until(
+        "removal after expiry",
+        10_000,
+        () => w.events.some((e) => e.type === "removed" && e.lease.key === dead.key),
+      );
+      assert.ok(Date.now() - t0 >= 500, "removed before its TTL could have run out");
+      assert.equal(w.watcher.peers().length, 0);
+    } finally {
+      await w.stop();
+    }
+  });
+
+  t("renewal keeps a short-TTL lease alive and moves its expiry", async (s) => {
+    const r = await s.client();
+    const m = manager(r, 3);
+    const l = await m.acquire({ publicIP: "198.18.0.31" }, null);
+    const ctl = new AbortController();
+    const loop = m.runRenewal(ctl.signal, () => {});
+    try {
+      await new Promise((res) => setTimeout(res, 5000));
+      const now = await r.getLease(l.key);
+      assert.ok(now, "lease expired although it was being renewed");
+      assert.ok(now.expiresAt! > l.expiresAt!, "expiry did not move");
+      assert.equal(m.lease?.key, l.key);
+    } finally {
+      ctl.abort();
+      await loop;
+    }
+  });
+
+  t("a reservation (no TTL) is used by its node, kept, and never taken by others", async (s) => {
+    const r = await s.client();
+    const value = encodeLeaseValue({ publicIP: "198.18.0.41", backendType: "alloc" });
+    await r.createLease("198.19.77.0-24", value, null);
+    // Another node walking the free list must not get it, even after ordinary leases expire.
+    const other = await manager(await s.client(), 2).acquire(
+      { publicIP: "198.18.0.42" },
+      parseCidr("198.19.77.0/24"),
+    );
+    assert.notEqual(other.key, "198.19.77.0-24");
+    const mine = await manager(await s.client(), 2).acquire({ publicIP: "198.18.0.41" }, null);
+    assert.equal(mine.key, "198.19.77.0-24");
+    assert.equal(mine.expiresAt, null);
+    await new Promise((res) => setTimeout(res, 3500));
+    const still = await r.getLease("198.19.77.0-24");
+    assert.ok(still, "reservation was expired");
+    assert.equal(still.expiresAt, null);
+    assert.equal(await r.getLease(other.key), null, "ordinary 2 s lease should have expired");
+  });
+
+  t(
+    "own lease deleted by someone else is re-acquired (same subnet), agent keeps running",
+    async (s) => {
+      const r = await s.client();
+      const m = manager(r, 30);
+      const l = await m.acquire({ publicIP: "198.18.0.51" }, null);
+      const ctl = new AbortController();
+      const changes: Lease[] = [];
+      const w = watch(r, () => m.lease?.key ?? null);
+      const loop = m.runRenewal(ctl.signal, (nl) => void changes.push(nl));
+      const origLost = w.lost.length;
+      try {
+        await until("watch started", 3000, () => w.initial.length > 0);
+        const admin = await s.client();
+        assert.ok(await admin.deleteLease(l.key));
+        await until("loss noticed", 3000, () => w.lost.length > origLost);
+        m.notifyLost();
+        await until("re-acquired", 5000, () => changes.length > 0);
+        assert.equal(changes[0].key, l.key);
+        const back = await admin.getLease(l.key);
+        assert.ok(back && JSON.parse(back.value).PublicIP === "198.18.0.51");
+      } finally {
+        ctl.abort();
+        await loop;
+        await w.stop();
+      }
+    },
+  );
+
+  t("a peer that takes over our old subnet is not lost when we move to another", async (s) => {
+    const r = await s.client();
+    const mA = manager(r, 60);
+    const first = await mA.acquire({ publicIP: "198.18.0.71" }, null);
+    const w = watch(await s.client(), () => mA.lease?.key ?? null);
+    try {
+      await until("initial list", 3000, () => w.initial.length > 0);
+      // Our lease vanishes and node B takes the subnet at once, before we react.
+      const admin = await s.client();
+      assert.ok(await admin.deleteLease(first.key));
+      const bValue = encodeLeaseValue({ publicIP: "198.18.0.72" });
+      assert.ok(await admin.createLease(first.key, bValue, 60));
+      await until("deletion seen", 3000, () => w.lost.length > 0);
+      // We re-acquire elsewhere; B's lease on our old key must now be a peer.
+      const second = await mA.acquire({ publicIP: "198.18.0.71" }, null);
+      assert.notEqual(second.key, first.key);
+      const peerIps = () => w.watcher.peers().map((p) => `${p.key}=${p.attrs.publicIP}`);
+      assert.ok(peerIps().includes(`${first.key}=198.18.0.72`), JSON.stringify(peerIps()));
+      assert.ok(!peerIps().some((p) => p.startsWith(`${second.key}=`)), "own lease as a peer");
+      // And the next batch of events delivers it to the backend.
+      await admin.createLease("198.19.250.0-24", encodeLeaseValue({ publicIP: "198.18.0.73" }), 60);
+      await until(
+        "B delivered as added",
+        3000,
+        () =>
+          w.events.some((e) =>
+            e.type === "added" && e.lease.key === first.key &&
+            e.lease.attrs.publicIP === "198.18.0.72"
+          ),
+      );
+    } finally {
+      await w.stop();
+    }
+  });
+
+  t("malformed keys and values from any writer are skipped, good leases still flow", async (s) => {
+    const r = await s.client();
+    await r.createLease("not-a-subnet", `{"PublicIP":"198.18.0.1"}`, 60);
+    await r.createLease("198.19.90.0-24", `{garbage`, 60);
+    await r.createLease("198.19.91.0-24", `{"PublicIP":"banana"}`, 60);
+    const m = manager(r);
+    const { leases } = await m.list();
+    assert.equal(leases.length, 0);
+    const w = watch(await s.client());
+    try {
+      await until("initial list", 3000, () => w.initial.length > 0);
+      await r.createLease("198.19.92.0-24", `{"PublicIP":"198.18.0.61"`, 60);
+      const good = await m.acquire({ publicIP: "198.18.0.62" }, null);
+      await until(
+        "good lease delivered",
+        3000,
+        () => w.events.some((e) => e.type === "added" && e.lease.key === good.key),
+      );
+      assert.ok(!w.events.some((e) => e.lease.key === "198.19.92.0-24"));
+    } finally {
+      await w.stop();
+    }
+  });
+}

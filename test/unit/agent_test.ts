@@ -1,0 +1,114 @@
+/**
+ * The agent in-process over a real Deno KV file with the alloc backend: peer leases whose subnet
+ * does not fit the network (or of another backend) are never handed to the backend, readiness
+ * follows the lease, and a FatalError stops the start without retries.
+ */
+import assert from "node:assert/strict";
+import { Agent } from "../../src/agent/agent.ts";
+import type { AllocBackend } from "../../src/backend/alloc/backend.ts";
+import { openKvRegistry } from "../../src/registry/kv/mod.ts";
+import { encodeLeaseValue } from "../../src/lease/codec.ts";
+import { until } from "../kit/suites/lease_suite.ts";
+import { FatalError } from "../../src/base/errors.ts";
+import { OutOfSubnetsError } from "../../src/lease/manager.ts";
+
+Deno.test({
+  name: "agent: leases outside the network's shape are ignored; readiness follows the lease",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "weft-agent-" });
+    const registry = await openKvRegistry({ path: `${dir}/r.kv`, pollMs: 20 });
+    const ctl = new AbortController();
+    try {
+      await Deno.writeTextFile(
+        `${dir}/net.json`,
+        `{"Network":"198.19.0.0/16","Backend":{"Type":"alloc"}}`,
+      );
+      const agent = new Agent(registry, {
+        netConfigPath: `${dir}/net.json`,
+        iface: { iface: ["lo"], publicIP: "198.18.3.1" },
+        subnetFile: `${dir}/subnet.env`,
+        ttlSeconds: 60,
+        renewMarginMs: 60_000,
+        ipMasq: false,
+        reconcileIntervalMs: 60_000,
+      });
+      assert.equal(agent.readiness().ok, false);
+      const running = agent.run(ctl.signal);
+      await until("agent ready", 10_000, () => agent.readiness().ok);
+      const v = (ip: string) => encodeLeaseValue({ publicIP: ip, backendType: "alloc" });
+      // A default route, a /8 outside the network and a /25 half-overlapping someone's /24.
+      await registry.createLease("0.0.0.0-0", v("198.18.3.9"), 60);
+      await registry.createLease("198.0.0.0-8", v("198.18.3.8"), 60);
+      await registry.createLease("198.19.200.0-25", v("198.18.3.7"), 60);
+      // Another backend's lease: not a peer of this one.
+      const hostGw = encodeLeaseValue({ publicIP: "198.18.3.5", backendType: "host-gw" });
+      await registry.createLease("198.19.202.0-24", hostGw, 60);
+      // Below SubnetMin (198.19.1.0): never allocated here, but a peer all the same (flanneld).
+      await registry.createLease("198.19.0.0-24", v("198.18.3.4"), 60);
+      await registry.createLease("198.19.201.0-24", v("198.18.3.6"), 60);
+      const backend = agent.backend as AllocBackend;
+      // The watch delivers in registry order: once the last lease is in, all were judged.
+      await until("good peer delivered", 5000, () => backend.peers.has("198.19.201.0-24"));
+      assert.deepEqual([...backend.peers.keys()].sort(), ["198.19.0.0-24", "198.19.201.0-24"]);
+
+      // Someone deletes our lease: not ready until it is back and applied.
+      const own = agent.lease!.key;
+      assert.ok(await registry.deleteLease(own));
+      await until(
+        "lease re-acquired",
+        10_000,
+        async () => agent.readiness().ok && (await registry.getLease(own)) !== null,
+      );
+      ctl.abort();
+      await running;
+    } finally {
+      ctl.abort();
+      await registry.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "agent: a fatal error (out of subnets) stops the start at once instead of retrying",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "weft-agent-" });
+    const registry = await openKvRegistry({ path: `${dir}/r.kv`, pollMs: 20 });
+    const ctl = new AbortController();
+    // Bounds the test if the agent wrongly retries: aborting makes run() resolve, which fails.
+    const bound = setTimeout(() => ctl.abort(), 10_000);
+    try {
+      // A /28 in /30s with the first skipped: three subnets, all held by other nodes.
+      await Deno.writeTextFile(
+        `${dir}/net.json`,
+        `{"Network":"198.19.0.0/28","Backend":{"Type":"alloc"}}`,
+      );
+      for (const [i, key] of ["198.19.0.4-30", "198.19.0.8-30", "198.19.0.12-30"].entries()) {
+        const value = encodeLeaseValue({ publicIP: `198.18.3.${20 + i}`, backendType: "alloc" });
+        assert.ok(await registry.createLease(key, value, 60));
+      }
+      const agent = new Agent(registry, {
+        netConfigPath: `${dir}/net.json`,
+        iface: { iface: ["lo"], publicIP: "198.18.3.1" },
+        subnetFile: `${dir}/subnet.env`,
+        ttlSeconds: 60,
+        renewMarginMs: 60_000,
+        ipMasq: false,
+        reconcileIntervalMs: 60_000,
+      });
+      const err = await agent.run(ctl.signal).then(() => null, (e) => e);
+      assert.ok(err instanceof OutOfSubnetsError, `run ended with ${err}`);
+      assert.ok(err instanceof FatalError);
+      assert.match(err.message, /out of subnets: network 198\.19\.0\.0\/28/);
+    } finally {
+      clearTimeout(bound);
+      ctl.abort();
+      await registry.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
