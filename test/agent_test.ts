@@ -33,7 +33,7 @@ Deno.test({
       });
       assert.equal(agent.readiness().ok, false);
       const running = agent.run(ctl.signal);
-      await until("agent ready", 10_000, () => agent.readiness().ok);
+      await until("agent ready", 30_000, () => agent.readiness().ok);
       const v = (ip: string) => encodeLeaseValue({ publicIP: ip, backendType: "alloc" });
       // A default route, a /8 outside the network and a /25 half-overlapping someone's /24.
       await registry.createLease("0.0.0.0-0", v("198.18.3.9"), 60);
@@ -41,7 +41,7 @@ Deno.test({
       await registry.createLease("198.19.200.0-25", v("198.18.3.7"), 60);
       await registry.createLease("198.19.201.0-24", v("198.18.3.6"), 60);
       const backend = agent.backend as AllocBackend;
-      await until("good peer delivered", 5000, () => backend.peers.has("198.19.201.0-24"));
+      await until("good peer delivered", 15_000, () => backend.peers.has("198.19.201.0-24"));
       await new Promise((r) => setTimeout(r, 300));
       assert.deepEqual([...backend.peers.keys()], ["198.19.201.0-24"]);
 
@@ -50,7 +50,7 @@ Deno.test({
       assert.ok(await registry.deleteLease(own));
       await until(
         "lease re-acquired",
-        10_000,
+        30_000,
         async () => agent.readiness().ok && (await registry.getLease(own)) !== null,
       );
       ctl.abort();
