@@ -145,12 +145,23 @@ for (const combo of combos) {
         const [h1, h2, h3] = c.hosts;
         const [p1, p2, p3] = c.pods();
 
-        // 1. Every pod reaches every other pod.
+        // 1. Every pod reaches every other pod, once every agent has programmed every peer
+        //    (ready means its own lease is applied; a peer started later arrives by the watch).
+        const f = await Promise.all(c.hosts.map((h) => facts(c, h, vx)));
+        await until(
+          "every host to program every peer",
+          20_000,
+          () =>
+            passes(async () => {
+              for (const h of c.hosts) {
+                await assertKernelState(c, h, f.filter((x) => x.host !== h), combo);
+              }
+            }),
+        );
         const m = await c.pingMatrix({ count: 2, timeoutS: 2 });
         assert.ok(m.ok, `ping matrix failed: ${JSON.stringify(m.failed)}`);
 
         // 2. Kernel state exactly per the spec on every host.
-        const f = await Promise.all(c.hosts.map((h) => facts(c, h, vx)));
         for (const h of c.hosts) {
           await assertKernelState(c, h, f.filter((x) => x.host !== h), combo);
         }
@@ -190,8 +201,14 @@ for (const combo of combos) {
         assert.equal(formatCidr(env1b.subnet), f[0].subnet, "subnet changed after lease expiry");
         await until(
           "h1 to reconcile away h3's entries",
-          10_000,
+          20_000,
           () => passes(() => assertKernelState(c, h1, [f[1]], combo)),
+        );
+        // h2 may have dropped h1 when its lease expired: the reply needs h1's entries back on h2.
+        await until(
+          "h2 to program h1 again",
+          20_000,
+          () => passes(() => assertKernelState(c, h2, [f[0]], combo)),
         );
         const r12 = await c.ping(p1, p2, { count: 2 });
         assert.equal(r12.received, 2);

@@ -272,8 +272,13 @@ Deno.test({
           assert.equal(r.status, 200);
           const { samples, errors } = checkExposition(r.body);
           assert.deepEqual(errors, [], `invalid Prometheus text:\n${r.body}`);
-          return value(samples, "weft_peers") === 2 ? samples : undefined;
-        }, { timeoutMs: 15_000 });
+          // The peer gauge is set before the backend applies: wait for the applied counts too.
+          return value(samples, "weft_peers") === 2 &&
+              value(samples, "weft_peer_events_applied_total")! >= 2 &&
+              value(samples, "weft_peer_apply_latency_seconds_count")! >= 2
+            ? samples
+            : undefined;
+        }, { timeoutMs: 30_000 });
         assert.equal(value(samples, "weft_lease_held"), 1);
         assert.ok(value(samples, "weft_peer_events_applied_total")! >= 2);
         const count = value(samples, "weft_peer_apply_latency_seconds_count")!;

@@ -173,7 +173,7 @@ Deno.test({
       assert.ok(!gone.get("filter")!.rules.includes(`-A ${fwdJump}`), "jump was not deleted");
       const restoredIn = await waitFor(
         "the deleted rules to be restored",
-        RESYNC_S * 1000 + 4000,
+        RESYNC_S * 1000 + 20_000,
         async () => {
           await assertExactRules(c, h1, pod1);
           return true;
@@ -182,7 +182,7 @@ Deno.test({
       console.log(`hand-deleted rules restored after ${restoredIn} ms (resync ${RESYNC_S} s)`);
       // The agent logs the repair after reading the rules back; its log reaches the file a
       // moment later, so wait for the line (bounded) rather than read it once.
-      await waitFor("the repair to be logged", 5000, async () => {
+      await waitFor("the repair to be logged", 15_000, async () => {
         assert.match(
           await c.logs(h1),
           /iptables rules were missing or changed and have been restored/,

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { denoInNs } from "../kit/netns.ts";
-import { runOk } from "../kit/proc.ts";
+import { runOk, waitFor } from "../kit/proc.ts";
 import { type Cluster, type Host, type Pod, withCluster } from "../kit/cluster.ts";
 import { formatIp } from "../../src/base/ipv4.ts";
 import { openKvRegistry } from "../../src/registry/kv/mod.ts";
@@ -55,7 +55,11 @@ async function iperf(c: Cluster, server: Pod, client: Pod, udp: boolean) {
     stderr: "null",
   }).spawn();
   try {
-    await new Promise((r) => setTimeout(r, 300));
+    // The client fails at once if the server is not listening yet: wait for the listening socket.
+    await waitFor(`iperf3 server listening on ${server.name}:${port}`, async () => {
+      const ss = await c.run(server, ["ss", "-Hltn", `sport = :${port}`]);
+      return ss.stdout.includes(`:${port}`);
+    }, { timeoutMs: 20_000 });
     const args = ["iperf3", "-c", server.ip, "-p", port, "-t", "2", "-J"];
     if (udp) args.push("-u", "-b", "50M");
     const out = JSON.parse(await c.exec(client, args, { timeoutMs: 20_000 }));
@@ -140,7 +144,7 @@ for (const registry of ["etcd", "kv"] as const) {
         );
         await sendSpoofed(c, "reg", h1.ip, formatIp(env1.subnet.ip + 9), p1.ip);
         let after = before;
-        for (let i = 0; i < 20 && after <= before; i++) {
+        for (let i = 0; i < 100 && after <= before; i++) {
           await new Promise((r) => setTimeout(r, 100));
           after = metric(
             await scrape(c, h1),

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { KvRegistry, openKvRegistry } from "../../src/registry/kv/mod.ts";
 import { RegistryError, type WatchMessage } from "../../src/registry/contract/registry.ts";
 import { registryConformance } from "../kit/suites/registry_conformance.ts";
+import { waitFor } from "../kit/proc.ts";
 
 const CHILD = new URL("../kit/children/kv_child.ts", import.meta.url).pathname;
 const VALUE = `{"PublicIP":"198.18.0.3","PublicIPv6":null,"BackendType":"host-gw"}`;
@@ -94,7 +95,7 @@ Deno.test("kv: 8 processes race to create leases in one file: no lost write, no 
     const pool = 48;
     const reg = await openKvRegistry({ path, prefix });
     try {
-      const seen = startWatch(reg, 0, (m) => putsOf(m).length >= pool, 30_000);
+      const seen = startWatch(reg, 0, (m) => putsOf(m).length >= pool, 90_000);
       const startAt = Date.now() + 1500; // after all children have started up
       const t0 = performance.now();
       const results = await Promise.all(
@@ -189,8 +190,8 @@ Deno.test("kv: an expired lease is reaped once, as a delete every watcher sees",
       const short = await a.createLease("198.19.2.0-24", VALUE, 1);
       assert.ok(resv && short);
       const hasDelete = (m: WatchMessage[]) => putsOf(m).some((c) => c.type === "delete");
-      const wa = startWatch(a, short.revision, hasDelete, 5000);
-      const wb = startWatch(b, short.revision, hasDelete, 5000);
+      const wa = startWatch(a, short.revision, hasDelete, 20_000);
+      const wb = startWatch(b, short.revision, hasDelete, 20_000);
       const [ma, mb] = await Promise.all([wa.finished(), wb.finished()]);
       const deleteAt = wa.times[wa.times.length - 1];
       for (const msgs of [ma, mb]) {
@@ -224,10 +225,13 @@ Deno.test("kv: createLease overwrites an expired lease that nobody reaped yet", 
   await withTempDir(async (dir) => {
     const reg = await openKvRegistry({ path: join(dir, "reg.kv"), prefix: "/over" });
     try {
-      const old = await reg.createLease("198.19.3.0-24", VALUE, 0.2);
+      // 2 s, not less: the lease must still be live at the next call on a loaded machine.
+      const old = await reg.createLease("198.19.3.0-24", VALUE, 2);
       assert.ok(old);
       assert.equal(await reg.createLease("198.19.3.0-24", VALUE, 60), null);
-      await new Promise((r) => setTimeout(r, 300));
+      await waitFor("the lease to expire", () => Date.now() > old.expiresAt!, {
+        timeoutMs: 10_000,
+      });
       const taken = await reg.createLease("198.19.3.0-24", VALUE.replace(".3", ".4"), 60);
       // The old lease's delete takes old.revision + 1, the new put the revision after it.
       assert.equal(taken?.revision, old.revision + 2);
@@ -251,7 +255,7 @@ Deno.test("kv: a watcher behind the compacted log gets a snapshot, then changes 
       assert.equal(now.revision, 21);
 
       // A new watcher from revision 0: history before 16 is gone.
-      const w0 = startWatch(reg, 0, () => true, 5000);
+      const w0 = startWatch(reg, 0, () => true, 20_000);
       const [first] = await w0.finished();
       assert.equal(first?.kind, "snapshot");
       assert.deepEqual(first, { kind: "snapshot", ...now });
@@ -303,7 +307,7 @@ Deno.test("kv: age-based compaction drops old entries without disturbing a curre
       for (let i = 0; i < 3; i++) await reg.createLease(`198.19.${i}.0-24`, VALUE, 3600);
       await new Promise((r) => setTimeout(r, 5));
       assert.equal(await reg.compact(), 3);
-      const w = startWatch(reg, 3, () => true, 5000);
+      const w = startWatch(reg, 3, () => true, 20_000);
       const put = await reg.createLease("198.19.9.0-24", VALUE, null);
       assert.deepEqual(await w.finished(), [{
         kind: "changes",

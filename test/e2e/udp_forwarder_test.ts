@@ -212,12 +212,12 @@ class ForwarderChild {
   }
 
   /**
-   * Counters once `ok` holds (polled up to 1 s): a worker adds a batch's counts after the batch's
+   * Counters once `ok` holds (polled up to 10 s, for a loaded machine): a worker adds a batch's counts after the batch's
    * packets are out, so a ping can finish a moment before its packets are counted.
    */
   async countersWhen(ok: (c: ForwarderCounters) => boolean): Promise<ForwarderCounters> {
     let c = await this.counters();
-    for (let i = 0; i < 50 && !ok(c); i++) {
+    for (let i = 0; i < 500 && !ok(c); i++) {
       await new Promise((r) => setTimeout(r, 20));
       c = await this.counters();
     }

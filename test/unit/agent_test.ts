@@ -36,7 +36,7 @@ Deno.test({
       });
       assert.equal(agent.readiness().ok, false);
       const running = agent.run(ctl.signal);
-      await until("agent ready", 10_000, () => agent.readiness().ok);
+      await until("agent ready", 30_000, () => agent.readiness().ok);
       const v = (ip: string) => encodeLeaseValue({ publicIP: ip, backendType: "alloc" });
       // A default route, a /8 outside the network and a /25 half-overlapping someone's /24.
       await registry.createLease("0.0.0.0-0", v("198.18.3.9"), 60);
@@ -50,7 +50,7 @@ Deno.test({
       await registry.createLease("198.19.201.0-24", v("198.18.3.6"), 60);
       const backend = agent.backend as AllocBackend;
       // The watch delivers in registry order: once the last lease is in, all were judged.
-      await until("good peer delivered", 5000, () => backend.peers.has("198.19.201.0-24"));
+      await until("good peer delivered", 15_000, () => backend.peers.has("198.19.201.0-24"));
       assert.deepEqual([...backend.peers.keys()].sort(), ["198.19.0.0-24", "198.19.201.0-24"]);
 
       // Someone deletes our lease: not ready until it is back and applied.
@@ -58,7 +58,7 @@ Deno.test({
       assert.ok(await registry.deleteLease(own));
       await until(
         "lease re-acquired",
-        10_000,
+        30_000,
         async () => agent.readiness().ok && (await registry.getLease(own)) !== null,
       );
       ctl.abort();

@@ -149,12 +149,16 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
   t("a dead agent's lease expires and peers get a removal event", async (s) => {
     const w = watch(await s.client());
     try {
-      const dead = await manager(await s.client(), 2).acquire({ publicIP: "198.18.0.21" }, null);
-      await until("added event", 3000, () => w.events.some((e) => e.type === "added"));
+      // The lease must come after the watcher's first list, or it arrives there, not as an event.
+      await until("initial list", 10_000, () => w.initial.length > 0);
+      const mgr = manager(await s.client(), 2);
+      // Timed from before the create: removal can never come sooner than the TTL after this.
       const t0 = Date.now();
+      const dead = await mgr.acquire({ publicIP: "198.18.0.21" }, null);
+      await until("added event", 10_000, () => w.events.some((e) => e.type === "added"));
       await until(
         "removal after expiry",
-        10_000,
+        20_000,
         () => w.events.some((e) => e.type === "removed" && e.lease.key === dead.key),
       );
       assert.ok(Date.now() - t0 >= 500, "removed before its TTL could have run out");
@@ -195,7 +199,12 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
     const mine = await manager(await s.client(), 2).acquire({ publicIP: "198.18.0.41" }, null);
     assert.equal(mine.key, "198.19.77.0-24");
     assert.equal(mine.expiresAt, null);
-    await new Promise((res) => setTimeout(res, 3500));
+    // Wait for the ordinary 2 s lease to expire (etcd expires leases late under load), then check.
+    await until(
+      "the ordinary 2 s lease to expire",
+      20_000,
+      async () => !(await r.getLease(other.key)),
+    );
     const still = await r.getLease("198.19.77.0-24");
     assert.ok(still, "reservation was expired");
     assert.equal(still.expiresAt, null);
@@ -214,12 +223,12 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
       const loop = m.runRenewal(ctl.signal, (nl) => void changes.push(nl));
       const origLost = w.lost.length;
       try {
-        await until("watch started", 3000, () => w.initial.length > 0);
+        await until("watch started", 10_000, () => w.initial.length > 0);
         const admin = await s.client();
         assert.ok(await admin.deleteLease(l.key));
-        await until("loss noticed", 3000, () => w.lost.length > origLost);
+        await until("loss noticed", 10_000, () => w.lost.length > origLost);
         m.notifyLost();
-        await until("re-acquired", 5000, () => changes.length > 0);
+        await until("re-acquired", 15_000, () => changes.length > 0);
         assert.equal(changes[0].key, l.key);
         const back = await admin.getLease(l.key);
         assert.ok(back && JSON.parse(back.value).PublicIP === "198.18.0.51");
@@ -237,24 +246,30 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
     const first = await mA.acquire({ publicIP: "198.18.0.71" }, null);
     const w = watch(await s.client(), () => mA.lease?.key ?? null);
     try {
-      await until("initial list", 3000, () => w.initial.length > 0);
+      await until("initial list", 10_000, () => w.initial.length > 0);
       // Our lease vanishes and node B takes the subnet at once, before we react.
       const admin = await s.client();
       assert.ok(await admin.deleteLease(first.key));
       const bValue = encodeLeaseValue({ publicIP: "198.18.0.72" });
       assert.ok(await admin.createLease(first.key, bValue, 60));
-      await until("deletion seen", 3000, () => w.lost.length > 0);
+      await until("deletion seen", 10_000, () => w.lost.length > 0);
       // We re-acquire elsewhere; B's lease on our old key must now be a peer.
       const second = await mA.acquire({ publicIP: "198.18.0.71" }, null);
       assert.notEqual(second.key, first.key);
       const peerIps = () => w.watcher.peers().map((p) => `${p.key}=${p.attrs.publicIP}`);
+      // The delete and B's create may reach the watcher in two polls: wait for B's lease itself.
+      await until(
+        "B's lease seen as a peer",
+        10_000,
+        () => peerIps().includes(`${first.key}=198.18.0.72`),
+      );
       assert.ok(peerIps().includes(`${first.key}=198.18.0.72`), JSON.stringify(peerIps()));
       assert.ok(!peerIps().some((p) => p.startsWith(`${second.key}=`)), "own lease as a peer");
       // And the next batch of events delivers it to the backend.
       await admin.createLease("198.19.250.0-24", encodeLeaseValue({ publicIP: "198.18.0.73" }), 60);
       await until(
         "B delivered as added",
-        3000,
+        10_000,
         () =>
           w.events.some((e) =>
             e.type === "added" && e.lease.key === first.key &&
@@ -276,12 +291,12 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
     assert.equal(leases.length, 0);
     const w = watch(await s.client());
     try {
-      await until("initial list", 3000, () => w.initial.length > 0);
+      await until("initial list", 10_000, () => w.initial.length > 0);
       await r.createLease("198.19.92.0-24", `{"PublicIP":"198.18.0.61"`, 60);
       const good = await m.acquire({ publicIP: "198.18.0.62" }, null);
       await until(
         "good lease delivered",
-        3000,
+        10_000,
         () => w.events.some((e) => e.type === "added" && e.lease.key === good.key),
       );
       assert.ok(!w.events.some((e) => e.lease.key === "198.19.92.0-24"));
