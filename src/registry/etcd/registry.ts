@@ -126,7 +126,10 @@ export class EtcdRegistry implements Registry {
     try {
       await this.#client.leaseClient.leaseRevoke({ ID: id });
     } catch (e) {
-      log.debug`revoking unused etcd lease ${id} failed (it will expire): ${(e as Error).message}`;
+      log.debug("revoking unused etcd lease {id} failed (it will expire): {error}", {
+        id,
+        error: (e as Error).message,
+      });
     }
   }
 

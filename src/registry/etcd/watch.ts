@@ -108,8 +108,11 @@ export async function* watchLeases(
     } catch (e) {
       if (signal.aborted || ctx.closed() || e instanceof ClientClosedError) return;
       if (e instanceof Compacted) {
-        log
-          .info`etcd compacted the history after revision ${last} (compact revision ${e.compactRevision}); re-listing leases`;
+        log.info(
+          "etcd compacted the history after revision {last} (compact revision {compacted}); " +
+            "re-listing leases",
+          { last, compacted: e.compactRevision },
+        );
         resync = true;
         // Compacted again right after a re-list: someone compacts at head; do not spin.
         if (++compactions > 1) await sleep(backoff.next(), signal);
@@ -119,9 +122,11 @@ export async function* watchLeases(
       if (err instanceof RegistryError) throw err;
       watchRestarts.inc();
       const delay = backoff.next();
-      log.warn`etcd lease watch from revision ${last + 1} failed: ${
-        (e as Error).message
-      }; retrying in ${delay} ms`;
+      log.warn("etcd lease watch from revision {from} failed: {error}; retrying in {ms} ms", {
+        from: last + 1,
+        error: (e as Error).message,
+        ms: delay,
+      });
       await sleep(delay, signal);
     } finally {
       if (stream) dropStream(ctx, stream);
