@@ -10,12 +10,11 @@
  */
 import { addressOf, libc, pointerInto } from "./lib.ts";
 import { lastError } from "./errno.ts";
+import { AF_INET, SOCK_DGRAM } from "./udp.ts";
 
 const SIOCETHTOOL = 0x8946n;
 const ETHTOOL_GTXCSUM = 0x16;
 const ETHTOOL_STXCSUM = 0x17;
-const AF_INET = 2;
-const SOCK_DGRAM = 2;
 const IFNAMSIZ = 16;
 
 function ethtool(dev: string, cmd: number, data: number): number {

@@ -1,7 +1,8 @@
 /**
  * libc calls for sending one datagram on an AF_UNIX socket (systemd's sd_notify protocol):
- * `socket`, `sendto`, `close` and errno, taken from the one libc handle in lib.ts. Bindings only;
- * src/ops/sdnotify.ts builds the address and the message. FFI is used because Deno has no stable
+ * `socket`, `sendto` and `close`, taken from the one libc handle in lib.ts, and the AF_UNIX
+ * constants (the socket constants shared with UDP and errno come from udp.ts and lib.ts through
+ * mod.ts). Bindings only; src/ops/sdnotify.ts builds the address and the message. FFI is used because Deno has no stable
  * unix datagram API and none at all for abstract socket names ("@..."), which systemd may hand
  * out in $NOTIFY_SOCKET.
  *
@@ -14,12 +15,7 @@
  */
 import { libc } from "./lib.ts";
 
-export { errno } from "./lib.ts";
-
 export const AF_UNIX = 1;
-export const SOCK_DGRAM = 2;
-export const SOCK_CLOEXEC = 0o2000000;
-export const MSG_DONTWAIT = 0x40;
 export const MSG_NOSIGNAL = 0x4000;
 /** sizeof(struct sockaddr_un) on Linux: sa_family_t (2 bytes) + sun_path[108]. */
 export const SOCKADDR_UN_SIZE = 110;

@@ -9,7 +9,8 @@
  * ```
  */
 import { parseCidr } from "../../src/base/ipv4.ts";
-import { AF_INET, ipv4Addr, readIp, withAddr } from "./nladdr.ts";
+import { AF_INET } from "../libc/udp.ts";
+import { ipv4Addr, readIp, withAddr } from "./nladdr.ts";
 import { drainCache, PTR_OUT } from "./mem.ts";
 import type { NlSocket } from "./socket.ts";
 import { NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE } from "./constants.ts";

@@ -10,7 +10,8 @@
  * ```
  */
 import { parseIp } from "../../src/base/ipv4.ts";
-import { AF_BRIDGE, AF_INET, ipv4Addr, macAddr, readIp, readMac, withAddr } from "./nladdr.ts";
+import { AF_INET } from "../libc/udp.ts";
+import { AF_BRIDGE, ipv4Addr, macAddr, readIp, readMac, withAddr } from "./nladdr.ts";
 import { cstr, drainCache, PTR_OUT, putPtr, takePtr } from "./mem.ts";
 import type { NlSocket } from "./socket.ts";
 import {

@@ -11,9 +11,8 @@
 import { parseIp } from "../../src/base/ipv4.ts";
 import { libs } from "./symbols.ts";
 import { checkMac } from "./validate.ts";
+import { AF_INET } from "../libc/udp.ts";
 
-export const AF_UNSPEC = 0;
-export const AF_INET = 2;
 export const AF_BRIDGE = 7;
 export const AF_INET6 = 10;
 export const AF_LLC = 26;

@@ -10,7 +10,8 @@
  * ```
  */
 import { formatCidr, parseCidr, parseIp } from "../../src/base/ipv4.ts";
-import { AF_INET, ipv4Addr, readCidr, readIp, withAddr } from "./nladdr.ts";
+import { AF_INET } from "../libc/udp.ts";
+import { ipv4Addr, readCidr, readIp, withAddr } from "./nladdr.ts";
 import { drainCache, PTR_OUT, takePtr } from "./mem.ts";
 import { NLE_FAILURE, NLE_OBJ_NOTFOUND } from "./errors.ts";
 import type { NlSocket } from "./socket.ts";

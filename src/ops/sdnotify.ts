@@ -10,16 +10,8 @@
  * ```
  */
 import { getLogger } from "@logtape/logtape";
-import {
-  AF_UNIX,
-  errno,
-  MSG_DONTWAIT,
-  MSG_NOSIGNAL,
-  sdNotifyLibc,
-  SOCK_CLOEXEC,
-  SOCK_DGRAM,
-  SOCKADDR_UN_SIZE,
-} from "../../ffi/libc/sd_notify.ts";
+import { AF_UNIX, MSG_NOSIGNAL, sdNotifyLibc, SOCKADDR_UN_SIZE } from "../../ffi/libc/sd_notify.ts";
+import { errno, MSG_DONTWAIT, SOCK_CLOEXEC, SOCK_DGRAM } from "../../ffi/libc/mod.ts";
 
 const log = getLogger(["weft", "sdnotify"]);
 
