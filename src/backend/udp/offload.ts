@@ -21,6 +21,7 @@
  * ```
  */
 import { fold, pseudoSum, setIpChecksum, sum16 } from "./checksum.ts";
+import { IPPROTO_TCP, IPPROTO_UDP } from "./packet.ts";
 
 /** sizeof(struct virtio_net_hdr): flags, gso_type, hdr_len, gso_size, csum_start, csum_offset. */
 export const VNET_HDR_LEN = 10;
@@ -31,8 +32,6 @@ export const GSO_TCPV4 = 1;
 /** Bit or-ed into gso_type when the flow uses ECN (CWR must then only be on the first). */
 export const GSO_ECN = 0x80;
 
-const IPPROTO_TCP = 6;
-const IPPROTO_UDP = 17;
 const TCP_FIN = 0x01;
 const TCP_PSH = 0x08;
 const TCP_ACK = 0x10;

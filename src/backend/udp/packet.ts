@@ -11,9 +11,12 @@
  * const m = buildNetUnreachable(buf, off, len, icmp, 0); // 0 when no ICMP may be sent
  * ```
  */
-import { internetChecksum } from "./checksum.ts";
+import { fold, internetChecksum } from "./checksum.ts";
 
+/** IP protocol numbers (the IPv4 header's protocol field). */
 export const IPPROTO_ICMP = 1;
+export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
 export const ICMP_DEST_UNREACH = 3;
 export const ICMP_NET_UNREACH = 0;
 /** TTL of the ICMP messages we originate (flannel uses 64). */
@@ -68,10 +71,7 @@ export function decrementTtl(buf: Uint8Array, off: number): boolean {
   const m = (ttl << 8) | buf[off + 9];
   const m2 = m - 0x100;
   const hc = (buf[off + 10] << 8) | buf[off + 11];
-  let sum = (~hc & 0xffff) + (~m & 0xffff) + m2;
-  sum = (sum & 0xffff) + (sum >>> 16);
-  sum = (sum & 0xffff) + (sum >>> 16);
-  const hc2 = ~sum & 0xffff;
+  const hc2 = ~fold((~hc & 0xffff) + (~m & 0xffff) + m2) & 0xffff;
   buf[off + 8] = ttl - 1;
   buf[off + 10] = hc2 >> 8;
   buf[off + 11] = hc2 & 0xff;
