@@ -24,6 +24,7 @@ import {
   signalEventFd,
 } from "../../../ffi/libc/mod.ts";
 import { parseIp } from "../../base/ipv4.ts";
+import { withTimeout } from "../../base/async.ts";
 import {
   CTL,
   type ForwarderCounters,
@@ -179,13 +180,8 @@ export async function startForwarder(opts: ForwarderOptions): Promise<Forwarder>
     let resolveStopped!: () => void;
     const stopped = new Promise<void>((r) => resolveStopped = r);
     const handle: WorkerHandle = { worker, wakeFd, stopped, appliedGen: gen };
-    let startTimer: ReturnType<typeof setTimeout> | undefined;
-    return new Promise<WorkerHandle>((resolve, reject) => {
+    const started = new Promise<WorkerHandle>((resolve, reject) => {
       let ready = false;
-      startTimer = setTimeout(
-        () => reject(new Error(`udp ${role} worker did not start within ${START_TIMEOUT_MS} ms`)),
-        START_TIMEOUT_MS,
-      );
       worker.onmessage = (ev: MessageEvent<{ type: string; message?: string; gen?: number }>) => {
         const m = ev.data;
         if (m.type === "ready") {
@@ -229,11 +225,8 @@ export async function startForwarder(opts: ForwarderOptions): Promise<Forwarder>
         peers: entries,
       };
       worker.postMessage({ type: "init", ...init });
-    }).then((h) => {
-      clearTimeout(startTimer);
-      return h;
-    }, (e) => {
-      clearTimeout(startTimer);
+    });
+    return withTimeout(started, START_TIMEOUT_MS, `starting the udp ${role} worker`).catch((e) => {
       worker.terminate();
       closeFd(wakeFd);
       throw e;
@@ -246,12 +239,8 @@ export async function startForwarder(opts: ForwarderOptions): Promise<Forwarder>
     Atomics.store(ctlView, CTL.STOP, 1);
     for (const h of handles) signalEventFd(h.wakeFd);
     // A worker stuck in a syscall cannot answer; terminate() it after a bounded wait.
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      Promise.all(handles.map((h) => h.stopped)),
-      new Promise<void>((r) => timer = setTimeout(r, STOP_TIMEOUT_MS)),
-    ]);
-    clearTimeout(timer);
+    await withTimeout(Promise.all(handles.map((h) => h.stopped)), STOP_TIMEOUT_MS, "stopping")
+      .catch(() => {});
     for (const h of handles) {
       h.worker.terminate();
       closeFd(h.wakeFd);
