@@ -1,8 +1,9 @@
 /**
  * The raw libc symbols weft calls through `Deno.dlopen`, opened once per isolate (the main thread
  * and each Worker get their own handle, and so their own thread's errno). This is the only
- * dlopen of libc: ffi/libnl (setsockopt, heap size) and sd_notify go through it too. Higher modules in this
- * folder wrap them with errno checks; the udp packet loop calls them directly.
+ * dlopen of libc: ffi/libnl's socket (setsockopt, through udp.ts), heap.ts and sd_notify.ts go
+ * through it too. Higher modules in this folder wrap them with errno checks; the udp packet loop
+ * calls them directly.
  *
  * Calling conventions chosen for speed (measured on Deno 2.9): a 64-bit parameter (`usize`, `u64`)
  * passed as a JS number drops off V8's fast-call path (~180 ns per call instead of ~12 ns), so

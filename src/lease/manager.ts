@@ -7,7 +7,7 @@
  * ```ts
  * const mgr = new LeaseManager(registry, cfg, { ttlSeconds: 86400, renewMarginMs: 3600_000 });
  * const lease = await mgr.acquire({ publicIP: "198.18.0.11", backendType: "host-gw" }, null);
- * mgr.startRenewal(signal, (l) => console.log("lease now", l.key));
+ * await mgr.runRenewal(signal, (l) => console.log("lease now", l.key)); // until signal aborts
  * ```
  */
 import { getLogger } from "@logtape/logtape";
