@@ -3,6 +3,7 @@
  * (`watch.ts`) awaits, and what closing the registry cancels.
  */
 import type { IDuplexStream, IWatchRequest, IWatchResponse } from "etcd3";
+import { withTimeout } from "../../base/async.ts";
 
 /** The stream, its responses queued until `next()` takes them. */
 export class WatchStream {
@@ -47,13 +48,11 @@ export class WatchStream {
       const r = this.#queue.shift();
       if (r) return r;
       if (this.#failed) throw this.#failed;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const timedOut = await new Promise<boolean>((resolve) => {
-        this.#wake = () => resolve(false);
-        if (timeoutMs !== undefined) timer = setTimeout(() => resolve(true), timeoutMs);
-      });
-      clearTimeout(timer);
-      if (timedOut) throw new Error(`etcd did not answer the watch request within ${timeoutMs} ms`);
+      const woken = new Promise<void>((resolve) => this.#wake = resolve);
+      // A TimeoutError is retried by the watch loop like any other stream failure.
+      await (timeoutMs === undefined
+        ? woken
+        : withTimeout(woken, timeoutMs, "waiting for etcd to answer the watch request"));
     }
   }
 
