@@ -7,6 +7,9 @@
  * Unlike flanneld, the VTEP MAC survives restarts (the existing device's, else the one in our
  * previous lease), stale entries are removed at start, and a device deleted under us is recreated
  * with every peer's entries replayed.
+ *
+ * The VTEP itself (options from the config, create or adopt, compatibility, what cleanup removes)
+ * is device.ts's; this module programs the peers.
  */
 import { getLogger } from "@logtape/logtape";
 import type { NetworkConfig } from "../../config/network.ts";
