@@ -28,6 +28,7 @@ import { isPeerSubnet } from "../lease/allocate.ts";
 import { type IfaceSelection, selectExternalInterface } from "../net/iface.ts";
 import type { Registry } from "../registry/contract/registry.ts";
 import { metrics } from "../base/metrics.ts";
+import { type Readiness, ReadinessState } from "./readiness.ts";
 import { loadNetworkConfig } from "./netconfig.ts";
 import { readSubnetHint, writeSubnetEnv } from "../config/subnet_env.ts";
 
@@ -70,43 +71,20 @@ export interface AgentOptions {
   onReady?: () => void;
 }
 
-/** What /readyz reports. */
-export interface Readiness {
-  ok: boolean;
-  reason?: string;
-}
-
 export class Agent {
   #lease: LeaseManager | null = null;
   #backend: Backend | null = null;
   #watcher: PeerWatcher | null = null;
   #misfits = new Set<string>();
-  /** Parts whose latest apply() succeeded. */
-  #partsApplied = new Set<Part>();
   /** The lease the parts were last given (their `prev` on the next apply). */
   #partsLease: Lease | null = null;
-  #state = {
-    lease: false,
-    subnetEnv: false,
-    peersSynced: false,
-    datapathBroken: "",
-  };
+  #state = new ReadinessState();
 
   constructor(readonly registry: Registry, readonly opts: AgentOptions) {}
 
   /** Readiness for /readyz: lease held, subnet.env written, peers programmed, datapath sound. */
   readiness(): Readiness {
-    const s = this.#state;
-    if (!s.lease) return { ok: false, reason: "no subnet lease yet" };
-    if (this.#lease?.lost) return { ok: false, reason: "lease lost; re-acquiring" };
-    // Parts are applied before subnet.env is written: name the one still in progress.
-    for (const p of this.#parts) {
-      if (!this.#partsApplied.has(p)) return { ok: false, reason: `${p.name} not installed yet` };
-    }
-    if (!s.subnetEnv) return { ok: false, reason: "subnet.env not written yet" };
-    if (!s.peersSynced) return { ok: false, reason: "peer leases not programmed yet" };
-    if (s.datapathBroken) return { ok: false, reason: s.datapathBroken };
-    return { ok: true };
+    return this.#state.report({ leaseLost: this.#lease?.lost ?? false, parts: this.#parts });
   }
 
   get #parts(): Part[] {
@@ -223,9 +201,9 @@ export class Agent {
     for (const p of this.#parts) {
       try {
         await p.apply(cfg, lease, prev);
-        this.#partsApplied.add(p);
+        this.#state.partsApplied.add(p);
       } catch (e) {
-        this.#partsApplied.delete(p);
+        this.#state.partsApplied.delete(p);
         throw e;
       }
     }

@@ -37,7 +37,7 @@ export interface BlackholeSync {
 }
 
 /** Whether `r` is one of weft's blackhole routes: by type, metric and destination. */
-export function isOurBlackhole(r: Route, network: Ipv4Net): boolean {
+function isOurBlackhole(r: Route, network: Ipv4Net): boolean {
   return r.type === RTN_BLACKHOLE && r.metric === BLACKHOLE_METRIC &&
     (r.table ?? RT_TABLE_MAIN) === RT_TABLE_MAIN && containsNet(network, parseCidr(r.dst));
 }

@@ -16,6 +16,7 @@
  */
 /// <reference lib="deno.worker" />
 import { drainEventFd, POLLERR, POLLIN, POLLNVAL, PollSet } from "../../../ffi/libc/mod.ts";
+import { Deadline, sleep } from "../../base/async.ts";
 import { CTL } from "./counters.ts";
 import { type PeerEntry, PeerTable } from "./peers.ts";
 import { TunToUdp } from "./tun_to_udp.ts";
@@ -61,12 +62,12 @@ self.onmessage = (ev: MessageEvent<InMsg>) => {
 
 /** Waits (bounded) until the peers message numbered `gen` or later has arrived. */
 async function awaitPeers(gen: number): Promise<void> {
-  const until = performance.now() + 1000;
-  while ((!latest || latest.gen < gen) && performance.now() < until) {
-    await new Promise<void>((resolve) => {
-      wakeWaiter = resolve;
-      setTimeout(resolve, 20);
-    });
+  const deadline = new Deadline(1000, () => performance.now());
+  while ((!latest || latest.gen < gen) && !deadline.expired()) {
+    // A peers message ends the poll early; sleep leaves no timer behind.
+    const wake = new AbortController();
+    wakeWaiter = () => wake.abort();
+    await sleep(20, wake.signal);
     wakeWaiter = null;
   }
 }

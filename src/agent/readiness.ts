@@ -1,0 +1,46 @@
+/**
+ * What `/readyz` reports: the agent's start-up steps in the order they happen, each either done or
+ * the first one missing, and a datapath self-check that can take readiness away again.
+ *
+ * @example
+ * ```ts
+ * const r = new ReadinessState();
+ * r.lease = true;
+ * r.report({ leaseLost: false, parts: [] }); // { ok: false, reason: "subnet.env not written yet" }
+ * ```
+ */
+
+/** What /readyz reports. */
+export interface Readiness {
+  ok: boolean;
+  reason?: string;
+}
+
+/** Something applied on every lease whose success readiness waits for (an agent part). */
+export interface Named {
+  readonly name: string;
+}
+
+export class ReadinessState {
+  lease = false;
+  subnetEnv = false;
+  peersSynced = false;
+  /** Why the last datapath self-check failed; empty while it passes. */
+  datapathBroken = "";
+  /** Parts whose latest apply succeeded. */
+  readonly partsApplied = new Set<Named>();
+
+  /** The first step not done yet, in start-up order, or ok. */
+  report(now: { leaseLost: boolean; parts: readonly Named[] }): Readiness {
+    if (!this.lease) return { ok: false, reason: "no subnet lease yet" };
+    if (now.leaseLost) return { ok: false, reason: "lease lost; re-acquiring" };
+    // Parts are applied before subnet.env is written: name the one still in progress.
+    for (const p of now.parts) {
+      if (!this.partsApplied.has(p)) return { ok: false, reason: `${p.name} not installed yet` };
+    }
+    if (!this.subnetEnv) return { ok: false, reason: "subnet.env not written yet" };
+    if (!this.peersSynced) return { ok: false, reason: "peer leases not programmed yet" };
+    if (this.datapathBroken) return { ok: false, reason: this.datapathBroken };
+    return { ok: true };
+  }
+}
