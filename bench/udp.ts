@@ -78,7 +78,7 @@ import {
   systemDelta,
   type TcpResult,
   type UdpResult,
-} from "./udp_probes.ts";
+} from "./udp/probes.ts";
 
 const { values: opt } = parseArgs({
   args: Deno.args,

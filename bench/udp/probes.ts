@@ -14,9 +14,9 @@
  * await srv.stop();
  * ```
  */
-import type { Cluster, NsRef, Pod } from "../test/kit/cluster.ts";
-import { run } from "../test/kit/proc.ts";
-import { type LoggedProcess, spawnLogged, stopProcess } from "../test/kit/spawn.ts";
+import type { Cluster, NsRef, Pod } from "../../test/kit/cluster.ts";
+import { run } from "../../test/kit/proc.ts";
+import { type LoggedProcess, spawnLogged, stopProcess } from "../../test/kit/spawn.ts";
 
 /** USER_HZ: /proc times are in these ticks. */
 const CLK_TCK = 100;
