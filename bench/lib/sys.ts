@@ -50,14 +50,20 @@ export function procMemory(pid: number): ProcMemory | null {
   };
 }
 
-const CLK_TCK = 100; // USER_HZ on Linux
+/** USER_HZ on Linux: /proc times are in these ticks. */
+export const CLK_TCK = 100;
+
+/** utime + stime ticks of a /proc/<pid>/stat (or task/<tid>/stat) text. */
+export function statCpuTicks(stat: string): number {
+  // Fields after "(comm) ": state is f[0], utime f[11], stime f[12] (stat fields 14 and 15).
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return Number(f[11]) + Number(f[12]);
+}
 
 /** User + system CPU seconds a live process has used, or null when it is gone. */
 export function procCpuSeconds(pid: number): number | null {
   try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(f[11]) + Number(f[12])) / CLK_TCK; // fields 14 and 15 (utime, stime)
+    return statCpuTicks(Deno.readTextFileSync(`/proc/${pid}/stat`)) / CLK_TCK;
   } catch {
     return null;
   }
