@@ -10,6 +10,9 @@
  * if (memAvailableMiB() < 2048) throw new Error("not enough memory for another wave");
  * ```
  */
+import { Deadline as BaseDeadline, sleep, withTimeout } from "../../src/base/async.ts";
+
+export { sleep };
 
 export interface ProcMemory {
   /** VmRSS: resident set, counting shared pages in full. */
@@ -80,42 +83,27 @@ export function load1(): number {
   return Number(Deno.readTextFileSync("/proc/loadavg").split(" ")[0]);
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
 /** Wall-clock epoch ms with sub-millisecond resolution (comparable across processes). */
 export function nowMs(): number {
   return performance.timeOrigin + performance.now();
 }
 
-/** Rejects with `what` when `p` takes longer than `ms` (the timer never outlives the race). */
-export async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([p, t]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+/** Rejects with `what: no answer within N s` when `p` takes longer than `ms`. */
+export const within = withTimeout;
 
 /**
  * A whole-run deadline: `left()` says how much time remains, `check(what)` throws once it is
  * spent, so every phase of a benchmark stops instead of overrunning.
  */
-export class Deadline {
-  readonly end: number;
+export class Deadline extends BaseDeadline {
   constructor(readonly totalMs: number) {
-    this.end = Date.now() + totalMs;
+    super(totalMs);
   }
   left(): number {
-    return Math.max(0, this.end - Date.now());
+    return this.remaining();
   }
   check(what: string): void {
-    if (Date.now() >= this.end) {
+    if (this.expired()) {
       throw new Error(
         `run deadline of ${Math.round(this.totalMs / 1000)} s reached before ${what}; ` +
           `raise --deadline or run fewer sizes`,
