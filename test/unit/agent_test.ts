@@ -9,7 +9,7 @@ import type { AllocBackend } from "../../src/backend/alloc/backend.ts";
 import { openKvRegistry } from "../../src/registry/kv/mod.ts";
 import { encodeLeaseValue } from "../../src/lease/codec.ts";
 import { until } from "../kit/suites/lease_suite.ts";
-import { FatalError } from "../../src/base/errors.ts";
+import { ConfigError, FatalError } from "../../src/base/errors.ts";
 import { OutOfSubnetsError } from "../../src/lease/manager.ts";
 
 Deno.test({
@@ -109,6 +109,47 @@ Deno.test({
       ctl.abort();
       await registry.close();
       await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "agent: an invalid --net-config-path is refused before it is seeded into the registry",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const configs = [
+      `{"Network":"198.19.0.0/16","Backend":{"Type":"bogus"}}`,
+      `{"Network":"0.0.0.0/0","Backend":{"Type":"alloc"}}`,
+    ];
+    for (const text of configs) {
+      const dir = await Deno.makeTempDir({ prefix: "weft-agent-" });
+      const registry = await openKvRegistry({ path: `${dir}/r.kv`, pollMs: 20 });
+      const ctl = new AbortController();
+      // Bounds the test if the agent wrongly starts: aborting makes run() resolve, which fails.
+      const bound = setTimeout(() => ctl.abort(), 10_000);
+      try {
+        await Deno.writeTextFile(`${dir}/net.json`, text);
+        const agent = new Agent(registry, {
+          netConfigPath: `${dir}/net.json`,
+          iface: { iface: ["lo"], publicIP: "198.18.3.1" },
+          subnetFile: `${dir}/subnet.env`,
+          ttlSeconds: 60,
+          renewMarginMs: 60_000,
+          ipMasq: false,
+          reconcileIntervalMs: 60_000,
+        });
+        const err = await agent.run(ctl.signal).then(() => null, (e) => e);
+        // Nothing was written: the other nodes still start (or wait for a valid config).
+        assert.equal(await registry.getConfig(), null, `${text} was seeded; run ended with ${err}`);
+        assert.ok(err instanceof ConfigError, `${text}: run ended with ${err}`);
+        assert.match(err.message, /net\.json: /);
+      } finally {
+        clearTimeout(bound);
+        ctl.abort();
+        await registry.close();
+        await Deno.remove(dir, { recursive: true });
+      }
     }
   },
 });
