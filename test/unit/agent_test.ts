@@ -11,6 +11,7 @@ import { encodeLeaseValue } from "../../src/lease/codec.ts";
 import { until } from "../kit/suites/lease_suite.ts";
 import { ConfigError, FatalError } from "../../src/base/errors.ts";
 import { OutOfSubnetsError } from "../../src/lease/manager.ts";
+import { metrics } from "../../src/base/metrics.ts";
 
 Deno.test({
   name: "agent: leases outside the network's shape are ignored; readiness follows the lease",
@@ -150,6 +151,66 @@ Deno.test({
         await registry.close();
         await Deno.remove(dir, { recursive: true });
       }
+    }
+  },
+});
+
+Deno.test({
+  name: "agent: leases with bogus public IPs never reach the backend; IPv6-only ones are quiet",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "weft-agent-" });
+    const registry = await openKvRegistry({ path: `${dir}/r.kv`, pollMs: 20 });
+    const ctl = new AbortController();
+    const malformed = metrics.counter("weft_registry_malformed_leases_total", "");
+    const resyncs = metrics.counter("weft_registry_resyncs_total", "");
+    try {
+      await Deno.writeTextFile(
+        `${dir}/net.json`,
+        `{"Network":"198.19.0.0/16","Backend":{"Type":"alloc"}}`,
+      );
+      const v = (ip: string) => encodeLeaseValue({ publicIP: ip, backendType: "alloc" });
+      const bogus = ["0.0.0.0", "255.255.255.255", "127.0.0.1", "224.0.0.5"];
+      // Two before the agent starts (the first list), two after (the watch).
+      await registry.createLease("198.19.10.0-24", v(bogus[0]), 60);
+      await registry.createLease("198.19.11.0-24", v(bogus[1]), 60);
+      // flanneld's IPv6-only lease: no IPv4 half, so nothing for weft to program or complain of.
+      await registry.createLease(
+        "0.0.0.0-0&2001:db8:1::-64",
+        `{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8::5","BackendType":"alloc"}`,
+        60,
+      );
+      const before = malformed.get();
+      const agent = new Agent(registry, {
+        netConfigPath: `${dir}/net.json`,
+        iface: { iface: ["lo"], publicIP: "198.18.3.1" },
+        subnetFile: `${dir}/subnet.env`,
+        ttlSeconds: 60,
+        renewMarginMs: 60_000,
+        ipMasq: false,
+        reconcileIntervalMs: 100,
+      });
+      const running = agent.run(ctl.signal);
+      await until("agent ready", 30_000, () => agent.readiness().ok);
+      await registry.createLease("198.19.12.0-24", v(bogus[2]), 60);
+      await registry.createLease("198.19.13.0-24", v(bogus[3]), 60);
+      await registry.createLease("198.19.14.0-24", v("198.18.3.6"), 60);
+      const backend = agent.backend as AllocBackend;
+      // The watch delivers in registry order: once the last lease is in, all were judged.
+      await until("good peer delivered", 15_000, () => backend.peers.has("198.19.14.0-24"));
+      // A re-list judges them again: each bad lease is still counted (and logged) once only.
+      const listed = resyncs.get();
+      await until("another re-list", 15_000, () => resyncs.get() >= listed + 1);
+      assert.deepEqual([...backend.peers.keys()], ["198.19.14.0-24"]);
+      assert.deepEqual(agent.peers().map((l) => l.key), ["198.19.14.0-24"]);
+      assert.equal(malformed.get() - before, bogus.length);
+      ctl.abort();
+      await running;
+    } finally {
+      ctl.abort();
+      await registry.close();
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });
