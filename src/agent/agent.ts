@@ -25,6 +25,7 @@ import { LeaseManager } from "../lease/manager.ts";
 import { type PeerEvent, PeerWatcher } from "../lease/watch.ts";
 import { formatCidr } from "../base/ipv4.ts";
 import { isPeerSubnet } from "../lease/allocate.ts";
+import { PeerCheck } from "../lease/decode.ts";
 import { type IfaceSelection, selectExternalInterface } from "../net/iface.ts";
 import type { Registry } from "../registry/contract/registry.ts";
 import { metrics } from "../base/metrics.ts";
@@ -76,6 +77,8 @@ export class Agent {
   #backend: Backend | null = null;
   #watcher: PeerWatcher | null = null;
   #misfits = new Set<string>();
+  /** Peers' addresses must be usable unicast ones (logged and counted once per bad lease). */
+  #peerCheck = new PeerCheck();
   /** The lease the parts were last given (their `prev` on the next apply). */
   #partsLease: Lease | null = null;
   #state = new ReadinessState();
@@ -166,7 +169,8 @@ export class Agent {
 
     const watcher = new PeerWatcher(this.registry, {
       ownKey: () => mgr.lease?.key ?? null,
-      accept: (l) => leaseMatches(backend.name, l) && this.#isPeer(cfg, l),
+      accept: (l) =>
+        leaseMatches(backend.name, l) && this.#isPeer(cfg, l) && this.#peerCheck.usable(l),
     });
     this.#watcher = watcher;
     const tasks: Promise<void>[] = [];

@@ -6,8 +6,9 @@ import { ConfigError } from "../base/errors.ts";
 import type { NetworkConfig } from "../config/network.ts";
 import type { Backend, Owned } from "../backend/backend.ts";
 import { AllocBackend, allocOwned } from "../backend/alloc/backend.ts";
+import { BACKEND_TYPES } from "../config/backend_options.ts";
 
-export const backendNames = ["vxlan", "host-gw", "udp", "alloc"];
+export const backendNames: readonly string[] = BACKEND_TYPES;
 
 export async function createBackend(name: string): Promise<Backend> {
   switch (name) {

@@ -10,6 +10,27 @@
  */
 import { formatCidr, type Ipv4Net, maskOf, parseCidr, sizeOf } from "../base/ipv4.ts";
 import { ConfigError } from "../base/errors.ts";
+import { backendTypeOf, checkBackendOptions, field } from "./backend_options.ts";
+import { nonUnicastOverlap } from "./unicast.ts";
+
+export { field };
+
+/**
+ * The largest config the registries store: Deno KV's 64 KiB value limit (the smaller of the two;
+ * etcd takes 1.5 MiB requests), less 16 bytes for the value's encoding header.
+ */
+export const MAX_CONFIG_BYTES = 65_520;
+
+/**
+ * A config's size as stored: its UTF-8 bytes (etcd), or Deno KV's string encoding (one byte per
+ * character for Latin-1 text, two otherwise), whichever is larger.
+ */
+export function storedSize(text: string): number {
+  const utf8 = new TextEncoder().encode(text).length;
+  // deno-lint-ignore no-control-regex
+  const latin1 = /^[\u0000-\u00ff]*$/.test(text);
+  return Math.max(utf8, latin1 ? text.length : 2 * text.length);
+}
 
 export interface NetworkConfig {
   network: Ipv4Net;
@@ -29,29 +50,21 @@ export interface NetworkConfig {
   raw: string;
 }
 
-/** Reads a field the way Go's encoding/json does: exact name first, then case-insensitively. */
-export function field(obj: Record<string, unknown>, name: string): unknown {
-  if (name in obj) return obj[name];
-  const lower = name.toLowerCase();
-  for (const k of Object.keys(obj)) if (k.toLowerCase() === lower) return obj[k];
-  return undefined;
-}
-
-function str(obj: Record<string, unknown>, name: string, where = ""): string | undefined {
+function str(obj: Record<string, unknown>, name: string): string | undefined {
   const v = field(obj, name);
   if (v === undefined || v === null) return undefined;
   if (typeof v !== "string") {
-    throw new ConfigError(`${where}${name} must be a string, got ${JSON.stringify(v)}`);
+    throw new ConfigError(`${name} must be a string, got ${JSON.stringify(v)}`);
   }
   return v;
 }
 
-function num(obj: Record<string, unknown>, name: string, where = ""): number | undefined {
+function num(obj: Record<string, unknown>, name: string): number | undefined {
   const v = field(obj, name);
   if (v === undefined || v === null) return undefined;
   if (typeof v !== "number" || !Number.isInteger(v) || v < 0) {
     throw new ConfigError(
-      `${where}${name} must be a non-negative integer, got ${JSON.stringify(v)}`,
+      `${name} must be a non-negative integer, got ${JSON.stringify(v)}`,
     );
   }
   return v;
@@ -61,23 +74,39 @@ function bool(obj: Record<string, unknown>, name: string, dflt: boolean): boolea
   const v = field(obj, name);
   if (v === undefined || v === null) return dflt;
   if (typeof v !== "boolean") {
-    throw new ConfigError(`${name} must be true or false, got ${JSON.stringify(v)}`);
+    throw new ConfigError(
+      `${name} ${JSON.stringify(v)} is not a boolean: expected true or false (JSON, unquoted)`,
+    );
   }
   return v;
 }
 
-/** Reads a boolean option of the Backend object (e.g. `DirectRouting`). */
+/**
+ * Reads a boolean option of the Backend object (e.g. `DirectRouting`). The config was checked
+ * by {@link parseNetworkConfig} against the backend's rules (backend_options.ts): no re-check.
+ */
 export function backendBool(cfg: NetworkConfig, name: string, dflt = false): boolean {
-  return bool(cfg.backend, name, dflt);
+  const v = field(cfg.backend, name);
+  return typeof v === "boolean" ? v : dflt;
 }
 
-/** Reads a numeric option of the Backend object (e.g. `VNI`, `Port`). */
+/** Reads a numeric option of the Backend object (e.g. `VNI`, `Port`), checked like backendBool. */
 export function backendNumber(cfg: NetworkConfig, name: string, dflt: number): number {
-  return num(cfg.backend, name, "Backend.") ?? dflt;
+  const v = field(cfg.backend, name);
+  return typeof v === "number" ? v : dflt;
 }
 
-/** Parses and validates a network config, applying flannel's defaults. */
+/**
+ * Parses and validates a network config, applying flannel's defaults: the one validator, run
+ * before a config is written (`config set`, seeding from --net-config-path) and when the agent
+ * loads it. It checks the whole config, the backend's options included (backend_options.ts), and
+ * its size against what the registry can store.
+ */
 export function parseNetworkConfig(text: string): NetworkConfig {
+  const size = storedSize(text);
+  if (size > MAX_CONFIG_BYTES) {
+    throw new ConfigError(`config too large (${size} bytes; at most ${MAX_CONFIG_BYTES})`);
+  }
   let obj: unknown;
   try {
     obj = JSON.parse(text);
@@ -102,6 +131,16 @@ export function parseNetworkConfig(text: string): NetworkConfig {
     network = parseCidr(netText);
   } catch (e) {
     throw new ConfigError(`Network: ${(e as Error).message}`);
+  }
+  const special = nonUnicastOverlap(network);
+  if (special) {
+    // Every subnet becomes a route (and addresses) on every host: routes over this-network,
+    // loopback or multicast space shadow the hosts' own, 0.0.0.0/0 their default route.
+    throw new ConfigError(
+      `Network ${formatCidr(network)} overlaps ${special}: its subnets would become routes ` +
+        `and addresses on every host, shadowing the hosts' own routes; use a unicast range ` +
+        `such as 10.244.0.0/16`,
+    );
   }
   let subnetLen = num(o, "SubnetLen") ?? 0;
   if (subnetLen === 0) {
@@ -151,7 +190,8 @@ export function parseNetworkConfig(text: string): NetworkConfig {
     }
     backend = backendRaw as Record<string, unknown>;
   }
-  const backendType = (str(backend, "Type", "Backend.") ?? "udp").toLowerCase();
+  const backendType = backendTypeOf(backend);
+  checkBackendOptions(backendType, backend);
   const ipv6Network = str(o, "IPv6Network");
   if (enableIPv6) {
     throw new ConfigError(

@@ -11,6 +11,7 @@
  */
 import { formatIp, type Ipv4Net, isIp, maskOf, parseIp } from "../base/ipv4.ts";
 import { field } from "../config/network.ts";
+import { ipv4Problem } from "../config/unicast.ts";
 import type { Expiry, WatchedExpiry } from "../registry/contract/registry.ts";
 
 /** What a node publishes about itself (flannel's LeaseAttrs). */
@@ -65,6 +66,27 @@ export function parseSubnetKey(key: string): Ipv4Net {
     throw new LeaseFormatError(`lease key "${key}" has host bits set`);
   }
   return { ip, prefix };
+}
+
+/**
+ * Whether a lease key has no IPv4 half: flanneld writes an IPv6-only lease under
+ * `0.0.0.0-0&<v6 subnet>` (with `"PublicIP":"0.0.0.0"`). weft serves IPv4 only, so such a lease
+ * is not ours to program (nor malformed).
+ */
+export function isIpv6OnlyKey(key: string): boolean {
+  const amp = key.indexOf("&");
+  return amp > 0 && key.slice(0, amp) === "0.0.0.0-0";
+}
+
+/**
+ * Why a lease cannot be a peer whatever the backend, or null: its IPv4 public IP must be a
+ * host's unicast address (it becomes a route's gateway, an FDB destination or a UDP peer on
+ * every host). The IPv6 half is not served yet and is not judged. Backend data (a VTEP MAC) is
+ * the backend's to check.
+ */
+export function peerProblem(l: Lease): string | null {
+  const p = ipv4Problem(l.attrs.publicIP);
+  return p ? `PublicIP ${p}` : null;
 }
 
 /** Serialises attrs exactly as flanneld does (field order, null PublicIPv6, omitted empties). */

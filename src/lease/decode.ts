@@ -1,10 +1,18 @@
 /**
  * Turns raw registry entries into Leases, logging each malformed entry once (per key and
- * revision) and skipping it, so one bad value from any writer never stops the agent.
+ * revision) and skipping it, so one bad value from any writer never stops the agent. A lease
+ * with no IPv4 half (flanneld's IPv6-only lease) is skipped quietly: not ours, not malformed.
+ * {@link PeerCheck} does the same for leases that decode but cannot be peers (a bogus PublicIP).
  */
 import { getLogger } from "@logtape/logtape";
 import type { RegistryLease, WatchedExpiry } from "../registry/contract/registry.ts";
-import { decodeLeaseValue, type Lease, parseSubnetKey } from "./codec.ts";
+import {
+  decodeLeaseValue,
+  isIpv6OnlyKey,
+  type Lease,
+  parseSubnetKey,
+  peerProblem,
+} from "./codec.ts";
 import { metrics } from "../base/metrics.ts";
 
 const log = getLogger(["weft", "lease"]);
@@ -13,12 +21,30 @@ const malformed = metrics.counter(
   "Lease entries in the registry that could not be parsed and were skipped.",
 );
 
+/** Logs and counts each bad lease once per key and revision. */
+class BadLeases {
+  #reported = new Set<string>();
+
+  report(key: string, revision: number, problem: string) {
+    const id = `${key}@${revision}`;
+    if (this.#reported.has(id)) return;
+    this.#reported.add(id);
+    if (this.#reported.size > 10_000) this.#reported.clear();
+    malformed.inc();
+    log.warn("skipping malformed lease {key}: {error}; fix or delete that registry key", {
+      key,
+      error: problem,
+    });
+  }
+}
+
 /** Decodes registry entries, remembering which bad entries were already reported. */
 export class LeaseDecoder {
-  #reported = new Set<string>();
+  #bad = new BadLeases();
 
   /** Keeps the expiry type: a listed lease decodes to a KnownLease. */
   decode<E extends WatchedExpiry>(r: RegistryLease<E>): Lease<E> | null {
+    if (isIpv6OnlyKey(r.key)) return null;
     try {
       return {
         key: r.key,
@@ -28,16 +54,7 @@ export class LeaseDecoder {
         revision: r.revision,
       };
     } catch (e) {
-      const id = `${r.key}@${r.revision}`;
-      if (!this.#reported.has(id)) {
-        this.#reported.add(id);
-        if (this.#reported.size > 10_000) this.#reported.clear();
-        malformed.inc();
-        log.warn(
-          "skipping malformed lease {key}: {error}; fix or delete that registry key",
-          { key: r.key, error: (e as Error).message },
-        );
-      }
+      this.#bad.report(r.key, r.revision, (e as Error).message);
       return null;
     }
   }
@@ -49,5 +66,21 @@ export class LeaseDecoder {
       if (l) out.push(l);
     }
     return out;
+  }
+}
+
+/**
+ * The agent's peer filter for addresses ({@link peerProblem}): a lease that decodes but whose
+ * public IP no host can have is never a peer, and is logged and counted (in
+ * weft_registry_malformed_leases_total) once per key and revision, like a malformed one. Such a
+ * lease still holds its subnet for allocation, so the decoder keeps it.
+ */
+export class PeerCheck {
+  #bad = new BadLeases();
+
+  usable(l: Lease): boolean {
+    const p = peerProblem(l);
+    if (p) this.#bad.report(l.key, l.revision, p);
+    return p === null;
   }
 }

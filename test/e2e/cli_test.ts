@@ -67,6 +67,35 @@ Deno.test("config set validates, get prints; a bad config names the field, exit 
   });
 });
 
+Deno.test("config set refuses what flanneld or the kernel would refuse, before writing", async () => {
+  await withDir(async (dir) => {
+    const kv = ["--kv-path", `${dir}/r.kv`];
+    const cases: [string, RegExp][] = [
+      [`{"Network":"198.19.0.0/16","Backend":{"Type":"bogus"}}`, /Backend\.Type "bogus"/],
+      [`{"Network":"198.19.0.0/16","Backend":{"Type":"vxlan","VNI":16777216}}`, /Backend\.VNI/],
+      [`{"Network":"198.19.0.0/16","Backend":{"Type":"vxlan","MTU":10}}`, /Backend\.MTU 10/],
+      [`{"Network":"198.19.0.0/16","Backend":{"Type":"vxlan","Port":70000}}`, /Backend\.Port/],
+      [
+        `{"Network":"198.19.0.0/16","Backend":{"Type":"vxlan","DirectRouting":"yes"}}`,
+        /Backend\.DirectRouting "yes"/,
+      ],
+      [`{"Network":"0.0.0.0/0"}`, /Network 0\.0\.0\.0\/0/],
+      [
+        `{"Network":"198.19.0.0/16","Pad":"${"x".repeat(70_000)}"}`,
+        /config too large \(70036 bytes; at most 65520\)/,
+      ],
+    ];
+    for (const [cfg, re] of cases) {
+      const r = await weft(["config", "set", "-", ...kv], { stdin: cfg });
+      assert.equal(r.code, 1, `${cfg.slice(0, 80)}: ${r.stderr}`);
+      assert.match(r.stderr, re);
+      assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+    }
+    const got = await weft(["config", "get", ...kv]);
+    assert.match(got.stderr, /no network config/);
+  });
+});
+
 Deno.test("agent start with a config different from the registry's names both, exit 1", async () => {
   await withDir(async (dir) => {
     const kv = ["--kv-path", `${dir}/r.kv`];

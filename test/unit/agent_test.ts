@@ -9,8 +9,9 @@ import type { AllocBackend } from "../../src/backend/alloc/backend.ts";
 import { openKvRegistry } from "../../src/registry/kv/mod.ts";
 import { encodeLeaseValue } from "../../src/lease/codec.ts";
 import { until } from "../kit/suites/lease_suite.ts";
-import { FatalError } from "../../src/base/errors.ts";
+import { ConfigError, FatalError } from "../../src/base/errors.ts";
 import { OutOfSubnetsError } from "../../src/lease/manager.ts";
+import { metrics } from "../../src/base/metrics.ts";
 
 Deno.test({
   name: "agent: leases outside the network's shape are ignored; readiness follows the lease",
@@ -106,6 +107,107 @@ Deno.test({
       assert.match(err.message, /out of subnets: network 198\.19\.0\.0\/28/);
     } finally {
       clearTimeout(bound);
+      ctl.abort();
+      await registry.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "agent: an invalid --net-config-path is refused before it is seeded into the registry",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const configs = [
+      `{"Network":"198.19.0.0/16","Backend":{"Type":"bogus"}}`,
+      `{"Network":"0.0.0.0/0","Backend":{"Type":"alloc"}}`,
+    ];
+    for (const text of configs) {
+      const dir = await Deno.makeTempDir({ prefix: "weft-agent-" });
+      const registry = await openKvRegistry({ path: `${dir}/r.kv`, pollMs: 20 });
+      const ctl = new AbortController();
+      // Bounds the test if the agent wrongly starts: aborting makes run() resolve, which fails.
+      const bound = setTimeout(() => ctl.abort(), 10_000);
+      try {
+        await Deno.writeTextFile(`${dir}/net.json`, text);
+        const agent = new Agent(registry, {
+          netConfigPath: `${dir}/net.json`,
+          iface: { iface: ["lo"], publicIP: "198.18.3.1" },
+          subnetFile: `${dir}/subnet.env`,
+          ttlSeconds: 60,
+          renewMarginMs: 60_000,
+          ipMasq: false,
+          reconcileIntervalMs: 60_000,
+        });
+        const err = await agent.run(ctl.signal).then(() => null, (e) => e);
+        // Nothing was written: the other nodes still start (or wait for a valid config).
+        assert.equal(await registry.getConfig(), null, `${text} was seeded; run ended with ${err}`);
+        assert.ok(err instanceof ConfigError, `${text}: run ended with ${err}`);
+        assert.match(err.message, /net\.json: /);
+      } finally {
+        clearTimeout(bound);
+        ctl.abort();
+        await registry.close();
+        await Deno.remove(dir, { recursive: true });
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "agent: leases with bogus public IPs never reach the backend; IPv6-only ones are quiet",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "weft-agent-" });
+    const registry = await openKvRegistry({ path: `${dir}/r.kv`, pollMs: 20 });
+    const ctl = new AbortController();
+    const malformed = metrics.counter("weft_registry_malformed_leases_total", "");
+    const resyncs = metrics.counter("weft_registry_resyncs_total", "");
+    try {
+      await Deno.writeTextFile(
+        `${dir}/net.json`,
+        `{"Network":"198.19.0.0/16","Backend":{"Type":"alloc"}}`,
+      );
+      const v = (ip: string) => encodeLeaseValue({ publicIP: ip, backendType: "alloc" });
+      const bogus = ["0.0.0.0", "255.255.255.255", "127.0.0.1", "224.0.0.5"];
+      // Two before the agent starts (the first list), two after (the watch).
+      await registry.createLease("198.19.10.0-24", v(bogus[0]), 60);
+      await registry.createLease("198.19.11.0-24", v(bogus[1]), 60);
+      // flanneld's IPv6-only lease: no IPv4 half, so nothing for weft to program or complain of.
+      await registry.createLease(
+        "0.0.0.0-0&2001:db8:1::-64",
+        `{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8::5","BackendType":"alloc"}`,
+        60,
+      );
+      const before = malformed.get();
+      const agent = new Agent(registry, {
+        netConfigPath: `${dir}/net.json`,
+        iface: { iface: ["lo"], publicIP: "198.18.3.1" },
+        subnetFile: `${dir}/subnet.env`,
+        ttlSeconds: 60,
+        renewMarginMs: 60_000,
+        ipMasq: false,
+        reconcileIntervalMs: 100,
+      });
+      const running = agent.run(ctl.signal);
+      await until("agent ready", 30_000, () => agent.readiness().ok);
+      await registry.createLease("198.19.12.0-24", v(bogus[2]), 60);
+      await registry.createLease("198.19.13.0-24", v(bogus[3]), 60);
+      await registry.createLease("198.19.14.0-24", v("198.18.3.6"), 60);
+      const backend = agent.backend as AllocBackend;
+      // The watch delivers in registry order: once the last lease is in, all were judged.
+      await until("good peer delivered", 15_000, () => backend.peers.has("198.19.14.0-24"));
+      // A re-list judges them again: each bad lease is still counted (and logged) once only.
+      const listed = resyncs.get();
+      await until("another re-list", 15_000, () => resyncs.get() >= listed + 1);
+      assert.deepEqual([...backend.peers.keys()], ["198.19.14.0-24"]);
+      assert.deepEqual(agent.peers().map((l) => l.key), ["198.19.14.0-24"]);
+      assert.equal(malformed.get() - before, bogus.length);
+      ctl.abort();
+      await running;
+    } finally {
       ctl.abort();
       await registry.close();
       await Deno.remove(dir, { recursive: true });

@@ -2,11 +2,16 @@ import assert from "node:assert/strict";
 import {
   decodeLeaseValue,
   encodeLeaseValue,
+  type Lease,
   leaseBackendType,
   LeaseFormatError,
   parseSubnetKey,
+  peerProblem,
   subnetKey,
 } from "../../src/lease/codec.ts";
+import { LeaseDecoder } from "../../src/lease/decode.ts";
+import { macProblem } from "../../src/config/unicast.ts";
+import { metrics } from "../../src/base/metrics.ts";
 import { formatCidr, parseCidr } from "../../src/base/ipv4.ts";
 import {
   flannelDualStackKey,
@@ -57,4 +62,54 @@ Deno.test("field names match case-insensitively like Go's encoding/json", () => 
   const a = decodeLeaseValue(`{"publicip":"198.18.0.9","backendtype":"vxlan"}`);
   assert.equal(a.publicIP, "198.18.0.9");
   assert.equal(a.backendType, "vxlan");
+});
+
+const bogusIPs = ["0.0.0.0", "0.1.2.3", "127.0.0.1", "224.0.0.5", "239.1.1.1", "240.0.0.1"];
+
+Deno.test("peer leases: the public IP must be a host's unicast address", () => {
+  const lease = (ip: string): Lease => ({
+    key: "198.19.5.0-24",
+    subnet: parseCidr("198.19.5.0/24"),
+    attrs: { publicIP: ip, backendType: "vxlan" },
+    expiresAt: null,
+    revision: 1,
+  });
+  for (const ip of [...bogusIPs, "255.255.255.255"]) {
+    assert.match(peerProblem(lease(ip)) ?? "", new RegExp(`PublicIP ${ip} is in \\d`), ip);
+  }
+  assert.match(peerProblem(lease("255.255.255.255"))!, /240\.0\.0\.0\/4 \(reserved and broadcast/);
+  for (const ip of ["198.18.0.3", "1.0.0.1", "223.255.255.254", "126.255.255.255"]) {
+    assert.equal(peerProblem(lease(ip)), null, ip);
+  }
+});
+
+Deno.test("VTEP MACs: multicast, broadcast, zero and non-MACs are refused", () => {
+  for (const m of ["01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff", "33:33:00:00:00:01"]) {
+    assert.match(macProblem(m) ?? "", /multicast MAC/, m);
+  }
+  assert.match(macProblem("00:00:00:00:00:00")!, /zero MAC/);
+  for (const m of [5, "c6:d2:32:6f:8f", undefined, "c6-d2-32-6f-8f-44"]) {
+    assert.match(macProblem(m) ?? "", /not a MAC address/, String(m));
+  }
+  for (const m of ["c6:d2:32:6f:8f:44", "02:00:00:00:00:01", "00:16:3e:00:00:01"]) {
+    assert.equal(macProblem(m), null, m);
+  }
+});
+
+Deno.test("an IPv6-only flannel lease has no IPv4 half: skipped quietly, not malformed", () => {
+  const malformed = metrics.counter("weft_registry_malformed_leases_total", "");
+  const before = malformed.get();
+  const d = new LeaseDecoder();
+  const v6only = {
+    key: "0.0.0.0-0&2001:db8:1::-64",
+    value: `{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8::5","BackendType":"vxlan",` +
+      `"BackendV6Data":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}`,
+    revision: 3,
+    expiresAt: null,
+  };
+  for (let i = 0; i < 3; i++) assert.equal(d.decode({ ...v6only, revision: 3 + i }), null);
+  assert.equal(malformed.get(), before);
+  // A dual-stack lease keeps its IPv4 half.
+  const dual = d.decode({ ...v6only, key: flannelDualStackKey, value: flannelVxlanLease });
+  assert.equal(formatCidr(dual!.subnet), "198.19.1.0/24");
 });

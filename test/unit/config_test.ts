@@ -6,6 +6,7 @@ import {
   sameConfig,
 } from "../../src/config/network.ts";
 import { ConfigError } from "../../src/base/errors.ts";
+import { BACKEND_TYPES } from "../../src/config/backend_options.ts";
 import { formatIp } from "../../src/base/ipv4.ts";
 import { flannelConfig } from "../kit/fixtures/flannel_leases.ts";
 
@@ -58,4 +59,48 @@ Deno.test("sameConfig ignores whitespace, key order and key case", () => {
     "backend": {"type": "vxlan"}, "network": "198.19.0.0/16" }`,
   ));
   assert.ok(!sameConfig(`{"Network":"198.19.0.0/16"}`, `{"Network":"198.18.0.0/16"}`));
+});
+
+Deno.test("config validation: backend type, options, Network and size are checked before use", () => {
+  const net = (backend: string, extra = "") =>
+    `{"Network":"198.19.0.0/16"${extra},"Backend":${backend}}`;
+  // Each error is a ConfigError naming the field, the value given and the expected form.
+  const cases: [string, RegExp][] = [
+    [net(`{"Type":"bogus"}`), /Backend\.Type "bogus".*one of vxlan, host-gw, udp, alloc/],
+    [net(`{"Type":"vxlan","VNI":16777216}`), /Backend\.VNI 16777216 .*0\.\.16777215/],
+    [net(`{"Type":"vxlan","VNI":-1}`), /Backend\.VNI -1 .*0\.\.16777215/],
+    [net(`{"Type":"vxlan","VNI":1.5}`), /Backend\.VNI 1\.5 .*0\.\.16777215/],
+    [net(`{"Type":"vxlan","Port":70000}`), /Backend\.Port 70000 .*1\.\.65535/],
+    [net(`{"Type":"udp","Port":70000}`), /Backend\.Port 70000 .*1\.\.65535/],
+    [net(`{"Type":"vxlan","MTU":10}`), /Backend\.MTU 10 .*118\.\.65485/],
+    [net(`{"Type":"vxlan","MTU":100000}`), /Backend\.MTU 100000 .*118\.\.65485/],
+    [net(`{"Type":"vxlan","DirectRouting":"yes"}`), /Backend\.DirectRouting "yes".*true or false/],
+    [net(`{"Type":"vxlan","GBP":1}`), /Backend\.GBP 1 .*true or false/],
+    [net(`{"Type":"udp","TunOffload":"no"}`), /Backend\.TunOffload "no".*true or false/],
+    [`{"Network":"0.0.0.0/0"}`, /Network 0\.0\.0\.0\/0 .*0\.0\.0\.0\/8/],
+    [`{"Network":"64.0.0.0/2"}`, /Network 64\.0\.0\.0\/2 .*127\.0\.0\.0\/8/],
+    [`{"Network":"224.0.0.0/8"}`, /Network 224\.0\.0\.0\/8 .*224\.0\.0\.0\/4/],
+    [`{"Network":"198.19.0.0/16","EnableIPv4":"yes"}`, /EnableIPv4 "yes".*true or false/],
+  ];
+  for (const [text, re] of cases) {
+    assert.throws(() => parseNetworkConfig(text), ConfigError, text);
+    assert.throws(() => parseNetworkConfig(text), re, text);
+  }
+  // Too large for the registry: said before the write, not as the registry's own error text.
+  const big = `{"Network":"198.19.0.0/16","Pad":"${"x".repeat(70_000)}"}`;
+  assert.throws(() => parseNetworkConfig(big), /config too large \(70036 bytes; at most 65520\)/);
+  // What flanneld accepts stays accepted: 0 and absent mean the defaults, unknown keys are ignored.
+  for (
+    const ok of [
+      net(`{"Type":"vxlan","VNI":0,"Port":0,"MTU":0}`),
+      net(`{"Type":"vxlan","VNI":16777215,"Port":65535,"MTU":1450,"DirectRouting":true}`),
+      net(`{"Type":"host-gw","SomethingElse":"yes"}`),
+      net(`{"type":"UDP","port":8285}`),
+      `{"Network":"198.19.0.0/16"}`,
+    ]
+  ) parseNetworkConfig(ok);
+});
+
+Deno.test("config validation: the backend types live in one list", () => {
+  assert.deepEqual([...BACKEND_TYPES], ["vxlan", "host-gw", "udp", "alloc"]);
 });

@@ -12,7 +12,6 @@
 import { getLogger } from "@logtape/logtape";
 import { backendBool, backendNumber, type NetworkConfig } from "../../config/network.ts";
 import { formatCidr, formatIp } from "../../base/ipv4.ts";
-import { ConfigError } from "../../base/errors.ts";
 import type { ExternalInterface } from "../../net/iface.ts";
 import type { Lease } from "../../lease/codec.ts";
 import {
@@ -78,8 +77,8 @@ export class UdpBackend implements Backend {
   prepare(ctx: BackendContext): Promise<BackendPrepared> {
     this.#cfg = ctx.config;
     this.#ext = ctx.ext;
+    // Checked by parseNetworkConfig (config/backend_options.ts): 1..65535, 0 for the default.
     this.#port = backendNumber(ctx.config, "Port", 0) || DEFAULT_UDP_PORT;
-    if (this.#port > 65535) throw new ConfigError(`Backend.Port ${this.#port} is out of range`);
     this.#mtu = ctx.ext.mtu - 28;
     this.#offload = backendBool(ctx.config, "TunOffload", true);
     this.#openTun();

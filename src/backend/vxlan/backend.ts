@@ -36,6 +36,7 @@ import {
   type VxlanOpts,
 } from "./device.ts";
 import { PeerFailures } from "../peer_errors.ts";
+import { macProblem } from "../../config/unicast.ts";
 
 const log = getLogger(["weft", "vxlan"]);
 
@@ -46,12 +47,17 @@ export interface PeerEntries {
   route: Route;
 }
 
+/** The lease's VTEP MAC, or why it has no usable one (multicast, zero, missing, not a MAC). */
+function vtepMacOf(l: Lease): { mac: string } | { problem: string } {
+  const d = l.attrs.backendData;
+  const mac = d && typeof d === "object" ? (d as { VtepMAC?: unknown }).VtepMAC : undefined;
+  const problem = macProblem(mac);
+  return problem ? { problem: `VtepMAC ${problem}` } : { mac: (mac as string).toLowerCase() };
+}
+
 function vtepMac(l: Lease): string | null {
-  const d = l.attrs.backendData as { VtepMAC?: unknown } | undefined;
-  const mac = d?.VtepMAC;
-  return typeof mac === "string" && /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(mac)
-    ? mac.toLowerCase()
-    : null;
+  const m = vtepMacOf(l);
+  return "mac" in m ? m.mac : null;
 }
 
 export class VxlanBackend implements Backend {
@@ -117,14 +123,18 @@ export class VxlanBackend implements Backend {
     return v;
   }
 
-  /** The entries a peer lease needs, or null when its lease carries no usable VTEP MAC. */
+  /**
+   * The entries a peer lease needs, or null when its lease carries no usable VTEP MAC: such a
+   * lease is programmed not at all (no route without its neighbour and FDB entry), also when
+   * DirectRouting would not need the MAC, so a lease is applied whole or not at all.
+   */
   entriesFor(l: Lease): PeerEntries | null {
+    const mac = vtepMac(l);
+    if (!mac) return null;
     const dst = formatCidr(l.subnet);
     if (this.#direct(l.attrs.publicIP)) {
       return { route: { dst, gw: l.attrs.publicIP, dev: this.#ext.index } };
     }
-    const mac = vtepMac(l);
-    if (!mac) return null;
     const addr = formatIp(l.subnet.ip);
     return {
       neigh: { ip: addr, mac },
@@ -166,7 +176,11 @@ export class VxlanBackend implements Backend {
       }
       this.#peers.set(l.key, l);
       if (!e) {
-        log.warn("peer lease {key} has no valid VtepMAC in BackendData; skipped", { key: l.key });
+        const m = vtepMacOf(l);
+        log.warn("peer lease {key} skipped: {problem} in its BackendData; fix or delete it", {
+          key: l.key,
+          problem: "problem" in m ? m.problem : "no usable VtepMAC",
+        });
         continue;
       }
       f.run(l.key, () => this.#install(e));

@@ -10,7 +10,6 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { backendBool, backendNumber, type NetworkConfig } from "../../config/network.ts";
-import { ConfigError } from "../../base/errors.ts";
 import type { ExternalInterface } from "../../net/iface.ts";
 import type { Link, Netlink } from "../../../ffi/libnl/mod.ts";
 import { setTxChecksum, txChecksum } from "../../../ffi/libc/ethtool.ts";
@@ -37,12 +36,13 @@ export interface VxlanOpts {
   mtu: number;
 }
 
-/** Device options from the config's Backend object (flannel's names and defaults). */
+/**
+ * Device options from the config's Backend object (flannel's names and defaults). Their rules
+ * (ranges, booleans) are checked once, by parseNetworkConfig (config/backend_options.ts).
+ */
 export function vxlanOptions(cfg: NetworkConfig, ext: ExternalInterface): VxlanOpts {
   const vni = backendNumber(cfg, "VNI", 1);
-  if (vni > 16777215) throw new ConfigError(`Backend.VNI ${vni} is out of range (0..16777215)`);
   const port = backendNumber(cfg, "Port", 0);
-  if (port > 65535) throw new ConfigError(`Backend.Port ${port} is out of range (0..65535)`);
   // Behind NAT (published address ≠ interface address) the kernel's offloaded UDP checksum of
   // VXLAN packets comes out wrong and receivers drop them (flannel issue 1279; flanneld leaves
   // operators an ethtool workaround). Off by default there; Backend.TxChecksumOffload decides.
