@@ -54,6 +54,9 @@ function convert(
         throw new UsageError(`${from} expects a whole number, got "${raw}"`);
       }
       const n = Number(raw);
+      if (!Number.isSafeInteger(n)) {
+        throw new UsageError(`${from} is too large, got "${raw}"`);
+      }
       if ((spec.min !== undefined && n < spec.min) || (spec.max !== undefined && n > spec.max)) {
         throw new UsageError(
           `${from} must be between ${spec.min ?? "-∞"} and ${spec.max ?? "∞"}, got ${n}`,
@@ -104,7 +107,8 @@ export function parseFlags(
     const eq = body.indexOf("=");
     let name = eq >= 0 ? body.slice(0, eq) : body;
     name = byAlias.get(name) ?? name;
-    const spec = table[name];
+    // Own keys only: "--constructor" or "--__proto__" must be unknown flags, not Object's.
+    const spec = Object.hasOwn(table, name) ? table[name] : undefined;
     if (!spec) {
       throw new UsageError(`unknown flag ${a.split("=")[0]}; run with --help for the list`);
     }

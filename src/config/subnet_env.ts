@@ -114,8 +114,9 @@ export function parseSubnetEnv(text: string, path: string): SubnetEnv {
   } catch (e) {
     throw bad("FLANNEL_SUBNET", (e as Error).message);
   }
-  const mtu = Number(kv.FLANNEL_MTU);
-  if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw bad("FLANNEL_MTU", "68..65535");
+  // Decimal digits only, as flannel's CNI plugin reads it (strconv.ParseUint): not 1e3 or 0x5dc.
+  const mtu = /^\d+$/.test(kv.FLANNEL_MTU) ? Number(kv.FLANNEL_MTU) : NaN;
+  if (!(mtu >= 68 && mtu <= 65535)) throw bad("FLANNEL_MTU", "68..65535");
   return { network, subnet, mtu, ipMasq: kv.FLANNEL_IPMASQ === "true" };
 }
 

@@ -84,3 +84,27 @@ Deno.test("flanneld command lines with only etcd flags select the etcd registry"
   const e = parseFlags(["--etcd-cafile=/x", "--kv-path=/y"], agentFlags, {});
   assert.throws(() => checkRegistryFlags(e.values, e.given), /choose the registry/);
 });
+
+Deno.test("names of Object.prototype members are unknown flags, not Object's (fuzz)", () => {
+  for (
+    const a of ["--constructor=x", "--__proto__=x", "-hasOwnProperty", "--toString", "--valueOf"]
+  ) {
+    assert.throws(
+      () => parseFlags([a], agentFlags, {}),
+      (e) => e instanceof UsageError && e.message.startsWith(`unknown flag ${a.split("=")[0]};`),
+    );
+  }
+});
+
+Deno.test("an int beyond 2^53 is a usage error, not a rounded number (fuzz)", () => {
+  assert.throws(
+    () => parseFlags(["--v=99999999999999999999"], agentFlags, {}),
+    (e) =>
+      e instanceof UsageError && e.message.includes("--v") &&
+      e.message.includes("99999999999999999999"),
+  );
+  assert.throws(
+    () => parseFlags([], agentFlags, { WEFT_V: "99999999999999999999" }),
+    (e) => e instanceof UsageError && e.message.includes("WEFT_V"),
+  );
+});

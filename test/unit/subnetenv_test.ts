@@ -93,3 +93,20 @@ Deno.test("subnet.env: one parser reads back what the agent writes; problems say
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("subnet.env: FLANNEL_MTU in decimal digits only, as flannel's CNI reads it (fuzz)", () => {
+  const text = renderSubnetEnv({
+    network: parseCidr("198.19.0.0/16"),
+    subnet: parseCidr("198.19.42.0/24"),
+    mtu: 1450,
+    ipMasq: true,
+  });
+  for (const v of ["1e3", "0x5dc", "+1500", "1500.0", "0b10111011100"]) {
+    assert.throws(
+      () => parseSubnetEnv(text.replace("MTU=1450", `MTU=${v}`), "/p"),
+      (e) =>
+        e instanceof SubnetEnvError && e.summary === `/p: FLANNEL_MTU=${v} is invalid (68..65535)`,
+    );
+  }
+  assert.equal(parseSubnetEnv(text.replace("MTU=1450", "MTU= 1400 "), "/p").mtu, 1400);
+});
