@@ -22,7 +22,8 @@ export function parseIp(text: string): number {
   }
   let n = 0;
   for (const p of parts) {
-    if (!/^\d{1,3}$/.test(p) || Number(p) > 255) {
+    // No leading zeros (as Go's net.ParseIP): "010" must not be a second spelling of 10.
+    if (!/^(0|[1-9]\d{0,2})$/.test(p) || Number(p) > 255) {
       throw new RangeError(`"${text}" is not an IPv4 address (expected a.b.c.d)`);
     }
     n = n * 256 + Number(p);

@@ -56,7 +56,8 @@ export function subnetKey(n: Ipv4Net): string {
 /** Parses a lease key (the IPv4 part of a dual-stack key); throws LeaseFormatError. */
 export function parseSubnetKey(key: string): Ipv4Net {
   const v4 = key.split("&")[0];
-  const m = /^(\d+\.\d+\.\d+\.\d+)-(\d{1,2})$/.exec(v4);
+  // One spelling per subnet: no zero-padded octets (parseIp) or lengths.
+  const m = /^(\d+\.\d+\.\d+\.\d+)-(0|[1-9]\d?)$/.exec(v4);
   if (!m || Number(m[2]) > 32 || !isIp(m[1])) {
     throw new LeaseFormatError(`lease key "${key}" is not of the form a.b.c.d-len`);
   }

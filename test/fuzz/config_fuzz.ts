@@ -173,10 +173,6 @@ export const configTarget: FuzzTarget = {
     },
     {
       name: "bad Backend options are refused by the parser, naming the option",
-      skip:
-        "issue 10 defect 5, network.ts: the parser accepts every Backend option (counterexample " +
-        '{"Network":"198.18.0.0/15","Backend":{"Type":"bogus"}}; also VNI 16777216, Port 70000, ' +
-        'DirectRouting "yes"); the backends read them only when they start',
       property: () =>
         fc.property(
           configModel,

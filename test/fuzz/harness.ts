@@ -47,8 +47,9 @@ export function fuzzRuns(dflt: number): number {
 
 /** The seed: `FUZZ_SEED` from the environment, else `dflt` (random when not given). */
 export function fuzzSeed(dflt = (Math.random() * 2 ** 31) | 0): number {
-  const v = Number(Deno.env.get("FUZZ_SEED") ?? "");
-  return Number.isSafeInteger(v) && Deno.env.get("FUZZ_SEED") !== "" ? v | 0 : dflt;
+  const text = Deno.env.get("FUZZ_SEED")?.trim() ?? "";
+  const v = Number(text);
+  return text !== "" && Number.isSafeInteger(v) ? v | 0 : dflt;
 }
 
 /**
