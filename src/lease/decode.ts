@@ -6,6 +6,7 @@ import { getLogger } from "@logtape/logtape";
 import type { RegistryLease, WatchedExpiry } from "../registry/contract/registry.ts";
 import { decodeLeaseValue, type Lease, parseSubnetKey } from "./codec.ts";
 import { metrics } from "../base/metrics.ts";
+import { preview } from "../base/preview.ts";
 
 const log = getLogger(["weft", "lease"]);
 const malformed = metrics.counter(
@@ -35,7 +36,7 @@ export class LeaseDecoder {
         malformed.inc();
         log.warn(
           "skipping malformed lease {key}: {error}; fix or delete that registry key",
-          { key: r.key, error: (e as Error).message },
+          { key: preview(r.key), error: preview((e as Error).message, 300) },
         );
       }
       return null;
