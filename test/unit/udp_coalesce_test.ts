@@ -54,7 +54,6 @@ import {
   l4ChecksumOk,
   PSH,
   Rand,
-  refFold,
   refPseudo,
   refSum,
   RST,
