@@ -13,16 +13,55 @@
  * ```
  */
 
-/** Resolves after `ms`, or at once when `signal` aborts; removes its listener either way. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+/**
+ * The longest delay one `setTimeout` honours (2^31−1 ms, ~24.8 days); a longer one fires after
+ * 1 ms, which turned a 30-day lease TTL into a renewal loop. Longer waits are chained from pieces.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** The timer functions a wait uses; tests inject fakes to check long waits without waiting. */
+export interface Timers {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(id: unknown): void;
+}
+
+const realTimers: Timers = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (id) => clearTimeout(id as number),
+};
+
+/**
+ * Calls `fn` once after `ms` (any length: chained in pieces of at most MAX_TIMER_MS; NaN or
+ * negative means at once, Infinity never); returns a function that cancels it.
+ */
+export function longTimeout(fn: () => void, ms: number, timers: Timers = realTimers): () => void {
+  let left = Number.isNaN(ms) ? 0 : Math.max(0, ms);
+  let id: unknown;
+  const arm = () => {
+    const piece = Math.min(left, MAX_TIMER_MS);
+    id = timers.setTimeout(() => {
+      left -= piece;
+      if (left > 0) arm();
+      else fn();
+    }, piece);
+  };
+  arm();
+  return () => timers.clearTimeout(id);
+}
+
+/**
+ * Resolves after `ms` (any length, see longTimeout), or at once when `signal` aborts; removes
+ * its listener either way.
+ */
+export function sleep(ms: number, signal?: AbortSignal, timers?: Timers): Promise<void> {
   return new Promise<void>((resolve) => {
     if (signal?.aborted) return resolve();
     const done = () => {
-      clearTimeout(timer);
+      cancel();
       signal?.removeEventListener("abort", done);
       resolve();
     };
-    const timer = setTimeout(done, ms);
+    const cancel = longTimeout(done, ms, timers);
     signal?.addEventListener("abort", done, { once: true });
   });
 }
@@ -57,15 +96,15 @@ export class TimeoutError extends Error {
  * `p` itself is not cancelled (its eventual rejection is swallowed).
  */
 export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  let cancel = () => {};
   const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(
+    cancel = longTimeout(
       () => reject(new TimeoutError(`${what}: no answer within ${ms / 1000} s`)),
       ms,
     );
   });
   p.catch(() => {});
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+  return Promise.race([p, t]).finally(() => cancel());
 }
 
 /** A point in time to finish by: what is left of a budget shared by several steps. */

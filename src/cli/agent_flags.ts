@@ -83,9 +83,16 @@ export const agentFlags: FlagTable = {
     type: "string",
     default: "",
     arg: "IP",
+    form: "ipv4",
     help: "external interface = the one used to reach this address",
   },
-  "public-ip": { type: "string", default: "", arg: "IP", help: "address to publish to peers" },
+  "public-ip": {
+    type: "string",
+    default: "",
+    arg: "IP",
+    form: "ipv4",
+    help: "address to publish to peers",
+  },
   "public-ipv6": {
     type: "string",
     default: "",
@@ -111,6 +118,9 @@ export const agentFlags: FlagTable = {
     type: "int",
     default: 86400,
     min: 2,
+    // etcd refuses longer leases ("too large lease TTL"); one limit for both registries.
+    max: 9_000_000_000,
+    boundsWhy: "etcd's longest lease TTL",
     arg: "SEC",
     help: "lease TTL in seconds (flannel: 24 h)",
   },

@@ -11,6 +11,8 @@
  * ```
  */
 
+import { isIp } from "../base/ipv4.ts";
+
 /** A usage problem: the CLI prints the message and exits 2. */
 export class UsageError extends Error {
   override name = "UsageError";
@@ -33,6 +35,10 @@ export interface FlagSpec {
   /** Inclusive bounds for an int flag. */
   min?: number;
   max?: number;
+  /** Why the bounds are what they are, shown with a bounds error (e.g. a registry's limit). */
+  boundsWhy?: string;
+  /** The form a non-empty string flag must have ("ipv4": a dotted-quad address). */
+  form?: "ipv4";
 }
 
 export type FlagTable = Record<string, FlagSpec>;
@@ -58,8 +64,9 @@ function convert(
         throw new UsageError(`${from} is too large, got "${raw}"`);
       }
       if ((spec.min !== undefined && n < spec.min) || (spec.max !== undefined && n > spec.max)) {
+        const why = spec.boundsWhy ? ` (${spec.boundsWhy})` : "";
         throw new UsageError(
-          `${from} must be between ${spec.min ?? "-∞"} and ${spec.max ?? "∞"}, got ${n}`,
+          `${from} must be between ${spec.min ?? "-∞"} and ${spec.max ?? "∞"}${why}, got ${n}`,
         );
       }
       return n;
@@ -73,6 +80,9 @@ function convert(
     default:
       if (spec.choices && !spec.choices.includes(raw)) {
         throw new UsageError(`${from} must be one of ${spec.choices.join(", ")}, got "${raw}"`);
+      }
+      if (spec.form === "ipv4" && raw !== "" && !isIp(raw)) {
+        throw new UsageError(`${from} expects an IPv4 address like 198.18.0.1, got "${raw}"`);
       }
       void name;
       return raw;

@@ -1,12 +1,20 @@
 /**
- * Renders leases as the `weft leases` table (subnet, public IP, backend, expires in). It takes
- * listed leases, whose expiry is always known.
+ * Renders leases as the `weft leases` table (subnet, public IP, backend, expires in) and its
+ * `--json` rows. Lease content is whatever anyone wrote to the registry: every field shown is
+ * turned into a bounded printable string here (a number, object or escape sequence where a
+ * string belongs never crashes the command nor reaches the terminal raw). It takes listed
+ * leases, whose expiry is always known.
  */
 import { formatCidr } from "../base/ipv4.ts";
+import { preview } from "../base/preview.ts";
 import { type KnownLease, leaseBackendType } from "../lease/codec.ts";
+
+/** The widest a column may grow from registry content (a MAC is 17, an IPv4 address 15). */
+const MAX_CELL = 40;
 
 function expiresIn(l: KnownLease, now: number): string {
   if (l.expiresAt === null) return "never (reserved)";
+  if (!Number.isFinite(l.expiresAt)) return "?";
   const s = Math.max(0, Math.round((l.expiresAt - now) / 1000));
   if (s >= 3600) {
     return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
@@ -15,14 +23,28 @@ function expiresIn(l: KnownLease, now: number): string {
   return `${s}s`;
 }
 
+/** ISO time of an expiry, null for none, "?" for one no Date can hold. */
+function expiresAt(l: KnownLease): string | null {
+  if (l.expiresAt === null) return null;
+  const d = new Date(l.expiresAt);
+  return Number.isNaN(d.getTime()) ? "?" : d.toISOString();
+}
+
+/** BackendData.VtepMAC as text: "" when absent, anything else shown as it is (bounded). */
+function vtepMac(data: unknown): string {
+  if (typeof data !== "object" || data === null || Array.isArray(data)) return "";
+  const mac = (data as Record<string, unknown>).VtepMAC;
+  return mac === undefined || mac === null ? "" : preview(mac, MAX_CELL);
+}
+
 export function leaseRows(leases: KnownLease[], now = Date.now()) {
   return [...leases].sort((a, b) => a.subnet.ip - b.subnet.ip).map((l) => ({
     subnet: formatCidr(l.subnet),
-    publicIP: l.attrs.publicIP,
-    backend: leaseBackendType(l.attrs),
-    vtepMAC: (l.attrs.backendData as { VtepMAC?: string } | undefined)?.VtepMAC ?? "",
+    publicIP: preview(l.attrs.publicIP, MAX_CELL),
+    backend: preview(leaseBackendType(l.attrs), MAX_CELL),
+    vtepMAC: vtepMac(l.attrs.backendData),
     expiresIn: expiresIn(l, now),
-    expiresAt: l.expiresAt === null ? null : new Date(l.expiresAt).toISOString(),
+    expiresAt: expiresAt(l),
   }));
 }
 

@@ -41,14 +41,19 @@ export async function main(args: string[], env = Deno.env.toObject()): Promise<n
       return await runCni();
     }
     if (first === "version" || first === "--version") {
+      noArguments(args.slice(1));
       console.log(`weft ${VERSION}`);
       return 0;
     }
     if (first === "help" || first === "--help" || first === "-h") {
+      noArguments(args.slice(1));
       console.log(USAGE);
       return 0;
     }
-    if (first === "cni") return await runCni();
+    if (first === "cni") {
+      noArguments(args.slice(1));
+      return await runCni();
+    }
     if (first === "config") return await configCommand(args.slice(1), env);
     if (first === "leases") return await leasesCommand(args.slice(1), env);
     if (first === "cleanup") {
@@ -89,6 +94,12 @@ export function reportError(e: unknown): number {
   }
   console.error(`weft: ${err instanceof ConfigError ? "config: " : ""}${err.message ?? err}`);
   return 1;
+}
+
+/** Commands without flags or arguments (version, help, cni) refuse any, like the others. */
+function noArguments(rest: string[]): void {
+  const { positional } = parseFlags(rest, {}, {});
+  if (positional.length) throw new UsageError(`unexpected argument "${positional[0]}"`);
 }
 
 async function initLogging(v: FlagValues) {

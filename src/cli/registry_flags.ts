@@ -10,6 +10,7 @@
  */
 import { type FlagValues, UsageError } from "./flags.ts";
 import type { RegistryOptions } from "../registry/open.ts";
+import { normalizeEndpoint } from "../registry/etcd/endpoint.ts";
 
 /**
  * Checks the registry flags' forms (usage errors) before anything is started, and picks etcd
@@ -35,8 +36,10 @@ export function checkRegistryFlags(v: FlagValues, given: Set<string> = new Set()
   if (v.registry !== "etcd") return endpoints;
   if (endpoints.length === 0) throw new UsageError("--etcd-endpoints is empty");
   for (const e of endpoints) {
-    if (!/^https?:\/\/[^/]+/.test(e)) {
-      throw new UsageError(`--etcd-endpoints: "${e}" is not a URL like http://127.0.0.1:2379`);
+    if (normalizeEndpoint(e) === null) {
+      throw new UsageError(
+        `--etcd-endpoints: "${e}" is not a URL like http://127.0.0.1:2379 (http(s)://host[:port])`,
+      );
     }
   }
   return endpoints;

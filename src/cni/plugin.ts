@@ -15,7 +15,7 @@
  * ```
  */
 import { CniCode, CniError, errorJson, subnetEnvCniError } from "./errors.ts";
-import { execDelegate } from "./delegate.ts";
+import { execDelegate, findPlugin } from "./delegate.ts";
 import { buildDelegate, type NetConf, parseNetConf } from "./netconf.ts";
 import { readSubnetEnv, type SubnetEnv, SubnetEnvError } from "../config/subnet_env.ts";
 
@@ -116,9 +116,22 @@ async function cmdAdd(run: CniRun, conf: NetConf): Promise<CniOutput> {
   requireEnv(run.env, ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"]);
   const env = await readEnv(conf.subnetFile);
   const delegate = buildDelegate(conf, env);
+  const id = run.env.CNI_CONTAINERID!;
+  // A missing delegate fails ADD before anything is saved: nothing was created, and a saved
+  // config would make every DEL look for the missing plugin again, failing forever.
+  await findPlugin(delegate.type as string, run.env.CNI_PATH ?? "");
   // Saved before running the delegate: if ADD fails half-way, the runtime's DEL can clean up.
-  await saveScratch(conf, run.env.CNI_CONTAINERID!, delegate);
-  return await execDelegate(delegate.type as string, "ADD", run.env, JSON.stringify(delegate));
+  await saveScratch(conf, id, delegate);
+  try {
+    return await execDelegate(delegate.type as string, "ADD", run.env, JSON.stringify(delegate));
+  } catch (e) {
+    // The delegate never ran (vanished or not executable): there is nothing for DEL to undo.
+    // One killed on timeout may have done half its work, so its config stays for DEL.
+    if (!(e instanceof CniError && e.code === CniCode.TryAgainLater)) {
+      await Deno.remove(scratchPath(conf, id)).catch(() => {});
+    }
+    throw e;
+  }
 }
 
 async function cmdDel(run: CniRun, conf: NetConf): Promise<CniOutput> {
@@ -212,6 +225,14 @@ export async function runCni(opts: CniRun): Promise<CniOutput> {
     const conf = parseNetConf(opts.stdin);
     if (conf.cniVersion) version = conf.cniVersion;
     checkVersion(conf.cniVersion);
+    if (command === "ADD" && !conf.cniVersion) {
+      // The runtime must say which result format it wants (DEL stays lenient: it cleans up).
+      throw new CniError(
+        CniCode.InvalidConfig,
+        `the network config has no "cniVersion"`,
+        `set it to one of ${SUPPORTED_VERSIONS.join(", ")} (e.g. "${LATEST}")`,
+      );
+    }
     switch (command) {
       case "ADD":
         return await cmdAdd(opts, conf);

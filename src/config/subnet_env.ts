@@ -64,7 +64,15 @@ export function renderSubnetEnv(e: SubnetEnv): string {
 
 export async function writeSubnetEnv(path: string, e: SubnetEnv): Promise<void> {
   const dir = dirname(path);
-  await Deno.mkdir(dir, { recursive: true });
+  try {
+    // 0755 explicitly: under umask 000 the default would leave it world-writable.
+    await Deno.mkdir(dir, { recursive: true, mode: 0o755 });
+  } catch (err) {
+    throw new ConfigError(
+      `cannot create the directory ${dir} for the subnet file: ${(err as Error).message}; ` +
+        `create it (writable by weft) or point --subnet-file elsewhere`,
+    );
+  }
   const tmp = `${path}.tmp-${Deno.pid}`;
   try {
     await Deno.writeTextFile(tmp, renderSubnetEnv(e), { mode: 0o644 });

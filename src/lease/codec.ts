@@ -12,6 +12,7 @@
 import { formatIp, type Ipv4Net, isIp, maskOf, parseIp } from "../base/ipv4.ts";
 import { field } from "../config/network.ts";
 import { ipv4Problem } from "../config/unicast.ts";
+import { preview } from "../base/preview.ts";
 import type { Expiry, WatchedExpiry } from "../registry/contract/registry.ts";
 
 /** What a node publishes about itself (flannel's LeaseAttrs). */
@@ -59,12 +60,12 @@ export function parseSubnetKey(key: string): Ipv4Net {
   // One spelling per subnet: no zero-padded octets (parseIp) or lengths.
   const m = /^(\d+\.\d+\.\d+\.\d+)-(0|[1-9]\d?)$/.exec(v4);
   if (!m || Number(m[2]) > 32 || !isIp(m[1])) {
-    throw new LeaseFormatError(`lease key "${key}" is not of the form a.b.c.d-len`);
+    throw new LeaseFormatError(`lease key "${preview(key)}" is not of the form a.b.c.d-len`);
   }
   const ip = parseIp(m[1]);
   const prefix = Number(m[2]);
   if (((ip & maskOf(prefix)) >>> 0) !== ip) {
-    throw new LeaseFormatError(`lease key "${key}" has host bits set`);
+    throw new LeaseFormatError(`lease key "${preview(key)}" has host bits set`);
   }
   return { ip, prefix };
 }
@@ -111,20 +112,22 @@ export function decodeLeaseValue(value: string): LeaseAttrs {
   try {
     o = JSON.parse(value);
   } catch {
-    throw new LeaseFormatError(`lease value is not JSON: ${value.slice(0, 80)}`);
+    throw new LeaseFormatError(`lease value is not JSON: ${preview(value)}`);
   }
   if (!o || typeof o !== "object" || Array.isArray(o)) {
-    throw new LeaseFormatError(`lease value is not a JSON object: ${value.slice(0, 80)}`);
+    throw new LeaseFormatError(`lease value is not a JSON object: ${preview(value)}`);
   }
   const r = o as Record<string, unknown>;
   const ip = field(r, "PublicIP");
   if (typeof ip !== "string" || !isIp(ip)) {
-    throw new LeaseFormatError(`lease PublicIP ${JSON.stringify(ip)} is not an IPv4 address`);
+    throw new LeaseFormatError(
+      `lease PublicIP ${preview(JSON.stringify(ip))} is not an IPv4 address`,
+    );
   }
   const v6 = field(r, "PublicIPv6");
   const bt = field(r, "BackendType");
   if (bt !== undefined && bt !== null && typeof bt !== "string") {
-    throw new LeaseFormatError(`lease BackendType ${JSON.stringify(bt)} is not a string`);
+    throw new LeaseFormatError(`lease BackendType ${preview(JSON.stringify(bt))} is not a string`);
   }
   return {
     publicIP: ip,

@@ -14,6 +14,7 @@ import {
   peerProblem,
 } from "./codec.ts";
 import { metrics } from "../base/metrics.ts";
+import { preview } from "../base/preview.ts";
 
 const log = getLogger(["weft", "lease"]);
 const malformed = metrics.counter(
@@ -31,9 +32,10 @@ class BadLeases {
     this.#reported.add(id);
     if (this.#reported.size > 10_000) this.#reported.clear();
     malformed.inc();
+    // Registry content is hostile: quote it bounded and printable.
     log.warn("skipping malformed lease {key}: {error}; fix or delete that registry key", {
-      key,
-      error: problem,
+      key: preview(key),
+      error: preview(problem, 300),
     });
   }
 }

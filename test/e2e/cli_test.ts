@@ -149,3 +149,105 @@ Deno.test("leases lists flanneld-written leases, skips garbage, and --json", asy
     assert.equal(rows[1].expiresAt, null);
   });
 });
+
+Deno.test("leases: fields of the wrong type never crash the table or --json", async () => {
+  await withDir(async (dir) => {
+    const huge = "x".repeat(20_000); // a KV value holds at most 64 KiB
+    const values: Record<string, string> = {
+      "198.19.1.0-24": `{"PublicIP":"198.18.0.1","BackendType":"vxlan","BackendData":` +
+        `{"VNI":1,"VtepMAC":12345}}`,
+      "198.19.2.0-24": `{"PublicIP":"198.18.0.2","PublicIPv6":42,"BackendType":"vxlan",` +
+        `"BackendData":{"VtepMAC":{"evil":[1,2]}}}`,
+      "198.19.3.0-24": `{"PublicIP":"198.18.0.3","BackendType":"host-gw","BackendData":[1,2]}`,
+      "198.19.4.0-24": `{"PublicIP":"198.18.0.4","BackendType":"host-gw","BackendData":"str"}`,
+      "198.19.5.0-24": `{"PublicIP":"198.18.0.5","BackendType":null,"BackendData":null,` +
+        `"PublicIPv6":{"a":1}}`,
+      "198.19.6.0-24": `{"PublicIP":"198.18.0.6","BackendType":"${huge}",` +
+        `"BackendData":{"VtepMAC":"\\u001b[31m${huge}"}}`,
+      "198.19.7.0-24": `{"PublicIP":"198.18.0.7","BackendType":"vxlan","BackendData":` +
+        `{"VtepMAC":null}}`,
+      // Not decodable at all: skipped with a bounded warning.
+      "198.19.8.0-24": `{"PublicIP":12,"BackendType":"vxlan"}`,
+      "198.19.9.0-24": `{"PublicIP":"198.18.0.9","BackendType":{"x":1}}`,
+      "198.19.10.0-24": `{"PublicIP":"${huge}"}`,
+      "198.19.11.0-24": `[1,2,3]`,
+      "198.19.12.0-24": `null`,
+      "198.19.13.0-24": `"198.18.0.13"`,
+    };
+    const r = await openKvRegistry({ path: `${dir}/r.kv` });
+    try {
+      for (const [k, v] of Object.entries(values)) await r.createLease(k, v, 3600);
+    } finally {
+      await r.close();
+    }
+    const t = await weft(["leases", "--kv-path", `${dir}/r.kv`]);
+    assert.equal(t.code, 0, t.stderr.slice(0, 2000));
+    const lines = t.stdout.trim().split("\n");
+    assert.equal(lines.length, 1 + 7, t.stdout.slice(0, 2000));
+    assert.match(lines[1], /^198\.19\.1\.0\/24\s+198\.18\.0\.1\s+vxlan\s+12345\s/);
+    assert.match(lines[5], /^198\.19\.5\.0\/24\s+198\.18\.0\.5\s+udp\s+-\s/);
+    for (const l of lines) assert.ok(l.length < 400, `a line of ${l.length} characters`);
+    assert.ok(!t.stdout.includes("\x1b"), "a control character from the registry was printed");
+    for (const k of ["8", "9", "10", "11", "12", "13"]) {
+      assert.match(t.stderr, new RegExp(`malformed lease 198\\.19\\.${k}\\.0-24`));
+    }
+    assert.ok(t.stderr.length < 8000, `stderr of ${t.stderr.length} characters`);
+
+    const j = await weft(["leases", "--json", "--kv-path", `${dir}/r.kv`]);
+    assert.equal(j.code, 0, j.stderr.slice(0, 2000));
+    const rows = JSON.parse(j.stdout);
+    assert.equal(rows.length, 7);
+    for (const row of rows) {
+      for (const f of ["subnet", "publicIP", "backend", "vtepMAC", "expiresIn"]) {
+        assert.equal(typeof row[f], "string", `${f} of ${row.subnet}: ${typeof row[f]}`);
+      }
+    }
+    assert.equal(rows[0].vtepMAC, "12345");
+    assert.equal(rows[6].vtepMAC, "");
+  });
+});
+
+Deno.test("usage errors found before anything starts: forms, bounds, unknown flags, exit 2", async () => {
+  await withDir(async (dir) => {
+    // Should a check regress, the agent started here must change nothing on this host.
+    const kv = [
+      "--kv-path",
+      `${dir}/r.kv`,
+      "--subnet-file",
+      `${dir}/s.env`,
+      "--iptables-forward-rules=false",
+    ];
+    await weft(["config", "set", "-", "--kv-path", `${dir}/r.kv`], {
+      stdin: `{"Network":"198.19.0.0/16","Backend":{"Type":"alloc"}}`,
+    });
+    const cases: [string[], RegExp][] = [
+      [["run", ...kv, "--public-ip", "bogus"], /--public-ip expects an IPv4 address .*got "bogus"/],
+      [["run", ...kv, "--public-ip=198.18.0.300"], /--public-ip expects an IPv4 address/],
+      [["run", ...kv, "--iface-can-reach=nowhere"], /--iface-can-reach expects an IPv4 address/],
+      [
+        ["run", "--registry=etcd", "--etcd-endpoints=http://198.18.0.1:notaport"],
+        /--etcd-endpoints: "http:\/\/198\.18\.0\.1:notaport" is not a URL/,
+      ],
+      [
+        ["leases", "--etcd-endpoints=http://198.18.0.1:99999"],
+        /--etcd-endpoints: "http:\/\/198\.18\.0\.1:99999" is not a URL/,
+      ],
+      [
+        ["run", ...kv, "--subnet-lease-ttl=9000000001"],
+        /--subnet-lease-ttl must be between 2 and 9000000000 .*etcd.*, got 9000000001/,
+      ],
+      [["version", "--frob"], /unknown flag --frob/],
+      [["--version", "--frob"], /unknown flag --frob/],
+      [["help", "--frob"], /unknown flag --frob/],
+      [["version", "extra"], /unexpected argument "extra"/],
+    ];
+    const wrong: string[] = [];
+    for (const [args, re] of cases) {
+      const r = await weft(args, { timeoutMs: 15_000 });
+      if (r.code !== 2 || !re.test(r.stderr) || r.stderr.trim().split("\n").length !== 1) {
+        wrong.push(`weft ${args.join(" ")}: exit ${r.code}: ${r.stderr.trim()}`);
+      }
+    }
+    assert.deepEqual(wrong, []);
+  });
+});

@@ -254,3 +254,61 @@ Deno.exit(await cniMain());\n`,
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("CNI DEL succeeds after an ADD whose delegate plugin was missing", async () => {
+  const dir = await Deno.makeTempDir({ prefix: `weft-cni-${RUN}-` });
+  try {
+    await Deno.writeTextFile(`${dir}/subnet.env`, SUBNET_ENV);
+    await Deno.mkdir(`${dir}/no-plugins`);
+    const conf = JSON.stringify({
+      cniVersion: "1.0.0",
+      name: "weft-test",
+      type: "weft",
+      subnetFile: `${dir}/subnet.env`,
+      dataDir: `${dir}/data`,
+    });
+    const env = {
+      CNI_CONTAINERID: `gone-${RUN}`,
+      CNI_NETNS: `/var/run/netns/none-${RUN}`,
+      CNI_IFNAME: "eth0",
+      CNI_PATH: `${dir}/no-plugins`,
+    };
+    const add = await runCni({ env: { ...env, CNI_COMMAND: "ADD" }, stdin: conf });
+    assert.equal(add.code, 1);
+    assert.match(JSON.parse(add.stdout).msg, /failed to find plugin "bridge"/);
+    // Nothing was created, so nothing is left to delete: DEL succeeds with the same CNI_PATH
+    // (the runtime retries DEL with it until it succeeds) and with the real plugins.
+    const del = await runCni({ env: { ...env, CNI_COMMAND: "DEL" }, stdin: conf });
+    assert.deepEqual(del, { code: 0, stdout: "" }, `DEL: ${del.stdout}`);
+    const del2 = await runCni({ env: { ...env, CNI_COMMAND: "DEL", CNI_PATH }, stdin: conf });
+    assert.deepEqual(del2, { code: 0, stdout: "" }, `DEL: ${del2.stdout}`);
+    await assert.rejects(Deno.stat(`${dir}/data/gone-${RUN}`), Deno.errors.NotFound);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("CNI ADD without cniVersion is an invalid config", async () => {
+  const dir = await Deno.makeTempDir({ prefix: `weft-cni-${RUN}-` });
+  try {
+    await Deno.writeTextFile(`${dir}/subnet.env`, SUBNET_ENV);
+    const env = {
+      CNI_COMMAND: "ADD",
+      CNI_CONTAINERID: `nover-${RUN}`,
+      CNI_NETNS: `/var/run/netns/none-${RUN}`,
+      CNI_IFNAME: "eth0",
+      CNI_PATH,
+    };
+    const conf = { name: "n", type: "weft", subnetFile: `${dir}/subnet.env`, dataDir: `${dir}/d` };
+    for (const cniVersion of [undefined, ""]) {
+      const r = await runCni({ env, stdin: JSON.stringify({ ...conf, cniVersion }) });
+      assert.equal(r.code, 1, r.stdout);
+      const err = JSON.parse(r.stdout);
+      assert.equal(err.code, 7, r.stdout);
+      assert.match(err.msg, /no "cniVersion"/);
+    }
+    await assert.rejects(Deno.stat(`${dir}/d/nover-${RUN}`), Deno.errors.NotFound);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -100,6 +100,7 @@ async function child(): Promise<void> {
         const s = openUdpSocket(parseIp(m.from), 0);
         try {
           const pkt = echoRequest(m.inner[0], m.inner[1]);
+          if (m.badChecksum) pkt[10] ^= 0xff; // the inner IPv4 header's checksum, broken
           if (!m.count) sendTo(s.fd, pkt, parseIp(m.to), 8285);
           else {
             // `count` copies as one UDP GSO message: separate datagrams on the wire, which the
@@ -426,6 +427,21 @@ if (Deno.env.get(CHILD_ENV)) {
         after = await a.countersWhen((c) => c.rxPackets > before.rxPackets);
         assert.equal(after.rxPackets, before.rxPackets + 1, "the member's packet was delivered");
         assert.equal(after.drops.not_member, before.drops.not_member + 1);
+
+        // From a member but with a broken inner IPv4 header checksum: dropped and counted,
+        // never written into the TUN (the kernel would drop it there without a trace).
+        await b.call({
+          cmd: "send",
+          from: "198.18.0.2",
+          to: "198.18.0.1",
+          inner: ["198.19.2.0", "198.19.1.0"],
+          badChecksum: true,
+        });
+        const bad = await a.countersWhen((c) => c.udpReadPackets > after.udpReadPackets);
+        assert.equal(bad.udpReadPackets, after.udpReadPackets + 1, JSON.stringify(bad));
+        assert.equal(bad.rxPackets, after.rxPackets, "a packet with a bad checksum was delivered");
+        assert.equal(bad.drops.bad_checksum, (after.drops.bad_checksum ?? 0) + 1);
+        after = bad;
 
         // Three datagrams arriving as one UDP GRO buffer are split and all delivered.
         await b.call({

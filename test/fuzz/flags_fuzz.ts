@@ -9,6 +9,7 @@ import fc from "fast-check";
 import { agentFlags } from "../../src/cli/agent_flags.ts";
 import { type FlagSpec, type FlagTable, parseFlags, UsageError } from "../../src/cli/flags.ts";
 import { type FuzzTarget, PROTO_KEYS, valueOrTyped } from "./harness.ts";
+import { isIp } from "../../src/base/ipv4.ts";
 
 const synthetic: FlagTable = {
   "count": { type: "int", default: 3, help: "unbounded int" },
@@ -40,6 +41,9 @@ function valueFor(s: FlagSpec): fc.Arbitrary<string | number | boolean | string[
         { minLength: 1, maxLength: 4 },
       );
     default:
+      if (s.form === "ipv4") {
+        return fc.oneof(fc.constant(""), fc.ipV4().filter((ip) => !/(^|\.)0\d/.test(ip)));
+      }
       return s.choices ? fc.constantFrom(...s.choices) : fc.string({ maxLength: 12 });
   }
 }
@@ -105,7 +109,8 @@ function checkTypes(t: FlagTable, values: Record<string, unknown>, given: Set<st
       ? typeof v === "boolean"
       : s.type === "list"
       ? Array.isArray(v) && v.every((x) => typeof x === "string" && x !== "")
-      : typeof v === "string" && (!s.choices || s.choices.includes(v));
+      : typeof v === "string" && (!s.choices || s.choices.includes(v)) &&
+        (s.form !== "ipv4" || v === "" || isIp(v));
     if (!ok) throw new Error(`--${k} (${s.type}) parsed as ${JSON.stringify(v)}`);
   }
 }

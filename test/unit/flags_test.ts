@@ -108,3 +108,23 @@ Deno.test("an int beyond 2^53 is a usage error, not a rounded number (fuzz)", ()
     (e) => e instanceof UsageError && e.message.includes("WEFT_V"),
   );
 });
+
+Deno.test("--subnet-lease-ttl is bounded by etcd's longest lease; addresses are checked", () => {
+  const ttl = (v: string) => parseFlags([`--subnet-lease-ttl=${v}`], agentFlags, {}).values;
+  assert.equal(ttl("9000000000")["subnet-lease-ttl"], 9_000_000_000);
+  assert.equal(ttl(String(30 * 86_400))["subnet-lease-ttl"], 2_592_000);
+  assert.throws(
+    () => ttl("9000000001"),
+    /--subnet-lease-ttl must be between 2 and 9000000000 \(etcd's longest lease TTL\), got/,
+  );
+  assert.throws(() => ttl("9000000001"), UsageError);
+  assert.throws(
+    () => parseFlags(["--public-ip=198.18.0"], agentFlags, {}),
+    /--public-ip expects an IPv4 address/,
+  );
+  assert.throws(
+    () => parseFlags([], agentFlags, { FLANNELD_PUBLIC_IP: "x" }),
+    /FLANNELD_PUBLIC_IP expects an IPv4 address/,
+  );
+  assert.equal(parseFlags(["--public-ip="], agentFlags, {}).values["public-ip"], "");
+});

@@ -9,6 +9,7 @@ import {
   writeSubnetEnv,
 } from "../../src/config/subnet_env.ts";
 import { formatCidr, parseCidr } from "../../src/base/ipv4.ts";
+import { openRegistry } from "../../src/registry/open.ts";
 
 Deno.test("subnet.env has flannel's exact format", () => {
   const text = renderSubnetEnv({
@@ -109,4 +110,49 @@ Deno.test("subnet.env: FLANNEL_MTU in decimal digits only, as flannel's CNI read
     );
   }
   assert.equal(parseSubnetEnv(text.replace("MTU=1450", "MTU= 1400 "), "/p").mtu, 1400);
+});
+
+Deno.test("subnet.env: a directory that cannot be made is named, with what to do", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "weft-senv-" });
+  try {
+    await Deno.writeTextFile(`${dir}/file`, "not a directory");
+    const env = {
+      network: parseCidr("198.19.0.0/16"),
+      subnet: parseCidr("198.19.4.0/24"),
+      mtu: 1450,
+      ipMasq: false,
+    };
+    await assert.rejects(
+      writeSubnetEnv(`${dir}/file/run/subnet.env`, env),
+      (e: Error) => {
+        assert.match(e.message, new RegExp(`cannot create the directory ${dir}/file/run`));
+        assert.match(e.message, /--subnet-file/);
+        return true;
+      },
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("directories weft creates are 0755 even under umask 000", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "weft-senv-" });
+  const old = Deno.umask(0);
+  try {
+    await writeSubnetEnv(`${dir}/a/b/subnet.env`, {
+      network: parseCidr("198.19.0.0/16"),
+      subnet: parseCidr("198.19.4.0/24"),
+      mtu: 1450,
+      ipMasq: false,
+    });
+    const r = await openRegistry({ kind: "kv", prefix: "/weft-test", kvPath: `${dir}/k/v/r.kv` });
+    await r.close();
+    for (const d of ["a", "a/b", "k", "k/v"]) {
+      const mode = (await Deno.stat(`${dir}/${d}`)).mode! & 0o777;
+      assert.equal(mode.toString(8), "755", `${d} has mode ${mode.toString(8)}`);
+    }
+  } finally {
+    Deno.umask(old);
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -54,7 +54,6 @@ import {
   l4ChecksumOk,
   PSH,
   Rand,
-  refFold,
   refPseudo,
   refSum,
   RST,
@@ -489,34 +488,24 @@ function randomSequence(r: Rand): Datagram[] {
 
 /** The packet weft writes for a datagram (TTL decremented), or null when it drops it. */
 function expectedPacket(d: Uint8Array): Uint8Array | null {
-  if (d.length < 20 || d[0] >> 4 !== 4) return null;
-  const ihl = ihlOf(d);
-  const total = u16(d, 2);
-  if (ihl < 20 || ihl > d.length || total < ihl || total > d.length) return null;
-  if (d[8] <= 1) return null;
-  const p = d.slice(0, total);
-  const valid = ipHeaderOk(p);
-  // RFC 1624 eqn. 3 (keeps a wrong header checksum exactly as wrong); a full recomputation
-  // for a correct one (the same value).
-  const hc = u16(p, 10);
-  const m = u16(p, 8);
+  if (dropReason(d) !== null) return null;
+  const p = d.slice(0, u16(d, 2));
   p[8]--;
-  if (valid) setIpChecksum(p);
-  else {
-    const c = ~refFold((~hc & 0xffff) + (~m & 0xffff) + u16(p, 8)) & 0xffff;
-    p[10] = c >> 8;
-    p[11] = c & 0xff;
-  }
+  setIpChecksum(p);
   return p;
 }
 
-/** Why a datagram is dropped (for the counters), or null. */
-function dropReason(d: Uint8Array): "notV4" | "malformed" | "ttl" | null {
+/**
+ * Why a datagram is dropped (for the counters), or null. A wrong inner header checksum is a
+ * counted drop (issue #10): written into the TUN, the kernel would drop it without a trace.
+ */
+function dropReason(d: Uint8Array): "notV4" | "malformed" | "badSum" | "ttl" | null {
   if (d.length < 20) return "malformed";
   if (d[0] >> 4 !== 4) return "notV4";
   const ihl = ihlOf(d);
   const total = u16(d, 2);
   if (ihl < 20 || ihl > d.length || total < ihl || total > d.length) return "malformed";
+  if (!ipHeaderOk(d)) return "badSum";
   return d[8] <= 1 ? "ttl" : null;
 }
 
@@ -913,6 +902,7 @@ interface Totals {
   ttl: number;
   malformed: number;
   notV4: number;
+  badSum: number;
 }
 
 /** Checks the FIFO output of every step against the expectation; returns totals. */
@@ -925,6 +915,7 @@ function check(rig: Rig, ds: readonly Datagram[], steps: readonly Step[], label:
     ttl: 0,
     malformed: 0,
     notV4: 0,
+    badSum: 0,
   };
   let at = 0;
   for (const [si, step] of steps.entries()) {
@@ -1013,6 +1004,7 @@ function checkCounters(
   assert.equal(d(RX.TTL), t.ttl, `${ctx}: TTL`);
   assert.equal(d(RX.MALFORMED), t.malformed, `${ctx}: MALFORMED`);
   assert.equal(d(RX.NOT_IPV4), t.notV4, `${ctx}: NOT_IPV4`);
+  assert.equal(d(RX.BAD_CHECKSUM), t.badSum, `${ctx}: BAD_CHECKSUM`);
   assert.equal(d(RX.NOT_MEMBER), 0, `${ctx}: NOT_MEMBER`);
   assert.equal(d(RX.TUN_WRITE_ERROR), 0, `${ctx}: TUN_WRITE_ERROR`);
   assert.equal(d(RX.COALESCED_PACKETS), t.supers, `${ctx}: COALESCED_PACKETS`);
@@ -1054,6 +1046,7 @@ async function fuzz(o: RigOptions, sequences: number, seed: number) {
       ttl: 0,
       malformed: 0,
       notV4: 0,
+      badSum: 0,
     };
     let datagrams = 0, maxSegs = 0, nearLimit = 0;
     for (let i = 0; i < sequences; i++) {
@@ -1077,12 +1070,14 @@ async function fuzz(o: RigOptions, sequences: number, seed: number) {
     assert.ok(all.supers > sequences, `${all.supers} super-packets`);
     assert.ok(all.superSegs > all.supers * 3, `${all.superSegs} merged segments`);
     assert.ok(all.ttl > 10 && all.malformed > 5 && all.notV4 > 2, JSON.stringify(all));
+    assert.ok(all.badSum > 2, `${all.badSum} bad header checksums: ${JSON.stringify(all)}`);
     assert.ok(nearLimit > 0, "no super-packet reached the 64 KiB limit");
     if (o.gro) assert.equal(maxSegs, MAX_SEGMENTS, "the 64-segment limit was not reached");
     console.log(
       `${sequences} sequences, ${datagrams} datagrams: ${all.packets} packets written, ` +
         `${all.supers} super-packets of ${all.superSegs} segments (max ${maxSegs}), ` +
-        `drops ttl ${all.ttl} malformed ${all.malformed} not-ipv4 ${all.notV4}`,
+        `drops ttl ${all.ttl} malformed ${all.malformed} not-ipv4 ${all.notV4} ` +
+        `bad-checksum ${all.badSum}`,
     );
   });
 }

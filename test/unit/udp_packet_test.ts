@@ -252,6 +252,7 @@ Deno.test("forwarder metrics: sync adds counter growth and survives a counter re
       not_member: 0,
       malformed: 0,
       not_ipv4: 0,
+      bad_checksum: 2 * noRoute,
       ttl: 0,
       send_error: 0,
       tun_write_error: 0,
@@ -272,6 +273,7 @@ Deno.test("forwarder metrics: sync adds counter growth and survives a counter re
   const tso = metrics.counter("weft_udp_tun_tso_segments_total", "");
   const drops = metrics.counter("weft_udp_dropped_packets_total", "");
   const tx0 = tx.get(), tso0 = tso.get(), nr0 = drops.get({ reason: "no_route" });
+  const bs0 = drops.get({ reason: "bad_checksum" });
   let cur = snap(10, 1);
   const m = new ForwarderMetrics(() => cur);
   m.sync();
@@ -282,6 +284,7 @@ Deno.test("forwarder metrics: sync adds counter growth and survives a counter re
   assert.equal(tso.get() - tso0, 50);
   assert.equal(metrics.gauge("weft_udp_tun_offload", "").get(), 1);
   assert.equal(drops.get({ reason: "no_route" }) - nr0, 3);
+  assert.equal(drops.get({ reason: "bad_checksum" }) - bs0, 6);
   cur = snap(4, 0); // a new forwarder counting from 0
   m.sync();
   assert.equal(tx.get() - tx0, 29);

@@ -61,6 +61,8 @@ export const RX = {
   /** Super-packets written into the TUN (coalesced TCP segments), and the segments in them. */
   COALESCED_PACKETS: 27,
   COALESCED_SEGMENTS: 28,
+  /** Packets whose inner IPv4 header checksum is wrong (the kernel would drop them unseen). */
+  BAD_CHECKSUM: 29,
 } as const;
 
 const SLOTS = 32;
@@ -75,6 +77,7 @@ export type DropReason =
   | "not_member"
   | "malformed"
   | "not_ipv4"
+  | "bad_checksum"
   | "ttl"
   | "send_error"
   | "tun_write_error";
@@ -128,6 +131,7 @@ export function readCounters(c: Float64Array): ForwarderCounters {
       not_member: c[RX.NOT_MEMBER],
       malformed: c[TX.MALFORMED] + c[RX.MALFORMED],
       not_ipv4: c[TX.NOT_IPV4] + c[RX.NOT_IPV4],
+      bad_checksum: c[RX.BAD_CHECKSUM],
       ttl: c[TX.TTL] + c[RX.TTL],
       send_error: c[TX.SEND_ERROR],
       tun_write_error: c[RX.TUN_WRITE_ERROR],

@@ -30,7 +30,8 @@ const icmpSent = metrics.counter(
 const dropped = metrics.counter(
   "weft_udp_dropped_packets_total",
   "Packets dropped by the udp forwarder, by reason (no_route: no peer owns the destination; " +
-    "not_member: datagram from an address that is no peer; malformed; not_ipv4; ttl: TTL " +
+    "not_member: datagram from an address that is no peer; malformed; not_ipv4; bad_checksum: " +
+    "inner IPv4 header checksum wrong; ttl: TTL " +
     "expired; send_error; tun_write_error).",
 );
 

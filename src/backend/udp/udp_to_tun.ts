@@ -35,7 +35,7 @@ import {
   nextSeq,
   VNET_HDR_LEN,
 } from "./offload.ts";
-import { words } from "./checksum.ts";
+import { headerChecksumOk, words } from "./checksum.ts";
 import { RX } from "./counters.ts";
 import type { PumpOptions } from "./tun_to_udp.ts";
 
@@ -124,6 +124,7 @@ export class UdpToTun {
       t.notMember =
       t.malformed =
       t.notV4 =
+      t.badSum =
       t.ttl =
         0;
     t.writeErr = t.superPackets = t.superSegments = 0;
@@ -159,6 +160,7 @@ export class UdpToTun {
     if (t.notMember) cnt[RX.NOT_MEMBER] += t.notMember;
     if (t.malformed) cnt[RX.MALFORMED] += t.malformed;
     if (t.notV4) cnt[RX.NOT_IPV4] += t.notV4;
+    if (t.badSum) cnt[RX.BAD_CHECKSUM] += t.badSum;
     if (t.ttl) cnt[RX.TTL] += t.ttl;
     if (t.writeErr) cnt[RX.TUN_WRITE_ERROR] += t.writeErr;
     if (t.superPackets) {
@@ -176,6 +178,7 @@ export class UdpToTun {
     notMember: 0,
     malformed: 0,
     notV4: 0,
+    badSum: 0,
     ttl: 0,
     writeErr: 0,
     superPackets: 0,
@@ -189,6 +192,12 @@ export class UdpToTun {
     if (len < 0) {
       if (len === BadPacket.NOT_IPV4) t.notV4++;
       else t.malformed++;
+      return;
+    }
+    // Checked before the TTL update, which patches the checksum incrementally and so would keep
+    // a wrong one wrong: the kernel would drop such a packet after the TUN, uncounted.
+    if (!headerChecksumOk(data, off, this.#words)) {
+      t.badSum++;
       return;
     }
     if (!decrementTtl(data, off)) {

@@ -13,6 +13,7 @@ import { isIP } from "node:net";
 import tls from "node:tls";
 import { Etcd3, type IOptions } from "etcd3";
 import { RegistryError } from "../contract/registry.ts";
+import { normalizeEndpoint } from "./endpoint.ts";
 
 export interface EtcdRegistryOptions {
   /** Client URLs, "http(s)://host[:port]" (port defaults to 2379). */
@@ -88,13 +89,13 @@ function allowIpTlsEndpoints(): void {
 
 /** `http(s)://host:port`, validated; the port defaults to 2379. */
 function parseEndpoint(e: string): string {
-  const m = /^(https?):\/\/(\[[0-9a-fA-F:.]+\]|[^/:\[\]]+)(?::(\d{1,5}))?\/?$/.exec(e.trim());
-  if (!m || (m[3] && Number(m[3]) > 65535)) {
+  const url = normalizeEndpoint(e);
+  if (url === null) {
     throw new RegistryError(
       `etcd endpoint "${e}" is not a URL of the form http(s)://host:port; fix --etcd-endpoints`,
     );
   }
-  return `${m[1]}://${m[2]}:${m[3] ?? "2379"}`;
+  return url;
 }
 
 async function readPem(path: string, flag: string): Promise<Buffer> {

@@ -45,7 +45,7 @@ async function target(opts: KvRegistryOptions): Promise<string> {
   }
   if (opts.path) {
     try {
-      await Deno.mkdir(dirname(opts.path), { recursive: true });
+      await Deno.mkdir(dirname(opts.path), { recursive: true, mode: 0o755 }); // whatever the umask
     } catch (e) {
       throw new RegistryError(
         `cannot create the directory for KV file ${opts.path}: ${(e as Error).message}`,
