@@ -17,6 +17,7 @@ import type { NetworkConfig } from "../config/network.ts";
 import type { Backend } from "../backend/backend.ts";
 import { type Part, runChecks } from "../backend/part.ts";
 import { PeerFailuresError } from "../backend/peer_errors.ts";
+import { checkUnderlayOverlap } from "../backend/routes.ts";
 import { Backoff, sleep } from "../base/async.ts";
 import { FatalError } from "../base/errors.ts";
 import { createBackend } from "./select_backend.ts";
@@ -125,6 +126,7 @@ export class Agent {
     if (!cfg) return;
     const backendName = this.opts.backendOverride || cfg.backendType;
     const ext = await selectExternalInterface(this.opts.iface);
+    checkUnderlayOverlap(cfg.network, ext); // else underlay routes would look like weft's
     log.info("using interface {name} ({addr}), public IP {pub}, backend {b}, network {net}", {
       name: ext.name,
       addr: ext.ifaceAddr,

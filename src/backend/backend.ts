@@ -73,6 +73,8 @@ export interface RouteScope {
   own: Ipv4Net | null;
   /** The external interface's ifindex, when known. */
   ext: number | null;
+  /** The config's SubnetLen (else the own subnet's prefix), when known: a lease's size. */
+  subnetLen: number | null;
 }
 
 /** Where an owner's removal reports: each thing removed (or, in a dry run, to be removed). */

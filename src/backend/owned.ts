@@ -39,6 +39,8 @@ export interface KernelFacts {
   own: Ipv4Net | null;
   /** The external interface's ifindex, when it could be determined. */
   extIndex: number | null;
+  /** The config's SubnetLen when known; else the own subnet's prefix is used. */
+  subnetLen?: number | null;
 }
 
 /** A route as `ip route` shows it, with interface names. */
@@ -53,7 +55,9 @@ export function describeRoute(r: Route, links: Link[]): string {
  * Pure: which devices and routes are the owners'. Devices: those an owner claims by name and
  * kind (under the current config, or any when the config is unknown). Routes: every main-table
  * route through those devices (they would vanish with the device anyway; listing them makes the
- * output complete), and, when the network is known, those an owner's `routes` predicate claims.
+ * output complete), and, when the network is known, those an owner's `routes` predicate claims:
+ * the same rule as the running agent's (routes.ts), so cleanup removes only routes weft made or
+ * flanneld's exact ones.
  */
 export function planKernel(owners: Owned[], f: KernelFacts): KernelPlan {
   const notes: string[] = [];
@@ -73,7 +77,12 @@ export function planKernel(owners: Owned[], f: KernelFacts): KernelPlan {
     } else notes.push(`left ${l.name}: it is a ${l.kind ?? "plain"} device, not one weft creates`);
   }
   const devIdx = new Set(devices.map((d) => d.link.index));
-  const scope = f.network && { network: f.network, own: f.own, ext: f.extIndex };
+  const scope = f.network && {
+    network: f.network,
+    own: f.own,
+    ext: f.extIndex,
+    subnetLen: f.subnetLen ?? f.own?.prefix ?? null,
+  };
   const routes: KernelPlan["routes"] = [];
   for (const r of f.routes) {
     const viaDevice = r.dev !== undefined && devIdx.has(r.dev) &&

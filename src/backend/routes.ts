@@ -1,57 +1,145 @@
 /**
- * Route bookkeeping shared by the kernel backends: which routes weft owns (destinations inside
- * the cluster network, on weft's devices) and the diff between what leases justify and what the
- * kernel has, so start-up reconciliation removes stale routes and installs missing ones.
+ * Which routes are weft's, and the diff between what leases justify and what the kernel has: the
+ * one rule the kernel backends' reconciliation (vxlan, host-gw) and `weft cleanup` apply before
+ * they delete a route. A route weft cannot prove it made is never deleted or changed, whatever
+ * its protocol: not the default route, not an operator's static route inside the cluster network,
+ * not a routing daemon's.
+ *
+ * **Marked.** Every route weft creates carries the route protocol {@link RTPROT_WEFT} (87, shown
+ * as `proto 87` by iproute2; name it with `87 weft` in /etc/iproute2/rt_protos.d/ if you like).
+ * 87 is unassigned in the kernel's list and in iproute2's rt_protos, and not used by the daemons
+ * that program routes next to CNIs: bird 12, zebra 11 and FRR 186–198, keepalived 18, dhcp 16,
+ * ra 9, babel 42, openr 99, Calico's Felix 80 (its vxlan routes), static 4, kernel 2, boot 3.
+ * Flannel nodes do not look at another host's route protocol, so interop is unchanged.
+ *
+ * **Adopted.** flanneld (and weft before the mark) wrote protocol `boot`, as does `ip route add`.
+ * A boot route is weft's only when it is exactly what flannel makes for a lease:
+ * - vxlan: `<subnet> via <subnet's first address> dev flannel.<VNI> onlink`;
+ * - host-gw (and vxlan's DirectRouting): `<subnet> via <peer IP> dev <external iface>`, no onlink,
+ *   the peer IP outside the Network (a public IP is an underlay address);
+ * where `<subnet>` is a SubnetLen-sized subnet of the Network, in the main table, metric 0, no
+ * source address. So `0.0.0.0/0 via gw`, a /16 or /28 static route via the gateway, a route with a
+ * metric or a `src` are never weft's. The one look-alike left is an operator's boot route of
+ * exactly that shape via another host; a Network that contains the host's own underlay address
+ * (where such routes live) is refused at start ({@link checkUnderlayOverlap}). Adopted routes
+ * that leases still justify are re-marked in place (replace, no gap), so later runs need no
+ * guessing.
+ *
+ * Common to both: destination inside the Network and not overlapping the node's own subnet (that
+ * is the bridge's), main table, unicast, metric 0, no source address.
+ *
+ * @example
+ * ```ts
+ * const mine = nl.routeList({}).filter((r) => isOwnedRoute(r, scope, { gateway: true }));
+ * const { del, add, adopt } = diffRoutes(want, mine);
+ * ```
  */
-import { type Route, RT_TABLE_MAIN, RTPROT_BOOT } from "../../ffi/libnl/mod.ts";
-import { contains, type Ipv4Net, parseCidr, sameNet } from "../base/ipv4.ts";
+import { type Route, RT_TABLE_MAIN, RTN_UNICAST, RTPROT_BOOT } from "../../ffi/libnl/mod.ts";
+import { ConfigError } from "../base/errors.ts";
+import { contains, formatCidr, type Ipv4Net, parseCidr, parseIp } from "../base/ipv4.ts";
 import type { RouteScope } from "./backend.ts";
 
-/** Identity of a route for diffing (table main). */
+/** The route protocol weft marks its routes with (see the module doc for why 87). */
+export const RTPROT_WEFT = 87;
+
+/** `r` as weft installs it: marked with {@link RTPROT_WEFT}. */
+export function marked(r: Route): Route {
+  return { ...r, protocol: RTPROT_WEFT };
+}
+
+/** Identity of a route for diffing (table main); the protocol is not part of it. */
 export function routeKey(r: Route): string {
   return `${r.dst}|${r.gw ?? ""}|${r.dev ?? ""}|${r.onlink ? 1 : 0}`;
 }
 
+function overlaps(a: Ipv4Net, b: Ipv4Net): boolean {
+  return a.prefix <= b.prefix ? contains(a, b.ip) : contains(b, a.ip);
+}
+
 /**
- * Routes that weft manages: destination inside `network`, not the own subnet, and through one
- * of `devices` (weft's vxlan device, or the external interface with a gateway for host-gw and
- * DirectRouting). Anything else (the pod bridge's own route, operator routes) is left alone.
+ * Whether `r` is weft's (module doc). `devices.vxlan`: weft's VTEP ifindex, whose routes are
+ * flannel's vxlan shape; `devices.gateway`: this backend makes routes via a gateway on the
+ * external interface (host-gw, DirectRouting), so flanneld's such routes are adopted. Marked
+ * routes on the external interface are weft's for any backend (a stale host-gw route after a
+ * switch to vxlan). An unset protocol (a route built by hand, not read) counts as boot.
  */
 export function isOwnedRoute(
   r: Route,
-  network: Ipv4Net,
-  own: Ipv4Net | null,
-  devices: { vxlan?: number; ext?: number },
+  s: RouteScope,
+  devices: { vxlan?: number; gateway?: boolean },
 ): boolean {
   if ((r.table ?? RT_TABLE_MAIN) !== RT_TABLE_MAIN) return false;
-  // weft and flanneld write "boot" routes; routing daemons (BGP, OSPF) use their own protocol.
-  if (r.protocol !== undefined && r.protocol !== RTPROT_BOOT) return false;
+  if ((r.type ?? RTN_UNICAST) !== RTN_UNICAST || r.metric || r.src !== undefined) return false;
+  const mark = r.protocol === RTPROT_WEFT;
+  if (!mark && r.protocol !== undefined && r.protocol !== RTPROT_BOOT) return false;
   let dst: Ipv4Net;
   try {
     dst = parseCidr(r.dst);
   } catch {
     return false;
   }
-  if (dst.prefix < network.prefix || !contains(network, dst.ip)) return false;
-  if (own && sameNet(dst, own)) return false;
-  if (devices.vxlan !== undefined && r.dev === devices.vxlan) return true;
-  return devices.ext !== undefined && r.dev === devices.ext && !!r.gw;
+  if (dst.prefix < s.network.prefix || !contains(s.network, dst.ip)) return false;
+  if (s.own && overlaps(dst, s.own)) return false;
+  if (r.gw === undefined || r.dev === undefined) return false;
+  const sized = s.subnetLen !== null && dst.prefix === s.subnetLen;
+  if (devices.vxlan !== undefined && r.dev === devices.vxlan) {
+    return r.onlink === true && (mark || (sized && parseIp(r.gw) === dst.ip));
+  }
+  if (s.ext === null || r.dev !== s.ext || r.onlink) return false;
+  if (mark) return true;
+  return devices.gateway === true && sized && !contains(s.network, parseIp(r.gw));
 }
 
 /**
- * Routes into the network via a gateway on the external interface (host-gw, vxlan's
- * DirectRouting), as {@link isOwnedRoute} decides: the `routes` declaration of those backends.
+ * Routes via a gateway on the external interface (host-gw, vxlan's DirectRouting), as
+ * {@link isOwnedRoute} decides: the `routes` declaration of those backends for `weft cleanup`.
  */
 export function isGatewayRoute(r: Route, s: RouteScope): boolean {
-  return s.ext !== null && isOwnedRoute(r, s.network, s.own, { ext: s.ext });
+  return isOwnedRoute(r, s, { gateway: true });
 }
 
-/** What to delete and what to install so the kernel holds exactly `want` of the owned routes. */
-export function diffRoutes(want: Route[], have: Route[]): { del: Route[]; add: Route[] } {
+/**
+ * What to delete, install and re-mark so the kernel holds exactly `want` of the owned routes
+ * `have`: `adopt` are wanted routes present without weft's mark (flanneld's), to be replaced in
+ * place with `want`'s marked route.
+ */
+export function diffRoutes(
+  want: Route[],
+  have: Route[],
+): { del: Route[]; add: Route[]; adopt: Route[] } {
   const wantKeys = new Set(want.map(routeKey));
-  const haveKeys = new Set(have.map(routeKey));
+  const haveByKey = new Map(have.map((r) => [routeKey(r), r]));
   return {
     del: have.filter((r) => !wantKeys.has(routeKey(r))),
-    add: want.filter((r) => !haveKeys.has(routeKey(r))),
+    add: want.filter((r) => !haveByKey.has(routeKey(r))),
+    adopt: want.filter((r) => {
+      const h = haveByKey.get(routeKey(r));
+      return h !== undefined && h.protocol !== RTPROT_WEFT;
+    }),
   };
+}
+
+/**
+ * Refuses a Network that contains this host's own underlay address (the external interface's or
+ * `--public-ip`): weft's routes would cover the underlay, and operators' routes there would be
+ * indistinguishable from a peer's.
+ */
+export function checkUnderlayOverlap(
+  network: Ipv4Net,
+  ext: { name: string; ifaceAddr: string; publicIP: string },
+): void {
+  for (
+    const [addr, what] of [
+      [ext.ifaceAddr, `the address of ${ext.name}, the external interface`],
+      [ext.publicIP, "the public IP (--public-ip)"],
+    ] as const
+  ) {
+    if (contains(network, parseIp(addr))) {
+      throw new ConfigError(
+        `the cluster Network ${formatCidr(network)} contains this host's underlay address ` +
+          `${addr} (${what}): pod subnets and routes would cover the underlay. Choose a Network ` +
+          `that does not overlap the hosts' addresses (weft config set), or another interface`,
+      );
+    }
+  }
 }

@@ -270,6 +270,7 @@ export async function cleanupCommand(
       network,
       own: sf.subnet,
       extIndex: ext?.index ?? null,
+      subnetLen: view.config?.subnetLen ?? null,
     });
     for (const n of plan.notes) rep.note(n);
     removeKernel(nl, plan, rep);

@@ -54,6 +54,8 @@ interface JRoute {
   dst: string;
   gateway?: string;
   dev: string;
+  /** Absent for "boot"; weft's routes say "87" (src/backend/routes.ts). */
+  protocol?: string;
   flags: string[];
 }
 
@@ -63,13 +65,14 @@ async function assertKernelState(c: Cluster, h: Host, peers: PeerFacts[], combo:
     .filter((r) => r.dst.startsWith("198.19.") && r.dev !== "cni0");
   const own = await facts(c, h, combo.backend === "vxlan");
   const fmtRoutes = routes.map((r) =>
-    `${r.dst} via ${r.gateway} dev ${r.dev}${r.flags.includes("onlink") ? " onlink" : ""}`
+    `${r.dst} via ${r.gateway} dev ${r.dev} proto ${r.protocol ?? "boot"}` +
+    `${r.flags.includes("onlink") ? " onlink" : ""}`
   ).sort();
   const direct = combo.backend === "host-gw" || combo.directRouting;
   const want = peers.map((p) =>
     direct
-      ? `${p.subnet} via ${p.host.ip} dev eth0`
-      : `${p.subnet} via ${p.subnetAddr} dev flannel.1 onlink`
+      ? `${p.subnet} via ${p.host.ip} dev eth0 proto 87`
+      : `${p.subnet} via ${p.subnetAddr} dev flannel.1 proto 87 onlink`
   ).sort();
   assert.deepEqual(fmtRoutes, want, `routes on ${h.name}`);
   if (combo.backend !== "vxlan") return;

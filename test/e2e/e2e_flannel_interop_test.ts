@@ -129,7 +129,11 @@ Deno.test({
           if (routes.includes("flannel.1")) break;
           await new Promise((r) => setTimeout(r, 100));
         }
-        assert.match(routes, /198\.19\.200\.0\/24 via 198\.19\.200\.0 dev flannel\.1 onlink/);
+        // flannel's route, marked as weft's (proto 87, see src/backend/routes.ts).
+        assert.match(
+          routes,
+          /198\.19\.200\.0\/24 via 198\.19\.200\.0 dev flannel\.1 proto 87 onlink/,
+        );
         const fdb = await c.exec(h, ["bridge", "fdb", "show", "dev", "flannel.1"]);
         assert.ok(fdb.includes(`${FLANNEL_MAC} dst ${h3.ip} self permanent`), fdb);
       }

@@ -2,6 +2,8 @@
  * The `host-gw` backend: per peer lease, `<peer subnet> via <peer public IP> dev <ext iface>`.
  * Every host must share one L2 segment. Refuses to start when the public IP is not the
  * interface's own address (peers could not route to it), and re-adds routes someone removed.
+ * Its routes carry weft's mark; reconciliation removes only routes routes.ts proves are weft's
+ * (marked, or flanneld's exact host-gw routes, which it re-marks).
  */
 import { getLogger } from "@logtape/logtape";
 import type { NetworkConfig } from "../../config/network.ts";
@@ -15,10 +17,11 @@ import {
   netlink,
   type Route,
   RT_TABLE_MAIN,
+  RTPROT_BOOT,
 } from "../../../ffi/libnl/mod.ts";
 import type { Backend, BackendContext, BackendPrepared, Owned } from "../backend.ts";
 import type { PeerEvent } from "../../lease/watch.ts";
-import { diffRoutes, isGatewayRoute, isOwnedRoute, routeKey } from "../routes.ts";
+import { diffRoutes, isGatewayRoute, isOwnedRoute, marked, routeKey } from "../routes.ts";
 import { PeerFailures } from "../peer_errors.ts";
 
 const log = getLogger(["weft", "host-gw"]);
@@ -59,7 +62,7 @@ export class HostGwBackend implements Backend {
   }
 
   routeFor(l: Lease): Route {
-    return { dst: formatCidr(l.subnet), gw: l.attrs.publicIP, dev: this.#ext.index };
+    return marked({ dst: formatCidr(l.subnet), gw: l.attrs.publicIP, dev: this.#ext.index });
   }
 
   apply(events: PeerEvent[]): Promise<void> {
@@ -68,11 +71,14 @@ export class HostGwBackend implements Backend {
       const r = this.routeFor(ev.lease);
       if (ev.type === "removed") {
         this.#peers.delete(ev.lease.key);
+        // Ours (marked), else flanneld's exact route; another protocol's is left alone.
         f.run(ev.lease.key, () => {
-          try {
-            this.#nl.routeDel(r);
-          } catch (e) {
-            if (!isNotFound(e)) throw e;
+          for (const protocol of [r.protocol, RTPROT_BOOT]) {
+            try {
+              return this.#nl.routeDel({ ...r, protocol });
+            } catch (e) {
+              if (!isNotFound(e)) throw e;
+            }
           }
         });
       } else {
@@ -85,17 +91,23 @@ export class HostGwBackend implements Backend {
   }
 
   #owned(): Route[] {
+    const scope = {
+      network: this.#cfg.network,
+      own: this.#own?.subnet ?? null,
+      ext: this.#ext.index,
+      subnetLen: this.#cfg.subnetLen,
+    };
     return this.#nl.routeList({ table: RT_TABLE_MAIN }).filter((r) =>
-      isOwnedRoute(r, this.#cfg.network, this.#own?.subnet ?? null, { ext: this.#ext.index })
+      isOwnedRoute(r, scope, { gateway: true })
     );
   }
 
   #sync(): { removed: number; added: number } {
     const want = [...this.#peers.values()].map((l) => this.routeFor(l));
-    const { del, add } = diffRoutes(want, this.#owned());
+    const { del, add, adopt } = diffRoutes(want, this.#owned());
     const f = new PeerFailures();
     for (const r of del) f.run(r.dst, () => this.#nl.routeDel(r));
-    for (const r of add) f.run(r.dst, () => this.#nl.routeReplace(r));
+    for (const r of [...adopt, ...add]) f.run(r.dst, () => this.#nl.routeReplace(r));
     f.throwIfAny("reconciling host-gw routes");
     return { removed: del.length, added: add.length };
   }

@@ -6,7 +6,9 @@
  *
  * Unlike flanneld, the VTEP MAC survives restarts (the existing device's, else the one in our
  * previous lease), stale entries are removed at start, and a device deleted under us is recreated
- * with every peer's entries replayed.
+ * with every peer's entries replayed. Routes carry weft's mark; only routes routes.ts proves are
+ * weft's (marked, or flanneld's exact ones, which are re-marked) are ever removed. Neighbour and
+ * FDB entries are only ever read and removed on weft's own VTEP.
  *
  * The VTEP itself (options from the config, create or adopt, compatibility, what cleanup removes)
  * is device.ts's; this module programs the peers.
@@ -23,10 +25,11 @@ import {
   netlink,
   type Route,
   RT_TABLE_MAIN,
+  RTPROT_BOOT,
 } from "../../../ffi/libnl/mod.ts";
 import type { Backend, BackendContext, BackendPrepared } from "../backend.ts";
 import type { PeerEvent } from "../../lease/watch.ts";
-import { diffRoutes, isOwnedRoute, routeKey } from "../routes.ts";
+import { diffRoutes, isOwnedRoute, marked, routeKey } from "../routes.ts";
 import {
   ensureVtep,
   randomMac,
@@ -133,13 +136,13 @@ export class VxlanBackend implements Backend {
     if (!mac) return null;
     const dst = formatCidr(l.subnet);
     if (this.#direct(l.attrs.publicIP)) {
-      return { route: { dst, gw: l.attrs.publicIP, dev: this.#ext.index } };
+      return { route: marked({ dst, gw: l.attrs.publicIP, dev: this.#ext.index }) };
     }
     const addr = formatIp(l.subnet.ip);
     return {
       neigh: { ip: addr, mac },
       fdb: { mac, dst: l.attrs.publicIP },
-      route: { dst, gw: addr, dev: this.#dev.index, onlink: true },
+      route: marked({ dst, gw: addr, dev: this.#dev.index, onlink: true }),
     };
   }
 
@@ -159,7 +162,15 @@ export class VxlanBackend implements Backend {
         if (!isNotFound(err)) throw err;
       }
     };
-    gone(() => this.#nl.routeDel(e.route));
+    // Ours (marked), else flanneld's exact route; another protocol's is left alone.
+    gone(() => {
+      try {
+        this.#nl.routeDel(e.route);
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+        this.#nl.routeDel({ ...e.route, protocol: RTPROT_BOOT });
+      }
+    });
     if (e.fdb) gone(() => this.#nl.fdbDel({ dev, ...e.fdb! }));
     if (e.neigh) gone(() => this.#nl.neighDel({ dev, ip: e.neigh!.ip }));
   }
@@ -200,8 +211,9 @@ export class VxlanBackend implements Backend {
     const f = new PeerFailures();
     // Stale first (routes, then FDB, then neighbours), so nothing points at a removed entry.
     const routes = this.#ownedRoutes();
-    const { del } = diffRoutes(want.map(([, e]) => e.route), routes);
+    const { del, adopt } = diffRoutes(want.map(([, e]) => e.route), routes);
     for (const r of del) f.run(r.dst, () => this.#nl.routeDel(r));
+    for (const r of adopt) f.run(r.dst, () => this.#nl.routeReplace(r)); // re-mark in place
     const fdbWant = new Set(
       want.filter(([, e]) => e.fdb).map(([, e]) => `${e.fdb!.mac}|${e.fdb!.dst}`),
     );
@@ -245,12 +257,17 @@ export class VxlanBackend implements Backend {
     return Promise.resolve();
   }
 
+  /** weft's routes (routes.ts): on the VTEP, and via peers on the external interface. */
   #ownedRoutes(): Route[] {
+    const scope = {
+      network: this.#cfg.network,
+      own: this.#own?.subnet ?? null,
+      ext: this.#ext.index,
+      subnetLen: this.#cfg.subnetLen,
+    };
+    const devices = { vxlan: this.#dev.index, gateway: this.#o.directRouting };
     return this.#nl.routeList({ table: RT_TABLE_MAIN }).filter((r) =>
-      isOwnedRoute(r, this.#cfg.network, this.#own?.subnet ?? null, {
-        vxlan: this.#dev.index,
-        ext: this.#ext.index,
-      })
+      isOwnedRoute(r, scope, devices)
     );
   }
 
