@@ -34,7 +34,14 @@
  * const { del, add, adopt } = diffRoutes(want, mine);
  * ```
  */
-import { type Route, RT_TABLE_MAIN, RTN_UNICAST, RTPROT_BOOT } from "../../ffi/libnl/mod.ts";
+import {
+  type Netlink,
+  type Route,
+  RT_TABLE_MAIN,
+  RTN_UNICAST,
+  RTPROT_BOOT,
+} from "../../ffi/libnl/mod.ts";
+import type { NetworkConfig } from "../config/network.ts";
 import { ConfigError } from "../base/errors.ts";
 import { contains, formatCidr, type Ipv4Net, parseCidr, parseIp } from "../base/ipv4.ts";
 import type { RouteScope } from "./backend.ts";
@@ -88,6 +95,20 @@ export function isOwnedRoute(
   if (s.ext === null || r.dev !== s.ext || r.onlink) return false;
   if (mark) return true;
   return devices.gateway === true && sized && !contains(s.network, parseIp(r.gw));
+}
+
+/** The scope a backend judges its routes in: its config, its own lease and the external device. */
+export function routeScope(cfg: NetworkConfig, own: Ipv4Net | null, ext: number): RouteScope {
+  return { network: cfg.network, own, ext, subnetLen: cfg.subnetLen };
+}
+
+/** weft's routes in the main table ({@link isOwnedRoute}): what a backend's reconcile diffs. */
+export function listOwnedRoutes(
+  nl: Pick<Netlink, "routeList">,
+  s: RouteScope,
+  devices: { vxlan?: number; gateway?: boolean },
+): Route[] {
+  return nl.routeList({ table: RT_TABLE_MAIN }).filter((r) => isOwnedRoute(r, s, devices));
 }
 
 /**

@@ -16,12 +16,18 @@ import {
   type Netlink,
   netlink,
   type Route,
-  RT_TABLE_MAIN,
   RTPROT_BOOT,
 } from "../../../ffi/libnl/mod.ts";
 import type { Backend, BackendContext, BackendPrepared, Owned } from "../backend.ts";
 import type { PeerEvent } from "../../lease/watch.ts";
-import { diffRoutes, isGatewayRoute, isOwnedRoute, marked, routeKey } from "../routes.ts";
+import {
+  diffRoutes,
+  isGatewayRoute,
+  listOwnedRoutes,
+  marked,
+  routeKey,
+  routeScope,
+} from "../routes.ts";
 import { PeerFailures } from "../peer_errors.ts";
 
 const log = getLogger(["weft", "host-gw"]);
@@ -91,15 +97,8 @@ export class HostGwBackend implements Backend {
   }
 
   #owned(): Route[] {
-    const scope = {
-      network: this.#cfg.network,
-      own: this.#own?.subnet ?? null,
-      ext: this.#ext.index,
-      subnetLen: this.#cfg.subnetLen,
-    };
-    return this.#nl.routeList({ table: RT_TABLE_MAIN }).filter((r) =>
-      isOwnedRoute(r, scope, { gateway: true })
-    );
+    const scope = routeScope(this.#cfg, this.#own?.subnet ?? null, this.#ext.index);
+    return listOwnedRoutes(this.#nl, scope, { gateway: true });
   }
 
   #sync(): { removed: number; added: number } {

@@ -24,12 +24,11 @@ import {
   type Netlink,
   netlink,
   type Route,
-  RT_TABLE_MAIN,
   RTPROT_BOOT,
 } from "../../../ffi/libnl/mod.ts";
 import type { Backend, BackendContext, BackendPrepared } from "../backend.ts";
 import type { PeerEvent } from "../../lease/watch.ts";
-import { diffRoutes, isOwnedRoute, marked, routeKey } from "../routes.ts";
+import { diffRoutes, listOwnedRoutes, marked, routeKey, routeScope } from "../routes.ts";
 import {
   ensureVtep,
   randomMac,
@@ -259,16 +258,11 @@ export class VxlanBackend implements Backend {
 
   /** weft's routes (routes.ts): on the VTEP, and via peers on the external interface. */
   #ownedRoutes(): Route[] {
-    const scope = {
-      network: this.#cfg.network,
-      own: this.#own?.subnet ?? null,
-      ext: this.#ext.index,
-      subnetLen: this.#cfg.subnetLen,
-    };
-    const devices = { vxlan: this.#dev.index, gateway: this.#o.directRouting };
-    return this.#nl.routeList({ table: RT_TABLE_MAIN }).filter((r) =>
-      isOwnedRoute(r, scope, devices)
-    );
+    const scope = routeScope(this.#cfg, this.#own?.subnet ?? null, this.#ext.index);
+    return listOwnedRoutes(this.#nl, scope, {
+      vxlan: this.#dev.index,
+      gateway: this.#o.directRouting,
+    });
   }
 
   /** Recreates the device and replays every peer when it was deleted or changed under us. */
