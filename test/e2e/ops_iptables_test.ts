@@ -8,18 +8,15 @@ import { RuleManager } from "../../src/iptables/keeper.ts";
 import { masqRules } from "../../src/iptables/rules.ts";
 import { type IptablesBinary, versionSupportsRandomFully } from "../../src/iptables/exec.ts";
 import { runChecks } from "../../src/backend/part.ts";
+import { runOk } from "../kit/proc.ts";
 
 const RUN = newRunId();
 const NET = parseCidr("198.19.0.0/16");
 const SUB7 = parseCidr("198.19.7.0/24");
 const SUB8 = parseCidr("198.19.8.0/24");
 
-async function sh(...argv: string[]): Promise<string> {
-  const out = await new Deno.Command(argv[0], { args: argv.slice(1), stderr: "piped" }).output();
-  const err = new TextDecoder().decode(out.stderr);
-  if (!out.success) throw new Error(`${argv.join(" ")} failed: ${err}`);
-  return new TextDecoder().decode(out.stdout);
-}
+/** A command to completion, through the kit (stdout; throws with stderr on failure). */
+const sh = (...argv: string[]) => runOk(argv, { timeoutMs: 30_000 });
 
 /** `-A` lines of `<bin>-save` inside the namespace. */
 async function saved(ns: string, bin: IptablesBinary | "iptables" = "iptables"): Promise<string[]> {
