@@ -109,7 +109,16 @@ for (const registry of ["etcd", "kv"] as const) {
         const routes = await c.exec(h1, ["ip", "route", "show", "dev", "flannel0"]);
         assert.match(routes, /^198\.19\.0\.0\/16 /m);
 
-        // Every pod reaches every other pod.
+        // Every pod reaches every other pod, once every agent knows every peer (ready means its
+        // own lease is applied; a peer started later arrives by the watch). The udp backend's
+        // peers live in the agent, not in the kernel: wait for its weft_peers gauge.
+        for (const h of c.hosts) {
+          await waitFor(
+            `${h.name} to know its ${c.hosts.length - 1} peers`,
+            async () => metric(await scrape(c, h), "weft_peers") === c.hosts.length - 1,
+            { timeoutMs: 20_000, intervalMs: 200 },
+          );
+        }
         const m = await c.pingMatrix({ count: 2, timeoutS: 2 });
         assert.ok(m.ok, `ping matrix: ${JSON.stringify(m.failed)}`);
 
