@@ -11,7 +11,7 @@
  */
 import type { Cluster } from "../../test/kit/cluster.ts";
 import { denoInNs } from "../../test/kit/netns.ts";
-import { run, runOk, StopWaiting, waitForMs } from "../../test/kit/proc.ts";
+import { run, runOk, StopWaiting, waitFor } from "../../test/kit/proc.ts";
 import { spawnLogged, stopProcess } from "../../test/kit/spawn.ts";
 import { openKvRegistry } from "../../src/registry/kv/mod.ts";
 import { type Cell, median, ratio, round } from "../lib/report.ts";
@@ -70,23 +70,19 @@ export async function endToEnd(ctx: DatapathCtx, c: Cluster, ns: string): Promis
       );
       let routesAt: number | null = null;
       try {
-        await waitForMs(
-          `${n} routes from the agent`,
-          Math.min(180_000, deadline.left()),
-          async () => {
-            if (agent.status) {
-              throw new StopWaiting(`agent exited: ${await Deno.readTextFile(logFile)}`);
-            }
-            const out = await runOk(["ip", "-n", ns, "route", "show", "root", "198.19.0.0/16"], {
-              timeoutMs: 30_000,
-            });
-            const k = out.split("\n").filter((l) =>
-              l.startsWith("198.19.") && / via /.test(l)
-            ).length;
-            if (k >= n) routesAt = Date.now();
-            return k >= n;
-          },
-        );
+        await waitFor(`${n} routes from the agent`, async () => {
+          if (agent.status) {
+            throw new StopWaiting(`agent exited: ${await Deno.readTextFile(logFile)}`);
+          }
+          const out = await runOk(["ip", "-n", ns, "route", "show", "root", "198.19.0.0/16"], {
+            timeoutMs: 30_000,
+          });
+          const k = out.split("\n").filter((l) =>
+            l.startsWith("198.19.") && / via /.test(l)
+          ).length;
+          if (k >= n) routesAt = Date.now();
+          return k >= n;
+        }, { timeoutMs: Math.min(180_000, deadline.left()) });
       } catch (e) {
         report.problem(`end to end ${backend} ${n}: ${(e as Error).message.slice(0, 1500)}`);
       } finally {

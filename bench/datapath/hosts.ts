@@ -14,7 +14,7 @@
  * ```
  */
 import type { Cluster } from "../../test/kit/cluster.ts";
-import { runOk, waitForMs } from "../../test/kit/proc.ts";
+import { runOk, waitFor } from "../../test/kit/proc.ts";
 import { formatCidr, formatIp } from "../../src/base/ipv4.ts";
 
 export const REPO = new URL("../../", import.meta.url).pathname;
@@ -183,6 +183,8 @@ export async function stopAgents(c: Cluster) {
 /** Waits (bounded, 20 s per host) until every host has routes to all other hosts' subnets. */
 export async function waitPeerRoutes(c: Cluster, facts: HostFacts[]): Promise<void> {
   for (const h of facts) {
-    await waitForMs(`peer routes on ${h.name}`, 20_000, () => peerRoutesPresent(c, h, facts));
+    await waitFor(`peer routes on ${h.name}`, () => peerRoutesPresent(c, h, facts), {
+      timeoutMs: 20_000,
+    });
   }
 }

@@ -11,7 +11,7 @@
  */
 import type { Cluster } from "../../test/kit/cluster.ts";
 import { denoInNs } from "../../test/kit/netns.ts";
-import { run, waitForMs } from "../../test/kit/proc.ts";
+import { run, waitFor } from "../../test/kit/proc.ts";
 import { type Cell, ratio, round, summarize } from "../lib/report.ts";
 import { sleep } from "../lib/sys.ts";
 import { leasePlan } from "../lib/leases.ts";
@@ -143,14 +143,14 @@ export async function latency(ctx: DatapathCtx, c: Cluster, backend: string) {
         }
         return first;
       };
-      await waitForMs(
+      await waitFor(
         `routes ${del ? "removed" : "added"} on every host and the baseline watcher`,
-        15_000,
         () =>
           Promise.resolve(
             monitors.every((m) => keys.every((k) => seenIn(m).has(k))) &&
               keys.every((k) => (del ? raw!.deletes : raw!.puts).has(k)),
           ),
+        { timeoutMs: 15_000 },
       ).catch((e) => report.problem(String(e)));
       const t0 = new Map(writes.map((w) => [w.key, w.t0]));
       const lat = (m: Map<string, number>) =>

@@ -10,7 +10,7 @@
  * ```
  */
 import type { Cluster, Pod } from "../../test/kit/cluster.ts";
-import { waitForMs } from "../../test/kit/proc.ts";
+import { waitFor } from "../../test/kit/proc.ts";
 import { spawnLogged, stopProcess } from "../../test/kit/spawn.ts";
 import { median, ratio, round } from "../lib/report.ts";
 import { load1 } from "../lib/sys.ts";
@@ -71,12 +71,12 @@ async function iperf(
 }
 
 async function waitIperfServer(c: Cluster, from: Pod, to: Pod) {
-  await waitForMs("iperf3 server", 10_000, async () => {
+  await waitFor("iperf3 server", async () => {
     const r = await c.run(from, ["bash", "-c", `exec 3<>/dev/tcp/${to.ip}/5201`], {
       timeoutMs: 2000,
     });
     return r.code === 0;
-  });
+  }, { timeoutMs: 10_000 });
 }
 
 /** The throughput rounds of `backend` and their table; the agents run when it is called. */

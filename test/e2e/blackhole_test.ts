@@ -43,7 +43,9 @@ Deno.test({
       });
       assert.deepEqual(await blackholes(), [`${own} metric 4294967295`]);
 
-      // The bridge's route for the subnet wins: the local pod and the remote one answer.
+      // The bridge's route for the subnet wins: the local pod and the remote one answer (once
+      // each host has the other: a peer that started later arrives by the watch).
+      await c.waitPeersProgrammed();
       assert.equal((await c.ping(h1, p1, { count: 1, timeoutS: 2 })).received, 1);
       assert.equal((await c.ping(p2, p1, { count: 1, timeoutS: 2 })).received, 1);
 

@@ -6,6 +6,7 @@ import { createNs, deleteNs, denoInNs } from "../kit/netns.ts";
 import { runCni } from "../../src/cni/plugin.ts";
 import { buildDelegate, parseNetConf } from "../../src/cni/netconf.ts";
 import { parseSubnetEnv } from "../../src/config/subnet_env.ts";
+import { run, runOk } from "../kit/proc.ts";
 
 const RUN = newRunId();
 const CNI_PATH = "/usr/lib/cni";
@@ -17,17 +18,8 @@ const SUBNET_ENV = [
   "",
 ].join("\n");
 
-async function sh(...argv: string[]): Promise<string> {
-  const out = await new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    stderr: "piped",
-    signal: AbortSignal.timeout(20_000),
-  }).output();
-  if (!out.success) {
-    throw new Error(`${argv.join(" ")} failed: ${new TextDecoder().decode(out.stderr)}`);
-  }
-  return new TextDecoder().decode(out.stdout);
-}
+/** A command to completion, through the kit (stdout; throws with stderr on failure). */
+const sh = (...argv: string[]) => runOk(argv, { timeoutMs: 20_000 });
 
 // deno-lint-ignore no-explicit-any
 const ipj = async (ns: string, ...args: string[]): Promise<any[]> =>
@@ -149,8 +141,7 @@ Deno.exit(await cniMain());\n`,
 
   /** Runs the plugin as a separate process inside the host namespace, like a runtime would. */
   async function cni(command: string, pod: string, id: string, stdin: unknown) {
-    const out = await new Deno.Command("ip", {
-      args: denoInNs(host, ["--no-config", driver]).slice(1),
+    return await run(denoInNs(host, ["--no-config", driver]), {
       env: {
         CNI_COMMAND: command,
         CNI_CONTAINERID: id,
@@ -158,17 +149,9 @@ Deno.exit(await cniMain());\n`,
         CNI_IFNAME: "eth0",
         CNI_PATH,
       },
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-      signal: AbortSignal.timeout(60_000),
-    }).spawn();
-    const w = out.stdin.getWriter();
-    await w.write(new TextEncoder().encode(JSON.stringify(stdin)));
-    await w.close();
-    const r = await out.output();
-    const stdout = new TextDecoder().decode(r.stdout);
-    return { code: r.code, stdout, stderr: new TextDecoder().decode(r.stderr) };
+      stdin: JSON.stringify(stdin),
+      timeoutMs: 60_000,
+    });
   }
 
   try {

@@ -4,40 +4,28 @@
  * tests are skipped with the reason printed — never faked.
  */
 import assert from "node:assert/strict";
+import { denoRun } from "../kit/netns.ts";
+import { run as kitRun } from "../kit/proc.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
 const dir = await Deno.makeTempDir({ prefix: "weft-bin-" });
 const bin = `${dir}/weft`;
-const build = await new Deno.Command(Deno.execPath(), {
-  args: ["run", "-A", `${root}src/tools/compile.ts`, "--output", bin],
+const build = await kitRun(denoRun([`${root}src/tools/compile.ts`, "--output", bin]), {
   cwd: root,
-  stdout: "piped",
-  stderr: "piped",
-}).output();
+  timeoutMs: 300_000,
+});
 const built = build.code === 0;
-const reason = new TextDecoder().decode(build.stderr).trim().split("\n").filter((l) =>
-  l.startsWith("compile:")
-).join(" ");
+const reason = build.timedOut
+  ? "the build took over 300 s and was killed"
+  : build.stderr.trim().split("\n").filter((l) => l.startsWith("compile:")).join(" ");
 if (!built) {
   console.log(`SKIP compiled-binary tests: ${reason || "deno task compile failed"}`);
   await Deno.remove(dir, { recursive: true });
 }
 
-async function run(args: string[], stdin?: string) {
-  const c = new Deno.Command(bin, {
-    args,
-    stdin: stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  if (stdin !== undefined) {
-    const w = c.stdin.getWriter();
-    await w.write(new TextEncoder().encode(stdin));
-    await w.close();
-  }
-  const o = await c.output();
-  const d = new TextDecoder();
-  return { code: o.code, stdout: d.decode(o.stdout), stderr: d.decode(o.stderr) };
+/** The compiled binary with `args` to completion (bounded by the kit). */
+function run(args: string[], stdin?: string) {
+  return kitRun([bin, ...args], { stdin, timeoutMs: 30_000 });
 }
 
 Deno.test({

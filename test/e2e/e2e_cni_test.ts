@@ -57,6 +57,8 @@ Deno.test({
           assert.equal(link.mtu, env.mtu);
         }
       }
+      // Ready means each agent's own lease is applied; peers started later arrive by the watch.
+      await c.waitPeersProgrammed();
       const m = await c.pingMatrix({ count: 1, timeoutS: 2 });
       assert.ok(m.ok, `ping matrix failed: ${JSON.stringify(m.failed)}`);
 

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { type Cluster, type Host, withCluster } from "../kit/cluster.ts";
-import { waitFor } from "../kit/proc.ts";
+import { sleep, waitFor } from "../kit/proc.ts";
 import { formatCidr, formatIp } from "../../src/base/ipv4.ts";
 
 interface Combo {
@@ -117,11 +117,6 @@ async function assertKernelState(c: Cluster, h: Host, peers: PeerFacts[], combo:
   );
 }
 
-/** Polls until `fn` returns true (it may throw to say "not yet"), bounded by `ms`. */
-function until(what: string, ms: number, fn: () => Promise<boolean>): Promise<boolean> {
-  return waitFor(what, fn, { timeoutMs: ms, intervalMs: 200 });
-}
-
 async function passes(fn: () => Promise<void>): Promise<boolean> {
   await fn();
   return true;
@@ -151,16 +146,12 @@ for (const combo of combos) {
         // 1. Every pod reaches every other pod, once every agent has programmed every peer
         //    (ready means its own lease is applied; a peer started later arrives by the watch).
         const f = await Promise.all(c.hosts.map((h) => facts(c, h, vx)));
-        await until(
-          "every host to program every peer",
-          20_000,
-          () =>
-            passes(async () => {
-              for (const h of c.hosts) {
-                await assertKernelState(c, h, f.filter((x) => x.host !== h), combo);
-              }
-            }),
-        );
+        await waitFor("every host to program every peer", () =>
+          passes(async () => {
+            for (const h of c.hosts) {
+              await assertKernelState(c, h, f.filter((x) => x.host !== h), combo);
+            }
+          }), { timeoutMs: 20_000, intervalMs: 200 });
         const m = await c.pingMatrix({ count: 2, timeoutS: 2 });
         assert.ok(m.ok, `ping matrix failed: ${JSON.stringify(m.failed)}`);
 
@@ -171,7 +162,7 @@ for (const combo of combos) {
 
         // 3. Restart h1's agent while p2 pings p1: no loss, same subnet, same VTEP MAC.
         const pinging = c.ping(p2, p1, { count: 40, intervalS: 0.1, timeoutS: 1 });
-        await new Promise((r) => setTimeout(r, 500));
+        await sleep(500); // let some echoes through before the restart
         await h1.agent!.restart("SIGTERM");
         const env1 = await h1.agent!.waitReady();
         const pr = await pinging;
@@ -186,32 +177,28 @@ for (const combo of combos) {
         await h3.agent!.kill();
         // h1's lease expires too while it is down, before or after h3's (their last renewals
         // are seconds apart, in either order): h2 may have dropped h1's entries as well.
-        await until(
-          `h3's entries to leave h2 after its lease expired`,
-          (TTL + 10) * 1000,
-          () =>
-            passes(async () => {
-              try {
-                await assertKernelState(c, h2, [f[0]], combo);
-              } catch (e) {
-                await assertKernelState(c, h2, [], combo).catch(() => Promise.reject(e));
-              }
-            }),
-        );
+        await waitFor(`h3's entries to leave h2 after its lease expired`, () =>
+          passes(async () => {
+            try {
+              await assertKernelState(c, h2, [f[0]], combo);
+            } catch (e) {
+              await assertKernelState(c, h2, [], combo).catch(() => Promise.reject(e));
+            }
+          }), { timeoutMs: (TTL + 10) * 1000, intervalMs: 200 });
         await h1.agent!.restart();
         const env1b = await h1.agent!.waitReady();
         // h1's lease expired too while it was down; subnet.env brings it the same subnet back.
         assert.equal(formatCidr(env1b.subnet), f[0].subnet, "subnet changed after lease expiry");
-        await until(
+        await waitFor(
           "h1 to reconcile away h3's entries",
-          20_000,
           () => passes(() => assertKernelState(c, h1, [f[1]], combo)),
+          { timeoutMs: 20_000, intervalMs: 200 },
         );
         // h2 may have dropped h1 when its lease expired: the reply needs h1's entries back on h2.
-        await until(
+        await waitFor(
           "h2 to program h1 again",
-          20_000,
           () => passes(() => assertKernelState(c, h2, [f[0]], combo)),
+          { timeoutMs: 20_000, intervalMs: 200 },
         );
         const r12 = await c.ping(p1, p2, { count: 2 });
         assert.equal(r12.received, 2);
@@ -220,12 +207,12 @@ for (const combo of combos) {
         // 5. vxlan: the device deleted by hand comes back with every peer's entries.
         if (vx) {
           await c.exec(h2, ["ip", "link", "del", "flannel.1"]);
-          await until("flannel.1 recreated on h2 with h1's entries", 15_000, async () => {
+          await waitFor("flannel.1 recreated on h2 with h1's entries", async () => {
             const again = await facts(c, h2, true);
             assert.equal(again.mac, f[1].mac, "recreated device must keep its VTEP MAC");
             await assertKernelState(c, h2, [f[0]], combo);
             return true;
-          });
+          }, { timeoutMs: 15_000, intervalMs: 200 });
           const back = await c.ping(p1, p2, { count: 2, timeoutS: 2 });
           assert.equal(back.received, 2, "pods cannot reach each other after device recreation");
         }

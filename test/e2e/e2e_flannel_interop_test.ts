@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { withCluster } from "../kit/cluster.ts";
+import { waitFor } from "../kit/proc.ts";
 import { formatIp, parseCidr } from "../../src/base/ipv4.ts";
 
 const FLANNEL_MAC = "c6:d2:32:6f:8f:44";
@@ -121,33 +122,32 @@ Deno.test({
       for (const h of c.hosts) await c.addPod(h);
 
       // The weft nodes learn the flanneld node from its lease and program flannel's entries.
+      // Wait for the exact state asserted (route and fdb entry), not just any flannel.1 route.
       for (const h of [h1, h2]) {
-        const deadline = Date.now() + 10_000;
-        let routes = "";
-        while (Date.now() < deadline) {
-          routes = await c.exec(h, ["ip", "route", "show", FLANNEL_SUBNET]);
-          if (routes.includes("flannel.1")) break;
-          await new Promise((r) => setTimeout(r, 100));
-        }
-        // flannel's route, marked as weft's (proto 87, see src/backend/routes.ts).
-        assert.match(
-          routes,
-          /198\.19\.200\.0\/24 via 198\.19\.200\.0 dev flannel\.1 proto 87 onlink/,
-        );
-        const fdb = await c.exec(h, ["bridge", "fdb", "show", "dev", "flannel.1"]);
-        assert.ok(fdb.includes(`${FLANNEL_MAC} dst ${h3.ip} self permanent`), fdb);
+        await waitFor(`${h.name} to program the flanneld node`, async () => {
+          const routes = await c.exec(h, ["ip", "route", "show", FLANNEL_SUBNET]);
+          // flannel's route, marked as weft's (proto 87, see src/backend/routes.ts).
+          assert.match(
+            routes,
+            /198\.19\.200\.0\/24 via 198\.19\.200\.0 dev flannel\.1 proto 87 onlink/,
+          );
+          const fdb = await c.exec(h, ["bridge", "fdb", "show", "dev", "flannel.1"]);
+          assert.ok(fdb.includes(`${FLANNEL_MAC} dst ${h3.ip} self permanent`), fdb);
+          return true;
+        }, { timeoutMs: 10_000 });
       }
+      // And each other: a weft node that started later reaches the other by the watch.
+      await c.waitPeersProgrammed();
       const m = await c.pingMatrix({ count: 2, timeoutS: 2 });
       assert.ok(m.ok, `mixed cluster ping matrix failed: ${JSON.stringify(m.failed)}`);
 
       // When the flanneld node's etcd lease is revoked (as on its expiry), weft drops its entries.
       await etcdctl("lease", "revoke", leaseId);
-      const deadline = Date.now() + 10_000;
-      let gone = false;
-      while (Date.now() < deadline && !gone) {
-        gone = !(await c.exec(h1, ["ip", "route", "show", FLANNEL_SUBNET])).trim();
-        if (!gone) await new Promise((r) => setTimeout(r, 100));
-      }
+      const gone = await waitFor(
+        "the departed flanneld node's route to leave h1",
+        async () => !(await c.exec(h1, ["ip", "route", "show", FLANNEL_SUBNET])).trim(),
+        { timeoutMs: 10_000 },
+      ).catch(() => false);
       assert.ok(gone, `route to the departed flanneld node stayed on h1`);
     });
   },

@@ -16,13 +16,16 @@
  * ```
  */
 import assert from "node:assert/strict";
-import { waitForMs } from "../kit/proc.ts";
+import { StopWaiting, waitFor } from "../kit/proc.ts";
+import { denoInNs } from "../kit/netns.ts";
+import { spawnLogged, stopProcess } from "../kit/spawn.ts";
 import { type Cluster, type Host, type NsRef, withCluster } from "../kit/cluster.ts";
 import { formatCidr } from "../../src/base/ipv4.ts";
 
 const HEALTHZ_PORT = 9182;
 const UDP_PORT = 5300;
 const RESYNC_S = 1;
+const UDP_SINK = new URL("../kit/children/udp_sink.ts", import.meta.url).pathname;
 
 /** The spec's rules for pod subnet `pod` in 198.19.0.0/16, written out by hand, per table. */
 function expectedRules(pod: string): { nat: string[]; filter: string[] } {
@@ -73,71 +76,50 @@ async function assertExactRules(c: Cluster, h: Host, pod: string) {
 }
 
 /**
- * A UDP sink on `ip:UDP_PORT` inside `ns` that prints "<sender address> <payload>" per datagram.
- * Bounded: it exits by itself after 60 s; `close()` kills it earlier.
+ * A UDP sink on `ip:UDP_PORT` inside `ns` (the kit's udp_sink child) that prints
+ * "<sender address> <payload>" per datagram. Bounded: it exits by itself after 60 s; `close()`
+ * kills it earlier.
  */
 async function udpSink(c: Cluster, ref: NsRef, ip: string) {
-  const code = `import dgram from "node:dgram";
-const s = dgram.createSocket("udp4");
-s.on("message", (m, r) => console.log(r.address + " " + m.toString().trim()));
-s.bind(${UDP_PORT}, "${ip}", () => console.log("ready"));
-setTimeout(() => Deno.exit(0), 60000);`;
-  const child = new Deno.Command("ip", {
-    args: ["netns", "exec", c.nsOf(ref), Deno.execPath(), "eval", code],
-    cwd: "/", // no deno.json: nothing to resolve, no lock on the repo's node_modules
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const lines: string[] = [];
-  let err = "";
-  const dec = new TextDecoder();
-  let buf = "";
-  const pumpOut = (async () => {
-    for await (const chunk of child.stdout) {
-      buf += dec.decode(chunk, { stream: true });
-      const parts = buf.split("\n");
-      buf = parts.pop()!;
-      lines.push(...parts);
-    }
-  })();
-  const pumpErr = (async () => {
-    for await (const chunk of child.stderr) err += dec.decode(chunk, { stream: true });
-  })();
-  const close = async () => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* exited */ }
-    await child.status;
-    await Promise.all([pumpOut, pumpErr]);
-  };
+  // cwd "/": no deno.json to resolve, no lock on the repo's node_modules.
+  const p = spawnLogged(denoInNs(c.nsOf(ref), [UDP_SINK, ip, String(UDP_PORT)]), null, {
+    cwd: "/",
+  });
+  const lines = () => p.output().split("\n");
+  const close = async () => void await stopProcess(p, "SIGKILL");
   try {
     // deno starts in well under a second, but took 15 s on a heavily loaded machine.
-    await waitFor(`UDP sink on ${ip}`, 45_000, () => lines.includes("ready"));
+    await waitFor(`UDP sink on ${ip}`, () => {
+      if (p.status) throw new StopWaiting(`UDP sink on ${ip} exited: ${p.output()}`);
+      return lines().includes("ready");
+    }, { timeoutMs: 45_000, intervalMs: 50 });
   } catch (e) {
     await close();
-    throw new Error(`${(e as Error).message}; stderr: ${err}`);
+    throw new Error(`${(e as Error).message}; output: ${p.output()}`);
   }
   return {
     /** Sends `token` from `from` (bash /dev/udp) until it arrives; returns the sender address. */
     async sourceOf(from: NsRef, token: string): Promise<string> {
-      for (let i = 0; i < 10; i++) {
-        await c.run(from, ["bash", "-c", `echo ${token} > /dev/udp/${ip}/${UDP_PORT}`]);
-        const end = Date.now() + 300;
-        while (Date.now() < end) {
-          const hit = lines.find((l) => l.endsWith(` ${token}`));
-          if (hit) return hit.split(" ")[0];
-          await new Promise((r) => setTimeout(r, 20));
+      // Resent every 300 ms (a datagram may be lost while the path settles), at least 10 times.
+      let sentAt = 0;
+      const hit = await waitFor(`datagram "${token}" at ${ip}`, async () => {
+        const line = lines().find((l) => l.endsWith(` ${token}`));
+        if (line) return line;
+        if (Date.now() - sentAt >= 300) {
+          await c.run(from, ["bash", "-c", `echo ${token} > /dev/udp/${ip}/${UDP_PORT}`]);
+          sentAt = Date.now();
         }
+      }, { timeoutMs: 10_000, intervalMs: 20 }).catch(() => null);
+      if (!hit) {
+        throw new Error(
+          `datagram "${token}" never reached ${ip}; sink saw: ${lines().join(" | ")}`,
+        );
       }
-      throw new Error(`datagram "${token}" never reached ${ip}; sink saw: ${lines.join(" | ")}`);
+      return hit.split(" ")[0];
     },
     close,
   };
 }
-
-const waitFor = (what: string, ms: number, fn: () => boolean | Promise<boolean>) =>
-  waitForMs(what, ms, fn, 50);
 
 Deno.test({
   name: "iptables e2e: exact chains, hand-deleted rules restored, pod traffic masqueraded",
@@ -171,24 +153,22 @@ Deno.test({
       const gone = await saved(c, h1);
       assert.ok(!gone.get("nat")!.rules.includes(`-A ${masqOut}`), "nat rule was not deleted");
       assert.ok(!gone.get("filter")!.rules.includes(`-A ${fwdJump}`), "jump was not deleted");
-      const restoredIn = await waitFor(
-        "the deleted rules to be restored",
-        RESYNC_S * 1000 + 20_000,
-        async () => {
-          await assertExactRules(c, h1, pod1);
-          return true;
-        },
-      );
+      const deletedAt = Date.now();
+      await waitFor("the deleted rules to be restored", async () => {
+        await assertExactRules(c, h1, pod1);
+        return true;
+      }, { timeoutMs: RESYNC_S * 1000 + 20_000, intervalMs: 50 });
+      const restoredIn = Date.now() - deletedAt;
       console.log(`hand-deleted rules restored after ${restoredIn} ms (resync ${RESYNC_S} s)`);
       // The agent logs the repair after reading the rules back; its log reaches the file a
       // moment later, so wait for the line (bounded) rather than read it once.
-      await waitFor("the repair to be logged", 15_000, async () => {
+      await waitFor("the repair to be logged", async () => {
         assert.match(
           await c.logs(h1),
           /iptables rules were missing or changed and have been restored/,
         );
         return true;
-      });
+      }, { timeoutMs: 15_000, intervalMs: 50 });
 
       // 3. Masquerade: pod -> outside the cluster network arrives from the host's address;
       //    pod -> pod on another host keeps the pod's address.

@@ -20,7 +20,7 @@
  * ```
  */
 import assert from "node:assert/strict";
-import { waitForMs } from "../kit/proc.ts";
+import { sleep, waitFor } from "../kit/proc.ts";
 import { type Cluster, type Pod, withCluster } from "../kit/cluster.ts";
 import { formatCidr } from "../../src/base/ipv4.ts";
 
@@ -61,11 +61,6 @@ async function leaseRevisions(c: Cluster): Promise<{ rev: number; keys: Map<stri
   return { rev: Number(r.header.revision), keys };
 }
 
-const until = (what: string, ms: number, fn: () => Promise<boolean>) =>
-  waitForMs(what, ms, fn, 200);
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 /** Pings along a ring of pods (p1→p2→p3→p1) for `seconds`; resolves to the three results. */
 function pingRing(c: Cluster, pods: Pod[], seconds: number) {
   const count = Math.ceil(seconds / PING_INTERVAL_S);
@@ -93,6 +88,8 @@ Deno.test({
       const subnets = await Promise.all(
         c.hosts.map(async (h) => formatCidr((await c.readSubnetEnv(h))!.subnet)),
       );
+      // Ready means each agent's own lease is applied; peers started later arrive by the watch.
+      await c.waitPeersProgrammed();
       const warm = await c.pingMatrix({ count: 2 });
       assert.ok(
         warm.ok,
@@ -141,15 +138,13 @@ Deno.test({
       // Renewals resume: every lease key is rewritten after the restart (only its agent writes
       // it), and `weft leases` shows it expiring a full TTL after the restart or later.
       const atRestart = await leaseRevisions(c);
-      const renewedIn = await until(
-        "every agent to renew its lease after etcd returned",
+      const renewWaitAt = Date.now();
+      await waitFor("every agent to renew its lease after etcd returned", async () => {
+        const now = await leaseRevisions(c);
+        return [...atRestart.keys.keys()].every((k) => (now.keys.get(k) ?? 0) > atRestart.rev);
         // etcd re-armed each lease with one TTL on restart: later than that, it would be gone.
-        TTL * 1000,
-        async () => {
-          const now = await leaseRevisions(c);
-          return [...atRestart.keys.keys()].every((k) => (now.keys.get(k) ?? 0) > atRestart.rev);
-        },
-      );
+      }, { timeoutMs: TTL * 1000, intervalMs: 200 });
+      const renewedIn = Date.now() - renewWaitAt;
       const after = await weftLeases(c);
       assert.deepEqual(
         after.map((l) => `${l.subnet} ${l.publicIP}`).sort(),
@@ -194,16 +189,18 @@ Deno.test({
         return r?.gateway === "198.19.250.0" && r.dev === "flannel.1" &&
           fdb.includes(`${fake.mac} dst ${fake.ip}`);
       };
-      const seenIn = await until(
+      const putAt = Date.now();
+      await waitFor(
         "the post-outage lease on every host",
-        15_000,
         async () => (await Promise.all(c.hosts.map((h) => hasFake(h.name)))).every(Boolean),
+        { timeoutMs: 15_000, intervalMs: 200 },
       );
+      const seenIn = Date.now() - putAt;
       await etcdctl(c, "del", key);
-      await until(
+      await waitFor(
         "the deleted lease to leave every host",
-        15_000,
         async () => (await Promise.all(c.hosts.map((h) => hasFake(h.name)))).every((x) => !x),
+        { timeoutMs: 15_000, intervalMs: 200 },
       );
       console.log(`post-outage lease programmed on all hosts ${seenIn} ms after it was written`);
 

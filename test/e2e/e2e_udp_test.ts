@@ -109,7 +109,16 @@ for (const registry of ["etcd", "kv"] as const) {
         const routes = await c.exec(h1, ["ip", "route", "show", "dev", "flannel0"]);
         assert.match(routes, /^198\.19\.0\.0\/16 /m);
 
-        // Every pod reaches every other pod.
+        // Every pod reaches every other pod, once every agent knows every peer (ready means its
+        // own lease is applied; a peer started later arrives by the watch). The udp backend's
+        // peers live in the agent, not in the kernel: wait for its weft_peers gauge.
+        for (const h of c.hosts) {
+          await waitFor(
+            `${h.name} to know its ${c.hosts.length - 1} peers`,
+            async () => metric(await scrape(c, h), "weft_peers") === c.hosts.length - 1,
+            { timeoutMs: 20_000, intervalMs: 200 },
+          );
+        }
         const m = await c.pingMatrix({ count: 2, timeoutS: 2 });
         assert.ok(m.ok, `ping matrix: ${JSON.stringify(m.failed)}`);
 
@@ -144,14 +153,14 @@ for (const registry of ["etcd", "kv"] as const) {
         );
         await sendSpoofed(c, "reg", h1.ip, formatIp(env1.subnet.ip + 9), p1.ip);
         let after = before;
-        for (let i = 0; i < 100 && after <= before; i++) {
-          await new Promise((r) => setTimeout(r, 100));
+        await waitFor("the not_member drop to be counted", async () => {
           after = metric(
             await scrape(c, h1),
             "weft_udp_dropped_packets_total",
             `{reason="not_member"}`,
           );
-        }
+          return after > before;
+        }, { timeoutMs: 10_000 }).catch(() => {}); // the assertion below says what was seen
         assert.ok(after > before, `not_member drops ${before} → ${after}`);
         assert.ok(metric(await scrape(c, h1), "weft_udp_tx_packets_total") > 0);
 
@@ -207,11 +216,15 @@ for (const registry of ["etcd", "kv"] as const) {
             await reg.close();
           }
         }
-        let unreachable = false;
-        for (let i = 0; i < 20 && !unreachable; i++) {
-          const r = await c.run(p1, ["ping", "-n", "-c", "1", "-W", "1", p3.ip]);
-          unreachable = /Destination Net Unreachable/.test(r.stdout + r.stderr);
-        }
+        // Each probe is one ping (up to 1 s); 20 probes used to bound it: 40 s covers them.
+        const unreachable = await waitFor(
+          "h1 to answer net-unreachable for h3's pods",
+          async () => {
+            const r = await c.run(p1, ["ping", "-n", "-c", "1", "-W", "1", p3.ip]);
+            return /Destination Net Unreachable/.test(r.stdout + r.stderr);
+          },
+          { timeoutMs: 40_000, intervalMs: 0 },
+        ).catch(() => false);
         assert.ok(unreachable, "traffic to a removed peer's pods still forwarded");
         const stillOk = await c.ping(p1, p2, { count: 2 });
         assert.equal(stillOk.received, 2);

@@ -15,9 +15,10 @@
  */
 import assert from "node:assert/strict";
 import { type EtcdProc, startEtcd } from "../kit/etcd.ts";
-import { type AgentProc, startAgent } from "../kit/agent.ts";
+import { startAgent } from "../kit/agent.ts";
+import { runOk, StopWaiting, waitFor } from "../kit/proc.ts";
 import { readSubnetHint } from "../../src/config/subnet_env.ts";
-import { formatCidr, type Ipv4Net } from "../../src/base/ipv4.ts";
+import { formatCidr } from "../../src/base/ipv4.ts";
 import { subnetKey } from "../../src/lease/codec.ts";
 
 /**
@@ -68,21 +69,6 @@ function agentArgs(dir: string, endpoint: string, n: number, extra: string[]): s
   ];
 }
 
-/** Waits for subnet.env (bounded); fails early with the log when the agent exits first. */
-async function waitSubnetEnv(a: AgentProc, file: string): Promise<Ipv4Net> {
-  const end = Date.now() + START_MS;
-  let exited = false;
-  a.exited.then(() => exited = true);
-  while (Date.now() < end) {
-    // Only the subnet matters here (the alloc backend on lo writes lo's MTU, 65536).
-    const subnet = await readSubnetHint(file);
-    if (subnet) return subnet;
-    if (exited) throw new Error(`agent exited before writing ${file}:\n${a.log()}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`agent did not write ${file} within ${START_MS} ms:\n${a.log()}`);
-}
-
 /**
  * Starts an agent that must get a lease: subnet.env names a subnet whose lease in etcd carries
  * the agent's public IP. Stops it with SIGTERM (exit 0) afterwards.
@@ -91,7 +77,16 @@ async function assertGetsLease(etcd: EtcdProc, n: number, extra: string[]): Prom
   await withTmp(async (dir) => {
     const a = startAgent(agentArgs(dir, etcd.endpoint, n, extra));
     try {
-      const subnet = await waitSubnetEnv(a, `${dir}/subnet.env`);
+      const file = `${dir}/subnet.env`;
+      // Only the subnet matters here (the alloc backend on lo writes lo's MTU, 65536).
+      const subnet = await waitFor(`the agent to write ${file}`, async () => {
+        const hint = await readSubnetHint(file);
+        if (hint) return hint;
+        if (a.status) throw new StopWaiting(`agent exited before writing ${file}:\n${a.log()}`);
+      }, { timeoutMs: START_MS }).catch((e) => {
+        if (e instanceof StopWaiting) throw e;
+        throw new Error(`${(e as Error).message}:\n${a.log()}`);
+      });
       const key = `${prefix}/subnets/${subnetKey(subnet)}`;
       const value = (await etcd.etcdctl("get", key, "--print-value-only")).trim();
       assert.ok(value, `no lease ${key} in etcd for ${formatCidr(subnet)}:\n${a.log()}`);
@@ -116,10 +111,7 @@ async function assertFailsClearly(
   return await withTmp(async (dir) => {
     const a = startAgent(agentArgs(dir, etcd.endpoint, n, extra));
     const t0 = performance.now();
-    const st = await Promise.race([
-      a.exited,
-      new Promise<null>((r) => setTimeout(() => r(null), FAIL_EXIT_MS)),
-    ]);
+    const st = await a.waitExit(FAIL_EXIT_MS).catch(() => null);
     const ms = performance.now() - t0;
     if (!st) await a.stop("SIGKILL");
     const log = a.log();
@@ -136,28 +128,24 @@ async function assertFailsClearly(
 
 /** A CA that signed nothing etcd knows: the wrong --etcd-cafile. */
 async function otherCa(dir: string): Promise<string> {
-  const out = await new Deno.Command("openssl", {
-    args: [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-keyout",
-      `${dir}/other-ca.key`,
-      "-out",
-      `${dir}/other-ca.crt`,
-      "-days",
-      "1",
-      "-subj",
-      "/CN=weft-test-other-ca",
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  await runOk([
+    "openssl",
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-keyout",
+    `${dir}/other-ca.key`,
+    "-out",
+    `${dir}/other-ca.crt`,
+    "-days",
+    "1",
+    "-subj",
+    "/CN=weft-test-other-ca",
+  ]);
   return `${dir}/other-ca.crt`;
 }
 

@@ -200,7 +200,9 @@ Deno.test("harness: waitReady fails fast with the log when the agent dies; withC
         assert.ok(err, "waitReady succeeded for an agent that cannot start");
         assert.match(err.message, /exited \(code 1/);
         assert.match(err.message, /no-such-agent\.ts/); // the log tail is in the message
-        assert.ok(Date.now() - t0 < 10_000, `took ${Date.now() - t0} ms`);
+        // What proves "fast" is the message above (the exit, not a timeout). This is a sanity
+        // bound only (10x the old 10 s, so never the deciding check); speed lives in bench/.
+        assert.ok(Date.now() - t0 < 100_000, `took ${Date.now() - t0} ms`);
         throw new Error("test body failed on purpose");
       }),
     /failed on purpose/,

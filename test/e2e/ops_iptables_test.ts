@@ -8,18 +8,15 @@ import { RuleManager } from "../../src/iptables/keeper.ts";
 import { masqRules } from "../../src/iptables/rules.ts";
 import { type IptablesBinary, versionSupportsRandomFully } from "../../src/iptables/exec.ts";
 import { runChecks } from "../../src/backend/part.ts";
+import { runOk, waitFor } from "../kit/proc.ts";
 
 const RUN = newRunId();
 const NET = parseCidr("198.19.0.0/16");
 const SUB7 = parseCidr("198.19.7.0/24");
 const SUB8 = parseCidr("198.19.8.0/24");
 
-async function sh(...argv: string[]): Promise<string> {
-  const out = await new Deno.Command(argv[0], { args: argv.slice(1), stderr: "piped" }).output();
-  const err = new TextDecoder().decode(out.stderr);
-  if (!out.success) throw new Error(`${argv.join(" ")} failed: ${err}`);
-  return new TextDecoder().decode(out.stdout);
-}
+/** A command to completion, through the kit (stdout; throws with stderr on failure). */
+const sh = (...argv: string[]) => runOk(argv, { timeoutMs: 30_000 });
 
 /** `-A` lines of `<bin>-save` inside the namespace. */
 async function saved(ns: string, bin: IptablesBinary | "iptables" = "iptables"): Promise<string[]> {
@@ -114,13 +111,11 @@ Deno.test("iptables-nft: ensure, idempotence, resync repair, subnet change, remo
       const checks = runChecks(mgr, resync.signal);
       // Wait for the repair to be counted, not just for the rules: the rules are back as soon as
       // iptables-restore ran, the count only after ensure() read them back.
-      const deadline = Date.now() + 5000;
-      while (
-        metrics.counter("weft_iptables_repairs_total", "").get() <= repairs &&
-        Date.now() < deadline
-      ) {
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      await waitFor(
+        "the repair to be counted",
+        () => metrics.counter("weft_iptables_repairs_total", "").get() > repairs,
+        { timeoutMs: 5000 },
+      ).catch(() => {}); // on timeout, the assertions below say what is missing
       resync.abort();
       await checks;
       assert.deepEqual((await saved(ns)).sort(), [...EXPECTED_7].sort());

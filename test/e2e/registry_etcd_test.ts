@@ -11,8 +11,10 @@ import assert from "node:assert/strict";
 import { EtcdRegistry, openEtcdRegistry } from "../../src/registry/etcd/mod.ts";
 import { RegistryError, type WatchMessage } from "../../src/registry/contract/registry.ts";
 import { metrics } from "../../src/base/metrics.ts";
+import { withTimeout } from "../../src/base/async.ts";
 import { collectChanges, registryConformance } from "../kit/suites/registry_conformance.ts";
 import { compact, type EtcdProc, startEtcd } from "../kit/etcd.ts";
+import { sleep, waitFor } from "../kit/proc.ts";
 
 const VALUE = '{"PublicIP":"198.18.0.9","PublicIPv6":null,"BackendType":"vxlan"}';
 
@@ -49,14 +51,6 @@ async function etcdGauge(e: EtcdProc, name: string): Promise<number> {
   const m = new RegExp(`^${name} (\\S+)$`, "m").exec(text);
   assert.ok(m, `etcd metric ${name} missing`);
   return Number(m[1]);
-}
-
-async function waitFor(what: string, ms: number, cond: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > deadline) assert.fail(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 Deno.test("etcd registry: keys outside subnets/<key> are neither listed nor watched", async () => {
@@ -153,8 +147,8 @@ Deno.test("etcd registry: watch survives an etcd crash and restart without missi
   const seen = (n: number) =>
     waitFor(
       `${n} changes (got ${changes.join(", ")})`,
-      30_000,
       () => Promise.resolve(changes.length >= n),
+      { timeoutMs: 30_000, stopOnError: true },
     );
   try {
     const start = (await r.listLeases()).revision;
@@ -176,12 +170,12 @@ Deno.test("etcd registry: watch survives an etcd crash and restart without missi
     await e.kill();
     // While etcd is down, calls fail with a transient (not a RegistryError) error.
     await assert.rejects(r.getConfig(), (err: Error) => !(err instanceof RegistryError));
-    await new Promise((res) => setTimeout(res, 700)); // let the watcher fail and back off a few times
+    await sleep(700); // time, not a state: let the watcher fail and back off a few times
     await e.restart();
     assert.ok(await r.deleteLease("198.19.31.0-24"));
     assert.ok(await r.createLease("198.19.33.0-24", VALUE, 600));
     await seen(5);
-    await new Promise((res) => setTimeout(res, 300)); // any duplicate would arrive by now
+    await sleep(300); // a window, not a state: any duplicate would arrive by now
     assert.deepEqual(changes, [
       "put 198.19.30.0-24",
       "put 198.19.31.0-24",
@@ -212,12 +206,12 @@ Deno.test("etcd registry: the first watch connection is retried until etcd comes
     const first = (async () => {
       for await (const m of r.watchLeases(start, ac.signal)) return m;
     })();
-    await new Promise((res) => setTimeout(res, 800));
+    await sleep(800); // the watch must start while etcd is down and retry: let it fail first
     await e.restart();
-    const m = await Promise.race([
-      first,
-      new Promise<undefined>((res) => setTimeout(() => res(undefined), 30_000)),
-    ]);
+    let m: WatchMessage | undefined;
+    void first.then((x) => m = x);
+    await waitFor("the first watch message", () => m !== undefined, { timeoutMs: 30_000 })
+      .catch(() => {});
     assert.ok(m && m.kind === "changes", "no message within 30 s of etcd coming back");
     assert.equal(m.changes[0].type === "put" && m.changes[0].lease.key, "198.19.34.0-24");
   } finally {
@@ -243,12 +237,7 @@ Deno.test("etcd registry: compacted history gives a snapshot of the current stat
     await compact(e, head);
     const it = r.watchLeases(from, ac.signal)[Symbol.asyncIterator]();
     const next = async (): Promise<WatchMessage> => {
-      const res = await Promise.race([
-        it.next(),
-        new Promise<never>((_, rej) =>
-          setTimeout(() => rej(new Error("no watch message in 20 s")), 20_000)
-        ),
-      ]);
+      const res = await withTimeout(it.next(), 20_000, "the next watch message");
       assert.ok(!res.done, "watch ended");
       return res.value;
     };
@@ -291,29 +280,30 @@ Deno.test("etcd registry: aborting or closing leaves no watcher on the server", 
     })();
     await waitFor(
       "2 watchers on etcd",
-      15_000,
       async () => (await etcdGauge(e, "etcd_debugging_mvcc_watcher_total")) === 2,
+      { timeoutMs: 15_000, stopOnError: true },
     );
     ac.abort();
     await w1;
     await waitFor(
       "1 watcher on etcd",
-      15_000,
       async () => (await etcdGauge(e, "etcd_debugging_mvcc_watcher_total")) === 1,
+      { timeoutMs: 15_000, stopOnError: true },
     );
     // close() ends a watch that was never aborted.
     await r.close();
-    const ended = await Promise.race([
-      w2.then(() => true),
-      new Promise<boolean>((res) => setTimeout(() => res(false), 15_000)),
-    ]);
+    let w2Done = false;
+    void w2.then(() => w2Done = true);
+    const ended = await waitFor("the watch to end after close()", () => w2Done, {
+      timeoutMs: 15_000,
+    }).then(() => true, () => false);
     assert.ok(ended, "watch still running 15 s after close()");
     await waitFor(
       "no watch streams on etcd",
-      15_000,
       async () =>
         (await etcdGauge(e, "etcd_debugging_mvcc_watch_stream_total")) === 0 &&
         (await etcdGauge(e, "etcd_debugging_mvcc_watcher_total")) === 0,
+      { timeoutMs: 15_000, stopOnError: true },
     );
     ac2.abort();
   } finally {
@@ -353,18 +343,17 @@ Deno.test("etcd registry: TLS with username/password, and what wrong credentials
       }
     })();
     try {
-      await waitFor(
-        "the first lease on the watch",
-        15_000,
-        () => Promise.resolve(keys.length === 1),
-      );
+      await waitFor("the first lease on the watch", () => Promise.resolve(keys.length === 1), {
+        timeoutMs: 15_000,
+        stopOnError: true,
+      });
       await e.kill(); // not graceful: see "GOAWAY" in the file comment
       await e.restart();
       assert.ok(await r.createLease("198.19.51.0-24", VALUE, 60));
       await waitFor(
         "the lease written after the restart",
-        30_000,
         () => Promise.resolve(keys.length === 2),
+        { timeoutMs: 30_000, stopOnError: true },
       );
       assert.deepEqual(keys, ["put 198.19.50.0-24", "put 198.19.51.0-24"]);
     } finally {

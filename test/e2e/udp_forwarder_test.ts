@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { newRunId } from "../kit/names.ts";
 import { createNs, deleteNs, denoInNs } from "../kit/netns.ts";
 import { ICMP, ipBytes, writeIpv4Header } from "../kit/packets.ts";
-import { run as kitRun, runOk } from "../kit/proc.ts";
+import { run as kitRun, runOk, waitFor } from "../kit/proc.ts";
 import {
   closeFd,
   ErrnoError,
@@ -218,10 +218,11 @@ class ForwarderChild {
    */
   async countersWhen(ok: (c: ForwarderCounters) => boolean): Promise<ForwarderCounters> {
     let c = await this.counters();
-    for (let i = 0; i < 500 && !ok(c); i++) {
-      await new Promise((r) => setTimeout(r, 20));
-      c = await this.counters();
-    }
+    // On timeout the caller's assertions on the returned counters say what is missing.
+    await waitFor("forwarder counters", async () => ok(c = await this.counters()), {
+      timeoutMs: 10_000,
+      intervalMs: 20,
+    }).catch(() => {});
     return c;
   }
 
@@ -605,9 +606,9 @@ async function throughputProbe(t: Topology): Promise<void> {
   }).spawn();
   // deno-lint-ignore no-explicit-any
   const client = async (extra: string[], secs: number): Promise<any> => {
-    const deadline = performance.now() + 8000 + secs * 1000;
     let last = "";
-    while (performance.now() < deadline) {
+    // Retried while the server is not listening yet; a failed probe is reported, not thrown.
+    const j = await waitFor(`iperf3 ${extra.join(" ")}`, async () => {
       const r = await run("ip", [
         "netns",
         "exec",
@@ -629,8 +630,8 @@ async function throughputProbe(t: Topology): Promise<void> {
       } catch {
         last = r.stderr || `exit ${r.code}`;
       }
-      await new Promise((res) => setTimeout(res, 200)); // server not listening yet
-    }
+    }, { timeoutMs: 8000 + secs * 1000, intervalMs: 200 }).catch(() => null);
+    if (j) return j;
     console.log(`udp forwarder probe: iperf3 ${extra.join(" ")} failed: ${last}`);
     return null;
   };

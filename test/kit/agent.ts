@@ -227,11 +227,3 @@ export async function weft(
   });
   return { code: r.code, stdout: r.stdout, stderr: r.stderr };
 }
-
-/** Waits (bounded) until `path` can be read; returns its text. */
-export function waitForFile(path: string, ms: number): Promise<string> {
-  return waitFor(`${path} to appear`, () => Deno.readTextFile(path), {
-    timeoutMs: ms,
-    intervalMs: 50,
-  });
-}

@@ -25,6 +25,7 @@
  * ```
  */
 import { withTimeout } from "../../src/base/async.ts";
+import { formatIp } from "../../src/base/ipv4.ts";
 import { AgentProc } from "./agent.ts";
 import { type EtcdProc, startEtcd } from "./etcd.ts";
 import { atExit } from "./exit.ts";
@@ -61,7 +62,7 @@ import {
   unwirePod,
   wirePod,
 } from "./pods.ts";
-import { run, runOk, type RunOptions, type RunResult } from "./proc.ts";
+import { run, runOk, type RunOptions, type RunResult, waitFor } from "./proc.ts";
 
 export { cleanupStale, HARNESS_PREFIX };
 export type { AgentProc, EtcdProc, PingOptions, PingResult, PodWiring, RunResult, SubnetEnv };
@@ -444,6 +445,52 @@ export class Cluster {
     results.sort((x, y) => (x.from + x.to).localeCompare(y.from + y.to));
     const failed = results.filter((r) => r.received < r.sent || r.sent === 0);
     return { results, failed, ok: failed.length === 0 };
+  }
+
+  /**
+   * Waits (bounded) until every host with a running agent has every other such host's subnet in
+   * its kernel: the route and, where it goes through flannel.1 (vxlan), the peer's neighbour and
+   * fdb entries. Ready means an agent applied its own lease; a peer that started later arrives by
+   * the watch, so a ping right after {@link startAll} can race it: wait with this first.
+   */
+  async waitPeersProgrammed(timeoutMs = 20_000): Promise<void> {
+    const hosts = this.hosts.filter((h) => h.agent && !h.agent.status);
+    const missing = async (): Promise<string[]> => {
+      const peers = await Promise.all(hosts.map(async (h) => {
+        const env = await this.readSubnetEnv(h);
+        if (!env) return null;
+        const link = await this.run(h, ["ip", "-j", "link", "show", "flannel.1"]);
+        const mac = link.code === 0 ? JSON.parse(link.stdout)[0]?.address as string : null;
+        const subnet = `${formatIp(env.subnet.ip)}/${env.subnet.prefix}`;
+        return { h, subnet, gw: formatIp(env.subnet.ip), mac };
+      }));
+      const lacks: string[] = [];
+      for (const h of hosts) {
+        const routes = await this.routes(h);
+        const neigh = await this.run(h, ["ip", "neigh", "show", "dev", "flannel.1"]);
+        const fdb = await this.run(h, ["bridge", "fdb", "show", "dev", "flannel.1"]);
+        for (const p of peers) {
+          if (!p) lacks.push("a host without subnet.env");
+          if (!p || p.h === h) continue;
+          const r = routes.find((x) => x.dst === p.subnet);
+          if (!r) lacks.push(`${h.name}: no route to ${p.h.name}'s ${p.subnet}`);
+          else if (r.dev === "flannel.1") {
+            if (!neigh.stdout.includes(`${p.gw} lladdr ${p.mac} PERMANENT`)) {
+              lacks.push(`${h.name}: no neighbour ${p.gw} lladdr ${p.mac}`);
+            }
+            if (!fdb.stdout.includes(`${p.mac} dst ${p.h.ip} `)) {
+              lacks.push(`${h.name}: no fdb ${p.mac} dst ${p.h.ip}`);
+            }
+          }
+        }
+      }
+      return lacks;
+    };
+    await waitFor("every host to program every peer", async () => {
+      const lacks = await missing();
+      if (lacks.length > 0) throw new Error(lacks.join("; "));
+      return true;
+    }, { timeoutMs, intervalMs: 200 });
   }
 
   /** Runs `cmd` in the namespace of `ref`; returns stdout, throws with stderr on failure. */

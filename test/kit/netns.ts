@@ -59,7 +59,15 @@ export async function createNs(name: string, setup: NsSetup = {}): Promise<void>
  * signals reach it. Pass it to `run`, `runOk`, `spawnLogged` or `Deno.Command`.
  */
 export function denoInNs(ns: string, args: string[], opts: { flags?: string[] } = {}): string[] {
-  return ["ip", "netns", "exec", ns, Deno.execPath(), "run", "-A", ...(opts.flags ?? []), ...args];
+  return ["ip", "netns", "exec", ns, ...denoRun(args, opts)];
+}
+
+/**
+ * The command line of `deno run -A [flags] <args>` in the test's own namespace, with the real
+ * deno binary (e.g. a kit child such as children/kv_child.ts, or the compile tool).
+ */
+export function denoRun(args: string[], opts: { flags?: string[] } = {}): string[] {
+  return [Deno.execPath(), "run", "-A", ...(opts.flags ?? []), ...args];
 }
 
 /** Runs `cmd` inside namespace `ns`; returns stdout, throws with stderr on failure. */

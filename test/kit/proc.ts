@@ -96,12 +96,18 @@ export interface WaitOptions {
   timeoutMs: number;
   /** Poll period; default 100 ms. */
   intervalMs?: number;
+  /**
+   * When true, any error `check` throws ends the wait at once (as a failed check should), instead
+   * of meaning "not yet". Default false.
+   */
+  stopOnError?: boolean;
 }
 
 /**
  * Polls `check` until it returns a non-undefined, non-false value, or throws after `timeoutMs`
- * naming `what` and the last error `check` threw (if any). `check` may throw to say "not yet";
- * it may also throw {@link StopWaiting} to give up at once (e.g. the process died).
+ * naming `what` and the last error `check` threw (if any). `check` may throw to say "not yet"
+ * (unless `stopOnError`); it may also throw {@link StopWaiting} to give up at once (e.g. the
+ * process died). The kit's one bounded wait: tests wait with this and nothing else.
  */
 export async function waitFor<T>(
   what: string,
@@ -118,6 +124,9 @@ export async function waitFor<T>(
       if (v !== undefined && v !== false) return v;
     } catch (e) {
       if (e instanceof StopWaiting) throw e;
+      if (opts.stopOnError) {
+        throw new StopWaiting(`${what}: ${e instanceof Error ? e.message : e}`, { cause: e });
+      }
       lastError = e;
     }
     if (Date.now() >= deadline) break;
@@ -125,18 +134,6 @@ export async function waitFor<T>(
   }
   const last = lastError instanceof Error ? ` (last error: ${lastError.message})` : "";
   throw new Error(`timed out after ${opts.timeoutMs} ms waiting for ${what}${last}`);
-}
-
-/** {@link waitFor} for a yes/no check; returns how long it took (ms), for tests that report it. */
-export async function waitForMs(
-  what: string,
-  timeoutMs: number,
-  check: () => boolean | Promise<boolean>,
-  intervalMs = 100,
-): Promise<number> {
-  const t0 = Date.now();
-  await waitFor(what, check, { timeoutMs, intervalMs });
-  return Date.now() - t0;
 }
 
 /** Thrown from a {@link waitFor} check to abort the wait immediately with this message. */

@@ -12,7 +12,7 @@ import type { NetworkConfig } from "../../src/config/network.ts";
 import type { Lease } from "../../src/lease/codec.ts";
 import { openKvRegistry } from "../../src/registry/kv/mod.ts";
 import type { Registry } from "../../src/registry/contract/registry.ts";
-import { until } from "../kit/suites/lease_suite.ts";
+import { waitFor } from "../kit/proc.ts";
 
 /** A part that records its calls; its first apply waits for `release()`. */
 class RecordingPart implements Part {
@@ -101,13 +101,21 @@ Deno.test({
     const route = new RecordingPart("blackhole route");
     await withAgent([route, rules], async (agent, registry, running, ctl) => {
       // The first part is in place, the second one's apply waits: /readyz names the second.
-      await until("route applied", 10_000, () => route.applied.length === 1);
+      await waitFor("route applied", () => route.applied.length === 1, {
+        timeoutMs: 10_000,
+        intervalMs: 50,
+        stopOnError: true,
+      });
       assert.deepEqual(agent.readiness(), {
         ok: false,
         reason: "iptables rules not installed yet",
       });
       rules.release();
-      await until("agent ready", 10_000, () => agent.readiness().ok);
+      await waitFor("agent ready", () => agent.readiness().ok, {
+        timeoutMs: 10_000,
+        intervalMs: 50,
+        stopOnError: true,
+      });
       const first = agent.lease!.key;
       assert.deepEqual(rules.applied, [{ subnet: first, prev: null }]);
       assert.deepEqual(route.applied, [{ subnet: first, prev: null }]);
@@ -115,18 +123,22 @@ Deno.test({
       // Checks run periodically, and a failing round does not end them.
       rules.failNextCheck = true;
       const after = rules.checks;
-      await until("checks after a failure", 5000, () => rules.checks >= after + 3);
+      await waitFor("checks after a failure", () => rules.checks >= after + 3, {
+        timeoutMs: 5000,
+        intervalMs: 50,
+        stopOnError: true,
+      });
       assert.equal(rules.failNextCheck, false);
       assert.ok(route.checks > 0);
 
       // The lease deleted under the agent: both parts get the re-acquired one, with the first
       // as prev, in order.
       assert.ok(await registry.deleteLease(first));
-      await until(
-        "parts re-applied",
-        10_000,
-        () => rules.applied.length === 2 && agent.readiness().ok,
-      );
+      await waitFor("parts re-applied", () => rules.applied.length === 2 && agent.readiness().ok, {
+        timeoutMs: 10_000,
+        intervalMs: 50,
+        stopOnError: true,
+      });
       const second = agent.lease!.key;
       assert.deepEqual(rules.applied[1], { subnet: second, prev: first });
       assert.deepEqual(route.applied[1], { subnet: second, prev: first });

@@ -8,7 +8,7 @@ import { Agent } from "../../src/agent/agent.ts";
 import type { AllocBackend } from "../../src/backend/alloc/backend.ts";
 import { openKvRegistry } from "../../src/registry/kv/mod.ts";
 import { encodeLeaseValue } from "../../src/lease/codec.ts";
-import { until } from "../kit/suites/lease_suite.ts";
+import { waitFor } from "../kit/proc.ts";
 import { ConfigError, FatalError } from "../../src/base/errors.ts";
 import { OutOfSubnetsError } from "../../src/lease/manager.ts";
 import { metrics } from "../../src/base/metrics.ts";
@@ -37,7 +37,11 @@ Deno.test({
       });
       assert.equal(agent.readiness().ok, false);
       const running = agent.run(ctl.signal);
-      await until("agent ready", 30_000, () => agent.readiness().ok);
+      await waitFor("agent ready", () => agent.readiness().ok, {
+        timeoutMs: 30_000,
+        intervalMs: 50,
+        stopOnError: true,
+      });
       const v = (ip: string) => encodeLeaseValue({ publicIP: ip, backendType: "alloc" });
       // A default route, a /8 outside the network and a /25 half-overlapping someone's /24.
       await registry.createLease("0.0.0.0-0", v("198.18.3.9"), 60);
@@ -51,16 +55,20 @@ Deno.test({
       await registry.createLease("198.19.201.0-24", v("198.18.3.6"), 60);
       const backend = agent.backend as AllocBackend;
       // The watch delivers in registry order: once the last lease is in, all were judged.
-      await until("good peer delivered", 15_000, () => backend.peers.has("198.19.201.0-24"));
+      await waitFor("good peer delivered", () => backend.peers.has("198.19.201.0-24"), {
+        timeoutMs: 15_000,
+        intervalMs: 50,
+        stopOnError: true,
+      });
       assert.deepEqual([...backend.peers.keys()].sort(), ["198.19.0.0-24", "198.19.201.0-24"]);
 
       // Someone deletes our lease: not ready until it is back and applied.
       const own = agent.lease!.key;
       assert.ok(await registry.deleteLease(own));
-      await until(
+      await waitFor(
         "lease re-acquired",
-        30_000,
         async () => agent.readiness().ok && (await registry.getLease(own)) !== null,
+        { timeoutMs: 30_000, intervalMs: 50, stopOnError: true },
       );
       ctl.abort();
       await running;
@@ -192,16 +200,28 @@ Deno.test({
         reconcileIntervalMs: 100,
       });
       const running = agent.run(ctl.signal);
-      await until("agent ready", 30_000, () => agent.readiness().ok);
+      await waitFor("agent ready", () => agent.readiness().ok, {
+        timeoutMs: 30_000,
+        intervalMs: 50,
+        stopOnError: true,
+      });
       await registry.createLease("198.19.12.0-24", v(bogus[2]), 60);
       await registry.createLease("198.19.13.0-24", v(bogus[3]), 60);
       await registry.createLease("198.19.14.0-24", v("198.18.3.6"), 60);
       const backend = agent.backend as AllocBackend;
       // The watch delivers in registry order: once the last lease is in, all were judged.
-      await until("good peer delivered", 15_000, () => backend.peers.has("198.19.14.0-24"));
+      await waitFor("good peer delivered", () => backend.peers.has("198.19.14.0-24"), {
+        timeoutMs: 15_000,
+        intervalMs: 50,
+        stopOnError: true,
+      });
       // A re-list judges them again: each bad lease is still counted (and logged) once only.
       const listed = resyncs.get();
-      await until("another re-list", 15_000, () => resyncs.get() >= listed + 1);
+      await waitFor("another re-list", () => resyncs.get() >= listed + 1, {
+        timeoutMs: 15_000,
+        intervalMs: 50,
+        stopOnError: true,
+      });
       assert.deepEqual([...backend.peers.keys()], ["198.19.14.0-24"]);
       assert.deepEqual(agent.peers().map((l) => l.key), ["198.19.14.0-24"]);
       assert.equal(malformed.get() - before, bogus.length);

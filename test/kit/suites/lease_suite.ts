@@ -10,7 +10,7 @@ import type { PeerEvent } from "../../../src/lease/watch.ts";
 import { encodeLeaseValue, type Lease } from "../../../src/lease/codec.ts";
 import { formatCidr, parseCidr } from "../../../src/base/ipv4.ts";
 import type { Registry } from "../../../src/registry/contract/registry.ts";
-import { StopWaiting, waitFor } from "../proc.ts";
+import { sleep, waitFor } from "../proc.ts";
 
 /** A store shared by several clients, like agents on several hosts. */
 export interface Store {
@@ -24,20 +24,6 @@ const cfg = parseNetworkConfig(cfgText);
 
 function manager(r: Registry, ttlSeconds = 60, c = cfg) {
   return new LeaseManager(r, c, { ttlSeconds, renewMarginMs: 60_000, retryMs: 200 });
-}
-
-/**
- * Polls `fn` every 50 ms until it returns a truthy value or `ms` passes (the kit's `waitFor`;
- * an error thrown by `fn` ends the wait at once, as a failed check should).
- */
-export function until<T>(what: string, ms: number, fn: () => Promise<T> | T): Promise<T> {
-  return waitFor(what, async () => {
-    try {
-      return (await fn()) || undefined;
-    } catch (e) {
-      throw new StopWaiting(`${what}: ${e instanceof Error ? e.message : e}`);
-    }
-  }, { timeoutMs: ms, intervalMs: 50 });
 }
 
 /** Runs a PeerWatcher in the background, collecting its events. */
@@ -150,16 +136,24 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
     const w = watch(await s.client());
     try {
       // The lease must come after the watcher's first list, or it arrives there, not as an event.
-      await until("initial list", 10_000, () => w.initial.length > 0);
+      await waitFor("initial list", () => w.initial.length > 0, {
+        timeoutMs: 10_000,
+        intervalMs: 50,
+        stopOnError: true,
+      });
       const mgr = manager(await s.client(), 2);
       // Timed from before the create: removal can never come sooner than the TTL after this.
       const t0 = Date.now();
       const dead = await mgr.acquire({ publicIP: "198.18.0.21" }, null);
-      await until("added event", 10_000, () => w.events.some((e) => e.type === "added"));
-      await until(
+      await waitFor("added event", () => w.events.some((e) => e.type === "added"), {
+        timeoutMs: 10_000,
+        intervalMs: 50,
+        stopOnError: true,
+      });
+      await waitFor(
         "removal after expiry",
-        20_000,
         () => w.events.some((e) => e.type === "removed" && e.lease.key === dead.key),
+        { timeoutMs: 20_000, intervalMs: 50, stopOnError: true },
       );
       assert.ok(Date.now() - t0 >= 500, "removed before its TTL could have run out");
       assert.equal(w.watcher.peers().length, 0);
@@ -175,7 +169,8 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
     const ctl = new AbortController();
     const loop = m.runRenewal(ctl.signal, () => {});
     try {
-      await new Promise((res) => setTimeout(res, 5000));
+      // Time must pass (past the 3 s TTL), no state to wait for: the lease must still be there.
+      await sleep(5000);
       const now = await r.getLease(l.key);
       assert.ok(now, "lease expired although it was being renewed");
       assert.ok(now.expiresAt! > l.expiresAt!, "expiry did not move");
@@ -200,11 +195,11 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
     assert.equal(mine.key, "198.19.77.0-24");
     assert.equal(mine.expiresAt, null);
     // Wait for the ordinary 2 s lease to expire (etcd expires leases late under load), then check.
-    await until(
-      "the ordinary 2 s lease to expire",
-      20_000,
-      async () => !(await r.getLease(other.key)),
-    );
+    await waitFor("the ordinary 2 s lease to expire", async () => !(await r.getLease(other.key)), {
+      timeoutMs: 20_000,
+      intervalMs: 50,
+      stopOnError: true,
+    });
     const still = await r.getLease("198.19.77.0-24");
     assert.ok(still, "reservation was expired");
     assert.equal(still.expiresAt, null);
@@ -223,12 +218,24 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
       const loop = m.runRenewal(ctl.signal, (nl) => void changes.push(nl));
       const origLost = w.lost.length;
       try {
-        await until("watch started", 10_000, () => w.initial.length > 0);
+        await waitFor("watch started", () => w.initial.length > 0, {
+          timeoutMs: 10_000,
+          intervalMs: 50,
+          stopOnError: true,
+        });
         const admin = await s.client();
         assert.ok(await admin.deleteLease(l.key));
-        await until("loss noticed", 10_000, () => w.lost.length > origLost);
+        await waitFor("loss noticed", () => w.lost.length > origLost, {
+          timeoutMs: 10_000,
+          intervalMs: 50,
+          stopOnError: true,
+        });
         m.notifyLost();
-        await until("re-acquired", 15_000, () => changes.length > 0);
+        await waitFor("re-acquired", () => changes.length > 0, {
+          timeoutMs: 15_000,
+          intervalMs: 50,
+          stopOnError: true,
+        });
         assert.equal(changes[0].key, l.key);
         const back = await admin.getLease(l.key);
         assert.ok(back && JSON.parse(back.value).PublicIP === "198.18.0.51");
@@ -246,35 +253,43 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
     const first = await mA.acquire({ publicIP: "198.18.0.71" }, null);
     const w = watch(await s.client(), () => mA.lease?.key ?? null);
     try {
-      await until("initial list", 10_000, () => w.initial.length > 0);
+      await waitFor("initial list", () => w.initial.length > 0, {
+        timeoutMs: 10_000,
+        intervalMs: 50,
+        stopOnError: true,
+      });
       // Our lease vanishes and node B takes the subnet at once, before we react.
       const admin = await s.client();
       assert.ok(await admin.deleteLease(first.key));
       const bValue = encodeLeaseValue({ publicIP: "198.18.0.72" });
       assert.ok(await admin.createLease(first.key, bValue, 60));
-      await until("deletion seen", 10_000, () => w.lost.length > 0);
+      await waitFor("deletion seen", () => w.lost.length > 0, {
+        timeoutMs: 10_000,
+        intervalMs: 50,
+        stopOnError: true,
+      });
       // We re-acquire elsewhere; B's lease on our old key must now be a peer.
       const second = await mA.acquire({ publicIP: "198.18.0.71" }, null);
       assert.notEqual(second.key, first.key);
       const peerIps = () => w.watcher.peers().map((p) => `${p.key}=${p.attrs.publicIP}`);
       // The delete and B's create may reach the watcher in two polls: wait for B's lease itself.
-      await until(
+      await waitFor(
         "B's lease seen as a peer",
-        10_000,
         () => peerIps().includes(`${first.key}=198.18.0.72`),
+        { timeoutMs: 10_000, intervalMs: 50, stopOnError: true },
       );
       assert.ok(peerIps().includes(`${first.key}=198.18.0.72`), JSON.stringify(peerIps()));
       assert.ok(!peerIps().some((p) => p.startsWith(`${second.key}=`)), "own lease as a peer");
       // And the next batch of events delivers it to the backend.
       await admin.createLease("198.19.250.0-24", encodeLeaseValue({ publicIP: "198.18.0.73" }), 60);
-      await until(
+      await waitFor(
         "B delivered as added",
-        10_000,
         () =>
           w.events.some((e) =>
             e.type === "added" && e.lease.key === first.key &&
             e.lease.attrs.publicIP === "198.18.0.72"
           ),
+        { timeoutMs: 10_000, intervalMs: 50, stopOnError: true },
       );
     } finally {
       await w.stop();
@@ -291,13 +306,17 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
     assert.equal(leases.length, 0);
     const w = watch(await s.client());
     try {
-      await until("initial list", 10_000, () => w.initial.length > 0);
+      await waitFor("initial list", () => w.initial.length > 0, {
+        timeoutMs: 10_000,
+        intervalMs: 50,
+        stopOnError: true,
+      });
       await r.createLease("198.19.92.0-24", `{"PublicIP":"198.18.0.61"`, 60);
       const good = await m.acquire({ publicIP: "198.18.0.62" }, null);
-      await until(
+      await waitFor(
         "good lease delivered",
-        10_000,
         () => w.events.some((e) => e.type === "added" && e.lease.key === good.key),
+        { timeoutMs: 10_000, intervalMs: 50, stopOnError: true },
       );
       assert.ok(!w.events.some((e) => e.lease.key === "198.19.92.0-24"));
     } finally {

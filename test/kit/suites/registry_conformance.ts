@@ -17,6 +17,7 @@ import type {
   RegistryLease,
   WatchMessage,
 } from "../../../src/registry/contract/registry.ts";
+import { sleep, waitFor } from "../proc.ts";
 
 /** A fresh, empty registry; `cleanup` closes it and removes whatever `open` made. */
 export type OpenRegistry = () => Promise<{ registry: Registry; cleanup(): Promise<void> }>;
@@ -210,13 +211,11 @@ export function registryConformance(name: string, open: OpenRegistry): void {
       (cs) => cs.some((c) => c.type === "delete" && c.key === "198.19.9.0-24"),
       { timeoutMs: 30_000 },
     );
-    let listed: string[] = [];
     // Bounded wait for the expiry (etcd expires leases late on a loaded machine).
-    while (Date.now() - t0 < 20_000) {
-      listed = (await r.listLeases()).leases.map((l) => l.key).sort();
-      if (!listed.includes("198.19.9.0-24")) break;
-      await new Promise((res) => setTimeout(res, 200));
-    }
+    const listed = await waitFor("the 2 s lease to leave the list", async () => {
+      const keys = (await r.listLeases()).leases.map((l) => l.key).sort();
+      return keys.includes("198.19.9.0-24") ? undefined : keys;
+    }, { timeoutMs: 20_000, intervalMs: 200 });
     assert.deepEqual(listed, ["198.19.10.0-24", "198.19.11.0-24"], "expired lease still listed");
     assert.ok(Date.now() - t0 >= 1500, "lease vanished well before its TTL");
     assert.equal(await r.getLease("198.19.9.0-24"), null);
@@ -234,7 +233,7 @@ export function registryConformance(name: string, open: OpenRegistry): void {
     const old = await r.createLease(key, VALUE_A, 2);
     assert.ok(old && typeof old.expiresAt === "number");
     // Nothing reads the key meanwhile (a read may delete an expired lease): wait out the TTL.
-    await new Promise((res) => setTimeout(res, Math.max(0, old.expiresAt! - Date.now()) + 50));
+    await sleep(Math.max(0, old.expiresAt! - Date.now()) + 50);
     const created = await r.createLease(key, VALUE_B, 60);
     assert.ok(created, "create over an expired lease returned null");
     assert.equal(created.value, VALUE_B);
