@@ -46,7 +46,9 @@ Deno.test({
           });
           await waitFor(`${h.name} to program the good lease`, async () => {
             const d = await dump();
-            return d.routes.includes("198.19.210.0/24 via 198.19.210.0 dev flannel.1 onlink") &&
+            return d.routes.includes(
+              "198.19.210.0/24 via 198.19.210.0 dev flannel.1 proto 87 onlink",
+            ) &&
               d.neigh.includes("198.19.210.0 lladdr 0a:00:00:00:02:10 PERMANENT") &&
               d.fdb.includes("0a:00:00:00:02:10 dst 198.18.0.210 self permanent");
           }, { timeoutMs: 20_000, intervalMs: 200 });
