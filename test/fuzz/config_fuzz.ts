@@ -167,7 +167,12 @@ export const configTarget: FuzzTarget = {
               b[bk] = v;
               o[key] = b;
             } else o[key] = v;
-            valueOrTyped(() => parseNetworkConfig(JSON.stringify(o)), [ConfigError], [f]);
+            // A valid Network or SubnetLen can still make the subnet range fields inconsistent
+            // (SubnetMin no longer aligned): then the error names the field that no longer fits.
+            const names = f === "Network" || f === "SubnetLen"
+              ? [f, "SubnetLen", "SubnetMin", "SubnetMax"]
+              : [f];
+            valueOrTyped(() => parseNetworkConfig(JSON.stringify(o)), [ConfigError], names);
           },
         ),
     },

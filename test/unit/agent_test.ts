@@ -205,12 +205,13 @@ Deno.test({
         intervalMs: 50,
         stopOnError: true,
       });
-      await registry.createLease("198.19.12.0-24", v(bogus[2]), 60);
-      await registry.createLease("198.19.13.0-24", v(bogus[3]), 60);
-      await registry.createLease("198.19.14.0-24", v("198.18.3.6"), 60);
+      // Above the first 100 free subnets, so never the one the agent picked for itself.
+      assert.ok(await registry.createLease("198.19.212.0-24", v(bogus[2]), 60));
+      assert.ok(await registry.createLease("198.19.213.0-24", v(bogus[3]), 60));
+      assert.ok(await registry.createLease("198.19.214.0-24", v("198.18.3.6"), 60));
       const backend = agent.backend as AllocBackend;
       // The watch delivers in registry order: once the last lease is in, all were judged.
-      await waitFor("good peer delivered", () => backend.peers.has("198.19.14.0-24"), {
+      await waitFor("good peer delivered", () => backend.peers.has("198.19.214.0-24"), {
         timeoutMs: 15_000,
         intervalMs: 50,
         stopOnError: true,
@@ -222,8 +223,8 @@ Deno.test({
         intervalMs: 50,
         stopOnError: true,
       });
-      assert.deepEqual([...backend.peers.keys()], ["198.19.14.0-24"]);
-      assert.deepEqual(agent.peers().map((l) => l.key), ["198.19.14.0-24"]);
+      assert.deepEqual([...backend.peers.keys()], ["198.19.214.0-24"]);
+      assert.deepEqual(agent.peers().map((l) => l.key), ["198.19.214.0-24"]);
       assert.equal(malformed.get() - before, bogus.length);
       ctl.abort();
       await running;
