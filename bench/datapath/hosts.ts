@@ -16,6 +16,8 @@
 import type { Cluster } from "../../test/kit/cluster.ts";
 import { runOk, waitFor } from "../../test/kit/proc.ts";
 import { formatCidr, formatIp } from "../../src/base/ipv4.ts";
+// Hand-made routes carry weft's mark too, so the kernel states compare equal.
+import { RTPROT_WEFT } from "../../src/backend/routes.ts";
 
 export const REPO = new URL("../../", import.meta.url).pathname;
 export const MAIN = `${REPO}main.ts`;
@@ -108,13 +110,15 @@ export async function handMade(c: Cluster, backend: string, facts: HostFacts[]) 
       await ipBatch(
         h.netns,
         "ip",
-        peers.map((p) => `route replace ${p.cidr} via ${p.subnetAddr} dev ${VNI_DEV} onlink`),
+        peers.map((p) =>
+          `route replace ${p.cidr} via ${p.subnetAddr} dev ${VNI_DEV} proto ${RTPROT_WEFT} onlink`
+        ),
       );
     } else {
       await ipBatch(
         h.netns,
         "ip",
-        peers.map((p) => `route replace ${p.cidr} via ${p.ip} dev eth0`),
+        peers.map((p) => `route replace ${p.cidr} via ${p.ip} dev eth0 proto ${RTPROT_WEFT}`),
       );
     }
   }

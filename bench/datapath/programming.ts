@@ -10,6 +10,7 @@
  * await programming(ctx, ns);
  * ```
  */
+import { RTPROT_WEFT } from "../../src/backend/routes.ts";
 import { type Cluster, HARNESS_PREFIX } from "../../test/kit/cluster.ts";
 import { createNs, denoInNs } from "../../test/kit/netns.ts";
 import { run, runOk } from "../../test/kit/proc.ts";
@@ -59,14 +60,18 @@ async function kernelCounts(ns: string, vxlan: boolean) {
 function batchLines(backend: string, plan: PlannedLease[], del: boolean) {
   if (backend === "host-gw") {
     return {
-      ip: plan.map((p) => `route ${del ? "del" : "replace"} ${p.cidr} via ${p.publicIP} dev ext0`),
+      ip: plan.map((p) =>
+        `route ${del ? "del" : "replace"} ${p.cidr} via ${p.publicIP} dev ext0 proto ${RTPROT_WEFT}`
+      ),
       bridge: [] as string[],
     };
   }
   if (del) {
     return {
       ip: [
-        ...plan.map((p) => `route del ${p.cidr} via ${p.subnetAddr} dev ${VNI_DEV} onlink`),
+        ...plan.map((p) =>
+          `route del ${p.cidr} via ${p.subnetAddr} dev ${VNI_DEV} proto ${RTPROT_WEFT} onlink`
+        ),
         ...plan.map((p) => `neigh del ${p.subnetAddr} dev ${VNI_DEV}`),
       ],
       bridge: plan.map((p) => `fdb del ${p.mac} dev ${VNI_DEV} dst ${p.publicIP} self`),
@@ -77,7 +82,9 @@ function batchLines(backend: string, plan: PlannedLease[], del: boolean) {
       ...plan.map((p) =>
         `neigh replace ${p.subnetAddr} lladdr ${p.mac} dev ${VNI_DEV} nud permanent`
       ),
-      ...plan.map((p) => `route replace ${p.cidr} via ${p.subnetAddr} dev ${VNI_DEV} onlink`),
+      ...plan.map((p) =>
+        `route replace ${p.cidr} via ${p.subnetAddr} dev ${VNI_DEV} proto ${RTPROT_WEFT} onlink`
+      ),
     ],
     bridge: plan.map((p) => `fdb replace ${p.mac} dev ${VNI_DEV} dst ${p.publicIP} self permanent`),
   };
