@@ -21,16 +21,15 @@ import { checkUnderlayOverlap } from "../backend/routes.ts";
 import { Backoff, sleep } from "../base/async.ts";
 import { FatalError } from "../base/errors.ts";
 import { createBackend } from "./select_backend.ts";
-import { type Lease, leaseMatches } from "../lease/codec.ts";
+import type { Lease } from "../lease/codec.ts";
 import { LeaseManager } from "../lease/manager.ts";
 import { type PeerEvent, PeerWatcher } from "../lease/watch.ts";
 import { formatCidr } from "../base/ipv4.ts";
-import { isPeerSubnet } from "../lease/allocate.ts";
-import { PeerCheck } from "../lease/decode.ts";
 import { type IfaceSelection, selectExternalInterface } from "../net/iface.ts";
 import type { Registry } from "../registry/contract/registry.ts";
 import { metrics } from "../base/metrics.ts";
 import { type Readiness, ReadinessState } from "./readiness.ts";
+import { PeerFilter } from "./peer_filter.ts";
 import { loadNetworkConfig } from "./netconfig.ts";
 import { readSubnetHint, writeSubnetEnv } from "../config/subnet_env.ts";
 
@@ -77,9 +76,6 @@ export class Agent {
   #lease: LeaseManager | null = null;
   #backend: Backend | null = null;
   #watcher: PeerWatcher | null = null;
-  #misfits = new Set<string>();
-  /** Peers' addresses must be usable unicast ones (logged and counted once per bad lease). */
-  #peerCheck = new PeerCheck();
   /** The lease the parts were last given (their `prev` on the next apply). */
   #partsLease: Lease | null = null;
   #state = new ReadinessState();
@@ -169,10 +165,10 @@ export class Agent {
       mtu: prepared.mtu,
     });
 
+    const filter = new PeerFilter(cfg, backend.name, ext.publicIP);
     const watcher = new PeerWatcher(this.registry, {
       ownKey: () => mgr.lease?.key ?? null,
-      accept: (l) =>
-        leaseMatches(backend.name, l) && this.#isPeer(cfg, l) && this.#peerCheck.usable(l),
+      accept: (l) => filter.accept(l),
     });
     this.#watcher = watcher;
     const tasks: Promise<void>[] = [];
@@ -257,22 +253,6 @@ export class Agent {
     if (this.#state.peersSynced) return;
     this.#state.peersSynced = true;
     if (this.readiness().ok) this.opts.onReady?.();
-  }
-
-  /**
-   * Peer leases whose subnet could not have come from this network are never programmed (logged
-   * once per key). SubnetMin/SubnetMax do not apply: they bound allocation, not peers.
-   */
-  #isPeer(cfg: NetworkConfig, l: Lease): boolean {
-    if (isPeerSubnet(cfg, l.subnet)) return true;
-    if (!this.#misfits.has(l.key)) {
-      this.#misfits.add(l.key);
-      log.warn(
-        "ignoring lease {key} of {ip}: not a /{len} subnet of {net}; delete it or fix the config",
-        { key: l.key, ip: l.attrs.publicIP, len: cfg.subnetLen, net: formatCidr(cfg.network) },
-      );
-    }
-    return false;
   }
 
   /**

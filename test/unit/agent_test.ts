@@ -235,3 +235,56 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "agent: a lease naming this node's public IP is never a peer (issue 10, defect 2 in part)",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "weft-agent-" });
+    const registry = await openKvRegistry({ path: `${dir}/r.kv`, pollMs: 20 });
+    const ctl = new AbortController();
+    try {
+      await Deno.writeTextFile(
+        `${dir}/net.json`,
+        `{"Network":"198.19.0.0/16","Backend":{"Type":"alloc"}}`,
+      );
+      const agent = new Agent(registry, {
+        netConfigPath: `${dir}/net.json`,
+        iface: { iface: ["lo"], publicIP: "198.18.3.1" },
+        subnetFile: `${dir}/subnet.env`,
+        ttlSeconds: 60,
+        renewMarginMs: 60_000,
+        ipMasq: false,
+        reconcileIntervalMs: 60_000,
+      });
+      const running = agent.run(ctl.signal);
+      await waitFor("agent ready", () => agent.readiness().ok, {
+        timeoutMs: 30_000,
+        intervalMs: 50,
+        stopOnError: true,
+      });
+      const v = (ip: string) => encodeLeaseValue({ publicIP: ip, backendType: "alloc" });
+      // Someone else's (or a stale) lease with our address, then a real peer; above the range
+      // the agent allocates from, so neither can be the agent's own lease.
+      assert.ok(await registry.createLease("198.19.220.0-24", v("198.18.3.1"), 60));
+      assert.ok(await registry.createLease("198.19.221.0-24", v("198.18.3.6"), 60));
+      const backend = agent.backend as AllocBackend;
+      // The watch delivers in registry order: once the later lease is in, both were judged.
+      await waitFor("the real peer delivered", () => backend.peers.has("198.19.221.0-24"), {
+        timeoutMs: 15_000,
+        intervalMs: 50,
+        stopOnError: true,
+      });
+      assert.deepEqual([...backend.peers.keys()], ["198.19.221.0-24"]);
+      assert.deepEqual(agent.peers().map((l) => l.key), ["198.19.221.0-24"]);
+      assert.notEqual(agent.lease?.key, "198.19.220.0-24");
+      ctl.abort();
+      await running;
+    } finally {
+      ctl.abort();
+      await registry.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
