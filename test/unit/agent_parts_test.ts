@@ -6,13 +6,13 @@
  * a part failing the first lease stops the agent with its error.
  */
 import assert from "node:assert/strict";
-import { Agent, type AgentOptions } from "../../src/agent/agent.ts";
+import type { Agent } from "../../src/agent/agent.ts";
 import type { Part } from "../../src/backend/part.ts";
 import type { NetworkConfig } from "../../src/config/network.ts";
 import type { Lease } from "../../src/lease/codec.ts";
-import { openKvRegistry } from "../../src/registry/kv/mod.ts";
 import type { Registry } from "../../src/registry/contract/registry.ts";
 import { waitFor } from "../kit/proc.ts";
+import { withInProcessAgent } from "../kit/inproc_agent.ts";
 
 /** A part that records its calls; its first apply waits for `release()`. */
 class RecordingPart implements Part {
@@ -53,31 +53,14 @@ class RecordingPart implements Part {
   }
 }
 
-async function withAgent(
+/** Starts an in-process agent with `parts` (kit) and stops it after `fn`, whatever happens. */
+function withAgent(
   parts: Part[],
   fn: (agent: Agent, registry: Registry, running: Promise<void>, ctl: AbortController) => Promise<
     void
   >,
-) {
-  const dir = await Deno.makeTempDir({ prefix: "weft-parts-" });
-  const registry = await openKvRegistry({ path: `${dir}/r.kv`, pollMs: 20 });
-  const ctl = new AbortController();
-  try {
-    await Deno.writeTextFile(
-      `${dir}/net.json`,
-      `{"Network":"198.19.0.0/16","Backend":{"Type":"alloc"}}`,
-    );
-    const opts: AgentOptions = {
-      netConfigPath: `${dir}/net.json`,
-      iface: { iface: ["lo"], publicIP: "198.18.3.1" },
-      subnetFile: `${dir}/subnet.env`,
-      ttlSeconds: 60,
-      renewMarginMs: 60_000,
-      ipMasq: false,
-      reconcileIntervalMs: 60_000,
-      parts,
-    };
-    const agent = new Agent(registry, opts);
+): Promise<void> {
+  return withInProcessAgent({ agent: { parts } }, async ({ agent, registry, ctl }) => {
     const running = agent.run(ctl.signal);
     try {
       await fn(agent, registry, running, ctl);
@@ -85,11 +68,7 @@ async function withAgent(
       ctl.abort();
       await running.catch(() => {});
     }
-  } finally {
-    ctl.abort();
-    await registry.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 }
 
 Deno.test({
