@@ -80,14 +80,7 @@ Deno.test({
         timeoutMs: 10_000,
       });
       await h1.agent!.stop("SIGTERM");
-      const out = await c.weftOk(h1, [
-        "cleanup",
-        ...c.registryArgs(),
-        "--iface",
-        "eth0",
-        "--subnet-file",
-        h1.subnetFile,
-      ], { timeoutMs: 30_000 });
+      const out = await c.weftOk(h1, c.cleanupArgs(h1), { timeoutMs: 30_000 });
       assert.match(out, new RegExp(`blackhole ${own.replaceAll(".", "\\.")}`), out);
       assert.deepEqual(await blackholes(), []);
     });

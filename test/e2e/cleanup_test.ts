@@ -145,15 +145,7 @@ Deno.test({
       assert.equal(peerRoutes.length, 2, before.routes.join("\n"));
 
       const cleanup = (extra: string[], registry = reg) =>
-        c.weft(h1, [
-          "cleanup",
-          ...registry,
-          "--iface",
-          "eth0",
-          "--subnet-file",
-          h1.subnetFile,
-          ...extra,
-        ], { timeoutMs: 60_000 });
+        c.weft(h1, [...c.cleanupArgs(h1, registry), ...extra], { timeoutMs: 60_000 });
 
       // Dry run: says what it would do, changes nothing.
       const t0 = performance.now();
@@ -215,15 +207,10 @@ Deno.test({
         c.etcdPrefix,
       ];
       const r3 = await c.weft(h3, [
-        "cleanup",
-        ...down,
+        ...c.cleanupArgs(h3, down),
         "--release-lease",
         "--registry-timeout",
         "3",
-        "--iface",
-        "eth0",
-        "--subnet-file",
-        h3.subnetFile,
       ], { timeoutMs: 60_000 });
       assert.equal(r3.code, 1, r3.stdout + r3.stderr);
       assert.ok(r3.stdout.includes("removed device flannel.1"), r3.stdout);

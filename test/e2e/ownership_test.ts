@@ -196,14 +196,7 @@ for (const backend of ["vxlan", "host-gw"]) {
         assertKept("after SIGKILL, restart and a reconciliation", before, await snapshot(c, h1));
 
         assert.equal((await a1.stop("SIGTERM")).code, 0);
-        const r = await c.weft(h1, [
-          "cleanup",
-          ...c.registryArgs(),
-          "--iface",
-          "eth0",
-          "--subnet-file",
-          h1.subnetFile,
-        ], { timeoutMs: 60_000 });
+        const r = await c.weft(h1, c.cleanupArgs(h1), { timeoutMs: 60_000 });
         assert.equal(r.code, 0, r.stderr + r.stdout);
         const after = await snapshot(c, h1);
         assertKept(`after weft cleanup (output: ${r.stdout})`, before, after);

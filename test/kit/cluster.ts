@@ -256,6 +256,14 @@ export class Cluster {
 
   // ---- agents ----
 
+  /**
+   * `weft cleanup` for `h` with the flags its agent ran with: the registry (`registry` replaces
+   * the cluster's, e.g. an unreachable one), the external interface and the subnet file.
+   */
+  cleanupArgs(h: Host, registry: string[] = this.registryArgs()): string[] {
+    return ["cleanup", ...registry, "--iface", "eth0", "--subnet-file", h.subnetFile];
+  }
+
   /** weft's flags that name this cluster's registry (for agents and for `weft` commands). */
   registryArgs(): string[] {
     return this.opts.registry === "etcd"
