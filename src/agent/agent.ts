@@ -64,6 +64,11 @@ export interface AgentOptions {
   ipMasq: boolean;
   reconcileIntervalMs: number;
   /**
+   * This host's identity (`WeftNodeID` in its lease), kept across restarts: tells this host,
+   * restarted, from another host publishing the same public IP. Without it that is not detected.
+   */
+  nodeId?: string;
+  /**
    * Parts kept in line with the own lease (blackhole route, iptables rules), applied in the order
    * given. A part failing to apply the first lease stops the agent.
    */
@@ -84,7 +89,11 @@ export class Agent {
 
   /** Readiness for /readyz: lease held, subnet.env written, peers programmed, datapath sound. */
   readiness(): Readiness {
-    return this.#state.report({ leaseLost: this.#lease?.lost ?? false, parts: this.#parts });
+    return this.#state.report({
+      leaseLost: this.#lease?.lost ?? false,
+      conflict: this.#lease?.conflict ?? null,
+      parts: this.#parts,
+    });
   }
 
   get #parts(): Part[] {
@@ -137,14 +146,19 @@ export class Agent {
       renewMarginMs: this.opts.renewMarginMs,
     });
     this.#lease = mgr;
-    const previous = await this.#retry(signal, "read leases", () => mgr.findPrevious(ext.publicIP));
+    const hint = await readSubnetHint(this.opts.subnetFile);
+    const nodeId = this.opts.nodeId;
+    const previous = await this.#retry(
+      signal,
+      "read leases",
+      () => mgr.findPrevious(ext.publicIP, { hint, nodeId }),
+    );
     if (signal.aborted) return;
     const prepared = await backend.prepare({ config: cfg, ext, previous: previous ?? null });
-    const hint = await readSubnetHint(this.opts.subnetFile);
     const lease = await this.#retry(
       signal,
       "acquire a lease",
-      () => mgr.acquire({ publicIP: ext.publicIP, ...prepared.attrs }, hint),
+      () => mgr.acquire({ publicIP: ext.publicIP, ...prepared.attrs, nodeId }, hint, signal),
     );
     if (!lease) return;
     this.#state.lease = true;
@@ -180,7 +194,7 @@ export class Agent {
       },
       events: (evs, at) => this.#apply(backend, evs, at),
       ownDeleted: (rev) => mgr.notifyDeleted(rev),
-      ownWritten: (attrs) => mgr.observeOwnWrite(attrs),
+      ownWritten: (attrs, rev) => mgr.observeOwnWrite(attrs, rev),
     }));
     tasks.push(mgr.runRenewal(signal, async (l) => {
       await backend.start(l);
@@ -303,6 +317,7 @@ export class Agent {
         return await fn();
       } catch (e) {
         if (e instanceof FatalError) throw e;
+        if (signal.aborted) break;
         const ms = backoff.next();
         log.warn("cannot {what}: {error}; retrying in {ms} ms", {
           what,

@@ -31,7 +31,11 @@ export class ReadinessState {
   readonly partsApplied = new Set<Named>();
 
   /** The first step not done yet, in start-up order, or ok. */
-  report(now: { leaseLost: boolean; parts: readonly Named[] }): Readiness {
+  report(
+    now: { leaseLost: boolean; conflict?: string | null; parts: readonly Named[] },
+  ): Readiness {
+    // Another host with our public IP holds the lease: say so whatever else is done.
+    if (now.conflict) return { ok: false, reason: now.conflict };
     if (!this.lease) return { ok: false, reason: "no subnet lease yet" };
     if (now.leaseLost) return { ok: false, reason: "lease lost; re-acquiring" };
     // Parts are applied before subnet.env is written: name the one still in progress.

@@ -14,7 +14,7 @@
  * ```
  */
 import type { NetworkConfig } from "../config/network.ts";
-import { containsNet, type Ipv4Net, sizeOf } from "../base/ipv4.ts";
+import { containsNet, type Ipv4Net, sameNet, sizeOf } from "../base/ipv4.ts";
 import type { Lease } from "./codec.ts";
 
 /** Whether a peer's leased subnet belongs to this network: a /SubnetLen subnet inside Network. */
@@ -30,17 +30,60 @@ export function isAllocatable(cfg: NetworkConfig, subnet: Ipv4Net): boolean {
   return isPeerSubnet(cfg, subnet) && subnet.ip >= cfg.subnetMin && subnet.ip <= cfg.subnetMax;
 }
 
+/** What {@link chooseOwnLease} decides. */
+export interface OwnChoice<L extends Lease> {
+  /** The lease to take over (refresh), or null: allocate (the subnet.env subnet when usable). */
+  lease: L | null;
+  /** The other leases naming this node's public IP (reported; released when provably ours). */
+  others: L[];
+}
+
+/** What tells this node's own leases apart: the subnet.env subnet and the node's identity. */
+export interface OwnHints {
+  /** The subnet from the existing subnet.env: the pods already have addresses from it. */
+  hint?: Ipv4Net | null;
+  /** This node's identity (`WeftNodeID`). */
+  nodeId?: string;
+}
+
+const bySubnet = (a: Lease, b: Lease) => a.subnet.ip - b.subnet.ip;
+
 /**
- * This node's lease by public IP, if it is allocatable under the config. A reservation (no expiry) wins over an
- * ordinary lease, since an operator placed it on purpose.
+ * Which of the leases naming `publicIP` (and allocatable under the config) this node takes, the
+ * same way every time, whatever order the registry lists them in:
+ * 1. a reservation (no expiry): an operator's explicit choice (the subnet.env one if reserved);
+ * 2. the lease of the subnet.env subnet: the pods already have addresses from it;
+ * 3. a lease carrying this node's identity (written by this node before a restart);
+ * 4. none when the subnet.env subnet is free: a TTL lease this node did not write must not move
+ *    it (its pods would lose their addresses); it is reported instead;
+ * 5. else the lowest subnet (flannel's rule: reuse the lease of the same public IP).
  */
+export function chooseOwnLease<L extends Lease>(
+  cfg: NetworkConfig,
+  leases: L[],
+  publicIP: string,
+  h: OwnHints = {},
+): OwnChoice<L> {
+  const mine = leases.filter((l) => l.attrs.publicIP === publicIP && isAllocatable(cfg, l.subnet))
+    .sort(bySubnet);
+  const hint = h.hint ?? null;
+  const isHint = (l: Lease) => hint !== null && sameNet(l.subnet, hint);
+  const reserved = mine.filter((l) => l.expiresAt === null);
+  const lease = reserved.find(isHint) ?? reserved[0] ?? mine.find(isHint) ??
+    mine.find((l) => !!h.nodeId && l.attrs.nodeId === h.nodeId) ??
+    (hint && isAllocatable(cfg, hint) && isFree(hint, inNetwork(cfg, leases)) ? null : mine[0]) ??
+    null;
+  return { lease, others: mine.filter((l) => l !== lease) };
+}
+
+/** This node's lease by public IP as {@link chooseOwnLease} picks it, or null. */
 export function findOwnLease<L extends Lease>(
   cfg: NetworkConfig,
   leases: L[],
   publicIP: string,
+  h: OwnHints = {},
 ): L | null {
-  const mine = leases.filter((l) => l.attrs.publicIP === publicIP && isAllocatable(cfg, l.subnet));
-  return mine.find((l) => l.expiresAt === null) ?? mine[0] ?? null;
+  return chooseOwnLease(cfg, leases, publicIP, h).lease;
 }
 
 function overlaps(a: Ipv4Net, b: Ipv4Net): boolean {

@@ -24,7 +24,20 @@ export interface LeaseAttrs {
   /** Backend-specific JSON object (vxlan: {VNI, VtepMAC}); omitted when undefined. */
   backendData?: unknown;
   backendV6Data?: unknown;
+  /**
+   * weft's per-host identity (`WeftNodeID`, a field flanneld ignores): tells this host, restarted,
+   * from another host that publishes the same public IP. Absent in flanneld's leases.
+   */
+  nodeId?: string;
+  /**
+   * `WeftClaim`: this write claims a lease that carried another node's identity. A live holder
+   * answers by writing the lease back (see LeaseManager); an unanswered claim is taken over.
+   */
+  claim?: boolean;
 }
+
+/** The form of a node identity: what {@link decodeLeaseValue} accepts and `weft run` writes. */
+export const NODE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /**
  * A lease as the agent sees it: decoded key and value plus registry metadata. Its expiry may be
@@ -103,6 +116,9 @@ export function encodeLeaseValue(a: LeaseAttrs): string {
   if (a.backendV6Data !== undefined && a.backendV6Data !== null) {
     s += `,"BackendV6Data":${JSON.stringify(a.backendV6Data)}`;
   }
+  // weft's own fields last, only when set: a lease without them is byte-identical to flanneld's.
+  if (a.nodeId) s += `,"WeftNodeID":${JSON.stringify(a.nodeId)}`;
+  if (a.claim) s += `,"WeftClaim":true`;
   return s + "}";
 }
 
@@ -129,13 +145,29 @@ export function decodeLeaseValue(value: string): LeaseAttrs {
   if (bt !== undefined && bt !== null && typeof bt !== "string") {
     throw new LeaseFormatError(`lease BackendType ${preview(JSON.stringify(bt))} is not a string`);
   }
-  return {
+  const out: LeaseAttrs = {
     publicIP: ip,
     publicIPv6: typeof v6 === "string" ? v6 : null,
     backendType: typeof bt === "string" && bt !== "" ? bt : undefined,
     backendData: field(r, "BackendData") ?? undefined,
     backendV6Data: field(r, "BackendV6Data") ?? undefined,
   };
+  // A malformed identity is no identity (the lease is still a peer): it only ever matters to a
+  // node with the same public IP, which then treats the lease as one of unknown origin.
+  const id = field(r, "WeftNodeID");
+  if (typeof id === "string" && NODE_ID_RE.test(id)) out.nodeId = id;
+  if (out.nodeId && field(r, "WeftClaim") === true) out.claim = true;
+  return out;
+}
+
+/**
+ * Whether two leases' attrs program the same datapath: equal but for weft's identity fields, so
+ * a claim or an identity change is no peer change (no route removed and added back).
+ */
+export function sameDatapath(a: LeaseAttrs, b: LeaseAttrs): boolean {
+  const { nodeId: _a, claim: _b, ...x } = a;
+  const { nodeId: _c, claim: _d, ...y } = b;
+  return JSON.stringify(x) === JSON.stringify(y);
 }
 
 /** The backend type a lease belongs to: flanneld's udp leases carry none. */

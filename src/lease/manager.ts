@@ -15,9 +15,16 @@ import type { NetworkConfig } from "../config/network.ts";
 import { formatCidr, type Ipv4Net } from "../base/ipv4.ts";
 import type { Registry } from "../registry/contract/registry.ts";
 import { metrics } from "../base/metrics.ts";
-import { encodeLeaseValue, type KnownLease, type LeaseAttrs, subnetKey } from "./codec.ts";
+import {
+  encodeLeaseValue,
+  type KnownLease,
+  type Lease,
+  type LeaseAttrs,
+  subnetKey,
+} from "./codec.ts";
 import {
   capacity,
+  chooseOwnLease,
   findOwnLease,
   freeSubnets,
   inNetwork,
@@ -40,6 +47,10 @@ const renewFailures = metrics.counter(
   "weft_lease_renewal_failures_total",
   "Failed lease renewal attempts (registry unreachable or compare failed).",
 );
+const conflicts = metrics.counter(
+  "weft_lease_conflicts_total",
+  "Times another node publishing this node's public IP claimed or held this node's lease.",
+);
 const acquisitions = metrics.counter(
   "weft_lease_acquisitions_total",
   "Leases acquired (first start, and again after the lease was lost).",
@@ -59,7 +70,15 @@ export interface LeaseManagerOptions {
   maxRaceRetries?: number;
   /** Delay between renewal retries while the registry fails. */
   retryMs?: number;
+  /**
+   * How long a claim on a lease carrying another node's identity waits for that node to answer
+   * (a live holder writes the lease back at once; its watch delivers the claim in milliseconds).
+   */
+  claimWaitMs?: number;
 }
+
+/** Outcome of claiming a lease that names this node's public IP but another node's identity. */
+type ClaimOutcome = { outcome: "alive" | "dead" | "changed"; revision: number };
 
 export class LeaseManager {
   #decoder = new LeaseDecoder();
@@ -69,6 +88,9 @@ export class LeaseManager {
   #lost = false;
   /** A lease re-acquired whose datapath/subnet.env update has not succeeded yet. */
   #unapplied: KnownLease | null = null;
+  /** A claim on our lease by another node with our public IP, to be answered. */
+  #claimed: { revision: number; by: string } | null = null;
+  #conflict: string | null = null;
 
   constructor(
     readonly registry: Registry,
@@ -79,6 +101,14 @@ export class LeaseManager {
   /** True while the lease is known lost and not yet re-acquired and applied. */
   get lost(): boolean {
     return this.#lost || this.#unapplied !== null;
+  }
+
+  /**
+   * Why this node holds no lease although one names its public IP: another live node publishes
+   * the same public IP and holds it (for /readyz). Null otherwise.
+   */
+  get conflict(): string | null {
+    return this.#conflict;
   }
 
   /** The lease currently held, or null before acquisition. */
@@ -92,23 +122,48 @@ export class LeaseManager {
     return { leases: this.#decoder.decodeAll(leases), revision };
   }
 
-  /** This node's lease from a previous run, found by public IP (no changes made). */
-  async findPrevious(publicIP: string): Promise<KnownLease | null> {
-    return findOwnLease(this.config, (await this.list()).leases, publicIP);
+  /**
+   * This node's lease from a previous run, found by public IP as {@link acquire} would choose it
+   * (no changes made).
+   */
+  async findPrevious(
+    publicIP: string,
+    hints: { hint?: Ipv4Net | null; nodeId?: string } = {},
+  ): Promise<KnownLease | null> {
+    return findOwnLease(this.config, (await this.list()).leases, publicIP, hints);
   }
 
   /**
-   * Acquires a lease for `attrs`. `hint` is the subnet from an existing subnet.env. Lost create
-   * races are retried with a fresh list; throws OutOfSubnetsError when nothing is free.
+   * Acquires a lease for `attrs`. `hint` is the subnet from an existing subnet.env. Which lease
+   * naming our public IP is ours is decided by {@link chooseOwnLease}; one carrying another
+   * node's identity is claimed first (see {@link #claim}), and while that node is alive this
+   * waits (not ready, {@link conflict} says why) until its lease is gone. Lost create races are
+   * retried with a fresh list; throws OutOfSubnetsError when nothing is free.
    */
-  async acquire(attrs: LeaseAttrs, hint: Ipv4Net | null): Promise<KnownLease> {
+  async acquire(
+    attrs: LeaseAttrs,
+    hint: Ipv4Net | null,
+    signal?: AbortSignal,
+  ): Promise<KnownLease> {
     this.#attrs = attrs;
     const value = encodeLeaseValue(attrs);
     const tries = this.opts.maxRaceRetries ?? 20;
     let hintTries = 0;
     for (let attempt = 1; attempt <= tries; attempt++) {
+      signal?.throwIfAborted();
       const { leases } = await this.list();
-      const own = findOwnLease(this.config, leases, attrs.publicIP);
+      const { lease: own, others } = chooseOwnLease(this.config, leases, attrs.publicIP, {
+        hint,
+        nodeId: attrs.nodeId,
+      });
+      const rival = [own, ...others].find((l) => l && this.#isRival(l));
+      if (rival) {
+        attempt--; // a claim is not a lost race
+        if ((await this.#claim(rival, signal)).outcome === "alive") {
+          await this.#waitGone(rival, signal);
+        }
+        continue;
+      }
       if (own) {
         const ttl = own.expiresAt === null ? null : this.opts.ttlSeconds;
         const r = await this.registry.updateLease(own.key, value, ttl, own.revision);
@@ -118,9 +173,10 @@ export class LeaseManager {
             ip: attrs.publicIP,
             kind: ttl === null ? " (reservation)" : "",
           });
-          return this.#held(r.key, own.subnet, attrs, r.expiresAt, r.revision);
+          const held = this.#held(r.key, own.subnet, attrs, r.expiresAt, r.revision);
+          if (await this.#tidy(held, signal)) return held;
         }
-        continue; // changed under us: look again
+        continue; // changed under us, or yielded to an older holder: look again
       }
       let subnet: Ipv4Net;
       const hinted = !!hint && isAllocatable(this.config, hint) &&
@@ -142,7 +198,10 @@ export class LeaseManager {
       const r = await this.registry.createLease(subnetKey(subnet), value, this.opts.ttlSeconds);
       if (r) {
         log.info("acquired lease {subnet}", { subnet: formatCidr(subnet) });
-        return this.#held(r.key, subnet, attrs, r.expiresAt, r.revision);
+        const held = this.#held(r.key, subnet, attrs, r.expiresAt, r.revision);
+        if (await this.#tidy(held, signal)) return held;
+        attempt--; // yielded to a node that holds our public IP: not a lost race
+        continue;
       }
       log.debug("lost the race for {subnet} (attempt {n}); retrying", {
         subnet: formatCidr(subnet),
@@ -153,16 +212,127 @@ export class LeaseManager {
       // moving this node (and its pods) to a new subnet.
       if (hinted && ++hintTries <= 15) {
         attempt--; // waiting for our own expired lease is not a lost race
-        await sleep(200);
+        await sleep(200, signal);
         continue;
       }
       hint = null;
-      await sleep(Math.random() * 20 * attempt);
+      await sleep(Math.random() * 20 * attempt, signal);
     }
     throw new Error(
       `could not acquire a lease after ${tries} attempts: other nodes kept taking the chosen ` +
         `subnets; check for a flood of agents starting at once and retry`,
     );
+  }
+
+  /** A lease naming our public IP whose identity is another node's (both identities known). */
+  #isRival(l: Lease): boolean {
+    const me = this.#attrs?.nodeId;
+    return !!me && !!l.attrs.nodeId && l.attrs.nodeId !== me &&
+      l.attrs.publicIP === this.#attrs!.publicIP;
+  }
+
+  /**
+   * Tells a live node with our public IP from a dead one, without disturbing either's datapath:
+   * writes the lease back unchanged but for our identity and a claim flag, then waits. A live
+   * holder sees the claim on its own key and writes the lease back ("alive"); an unanswered
+   * claim leaves the lease ours ("dead": a host replaced with the same address, or an agent
+   * whose identity file was lost). "changed": someone else wrote it meanwhile; look again.
+   */
+  async #claim(rival: KnownLease, signal?: AbortSignal): Promise<ClaimOutcome> {
+    const ttl = rival.expiresAt === null ? null : this.opts.ttlSeconds;
+    const claim = encodeLeaseValue({ ...rival.attrs, nodeId: this.#attrs!.nodeId, claim: true });
+    const r = await this.registry.updateLease(rival.key, claim, ttl, rival.revision);
+    if (!r) return { outcome: "changed", revision: 0 };
+    const waitMs = this.opts.claimWaitMs ?? 3000;
+    log.warn(
+      "lease {key} names this node's public IP {ip} but another node's identity ({other}); " +
+        "claiming it: a live node keeps it by answering within {s} s",
+      { key: rival.key, ip: rival.attrs.publicIP, other: rival.attrs.nodeId, s: waitMs / 1000 },
+    );
+    await sleep(waitMs, signal);
+    signal?.throwIfAborted();
+    const now = await this.registry.getLease(rival.key);
+    if (now && now.revision === r.revision) return { outcome: "dead", revision: r.revision };
+    const d = now ? this.#decoder.decode(now) : null;
+    const alive = d && d.attrs.nodeId === rival.attrs.nodeId && !d.attrs.claim;
+    return { outcome: alive ? "alive" : "changed", revision: now?.revision ?? 0 };
+  }
+
+  /**
+   * Another live node holds `rival` with our public IP: this node is not ready ({@link conflict})
+   * and waits, checking at the lease's expiry (at least every 10 s), until the lease is gone
+   * or no longer that node's. Never competes for it meanwhile: two hosts must not flap one lease.
+   */
+  async #waitGone(rival: KnownLease, signal?: AbortSignal) {
+    this.#conflict = `public IP ${rival.attrs.publicIP} is published by another live node ` +
+      `(weft node id ${rival.attrs.nodeId}) holding lease ${rival.key}: two hosts share this ` +
+      `public IP. This node waits, without a lease, until that lease is gone; give each host ` +
+      `its own address (--public-ip), or stop the other agent`;
+    conflicts.inc();
+    log.error("{msg}", { msg: this.#conflict });
+    try {
+      let cur: KnownLease | null = rival;
+      while (cur && cur.attrs.nodeId === rival.attrs.nodeId) {
+        const untilExpiry = cur.expiresAt === null ? 10_000 : cur.expiresAt - Date.now() + 500;
+        await sleep(Math.min(10_000, Math.max(1000, untilExpiry)), signal);
+        signal?.throwIfAborted();
+        const now = await this.registry.getLease(rival.key);
+        cur = now ? this.#decoder.decode(now) : null;
+      }
+      log.info("lease {key} of the other node with public IP {ip} is gone; acquiring", {
+        key: rival.key,
+        ip: rival.attrs.publicIP,
+      });
+    } finally {
+      this.#conflict = null;
+    }
+  }
+
+  /**
+   * After taking `held`, looks at the other leases naming our public IP: one written earlier by
+   * another node is claimed, and if that node is alive ours is given up (returns false: it was
+   * there first; two agents that started at once settle by revision order). Leases carrying our
+   * identity (orphans of an earlier subnet, or claimed from a dead node) are released; any
+   * other is reported and left to expire.
+   */
+  async #tidy(held: KnownLease, signal?: AbortSignal): Promise<boolean> {
+    const { leases } = await this.list();
+    const others = leases.filter((l) =>
+      l.key !== held.key && l.attrs.publicIP === held.attrs.publicIP
+    );
+    for (const l of others) {
+      if (this.#isRival(l) && l.revision < held.revision) {
+        const c = await this.#claim(l, signal);
+        if (c.outcome === "dead" && await this.registry.deleteLease(l.key, c.revision)) {
+          log.info("released {key}: claimed from a node that did not answer", { key: l.key });
+        }
+        if (c.outcome !== "alive") continue;
+        await this.registry.deleteLease(held.key, held.revision);
+        this.#lease = null;
+        leaseHeld.set(0);
+        await this.#waitGone(l, signal);
+        return false;
+      }
+    }
+    for (const l of others) {
+      if (this.#isRival(l)) continue;
+      const ours = !!held.attrs.nodeId && l.attrs.nodeId === held.attrs.nodeId;
+      if (ours && l.expiresAt !== null && await this.registry.deleteLease(l.key, l.revision)) {
+        log.info("released {key}, an earlier lease of this node", { key: l.key });
+        continue;
+      }
+      log.warn(
+        "lease {key} also names this node's public IP {ip}{kind}; this node uses {own}, and " +
+          "leaves it to expire: delete it from the registry if no host uses it",
+        {
+          key: l.key,
+          ip: l.attrs.publicIP,
+          kind: l.expiresAt === null ? " (a reservation)" : "",
+          own: held.key,
+        },
+      );
+    }
+    return true;
   }
 
   #held(key: string, subnet: Ipv4Net, attrs: LeaseAttrs, exp: number | null, rev: number) {
@@ -190,15 +360,29 @@ export class LeaseManager {
   }
 
   /**
-   * Called by the watcher for each write to our own key. A write naming another public IP means
-   * someone took the subnet over; our own renewals (possibly seen before their reply) are ignored.
+   * Called by the watcher for each write to our own key (at `revision`). A write naming another
+   * public IP means someone took the subnet over. A claim by another node with our public IP is
+   * answered (the lease written back); a write by such a node that we did not answer in time
+   * means it holds the lease now, and re-acquiring settles who keeps it. Our own writes
+   * (possibly seen before their reply) are ignored.
    */
-  observeOwnWrite(attrs: LeaseAttrs | null): void {
-    if (this.#lease && attrs && attrs.publicIP !== this.#lease.attrs.publicIP) this.notifyLost();
+  observeOwnWrite(attrs: LeaseAttrs | null, revision?: number): void {
+    const l = this.#lease;
+    if (!l || !attrs || (revision !== undefined && revision <= l.revision)) return;
+    if (attrs.publicIP !== l.attrs.publicIP) return this.notifyLost();
+    const me = l.attrs.nodeId;
+    if (!me || !attrs.nodeId || attrs.nodeId === me) return;
+    if (attrs.claim && revision !== undefined) {
+      this.#claimed = { revision, by: attrs.nodeId };
+      this.#wake?.();
+      return;
+    }
+    this.notifyLost();
   }
 
   #nextRenewIn(): number {
     const l = this.#lease!;
+    if (this.#claimed) return 0;
     if (this.#unapplied) return this.opts.retryMs ?? 3000;
     if (l.expiresAt === null) return 60_000; // reservation: only check it still exists
     const margin = Math.min(this.opts.renewMarginMs, this.opts.ttlSeconds * 500);
@@ -222,7 +406,11 @@ export class LeaseManager {
       const cur = this.#lease;
       try {
         if (this.#lost) {
-          await this.#reacquire(onChange);
+          await this.#reacquire(onChange, signal);
+          continue;
+        }
+        if (this.#claimed) {
+          await this.#answerClaim(cur);
           continue;
         }
         if (this.#unapplied) {
@@ -278,13 +466,38 @@ export class LeaseManager {
     }
   }
 
-  async #reacquire(onChange: (l: KnownLease) => Promise<void> | void) {
+  /** Writes our lease back over another node's claim (compare on the claim's revision). */
+  async #answerClaim(cur: KnownLease) {
+    const c = this.#claimed!;
+    const ttl = cur.expiresAt === null ? null : this.opts.ttlSeconds;
+    const r = await this.registry.updateLease(
+      cur.key,
+      encodeLeaseValue(cur.attrs),
+      ttl,
+      c.revision,
+    );
+    this.#claimed = null;
+    if (!r) {
+      this.#lost = true; // written again since the claim: re-acquiring looks at who holds it
+      return;
+    }
+    this.#lease = { ...cur, expiresAt: r.expiresAt, revision: r.revision };
+    conflicts.inc();
+    log.error(
+      "another node (weft node id {by}) publishing this node's public IP {ip} claimed lease " +
+        "{key}; this node keeps it and the other waits. Two hosts share this public IP: give " +
+        "each host its own address (--public-ip)",
+      { by: c.by, ip: cur.attrs.publicIP, key: cur.key },
+    );
+  }
+
+  async #reacquire(onChange: (l: KnownLease) => Promise<void> | void, signal: AbortSignal) {
     const old = this.#lease!;
     log.warn("lease {key} was deleted or taken over by someone else; re-acquiring", {
       key: old.key,
     });
     leaseHeld.set(0);
-    const l = await this.acquire(this.#attrs!, old.subnet);
+    const l = await this.acquire(this.#attrs!, old.subnet, signal);
     if (l.key !== old.key) {
       log.warn("now holding {key} instead of {old}", { key: l.key, old: old.key });
     }

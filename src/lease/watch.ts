@@ -23,7 +23,7 @@ import { getLogger } from "@logtape/logtape";
 import type { Registry, RegistryLease } from "../registry/contract/registry.ts";
 import { metrics } from "../base/metrics.ts";
 import { Backoff, sleep } from "../base/async.ts";
-import type { Lease, LeaseAttrs } from "./codec.ts";
+import { type Lease, type LeaseAttrs, sameDatapath } from "./codec.ts";
 import { LeaseDecoder } from "./decode.ts";
 
 const log = getLogger(["weft", "watch"]);
@@ -47,8 +47,8 @@ export interface PeerHandlers {
   events(events: PeerEvent[], receivedAt: number): Promise<void> | void;
   /** Our own key was deleted (by someone else or by expiry) at `revision`. */
   ownDeleted?(revision: number): void;
-  /** Our own key was written. */
-  ownWritten?(attrs: LeaseAttrs): void;
+  /** Our own key was written (at `revision`). */
+  ownWritten?(attrs: LeaseAttrs, revision: number): void;
 }
 
 export interface PeerWatcherOptions {
@@ -59,7 +59,7 @@ export interface PeerWatcherOptions {
 }
 
 function sameAttrs(a: Lease, b: Lease): boolean {
-  return JSON.stringify(a.attrs) === JSON.stringify(b.attrs);
+  return sameDatapath(a.attrs, b.attrs);
 }
 
 export class PeerWatcher {
@@ -117,7 +117,7 @@ export class PeerWatcher {
     const own = this.opts.ownKey();
     if (own) {
       const mine = all.get(own);
-      if (mine) this.#handlers?.ownWritten?.(mine.attrs);
+      if (mine) this.#handlers?.ownWritten?.(mine.attrs, mine.revision);
       else this.#handlers?.ownDeleted?.(revision);
     }
     this.#all = all;
@@ -192,7 +192,7 @@ export class PeerWatcher {
         const l = this.#decoder.decode(c.lease);
         if (l) this.#all.set(key, l);
         else this.#all.delete(key);
-        if (own && l) h.ownWritten?.(l.attrs);
+        if (own && l) h.ownWritten?.(l.attrs, l.revision);
       }
       this.#rev = rev;
       const evs = this.#delta();

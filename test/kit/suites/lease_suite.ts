@@ -7,7 +7,7 @@ import { parseNetworkConfig } from "../../../src/config/network.ts";
 import { LeaseManager, OutOfSubnetsError } from "../../../src/lease/manager.ts";
 import { PeerWatcher } from "../../../src/lease/watch.ts";
 import type { PeerEvent } from "../../../src/lease/watch.ts";
-import { encodeLeaseValue, type Lease } from "../../../src/lease/codec.ts";
+import { encodeLeaseValue, type Lease, type LeaseAttrs } from "../../../src/lease/codec.ts";
 import { formatCidr, parseCidr } from "../../../src/base/ipv4.ts";
 import type { Registry } from "../../../src/registry/contract/registry.ts";
 import { sleep, waitFor } from "../proc.ts";
@@ -48,6 +48,48 @@ function watch(r: Registry, ownKey: () => string | null = () => null) {
       await done;
     },
   };
+}
+
+/**
+ * A node as the agent runs one: acquire, then the watcher reporting writes and deletes of the own
+ * key to the manager, and the renewal loop. `started` resolves with the acquired lease.
+ */
+function node(r: Registry, attrs: LeaseAttrs, ttlSeconds = 60, claimWaitMs = 3000) {
+  const ctl = new AbortController();
+  const mgr = new LeaseManager(r, cfg, {
+    ttlSeconds,
+    renewMarginMs: 60_000,
+    retryMs: 200,
+    claimWaitMs,
+  });
+  const w = new PeerWatcher(r, { ownKey: () => mgr.lease?.key ?? null, accept: () => true });
+  const started = mgr.acquire(attrs, null, ctl.signal);
+  const done = started.then(() =>
+    Promise.all([
+      w.run(ctl.signal, {
+        initial: () => {},
+        events: () => {},
+        ownDeleted: (rev) => mgr.notifyDeleted(rev),
+        ownWritten: (a, rev) => mgr.observeOwnWrite(a, rev),
+      }),
+      mgr.runRenewal(ctl.signal, () => {}),
+    ])
+  ).catch(() => {});
+  return {
+    mgr,
+    started,
+    async stop() {
+      ctl.abort();
+      await started.catch(() => {});
+      await done;
+    },
+  };
+}
+
+/** The WeftNodeID stored in `key`'s value, or null. */
+async function holderOf(r: Registry, key: string): Promise<string | null> {
+  const l = await r.getLease(key);
+  return l ? JSON.parse(l.value).WeftNodeID ?? null : null;
 }
 
 export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
@@ -321,6 +363,102 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
       assert.ok(!w.events.some((e) => e.lease.key === "198.19.92.0-24"));
     } finally {
       await w.stop();
+    }
+  });
+
+  t(
+    "a restarted node reclaims its lease at once; a second node with its public IP waits, " +
+      "never flaps, and takes over when the first is gone",
+    async (s) => {
+      const ip = "198.18.0.81";
+      const a = node(await s.client(), { publicIP: ip, nodeId: "node-a" }, 3);
+      let b: ReturnType<typeof node> | null = null;
+      const r = await s.client();
+      try {
+        const la = await a.started;
+        // The same identity (a restart) takes its lease straight back: no claim is written.
+        const again = await manager(await s.client(), 3).acquire(
+          { publicIP: ip, nodeId: "node-a" },
+          null,
+        );
+        assert.equal(again.key, la.key);
+        assert.ok(!(await r.getLease(la.key))!.value.includes("WeftClaim"));
+        b = node(await s.client(), { publicIP: ip, nodeId: "node-b" }, 3);
+        void b.started.catch(() => {});
+        await waitFor("the second node to see the conflict", () => b!.mgr.conflict !== null, {
+          timeoutMs: 20_000,
+          intervalMs: 50,
+          stopOnError: true,
+        });
+        assert.match(b.mgr.conflict!, /198\.18\.0\.81.*node-a/);
+        assert.equal(b.mgr.lease, null);
+        assert.equal(await holderOf(r, la.key), "node-a");
+        // Never flaps: over two renewals (3 s TTL) the lease stays the first node's, and the
+        // second node holds no lease of its own.
+        await sleep(3500);
+        assert.equal(await holderOf(r, la.key), "node-a");
+        assert.ok(b.mgr.conflict, "the second node stopped waiting while the first is alive");
+        const { leases } = await manager(r).list();
+        assert.equal(leases.filter((l) => l.attrs.publicIP === ip).length, 1);
+        // The first node goes away; its lease expires and the second one takes the address.
+        await a.stop();
+        const lb = await b.started;
+        assert.equal(lb.attrs.nodeId, "node-b");
+        assert.equal(b.mgr.conflict, null);
+        assert.equal(await holderOf(r, lb.key), "node-b");
+      } finally {
+        await a.stop();
+        await b?.stop();
+      }
+    },
+  );
+
+  t(
+    "an unanswered claim takes over a dead node's lease (a host replaced, same address)",
+    async (s) => {
+      const r = await s.client();
+      const ip = "198.18.0.91";
+      const gone = encodeLeaseValue({ publicIP: ip, backendType: "alloc", nodeId: "old-host" });
+      assert.ok(await r.createLease("198.19.91.0-24", gone, 60));
+      const m = new LeaseManager(await s.client(), cfg, {
+        ttlSeconds: 60,
+        renewMarginMs: 60_000,
+        claimWaitMs: 500,
+      });
+      const l = await m.acquire({ publicIP: ip, backendType: "alloc", nodeId: "new-host" }, null);
+      assert.equal(l.key, "198.19.91.0-24");
+      const stored = await r.getLease(l.key);
+      assert.equal(
+        stored?.value,
+        `{"PublicIP":"${ip}","PublicIPv6":null,"BackendType":"alloc","WeftNodeID":"new-host"}`,
+      );
+    },
+  );
+
+  t("two nodes with one public IP starting at once: exactly one holds a lease", async (s) => {
+    const ip = "198.18.0.95";
+    const x = node(await s.client(), { publicIP: ip, nodeId: "node-x" });
+    const y = node(await s.client(), { publicIP: ip, nodeId: "node-y" });
+    const r = await s.client();
+    try {
+      void x.started.catch(() => {});
+      void y.started.catch(() => {});
+      const settled = () =>
+        (x.mgr.lease !== null) !== (y.mgr.lease !== null) &&
+        (x.mgr.conflict !== null || y.mgr.conflict !== null);
+      await waitFor("one holder and one waiting node", settled, {
+        timeoutMs: 30_000,
+        intervalMs: 50,
+        stopOnError: true,
+      });
+      const holder = x.mgr.lease ? x : y;
+      const { leases } = await manager(r).list();
+      const named = leases.filter((l) => l.attrs.publicIP === ip);
+      assert.deepEqual(named.map((l) => l.key), [holder.mgr.lease!.key]);
+      assert.equal(named[0].attrs.nodeId, holder.mgr.lease!.attrs.nodeId);
+    } finally {
+      await x.stop();
+      await y.stop();
     }
   });
 }
