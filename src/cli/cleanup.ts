@@ -3,7 +3,7 @@
  * `flannel.<VNI>` (its neighbour and FDB entries go with it), the udp TUN `flannel0`, routes into
  * the cluster network via those devices or via a gateway on the external interface (host-gw,
  * DirectRouting), weft's blackhole route for the subnet (`--ip-blackhole-route`), flannel's
- * iptables chains and their jump rules, and subnet.env. With
+ * iptables chains and their jump rules, its nftables tables, and subnet.env. With
  * `--release-lease` it also deletes this node's lease (found by public IP) from the registry.
  * What is weft's is what each backend and agent part declares it owns ({@link owners}); this
  * module only reads the flags, the registry and subnet.env, and asks each owner to remove its own.
@@ -33,6 +33,7 @@ import { kernelState, planKernel, removeKernel } from "../backend/owned.ts";
 import { ownedByBackends } from "../agent/select_backend.ts";
 import { blackholeOwned } from "../agent/blackhole.ts";
 import { iptablesOwned } from "../iptables/keeper.ts";
+import { nftOwned } from "../nftables/keeper.ts";
 import { formatCidr } from "../base/ipv4.ts";
 import { readSubnetEnvHints } from "../config/subnet_env.ts";
 import { type ExternalInterface, selectExternalInterface } from "../net/iface.ts";
@@ -92,16 +93,16 @@ export const cleanupFlags: FlagTable = {
 const USAGE = `Usage: weft cleanup [--release-lease] [--dry-run] [flags]
 
 Removes weft's devices (flannel.<VNI>, flannel0), its routes into the cluster network (the
-blackhole route too), the FLANNEL-POSTRTG/FLANNEL-FWD iptables chains and their jumps, and
-subnet.env. Stop the agent first.
+blackhole route too), the FLANNEL-POSTRTG/FLANNEL-FWD iptables chains and their jumps, the
+flannel-ipv4/flannel-ipv6 nftables tables, and subnet.env. Stop the agent first.
 Pass the registry, --iface and --subnet-file flags the agent ran with.`;
 
 /**
  * Everyone who puts state on a host, each with what it owns under `config`: every backend, the
- * blackhole route and the iptables chains.
+ * blackhole route, the iptables chains and the nftables tables.
  */
 export async function owners(config: NetworkConfig | null): Promise<Owned[]> {
-  return [...await ownedByBackends(config), blackholeOwned, iptablesOwned()];
+  return [...await ownedByBackends(config), blackholeOwned, iptablesOwned(), nftOwned()];
 }
 
 /** Lines of output plus the errors that make the command fail. */

@@ -1,6 +1,6 @@
 /**
  * `weft run`: opens the registry, builds the agent's parts from the flags (the blackhole route,
- * the iptables rules), starts the agent and the health server, and handles signals. SIGTERM/SIGINT
+ * the iptables or nftables rules, as the network config picks), starts the agent and the health server, and handles signals. SIGTERM/SIGINT
  * stop watches and loops and close the registry, leaving the lease and the kernel datapath in
  * place, so a restart does not interrupt pod traffic.
  */
@@ -12,7 +12,7 @@ import { registryOptions } from "./registry_flags.ts";
 import { VERSION } from "../base/version.ts";
 import { metrics } from "../base/metrics.ts";
 import { type HealthServer, startHealthServer } from "../ops/health.ts";
-import { RuleManager } from "../iptables/keeper.ts";
+import { FirewallPart } from "../agent/firewall_part.ts";
 import { BlackholePart } from "../agent/blackhole.ts";
 import type { Part } from "../backend/part.ts";
 import { netlink } from "../../ffi/libnl/mod.ts";
@@ -42,7 +42,7 @@ export async function runAgentCommand(v: FlagValues): Promise<number> {
   const parts: Part[] = [new BlackholePart(netlink(), Boolean(v["ip-blackhole-route"]))];
   if (ipMasq || forward) {
     parts.push(
-      new RuleManager({
+      new FirewallPart({
         ipMasq,
         forward,
         randomFullyDisable: Boolean(v["ip-masq-fully-random-disable"]),

@@ -40,6 +40,8 @@ export interface NetworkConfig {
   subnetMax: number;
   enableIPv4: boolean;
   enableIPv6: boolean;
+  /** Masquerade/forward rules through nftables instead of iptables (flannel ≥ 0.26). */
+  enableNFTables: boolean;
   /** IPv6 is accepted in the config text but not yet served (kept for round-tripping). */
   ipv6Network?: string;
   /** Lower-cased backend type. */
@@ -119,6 +121,7 @@ export function parseNetworkConfig(text: string): NetworkConfig {
   const o = obj as Record<string, unknown>;
   const enableIPv4 = bool(o, "EnableIPv4", true);
   const enableIPv6 = bool(o, "EnableIPv6", false);
+  const enableNFTables = bool(o, "EnableNFTables", false);
   if (!enableIPv4) {
     throw new ConfigError(
       "EnableIPv4 is false: weft serves IPv4 networks only for now; set EnableIPv4 to true",
@@ -205,6 +208,7 @@ export function parseNetworkConfig(text: string): NetworkConfig {
     subnetMax,
     enableIPv4,
     enableIPv6,
+    enableNFTables,
     ipv6Network,
     backendType,
     backend,

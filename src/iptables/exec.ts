@@ -1,7 +1,7 @@
 /**
- * Running the iptables binaries: the one place where weft shells out, as flannel does (the rule
- * syntax is the binary's, and going through it keeps weft working on both iptables-nft and
- * legacy). Picks the flavour already in use, probes `--random-fully`, and turns a failed command
+ * Running the iptables binaries (through the rule keepers' runner, `backend/command.ts`), as
+ * flannel does (the rule syntax is the binary's, and going through it keeps weft working on both
+ * iptables-nft and legacy). Picks the flavour already in use, probes `--random-fully`, and turns a failed command
  * into an {@link IptablesError} that names the command, its stderr and what to do.
  *
  * @example
@@ -11,6 +11,7 @@
  * const r = await run([familyOf(bin).save]);
  * ```
  */
+import { type CmdResult, failureMessage, type Runner } from "../backend/command.ts";
 
 /** A set of iptables binaries of one flavour. */
 export interface IptablesFamily {
@@ -23,48 +24,6 @@ export type IptablesBinary = "iptables" | "iptables-nft" | "iptables-legacy";
 
 export function familyOf(bin: IptablesBinary): IptablesFamily {
   return { iptables: bin, save: `${bin}-save`, restore: `${bin}-restore` };
-}
-
-/** Result of one command. `code` -1 means it could not be started. */
-export interface CmdResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `argv` (after the manager's prefix) with optional stdin. */
-export type Runner = (argv: string[], stdin?: string) => Promise<CmdResult>;
-
-/** A runner that spawns processes, each under `prefix` (e.g. `["ip","netns","exec","ns1"]`). */
-export function commandRunner(prefix: string[] = [], timeoutMs = 30_000): Runner {
-  return async (argv, stdin) => {
-    const full = [...prefix, ...argv];
-    let child: Deno.ChildProcess;
-    try {
-      child = new Deno.Command(full[0], {
-        args: full.slice(1),
-        stdin: stdin === undefined ? "null" : "piped",
-        stdout: "piped",
-        stderr: "piped",
-        signal: AbortSignal.timeout(timeoutMs),
-      }).spawn();
-    } catch (e) {
-      const what = e instanceof Deno.errors.NotFound
-        ? `"${full[0]}" was not found in PATH (install iptables, nft or legacy flavour)`
-        : String(e);
-      return { code: -1, stdout: "", stderr: what };
-    }
-    if (stdin !== undefined) {
-      const w = child.stdin.getWriter();
-      await w.write(new TextEncoder().encode(stdin)).catch(() => {});
-      await w.close().catch(() => {});
-    }
-    const out = await child.output();
-    const dec = new TextDecoder();
-    const stderr = dec.decode(out.stderr).trim() +
-      (out.signal ? ` (killed by ${out.signal}, timeout ${timeoutMs} ms)` : "");
-    return { code: out.code, stdout: dec.decode(out.stdout), stderr };
-  };
 }
 
 /** A failed iptables command: the message names the command, its stderr and what to do. */
@@ -80,11 +39,7 @@ export function commandFailed(
   input?: string,
   prefix: string[] = [],
 ): IptablesError {
-  const cmd = [...prefix, ...argv].join(" ");
-  const how = r.code === -1 ? "could not start" : `exited with ${r.code}`;
-  let msg = `"${cmd}" ${how}: ${r.stderr || "(no stderr)"}. ${hint}`;
-  if (input) msg += `\nrestore input was:\n${input}`;
-  return new IptablesError(msg);
+  return new IptablesError(failureMessage(argv, r, hint, input, prefix));
 }
 
 /** True when `iptables --version` is at least 1.6.2, the first with `--random-fully`. */

@@ -25,7 +25,8 @@ import { metrics } from "../base/metrics.ts";
 import type { NetworkConfig } from "../config/network.ts";
 import type { Lease } from "../lease/codec.ts";
 import type { CleanupReport, Owned } from "../backend/backend.ts";
-import type { Part } from "../backend/part.ts";
+import { RuleKeeper } from "../backend/rule_keeper.ts";
+import { commandRunner, type Runner } from "../backend/command.ts";
 import { type ChainSpec, chainSpecs, FWD_CHAIN, MASQ_CHAIN, OWNED_CHAINS } from "./rules.ts";
 import {
   chainInPlace,
@@ -38,17 +39,16 @@ import {
 } from "./restore.ts";
 import {
   commandFailed,
-  commandRunner,
   detectBinary,
   familyOf,
   type IptablesBinary,
   IptablesError,
   type IptablesFamily,
   probeRandomFully,
-  type Runner,
 } from "./exec.ts";
 
-const log = getLogger(["weft", "iptables"]);
+const LOG_CATEGORY = ["weft", "iptables"];
+const log = getLogger(LOG_CATEGORY);
 
 const repairs = metrics.counter(
   "weft_iptables_repairs_total",
@@ -81,22 +81,20 @@ export interface RuleManagerOptions {
 }
 
 /** Keeps flannel's chains in place: check-and-repair, removal; the agent's iptables part. */
-export class RuleManager implements Part {
+export class RuleManager extends RuleKeeper {
   readonly name = "iptables rules";
-  readonly checkIntervalMs: number;
   #opts: RuleManagerOptions;
   #run: Runner;
   #prefix: string[];
   #family?: IptablesFamily;
   #binary?: IptablesBinary;
   #randomFully?: boolean;
-  #queue: Promise<unknown> = Promise.resolve();
 
   constructor(opts: RuleManagerOptions) {
+    super(LOG_CATEGORY, opts.resyncSeconds);
     this.#opts = { ...opts };
     this.#prefix = opts.commandPrefix ?? [];
     this.#run = opts.runner ?? commandRunner(this.#prefix);
-    this.checkIntervalMs = (opts.resyncSeconds ?? 5) * 1000;
   }
 
   /** The iptables flavour in use (after the first `ensure()` / `remove()`). */
@@ -113,18 +111,6 @@ export class RuleManager implements Part {
   async apply(cfg: NetworkConfig, lease: Lease, _prev: Lease | null): Promise<void> {
     this.update({ network: cfg.network, podSubnet: lease.subnet });
     await this.ensure();
-  }
-
-  /** The periodic resync: `ensure()`, logging when something had to be repaired. */
-  async check(): Promise<boolean> {
-    if (!await this.ensure()) return false;
-    log.warn("iptables rules were missing or changed and have been restored");
-    return true;
-  }
-
-  /** Waits for a command in flight; the rules stay in place, as flannel leaves them. */
-  async stop(): Promise<void> {
-    await this.#queue;
   }
 
   async #init(): Promise<IptablesFamily> {
@@ -177,18 +163,12 @@ export class RuleManager implements Part {
     }
   }
 
-  #serial<T>(fn: () => Promise<T>): Promise<T> {
-    const next = this.#queue.then(fn, fn);
-    this.#queue = next.catch(() => {});
-    return next;
-  }
-
   /**
    * Checks the rules and repairs them when they differ. Returns true when it changed anything.
    * Throws an `IptablesError` when a command fails.
    */
   ensure(): Promise<boolean> {
-    return this.#serial(async () => {
+    return this.serial(async () => {
       try {
         const fam = await this.#init();
         const specs = this.specs();
@@ -225,7 +205,7 @@ export class RuleManager implements Part {
    * present, so `weft cleanup` also finds rules a previous run left in the other one.
    */
   remove(): Promise<void> {
-    return this.#serial(async () => {
+    return this.serial(async () => {
       const fam = await this.#init();
       const bins = new Set<IptablesBinary>([this.#binary!, "iptables-nft", "iptables-legacy"]);
       for (const bin of bins) {

@@ -16,16 +16,13 @@
  * ```
  */
 import assert from "node:assert/strict";
-import { StopWaiting, waitFor } from "../kit/proc.ts";
-import { denoInNs } from "../kit/netns.ts";
-import { spawnLogged, stopProcess } from "../kit/spawn.ts";
-import { type Cluster, type Host, type NsRef, withCluster } from "../kit/cluster.ts";
+import { waitFor } from "../kit/proc.ts";
+import { type Cluster, type Host, withCluster } from "../kit/cluster.ts";
+import { udpSink } from "../kit/udp_sink.ts";
 import { formatCidr } from "../../src/base/ipv4.ts";
 
 const HEALTHZ_PORT = 9182;
-const UDP_PORT = 5300;
 const RESYNC_S = 1;
-const UDP_SINK = new URL("../kit/children/udp_sink.ts", import.meta.url).pathname;
 
 /** The spec's rules for pod subnet `pod` in 198.19.0.0/16, written out by hand, per table. */
 function expectedRules(pod: string): { nat: string[]; filter: string[] } {
@@ -73,52 +70,6 @@ async function assertExactRules(c: Cluster, h: Host, pod: string) {
   for (const [name, tb] of t) {
     if (name !== "nat" && name !== "filter") assert.deepEqual(tb.rules, [], `${name} on ${h.name}`);
   }
-}
-
-/**
- * A UDP sink on `ip:UDP_PORT` inside `ns` (the kit's udp_sink child) that prints
- * "<sender address> <payload>" per datagram. Bounded: it exits by itself after 60 s; `close()`
- * kills it earlier.
- */
-async function udpSink(c: Cluster, ref: NsRef, ip: string) {
-  // cwd "/": no deno.json to resolve, no lock on the repo's node_modules.
-  const p = spawnLogged(denoInNs(c.nsOf(ref), [UDP_SINK, ip, String(UDP_PORT)]), null, {
-    cwd: "/",
-  });
-  const lines = () => p.output().split("\n");
-  const close = async () => void await stopProcess(p, "SIGKILL");
-  try {
-    // deno starts in well under a second, but took 15 s on a heavily loaded machine.
-    await waitFor(`UDP sink on ${ip}`, () => {
-      if (p.status) throw new StopWaiting(`UDP sink on ${ip} exited: ${p.output()}`);
-      return lines().includes("ready");
-    }, { timeoutMs: 45_000, intervalMs: 50 });
-  } catch (e) {
-    await close();
-    throw new Error(`${(e as Error).message}; output: ${p.output()}`);
-  }
-  return {
-    /** Sends `token` from `from` (bash /dev/udp) until it arrives; returns the sender address. */
-    async sourceOf(from: NsRef, token: string): Promise<string> {
-      // Resent every 300 ms (a datagram may be lost while the path settles), at least 10 times.
-      let sentAt = 0;
-      const hit = await waitFor(`datagram "${token}" at ${ip}`, async () => {
-        const line = lines().find((l) => l.endsWith(` ${token}`));
-        if (line) return line;
-        if (Date.now() - sentAt >= 300) {
-          await c.run(from, ["bash", "-c", `echo ${token} > /dev/udp/${ip}/${UDP_PORT}`]);
-          sentAt = Date.now();
-        }
-      }, { timeoutMs: 10_000, intervalMs: 20 }).catch(() => null);
-      if (!hit) {
-        throw new Error(
-          `datagram "${token}" never reached ${ip}; sink saw: ${lines().join(" | ")}`,
-        );
-      }
-      return hit.split(" ")[0];
-    },
-    close,
-  };
 }
 
 Deno.test({

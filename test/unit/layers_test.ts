@@ -28,6 +28,8 @@ export const LAYERS: { name: string; folders: string[] }[] = [
       "src/backend/vxlan",
       // flannel's iptables chains: a datapath part the agent keeps, like a backend.
       "src/iptables",
+      // flannel's nftables tables ("EnableNFTables"), the same kind of part.
+      "src/nftables",
     ],
   },
   { name: "agent", folders: ["src/agent", "src/ops"] },

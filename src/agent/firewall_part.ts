@@ -1,0 +1,113 @@
+/**
+ * The agent's masquerade/forward rules part, in the mode the network config picks: flannel's
+ * iptables chains, or its nftables tables with `"EnableNFTables": true`. The config is only known
+ * once the agent has read it, so the choice happens at the first `apply()`. Switching modes
+ * between runs is cleaned up, not doubled: entering nftables mode removes the FLANNEL-POSTRTG /
+ * FLANNEL-FWD chains (and their jumps) an earlier iptables run left, entering iptables mode
+ * removes the `flannel-ipv4` / `flannel-ipv6` tables; no other table, chain or rule is touched.
+ * /readyz names the active keeper ("nftables rules not installed yet").
+ *
+ * @example
+ * ```ts
+ * const part = new FirewallPart({ ipMasq: true, forward: true, resyncSeconds: 5 });
+ * await part.apply(cfg, lease, null); // cfg.enableNFTables picks the keeper
+ * part.name;                          // "nftables rules"
+ * ```
+ */
+import { getLogger } from "@logtape/logtape";
+import type { NetworkConfig } from "../config/network.ts";
+import type { Lease } from "../lease/codec.ts";
+import type { Part } from "../backend/part.ts";
+import { commandRunner, type Runner } from "../backend/command.ts";
+import { RuleManager } from "../iptables/keeper.ts";
+import { NftKeeper, removeNftTables } from "../nftables/keeper.ts";
+
+const log = getLogger(["weft", "agent"]);
+
+export interface FirewallPartOptions {
+  /** flannel's `--ip-masq`. */
+  ipMasq: boolean;
+  /** flannel's `--iptables-forward-rules`. */
+  forward: boolean;
+  /** flannel's `--ip-masq-fully-random-disable`. */
+  randomFullyDisable?: boolean;
+  /** `--iptables-resync`, in seconds; default 5. */
+  resyncSeconds?: number;
+  /** Prefix for every command (tests). */
+  commandPrefix?: string[];
+  /** Replaces process spawning entirely (tests). */
+  runner?: Runner;
+}
+
+type Mode = "iptables" | "nftables";
+
+export class FirewallPart implements Part {
+  readonly checkIntervalMs: number;
+  #run: Runner;
+  #iptables: RuleManager;
+  #nftables: NftKeeper;
+  #mode: Mode | null = null;
+
+  constructor(opts: FirewallPartOptions) {
+    this.#run = opts.runner ?? commandRunner(opts.commandPrefix ?? []);
+    this.#iptables = new RuleManager({ ...opts, runner: this.#run });
+    this.#nftables = new NftKeeper({ ...opts, runner: this.#run });
+    this.checkIntervalMs = this.#iptables.checkIntervalMs;
+  }
+
+  /** The keeper in use: what /readyz and the logs name. */
+  get name(): string {
+    return this.#active().name;
+  }
+
+  /** The mode the config picked; null before the first apply. */
+  get mode(): Mode | null {
+    return this.#mode;
+  }
+
+  #active(): RuleManager | NftKeeper {
+    return this.#mode === "nftables" ? this.#nftables : this.#iptables;
+  }
+
+  async apply(cfg: NetworkConfig, lease: Lease, prev: Lease | null): Promise<void> {
+    const mode: Mode = cfg.enableNFTables ? "nftables" : "iptables";
+    if (mode !== this.#mode) {
+      this.#mode = mode;
+      await this.#removeOtherMode(mode);
+    }
+    await this.#active().apply(cfg, lease, prev);
+  }
+
+  check(): Promise<boolean> {
+    return this.#mode ? this.#active().check() : Promise.resolve(false);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([this.#iptables.stop(), this.#nftables.stop()]);
+  }
+
+  /**
+   * Removes what the other mode left on this host. Failing to is logged, never fatal: a host
+   * without iptables (nftables mode on RHEL 10) or without nft has nothing of that mode.
+   */
+  async #removeOtherMode(mode: Mode): Promise<void> {
+    try {
+      if (mode === "nftables") {
+        await new RuleManager({ ipMasq: false, forward: false, runner: this.#run }).remove();
+        return;
+      }
+      for (const t of await removeNftTables(this.#run)) {
+        log.info("removed {what} left by an nftables run (this config uses iptables)", {
+          what: t,
+        });
+      }
+    } catch (e) {
+      const msg = (e as Error).message;
+      const level = msg.includes("was not found in PATH") ? "debug" : "warn";
+      log[level]("cannot remove the {other} rules an earlier run may have left: {error}", {
+        other: mode === "nftables" ? "iptables" : "nftables",
+        error: msg,
+      });
+    }
+  }
+}
