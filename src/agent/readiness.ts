@@ -19,6 +19,8 @@ export interface Readiness {
 /** Something applied on every lease whose success readiness waits for (an agent part). */
 export interface Named {
   readonly name: string;
+  /** What keeps the node not ready after the part applied, or null (see Part.problem). */
+  problem?(): string | null;
 }
 
 export class ReadinessState {
@@ -45,6 +47,10 @@ export class ReadinessState {
     if (!this.subnetEnv) return { ok: false, reason: "subnet.env not written yet" };
     if (!this.peersSynced) return { ok: false, reason: "peer leases not programmed yet" };
     if (this.datapathBroken) return { ok: false, reason: this.datapathBroken };
+    for (const p of now.parts) {
+      const problem = p.problem?.();
+      if (problem) return { ok: false, reason: problem };
+    }
     return { ok: true };
   }
 }

@@ -36,6 +36,11 @@ export interface Part {
    * it repaired, and returns true when it repaired something. Throws when the check failed.
    */
   check(): Promise<boolean>;
+  /**
+   * What keeps the node not ready although the part applied (found by the last check), or
+   * null; parts without such a state leave it out.
+   */
+  problem?(): string | null;
   /** Ends work in flight; the kernel state stays (as flannel leaves it on shutdown). */
   stop(): Promise<void>;
 }

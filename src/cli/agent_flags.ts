@@ -124,6 +124,12 @@ export const agentFlags: FlagTable = {
     arg: "SEC",
     help: "lease TTL in seconds (flannel: 24 h)",
   },
+  "node-id-file": {
+    type: "string",
+    default: "/var/lib/weft/node-id",
+    arg: "FILE",
+    help: "this host's identity, made once and kept here (tells a restart from a duplicate IP)",
+  },
   "net-config-path": {
     type: "string",
     default: "",

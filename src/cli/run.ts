@@ -14,9 +14,11 @@ import { metrics } from "../base/metrics.ts";
 import { type HealthServer, startHealthServer } from "../ops/health.ts";
 import { FirewallPart } from "../agent/firewall_part.ts";
 import { BlackholePart } from "../agent/blackhole.ts";
+import { OwnRoutePart } from "../agent/own_route.ts";
 import type { Part } from "../backend/part.ts";
 import { netlink } from "../../ffi/libnl/mod.ts";
 import { notifyReady } from "../ops/sdnotify.ts";
+import { loadNodeId } from "./node_id.ts";
 
 const log = getLogger(["weft", "main"]);
 
@@ -39,7 +41,10 @@ export async function runAgentCommand(v: FlagValues): Promise<number> {
   const ipMasq = Boolean(v["ip-masq"]);
   const forward = Boolean(v["iptables-forward-rules"]);
   // Off, the blackhole part still removes a route an earlier run with the flag left behind.
-  const parts: Part[] = [new BlackholePart(netlink(), Boolean(v["ip-blackhole-route"]))];
+  const parts: Part[] = [
+    new BlackholePart(netlink(), Boolean(v["ip-blackhole-route"])),
+    new OwnRoutePart(netlink()),
+  ];
   if (ipMasq || forward) {
     parts.push(
       new FirewallPart({
@@ -50,6 +55,7 @@ export async function runAgentCommand(v: FlagValues): Promise<number> {
       }),
     );
   }
+  const nodeId = await loadNodeId(String(v["node-id-file"]));
   const registry = await openRegistry(registryOptions(v));
   const agent: Agent = new Agent(registry, {
     netConfigPath: String(v["net-config-path"] || "") || undefined,
@@ -65,6 +71,7 @@ export async function runAgentCommand(v: FlagValues): Promise<number> {
     renewMarginMs: Number(v["subnet-lease-renew-margin"]) * 60_000,
     ipMasq,
     reconcileIntervalMs: Number(v["reconcile-interval"]) * 1000,
+    nodeId,
     parts,
     onReady: () => {
       log.info("ready");

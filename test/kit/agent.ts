@@ -141,17 +141,23 @@ export class AgentProc {
    * bash's /dev/tcp so the probe needs no extra tool and starts in milliseconds.
    */
   async readyz(path = "/readyz"): Promise<number | null> {
+    return (await this.health(path)).code;
+  }
+
+  /** GET `path` on the agent's health port in its namespace: status and body (null: no answer). */
+  async health(path = "/readyz"): Promise<{ code: number | null; body: string }> {
     if (this.spec.healthzPort === undefined || this.spec.netns === undefined) {
       throw new Error(`agent on ${this.host} has no healthz port in a namespace`);
     }
     const script = `exec 3<>/dev/tcp/127.0.0.1/${this.spec.healthzPort} || exit 7
 printf 'GET ${path} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3
-head -n1 <&3`;
+cat <&3`;
     const r = await run(["ip", "netns", "exec", this.spec.netns, "bash", "-c", script], {
       timeoutMs: 3000,
     });
     const m = /^HTTP\/1\.[01] (\d{3})/.exec(r.stdout);
-    return m ? Number(m[1]) : null;
+    const body = r.stdout.split(/\r?\n\r?\n/).slice(1).join("\n\n");
+    return { code: m ? Number(m[1]) : null, body };
   }
 
   /**
@@ -205,9 +211,14 @@ head -n1 <&3`;
  * network of their own run in a cluster instead: `Cluster.startAgent`.
  */
 export function startAgent(args: string[], env: Record<string, string> = {}): AgentProc {
+  // One host identity per subnet.env (a host), kept across restarts, never the machine's own.
+  const sf = args.indexOf("--subnet-file");
+  const id = sf >= 0 && !args.includes("--node-id-file")
+    ? ["--node-id-file", `${args[sf + 1]}.node-id`]
+    : [];
   return new AgentProc({
     host: "local",
-    cmd: [Deno.execPath(), "run", "-A", MAIN, "run", ...args],
+    cmd: [Deno.execPath(), "run", "-A", MAIN, "run", ...args, ...id],
     env,
   });
 }

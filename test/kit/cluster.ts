@@ -297,6 +297,8 @@ export class Cluster {
       "eth0",
       "--subnet-file",
       h.subnetFile,
+      "--node-id-file",
+      `${h.dir}/node-id`,
       "--net-config-path",
       configFile,
     ];

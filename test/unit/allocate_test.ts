@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { parseNetworkConfig } from "../../src/config/network.ts";
 import {
   capacity,
+  chooseOwnLease,
   findOwnLease,
   freeSubnets,
   isAllocatable,
@@ -70,4 +71,31 @@ Deno.test("peer leases need Network and SubnetLen; SubnetMin/SubnetMax bound onl
   // Our own old lease outside the range is not reused; flanneld does the same.
   const old = lease("198.19.5.0/24", "198.18.0.9");
   assert.equal(findOwnLease(ranged, [old], "198.18.0.9"), null);
+});
+
+Deno.test("the choice among leases naming our IP is deterministic: reservation, subnet.env, own id", () => {
+  const ip = "198.18.0.9";
+  const withId = (l: Lease, nodeId: string): Lease => ({ ...l, attrs: { ...l.attrs, nodeId } });
+  const a = lease("198.19.3.0/24", ip);
+  const b = lease("198.19.5.0/24", ip);
+  const r1 = lease("198.19.8.0/24", ip, null);
+  const r2 = lease("198.19.7.0/24", ip, null);
+  const hint = parseCidr("198.19.5.0/24");
+  const pick = (ls: Lease[], h: { hint?: ReturnType<typeof parseCidr>; nodeId?: string }) =>
+    chooseOwnLease(cfg, ls, ip, h).lease?.key ?? null;
+  // Any listing order gives the same answer.
+  for (const ls of [[a, b, r1, r2], [r2, r1, b, a]]) {
+    assert.equal(pick(ls, {}), "198.19.7.0-24", "lowest reservation");
+    assert.equal(pick(ls, { hint: parseCidr("198.19.8.0/24") }), "198.19.8.0-24");
+  }
+  for (const ls of [[a, b], [b, a]]) {
+    assert.equal(pick(ls, { hint }), "198.19.5.0-24", "the subnet.env subnet");
+    assert.equal(pick(ls, {}), "198.19.3.0-24", "no hint: the lowest, as flannel reuses");
+  }
+  const mine = withId(b, "me");
+  assert.equal(pick([a, mine], { nodeId: "me" }), "198.19.5.0-24", "our identity");
+  // A free subnet.env subnet wins over a TTL lease we did not write: allocate it.
+  assert.equal(pick([a], { hint: parseCidr("198.19.9.0/24"), nodeId: "me" }), null);
+  const choice = chooseOwnLease(cfg, [a, b, r1], ip, { hint });
+  assert.deepEqual(choice.others.map((l) => l.key), ["198.19.3.0-24", "198.19.5.0-24"]);
 });

@@ -7,6 +7,7 @@ import {
   LeaseFormatError,
   parseSubnetKey,
   peerProblem,
+  sameDatapath,
   subnetKey,
 } from "../../src/lease/codec.ts";
 import { LeaseDecoder } from "../../src/lease/decode.ts";
@@ -112,4 +113,36 @@ Deno.test("an IPv6-only flannel lease has no IPv4 half: skipped quietly, not mal
   // A dual-stack lease keeps its IPv4 half.
   const dual = d.decode({ ...v6only, key: flannelDualStackKey, value: flannelVxlanLease });
   assert.equal(formatCidr(dual!.subnet), "198.19.1.0/24");
+});
+
+Deno.test("weft's identity fields: written last only when set, decoded defensively", () => {
+  const base = { publicIP: "198.18.0.3", backendType: "host-gw" };
+  assert.equal(
+    encodeLeaseValue(base),
+    `{"PublicIP":"198.18.0.3","PublicIPv6":null,"BackendType":"host-gw"}`,
+  );
+  const v = encodeLeaseValue({ ...base, nodeId: "n-1", claim: true });
+  assert.equal(
+    v,
+    `{"PublicIP":"198.18.0.3","PublicIPv6":null,"BackendType":"host-gw","WeftNodeID":"n-1","WeftClaim":true}`,
+  );
+  assert.deepEqual(decodeLeaseValue(v), {
+    ...base,
+    publicIPv6: null,
+    backendData: undefined,
+    backendV6Data: undefined,
+    nodeId: "n-1",
+    claim: true,
+  });
+  // A malformed identity is no identity, and a claim without one is no claim; the lease stays.
+  for (const id of [42, "", "a b", "x".repeat(65), null]) {
+    const a = decodeLeaseValue(
+      JSON.stringify({ PublicIP: "198.18.0.3", WeftNodeID: id, WeftClaim: true }),
+    );
+    assert.equal(a.nodeId, undefined);
+    assert.equal(a.claim, undefined);
+  }
+  // Identity changes are no datapath change (no route removed and re-added on a claim).
+  assert.ok(sameDatapath({ ...base, nodeId: "a" }, { ...base, nodeId: "b", claim: true }));
+  assert.ok(!sameDatapath(base, { ...base, publicIP: "198.18.0.4" }));
 });
