@@ -91,7 +91,7 @@ export class Agent {
   readiness(): Readiness {
     return this.#state.report({
       leaseLost: this.#lease?.lost ?? false,
-      conflict: this.#lease?.conflict ?? null,
+      conflict: this.#lease?.conflict ?? this.registry.problem?.() ?? null,
       parts: this.#parts,
     });
   }

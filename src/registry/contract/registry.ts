@@ -86,5 +86,10 @@ export interface Registry {
    * backoff (100 ms doubling to 5 s) internally; never throws for transient errors.
    */
   watchLeases(fromRevision: number, signal: AbortSignal): AsyncIterable<WatchMessage>;
+  /**
+   * Why the store cannot be trusted now although it may answer (a Deno KV file deleted or
+   * replaced under the agent), or null. Readiness reports it; an outage is not such a problem.
+   */
+  problem?(): string | null;
   close(): Promise<void>;
 }

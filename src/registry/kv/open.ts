@@ -7,6 +7,7 @@ import { Deadline, sleep } from "../../base/async.ts";
 import { RegistryError } from "../contract/registry.ts";
 import { isLocked, lockBackoff, lockRetries } from "./commit.ts";
 import { KvRegistry, type KvRegistryOptions } from "./registry.ts";
+import { FileGuard } from "./file_guard.ts";
 
 /** What Deno.openKv takes: the URL (token checked) or the path (directory created). */
 async function target(opts: KvRegistryOptions): Promise<string> {
@@ -66,7 +67,10 @@ export async function openKvRegistry(opts: KvRegistryOptions): Promise<KvRegistr
     try {
       const kv = await Deno.openKv(where);
       try {
-        return new KvRegistry(kv, opts);
+        const file = opts.path
+          ? { guard: FileGuard.of(where), open: () => Deno.openKv(where) }
+          : null;
+        return new KvRegistry(kv, opts, file);
       } catch (e) {
         kv.close();
         throw e;

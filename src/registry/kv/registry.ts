@@ -29,6 +29,7 @@ import { listLeases } from "./list.ts";
 import { compactLog, pollLog } from "./changelog.ts";
 import { reapAll, reapQuietly } from "./reaper.ts";
 import { checkTtl, expiryOf, isExpired, KvKeys, type StoredLease, toLease } from "./layout.ts";
+import { type FileGuard, isBrokenFileError, KvFileError } from "./file_guard.ts";
 
 const log = getLogger(["weft", "registry"]);
 
@@ -53,6 +54,29 @@ export interface KvRegistryOptions {
   retryMs?: number;
 }
 
+/** A local KV file: its guard, and how to open the path again. */
+export interface KvFile {
+  guard: FileGuard;
+  open(): Promise<Deno.Kv>;
+}
+
+/**
+ * Revisions never go back for a watcher or a lease manager: the reopened file's counter moves
+ * past both its own and the one of the file left behind, so "our lease is missing at a later
+ * revision" reads as lost, not as an old event.
+ */
+async function carryRevision(old: KvStore, kv: Deno.Kv): Promise<void> {
+  let before = 0;
+  try {
+    before = (await old.kv.get<number>(old.keys.counter)).value ?? 0; // a deleted file still reads
+  } catch { /* broken: nothing to carry */ }
+  for (let i = 0; i < 10; i++) {
+    const cur = await kv.get<number>(old.keys.counter);
+    const next = Math.max(cur.value ?? 0, before) + 1;
+    if ((await kv.atomic().check(cur).set(old.keys.counter, next).commit()).ok) return;
+  }
+}
+
 export class KvRegistry implements Registry {
   readonly kind = "kv";
   readonly prefix: string;
@@ -63,9 +87,23 @@ export class KvRegistry implements Registry {
   #keepLogMs: number;
   #closing = new AbortController();
   #inflight = new Set<Promise<unknown>>();
+  #file: KvFile | null;
+  #checkedAt = 0;
+  #problem: string | null = null;
+  /** Bumped on every reopen: watchers re-list (the new file has its own history). */
+  #generation = 0;
+  #afterCommit: (from: number, to: number) => Promise<void>;
 
-  /** Use openKvRegistry(); this takes an already opened Kv, which close() will close. */
-  constructor(kv: Deno.Kv, opts: Omit<KvRegistryOptions, "path" | "url"> = {}) {
+  /**
+   * Use openKvRegistry(); this takes an already opened Kv, which close() will close. `file`:
+   * the local file it was opened from, watched for deletion or replacement (none for KV Connect).
+   */
+  constructor(
+    kv: Deno.Kv,
+    opts: Omit<KvRegistryOptions, "path" | "url"> = {},
+    file: KvFile | null = null,
+  ) {
+    this.#file = file;
     this.prefix = (opts.prefix ?? "/coreos.com/network").replace(/\/+$/, "");
     this.#pollMs = opts.pollMs ?? 50;
     this.#reapMs = opts.reapMs ?? 1000;
@@ -83,36 +121,103 @@ export class KvRegistry implements Registry {
     const afterCommit = async (from: number, to: number) => {
       if (Math.floor(to / every) > Math.floor(from / every)) await this.#compactQuietly();
     };
+    this.#afterCommit = afterCommit;
     const keys = new KvKeys(this.prefix);
     this.#store = new KvStore(kv, keys, opts.retryMs ?? 10_000, this.#closing.signal, afterCommit);
   }
 
-  /** Runs `fn`, tracked so close() waits for it before closing the Kv under it. */
+  /** Why the registry cannot be trusted now (its file deleted, replaced, broken), or null. */
+  problem(): string | null {
+    return this.#problem;
+  }
+
+  /**
+   * Runs `fn`, tracked so close() waits for it before closing the Kv under it. First makes sure
+   * the open file is still the one at the path (see FileGuard); SQLite errors that mean the file
+   * is broken mark it for reopening.
+   */
   #track<T>(fn: () => Promise<T>): Promise<T> {
     if (this.#closing.signal.aborted) {
       return Promise.reject(new RegistryError("the KV registry is closed"));
     }
-    const p = fn();
+    const p = (async () => {
+      await this.#checkFile();
+      try {
+        return await fn();
+      } catch (e) {
+        if (this.#file && isBrokenFileError(e)) {
+          this.#problem = `KV file ${this.#file.guard.path} is broken (${(e as Error).message})`;
+          this.#checkedAt = 0;
+        }
+        throw e;
+      }
+    })();
     this.#inflight.add(p);
     const drop = () => this.#inflight.delete(p);
     p.then(drop, drop);
     return p;
   }
 
+  /**
+   * At most once a second (at once after a failure): the file at the path is still the open one.
+   * When it is not, opens the path again if a usable file is there; else throws KvFileError.
+   */
+  async #checkFile(): Promise<void> {
+    const f = this.#file;
+    if (!f || (this.#problem === null && Date.now() - this.#checkedAt < 1000)) return;
+    this.#checkedAt = Date.now();
+    const what = f.guard.problem();
+    if (what === null && this.#problem === null) return;
+    const why = what ? `KV file ${f.guard.path} ${what} under this agent` : this.#problem!;
+    let kv: Deno.Kv;
+    try {
+      Deno.statSync(f.guard.path); // never create a file in place of a deleted one
+      kv = await f.open();
+      try {
+        await kv.get(this.#store.keys.counter); // a file that is no database fails here
+      } catch (e) {
+        kv.close();
+        throw e;
+      }
+    } catch (e) {
+      const msg = `${why}; no usable KV file at the path (${(e as Error).message}): this node ` +
+        `is not ready until one is back (restore it, or let an agent started with ` +
+        `--net-config-path make a new one)`;
+      if (msg !== this.#problem) log.error("{msg}", { msg });
+      this.#problem = msg;
+      throw new KvFileError(msg);
+    }
+    const old = this.#store;
+    await carryRevision(old, kv);
+    this.#store = new KvStore(kv, old.keys, old.retryMs, this.#closing.signal, this.#afterCommit);
+    f.guard.rearm();
+    this.#generation++;
+    this.#problem = null;
+    try {
+      old.kv.close();
+    } catch { /* already closed */ }
+    log.error("{why}; reopened the file now at the path: leases are re-listed and re-created", {
+      why,
+    });
+  }
+
   getConfig(): Promise<string | null> {
-    const s = this.#store;
-    return this.#track(() =>
-      s.retryLocked("read of config", async () => (await s.kv.get<string>(s.keys.config)).value)
-    ).then((v) => v ?? null);
+    return this.#track(() => {
+      const s = this.#store;
+      return s.retryLocked(
+        "read of config",
+        async () => (await s.kv.get<string>(s.keys.config)).value,
+      );
+    }).then((v) => v ?? null);
   }
 
   putConfig(text: string): Promise<void> {
-    const s = this.#store;
-    return this.#track(() =>
-      s.retryLocked("write of config", async () => {
+    return this.#track(() => {
+      const s = this.#store;
+      return s.retryLocked("write of config", async () => {
         await s.kv.set(s.keys.config, text);
-      })
-    );
+      });
+    });
   }
 
   listLeases(): Promise<{ leases: RegistryLease[]; revision: number }> {
@@ -120,8 +225,8 @@ export class KvRegistry implements Registry {
   }
 
   getLease(key: string): Promise<RegistryLease | null> {
-    const s = this.#store;
     return this.#track(async () => {
+      const s = this.#store;
       const e = await s.retryLocked(
         `read of lease ${key}`,
         () => s.kv.get<StoredLease>(s.keys.lease(key)),
@@ -223,10 +328,17 @@ export class KvRegistry implements Registry {
     let pos = fromRevision;
     let failures = 0;
     let lastReap = 0;
+    let generation = this.#generation;
     while (!stop.aborted) {
       let msgs: WatchMessage[];
       try {
         msgs = await this.#track(async () => {
+          if (generation !== this.#generation) {
+            // Reopened: the file has its own history; start from a full list of it.
+            generation = this.#generation;
+            const snap = await listLeases(this.#store, stop);
+            return [{ kind: "snapshot", leases: snap.leases, revision: snap.revision }];
+          }
           if (Date.now() - lastReap >= this.#reapMs) {
             lastReap = Date.now();
             await reapAll(this.#store);

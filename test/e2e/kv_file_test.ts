@@ -1,0 +1,141 @@
+/**
+ * A Deno KV registry file deleted, replaced or truncated under running agents (issue 10, defect
+ * 6): the registry notices that the file it has open is no longer the one at its path, says so
+ * (problem(), /readyz), never creates a file in place of a deleted one, and reopens the path
+ * once a usable file is there: watchers re-list it and revisions go on from where they were.
+ */
+import assert from "node:assert/strict";
+import { openKvRegistry } from "../../src/registry/kv/mod.ts";
+import type { WatchMessage } from "../../src/registry/contract/registry.ts";
+import { KvFileError } from "../../src/registry/kv/file_guard.ts";
+import { waitFor } from "../kit/proc.ts";
+import { withCluster } from "../kit/cluster.ts";
+import { subnetKey } from "../../src/lease/codec.ts";
+
+const VALUE = (ip: string) => `{"PublicIP":"${ip}","PublicIPv6":null,"BackendType":"alloc"}`;
+
+async function removeKvFiles(path: string) {
+  for (const f of [path, `${path}-wal`, `${path}-shm`]) await Deno.remove(f).catch(() => {});
+}
+
+Deno.test({
+  name: "kv file: deleted under a client → problem and retryable errors, no file made; " +
+    "a new file at the path → reopened, re-listed, revisions carried on",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "weft-kvfile-" });
+    const path = `${dir}/r.kv`;
+    const a = await openKvRegistry({ path });
+    const ctl = new AbortController();
+    const got: WatchMessage[] = [];
+    try {
+      const first = await a.createLease("198.19.1.0-24", VALUE("198.18.0.1"), 60);
+      assert.ok(first);
+      const watch = (async () => {
+        for await (const m of a.watchLeases(first.revision, ctl.signal)) got.push(m);
+      })();
+      await removeKvFiles(path);
+      const err = await waitFor("the deletion noticed", async () => {
+        try {
+          await a.listLeases();
+          return false;
+        } catch (e) {
+          return e;
+        }
+      }, { timeoutMs: 10_000, intervalMs: 100 });
+      assert.ok(err instanceof KvFileError, String(err));
+      assert.match(a.problem()!, /r\.kv was deleted under this agent.*not ready/);
+      assert.rejects(() => Deno.stat(path), "a file was made in place of the deleted one");
+
+      // Someone (an agent with --net-config-path, a restore) puts a new file at the path.
+      const b = await openKvRegistry({ path });
+      try {
+        assert.ok(await b.createLease("198.19.2.0-24", VALUE("198.18.0.2"), 60));
+      } finally {
+        await b.close();
+      }
+      const { leases, revision } = (await waitFor("reopened", async () => {
+        try {
+          return await a.listLeases();
+        } catch {
+          return null;
+        }
+      }, { timeoutMs: 10_000, intervalMs: 100 }))!;
+      assert.deepEqual(leases.map((l) => l.key), ["198.19.2.0-24"]);
+      assert.equal(a.problem(), null);
+      assert.ok(revision > first.revision, `revision ${revision} went back from ${first.revision}`);
+      // The watcher starts over from a full list of the new file.
+      await waitFor(
+        "a snapshot of the new file",
+        () =>
+          got.some((m) =>
+            m.kind === "snapshot" && m.leases.map((l) => l.key).join() === "198.19.2.0-24"
+          ),
+        { timeoutMs: 10_000, intervalMs: 50 },
+      );
+      ctl.abort();
+      await watch;
+    } finally {
+      ctl.abort();
+      await a.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+for (const fault of ["deleted", "truncated"] as const) {
+  Deno.test({
+    name: `kv file ${fault} under running agents: not ready naming it, then back with ` +
+      `their leases when a new file is made`,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    async fn() {
+      await withCluster({ hosts: 3, registry: "kv" }, async (c) => {
+        const [h1, h2, h3] = c.hosts;
+        const o = (port: number) => ({
+          backend: "alloc",
+          healthzPort: port,
+          extraArgs: ["--iptables-forward-rules=false"],
+        });
+        const a1 = c.startAgent(h1, o(9921));
+        const a2 = c.startAgent(h2, o(9922));
+        await a1.waitReady();
+        await a2.waitReady();
+        const s1 = (await c.readSubnetEnv(h1))!.subnet;
+        const s2 = (await c.readSubnetEnv(h2))!.subnet;
+        const kv = c.kvPath!;
+        if (fault === "deleted") await removeKvFiles(kv);
+        else await Deno.truncate(kv, 0);
+        for (const a of [a1, a2]) {
+          await waitFor(`${a.host} not ready, naming the KV file`, async () => {
+            const r = await a.health();
+            return r.code === 503 && r.body.includes(`KV file ${kv}`);
+          }, { timeoutMs: 20_000, intervalMs: 200 });
+        }
+        if (fault === "truncated") await removeKvFiles(kv); // what an operator does next
+        // A third agent seeds a new file from its --net-config-path; the others reopen it and
+        // put their leases back (same subnets: their subnet.env says which).
+        const a3 = c.startAgent(h3, o(9923));
+        await a3.waitReady();
+        for (const a of [a1, a2]) {
+          await waitFor(`${a.host} ready again`, async () => (await a.readyz()) === 200, {
+            timeoutMs: 30_000,
+            intervalMs: 200,
+          });
+        }
+        const reg = await openKvRegistry({ path: kv });
+        try {
+          const keys = (await reg.listLeases()).leases.map((l) => l.key);
+          for (const s of [s1, s2]) {
+            const k = subnetKey(s);
+            assert.ok(keys.includes(k), `${k} not re-created: ${keys}`);
+          }
+          assert.equal(keys.length, 3);
+        } finally {
+          await reg.close();
+        }
+      });
+    },
+  });
+}
