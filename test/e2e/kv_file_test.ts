@@ -84,7 +84,7 @@ Deno.test({
   },
 });
 
-for (const fault of ["deleted", "truncated"] as const) {
+for (const fault of ["deleted", "truncated", "corrupted"] as const) {
   Deno.test({
     name: `kv file ${fault} under running agents: not ready naming it, then back with ` +
       `their leases when a new file is made`,
@@ -106,14 +106,22 @@ for (const fault of ["deleted", "truncated"] as const) {
         const s2 = (await c.readSubnetEnv(h2))!.subnet;
         const kv = c.kvPath!;
         if (fault === "deleted") await removeKvFiles(kv);
-        else await Deno.truncate(kv, 0);
+        else if (fault === "truncated") await Deno.truncate(kv, 0);
+        else {
+          // A bad restore: garbage in place of the file. (Garbage written into the open file
+          // itself is masked by SQLite's write-ahead log, which holds every page, and healed
+          // by its next checkpoint: readers old and new see the same good data.)
+          await Deno.writeTextFile(`${kv}.bad`, "not a database ".repeat(1000));
+          await removeKvFiles(kv);
+          await Deno.rename(`${kv}.bad`, kv);
+        }
         for (const a of [a1, a2]) {
           await waitFor(`${a.host} not ready, naming the KV file`, async () => {
             const r = await a.health();
             return r.code === 503 && r.body.includes(`KV file ${kv}`);
           }, { timeoutMs: 20_000, intervalMs: 200 });
         }
-        if (fault === "truncated") await removeKvFiles(kv); // what an operator does next
+        if (fault !== "deleted") await removeKvFiles(kv); // what an operator does next
         // A third agent seeds a new file from its --net-config-path; the others reopen it and
         // put their leases back (same subnets: their subnet.env says which).
         const a3 = c.startAgent(h3, o(9923));
