@@ -15,13 +15,7 @@ import type { NetworkConfig } from "../config/network.ts";
 import { formatCidr, type Ipv4Net } from "../base/ipv4.ts";
 import type { Registry } from "../registry/contract/registry.ts";
 import { metrics } from "../base/metrics.ts";
-import {
-  encodeLeaseValue,
-  type KnownLease,
-  type Lease,
-  type LeaseAttrs,
-  subnetKey,
-} from "./codec.ts";
+import { encodeLeaseValue, type KnownLease, type LeaseAttrs, subnetKey } from "./codec.ts";
 import {
   capacity,
   chooseOwnLease,
@@ -32,6 +26,7 @@ import {
   isFree,
 } from "./allocate.ts";
 import { LeaseDecoder } from "./decode.ts";
+import { Claims, conflicts } from "./claim.ts";
 import { sleep } from "../base/async.ts";
 import { FatalError } from "../base/errors.ts";
 
@@ -46,10 +41,6 @@ const renewals = metrics.counter("weft_lease_renewals_total", "Successful lease 
 const renewFailures = metrics.counter(
   "weft_lease_renewal_failures_total",
   "Failed lease renewal attempts (registry unreachable or compare failed).",
-);
-const conflicts = metrics.counter(
-  "weft_lease_conflicts_total",
-  "Times another node publishing this node's public IP claimed or held this node's lease.",
 );
 const acquisitions = metrics.counter(
   "weft_lease_acquisitions_total",
@@ -78,7 +69,6 @@ export interface LeaseManagerOptions {
 }
 
 /** Outcome of claiming a lease that names this node's public IP but another node's identity. */
-type ClaimOutcome = { outcome: "alive" | "dead" | "changed"; revision: number };
 
 export class LeaseManager {
   #decoder = new LeaseDecoder();
@@ -90,13 +80,15 @@ export class LeaseManager {
   #unapplied: KnownLease | null = null;
   /** A claim on our lease by another node with our public IP, to be answered. */
   #claimed: { revision: number; by: string } | null = null;
-  #conflict: string | null = null;
+  #claims: Claims;
 
   constructor(
     readonly registry: Registry,
     readonly config: NetworkConfig,
     readonly opts: LeaseManagerOptions,
-  ) {}
+  ) {
+    this.#claims = new Claims(registry, { claimWaitMs: opts.claimWaitMs });
+  }
 
   /** True while the lease is known lost and not yet re-acquired and applied. */
   get lost(): boolean {
@@ -108,7 +100,7 @@ export class LeaseManager {
    * the same public IP and holds it (for /readyz). Null otherwise.
    */
   get conflict(): string | null {
-    return this.#conflict;
+    return this.#claims.conflict;
   }
 
   /** The lease currently held, or null before acquisition. */
@@ -136,7 +128,7 @@ export class LeaseManager {
   /**
    * Acquires a lease for `attrs`. `hint` is the subnet from an existing subnet.env. Which lease
    * naming our public IP is ours is decided by {@link chooseOwnLease}; one carrying another
-   * node's identity is claimed first (see {@link #claim}), and while that node is alive this
+   * node's identity is claimed first (see {@link Claims}), and while that node is alive this
    * waits (not ready, {@link conflict} says why) until its lease is gone. Lost create races are
    * retried with a fresh list; throws OutOfSubnetsError when nothing is free.
    */
@@ -156,11 +148,12 @@ export class LeaseManager {
         hint,
         nodeId: attrs.nodeId,
       });
-      const rival = [own, ...others].find((l) => l && this.#isRival(l));
+      const rival = [own, ...others].find((l) => l && this.#claims.isRival(l, attrs));
       if (rival) {
         attempt--; // a claim is not a lost race
-        if ((await this.#claim(rival, signal)).outcome === "alive") {
-          await this.#waitGone(rival, signal);
+        const c = await this.#claims.claim(rival, attrs, this.opts.ttlSeconds, signal);
+        if (c.outcome === "alive") {
+          await this.#claims.waitGone(rival, signal);
         }
         continue;
       }
@@ -224,70 +217,6 @@ export class LeaseManager {
     );
   }
 
-  /** A lease naming our public IP whose identity is another node's (both identities known). */
-  #isRival(l: Lease): boolean {
-    const me = this.#attrs?.nodeId;
-    return !!me && !!l.attrs.nodeId && l.attrs.nodeId !== me &&
-      l.attrs.publicIP === this.#attrs!.publicIP;
-  }
-
-  /**
-   * Tells a live node with our public IP from a dead one, without disturbing either's datapath:
-   * writes the lease back unchanged but for our identity and a claim flag, then waits. A live
-   * holder sees the claim on its own key and writes the lease back ("alive"); an unanswered
-   * claim leaves the lease ours ("dead": a host replaced with the same address, or an agent
-   * whose identity file was lost). "changed": someone else wrote it meanwhile; look again.
-   */
-  async #claim(rival: KnownLease, signal?: AbortSignal): Promise<ClaimOutcome> {
-    const ttl = rival.expiresAt === null ? null : this.opts.ttlSeconds;
-    const claim = encodeLeaseValue({ ...rival.attrs, nodeId: this.#attrs!.nodeId, claim: true });
-    const r = await this.registry.updateLease(rival.key, claim, ttl, rival.revision);
-    if (!r) return { outcome: "changed", revision: 0 };
-    const waitMs = this.opts.claimWaitMs ?? 3000;
-    log.warn(
-      "lease {key} names this node's public IP {ip} but another node's identity ({other}); " +
-        "claiming it: a live node keeps it by answering within {s} s",
-      { key: rival.key, ip: rival.attrs.publicIP, other: rival.attrs.nodeId, s: waitMs / 1000 },
-    );
-    await sleep(waitMs, signal);
-    signal?.throwIfAborted();
-    const now = await this.registry.getLease(rival.key);
-    if (now && now.revision === r.revision) return { outcome: "dead", revision: r.revision };
-    const d = now ? this.#decoder.decode(now) : null;
-    const alive = d && d.attrs.nodeId === rival.attrs.nodeId && !d.attrs.claim;
-    return { outcome: alive ? "alive" : "changed", revision: now?.revision ?? 0 };
-  }
-
-  /**
-   * Another live node holds `rival` with our public IP: this node is not ready ({@link conflict})
-   * and waits, checking at the lease's expiry (at least every 10 s), until the lease is gone
-   * or no longer that node's. Never competes for it meanwhile: two hosts must not flap one lease.
-   */
-  async #waitGone(rival: KnownLease, signal?: AbortSignal) {
-    this.#conflict = `public IP ${rival.attrs.publicIP} is published by another live node ` +
-      `(weft node id ${rival.attrs.nodeId}) holding lease ${rival.key}: two hosts share this ` +
-      `public IP. This node waits, without a lease, until that lease is gone; give each host ` +
-      `its own address (--public-ip), or stop the other agent`;
-    conflicts.inc();
-    log.error("{msg}", { msg: this.#conflict });
-    try {
-      let cur: KnownLease | null = rival;
-      while (cur && cur.attrs.nodeId === rival.attrs.nodeId) {
-        const untilExpiry = cur.expiresAt === null ? 10_000 : cur.expiresAt - Date.now() + 500;
-        await sleep(Math.min(10_000, Math.max(1000, untilExpiry)), signal);
-        signal?.throwIfAborted();
-        const now = await this.registry.getLease(rival.key);
-        cur = now ? this.#decoder.decode(now) : null;
-      }
-      log.info("lease {key} of the other node with public IP {ip} is gone; acquiring", {
-        key: rival.key,
-        ip: rival.attrs.publicIP,
-      });
-    } finally {
-      this.#conflict = null;
-    }
-  }
-
   /**
    * After taking `held`, looks at the other leases naming our public IP: one written earlier by
    * another node is claimed, and if that node is alive ours is given up (returns false: it was
@@ -301,8 +230,8 @@ export class LeaseManager {
       l.key !== held.key && l.attrs.publicIP === held.attrs.publicIP
     );
     for (const l of others) {
-      if (this.#isRival(l) && l.revision < held.revision) {
-        const c = await this.#claim(l, signal);
+      if (this.#claims.isRival(l, held.attrs) && l.revision < held.revision) {
+        const c = await this.#claims.claim(l, held.attrs, this.opts.ttlSeconds, signal);
         if (c.outcome === "dead" && await this.registry.deleteLease(l.key, c.revision)) {
           log.info("released {key}: claimed from a node that did not answer", { key: l.key });
         }
@@ -310,12 +239,12 @@ export class LeaseManager {
         await this.registry.deleteLease(held.key, held.revision);
         this.#lease = null;
         leaseHeld.set(0);
-        await this.#waitGone(l, signal);
+        await this.#claims.waitGone(l, signal);
         return false;
       }
     }
     for (const l of others) {
-      if (this.#isRival(l)) continue;
+      if (this.#claims.isRival(l, held.attrs)) continue;
       const ours = !!held.attrs.nodeId && l.attrs.nodeId === held.attrs.nodeId;
       if (ours && l.expiresAt !== null && await this.registry.deleteLease(l.key, l.revision)) {
         log.info("released {key}, an earlier lease of this node", { key: l.key });
