@@ -84,6 +84,9 @@ export class Agent {
   /** The lease the parts were last given (their `prev` on the next apply). */
   #partsLease: Lease | null = null;
   #state = new ReadinessState();
+  /** Writes subnet.env for the current lease again (set once the first lease is held). */
+  #retryEnv: (() => Promise<void>) | null = null;
+  #readyNotified = false;
 
   constructor(readonly registry: Registry, readonly opts: AgentOptions) {}
 
@@ -164,18 +167,35 @@ export class Agent {
     this.#state.lease = true;
     await backend.start(lease);
     await this.#applyParts(cfg, lease);
-    const writeEnv = (l: Lease) =>
-      writeSubnetEnv(this.opts.subnetFile, {
-        network: cfg.network,
-        subnet: l.subnet,
-        mtu: prepared.mtu,
-        ipMasq: this.opts.ipMasq,
-      });
-    await writeEnv(lease);
-    this.#state.subnetEnv = true;
-    log.info("subnet {subnet} leased; wrote {file} (MTU {mtu})", {
+    // subnet.env follows the lease. A failed write (directory read-only or full) is named by
+    // /readyz and retried by the self-checks, never fatal: the datapath works meanwhile.
+    const writeEnv = async (l: Lease) => {
+      try {
+        await writeSubnetEnv(this.opts.subnetFile, {
+          network: cfg.network,
+          subnet: l.subnet,
+          mtu: prepared.mtu,
+          ipMasq: this.opts.ipMasq,
+        });
+      } catch (e) {
+        const was = this.#state.subnetEnvError;
+        this.#state.subnetEnvError = (e as Error).message;
+        if (was !== this.#state.subnetEnvError) {
+          log.error("{error}; not ready, retrying every 5 s", { error: (e as Error).message });
+        }
+        throw e;
+      }
+      if (this.#state.subnetEnvError) {
+        log.info("wrote {file} again", { file: this.opts.subnetFile });
+      }
+      this.#state.subnetEnvError = "";
+      this.#state.subnetEnv = true;
+    };
+    this.#retryEnv = () => writeEnv(mgr.lease ?? lease);
+    await writeEnv(lease).catch(() => {}); // retried by #selfChecks
+    log.info("subnet {subnet} leased{wrote} (MTU {mtu})", {
       subnet: formatCidr(lease.subnet),
-      file: this.opts.subnetFile,
+      wrote: this.#state.subnetEnv ? `; wrote ${this.opts.subnetFile}` : "",
       mtu: prepared.mtu,
     });
 
@@ -266,7 +286,14 @@ export class Agent {
   #markSynced() {
     if (this.#state.peersSynced) return;
     this.#state.peersSynced = true;
-    if (this.readiness().ok) this.opts.onReady?.();
+    this.#notifyReady();
+  }
+
+  /** Calls onReady the first time the agent is ready (sd_notify READY=1 is sent once). */
+  #notifyReady() {
+    if (this.#readyNotified || !this.readiness().ok) return;
+    this.#readyNotified = true;
+    this.opts.onReady?.();
   }
 
   /**
@@ -277,6 +304,9 @@ export class Agent {
     let lastFull = Date.now();
     while (!signal.aborted) {
       await sleep(5000, signal);
+      if (this.#state.subnetEnvError) {
+        await this.#retryEnv?.().then(() => this.#notifyReady(), () => {});
+      }
       // Never reconcile before the first list: an empty peer set would wipe every route.
       if (signal.aborted || !watcher.listed) continue;
       try {

@@ -27,6 +27,8 @@ export class ReadinessState {
   lease = false;
   subnetEnv = false;
   peersSynced = false;
+  /** Why subnet.env could not be written (the last attempt); empty once it was. */
+  subnetEnvError = "";
   /** Why the last datapath self-check failed; empty while it passes. */
   datapathBroken = "";
   /** Parts whose latest apply succeeded. */
@@ -39,6 +41,8 @@ export class ReadinessState {
     // Another host with our public IP holds the lease: say so whatever else is done.
     if (now.conflict) return { ok: false, reason: now.conflict };
     if (!this.lease) return { ok: false, reason: "no subnet lease yet" };
+    // A lease that cannot be applied because subnet.env cannot be written: name that cause.
+    if (this.subnetEnvError) return { ok: false, reason: this.subnetEnvError };
     if (now.leaseLost) return { ok: false, reason: "lease lost; re-acquiring" };
     // Parts are applied before subnet.env is written: name the one still in progress.
     for (const p of now.parts) {
