@@ -28,6 +28,8 @@ import { checkRegistryFlags, registryOptions } from "./registry_flags.ts";
 import type { Registry } from "../registry/contract/registry.ts";
 import { type NetworkConfig, parseNetworkConfig } from "../config/network.ts";
 import { releaseOwnLease } from "../lease/release.ts";
+import type { OwnHints } from "../lease/allocate.ts";
+import { readNodeId } from "./node_id.ts";
 import type { CleanupReport, Owned } from "../backend/backend.ts";
 import { kernelState, planKernel, removeKernel } from "../backend/owned.ts";
 import { ownedByBackends } from "../agent/select_backend.ts";
@@ -47,6 +49,12 @@ export const cleanupFlags: FlagTable = {
     arg: "FILE",
     help:
       "the subnet.env the agent wrote (removed; also tells the network when the registry is down)",
+  },
+  "node-id-file": {
+    type: "string",
+    default: "/var/lib/weft/node-id",
+    arg: "FILE",
+    help: "the agent's host identity (a lease of another host with the same IP is never released)",
   },
   "iface": {
     type: "list",
@@ -171,6 +179,7 @@ async function releaseLease(
   publicIP: string | null,
   rep: Report,
   ms: number,
+  hints: OwnHints,
 ): Promise<void> {
   if (!view.registry) {
     rep.fail(
@@ -189,12 +198,23 @@ async function releaseLease(
   const reg = view.registry;
   try {
     const step = <T>(p: Promise<T>, what: string) => withTimeout(p, ms, what);
-    const r = await releaseOwnLease(reg, view.config, publicIP, { dryRun: rep.dryRun, step });
+    const r = await releaseOwnLease(reg, view.config, publicIP, {
+      dryRun: rep.dryRun,
+      step,
+      hints,
+    });
     if (!r.lease) {
       rep.note(`no lease with public IP ${publicIP} in the ${reg.kind} registry`);
       return;
     }
     const subnet = formatCidr(r.lease.subnet);
+    if (r.outcome === "other") {
+      rep.fail(
+        `lease ${subnet} (public IP ${publicIP}) belongs to another host (weft node id ` +
+          `${r.lease.attrs.nodeId}): not released; two hosts share this public IP`,
+      );
+      return;
+    }
     if (r.outcome === "released") {
       rep.did(`lease ${subnet} (public IP ${publicIP}) from the ${reg.kind} registry`);
     } else {
@@ -293,7 +313,8 @@ export async function cleanupCommand(
 
   if (v["release-lease"]) {
     const publicIP = String(v["public-ip"] || "") || ext?.publicIP || null;
-    await releaseLease(view, publicIP, rep, ms);
+    const nodeId = await readNodeId(String(v["node-id-file"]));
+    await releaseLease(view, publicIP, rep, ms, { hint: sf.subnet, nodeId });
   }
   await view.registry?.close().catch(() => {});
 

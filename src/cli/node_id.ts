@@ -57,3 +57,13 @@ function unkept(path: string, e: unknown): undefined {
   );
   return undefined;
 }
+
+/** The id kept in `path`, or undefined when there is none (read only: never makes one). */
+export async function readNodeId(path: string): Promise<string | undefined> {
+  try {
+    const text = (await Deno.readTextFile(path)).trim();
+    return NODE_ID_RE.test(text) ? text : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -11,7 +11,7 @@
  */
 import type { NetworkConfig } from "../config/network.ts";
 import type { Registry } from "../registry/contract/registry.ts";
-import { findOwnLease } from "./allocate.ts";
+import { findOwnLease, type OwnHints } from "./allocate.ts";
 import type { Lease } from "./codec.ts";
 import { LeaseDecoder } from "./decode.ts";
 
@@ -21,12 +21,16 @@ export type ReleaseOutcome =
   /** Deleted (or, in a dry run, would be). */
   | "released"
   /** It was written again between the list and the delete (an agent still renewing it). */
-  | "changed";
+  | "changed"
+  /** It carries another host's identity (two hosts with one public IP): never deleted here. */
+  | "other";
 
 export interface ReleaseOptions {
   dryRun: boolean;
   /** Wraps each registry call (e.g. a timeout naming the step). */
   step?: <T>(p: Promise<T>, what: string) => Promise<T>;
+  /** The subnet.env subnet and this host's identity: pick the lease as the agent picks it. */
+  hints?: OwnHints;
 }
 
 /**
@@ -43,9 +47,11 @@ export async function releaseOwnLease(
   const { leases } = await step(registry.listLeases(), "listing leases");
   const decoded = new LeaseDecoder().decodeAll(leases);
   const own = config
-    ? findOwnLease(config, decoded, publicIP)
+    ? findOwnLease(config, decoded, publicIP, o.hints)
     : decoded.find((l) => l.attrs.publicIP === publicIP) ?? null;
   if (!own) return { outcome: "none", lease: null };
+  const me = o.hints?.nodeId;
+  if (me && own.attrs.nodeId && own.attrs.nodeId !== me) return { outcome: "other", lease: own };
   if (o.dryRun) return { outcome: "released", lease: own };
   const gone = await step(registry.deleteLease(own.key, own.revision), "deleting the lease");
   return { outcome: gone ? "released" : "changed", lease: own };

@@ -258,10 +258,20 @@ export class Cluster {
 
   /**
    * `weft cleanup` for `h` with the flags its agent ran with: the registry (`registry` replaces
-   * the cluster's, e.g. an unreachable one), the external interface and the subnet file.
+   * the cluster's, e.g. an unreachable one), the external interface, the subnet file and the
+   * host's identity file.
    */
   cleanupArgs(h: Host, registry: string[] = this.registryArgs()): string[] {
-    return ["cleanup", ...registry, "--iface", "eth0", "--subnet-file", h.subnetFile];
+    return [
+      "cleanup",
+      ...registry,
+      "--iface",
+      "eth0",
+      "--subnet-file",
+      h.subnetFile,
+      "--node-id-file",
+      `${h.dir}/node-id`,
+    ];
   }
 
   /** weft's flags that name this cluster's registry (for agents and for `weft` commands). */

@@ -55,3 +55,25 @@ Deno.test("release: a lease renewed between the list and the delete is left alon
     assert.equal(res.outcome, "changed");
     assert.ok(await r.getLease("198.19.3.0-24"));
   }));
+
+Deno.test("release: another host's lease with our public IP is never released; ours is, by id", () =>
+  withKv(async (r) => {
+    const withId = (id: string) =>
+      encodeLeaseValue({ publicIP: "198.18.0.4", backendType: "vxlan", nodeId: id });
+    await r.createLease("198.19.4.0-24", withId("host-a"), 60);
+    const other = await releaseOwnLease(r, cfg, "198.18.0.4", {
+      dryRun: false,
+      hints: { nodeId: "host-b" },
+    });
+    assert.equal(other.outcome, "other");
+    assert.equal((await r.listLeases()).leases.length, 1);
+    // Host b's own lease beside it is the one its identity picks and releases.
+    await r.createLease("198.19.5.0-24", withId("host-b"), 60);
+    const mine = await releaseOwnLease(r, cfg, "198.18.0.4", {
+      dryRun: false,
+      hints: { nodeId: "host-b" },
+    });
+    assert.equal(mine.outcome, "released");
+    assert.equal(mine.lease?.key, "198.19.5.0-24");
+    assert.deepEqual((await r.listLeases()).leases.map((l) => l.key), ["198.19.4.0-24"]);
+  }));
