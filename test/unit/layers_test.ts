@@ -30,7 +30,7 @@ export const LAYERS: { name: string; folders: string[] }[] = [
       "src/iptables",
     ],
   },
-  { name: "agent", folders: ["src/agent", "src/ops"] },
+  { name: "agent", folders: ["src/agent", "src/ops", "src/doctor"] },
   { name: "cli", folders: ["src/cli", "src/cni", "src/tools", "."] },
 ];
 
