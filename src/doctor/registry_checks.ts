@@ -5,7 +5,7 @@
  */
 import { type CheckResult, fail, ok, warn } from "./check.ts";
 import type { Facts } from "./facts.ts";
-import { containsNet, formatCidr } from "../base/ipv4.ts";
+import { containsNet, formatCidr, sizeOf } from "../base/ipv4.ts";
 import { type KnownLease, leaseBackendType } from "../lease/codec.ts";
 
 /** How to remove a lease by hand, for the registry in use. */
@@ -134,17 +134,24 @@ function leaseSetChecks(f: Facts): CheckResult[] {
         ));
       }
     }
-    const sorted = [...f.leases].sort((a, b) => a.subnet.ip - b.subnet.ip);
-    for (let i = 1; i < sorted.length; i++) {
-      const a = sorted[i - 1], b = sorted[i];
-      if (containsNet(a.subnet, b.subnet) || containsNet(b.subnet, a.subnet)) {
+    // Sorted by start, widest first: a lease overlaps an earlier one iff it starts before the
+    // furthest end seen so far (n log n, so 5000 leases cost nothing).
+    const end = (l: KnownLease) => l.subnet.ip + sizeOf(l.subnet.prefix);
+    const sorted = [...f.leases].sort((a, b) =>
+      a.subnet.ip - b.subnet.ip || a.subnet.prefix - b.subnet.prefix
+    );
+    let widest: KnownLease | null = null;
+    for (const b of sorted) {
+      if (widest && b.subnet.ip < end(widest)) {
+        const stale = b === f.own ? widest : b;
         out.push(fail(
           "registry.lease-overlap",
-          `leases ${a.key} (${a.attrs.publicIP}) and ${b.key} (${b.attrs.publicIP}) overlap`,
-          `delete the stale one: ${deleteLeaseFix(f, b)}`,
+          `leases ${widest.key} (${widest.attrs.publicIP}) and ${b.key} (${b.attrs.publicIP}) overlap`,
+          `delete the stale one: ${deleteLeaseFix(f, stale)}`,
           formatCidr(b.subnet),
         ));
       }
+      if (!widest || end(b) > end(widest)) widest = b;
     }
     const want = f.config.backendType;
     for (const l of f.leases) {
