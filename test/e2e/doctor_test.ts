@@ -1,10 +1,11 @@
 /**
- * `weft doctor` on a 3-host vxlan cluster (etcd registry): healthy gives exit 0 and no warn; then
- * one thing is broken at a time on h1's view (a peer's route, neighbour, FDB entry; a stale route
- * via another device; FORWARD policy DROP without forward rules; UDP 8472 dropped on h2; a
- * duplicate-PublicIP lease; h3's agent stopped until its lease expires), doctor must name it with
- * its fix, and after the repair report ok again. Agents run with a long reconcile interval so
- * they do not repair the breakage while doctor looks.
+ * `weft doctor` on a 3-host vxlan cluster (one registry: etcd): healthy gives exit 0 and no warn;
+ * then one thing is broken at a time as h1 sees it (a peer's route, neighbour, FDB entry; a stale
+ * route via another device; FORWARD policy DROP without forward rules; UDP 8472 dropped on h2;
+ * h2's underlay MTU shrunk, a black hole for full-size packets; a duplicate-PublicIP lease; h3's
+ * agent stopped until its lease expires), doctor must name it with its fix, and after the repair
+ * report ok again. Agents run with a long reconcile interval so they do not repair the breakage
+ * while doctor looks.
  */
 import assert from "node:assert/strict";
 import { type Cluster, type RunResult, withCluster } from "../kit/cluster.ts";
@@ -197,6 +198,18 @@ Deno.test("weft doctor names each broken thing with its fix, and ok after the re
       assert.match(udp, new RegExp(`fix: allow UDP 8472 between ${c.host("h1").ip} and ${h2.ip}`));
       await c.exec("h2", ["iptables", "-D", ...drop]);
       await expectHealthy(c, "UDP 8472 allowed again");
+
+      // h2's underlay MTU shrunk: small packets pass, full-size ones are dropped on arrival.
+      await c.exec("h2", ["ip", "link", "set", "eth0", "mtu", "1400"]);
+      const mtu = await expectFail(
+        c,
+        new RegExp(
+          `^fail probe\\.mtu: peer ${sub2} .*full-size 1450-byte don't-fragment packets .* lost while small ones pass`,
+        ),
+      );
+      assert.match(mtu, /fix: lower the overlay MTU/);
+      await c.exec("h2", ["ip", "link", "set", "eth0", "mtu", "1500"]);
+      await expectHealthy(c, "h2's MTU restored");
 
       // A duplicate-PublicIP lease (h2's address under another subnet).
       const key = `${c.etcdPrefix}/subnets/198.19.250.0-24`;
