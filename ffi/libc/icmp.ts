@@ -18,9 +18,14 @@ import { closeFd } from "./fd.ts";
 import {
   AF_INET,
   setSockOptInt,
+  SO_RCVBUF,
+  SO_RCVBUFFORCE,
+  SO_SNDBUF,
+  SO_SNDBUFFORCE,
   SOCK_CLOEXEC,
   SOCK_NONBLOCK,
   SOCKADDR_IN_SIZE,
+  SOL_SOCKET,
   writeSockaddrIn,
 } from "./udp.ts";
 
@@ -126,6 +131,17 @@ export function openIcmpSocket(): IcmpSocket {
       EPERM: "ICMP probes need root or CAP_NET_RAW",
     });
   }
+  // Echoes to dead peers wait in their unresolved neighbours' queues for seconds and count
+  // against the send buffer, and every ICMP message of the namespace (their host-unreachable
+  // errors too) is queued for reading: room for thousands each way, so dead peers never crowd
+  // out a live peer's probe (with the defaults, 300 dead peers made every send fail ENOBUFS).
+  for (const [force, plain] of [[SO_RCVBUFFORCE, SO_RCVBUF], [SO_SNDBUFFORCE, SO_SNDBUF]]) {
+    try {
+      setSockOptInt(fd, SOL_SOCKET, force, 8 << 20);
+    } catch {
+      setSockOptInt(fd, SOL_SOCKET, plain, 8 << 20);
+    }
+  }
   let pmtu = -1;
   const sa = new Uint8Array(new ArrayBuffer(SOCKADDR_IN_SIZE));
   const saView = new DataView(sa.buffer);
@@ -156,8 +172,12 @@ export function openIcmpSocket(): IcmpSocket {
         const e = errno();
         if (e === Errno.EINTR) continue;
         if (e === Errno.EMSGSIZE) return false;
-        // No route, or the neighbour is unresolvable: the probe is lost, not the doctor.
-        if (e === Errno.EAGAIN || e === Errno.EHOSTUNREACH || e === Errno.ENETUNREACH) {
+        // No route, the neighbour is unresolvable, or too many packets wait for unresolved
+        // neighbours (ENOBUFS): the probe is lost, not the prober.
+        if (
+          e === Errno.EAGAIN || e === Errno.EHOSTUNREACH || e === Errno.ENETUNREACH ||
+          e === Errno.ENOBUFS
+        ) {
           return true;
         }
         throw lastError("sendto", `icmp echo, ${o.size} bytes`);

@@ -16,7 +16,7 @@ import { agentChecks } from "./agent_checks.ts";
 import { kernelChecks, type KernelSnapshot, vtepOf } from "./kernel_checks.ts";
 import { mtuChecks } from "./mtu_checks.ts";
 import { hostChecks, readHostSettings } from "./host_checks.ts";
-import { reachChecks } from "./reach_checks.ts";
+import { probeBudgetMs, reachChecks } from "./reach_checks.ts";
 import { runGroups } from "./runner.ts";
 import { netlink, RT_TABLE_MAIN } from "../../ffi/libnl/mod.ts";
 
@@ -80,6 +80,10 @@ export async function runDoctor(o: DoctorOptions, groupTimeoutMs = 15_000): Prom
     { name: "kernel", run: withKernel((k) => kernelChecks(f, k)) },
     { name: "mtu", run: withKernel((k) => mtuChecks(f, k)) },
     { name: "host", run: withKernel(async (k) => hostChecks(f, k, await readHostSettings(f, k))) },
-    { name: "probe", run: withKernel((k, before) => reachChecks(f, k, before)) },
+    {
+      name: "probe",
+      timeoutMs: probeBudgetMs(f.peers.length),
+      run: withKernel((k, before) => reachChecks(f, k, before)),
+    },
   ], groupTimeoutMs);
 }

@@ -91,6 +91,14 @@ export async function gatherFacts(o: DoctorOptions): Promise<Facts> {
   const t = o.registryTimeoutMs ?? 5000;
   let r: Registry | null = null;
   try {
+    // Opening a KV path that does not exist would create an empty registry: say so instead.
+    if (o.registry.kind === "kv" && o.registry.kvPath) {
+      try {
+        Deno.statSync(o.registry.kvPath);
+      } catch {
+        throw new Error(`no Deno KV registry file at ${o.registry.kvPath}`);
+      }
+    }
     r = await withTimeout(openRegistry(o.registry), t, "opening the registry");
     const start = performance.now();
     f.configText = await withTimeout(r.getConfig(), t, "reading the network config");

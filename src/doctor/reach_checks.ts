@@ -16,12 +16,20 @@ import { gatewayOf } from "../config/subnet_env.ts";
 import { backendNumber } from "../config/network.ts";
 import type { KnownLease } from "../lease/codec.ts";
 
-export const PARALLEL = 64;
+export const PARALLEL = 512;
+
+/** Time the probe group may take for `peers` peers (a round of unreachable ones takes ~3 s). */
+export function probeBudgetMs(peers: number): number {
+  return 15_000 + Math.ceil(peers / PARALLEL) * 4_000;
+}
 const SMALL = { count: 3, intervalMs: 100, timeoutMs: 1000, size: 84 };
 
-/** The address a peer answers on over the overlay: its VTEP (vxlan) or its bridge. */
+/**
+ * The address a peer answers on over the overlay: its device's `<subnet>.0/32` (vxlan's VTEP,
+ * udp's flannel0) or, for host-gw (no device of its own), its pods' bridge `<subnet>.1`.
+ */
 export function overlayAddress(backend: string, l: KnownLease): string {
-  return backend === "vxlan" ? formatIp(l.subnet.ip) : gatewayOf(l.subnet);
+  return backend === "host-gw" ? gatewayOf(l.subnet) : formatIp(l.subnet.ip);
 }
 
 /** The UDP port encapsulated traffic uses, for the firewall hint. */
@@ -95,6 +103,16 @@ async function probePeer(
     }
     const under = await prober.probe(p.attrs.publicIP, { ...SMALL, count: 2 });
     const port = encapPort(f);
+    if (under.received > 0 && f.backendType === "host-gw") {
+      return [fail(
+        "probe.overlay",
+        `${who}: ${p.attrs.publicIP} answers (${describeProbe(under)}) but its bridge ${addr} ` +
+          "does not: no pod bridge there yet, or that host drops forwarded traffic",
+        `on ${p.attrs.publicIP}: check that a pod runs (cni0 holds ${addr}), ip_forward and ` +
+          "the FORWARD chain (weft doctor there says which)",
+        subnet,
+      )];
+    }
     if (under.received > 0) {
       return [fail(
         "probe.overlay",

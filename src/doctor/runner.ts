@@ -15,6 +15,8 @@ import { type CheckResult, fail } from "./check.ts";
 export interface CheckGroup {
   name: string;
   /** Gets the results of the groups before it (later checks can explain themselves by them). */
+  /** Overrides the common time limit (e.g. probes, which grow with the peers). */
+  timeoutMs?: number;
   run: (before: readonly CheckResult[]) => Promise<CheckResult[]> | CheckResult[];
 }
 
@@ -26,7 +28,9 @@ export async function runGroups(groups: CheckGroup[], timeoutMs: number): Promis
   const out: CheckResult[] = [];
   for (const g of groups) {
     try {
-      out.push(...await withTimeout(Promise.resolve(out).then(g.run), timeoutMs, g.name));
+      out.push(
+        ...await withTimeout(Promise.resolve(out).then(g.run), g.timeoutMs ?? timeoutMs, g.name),
+      );
     } catch (e) {
       out.push(
         fail(

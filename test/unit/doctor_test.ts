@@ -7,10 +7,10 @@ import assert from "node:assert/strict";
 import { countByStatus, exitCodeOf, fail, ok, warn } from "../../src/doctor/check.ts";
 import { renderJson, renderLine, renderText } from "../../src/doctor/print.ts";
 import { mapLimit, runGroups } from "../../src/doctor/runner.ts";
-import { type Facts, peerSelected } from "../../src/doctor/facts.ts";
+import { type Facts, gatherFacts, peerSelected } from "../../src/doctor/facts.ts";
 import { registryChecks } from "../../src/doctor/registry_checks.ts";
 import { kernelChecks, type KernelSnapshot } from "../../src/doctor/kernel_checks.ts";
-import { explanations } from "../../src/doctor/reach_checks.ts";
+import { explanations, PARALLEL, probeBudgetMs } from "../../src/doctor/reach_checks.ts";
 import { isAgentCommand } from "../../src/doctor/agent_checks.ts";
 import { echoRequest, inetChecksum, parseIcmp } from "../../ffi/libc/icmp.ts";
 import { parseNetworkConfig } from "../../src/config/network.ts";
@@ -360,4 +360,27 @@ Deno.test("weft doctor: usage errors exit 2 before anything is opened", async ()
     console.error = err;
   }
   assert.match(seen[0], /--peer: "nonsense" is neither a subnet/);
+});
+
+Deno.test("doctor never creates a KV registry: a missing --kv-path is a registry failure", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "weft-doctor-" });
+  try {
+    const kvPath = `${dir}/registry.kv`;
+    const f = await gatherFacts({
+      ...facts([]).opts,
+      registry: { kind: "kv", prefix: "/coreos.com/network", kvPath },
+      subnetFile: `${dir}/subnet.env`,
+    });
+    assert.match(f.registryError ?? "", /no Deno KV registry file at .*registry\.kv/);
+    assert.equal([...Deno.readDirSync(dir)].length, 0, "nothing was created");
+    assert.match(registryChecks(f)[0].fix!, /--kv-path/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("doctor probe budget grows with the peers, in rounds of PARALLEL", () => {
+  assert.equal(probeBudgetMs(0), 15_000);
+  assert.equal(probeBudgetMs(PARALLEL), 19_000);
+  assert.equal(probeBudgetMs(1000), 15_000 + 2 * 4_000);
 });
