@@ -118,7 +118,8 @@ function subnetEnvChecks(f: Facts): CheckResult[] {
     return [fail(
       "agent.subnet-env",
       `${file}: ${problems.join("; ")}`,
-      "restart the agent with these flags: it rewrites the file (and CNI hands out the right addresses)",
+      "give weft doctor the agent's flags; if they are, restart the agent with them: it rewrites " +
+        "the file (and CNI hands out the right addresses)",
     )];
   }
   return [ok("agent.subnet-env", `${file}: subnet ${formatCidr(env.subnet)}, MTU ${env.mtu}`)];

@@ -175,5 +175,13 @@ function forwardCheck(f: Facts, rules: string[]): CheckResult[] {
       `run the agent with --iptables-forward-rules (the default), or: iptables -A FORWARD -s ${net} -j ACCEPT; iptables -A FORWARD -d ${net} -j ACCEPT`,
     )];
   }
+  if (f.opts.forwardRules && !jump) {
+    return [warn(
+      "host.forward",
+      `--iptables-forward-rules is on but FORWARD does not jump to ${FWD_CHAIN} (policy ${policy} ` +
+        "lets traffic through today; a policy DROP, e.g. from docker, would cut pods off)",
+      "restart the agent with these flags (it adds the rules and re-checks them every --iptables-resync)",
+    )];
+  }
   return [ok("host.forward", `FORWARD policy ${policy}${both ? `, ${net} accepted` : ""}`)];
 }

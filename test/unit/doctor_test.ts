@@ -12,6 +12,7 @@ import { registryChecks } from "../../src/doctor/registry_checks.ts";
 import { kernelChecks, type KernelSnapshot } from "../../src/doctor/kernel_checks.ts";
 import { explanations, PARALLEL, probeBudgetMs } from "../../src/doctor/reach_checks.ts";
 import { isAgentCommand } from "../../src/doctor/agent_checks.ts";
+import { hostChecks, type HostSettings } from "../../src/doctor/host_checks.ts";
 import { echoRequest, inetChecksum, parseIcmp } from "../../ffi/libc/icmp.ts";
 import { parseNetworkConfig } from "../../src/config/network.ts";
 import { parseCidr } from "../../src/base/ipv4.ts";
@@ -383,4 +384,44 @@ Deno.test("doctor probe budget grows with the peers, in rounds of PARALLEL", () 
   assert.equal(probeBudgetMs(0), 15_000);
   assert.equal(probeBudgetMs(PARALLEL), 19_000);
   assert.equal(probeBudgetMs(1000), 15_000 + 2 * 4_000);
+});
+
+Deno.test("doctor host checks: FORWARD DROP without rules fails, flannel's rules make it ok", () => {
+  const settings = (filterRules: string[]): HostSettings => ({
+    ipForward: "1",
+    rpFilter: 0,
+    bridgeNfCallIptables: "1",
+    filterRules,
+    natRules: [],
+    iptablesError: null,
+    txChecksum: true,
+  });
+  const fwd = (f: Facts, rules: string[]) =>
+    hostChecks(f, snapshot(), settings(rules)).find((r) => r.check === "host.forward")!;
+  const noRules = facts([L1, L2]);
+  noRules.opts.forwardRules = false;
+  const drop = fwd(noRules, ["-P FORWARD DROP"]);
+  assert.equal(drop.status, "fail");
+  assert.match(
+    drop.fix!,
+    /--iptables-forward-rules .* iptables -A FORWARD -s 198\.19\.0\.0\/16 -j ACCEPT/,
+  );
+  const flannel = [
+    "-P FORWARD DROP",
+    '-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD',
+    '-A FLANNEL-FWD -s 198.19.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT',
+    '-A FLANNEL-FWD -d 198.19.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT',
+  ];
+  assert.equal(fwd(facts([L1, L2]), flannel).status, "ok");
+  assert.equal(fwd(noRules, ["-P FORWARD ACCEPT"]).status, "ok");
+  assert.equal(
+    fwd(facts([L1, L2]), ["-P FORWARD ACCEPT"]).status,
+    "warn",
+    "the agent's rules are missing",
+  );
+  const off = hostChecks(noRules, snapshot(), { ...settings([]), ipForward: "0" });
+  assert.match(
+    off.find((r) => r.check === "host.ip-forward")!.fix!,
+    /sysctl -w net\.ipv4\.ip_forward=1/,
+  );
 });
