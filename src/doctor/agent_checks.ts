@@ -31,7 +31,7 @@ async function healthChecks(f: Facts): Promise<CheckResult[]> {
   const host = f.opts.healthzIp === "0.0.0.0" || !f.opts.healthzIp ? "127.0.0.1" : f.opts.healthzIp;
   const base = `http://${host.includes(":") ? `[${host}]` : host}:${f.opts.healthzPort}`;
   const get = async (path: string) => {
-    const r = await withTimeout(fetch(base + path), 2000, `GET ${base}${path}`);
+    const r = await withTimeout(fetch(base + path), 5000, `GET ${base}${path}`);
     return { status: r.status, body: (await r.text()).trim().slice(0, 200) };
   };
   try {

@@ -71,7 +71,11 @@ export class IcmpProber {
       if (i > 0) await sleep(o.intervalMs);
       const seq = this.#seq = (this.#seq + 1) & 0xffff;
       const answered = new Promise<void>((resolve) => {
-        const timer = setTimeout(() => finish(null), o.timeoutMs);
+        // A reply already queued when the time is up counts: read the socket before giving up.
+        const timer = setTimeout(() => {
+          this.#drain();
+          if (this.#pending.has(seq)) finish(null);
+        }, o.timeoutMs);
         const finish = (rtt: number | null, mtu?: number) => {
           clearTimeout(timer);
           this.#pending.delete(seq);
@@ -98,19 +102,24 @@ export class IcmpProber {
     return r;
   }
 
+  /** Reads every queued message and settles the probes they answer. */
+  #drain(): void {
+    for (let m = this.#sock.recv(); m; m = this.#sock.recv()) {
+      if (m.id !== this.#id) continue;
+      const p = this.#pending.get(m.seq);
+      if (!p) continue;
+      if (m.kind === "reply" && m.from === p.dst) p.done(performance.now() - p.sentAt);
+      else if (m.kind === "unreachable" && m.dst === p.dst) {
+        p.done(null, m.code === 4 ? m.mtu : undefined);
+      }
+    }
+  }
+
   /** Drains the socket while anything is pending (the socket is non-blocking; 5 ms steps). */
   async #receive(): Promise<void> {
     try {
       while (this.#pending.size > 0) {
-        for (let m = this.#sock.recv(); m; m = this.#sock.recv()) {
-          if (m.id !== this.#id) continue;
-          const p = this.#pending.get(m.seq);
-          if (!p) continue;
-          if (m.kind === "reply" && m.from === p.dst) p.done(performance.now() - p.sentAt);
-          else if (m.kind === "unreachable" && m.dst === p.dst) {
-            p.done(null, m.code === 4 ? m.mtu : undefined);
-          }
-        }
+        this.#drain();
         await sleep(5);
       }
     } finally {
