@@ -24,7 +24,7 @@ import {
 import { describeRoute } from "../backend/owned.ts";
 import { vtepName } from "../backend/vxlan/device.ts";
 import { vtepMacOf } from "../backend/vxlan/backend.ts";
-import { backendNumber } from "../config/network.ts";
+import { backendBool, backendNumber } from "../config/network.ts";
 
 /** What netlink showed: links, main-table routes, and the overlay device's entries. */
 export interface KernelSnapshot {
@@ -97,6 +97,7 @@ function vxlanChecks(f: Facts, k: KernelSnapshot): CheckResult[] {
   );
   const fix = (what: string) =>
     `the agent re-adds it at its next reconcile (--reconcile-interval) or restart; by hand: ${what}`;
+  const direct = backendBool(f.config!, "DirectRouting");
   for (const p of f.peers) {
     const subnet = formatCidr(p.subnet);
     const who = `peer ${subnet} (${p.attrs.publicIP})`;
@@ -115,6 +116,16 @@ function vxlanChecks(f: Facts, k: KernelSnapshot): CheckResult[] {
     const gw = formatIp(p.subnet.ip);
     const bad: CheckResult[] = [];
     const route = k.routes.find((r) => r.dst === subnet);
+    // DirectRouting: a peer on our L2 segment gets host-gw's route and no neighbour or FDB entry.
+    if (
+      direct && route && route.gw === p.attrs.publicIP && route.dev === f.ext?.index &&
+      !route.onlink
+    ) {
+      out.push(
+        ok("kernel.peer", `${who}: direct route via ${p.attrs.publicIP} (DirectRouting)`, subnet),
+      );
+      continue;
+    }
     const wantRoute = `${subnet} via ${gw} dev ${name} onlink`;
     if (!route) {
       bad.push(

@@ -13,6 +13,7 @@ import { kernelChecks, type KernelSnapshot } from "../../src/doctor/kernel_check
 import { explanations, PARALLEL, probeBudgetMs } from "../../src/doctor/reach_checks.ts";
 import { isAgentCommand } from "../../src/doctor/agent_checks.ts";
 import { hostChecks, type HostSettings } from "../../src/doctor/host_checks.ts";
+import { mtuChecks } from "../../src/doctor/mtu_checks.ts";
 import { echoRequest, inetChecksum, parseIcmp } from "../../ffi/libc/icmp.ts";
 import { parseNetworkConfig } from "../../src/config/network.ts";
 import { parseCidr } from "../../src/base/ipv4.ts";
@@ -247,6 +248,22 @@ Deno.test("doctor kernel checks: exact per peer, each missing or wrong entry nam
     wrong.find((x) => x.check === "kernel.stale-fdb")!.fix!,
     /bridge fdb del .* dst 198\.18\.0\.99/,
   );
+  // DirectRouting: a route via the peer's public IP on eth0 is right, without neighbour or FDB.
+  const directFacts = facts([L1, L2], {
+    config: parseNetworkConfig(
+      `{"Network":"198.19.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}`,
+    ),
+  });
+  const directRoute = { dst: "198.19.2.0/24", gw: "198.18.0.12", dev: 2, protocol: 87 };
+  const direct = kernelChecks(directFacts, snapshot({ routes: [directRoute], neigh: [], fdb: [] }));
+  assert.deepEqual(direct.filter((r) => r.status !== "ok"), [], JSON.stringify(direct));
+  assert.equal(
+    kernelChecks(facts([L1, L2]), snapshot({ routes: [directRoute] })).find((r) =>
+      r.check === "kernel.route"
+    )?.status,
+    "fail",
+    "without DirectRouting that route is wrong",
+  );
   const noDev = kernelChecks(facts([L1, L2]), snapshot({ links: [] }));
   assert.equal(noDev[0].status, "fail");
   assert.match(noDev[0].saw, /flannel\.1 does not exist/);
@@ -424,4 +441,21 @@ Deno.test("doctor host checks: FORWARD DROP without rules fails, flannel's rules
     off.find((r) => r.check === "host.ip-forward")!.fix!,
     /sysctl -w net\.ipv4\.ip_forward=1/,
   );
+});
+
+Deno.test("doctor MTU checks: a device bigger than the underlay allows, pods told too much", () => {
+  const small = snapshot();
+  small.links = small.links.map((l) => l.name === "eth0" ? { ...l, mtu: 1400 } : l);
+  const dev = mtuChecks(facts([L1, L2]), small).find((r) => r.check === "mtu.device")!;
+  assert.equal(dev.status, "fail");
+  assert.match(dev.saw, /flannel\.1 MTU 1450 > eth0 MTU 1400 - 50/);
+  const env = {
+    network: parseCidr("198.19.0.0/16"),
+    subnet: parseCidr("198.19.1.0/24"),
+    mtu: 1500,
+    ipMasq: false,
+  };
+  const told = mtuChecks(facts([L1, L2], { subnetEnv: env }), snapshot());
+  assert.equal(told.find((r) => r.check === "mtu.subnet-env")!.status, "fail");
+  assert.equal(told.find((r) => r.check === "mtu.bridge"), undefined, "cni0 1450 < 1500 is fine");
 });
