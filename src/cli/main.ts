@@ -27,6 +27,9 @@ Usage:
   weft cleanup [--release-lease] [--dry-run] [flags]
                               remove weft's devices, routes, iptables chains and
                               subnet.env from this host (stop the agent first)
+  weft doctor [--json] [--peer SUBNET|IP] [flags]
+                              check this node (registry, kernel, MTU, host
+                              settings, peers) and say how to fix what is broken
   weft cni                    CNI plugin mode (also when CNI_COMMAND is set)
   weft version                print the version
 
@@ -56,6 +59,9 @@ export async function main(args: string[], env = Deno.env.toObject()): Promise<n
     }
     if (first === "config") return await configCommand(args.slice(1), env);
     if (first === "leases") return await leasesCommand(args.slice(1), env);
+    if (first === "doctor") {
+      return await (await import("./doctor.ts")).doctorCommand(args.slice(1), env);
+    }
     if (first === "cleanup") {
       return await (await import("./cleanup.ts")).cleanupCommand(args.slice(1), env);
     }

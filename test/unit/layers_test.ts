@@ -32,7 +32,7 @@ export const LAYERS: { name: string; folders: string[] }[] = [
       "src/nftables",
     ],
   },
-  { name: "agent", folders: ["src/agent", "src/ops"] },
+  { name: "agent", folders: ["src/agent", "src/ops", "src/doctor"] },
   { name: "cli", folders: ["src/cli", "src/cni", "src/tools", "."] },
 ];
 

@@ -49,8 +49,8 @@ export interface PeerEntries {
   route: Route;
 }
 
-/** The lease's VTEP MAC, or why it has no usable one (multicast, zero, missing, not a MAC). */
-function vtepMacOf(l: Lease): { mac: string } | { problem: string } {
+/** The lease's VTEP MAC, or why it has no usable one (multicast, zero, missing, not a MAC); also the doctor's. */
+export function vtepMacOf(l: Lease): { mac: string } | { problem: string } {
   const d = l.attrs.backendData;
   const mac = d && typeof d === "object" ? (d as { VtepMAC?: unknown }).VtepMAC : undefined;
   const problem = macProblem(mac);
