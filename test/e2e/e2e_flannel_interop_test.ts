@@ -45,7 +45,8 @@ Deno.test({
         // What flanneld parses: its own LeaseAttrs JSON, field order and all.
         assert.match(
           lines[i + 1],
-          /^\{"PublicIP":"[\d.]+","PublicIPv6":null,"BackendType":"vxlan","BackendData":\{"VNI":1,"VtepMAC":"[0-9a-f:]{17}"\}\}$/,
+          // flanneld's fields in its order, then weft's host identity (flanneld ignores it).
+          /^\{"PublicIP":"[\d.]+","PublicIPv6":null,"BackendType":"vxlan","BackendData":\{"VNI":1,"VtepMAC":"[0-9a-f:]{17}"\},"WeftNodeID":"[0-9a-f-]{36}"\}$/,
         );
         const v = JSON.parse(lines[i + 1]);
         weftLeases.push({

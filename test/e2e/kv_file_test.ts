@@ -59,7 +59,7 @@ Deno.test({
         try {
           return await a.listLeases();
         } catch {
-          return null;
+          return false;
         }
       }, { timeoutMs: 10_000, intervalMs: 100 }))!;
       assert.deepEqual(leases.map((l) => l.key), ["198.19.2.0-24"]);
