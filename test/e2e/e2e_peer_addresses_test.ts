@@ -74,3 +74,49 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name:
+    "peer addresses: a stale duplicate of a live peer (same VTEP), deleted, leaves its FDB entry",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await withCluster({ hosts: 2, registry: "kv", podsPerHost: 1 }, async (c) => {
+      await c.startAll({ backend: "vxlan", extraArgs: ["--iptables-forward-rules=false"] });
+      await c.waitPeersProgrammed();
+      const [h1, h2] = c.hosts;
+      const [p1, p2] = c.pods();
+      const r = await openKvRegistry({ path: c.kvPath! });
+      try {
+        const live = (await r.listLeases()).leases.find((l) => l.value.includes(`"${h2.ip}"`))!;
+        const mac = JSON.parse(live.value).BackendData.VtepMAC as string;
+        const fdbLine = `${mac} dst ${h2.ip} self permanent`;
+        const dup = "198.19.220.0-24";
+        assert.ok(await r.createLease(dup, live.value, 600));
+        const routes = () => c.exec(h1, ["ip", "route", "show", "table", "main"]);
+        await waitFor(
+          "the duplicate programmed on h1",
+          async () => (await routes()).includes("198.19.220.0/24 via 198.19.220.0 dev flannel.1"),
+          {
+            timeoutMs: 20_000,
+            intervalMs: 200,
+          },
+        );
+        assert.ok(await r.deleteLease(dup));
+        await waitFor(
+          "the duplicate's route gone on h1",
+          async () => !(await routes()).includes("198.19.220.0/24"),
+          { timeoutMs: 20_000, intervalMs: 200 },
+        );
+        const fdb = await c.exec(h1, ["bridge", "fdb", "show", "dev", "flannel.1"]);
+        assert.ok(fdb.includes(fdbLine), `h2's FDB entry went with its duplicate:\n${fdb}`);
+        const neigh = await c.exec(h1, ["ip", "neigh", "show", "dev", "flannel.1"]);
+        assert.ok(!neigh.includes("198.19.220.0 "), `the duplicate's neighbour stayed:\n${neigh}`);
+        // And traffic to h2's pods still goes (a lost echo on a loaded machine is not the point).
+        assert.ok((await c.ping(p1, p2, { count: 3, timeoutS: 3 })).received >= 1);
+      } finally {
+        await r.close();
+      }
+    });
+  },
+});

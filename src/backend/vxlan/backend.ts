@@ -176,14 +176,30 @@ export class VxlanBackend implements Backend {
 
   apply(events: PeerEvent[]): Promise<void> {
     const f = new PeerFailures();
+    // How many peers name each VTEP MAC (built once per batch with a removal): two leases naming
+    // one VTEP (a stale duplicate of a live peer) share its FDB entry, which must outlive the
+    // stale one.
+    let macs: Map<string, number> | null = null;
+    const count = (l: Lease, d: number) => {
+      const mac = this.entriesFor(l)?.fdb?.mac;
+      if (macs && mac) macs.set(mac, (macs.get(mac) ?? 0) + d);
+    };
     for (const ev of events) {
       const l = ev.lease;
       const e = this.entriesFor(l);
       if (ev.type === "removed") {
-        this.#peers.delete(l.key);
-        if (e) f.run(l.key, () => this.#remove(e));
+        if (!macs) {
+          macs = new Map();
+          for (const p of this.#peers.values()) count(p, 1);
+        }
+        if (this.#peers.delete(l.key)) count(l, -1);
+        if (e) {
+          const shared = !!e.fdb && (macs.get(e.fdb.mac) ?? 0) > 0;
+          f.run(l.key, () => this.#remove(shared ? { ...e, fdb: undefined } : e));
+        }
         continue;
       }
+      if (!this.#peers.has(l.key)) count(l, 1);
       this.#peers.set(l.key, l);
       if (!e) {
         const m = vtepMacOf(l);
