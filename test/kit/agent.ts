@@ -141,17 +141,31 @@ export class AgentProc {
    * bash's /dev/tcp so the probe needs no extra tool and starts in milliseconds.
    */
   async readyz(path = "/readyz"): Promise<number | null> {
+    return (await this.#get(path, "head -n1")).code;
+  }
+
+  /** Like {@link readyz}, with the body too (the reason a node is not ready). */
+  readyzText(path = "/readyz"): Promise<{ code: number | null; body: string }> {
+    return this.#get(path, "cat");
+  }
+
+  /**
+   * `reader` replaces bash (exec), so the deadline's SIGKILL reaches it: a frozen agent (SIGSTOP)
+   * accepts the connection in the kernel but never answers, and an orphaned reader would hang.
+   */
+  async #get(path: string, reader: string): Promise<{ code: number | null; body: string }> {
     if (this.spec.healthzPort === undefined || this.spec.netns === undefined) {
       throw new Error(`agent on ${this.host} has no healthz port in a namespace`);
     }
     const script = `exec 3<>/dev/tcp/127.0.0.1/${this.spec.healthzPort} || exit 7
 printf 'GET ${path} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3
-head -n1 <&3`;
+exec ${reader} <&3`;
     const r = await run(["ip", "netns", "exec", this.spec.netns, "bash", "-c", script], {
       timeoutMs: 3000,
     });
     const m = /^HTTP\/1\.[01] (\d{3})/.exec(r.stdout);
-    return m ? Number(m[1]) : null;
+    const body = r.stdout.split(/\r?\n\r?\n/).slice(1).join("\n\n").trim();
+    return { code: m ? Number(m[1]) : null, body };
   }
 
   /**
