@@ -117,7 +117,7 @@ for (const fault of ["deleted", "truncated", "corrupted"] as const) {
         }
         for (const a of [a1, a2]) {
           await waitFor(`${a.host} not ready, naming the KV file`, async () => {
-            const r = await a.health();
+            const r = await a.readyzText();
             return r.code === 503 && r.body.includes(`KV file ${kv}`);
           }, { timeoutMs: 20_000, intervalMs: 200 });
         }

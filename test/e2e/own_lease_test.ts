@@ -51,14 +51,14 @@ Deno.test({
 
         const a2 = c.startAgent(h2, opts(9912));
         await waitFor("h2 not ready, naming the conflict", async () => {
-          const r = await a2.health();
+          const r = await a2.readyzText();
           return r.code === 503 && r.body.includes(SHARED_IP) && r.body.includes(first);
         }, { timeoutMs: 30_000, intervalMs: 200 });
         // Never flaps: through renewals (TTL 4 s: one every 2 s) h1 keeps it and stays ready.
         await sleep(5000);
         assert.equal(await nodeIdOf(), first);
         assert.equal(await a1.readyz(), 200);
-        assert.equal((await a2.health()).code, 503);
+        assert.equal((await a2.readyzText()).code, 503);
         assert.equal((await shared()).length, 1);
         assert.match(a1.log(), /claimed lease .*this node keeps it/);
 
@@ -99,7 +99,7 @@ Deno.test({
       const underlayGw = h1.ip.replace(/\.\d+$/, ".254");
       await c.exec(h1, ["ip", "route", "add", own, "via", underlayGw, "dev", "eth0"]);
       await waitFor("not ready, naming the route", async () => {
-        const r = await agent.health();
+        const r = await agent.readyzText();
         return r.code === 503 && r.body.includes(`own subnet ${own}`) &&
           r.body.includes(`ip route del ${own} via ${underlayGw} dev eth0`);
       }, { timeoutMs: 30_000, intervalMs: 200 });

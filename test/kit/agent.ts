@@ -141,22 +141,30 @@ export class AgentProc {
    * bash's /dev/tcp so the probe needs no extra tool and starts in milliseconds.
    */
   async readyz(path = "/readyz"): Promise<number | null> {
-    return (await this.health(path)).code;
+    return (await this.#get(path, "head -n1")).code;
   }
 
-  /** GET `path` on the agent's health port in its namespace: status and body (null: no answer). */
-  async health(path = "/readyz"): Promise<{ code: number | null; body: string }> {
+  /** Like {@link readyz}, with the body too (the reason a node is not ready). */
+  readyzText(path = "/readyz"): Promise<{ code: number | null; body: string }> {
+    return this.#get(path, "cat");
+  }
+
+  /**
+   * `reader` replaces bash (exec), so the deadline's SIGKILL reaches it: a frozen agent (SIGSTOP)
+   * accepts the connection in the kernel but never answers, and an orphaned reader would hang.
+   */
+  async #get(path: string, reader: string): Promise<{ code: number | null; body: string }> {
     if (this.spec.healthzPort === undefined || this.spec.netns === undefined) {
       throw new Error(`agent on ${this.host} has no healthz port in a namespace`);
     }
     const script = `exec 3<>/dev/tcp/127.0.0.1/${this.spec.healthzPort} || exit 7
 printf 'GET ${path} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3
-cat <&3`;
+exec ${reader} <&3`;
     const r = await run(["ip", "netns", "exec", this.spec.netns, "bash", "-c", script], {
       timeoutMs: 3000,
     });
     const m = /^HTTP\/1\.[01] (\d{3})/.exec(r.stdout);
-    const body = r.stdout.split(/\r?\n\r?\n/).slice(1).join("\n\n");
+    const body = r.stdout.split(/\r?\n\r?\n/).slice(1).join("\n\n").trim();
     return { code: m ? Number(m[1]) : null, body };
   }
 
