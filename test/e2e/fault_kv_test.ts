@@ -201,11 +201,15 @@ Deno.test({
         });
 
         await t.step({
-          name: "agent started with a read-only subnet.env directory waits until it is writable",
+          // A full directory, not a read-only one: `ip netns exec` copies the mount table at
+          // the agent's start, read-only flag and all, so a remount to rw in the test's own
+          // namespace would never reach an agent started while it was read-only.
+          name: "agent started with a full subnet.env directory waits until it has room",
           // Found by this matrix (fixed): such an agent exited with code 1.
           fn: async () => {
             await h3.agent!.kill();
-            await dir!.readOnly();
+            await Deno.remove(h3.subnetFile).catch(() => {});
+            await dir!.fill();
             try {
               await h3.agent!.restart();
               await waitFor("h3 to say it cannot write subnet.env", async () => {
@@ -213,11 +217,10 @@ Deno.test({
                   throw new StopWaiting(`h3 exited: ${await h3.agent!.logTail()}`);
                 }
                 const r = await h3.agent!.readyzText();
-                return r.code === 503 && /subnet/.test(r.body) &&
-                  /cannot write subnet file/.test(await c.logs(h3));
+                return r.code === 503 && /cannot write subnet file/.test(r.body);
               }, { timeoutMs: 20_000, intervalMs: 200 });
             } finally {
-              await dir!.writable();
+              await dir!.unfill();
             }
             await h3.agent!.waitReady();
             await waitConverged(c);
