@@ -23,6 +23,12 @@ export interface LogEntry {
   at: number;
 }
 
+/**
+ * Entries per KV read when scanning leases or the log. KV's maximum (1000) made each scan of 5000
+ * leases leave ~10 MiB more resident memory outside the JS heap than this does, for no speed gain.
+ */
+export const SCAN_BATCH = 250;
+
 /** The KV keys of one registry prefix. */
 export class KvKeys {
   readonly base: Deno.KvKey;
