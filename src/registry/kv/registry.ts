@@ -28,7 +28,7 @@ import { KvStore } from "./commit.ts";
 import { listLeases } from "./list.ts";
 import { compactLog, pollLog } from "./changelog.ts";
 import { ExpiryIndex, reapQuietly } from "./reaper.ts";
-import { FileWake } from "./wake.ts";
+import { FileWake, touchAfterCommit } from "./wake.ts";
 import { checkTtl, expiryOf, isExpired, KvKeys, type StoredLease, toLease } from "./layout.ts";
 
 const log = getLogger(["weft", "registry"]);
@@ -106,6 +106,7 @@ export class KvRegistry implements Registry {
     // Compacts when a commit passes a multiple of `every` (a create over an expired lease
     // takes two revisions).
     const afterCommit = async (from: number, to: number) => {
+      if (this.#wakePath) await touchAfterCommit(this.#wakePath);
       if (Math.floor(to / every) > Math.floor(from / every)) await this.#compactQuietly();
     };
     const keys = new KvKeys(this.prefix);

@@ -7,7 +7,10 @@
  * Events are only a hint: they are counted into a generation number, and a watcher polls when the
  * generation moved since its last poll, so a burst of events (one commit writes several frames,
  * our own writes fire too) costs one poll. A SQLite commit becomes visible only after its last
- * write, so an event-triggered poll that found nothing is repeated shortly after (`settle`).
+ * write to the WAL (the wal-index in `-shm` is mapped memory: no event), so an event can come
+ * before the change is readable. Hence every weft commit ends with {@link touchAfterCommit}, an
+ * event that comes after the change is visible; an event-triggered poll that found nothing is
+ * also repeated shortly after (for writers without the touch).
  *
  * @example
  * ```ts
@@ -22,6 +25,19 @@ import { basename, dirname } from "node:path";
 import { getLogger } from "@logtape/logtape";
 
 const log = getLogger(["weft", "registry"]);
+
+/**
+ * Sets the KV file's times after a commit: an inotify event that, unlike the WAL writes, comes
+ * after the change is readable. Best effort (a read-only file only loses the early wake-up).
+ */
+export async function touchAfterCommit(path: string): Promise<void> {
+  const now = new Date();
+  try {
+    await Deno.utime(path, now, now);
+  } catch (e) {
+    log.debug("cannot touch {path} after a commit: {error}", { path, error: String(e) });
+  }
+}
 
 export class FileWake {
   #gen = 0;
