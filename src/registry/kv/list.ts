@@ -5,7 +5,7 @@
 import { Deadline, sleep } from "../../base/async.ts";
 import type { RegistryLease } from "../contract/registry.ts";
 import { conflictRetries, KvBusyError, type KvStore, lockBackoff } from "./commit.ts";
-import { isExpired, lastPart, SCAN_BATCH, type StoredLease, toLease } from "./layout.ts";
+import { isExpired, lastPart, type StoredLease, toLease } from "./layout.ts";
 import { reapQuietly } from "./reaper.ts";
 
 /**
@@ -29,7 +29,8 @@ export async function listLeases(
       expired.length = 0;
       now = Date.now();
       const c1 = await s.kv.get<number>(s.keys.counter);
-      const it = s.kv.list<StoredLease>({ prefix: s.keys.subnets }, { batchSize: SCAN_BATCH });
+      // KV's largest batch: fewer reads between the two counter reads, so writers race it less.
+      const it = s.kv.list<StoredLease>({ prefix: s.keys.subnets }, { batchSize: 1000 });
       for await (const e of it) {
         const key = lastPart<string>(e.key);
         if (isExpired(e.value, now)) expired.push(key);

@@ -317,7 +317,8 @@ export class KvRegistry implements Registry {
       }
       const idle = Math.min(this.#idlePollMs, this.#reapMs);
       await wake.wait(seen, idle, stop);
-      if (wake.generation !== seen) settle = SETTLE_POLLS;
+      // Only WAL writes (a writer without the touch, or its touch still to come): confirm.
+      if (wake.generation !== seen && !wake.fileChangedSince(seen)) settle = SETTLE_POLLS;
     }
   }
 

@@ -41,19 +41,21 @@ export async function touchAfterCommit(path: string): Promise<void> {
 
 export class FileWake {
   #gen = 0;
+  /** The generation of the last event on the database file itself (a touch, a checkpoint). */
+  #fileGen = 0;
   #waiters = new Set<() => void>();
   #watcher: Deno.FsWatcher;
   #done: Promise<void>;
   #alive = true;
 
-  private constructor(watcher: Deno.FsWatcher, names: Set<string>) {
+  private constructor(watcher: Deno.FsWatcher, names: Set<string>, file: string) {
     this.#watcher = watcher;
     this.#done = (async () => {
       try {
         for await (const ev of watcher) {
           if (ev.kind === "access") continue;
           if (ev.paths.length && !ev.paths.some((p) => names.has(basename(p)))) continue;
-          this.#bump();
+          this.#bump(ev.paths.some((p) => basename(p) === file));
         }
       } catch (e) {
         log.warn("file watch on the KV database stopped ({error}); watchers fall back to polling", {
@@ -74,7 +76,7 @@ export class FileWake {
     const base = basename(path);
     const names = new Set([base, `${base}-wal`, `${base}-shm`, `${base}-journal`]);
     try {
-      return new FileWake(Deno.watchFs(dirname(path), { recursive: false }), names);
+      return new FileWake(Deno.watchFs(dirname(path), { recursive: false }), names, base);
     } catch (e) {
       log.info(
         "cannot watch {dir} for KV changes ({error}); watchers poll instead (raise " +
@@ -95,8 +97,17 @@ export class FileWake {
     return this.#gen;
   }
 
-  #bump() {
+  /**
+   * True when the database file itself changed after generation `seen`: with weft writers that is
+   * {@link touchAfterCommit}, so a poll now sees every commit made before it (no settle polls).
+   */
+  fileChangedSince(seen: number): boolean {
+    return this.#fileGen > seen;
+  }
+
+  #bump(file = false) {
     this.#gen++;
+    if (file) this.#fileGen = this.#gen;
     const ws = [...this.#waiters];
     this.#waiters.clear();
     for (const w of ws) w();
