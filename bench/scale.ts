@@ -88,6 +88,21 @@ try {
         "measured after the lease, the first list and 3 s; CPU = user+sys over the window (one core = 100 %)",
       ],
     );
+    report.section(
+      `periodic reconciliation, registry side: PeerWatcher relist + takePeers, ${v.peers} peers`,
+      ["registry", "peers", "first CPU ms", "CPU ms / round", "wall ms / round"],
+      idle.filter((r) => r.relist).map((r) => [
+        r.kind,
+        r.relist!.peers,
+        round(r.relist!.firstCpuMs),
+        round(r.relist!.cpuMsPerRound),
+        round(r.relist!.wallMsPerRound),
+      ]),
+      [
+        "CPU of this process (process.cpuUsage) over 5 rounds after a first, cold one",
+        "the backend's own reconcile (routes, neighbours) comes on top: bench/datapath.ts times it",
+      ],
+    );
     for (const r of idle) if (r.error) report.problem(`idle ${r.kind}: ${r.error}`);
   }
   for (const kind of registries) {
@@ -124,6 +139,7 @@ if (results.length) {
       "distinct",
       "acquire p50 ms",
       "acquire p99 ms",
+      "acquire retries",
       "event p50 ms",
       "event p99 ms",
       "event max ms",
@@ -145,6 +161,7 @@ if (results.length) {
       r.distinct ? "yes" : "NO",
       round(r.acquireMs.p50),
       round(r.acquireMs.p99),
+      r.acquireRetries,
       round(r.probe.p50),
       round(r.probe.p99),
       round(r.probe.max),

@@ -17,6 +17,7 @@ import { leasePlan } from "../lib/leases.ts";
 import { writeLeases } from "../lib/lease_writer.ts";
 import { procCpuSeconds, procMemory, sleep } from "../lib/sys.ts";
 import { startBenchAgent, waitFiles } from "../control_plane/agents.ts";
+import { type RelistCost, relistCost } from "./relist.ts";
 
 export interface IdleRow {
   kind: string;
@@ -24,6 +25,8 @@ export interface IdleRow {
   rssMiB: number | null;
   anonMiB: number | null;
   cpuPct: number | null;
+  /** PeerWatcher relist + takePeers on this registry, measured in the bench process. */
+  relist?: RelistCost;
   error?: string;
 }
 
@@ -71,6 +74,7 @@ export async function agentIdle(o: {
         });
         const bad = w.filter((x) => !x.ok);
         if (bad.length) throw new Error(`${bad.length} lease writes failed: ${bad[0].error}`);
+        if (p > 0) rows[i].relist = await relistCost(reg, 5);
       } finally {
         await reg.close();
       }

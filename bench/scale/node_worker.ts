@@ -16,6 +16,9 @@ import { LeaseManager } from "../../src/lease/manager.ts";
 import { PeerWatcher } from "../../src/lease/watch.ts";
 import { parseNetworkConfig } from "../../src/config/network.ts";
 import { nowMs } from "../lib/sys.ts";
+import { Backoff, sleep } from "../../src/base/async.ts";
+import { FatalError } from "../../src/base/errors.ts";
+import type { KnownLease } from "../../src/lease/codec.ts";
 
 export interface NodeSpec {
   kind: "kv" | "etcd";
@@ -36,6 +39,7 @@ const ctl = new AbortController();
 const regs: Registry[] = [];
 const seen = new Map<string, number[]>();
 const tasks: Promise<unknown>[] = [];
+let retries = 0;
 
 function publicIP(i: number): string {
   return `198.18.${1 + Math.floor(i / 250)}.${(i % 250) + 1}`;
@@ -59,15 +63,27 @@ async function start(spec: NodeSpec) {
       maxRaceRetries: 1000,
     });
     const t0 = nowMs();
-    const lease = await mgr.acquire(
-      { publicIP: publicIP(spec.first + j), backendType: "alloc" },
-      null,
-    );
+    // As the agent does: registry errors (a busy KV file, an etcd hiccup) are retried with backoff.
+    const backoff = new Backoff(200);
+    let lease: KnownLease | null = null;
+    while (!lease) {
+      try {
+        lease = await mgr.acquire(
+          { publicIP: publicIP(spec.first + j), backendType: "alloc" },
+          null,
+        );
+      } catch (e) {
+        if (e instanceof FatalError) throw e;
+        retries++;
+        await sleep(backoff.next());
+      }
+    }
     return { reg, mgr, lease, ms: nowMs() - t0 };
   }));
   self.postMessage({
     type: "leased",
     nodes: nodes.map((n) => ({ key: n.lease.key, ms: n.ms, expiresAt: n.lease.expiresAt })),
+    retries,
   });
   let listed = 0;
   for (const n of nodes) {

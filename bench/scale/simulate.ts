@@ -43,6 +43,8 @@ export interface SimResult {
   allLeasedSeconds: number | null;
   distinct: boolean;
   acquireMs: Summary;
+  /** Acquisitions that failed with a registry error and were retried (as the agent does). */
+  acquireRetries: number;
   allListedSeconds: number | null;
   steady: {
     simCpuPct: number | null;
@@ -109,6 +111,7 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
     allLeasedSeconds: null,
     distinct: false,
     acquireMs: summarize([]),
+    acquireRetries: 0,
     allListedSeconds: null,
     steady: {
       simCpuPct: null,
@@ -140,6 +143,7 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
         const m = e.data;
         if (m.type === "leased") {
           leased.push(...m.nodes);
+          result.acquireRetries += m.retries;
           leasedWorkers++;
         } else if (m.type === "listed") listedWorkers++;
         else if (m.type === "seen") {
