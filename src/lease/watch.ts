@@ -138,7 +138,15 @@ export class PeerWatcher {
 
   #applySnapshot(rs: RegistryLease[], revision: number) {
     const all = new Map<string, Lease>();
-    for (const l of this.#decoder.decodeAll(rs)) all.set(l.key, l);
+    for (const r of rs) {
+      // A lease at the revision already decoded is the same value: keep the decoded one (a
+      // periodic re-list of 5000 unchanged leases parses no JSON).
+      const prev = this.#all.get(r.key);
+      const l = prev && prev.revision === r.revision
+        ? (prev.expiresAt === r.expiresAt ? prev : { ...prev, expiresAt: r.expiresAt })
+        : this.#decoder.decode(r);
+      if (l) all.set(l.key, l);
+    }
     const own = this.opts.ownKey();
     if (own) {
       const mine = all.get(own);

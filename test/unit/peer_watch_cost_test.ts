@@ -77,3 +77,14 @@ Deno.test("peer watch: one change among 2000 peers costs one accept, not 2000", 
   assert.ok(accepts <= 2, `${accepts} accept calls for 2 changes`);
   assert.equal(w.peers().length, N);
 });
+
+Deno.test("peer watch: a re-list of unchanged leases reuses their decoded form", async () => {
+  const w = new PeerWatcher(fakeRegistry([], () => {}), { ownKey: () => null, accept: () => true });
+  assert.ok(await w.relist());
+  const first = w.takePeers();
+  assert.ok(await w.relist());
+  const second = w.takePeers();
+  assert.equal(second.length, N);
+  // Same revision, same value: the very same Lease object, no JSON parsed again.
+  assert.ok(second.every((l, i) => l === first[i]));
+});
