@@ -8,11 +8,12 @@
  * @example
  * ```ts
  * const t = target("kv", s);
- * const a = startAgent(agentArgs(t, dir, "conv50", 0));
+ * const a = startBenchAgent(agentArgs(t, dir, "conv50", 0));
  * const [mtime] = await waitFiles([`${dir}/conv50-0.env`], [a], 60_000);
  * ```
  */
-import type { AgentProc } from "../../test/kit/agent.ts";
+import { type AgentProc, startAgent } from "../../test/kit/agent.ts";
+import { V8_FLAGS } from "../../src/base/v8_flags.ts";
 import type { Registry } from "../../src/registry/contract/registry.ts";
 import { openEtcdRegistry } from "../../src/registry/etcd/mod.ts";
 import { openKvRegistry } from "../../src/registry/kv/mod.ts";
@@ -78,6 +79,14 @@ export function agentArgs(t: Target, dir: string, tag: string, i: number, extra:
     "--iptables-forward-rules=false", // these agents share the test machine's namespace
     ...extra,
   ];
+}
+
+/**
+ * `weft run <args>` as the product runs: with weft's V8 flags (the compiled executable has them
+ * built in; `deno run` takes them from DENO_V8_FLAGS).
+ */
+export function startBenchAgent(args: string[]): AgentProc {
+  return startAgent(args, { DENO_V8_FLAGS: V8_FLAGS.join(",") });
 }
 
 export async function stopAll(agents: AgentProc[]): Promise<void> {

@@ -10,11 +10,18 @@
  * convergenceSection(s, rows);
  * ```
  */
-import { type AgentProc, startAgent, weft } from "../../test/kit/agent.ts";
+import { type AgentProc, weft } from "../../test/kit/agent.ts";
 import { parseSubnetEnvText } from "../../src/config/subnet_env.ts";
 import { ratio, round, summarize } from "../lib/report.ts";
 import { memAvailableMiB, procCpuSeconds, procMemory } from "../lib/sys.ts";
-import { agentArgs, stopAll, type Target, waitFiles, writeNetConfig } from "./agents.ts";
+import {
+  agentArgs,
+  startBenchAgent,
+  stopAll,
+  type Target,
+  waitFiles,
+  writeNetConfig,
+} from "./agents.ts";
 import type { Session } from "./session.ts";
 
 export interface Convergence {
@@ -79,7 +86,7 @@ export async function convergence(s: Session, t: Target, n: number): Promise<Con
       const idx = Array.from({ length: size }, (_, k) => w + k);
       for (const i of idx) {
         spawnAt[i] = Date.now();
-        agents[i] = startAgent(agentArgs(t, dir, tag, i));
+        agents[i] = startBenchAgent(agentArgs(t, dir, tag, i));
       }
       res.started = w + size;
       res.waves++;

@@ -10,7 +10,7 @@
  * await latencyAndIdle(s, target("etcd", s)); // idle table, then the latency table
  * ```
  */
-import { type AgentProc, startAgent } from "../../test/kit/agent.ts";
+import type { AgentProc } from "../../test/kit/agent.ts";
 import type { LoggedProcess } from "../../test/kit/spawn.ts";
 import type { Registry } from "../../src/registry/contract/registry.ts";
 import { PeerWatcher } from "../../src/lease/watch.ts";
@@ -19,7 +19,14 @@ import { nowMs, sleep, within } from "../lib/sys.ts";
 import { leasePlan } from "../lib/leases.ts";
 import { writeLeases } from "../lib/lease_writer.ts";
 import { type RawWatch, startRawWatch } from "../lib/raw_watch.ts";
-import { agentArgs, stopAll, type Target, waitFiles, writeNetConfig } from "./agents.ts";
+import {
+  agentArgs,
+  startBenchAgent,
+  stopAll,
+  type Target,
+  waitFiles,
+  writeNetConfig,
+} from "./agents.ts";
 import { measureIdle, startIdleBaselines, stopIdleBaselines } from "./idle.ts";
 import type { Session } from "./session.ts";
 
@@ -47,7 +54,7 @@ export async function latencyAndIdle(s: Session, t: Target): Promise<void> {
     await writeNetConfig(dir);
     // Idle baselines start with the agents so both idle for the same time.
     idleKids = startIdleBaselines(idleSeconds);
-    for (let i = 0; i < k; i++) agents.push(startAgent(agentArgs(t, dir, tag, i)));
+    for (let i = 0; i < k; i++) agents.push(startBenchAgent(agentArgs(t, dir, tag, i)));
     await waitFiles(agents.map((_, i) => `${dir}/${tag}-${i}.env`), agents, 60_000);
     await measureIdle(s, t, agents, idleKids, idleSeconds);
     await stopIdleBaselines(idleKids);

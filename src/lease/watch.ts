@@ -7,6 +7,8 @@
  * own key (re-acquisition after a takeover or expiry) never hides a peer, re-lists and snapshots
  * never replay or lose one, and changes older than a snapshot already applied are skipped. The
  * initial list is retried until it succeeds (flannel gave up on it and never learned its peers).
+ * A watch event costs the same with 5000 peers as with 5: only the keys it touched (and the own
+ * key, when it changed) are compared; full passes happen on lists and reconciles only.
  *
  * @example
  * ```ts
@@ -70,6 +72,8 @@ export class PeerWatcher {
   #given = new Map<string, Lease>();
   /** Highest registry revision reflected in #all. */
   #rev = 0;
+  /** The own key when events were last computed: a change makes both keys candidates. */
+  #lastOwn: string | null = null;
   #listed = false;
   #handlers: PeerHandlers | null = null;
 
@@ -83,37 +87,66 @@ export class PeerWatcher {
   /** Current peers: every accepted lease but our own. */
   peers(): Lease[] {
     const own = this.opts.ownKey();
-    return [...this.#all.values()].filter((l) => l.key !== own && this.opts.accept(l));
+    const out: Lease[] = [];
+    for (const l of this.#all.values()) if (l.key !== own && this.opts.accept(l)) out.push(l);
+    return out;
   }
 
   /** The current peer set, recorded as what the backend now holds (for full reconciles). */
   takePeers(): Lease[] {
     const p = this.peers();
     this.#given = new Map(p.map((l) => [l.key, l]));
+    this.#lastOwn = this.opts.ownKey();
     peersKnown.set(p.length);
     return p;
   }
 
-  /** Events that turn the peer set last given into the current one. */
-  #delta(): PeerEvent[] {
-    const now = new Map(this.peers().map((l) => [l.key, l]));
-    const evs: PeerEvent[] = [];
-    for (const [k, old] of this.#given) {
-      const n = now.get(k);
-      if (!n || !sameAttrs(old, n)) evs.push({ type: "removed", lease: old });
+  /** The peer under `key` now, if any. */
+  #peer(key: string, own: string | null): Lease | undefined {
+    const l = this.#all.get(key);
+    return l && key !== own && this.opts.accept(l) ? l : undefined;
+  }
+
+  /**
+   * Events that turn the peer set last given into the current one, looking only at `touched`
+   * keys (plus the old and new own key when it changed): O(changes), not O(peers).
+   */
+  #delta(touched: Set<string>): PeerEvent[] {
+    const own = this.opts.ownKey();
+    if (own !== this.#lastOwn) {
+      if (own) touched.add(own);
+      if (this.#lastOwn) touched.add(this.#lastOwn);
+      this.#lastOwn = own;
     }
-    for (const [k, n] of now) {
+    const removed: PeerEvent[] = [];
+    const added: PeerEvent[] = [];
+    for (const k of touched) {
       const old = this.#given.get(k);
-      if (!old || !sameAttrs(old, n)) evs.push({ type: "added", lease: n });
+      const n = this.#peer(k, own);
+      if (old && n && sameAttrs(old, n)) {
+        this.#given.set(k, n);
+        continue;
+      }
+      if (old) removed.push({ type: "removed", lease: old });
+      if (n) added.push({ type: "added", lease: n });
+      if (n) this.#given.set(k, n);
+      else this.#given.delete(k);
     }
-    this.#given = now;
-    peersKnown.set(now.size);
-    return evs;
+    peersKnown.set(this.#given.size);
+    return [...removed, ...added];
   }
 
   #applySnapshot(rs: RegistryLease[], revision: number) {
     const all = new Map<string, Lease>();
-    for (const l of this.#decoder.decodeAll(rs)) all.set(l.key, l);
+    for (const r of rs) {
+      // A lease at the revision already decoded is the same value: keep the decoded one (a
+      // periodic re-list of 5000 unchanged leases parses no JSON).
+      const prev = this.#all.get(r.key);
+      const l = prev && prev.revision === r.revision
+        ? (prev.expiresAt === r.expiresAt ? prev : { ...prev, expiresAt: r.expiresAt })
+        : this.#decoder.decode(r);
+      if (l) all.set(l.key, l);
+    }
     const own = this.opts.ownKey();
     if (own) {
       const mine = all.get(own);
@@ -178,11 +211,13 @@ export class PeerWatcher {
         continue;
       }
       let rev = this.#rev;
+      const touched = new Set<string>();
       for (const c of msg.changes) {
         const r = c.type === "put" ? c.lease.revision : c.revision;
         if (r <= this.#rev) continue; // already reflected by a newer list
         rev = Math.max(rev, r);
         const key = c.type === "put" ? c.lease.key : c.key;
+        touched.add(key);
         const own = key === this.opts.ownKey();
         if (c.type === "delete") {
           this.#all.delete(key);
@@ -195,7 +230,7 @@ export class PeerWatcher {
         if (own && l) h.ownWritten?.(l.attrs, l.revision);
       }
       this.#rev = rev;
-      const evs = this.#delta();
+      const evs = this.#delta(touched);
       if (evs.length) await this.#safe("apply", () => h.events(evs, at));
     }
   }

@@ -8,6 +8,8 @@
  *
  * Usage: deno task compile [--output PATH] [--target TRIPLE]
  */
+import { V8_FLAGS } from "../base/v8_flags.ts";
+
 const args = [...Deno.args];
 const opt = (name: string, dflt: string) => {
   const i = args.indexOf(name);
@@ -36,6 +38,8 @@ const cmd = new Deno.Command(Deno.execPath(), {
     "--allow-all",
     "--unstable-kv",
     "--no-check=remote",
+    // Baked into the executable (see src/base/v8_flags.ts).
+    `--v8-flags=${V8_FLAGS.join(",")}`,
     // The udp backend's packet workers are loaded by URL, so they must be embedded explicitly.
     "--include",
     "src/backend/udp/worker.ts",

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { KvRegistry, openKvRegistry } from "../../src/registry/kv/mod.ts";
+import { FileWake } from "../../src/registry/kv/wake.ts";
 import { RegistryError, type WatchMessage } from "../../src/registry/contract/registry.ts";
 import { registryConformance } from "../kit/suites/registry_conformance.ts";
 import { run, sleep, waitFor } from "../kit/proc.ts";
@@ -175,6 +176,61 @@ Deno.test("kv: a watcher sees another process's write quickly", async () => {
       assert.ok(Math.max(...lat) < 10_000, `latency ${Math.max(...lat)} ms exceeds 10 s`);
     } finally {
       await reg.close();
+    }
+  });
+});
+
+Deno.test("kv: another handle's commit to the file is seen by the file watch", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, "reg.kv");
+    const writer = await openKvRegistry({ path, prefix: "/wake" });
+    const wake = FileWake.start(path);
+    assert.ok(wake, "the file watch could not start");
+    try {
+      // Quiet first: opening the file may still be settling.
+      await sleep(200);
+      const seen = wake.generation;
+      assert.ok(await writer.createLease("198.19.1.0-24", VALUE, 60));
+      // Bounded wait for the exact state: a change event after `seen`.
+      await wake.wait(seen, 20_000, AbortSignal.timeout(20_000));
+      assert.notEqual(wake.generation, seen, "no change event within 20 s of a commit");
+    } finally {
+      await wake.close();
+      await writer.close();
+    }
+  });
+});
+
+Deno.test("kv: a write wakes the watchers of the file; without a file watch they poll", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, "reg.kv");
+    // Safety poll and reaping far beyond the wait below: only a wake-up can deliver in time.
+    const woken = await openKvRegistry({
+      path,
+      prefix: "/wake",
+      idlePollMs: 60_000,
+      reapMs: 60_000,
+    });
+    const polling = await openKvRegistry({ path, prefix: "/wake", wakeOnChange: false });
+    const writer = await openKvRegistry({ path, prefix: "/wake" });
+    try {
+      const writes = 3;
+      const watches = [woken, polling].map((r) =>
+        startWatch(r, 0, (m) => putsOf(m).length >= writes, 20_000)
+      );
+      for (let i = 1; i <= writes; i++) {
+        assert.ok(await writer.createLease(`198.19.${i}.0-24`, VALUE, 60));
+        await sleep(100);
+      }
+      for (const w of watches) {
+        const puts = putsOf(await w.finished());
+        assert.deepEqual(
+          puts.map((c) => c.type === "put" ? c.lease.key : c.key),
+          ["198.19.1.0-24", "198.19.2.0-24", "198.19.3.0-24"],
+        );
+      }
+    } finally {
+      for (const r of [woken, polling, writer]) await r.close();
     }
   });
 });

@@ -8,7 +8,7 @@ import { getLogger } from "@logtape/logtape";
 import { metrics } from "../../base/metrics.ts";
 import type { LeaseChange, RegistryLease, WatchMessage } from "../contract/registry.ts";
 import type { KvStore } from "./commit.ts";
-import { lastPart, type LogEntry } from "./layout.ts";
+import { lastPart, type LogEntry, SCAN_BATCH } from "./layout.ts";
 
 const log = getLogger(["weft", "registry"]);
 
@@ -82,7 +82,7 @@ export async function pollLog(
       const it = s.kv.list<LogEntry>({
         start: s.keys.logAt(pos + 1),
         end: s.keys.logAt(rev + 1),
-      }, { batchSize: 1000 });
+      }, { batchSize: SCAN_BATCH });
       for await (const e of it) out.push(e);
       return out;
     });

@@ -23,6 +23,14 @@ export interface LogEntry {
   at: number;
 }
 
+/**
+ * Entries per KV read for scans that need no consistent view (the reaper's index, the change
+ * log). KV's maximum (1000) made each scan of 5000 leases leave ~10 MiB more resident memory
+ * outside the JS heap than this does. The consistent list (list.ts) keeps 1000: fewer reads
+ * between its two counter reads.
+ */
+export const SCAN_BATCH = 250;
+
 /** The KV keys of one registry prefix. */
 export class KvKeys {
   readonly base: Deno.KvKey;

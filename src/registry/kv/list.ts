@@ -20,23 +20,26 @@ export async function listLeases(
   const deadline = new Deadline(s.retryMs);
   const backoff = lockBackoff();
   for (let attempt = 1;; attempt++) {
+    let now = 0;
+    // Converted as they arrive: KV entries (key arrays, versionstamps) are not kept for 5000 leases.
+    const leases: RegistryLease[] = [];
+    const expired: string[] = [];
     const got = await s.retryLocked("list of leases", async () => {
+      leases.length = 0;
+      expired.length = 0;
+      now = Date.now();
       const c1 = await s.kv.get<number>(s.keys.counter);
-      const entries: Deno.KvEntry<StoredLease>[] = [];
+      // KV's largest batch: fewer reads between the two counter reads, so writers race it less.
       const it = s.kv.list<StoredLease>({ prefix: s.keys.subnets }, { batchSize: 1000 });
-      for await (const e of it) entries.push(e);
-      const c2 = await s.kv.get<number>(s.keys.counter);
-      return c1.versionstamp === c2.versionstamp ? { entries, revision: c1.value ?? 0 } : null;
-    }, deadline.remaining());
-    if (got) {
-      const now = Date.now();
-      const leases: RegistryLease[] = [];
-      const expired: string[] = [];
-      for (const e of got.entries) {
+      for await (const e of it) {
         const key = lastPart<string>(e.key);
         if (isExpired(e.value, now)) expired.push(key);
         else leases.push(toLease(key, e.value));
       }
+      const c2 = await s.kv.get<number>(s.keys.counter);
+      return c1.versionstamp === c2.versionstamp ? { revision: c1.value ?? 0 } : null;
+    }, deadline.remaining());
+    if (got) {
       for (const key of expired) await reapQuietly(s, key);
       return { leases, revision: got.revision };
     }

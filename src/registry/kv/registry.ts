@@ -27,11 +27,16 @@ import {
 import { KvStore } from "./commit.ts";
 import { listLeases } from "./list.ts";
 import { compactLog, pollLog } from "./changelog.ts";
-import { reapAll, reapQuietly } from "./reaper.ts";
+import { ExpiryIndex, reapQuietly } from "./reaper.ts";
+import { FileWake, touchAfterCommit } from "./wake.ts";
 import { checkTtl, expiryOf, isExpired, KvKeys, type StoredLease, toLease } from "./layout.ts";
 import { type FileGuard, isBrokenFileError, KvFileError } from "./file_guard.ts";
 
 const log = getLogger(["weft", "registry"]);
+
+/** After a wake-up that showed no change: polls this many times, this far apart (see wake.ts). */
+const SETTLE_POLLS = 5;
+const SETTLE_MS = 1;
 
 export interface KvRegistryOptions {
   /** Local SQLite KV file; parent directories are created. */
@@ -40,9 +45,16 @@ export interface KvRegistryOptions {
   url?: string;
   /** Key namespace, as etcd's prefix. Default "/coreos.com/network". */
   prefix?: string;
-  /** How often watchers poll the revision counter, ms (1..1000). Default 50. */
+  /** How often watchers poll the revision counter without a file watch, ms (1..1000). Default 50. */
   pollMs?: number;
-  /** How often a watch loop scans for expired leases to reap, ms. Default 1000. */
+  /**
+   * Local file: wake watchers on changes to the database files (inotify) instead of polling every
+   * pollMs, with a safety poll every idlePollMs. Default true; false polls every pollMs.
+   */
+  wakeOnChange?: boolean;
+  /** The safety poll of a woken watcher, ms (pollMs..60 000). Default 1000. */
+  idlePollMs?: number;
+  /** How often a watch loop reaps the expired leases its expiry index says are due, ms. Default 1000. */
   reapMs?: number;
   /** Change-log entries kept: at most this many (the newest). Default 10 000. */
   keepLog?: number;
@@ -82,7 +94,10 @@ export class KvRegistry implements Registry {
   readonly prefix: string;
   #store: KvStore;
   #pollMs: number;
+  #idlePollMs: number;
   #reapMs: number;
+  #wakePath: string | null;
+  #wake: FileWake | null | undefined;
   #keepLog: number;
   #keepLogMs: number;
   #closing = new AbortController();
@@ -95,17 +110,20 @@ export class KvRegistry implements Registry {
   #afterCommit: (from: number, to: number) => Promise<void>;
 
   /**
-   * Use openKvRegistry(); this takes an already opened Kv, which close() will close. `file`:
-   * the local file it was opened from, watched for deletion or replacement (none for KV Connect).
+   * Use openKvRegistry(); this takes an already opened Kv, which close() will close. `path`, when
+   * given, is the local file it was opened from (watched for changes, see wakeOnChange); `file`:
+   * that file's guard, which notices it deleted or replaced (none for KV Connect).
    */
   constructor(
     kv: Deno.Kv,
-    opts: Omit<KvRegistryOptions, "path" | "url"> = {},
+    opts: Omit<KvRegistryOptions, "url"> = {},
     file: KvFile | null = null,
   ) {
     this.#file = file;
     this.prefix = (opts.prefix ?? "/coreos.com/network").replace(/\/+$/, "");
     this.#pollMs = opts.pollMs ?? 50;
+    this.#idlePollMs = opts.idlePollMs ?? 1000;
+    this.#wakePath = opts.path && opts.wakeOnChange !== false ? opts.path : null;
     this.#reapMs = opts.reapMs ?? 1000;
     this.#keepLog = opts.keepLog ?? 10_000;
     this.#keepLogMs = opts.keepLogMs ?? 600_000;
@@ -113,12 +131,18 @@ export class KvRegistry implements Registry {
     if (!(this.#pollMs >= 1 && this.#pollMs <= 1000)) {
       throw new RegistryError(`KV pollMs ${opts.pollMs} is out of range: give 1..1000 ms`);
     }
+    if (!(this.#idlePollMs >= this.#pollMs && this.#idlePollMs <= 60_000)) {
+      throw new RegistryError(
+        `KV idlePollMs ${opts.idlePollMs} is out of range: give ${this.#pollMs}..60000 ms`,
+      );
+    }
     if (!(this.#keepLog >= 1)) {
       throw new RegistryError(`KV keepLog ${opts.keepLog} is out of range: give at least 1`);
     }
     // Compacts when a commit passes a multiple of `every` (a create over an expired lease
     // takes two revisions).
     const afterCommit = async (from: number, to: number) => {
+      if (this.#wakePath) await touchAfterCommit(this.#wakePath);
       if (Math.floor(to / every) > Math.floor(from / every)) await this.#compactQuietly();
     };
     this.#afterCommit = afterCommit;
@@ -317,19 +341,34 @@ export class KvRegistry implements Registry {
     }
   }
 
+  /** The file watch shared by this registry's watch loops (null: none, poll every pollMs). */
+  #fileWake(): FileWake | null {
+    if (this.#wake === undefined) {
+      this.#wake = this.#wakePath ? FileWake.start(this.#wakePath) : null;
+    }
+    return this.#wake?.alive ? this.#wake : null;
+  }
+
   /**
-   * Polls the counter every pollMs and yields changes after `fromRevision`; also reaps expired
-   * leases every reapMs. Errors back off 100 ms doubling to 5 s and never end the watch; it ends
-   * when `signal` aborts or the registry closes.
+   * Yields changes after `fromRevision`: reads the change log when the database files change
+   * (and every idlePollMs regardless), or every pollMs without a file watch; reaps the expired
+   * leases its expiry index says are due every reapMs. Errors back off 100 ms doubling to 5 s and
+   * never end the watch; it ends when `signal` aborts or the registry closes.
    */
   async *watchLeases(fromRevision: number, signal: AbortSignal): AsyncIterable<WatchMessage> {
     const stop = AbortSignal.any([signal, this.#closing.signal]);
     const backoff = new Backoff();
+    const expiry = new ExpiryIndex();
+    let indexed = false;
     let pos = fromRevision;
     let failures = 0;
     let lastReap = 0;
     let generation = this.#generation;
+    // Polls left to confirm a wake-up: a commit is visible only after its last write.
+    let settle = 0;
     while (!stop.aborted) {
+      const wake = this.#fileWake();
+      const seen = wake?.generation ?? 0;
       let msgs: WatchMessage[];
       try {
         msgs = await this.#track(async () => {
@@ -339,9 +378,11 @@ export class KvRegistry implements Registry {
             const snap = await listLeases(this.#store, stop);
             return [{ kind: "snapshot", leases: snap.leases, revision: snap.revision }];
           }
-          if (Date.now() - lastReap >= this.#reapMs) {
+          if (!indexed || Date.now() - lastReap >= this.#reapMs) {
             lastReap = Date.now();
-            await reapAll(this.#store);
+            if (indexed) await expiry.reapDue(this.#store, lastReap);
+            else await expiry.rebuild(this.#store);
+            indexed = true;
           }
           return await pollLog(this.#store, pos, () => listLeases(this.#store, stop));
         });
@@ -362,9 +403,32 @@ export class KvRegistry implements Registry {
       for (const m of msgs) {
         if (stop.aborted) return;
         pos = m.revision;
+        if (m.kind === "snapshot") expiry.reset(m.leases);
+        else {
+          for (const c of m.changes) {
+            if (c.type === "delete") expiry.delete(c.key, c.revision);
+            // The KV change log always knows the expiry ("unknown" is etcd's).
+            else if (c.lease.expiresAt !== "unknown") {
+              expiry.put(c.lease.key, c.lease.expiresAt, c.lease.revision);
+            }
+          }
+        }
         yield m;
       }
-      await sleep(this.#pollMs, stop);
+      if (!wake) {
+        await sleep(this.#pollMs, stop);
+        continue;
+      }
+      if (msgs.length) settle = 0;
+      else if (settle > 0) {
+        settle--;
+        await sleep(SETTLE_MS, stop);
+        continue;
+      }
+      const idle = Math.min(this.#idlePollMs, this.#reapMs);
+      await wake.wait(seen, idle, stop);
+      // Only WAL writes (a writer without the touch, or its touch still to come): confirm.
+      if (wake.generation !== seen && !wake.fileChangedSince(seen)) settle = SETTLE_POLLS;
     }
   }
 
@@ -372,6 +436,7 @@ export class KvRegistry implements Registry {
   async close(): Promise<void> {
     if (this.#closing.signal.aborted) return;
     this.#closing.abort();
+    await this.#wake?.close();
     await Promise.allSettled([...this.#inflight]);
     this.#store.kv.close();
   }

@@ -1,0 +1,186 @@
+/**
+ * Scale benchmark: N simulated nodes (default 100, 1000, 5000) against one real etcd
+ * (test/kit/etcd.ts) and one real Deno KV file. Each node is weft's real LeaseManager and
+ * PeerWatcher without a datapath, `--per-worker` nodes per Worker thread (`scale/node_worker.ts`;
+ * one run: `scale/simulate.ts`). Measured per registry and N: time until all N hold distinct
+ * leases; one new lease → seen by all N watchers (p50/p99/max); steady-state registry load (write
+ * rate; etcd CPU, RSS and gRPC calls/s from its /metrics; KV file size; the simulation's own CPU);
+ * how the renewals of leases created together are spread. Then the real thing for memory: one
+ * `weft run` agent with `--peers` (5000) peer leases next to one with none, idle
+ * (`scale/agent_idle.ts`). Prints tables, writes bench/results/scale-<timestamp>.json.
+ *
+ * @example
+ * ```sh
+ * deno run -A bench/scale.ts                                  # kv and etcd, N = 100,1000,5000
+ * deno run -A bench/scale.ts --registries kv --sizes 100,1000 --steady-seconds 10
+ * deno run -A bench/scale.ts --sizes "" --peers 5000            # only the idle-agent phase
+ * ```
+ */
+import { parseArgs } from "node:util";
+import { startEtcd } from "../test/kit/etcd.ts";
+import { Report, round } from "./lib/report.ts";
+import { load1, memAvailableMiB } from "./lib/sys.ts";
+import { type SimResult, simulate, type Target } from "./scale/simulate.ts";
+import { agentIdle, type IdleRow } from "./scale/agent_idle.ts";
+
+const { values: v } = parseArgs({
+  args: Deno.args,
+  options: {
+    registries: { type: "string", default: "kv,etcd" },
+    sizes: { type: "string", default: "100,1000,5000" },
+    "per-worker": { type: "string", default: "250" },
+    ttl: { type: "string", default: "86400" },
+    "renew-margin-s": { type: "string", default: "3600" },
+    "steady-seconds": { type: "string", default: "20" },
+    probes: { type: "string", default: "10" },
+    "probe-interval-ms": { type: "string", default: "200" },
+    "phase-timeout-s": { type: "string", default: "600" },
+    peers: { type: "string", default: "5000" },
+    "idle-seconds": { type: "string", default: "20" },
+    "peer-ttl": { type: "string", default: "600" },
+  },
+});
+const report = new Report("scale", v);
+const runId = Math.random().toString(36).slice(2, 8);
+const sizes = v.sizes.split(",").filter(Boolean).map(Number);
+const registries = v.registries.split(",").filter(Boolean) as ("kv" | "etcd")[];
+console.log(
+  `weft scale benchmark ${runId}: ${registries} × N=${sizes}, ${v["per-worker"]} nodes per ` +
+    `Worker, load ${load1()}, ${Math.round(memAvailableMiB())} MiB available`,
+);
+const etcd = registries.includes("etcd") ? await startEtcd() : null;
+const dir = await Deno.makeTempDir({ prefix: `weft-bench-scale-${runId}-` });
+const results: SimResult[] = [];
+const idle: IdleRow[] = [];
+try {
+  if (Number(v.peers) > 0) {
+    for (const kind of registries) {
+      console.log(`  ${kind}: one agent with ${v.peers} peers, one with none, idle ...`);
+      idle.push(
+        ...await agentIdle({
+          kind,
+          dir,
+          etcdEndpoint: etcd?.endpoint ?? null,
+          runId,
+          peers: Number(v.peers),
+          peerTtlSeconds: Number(v["peer-ttl"]) > 0 ? Number(v["peer-ttl"]) : null,
+          idleSeconds: Number(v["idle-seconds"]),
+        }),
+      );
+    }
+    report.data.idle = idle;
+    report.section(
+      `one agent idle ${v["idle-seconds"]} s, with and without peer leases`,
+      ["registry", "peer leases", "RSS MiB", "anon MiB", "idle CPU %", "RSS vs no peers"],
+      idle.map((r) => {
+        const base = idle.find((b) => b.kind === r.kind && b.peers === 0);
+        return [
+          r.kind,
+          r.peers,
+          round(r.rssMiB),
+          round(r.anonMiB),
+          round(r.cpuPct),
+          round(r.rssMiB && base?.rssMiB ? r.rssMiB / base.rssMiB : null),
+        ];
+      }),
+      [
+        "weft run --backend alloc on loopback with weft's V8 flags (src/base/v8_flags.ts); /29 peer leases of backend alloc",
+        "measured after the lease, the first list and 3 s; CPU = user+sys over the window (one core = 100 %)",
+      ],
+    );
+    report.section(
+      `periodic reconciliation, registry side: PeerWatcher relist + takePeers, ${v.peers} peers`,
+      ["registry", "peers", "first CPU ms", "CPU ms / round", "wall ms / round"],
+      idle.filter((r) => r.relist).map((r) => [
+        r.kind,
+        r.relist!.peers,
+        round(r.relist!.firstCpuMs),
+        round(r.relist!.cpuMsPerRound),
+        round(r.relist!.wallMsPerRound),
+      ]),
+      [
+        "CPU of this process (process.cpuUsage) over 5 rounds after a first, cold one",
+        "the backend's own reconcile (routes, neighbours) comes on top: bench/datapath.ts times it",
+      ],
+    );
+    for (const r of idle) if (r.error) report.problem(`idle ${r.kind}: ${r.error}`);
+  }
+  for (const kind of registries) {
+    for (const n of sizes) {
+      const t: Target = kind === "kv"
+        ? { kind, where: `${dir}/n${n}.kv`, prefix: "/coreos.com/network" }
+        : { kind, where: etcd!.endpoint, prefix: `/weft-scale-${runId}-n${n}` };
+      console.log(`  ${kind} N=${n} ...`);
+      const r = await simulate(t, n, {
+        perWorker: Number(v["per-worker"]),
+        ttlSeconds: Number(v.ttl),
+        renewMarginMs: Number(v["renew-margin-s"]) * 1000,
+        steadySeconds: Number(v["steady-seconds"]),
+        probes: Number(v.probes),
+        probeIntervalMs: Number(v["probe-interval-ms"]),
+        phaseMs: Number(v["phase-timeout-s"]) * 1000,
+      });
+      results.push(r);
+      if (r.error) report.problem(`${kind} N=${n}: ${r.error}`);
+    }
+  }
+} finally {
+  await etcd?.cleanup();
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+}
+report.data.results = results;
+if (results.length) {
+  report.section(
+    "simulated nodes: leases, peer-event fan-out, steady load",
+    [
+      "registry",
+      "N",
+      "all leased s",
+      "distinct",
+      "acquire p50 ms",
+      "acquire p99 ms",
+      "acquire retries",
+      "event p50 ms",
+      "event p99 ms",
+      "event max ms",
+      "seen",
+      "sim CPU %",
+      "sim RSS MiB",
+      "writes/s",
+      "reg CPU %",
+      "reg RSS MiB",
+      "reg req/s",
+      "KV MiB",
+      "renewals max/s",
+      "renewal span s",
+    ],
+    results.map((r) => [
+      r.kind,
+      r.n,
+      round(r.allLeasedSeconds),
+      r.distinct ? "yes" : "NO",
+      round(r.acquireMs.p50),
+      round(r.acquireMs.p99),
+      r.acquireRetries,
+      round(r.probe.p50),
+      round(r.probe.p99),
+      round(r.probe.max),
+      `${r.probe.seen}/${r.probe.want}`,
+      round(r.steady.simCpuPct),
+      round(r.steady.simRssMiB),
+      round(r.steady.writesPerSec),
+      round(r.steady.registryCpuPct),
+      round(r.steady.registryRssMiB),
+      round(r.steady.requestsPerSec),
+      round(r.steady.kvFileMiB),
+      r.renewals.maxPerSecond,
+      r.renewals.spanSeconds,
+    ]),
+    [
+      "event = a probe lease written by the control client → each of the N watchers' added event",
+      "sim CPU/RSS: the whole simulation process (all Workers) during the steady window",
+      "renewals: when the leases as created would be renewed (expiry − margin), per second",
+    ],
+  );
+}
+console.log(`\nresults: ${await report.write()}`);

@@ -1,0 +1,128 @@
+/**
+ * One Worker of the scale benchmark: `count` simulated nodes, each weft's real LeaseManager
+ * (acquire, then renewal) and PeerWatcher, no datapath. On Deno KV the Worker's nodes share one
+ * registry handle (a KV client is a file handle; each node still runs its own watch loop); on etcd
+ * each node has its own client (its own gRPC connection and watch), as real agents do.
+ *
+ * Messages in: `start` (a {@link NodeSpec}), `report`, `stop`. Messages out: `leased` (per node:
+ * key, ms to acquire, lease expiry), `listed` (all watchers hold their first list), `seen` (per
+ * probe key: epoch ms each watcher saw it), `stopped`, `error`.
+ */
+/// <reference lib="deno.worker" />
+import { openEtcdRegistry } from "../../src/registry/etcd/mod.ts";
+import { openKvRegistry } from "../../src/registry/kv/mod.ts";
+import type { Registry } from "../../src/registry/contract/registry.ts";
+import { LeaseManager } from "../../src/lease/manager.ts";
+import { PeerWatcher } from "../../src/lease/watch.ts";
+import { parseNetworkConfig } from "../../src/config/network.ts";
+import { nowMs } from "../lib/sys.ts";
+import { Backoff, sleep } from "../../src/base/async.ts";
+import { FatalError } from "../../src/base/errors.ts";
+import type { KnownLease } from "../../src/lease/codec.ts";
+
+export interface NodeSpec {
+  kind: "kv" | "etcd";
+  /** KV file, or etcd endpoint. */
+  where: string;
+  prefix: string;
+  netConfig: string;
+  /** Index of this Worker's first node (public IP 198.18.<1 + i/250>.<i%250 + 1>). */
+  first: number;
+  count: number;
+  ttlSeconds: number;
+  renewMarginMs: number;
+  /** Keys of the probe leases (their arrival at every watcher is timed). */
+  probeKeys: string[];
+}
+
+const ctl = new AbortController();
+const regs: Registry[] = [];
+const seen = new Map<string, number[]>();
+const tasks: Promise<unknown>[] = [];
+let retries = 0;
+
+function publicIP(i: number): string {
+  return `198.18.${1 + Math.floor(i / 250)}.${(i % 250) + 1}`;
+}
+
+async function start(spec: NodeSpec) {
+  const cfg = parseNetworkConfig(spec.netConfig);
+  const probes = new Set(spec.probeKeys);
+  const open = () =>
+    spec.kind === "kv"
+      ? openKvRegistry({ path: spec.where, prefix: spec.prefix })
+      : openEtcdRegistry({ endpoints: [spec.where], prefix: spec.prefix });
+  const shared = spec.kind === "kv" ? await open() : null;
+  if (shared) regs.push(shared);
+  const nodes = await Promise.all(Array.from({ length: spec.count }, async (_, j) => {
+    const reg = shared ?? await open();
+    if (!shared) regs.push(reg);
+    const mgr = new LeaseManager(reg, cfg, {
+      ttlSeconds: spec.ttlSeconds,
+      renewMarginMs: spec.renewMarginMs,
+      maxRaceRetries: 1000,
+    });
+    const t0 = nowMs();
+    // As the agent does: registry errors (a busy KV file, an etcd hiccup) are retried with backoff.
+    const backoff = new Backoff(200);
+    let lease: KnownLease | null = null;
+    while (!lease) {
+      try {
+        lease = await mgr.acquire(
+          { publicIP: publicIP(spec.first + j), backendType: "alloc" },
+          null,
+        );
+      } catch (e) {
+        if (e instanceof FatalError) throw e;
+        retries++;
+        await sleep(backoff.next());
+      }
+    }
+    return { reg, mgr, lease, ms: nowMs() - t0 };
+  }));
+  self.postMessage({
+    type: "leased",
+    nodes: nodes.map((n) => ({ key: n.lease.key, ms: n.ms, expiresAt: n.lease.expiresAt })),
+    retries,
+  });
+  let listed = 0;
+  for (const n of nodes) {
+    const w = new PeerWatcher(n.reg, {
+      ownKey: () => n.mgr.lease?.key ?? null,
+      accept: () => true,
+    });
+    tasks.push(w.run(ctl.signal, {
+      initial: () => {
+        if (++listed === nodes.length) self.postMessage({ type: "listed" });
+      },
+      events: (evs) => {
+        const at = nowMs();
+        for (const e of evs) {
+          if (e.type !== "added" || !probes.has(e.lease.key)) continue;
+          const l = seen.get(e.lease.key) ?? [];
+          l.push(at);
+          seen.set(e.lease.key, l);
+        }
+      },
+      ownDeleted: (rev) => n.mgr.notifyDeleted(rev),
+      ownWritten: (attrs) => n.mgr.observeOwnWrite(attrs),
+    }));
+    tasks.push(n.mgr.runRenewal(ctl.signal, () => {}));
+  }
+}
+
+self.onmessage = async (e: MessageEvent) => {
+  const m = e.data;
+  try {
+    if (m.type === "start") await start(m.spec as NodeSpec);
+    else if (m.type === "report") self.postMessage({ type: "seen", seen: [...seen] });
+    else if (m.type === "stop") {
+      ctl.abort();
+      await Promise.allSettled(tasks);
+      await Promise.allSettled(regs.map((r) => r.close()));
+      self.postMessage({ type: "stopped" });
+    }
+  } catch (err) {
+    self.postMessage({ type: "error", error: String((err as Error).stack ?? err) });
+  }
+};

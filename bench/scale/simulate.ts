@@ -1,0 +1,240 @@
+/**
+ * One scale run: N simulated nodes (`node_worker.ts`, `perWorker` per Worker) against one
+ * registry, measured in phases: all N acquire leases (time until all hold distinct leases), all
+ * N watchers list, a steady window (registry load, simulation CPU), probe leases written one by
+ * one (each seen by all N watchers: latency), and the renewal schedule the leases imply.
+ *
+ * @example
+ * ```ts
+ * const r = await simulate({ kind: "kv", where: "/tmp/x/r.kv", prefix: "/coreos.com/network" }, 1000, opts);
+ * r.allLeasedSeconds; r.probe.p99;
+ * ```
+ */
+import type { Registry } from "../../src/registry/contract/registry.ts";
+import { openEtcdRegistry } from "../../src/registry/etcd/mod.ts";
+import { openKvRegistry } from "../../src/registry/kv/mod.ts";
+import { leasePlan } from "../lib/leases.ts";
+import { writeLeases } from "../lib/lease_writer.ts";
+import { summarize, type Summary } from "../lib/report.ts";
+import { nowMs, procCpuSeconds, procMemory, sleep } from "../lib/sys.ts";
+import type { NodeSpec } from "./node_worker.ts";
+
+export interface Target {
+  kind: "kv" | "etcd";
+  where: string;
+  prefix: string;
+}
+
+export interface SimOptions {
+  perWorker: number;
+  ttlSeconds: number;
+  renewMarginMs: number;
+  steadySeconds: number;
+  probes: number;
+  probeIntervalMs: number;
+  /** Bound on each waiting phase, ms. */
+  phaseMs: number;
+}
+
+export interface SimResult {
+  kind: string;
+  n: number;
+  workers: number;
+  allLeasedSeconds: number | null;
+  distinct: boolean;
+  acquireMs: Summary;
+  /** Acquisitions that failed with a registry error and were retried (as the agent does). */
+  acquireRetries: number;
+  allListedSeconds: number | null;
+  steady: {
+    simCpuPct: number | null;
+    simRssMiB: number | null;
+    writesPerSec: number;
+    registryCpuPct: number | null;
+    registryRssMiB: number | null;
+    requestsPerSec: number | null;
+    kvFileMiB: number | null;
+  };
+  probe: Summary & { seen: number; want: number };
+  renewals: { maxPerSecond: number; spanSeconds: number; distinctSeconds: number };
+  error?: string;
+}
+
+const NET = `{"Network":"198.19.0.0/16","SubnetLen":29,"Backend":{"Type":"alloc"}}`;
+
+function open(t: Target): Promise<Registry> {
+  return t.kind === "kv"
+    ? openKvRegistry({ path: t.where, prefix: t.prefix })
+    : openEtcdRegistry({ endpoints: [t.where], prefix: t.prefix });
+}
+
+/** etcd's own /metrics: CPU seconds, RSS, gRPC calls started. */
+async function etcdMetrics(endpoint: string) {
+  const text = await (await fetch(`${endpoint}/metrics`)).text();
+  const sum = (name: string) =>
+    text.split("\n").filter((l) => l.startsWith(name)).reduce(
+      (a, l) => a + Number(l.split(" ").pop()),
+      0,
+    );
+  return {
+    cpu: sum("process_cpu_seconds_total"),
+    rss: sum("process_resident_memory_bytes"),
+    grpc: sum("grpc_server_started_total"),
+  };
+}
+
+async function kvFileBytes(path: string): Promise<number> {
+  let n = 0;
+  for (const f of [path, `${path}-wal`]) n += (await Deno.stat(f).catch(() => null))?.size ?? 0;
+  return n;
+}
+
+export async function simulate(t: Target, n: number, o: SimOptions): Promise<SimResult> {
+  const control = await open(t);
+  await control.putConfig(NET);
+  const probePlan = leasePlan({
+    count: o.probes,
+    firstSubnet: 8000,
+    subnetLen: 29,
+    publicBase: "198.18.250.1",
+    backend: "alloc",
+  });
+  const workers: Worker[] = [];
+  const leased: { key: string; ms: number; expiresAt: number | null }[] = [];
+  const seen = new Map<string, number[]>();
+  let listedWorkers = 0, stopped = 0, leasedWorkers = 0;
+  const errors: string[] = [];
+  const result: SimResult = {
+    kind: t.kind,
+    n,
+    workers: Math.ceil(n / o.perWorker),
+    allLeasedSeconds: null,
+    distinct: false,
+    acquireMs: summarize([]),
+    acquireRetries: 0,
+    allListedSeconds: null,
+    steady: {
+      simCpuPct: null,
+      simRssMiB: null,
+      writesPerSec: 0,
+      registryCpuPct: null,
+      registryRssMiB: null,
+      requestsPerSec: null,
+      kvFileMiB: null,
+    },
+    probe: { ...summarize([]), seen: 0, want: n * o.probes },
+    renewals: { maxPerSecond: 0, spanSeconds: 0, distinctSeconds: 0 },
+  };
+  const waitUntil = async (what: string, ok: () => boolean) => {
+    const end = Date.now() + o.phaseMs;
+    while (!ok()) {
+      if (errors.length) throw new Error(`a node worker failed: ${errors[0]}`);
+      if (Date.now() > end) throw new Error(`${what}: not done within ${o.phaseMs} ms`);
+      await sleep(50);
+    }
+  };
+  try {
+    const t0 = nowMs();
+    for (let w = 0; w < result.workers; w++) {
+      const worker = new Worker(new URL("./node_worker.ts", import.meta.url).href, {
+        type: "module",
+      });
+      worker.onmessage = (e: MessageEvent) => {
+        const m = e.data;
+        if (m.type === "leased") {
+          leased.push(...m.nodes);
+          result.acquireRetries += m.retries;
+          leasedWorkers++;
+        } else if (m.type === "listed") listedWorkers++;
+        else if (m.type === "seen") {
+          for (const [k, ts] of m.seen as [string, number[]][]) {
+            seen.set(k, [...(seen.get(k) ?? []), ...ts]);
+          }
+        } else if (m.type === "stopped") stopped++;
+        else if (m.type === "error") errors.push(m.error);
+      };
+      const spec: NodeSpec = {
+        kind: t.kind,
+        where: t.where,
+        prefix: t.prefix,
+        netConfig: NET,
+        first: w * o.perWorker,
+        count: Math.min(o.perWorker, n - w * o.perWorker),
+        ttlSeconds: o.ttlSeconds,
+        renewMarginMs: o.renewMarginMs,
+        probeKeys: probePlan.map((p) => p.key),
+      };
+      worker.postMessage({ type: "start", spec });
+      workers.push(worker);
+    }
+    await waitUntil("all nodes leased", () => leasedWorkers === workers.length);
+    result.allLeasedSeconds = (nowMs() - t0) / 1000;
+    result.distinct = new Set(leased.map((l) => l.key)).size === n;
+    result.acquireMs = summarize(leased.map((l) => l.ms));
+    await waitUntil("all watchers listed", () => listedWorkers === workers.length);
+    result.allListedSeconds = (nowMs() - t0) / 1000;
+
+    // Steady state: nothing changes but renewals (none due in the window with the default TTL).
+    await sleep(2000);
+    const rev0 = (await control.listLeases()).revision;
+    const cpu0 = procCpuSeconds(Deno.pid);
+    const et0 = t.kind === "etcd" ? await etcdMetrics(t.where) : null;
+    const w0 = performance.now();
+    await sleep(o.steadySeconds * 1000);
+    const secs = (performance.now() - w0) / 1000;
+    const cpu1 = procCpuSeconds(Deno.pid);
+    const et1 = t.kind === "etcd" ? await etcdMetrics(t.where) : null;
+    const rev1 = (await control.listLeases()).revision;
+    result.steady.simCpuPct = cpu0 === null || cpu1 === null ? null : (cpu1 - cpu0) / secs * 100;
+    result.steady.simRssMiB = (procMemory(Deno.pid)?.rssKiB ?? 0) / 1024;
+    // The two lists above are reads, not writes; the revision moves only with writes.
+    result.steady.writesPerSec = (rev1 - rev0) / secs;
+    if (et0 && et1) {
+      result.steady.registryCpuPct = (et1.cpu - et0.cpu) / secs * 100;
+      result.steady.registryRssMiB = et1.rss / 2 ** 20;
+      result.steady.requestsPerSec = (et1.grpc - et0.grpc) / secs;
+    }
+    if (t.kind === "kv") result.steady.kvFileMiB = (await kvFileBytes(t.where)) / 2 ** 20;
+
+    // Probes: one new lease at a time, seen by all N watchers.
+    const writes = await writeLeases(control, probePlan, {
+      intervalMs: o.probeIntervalMs,
+      ttlSeconds: o.ttlSeconds,
+    });
+    const t0s = new Map(writes.map((w) => [w.key, w.t0]));
+    const count = () => [...seen.values()].reduce((a, l) => a + l.length, 0);
+    const end = Date.now() + o.phaseMs;
+    while (Date.now() < end) {
+      seen.clear();
+      for (const w of workers) w.postMessage({ type: "report" });
+      await sleep(500);
+      if (count() >= n * o.probes) break;
+    }
+    const lat = [...seen].flatMap(([k, ts]) => ts.map((x) => x - t0s.get(k)!));
+    result.probe = { ...summarize(lat), seen: lat.length, want: n * o.probes };
+
+    // Renewal schedule: each lease is renewed margin before it expires (half the TTL at most).
+    const margin = Math.min(o.renewMarginMs, o.ttlSeconds * 500);
+    const perSecond = new Map<number, number>();
+    for (const l of leased) {
+      if (l.expiresAt === null) continue;
+      const s = Math.floor((l.expiresAt - margin) / 1000);
+      perSecond.set(s, (perSecond.get(s) ?? 0) + 1);
+    }
+    const ss = [...perSecond.keys()];
+    result.renewals = {
+      maxPerSecond: Math.max(0, ...perSecond.values()),
+      spanSeconds: ss.length ? Math.max(...ss) - Math.min(...ss) + 1 : 0,
+      distinctSeconds: ss.length,
+    };
+  } catch (e) {
+    result.error = (e as Error).message;
+  } finally {
+    for (const w of workers) w.postMessage({ type: "stop" });
+    const end = Date.now() + 30_000;
+    while (stopped < workers.length && Date.now() < end) await sleep(100);
+    for (const w of workers) w.terminate();
+    await control.close();
+  }
+  return result;
+}
