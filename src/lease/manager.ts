@@ -315,7 +315,9 @@ export class LeaseManager {
     if (this.#unapplied) return this.opts.retryMs ?? 3000;
     if (l.expiresAt === null) return 60_000; // reservation: only check it still exists
     const margin = Math.min(this.opts.renewMarginMs, this.opts.ttlSeconds * 500);
-    return Math.max(0, l.expiresAt - margin - Date.now());
+    // Up to a tenth of the margin earlier, at random: leases created at once (a cluster started
+    // together) are not all renewed in the same second.
+    return Math.max(0, l.expiresAt - margin * (1 + Math.random() / 10) - Date.now());
   }
 
   /**

@@ -22,7 +22,7 @@
  * ```
  */
 import { getLogger } from "@logtape/logtape";
-import type { Registry, RegistryLease } from "../registry/contract/registry.ts";
+import type { Registry, RegistryLease, WatchedExpiry } from "../registry/contract/registry.ts";
 import { metrics } from "../base/metrics.ts";
 import { Backoff, sleep } from "../base/async.ts";
 import { type Lease, type LeaseAttrs, sameDatapath } from "./codec.ts";
@@ -136,7 +136,7 @@ export class PeerWatcher {
     return [...removed, ...added];
   }
 
-  #applySnapshot(rs: RegistryLease[], revision: number) {
+  #applySnapshot(rs: RegistryLease<WatchedExpiry>[], revision: number) {
     const all = new Map<string, Lease>();
     for (const r of rs) {
       // A lease at the revision already decoded is the same value: keep the decoded one (a
@@ -161,7 +161,7 @@ export class PeerWatcher {
     const backoff = new Backoff();
     while (!signal.aborted) {
       try {
-        return await this.registry.listLeases();
+        return await this.registry.listPeerLeases();
       } catch (e) {
         listErrors.inc();
         const ms = backoff.next();
@@ -182,7 +182,7 @@ export class PeerWatcher {
    * already applied (try again later). Registry errors are thrown.
    */
   async relist(): Promise<boolean> {
-    const { leases, revision } = await this.registry.listLeases();
+    const { leases, revision } = await this.registry.listPeerLeases();
     if (revision < this.#rev) return false;
     resyncs.inc();
     this.#applySnapshot(leases, revision);

@@ -44,7 +44,7 @@ export type LeaseChange =
  */
 export type WatchMessage =
   | { kind: "changes"; changes: LeaseChange[]; revision: number }
-  | { kind: "snapshot"; leases: RegistryLease[]; revision: number };
+  | { kind: "snapshot"; leases: RegistryLease<WatchedExpiry>[]; revision: number };
 
 /** Raised for operations that cannot succeed by retrying (bad credentials, bad URL). */
 export class RegistryError extends FatalError {
@@ -59,6 +59,11 @@ export interface Registry {
   putConfig(text: string): Promise<void>;
   /** All leases (expired ones excluded) and the revision they were read at. */
   listLeases(): Promise<{ leases: RegistryLease[]; revision: number }>;
+  /**
+   * Like listLeases, for watchers, which need the values, not the expiries: a TTL lease's expiry
+   * may be "unknown" (etcd keeps only a lease id per key; looking each up is one call per lease).
+   */
+  listPeerLeases(): Promise<{ leases: RegistryLease<WatchedExpiry>[]; revision: number }>;
   getLease(key: string): Promise<RegistryLease | null>;
   /**
    * Writes `key` only if it does not exist. ttlSeconds null = no TTL.

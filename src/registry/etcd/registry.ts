@@ -21,6 +21,7 @@ import {
   type Registry,
   RegistryError,
   type RegistryLease,
+  type WatchedExpiry,
   type WatchMessage,
 } from "../contract/registry.ts";
 import { Backoff, Deadline, sleep } from "../../base/async.ts";
@@ -93,6 +94,20 @@ export class EtcdRegistry implements Registry {
     // Every id was looked up, so the fallback (0: gone) is never used; 0 reads as expired.
     const leases = kvs.map(({ kv, rel }) => toLease(kv, rel, exp, 0))
       .filter((l) => l.expiresAt === null || l.expiresAt > now);
+    return { leases, revision: Number(r.header.revision) };
+  }
+
+  async listPeerLeases(): Promise<{ leases: RegistryLease<WatchedExpiry>[]; revision: number }> {
+    const r = await this.#call(() =>
+      this.#client.kv.range({ key: this.#keys.subnets, range_end: this.#keys.subnetsEnd })
+    );
+    const kvs = r.kvs.flatMap((kv) => {
+      const rel = this.#keys.rel(kv.key);
+      return rel === null ? [] : [{ kv, rel }];
+    });
+    // Only expiries already known (own grants, earlier lookups); etcd removes expired keys.
+    const exp = this.#expiries.cached(kvs.filter((x) => x.kv.lease !== "0").map((x) => x.kv.lease));
+    const leases = kvs.map(({ kv, rel }) => toLease<WatchedExpiry>(kv, rel, exp, "unknown"));
     return { leases, revision: Number(r.header.revision) };
   }
 
@@ -226,7 +241,7 @@ export class EtcdRegistry implements Registry {
         streams: this.#streams,
         closed: () => this.#closed,
         call: (fn) => this.#call(fn),
-        listLeases: () => this.listLeases(),
+        listLeases: () => this.listPeerLeases(),
       },
       fromRevision,
       signal,

@@ -40,7 +40,7 @@ export interface WatchContext {
   streams: Set<WatchStream>;
   closed(): boolean;
   call<T>(fn: () => Promise<T>): Promise<T>;
-  listLeases(): Promise<{ leases: RegistryLease[]; revision: number }>;
+  listLeases(): Promise<{ leases: RegistryLease<WatchedExpiry>[]; revision: number }>;
 }
 
 /** A stored key as a lease, with its expiry from `exp` (`fallback` for ids not in it). */

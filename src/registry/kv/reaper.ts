@@ -96,10 +96,13 @@ export class ExpiryIndex {
   }
 
   /** Replaces the index with the leases of a snapshot (a re-list). */
-  reset(leases: Iterable<{ key: string; expiresAt: number | null; revision: number }>): void {
+  reset(
+    leases: Iterable<{ key: string; expiresAt: number | null | "unknown"; revision: number }>,
+  ): void {
     this.#at.clear();
     this.#heap = [];
-    for (const l of leases) this.put(l.key, l.expiresAt, l.revision);
+    // A KV snapshot always knows expiries ("unknown" is only etcd's).
+    for (const l of leases) if (l.expiresAt !== "unknown") this.put(l.key, l.expiresAt, l.revision);
   }
 
   /** Replaces the index with one scan of every lease (and reaps those already expired). */
