@@ -36,6 +36,8 @@ const unreachableGauge = metrics.gauge(
   "weft_peers_unreachable",
   "Peers whose last overlay probe got no answer.",
 );
+const rounds = metrics.counter("weft_peer_probe_rounds_total", "Peer probe rounds run.");
+const probes = metrics.counter("weft_peer_probes_total", "Peers probed (a few echoes each).");
 
 /** A few echoes per peer, each bounded: a peer is reachable when any comes back. */
 export const PEER_PROBE: ProbeOptions = { count: 3, intervalMs: 100, timeoutMs: 1000, size: 84 };
@@ -148,6 +150,8 @@ export class PeerHealth {
     const batch = nextBatch(peers, this.#cursor, this.opts.maxPerRound);
     if (batch.length === 0) return;
     this.#cursor = batch[batch.length - 1].subnet;
+    rounds.inc();
+    probes.inc(batch.length);
     const o = this.opts.probe ?? PEER_PROBE;
     await mapLimit(batch, batch.length, async (p) => {
       const s = this.#state.get(p.subnet)!;
