@@ -2,7 +2,7 @@
  * Doctor and peer-health benchmark (root; builds its own namespaces with test/kit/cluster.ts).
  * A 4-host vxlan cluster on a Deno KV registry that also holds `--peers` − 3 synthetic peer
  * leases (subnets /28 in 198.19.0.0/16, public IPs from 198.18.128.1 on, routed in every host
- * namespace to a dummy device, where encapsulated probes vanish like packets to a dead host). So
+ * namespace to a veth without ARP whose other end drops them, as on the way to a dead host). So
  * h1 has `--peers` peers (default 1000), all programmed in its kernel: 3 real ones (h2..h4) that
  * answer, the rest that never do.
  *
@@ -96,10 +96,12 @@ async function seed(c: Cluster): Promise<void> {
   } finally {
     await reg.close();
   }
-  // Encapsulated packets to the synthetic peers leave by a dummy device and vanish.
+  // Packets to the synthetic peers leave by a veth without ARP whose other end holds no address,
+  // and vanish there as on the way to a dead host.
   for (const h of c.hosts) {
-    await c.exec(h, ["ip", "link", "add", "dead0", "type", "dummy"]);
-    await c.exec(h, ["ip", "link", "set", "dead0", "up"]);
+    await c.exec(h, ["ip", "link", "add", "dead0", "type", "veth", "peer", "name", "dead1"]);
+    await c.exec(h, ["ip", "link", "set", "dead0", "arp", "off", "up"]);
+    await c.exec(h, ["ip", "link", "set", "dead1", "up"]);
     await c.exec(h, ["ip", "route", "add", DEAD_ROUTE, "dev", "dead0"]);
   }
 }
@@ -129,7 +131,8 @@ async function doctorPhase(c: Cluster): Promise<void> {
     const sum = /(\d+) ok, (\d+) warn, (\d+) fail/.exec(r.stdout);
     const overlayOk = r.stdout.split("\n").filter((l) => l.startsWith("ok   probe.overlay")).length;
     if (!sum) report.problem(`doctor run ${i + 1}: no summary line:\n${r.stdout}${r.stderr}`);
-    rows.push([i + 1, wall, r.code, sum?.[1], sum?.[2], sum?.[3], overlayOk, load1()]);
+    const n = (k: number) => sum ? Number(sum[k]) : null;
+    rows.push([i + 1, wall, r.code, n(1), n(2), n(3), overlayOk, load1()]);
     report.data[`doctorRun${i + 1}`] = { wall, code: r.code, tail: r.stdout.slice(-2000) };
   }
   const med = median(walls);

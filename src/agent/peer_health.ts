@@ -119,28 +119,41 @@ export class PeerHealth {
     return [...this.#state.values()].sort((a, b) => a.subnet < b.subnet ? -1 : 1);
   }
 
-  /** Probes rounds until `signal` aborts; the first round after a random part of the interval. */
+  /**
+   * Probes rounds until `signal` aborts; the first round after a random part of the interval.
+   * Each round opens its own prober: a raw ICMP socket receives every ICMP message of the
+   * namespace, so one held open between rounds would fill with other traffic's.
+   */
   async run(signal: AbortSignal): Promise<void> {
-    let prober: Prober;
-    try {
-      prober = (this.opts.prober ?? (() => new IcmpProber()))();
-    } catch (e) {
-      // Probing is diagnostics: without it the agent still serves.
-      log.error("peer probes off: {error}", { error: (e as Error).message });
-      return;
-    }
-    try {
-      let delay = this.opts.intervalMs * this.#random();
-      while (!signal.aborted) {
-        await sleep(delay, signal);
-        if (signal.aborted) break;
-        const started = performance.now();
-        await this.round(prober);
-        const next = jitteredInterval(this.opts.intervalMs, this.#random());
-        delay = Math.max(0, next - (performance.now() - started));
+    const open = this.opts.prober ?? (() => new IcmpProber());
+    let openError = "";
+    let delay = this.opts.intervalMs * this.#random();
+    while (!signal.aborted) {
+      await sleep(delay, signal);
+      if (signal.aborted) break;
+      const started = performance.now();
+      let prober: Prober | null = null;
+      try {
+        prober = open();
+        if (openError) log.info("peer probes work again");
+        openError = "";
+      } catch (e) {
+        // Probing is diagnostics: without it the agent still serves. Logged once per cause.
+        const msg = (e as Error).message;
+        if (msg !== openError) {
+          log.error("peer probes off: {error}; retried every round", { error: msg });
+        }
+        openError = msg;
       }
-    } finally {
-      prober.close();
+      if (prober) {
+        try {
+          await this.round(prober);
+        } finally {
+          prober.close();
+        }
+      }
+      const next = jitteredInterval(this.opts.intervalMs, this.#random());
+      delay = Math.max(0, next - (performance.now() - started));
     }
   }
 

@@ -5,8 +5,8 @@
  * peers probed in parallel ({@link mapLimit} in parallel.ts) share one socket and finish in about one timeout.
  *
  * Shared by `weft doctor` (src/doctor/reach_checks.ts) and the agent's continuous peer health
- * (src/agent/peer_health.ts): keep one {@link IcmpProber} open, call `probe` per peer, `close()`
- * at shutdown.
+ * (src/agent/peer_health.ts): open one {@link IcmpProber} per batch of probes, call `probe` per
+ * peer, then `close()` (the raw socket queues every ICMP message of the namespace while open).
  *
  * @example
  * ```ts
