@@ -33,7 +33,7 @@ import { PeerFilter } from "./peer_filter.ts";
 import { loadNetworkConfig } from "./netconfig.ts";
 import { readSubnetHint, writeSubnetEnv } from "../config/subnet_env.ts";
 import { PeerHealth } from "./peer_health.ts";
-import { type AgentStatus, errorViews, peerView } from "./status.ts";
+import { type AgentStatus, errorViews, leaseView, peerViews } from "./status.ts";
 import { recentProblems } from "../base/recent_log.ts";
 
 const log = getLogger(["weft", "agent"]);
@@ -125,32 +125,15 @@ export class Agent {
   /** What /status reports (read-only): lease, readiness, peers and their probes, problems. */
   status(): AgentStatus {
     const l = this.lease;
-    const probed = new Map(this.#health?.status().map((s) => [s.subnet, peerView(s)]));
     const probe = this.#health?.opts;
     return {
       backend: this.#backend?.name ?? null,
-      lease: l && {
-        key: l.key,
-        subnet: formatCidr(l.subnet),
-        publicIP: l.attrs.publicIP,
-        expiresAt: typeof l.expiresAt === "number" ? new Date(l.expiresAt).toISOString() : null,
-      },
+      lease: l && leaseView(l),
       readiness: this.readiness(),
       peerProbes: probe
         ? { intervalSeconds: probe.intervalMs / 1000, maxPerRound: probe.maxPerRound }
         : null,
-      peers: this.peers().map((p) => {
-        const subnet = formatCidr(p.subnet);
-        return probed.get(subnet) ?? {
-          subnet,
-          publicIP: p.attrs.publicIP,
-          reachable: null,
-          rttMs: null,
-          lastProbe: null,
-          since: null,
-          error: null,
-        };
-      }).sort((a, b) => a.subnet < b.subnet ? -1 : 1),
+      peers: peerViews(this.peers(), this.#health?.status() ?? []),
       datapathRepairs: repairs.get(),
       lastErrors: errorViews(recentProblems.list()),
     };

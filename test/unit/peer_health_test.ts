@@ -8,7 +8,7 @@ import type { ProbeOptions, Prober, ProbeResult } from "../../src/health/probe.t
 import { metrics, MetricsRegistry } from "../../src/base/metrics.ts";
 import { parseIp } from "../../src/base/ipv4.ts";
 import type { Lease } from "../../src/lease/codec.ts";
-import type { AgentStatus } from "../../src/agent/status.ts";
+import { type AgentStatus, peerViews } from "../../src/agent/status.ts";
 import { renderStatus, statusExitCode } from "../../src/cli/status.ts";
 import { waitFor } from "../kit/proc.ts";
 
@@ -308,4 +308,28 @@ Deno.test("weft status: the table names readiness, lease, and each peer's reacha
   }, now);
   assert.match(notReady, /^ready {5}NO: no subnet lease yet\nlease {5}none yet\n/);
   assert.match(notReady, /probes {4}off/);
+});
+
+Deno.test("status: every peer lease is listed by address; a probe state for another public IP is not its", () => {
+  const at = Date.parse("2026-01-01T00:00:00.000Z");
+  const state = (i: number, publicIP: string) => ({
+    subnet: `198.19.${i}.0/24`,
+    publicIP,
+    address: `198.19.${i}.0`,
+    reachable: true,
+    rttMs: 0.12345,
+    lastProbe: at,
+    since: null,
+    error: null,
+  });
+  const views = peerViews(
+    [peer(152), peer(153, "198.18.1.153"), peer(16), peer(151)],
+    [state(151, "198.18.0.151"), state(153, "198.18.0.153")],
+  );
+  assert.deepEqual(views.map((v) => [v.subnet, v.reachable, v.rttMs, v.lastProbe]), [
+    ["198.19.16.0/24", null, null, null],
+    ["198.19.151.0/24", true, 0.123, "2026-01-01T00:00:00.000Z"],
+    ["198.19.152.0/24", null, null, null],
+    ["198.19.153.0/24", null, null, null],
+  ]);
 });
