@@ -2,7 +2,7 @@
  * A non-blocking raw ICMP socket (AF_INET, SOCK_RAW, IPPROTO_ICMP; needs root or CAP_NET_RAW) for
  * echo probes: send an echo request of an exact IP size, optionally with don't-fragment, and read
  * back echo replies and "fragmentation needed" errors. Bindings and packet layout only; the
- * probing logic (ids, timeouts, RTT) lives with its user (src/doctor/probe.ts).
+ * probing logic (ids, timeouts, RTT) lives with its user (src/health/probe.ts).
  *
  * @example
  * ```ts

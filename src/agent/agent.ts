@@ -32,6 +32,9 @@ import { type Readiness, ReadinessState } from "./readiness.ts";
 import { PeerFilter } from "./peer_filter.ts";
 import { loadNetworkConfig } from "./netconfig.ts";
 import { readSubnetHint, writeSubnetEnv } from "../config/subnet_env.ts";
+import { PeerHealth } from "./peer_health.ts";
+import { type AgentStatus, errorViews, leaseView, peerViews } from "./status.ts";
+import { recentProblems } from "../base/recent_log.ts";
 
 const log = getLogger(["weft", "agent"]);
 
@@ -75,6 +78,8 @@ export interface AgentOptions {
   parts?: Part[];
   /** Called once, when the agent first becomes ready (sd_notify READY=1). */
   onReady?: () => void;
+  /** Continuous peer probes (peer_health.ts); off when absent, interval 0, or backend alloc. */
+  peerProbe?: { intervalMs: number; maxPerRound: number };
 }
 
 export class Agent {
@@ -87,6 +92,7 @@ export class Agent {
   /** Writes subnet.env for the current lease again (set once the first lease is held). */
   #retryEnv: (() => Promise<void>) | null = null;
   #readyNotified = false;
+  #health: PeerHealth | null = null;
 
   constructor(readonly registry: Registry, readonly opts: AgentOptions) {}
 
@@ -114,6 +120,23 @@ export class Agent {
   /** Peers the agent currently knows. */
   peers(): Lease[] {
     return this.#watcher?.peers() ?? [];
+  }
+
+  /** What /status reports (read-only): lease, readiness, peers and their probes, problems. */
+  status(): AgentStatus {
+    const l = this.lease;
+    const probe = this.#health?.opts;
+    return {
+      backend: this.#backend?.name ?? null,
+      lease: l && leaseView(l),
+      readiness: this.readiness(),
+      peerProbes: probe
+        ? { intervalSeconds: probe.intervalMs / 1000, maxPerRound: probe.maxPerRound }
+        : null,
+      peers: peerViews(this.peers(), this.#health?.status() ?? []),
+      datapathRepairs: repairs.get(),
+      lastErrors: errorViews(recentProblems.list()),
+    };
   }
 
   /**
@@ -224,6 +247,15 @@ export class Agent {
       if (watcher.listed) await this.#reconcile(backend, watcher.takePeers());
     }));
     tasks.push(this.#selfChecks(signal, backend, watcher));
+    const probe = this.opts.peerProbe;
+    if (probe && probe.intervalMs > 0 && backend.name !== "alloc") {
+      this.#health = new PeerHealth({
+        ...probe,
+        backend: backend.name,
+        peers: () => watcher.peers(),
+      });
+      tasks.push(this.#health.run(signal));
+    }
     for (const p of this.#parts) tasks.push(runChecks(p, signal));
     await Promise.all(tasks);
   }

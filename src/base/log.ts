@@ -10,20 +10,32 @@
  * log.info("acquired lease {subnet}", { subnet: "198.19.5.0/24" });
  * ```
  */
-import { configure, getConsoleSink, type LogLevel, type LogRecord, reset } from "@logtape/logtape";
+import {
+  configure,
+  getConsoleSink,
+  type LogLevel,
+  type LogRecord,
+  reset,
+  withFilter,
+} from "@logtape/logtape";
+import { recentProblems } from "./recent_log.ts";
 
 export type LogFormat = "text" | "json";
 
 function renderText(r: LogRecord): string {
-  const msg = r.message.map((m) => typeof m === "string" ? m : JSON.stringify(m)).join("");
+  const msg = messageOf(r);
   const ts = new Date(r.timestamp).toISOString();
   return `${ts} ${r.level.toUpperCase().padEnd(7)} ${
     r.category.slice(1).join(".") || "weft"
   }: ${msg}`;
 }
 
+function messageOf(r: LogRecord): string {
+  return r.message.map((m) => typeof m === "string" ? m : JSON.stringify(m)).join("");
+}
+
 function renderJson(r: LogRecord): string {
-  const msg = r.message.map((m) => typeof m === "string" ? m : JSON.stringify(m)).join("");
+  const msg = messageOf(r);
   return JSON.stringify({
     time: new Date(r.timestamp).toISOString(),
     level: r.level,
@@ -43,9 +55,20 @@ export async function setupLogging(level: LogLevel = "info", format: LogFormat =
       stderr: (r: LogRecord) => {
         console.error(render(r));
       },
+      // Kept for /status's "last errors".
+      recent: withFilter(
+        (r: LogRecord) =>
+          recentProblems.add({
+            at: r.timestamp,
+            level: r.level,
+            logger: r.category.join("."),
+            msg: messageOf(r),
+          }),
+        "warning",
+      ),
     },
     loggers: [
-      { category: ["weft"], lowestLevel: level, sinks: ["stderr"] },
+      { category: ["weft"], lowestLevel: level, sinks: ["stderr", "recent"] },
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
     ],
   });

@@ -55,9 +55,17 @@ export class Counter implements Metric {
 export class Gauge implements Metric {
   #values = new Map<string, number>();
   #fn?: () => number;
+  /** Set with labels once: then no series is rendered as none, not as an unlabelled 0. */
+  #labelled = false;
   constructor(readonly name: string, readonly help: string) {}
   set(v: number, labels?: Labels): void {
-    this.#values.set(labelKey(labels), v);
+    const k = labelKey(labels);
+    if (k) this.#labelled = true;
+    this.#values.set(k, v);
+  }
+  /** Removes the series with these labels (a peer that is gone); true when it existed. */
+  delete(labels: Labels): boolean {
+    return this.#values.delete(labelKey(labels));
   }
   /** Computes the value at scrape time instead. */
   collect(fn: () => number): void {
@@ -70,7 +78,7 @@ export class Gauge implements Metric {
   render(): string {
     let s = `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} gauge\n`;
     if (this.#fn) return s + `${this.name} ${fmt(this.#fn())}\n`;
-    if (this.#values.size === 0) s += `${this.name} 0\n`;
+    if (this.#values.size === 0 && !this.#labelled) s += `${this.name} 0\n`;
     for (const [k, v] of this.#values) s += `${this.name}${k} ${fmt(v)}\n`;
     return s;
   }

@@ -185,6 +185,20 @@ export const agentFlags: FlagTable = {
     arg: "SEC",
     help: "full datapath reconciliation against all leases this often",
   },
+  "peer-probe-interval": {
+    type: "int",
+    default: 30,
+    min: 0,
+    arg: "SEC",
+    help: "probe peers over the overlay about this often (±10 % jitter; 0 = off; never for alloc)",
+  },
+  "peer-probe-max": {
+    type: "int",
+    default: 256,
+    min: 1,
+    arg: "N",
+    help: "probe at most N peers per round, in turn (1000 peers: all within 4 rounds)",
+  },
   "version": { type: "bool", default: false, help: "print the version and exit" },
   "help": { type: "bool", default: false, alias: "h", help: "show this help" },
 };

@@ -30,6 +30,9 @@ Usage:
   weft doctor [--json] [--peer SUBNET|IP] [flags]
                               check this node (registry, kernel, MTU, host
                               settings, peers) and say how to fix what is broken
+  weft status [--json] [flags]
+                              the running agent's lease, readiness and peers
+                              (reachability, RTT), from its --healthz-port
   weft cni                    CNI plugin mode (also when CNI_COMMAND is set)
   weft version                print the version
 
@@ -61,6 +64,9 @@ export async function main(args: string[], env = Deno.env.toObject()): Promise<n
     if (first === "leases") return await leasesCommand(args.slice(1), env);
     if (first === "doctor") {
       return await (await import("./doctor.ts")).doctorCommand(args.slice(1), env);
+    }
+    if (first === "status") {
+      return await (await import("./status.ts")).statusCommand(args.slice(1), env);
     }
     if (first === "cleanup") {
       return await (await import("./cleanup.ts")).cleanupCommand(args.slice(1), env);

@@ -73,6 +73,10 @@ export async function runAgentCommand(v: FlagValues): Promise<number> {
     reconcileIntervalMs: Number(v["reconcile-interval"]) * 1000,
     nodeId,
     parts,
+    peerProbe: {
+      intervalMs: Number(v["peer-probe-interval"]) * 1000,
+      maxPerRound: Number(v["peer-probe-max"]),
+    },
     onReady: () => {
       log.info("ready");
       notifyReady();
@@ -86,10 +90,11 @@ export async function runAgentCommand(v: FlagValues): Promise<number> {
       hostname: String(v["healthz-ip"]),
       port,
       ready: () => agent.readiness(),
+      status: () => ({ registry: String(v.registry), ...agent.status() }),
       metrics,
       version: VERSION,
     });
-    log.info("health server on {ip}:{port} (/healthz, /readyz, /metrics)", {
+    log.info("health server on {ip}:{port} (/healthz, /readyz, /metrics, /status)", {
       ip: v["healthz-ip"],
       port: health.port,
     });

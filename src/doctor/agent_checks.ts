@@ -7,6 +7,7 @@ import { type CheckResult, fail, ok } from "./check.ts";
 import type { Facts } from "./facts.ts";
 import { formatCidr, sameNet } from "../base/ipv4.ts";
 import { withTimeout } from "../base/async.ts";
+import { healthBase } from "../ops/health.ts";
 
 export async function agentChecks(f: Facts): Promise<CheckResult[]> {
   const out: CheckResult[] = [];
@@ -28,8 +29,7 @@ export async function agentChecks(f: Facts): Promise<CheckResult[]> {
 }
 
 async function healthChecks(f: Facts): Promise<CheckResult[]> {
-  const host = f.opts.healthzIp === "0.0.0.0" || !f.opts.healthzIp ? "127.0.0.1" : f.opts.healthzIp;
-  const base = `http://${host.includes(":") ? `[${host}]` : host}:${f.opts.healthzPort}`;
+  const base = healthBase(f.opts.healthzIp, f.opts.healthzPort);
   const get = async (path: string) => {
     const r = await withTimeout(fetch(base + path), 5000, `GET ${base}${path}`);
     return { status: r.status, body: (await r.text()).trim().slice(0, 200) };

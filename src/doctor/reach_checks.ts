@@ -9,10 +9,9 @@ import { type CheckResult, fail, ok } from "./check.ts";
 import type { Facts } from "./facts.ts";
 import type { KernelSnapshot } from "./kernel_checks.ts";
 import { vtepOf } from "./kernel_checks.ts";
-import { describeProbe, IcmpProber } from "./probe.ts";
-import { mapLimit } from "./runner.ts";
-import { formatCidr, formatIp } from "../base/ipv4.ts";
-import { gatewayOf } from "../config/subnet_env.ts";
+import { describeProbe, IcmpProber, overlayAddress } from "../health/probe.ts";
+import { mapLimit } from "../health/parallel.ts";
+import { formatCidr } from "../base/ipv4.ts";
 import { backendNumber } from "../config/network.ts";
 import type { KnownLease } from "../lease/codec.ts";
 
@@ -23,14 +22,6 @@ export function probeBudgetMs(peers: number): number {
   return 15_000 + Math.ceil(peers / PARALLEL) * 4_000;
 }
 const SMALL = { count: 3, intervalMs: 100, timeoutMs: 1000, size: 84 };
-
-/**
- * The address a peer answers on over the overlay: its device's `<subnet>.0/32` (vxlan's VTEP,
- * udp's flannel0) or, for host-gw (no device of its own), its pods' bridge `<subnet>.1`.
- */
-export function overlayAddress(backend: string, l: KnownLease): string {
-  return backend === "host-gw" ? gatewayOf(l.subnet) : formatIp(l.subnet.ip);
-}
 
 /** The UDP port encapsulated traffic uses, for the firewall hint. */
 function encapPort(f: Facts): string {

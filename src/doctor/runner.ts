@@ -1,12 +1,10 @@
 /**
  * Runs doctor checks: each group of checks under its own time limit (a group that hangs becomes
- * one `fail` naming it, never a hung doctor), and {@link mapLimit} for per-peer work with bounded
- * parallelism (500 peers finish in seconds without opening 500 things at once).
+ * one `fail` naming it, never a hung doctor). Per-peer work uses mapLimit (src/health/parallel.ts).
  *
  * @example
  * ```ts
  * const results = await runGroups([{ name: "registry", run: () => registryChecks(f) }], 10_000);
- * const rtts = await mapLimit(peers, 32, (p) => prober.probe(p.ip, opts));
  * ```
  */
 import { withTimeout } from "../base/async.ts";
@@ -41,23 +39,5 @@ export async function runGroups(groups: CheckGroup[], timeoutMs: number): Promis
       );
     }
   }
-  return out;
-}
-
-/** `fn` over `items` with at most `limit` running at once; results in the items' order. */
-export async function mapLimit<T, R>(
-  items: readonly T[],
-  limit: number,
-  fn: (item: T, index: number) => Promise<R>,
-): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i], i);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
   return out;
 }

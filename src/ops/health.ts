@@ -1,7 +1,9 @@
 /**
  * The health and metrics HTTP server (flannel's `--healthz-ip`/`--healthz-port`, plus metrics):
  * GET /healthz is 200 while the process serves at all, GET /readyz is 200 once the node is ready
- * (rules and subnet.env in place) and 503 with the reason before, GET /metrics is Prometheus text.
+ * (rules and subnet.env in place) and 503 with the reason before, GET /metrics is Prometheus text,
+ * GET /status is the agent's whole picture as JSON (lease, readiness, peers and their probes, last
+ * errors, repairs; what `weft status` prints). Readiness never depends on peers: /status does.
  *
  * @example
  * ```ts
@@ -27,6 +29,8 @@ export interface HealthServerOptions {
   /** 0 picks a free port (see the returned `port`). */
   port: number;
   ready: () => ReadyState | Promise<ReadyState>;
+  /** The body of GET /status (any JSON value); 404 when absent. */
+  status?: () => unknown;
   metrics: MetricsRegistry;
   /** Reported as `weft_build_info{version="..."} 1`. */
   version?: string;
@@ -35,6 +39,12 @@ export interface HealthServerOptions {
 export interface HealthServer {
   port: number;
   close(): Promise<void>;
+}
+
+/** The base URL a client uses for the health server of `--healthz-ip IP --healthz-port PORT`. */
+export function healthBase(ip: string, port: number): string {
+  const host = ip === "0.0.0.0" || ip === "" ? "127.0.0.1" : ip;
+  return `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
 }
 
 const PROM_TYPE = "text/plain; version=0.0.4; charset=utf-8";
@@ -59,8 +69,11 @@ function text(body: string, status = 200, headers: Record<string, string> = {}):
 
 async function handle(req: Request, opts: HealthServerOptions): Promise<Response> {
   const path = new URL(req.url).pathname;
-  const known = path === "/healthz" || path === "/readyz" || path === "/metrics";
-  if (!known) return text(`not found: ${path} (try /healthz, /readyz or /metrics)`, 404);
+  const known = path === "/healthz" || path === "/readyz" || path === "/metrics" ||
+    (path === "/status" && opts.status !== undefined);
+  if (!known) {
+    return text(`not found: ${path} (try /healthz, /readyz, /metrics or /status)`, 404);
+  }
   if (req.method !== "GET") return text(`method ${req.method} not allowed`, 405, { allow: "GET" });
   if (path === "/healthz") return text("ok");
   if (path === "/readyz") {
@@ -71,6 +84,13 @@ async function handle(req: Request, opts: HealthServerOptions): Promise<Response
       st = { ok: false, reason: `readiness check failed: ${(e as Error).message}` };
     }
     return st.ok ? text("ok") : text(`not ready: ${st.reason ?? "unknown reason"}`, 503);
+  }
+  if (path === "/status") {
+    try {
+      return Response.json(await opts.status!());
+    } catch (e) {
+      return text(`status failed: ${(e as Error).message}`, 500);
+    }
   }
   return new Response(opts.metrics.render(), { headers: { "content-type": PROM_TYPE } });
 }

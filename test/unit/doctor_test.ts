@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { countByStatus, exitCodeOf, fail, ok, warn } from "../../src/doctor/check.ts";
 import { renderJson, renderLine, renderText } from "../../src/doctor/print.ts";
-import { mapLimit, runGroups } from "../../src/doctor/runner.ts";
+import { runGroups } from "../../src/doctor/runner.ts";
+import { mapLimit } from "../../src/health/parallel.ts";
 import { type Facts, gatherFacts, peerSelected } from "../../src/doctor/facts.ts";
 import { registryChecks } from "../../src/doctor/registry_checks.ts";
 import { kernelChecks, type KernelSnapshot } from "../../src/doctor/kernel_checks.ts";

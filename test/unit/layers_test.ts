@@ -32,7 +32,11 @@ export const LAYERS: { name: string; folders: string[] }[] = [
       "src/nftables",
     ],
   },
-  { name: "agent", folders: ["src/agent", "src/ops", "src/doctor"] },
+  {
+    name: "agent",
+    // src/health: the ICMP prober shared by the agent (peer health) and src/doctor.
+    folders: ["src/health", "src/agent", "src/ops", "src/doctor"],
+  },
   { name: "cli", folders: ["src/cli", "src/cni", "src/tools", "."] },
 ];
 

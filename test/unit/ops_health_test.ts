@@ -85,6 +85,52 @@ Deno.test("health server: status codes, readiness reason, Prometheus text", asyn
   await assert.rejects(fetch(base + "/healthz"), "server must be closed");
 });
 
+Deno.test("health server: /status is the agent's JSON, and /readyz does not read it", async () => {
+  let calls = 0;
+  const picture = {
+    readiness: { ok: true },
+    peers: [{ subnet: "198.19.9.0/24", reachable: false }],
+  };
+  const srv = startHealthServer({
+    hostname: "127.0.0.1",
+    port: 0,
+    ready: () => ({ ok: true }),
+    status: () => {
+      calls++;
+      return picture;
+    },
+    metrics: new MetricsRegistry(),
+  });
+  const base = `http://127.0.0.1:${srv.port}`;
+  try {
+    const ready = await fetch(base + "/readyz");
+    assert.equal(ready.status, 200, "an unreachable peer never makes the node unready");
+    await ready.body?.cancel();
+    assert.equal(calls, 0);
+    const r = await fetch(base + "/status");
+    assert.equal(r.status, 200);
+    assert.match(r.headers.get("content-type") ?? "", /application\/json/);
+    assert.deepEqual(await r.json(), picture);
+    assert.equal(calls, 1);
+  } finally {
+    await srv.close();
+  }
+  // Without a status source the path is unknown, as before.
+  const bare = startHealthServer({
+    hostname: "127.0.0.1",
+    port: 0,
+    ready: () => ({ ok: true }),
+    metrics: new MetricsRegistry(),
+  });
+  try {
+    const r = await fetch(`http://127.0.0.1:${bare.port}/status`);
+    assert.equal(r.status, 404);
+    await r.body?.cancel();
+  } finally {
+    await bare.close();
+  }
+});
+
 Deno.test("health server: port in use is a clear error", async () => {
   const first = startHealthServer({
     hostname: "127.0.0.1",

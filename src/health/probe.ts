@@ -2,10 +2,11 @@
  * ICMP echo probes over one raw socket, many in flight at once: `probe(dst, …)` sends `count`
  * echoes of an exact size (optionally don't-fragment) and resolves with what came back, each
  * bounded by a timeout. A shared receive loop matches replies by id and sequence number, so 500
- * peers probed in parallel (runner.ts mapLimit) share one socket and finish in about one timeout.
+ * peers probed in parallel ({@link mapLimit} in parallel.ts) share one socket and finish in about one timeout.
  *
- * Built to be reused by the agent's continuous peer health: keep one {@link IcmpProber} open,
- * call `probe` per peer each round, `close()` at shutdown.
+ * Shared by `weft doctor` (src/doctor/reach_checks.ts) and the agent's continuous peer health
+ * (src/agent/peer_health.ts): open one {@link IcmpProber} per batch of probes, call `probe` per
+ * peer, then `close()` (the raw socket queues every ICMP message of the namespace while open).
  *
  * @example
  * ```ts
@@ -15,7 +16,9 @@
  * ```
  */
 import { type IcmpSocket, openIcmpSocket } from "../../ffi/libc/icmp.ts";
-import { parseIp } from "../base/ipv4.ts";
+import { formatIp, parseIp } from "../base/ipv4.ts";
+import { gatewayOf } from "../config/subnet_env.ts";
+import type { Lease } from "../lease/codec.ts";
 import { sleep } from "../base/async.ts";
 
 export interface ProbeOptions {
@@ -45,7 +48,21 @@ interface Pending {
   done: (rtt: number | null, mtu?: number) => void;
 }
 
-export class IcmpProber {
+/** What probes a peer: {@link IcmpProber}, or a fake in tests. */
+export interface Prober {
+  probe(dst: string, o: ProbeOptions): Promise<ProbeResult>;
+  close(): void;
+}
+
+/**
+ * The address a peer answers on over the overlay: its device's `<subnet>.0/32` (vxlan's VTEP,
+ * udp's flannel0) or, for host-gw (no device of its own), its pods' bridge `<subnet>.1`.
+ */
+export function overlayAddress(backend: string, l: Lease): string {
+  return backend === "host-gw" ? gatewayOf(l.subnet) : formatIp(l.subnet.ip);
+}
+
+export class IcmpProber implements Prober {
   #sock: IcmpSocket;
   #id = crypto.getRandomValues(new Uint16Array(1))[0];
   #seq = 0;
