@@ -27,6 +27,7 @@ function fakeRegistry(changes: WatchMessage[], consumed: () => void): Registry {
   return {
     kind: "fake",
     listLeases: () => Promise.resolve({ leases, revision: N }),
+    listPeerLeases: () => Promise.resolve({ leases, revision: N }),
     async *watchLeases(_from: number, signal: AbortSignal) {
       for (const m of changes) yield m;
       consumed();
