@@ -20,7 +20,7 @@ import { PeerFailuresError } from "../backend/peer_errors.ts";
 import { checkUnderlayOverlap } from "../backend/routes.ts";
 import { Backoff, sleep } from "../base/async.ts";
 import { FatalError } from "../base/errors.ts";
-import { createBackend } from "./select_backend.ts";
+import { checkFamilies, createBackend } from "./select_backend.ts";
 import type { Lease } from "../lease/codec.ts";
 import { LeaseManager } from "../lease/manager.ts";
 import { type PeerEvent, PeerWatcher } from "../lease/watch.ts";
@@ -143,6 +143,7 @@ export class Agent {
       net: formatCidr(cfg.network),
     });
     const backend = await createBackend(backendName);
+    checkFamilies(cfg, backend);
     this.#backend = backend;
     const mgr = new LeaseManager(this.registry, cfg, {
       ttlSeconds: this.opts.ttlSeconds,

@@ -32,6 +32,11 @@ export interface BackendPrepared {
 export interface Backend {
   /** Backend name as in the config's Backend.Type ("vxlan", "host-gw", "udp", "alloc"). */
   readonly name: string;
+  /**
+   * Whether it programs the IPv6 half of leases (EnableIPv6); the agent refuses a dual-stack
+   * config for a backend without it rather than serve IPv4 only without a word.
+   */
+  readonly servesIpv6?: boolean;
   /** Creates or adopts devices; called before the lease is acquired. */
   prepare(ctx: BackendContext): Promise<BackendPrepared>;
   /** The node holds `own`: give devices their addresses and routes for it. */
