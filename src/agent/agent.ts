@@ -31,7 +31,7 @@ import { metrics } from "../base/metrics.ts";
 import { type Readiness, ReadinessState } from "./readiness.ts";
 import { PeerFilter } from "./peer_filter.ts";
 import { loadNetworkConfig } from "./netconfig.ts";
-import { readSubnetHint, writeSubnetEnv } from "../config/subnet_env.ts";
+import { readSubnetEnvHints, writeSubnetEnv } from "../config/subnet_env.ts";
 
 const log = getLogger(["weft", "agent"]);
 
@@ -150,19 +150,21 @@ export class Agent {
       renewMarginMs: this.opts.renewMarginMs,
     });
     this.#lease = mgr;
-    const hint = await readSubnetHint(this.opts.subnetFile);
+    const { subnet: hint, subnet6: hint6 = null } = await readSubnetEnvHints(
+      this.opts.subnetFile,
+    );
     const nodeId = this.opts.nodeId;
     const previous = await this.#retry(
       signal,
       "read leases",
-      () => mgr.findPrevious(ext.publicIP, { hint, nodeId }),
+      () => mgr.findPrevious(ext.publicIP, { hint, hint6, nodeId }),
     );
     if (signal.aborted) return;
     const prepared = await backend.prepare({ config: cfg, ext, previous: previous ?? null });
     const lease = await this.#retry(
       signal,
       "acquire a lease",
-      () => mgr.acquire({ publicIP: ext.publicIP, ...prepared.attrs, nodeId }, hint, signal),
+      () => mgr.acquire({ publicIP: ext.publicIP, ...prepared.attrs, nodeId }, hint, signal, hint6),
     );
     if (!lease) return;
     this.#state.lease = true;
@@ -175,6 +177,9 @@ export class Agent {
         await writeSubnetEnv(this.opts.subnetFile, {
           network: cfg.network,
           subnet: l.subnet,
+          ...(cfg.ipv6 && l.subnet6
+            ? { ipv6: { network: cfg.ipv6.network, subnet: l.subnet6 } }
+            : {}),
           mtu: prepared.mtu,
           ipMasq: this.opts.ipMasq,
         });
