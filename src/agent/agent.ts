@@ -21,6 +21,7 @@ import { checkUnderlayOverlap } from "../backend/routes.ts";
 import { Backoff, sleep } from "../base/async.ts";
 import { FatalError } from "../base/errors.ts";
 import { checkFamilies, createBackend } from "./select_backend.ts";
+import { formatCidr6 } from "../base/ipv6.ts";
 import type { Lease } from "../lease/codec.ts";
 import { LeaseManager } from "../lease/manager.ts";
 import { type PeerEvent, PeerWatcher } from "../lease/watch.ts";
@@ -133,7 +134,9 @@ export class Agent {
     const cfg = await loadNetworkConfig(this.registry, this.opts.netConfigPath, signal);
     if (!cfg) return;
     const backendName = this.opts.backendOverride || cfg.backendType;
-    const ext = await selectExternalInterface(this.opts.iface);
+    const backend = await createBackend(backendName);
+    checkFamilies(cfg, backend); // before anything is chosen or written
+    const ext = await selectExternalInterface({ ...this.opts.iface, ipv6: cfg.enableIPv6 });
     checkUnderlayOverlap(cfg.network, ext); // else underlay routes would look like weft's
     log.info("using interface {name} ({addr}), public IP {pub}, backend {b}, network {net}", {
       name: ext.name,
@@ -142,8 +145,13 @@ export class Agent {
       b: backendName,
       net: formatCidr(cfg.network),
     });
-    const backend = await createBackend(backendName);
-    checkFamilies(cfg, backend);
+    if (cfg.ipv6) {
+      log.info("IPv6: interface address {addr}, public IPv6 {pub}, network {net}", {
+        addr: ext.ifaceAddr6,
+        pub: ext.publicIPv6,
+        net: formatCidr6(cfg.ipv6.network),
+      });
+    }
     this.#backend = backend;
     const mgr = new LeaseManager(this.registry, cfg, {
       ttlSeconds: this.opts.ttlSeconds,
