@@ -172,7 +172,13 @@ export class Agent {
     const lease = await this.#retry(
       signal,
       "acquire a lease",
-      () => mgr.acquire({ publicIP: ext.publicIP, ...prepared.attrs, nodeId }, hint, signal, hint6),
+      () =>
+        mgr.acquire(
+          { publicIP: ext.publicIP, publicIPv6: ext.publicIPv6 ?? null, ...prepared.attrs, nodeId },
+          hint,
+          signal,
+          hint6,
+        ),
     );
     if (!lease) return;
     this.#state.lease = true;

@@ -9,6 +9,7 @@
  */
 import type { NetworkConfig } from "../config/network.ts";
 import type { Ipv4Net } from "../base/ipv4.ts";
+import type { Ipv6Net } from "../base/ipv6.ts";
 import type { Lease, LeaseAttrs } from "../lease/codec.ts";
 import type { PeerEvent } from "../lease/watch.ts";
 import type { ExternalInterface } from "../net/iface.ts";
@@ -80,6 +81,10 @@ export interface RouteScope {
   ext: number | null;
   /** The config's SubnetLen (else the own subnet's prefix), when known: a lease's size. */
   subnetLen: number | null;
+  /** The IPv6 side, when IPv6 is on (routes of the IPv6 family are judged against these). */
+  network6?: Ipv6Net | null;
+  own6?: Ipv6Net | null;
+  subnetLen6?: number | null;
 }
 
 /** Where an owner's removal reports: each thing removed (or, in a dry run, to be removed). */
