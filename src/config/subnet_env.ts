@@ -203,8 +203,9 @@ export interface SubnetEnvHints {
   exists: boolean;
   network: Ipv4Net | null;
   subnet: Ipv4Net | null;
-  /** FLANNEL_IPV6_SUBNET's network, when present and parsable. */
+  /** FLANNEL_IPV6_SUBNET's network and FLANNEL_IPV6_NETWORK, when present and parsable. */
   subnet6?: Ipv6Net | null;
+  network6?: Ipv6Net | null;
 }
 
 /**
@@ -225,17 +226,21 @@ export async function readSubnetEnvHints(path: string): Promise<SubnetEnvHints> 
       return null;
     }
   };
-  let subnet6: Ipv6Net | null = null;
-  try {
-    if (vars.FLANNEL_IPV6_SUBNET) subnet6 = networkOf6(parseCidr6(vars.FLANNEL_IPV6_SUBNET, true));
-  } catch {
-    subnet6 = null;
-  }
+  const cidr6 = (s: string | undefined, host: boolean) => {
+    try {
+      return s ? networkOf6(parseCidr6(s, host)) : null;
+    } catch {
+      return null;
+    }
+  };
+  const subnet6 = cidr6(vars.FLANNEL_IPV6_SUBNET, true);
+  const network6 = cidr6(vars.FLANNEL_IPV6_NETWORK, false);
   return {
     exists: true,
     network: cidr(vars.FLANNEL_NETWORK, false),
     subnet: cidr(vars.FLANNEL_SUBNET, true),
     ...(subnet6 ? { subnet6 } : {}),
+    ...(network6 ? { network6 } : {}),
   };
 }
 

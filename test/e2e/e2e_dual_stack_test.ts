@@ -2,7 +2,8 @@
  * Dual stack on host-gw: three hosts with IPv4 and IPv6 underlay addresses (KV registry), one
  * lease per host holding both halves, IPv6 routes via each peer's PublicIPv6 beside the IPv4 ones
  * (marked proto 87), pods reaching each other over both families, a route deleted by hand put
- * back, and a peer's removal taking both families' routes with it.
+ * back, a peer's removal taking both families' routes with it, and `weft cleanup` removing both
+ * families' routes and nothing else.
  */
 import assert from "node:assert/strict";
 import { withCluster } from "../kit/cluster.ts";
@@ -97,6 +98,20 @@ Deno.test({
         }
         const m6b = await c.ping(c.pods()[0], c.pods()[1].ip6!, { count: 2 });
         assert.equal(m6b.received, 2, "h1 to h2 over IPv6 after h3 left");
+
+        // weft cleanup on h1 (agent stopped) removes its routes of both families, nothing else.
+        await h1.agent!.stop();
+        const before6 = await c.exec(h1, ["ip", "-6", "route", "show"]);
+        const cl = await c.weft(h1, c.cleanupArgs(h1), { timeoutMs: 60_000 });
+        assert.equal(cl.code, 0, cl.stdout + cl.stderr);
+        assert.equal((await v6routes(h1)).trim(), "", "IPv6 routes left after cleanup");
+        assert.equal((await c.exec(h1, ["ip", "route", "show", "proto", "87"])).trim(), "");
+        const after6 = await c.exec(h1, ["ip", "-6", "route", "show"]);
+        assert.deepEqual(
+          after6.trim().split("\n").sort(),
+          before6.trim().split("\n").filter((l) => !l.includes("proto 87")).sort(),
+          "cleanup touched IPv6 routes that are not weft's",
+        );
       } finally {
         await r.close();
       }
