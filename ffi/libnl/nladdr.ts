@@ -53,6 +53,12 @@ export function ipv6Addr(ip: string, prefix = 128): NonNullable<Ptr> {
   return a;
 }
 
+/** Validates an IPv4 or IPv6 address (by the text's form); throws a RangeError naming it. */
+export function checkIp(ip: string): void {
+  if (ip.includes(":")) parseIp6(ip);
+  else parseIp(ip);
+}
+
 /** A new IPv4 or IPv6 nl_addr, by the text's form (an IPv6 address has a colon). */
 export function ipAddr(ip: string, prefix?: number): NonNullable<Ptr> {
   return ip.includes(":") ? ipv6Addr(ip, prefix) : ipv4Addr(ip, prefix);

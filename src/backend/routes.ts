@@ -51,6 +51,17 @@ import { contains6, containsNet6, overlaps6, parseCidr6, parseIp6 } from "../bas
 import type { RouteScope } from "./backend.ts";
 import type { Ipv6Net } from "../base/ipv6.ts";
 
+/**
+ * Which devices a route may use to be weft's: `vxlan` (`vxlan6`): the IPv4 (IPv6) VTEP's
+ * ifindex; `gateway`: routes via a gateway on the external interface are made (host-gw,
+ * DirectRouting).
+ */
+export interface VtepDevices {
+  vxlan?: number;
+  vxlan6?: number;
+  gateway?: boolean;
+}
+
 /** The route protocol weft marks its routes with (see the module doc for why 87). */
 export const RTPROT_WEFT = 87;
 
@@ -78,7 +89,7 @@ function overlaps(a: Ipv4Net, b: Ipv4Net): boolean {
 export function isOwnedRoute(
   r: Route,
   s: RouteScope,
-  devices: { vxlan?: number; gateway?: boolean },
+  devices: VtepDevices,
 ): boolean {
   if ((r.table ?? RT_TABLE_MAIN) !== RT_TABLE_MAIN) return false;
   const v6 = r.dst.includes(":");
@@ -114,7 +125,7 @@ export const IPV6_DEFAULT_METRIC = 1024;
 function isOwnedRoute6(
   r: Route,
   s: RouteScope,
-  devices: { vxlan?: number; gateway?: boolean },
+  devices: VtepDevices,
   mark: boolean,
 ): boolean {
   const net = s.network6;
@@ -135,7 +146,7 @@ function isOwnedRoute6(
     return false;
   }
   const sized = s.subnetLen6 != null && dst.prefix === s.subnetLen6;
-  if (devices.vxlan !== undefined && r.dev === devices.vxlan) {
+  if (devices.vxlan6 !== undefined && r.dev === devices.vxlan6) {
     return r.onlink === true && (mark || (sized && gw === dst.ip));
   }
   if (s.ext === null || r.dev !== s.ext || r.onlink) return false;
@@ -164,7 +175,7 @@ export function routeScope(
 export function listOwnedRoutes(
   nl: Pick<Netlink, "routeList">,
   s: RouteScope,
-  devices: { vxlan?: number; gateway?: boolean },
+  devices: VtepDevices,
 ): Route[] {
   const v4 = s.network.prefix === 0 && s.network6 ? [] : nl.routeList({ table: RT_TABLE_MAIN });
   const v6 = s.network6 ? nl.routeList({ table: RT_TABLE_MAIN, family: 6 }) : [];

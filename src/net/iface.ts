@@ -18,7 +18,10 @@ export interface ExternalInterface {
   ifaceAddr: string;
   /** Address published in the lease: --public-ip, else ifaceAddr. */
   publicIP: string;
-  /** With IPv6: the interface's global IPv6 address (tunnel source for the IPv6 side). */
+  /**
+   * With IPv6: the interface's global IPv6 address (the IPv6 VTEP's underlay address); absent
+   * when it has none and --public-ipv6 names the address to publish.
+   */
   ifaceAddr6?: string;
   /** With IPv6: PublicIPv6 in the lease: --public-ipv6, else ifaceAddr6. */
   publicIPv6?: string;
@@ -201,7 +204,8 @@ export async function selectExternalInterface(sel: IfaceSelection): Promise<Exte
     index,
     ifaceAddr: chosen.address,
     publicIP: sel.publicIP ?? chosen.address,
-    ...(publicIPv6 ? { publicIPv6, ifaceAddr6: ifaceAddr6 ?? publicIPv6 } : {}),
+    ...(publicIPv6 ? { publicIPv6 } : {}),
+    ...(ifaceAddr6 ? { ifaceAddr6 } : {}),
     mtu: sysNum(chosen.name, "mtu") || 1500,
   };
 }

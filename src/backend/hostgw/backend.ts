@@ -64,7 +64,9 @@ export class HostGwBackend implements Backend {
     if (ctx.config.enableIPv6 && ctx.ext.publicIPv6 !== ctx.ext.ifaceAddr6) {
       throw new ConfigError(
         `host-gw needs the public IPv6 address to be the external interface's own, but ` +
-          `--public-ipv6 is ${ctx.ext.publicIPv6} and ${ctx.ext.name} has ${ctx.ext.ifaceAddr6}; ` +
+          `--public-ipv6 is ${ctx.ext.publicIPv6} and ${ctx.ext.name} has ${
+            ctx.ext.ifaceAddr6 ?? "no global IPv6 address"
+          }; ` +
           `drop --public-ipv6 or use the vxlan backend`,
       );
     }
