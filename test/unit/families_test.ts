@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { parseNetworkConfig } from "../../src/config/network.ts";
 import { checkFamilies, createBackend } from "../../src/agent/select_backend.ts";
 import { ConfigError } from "../../src/base/errors.ts";
+import { forwardRules, masqRules } from "../../src/iptables/rules.ts";
+import { parseCidr6 } from "../../src/base/ipv6.ts";
 
 const dual = (type: string) =>
   parseNetworkConfig(
@@ -26,5 +28,27 @@ Deno.test("agent refuses the config families its backend cannot serve, naming th
     () => checkFamilies(dual("vxlan"), noV6),
     (e: Error) =>
       e instanceof ConfigError && /EnableIPv6 is true but weft's vxlan backend/.test(e.message),
+  );
+});
+
+Deno.test("ip6tables: flannel's chains with the IPv6 halves, ff00::/8 for multicast", () => {
+  const rules = masqRules({
+    network: parseCidr6("2001:db8:1::/56"),
+    podSubnet: parseCidr6("2001:db8:1:5::/64"),
+    randomFully: true,
+  }).map((r) => `${r.chain} ${r.args.join(" ")}`);
+  const c = "-m comment --comment flanneld masq";
+  assert.deepEqual(rules, [
+    `POSTROUTING ${c} -j FLANNEL-POSTRTG`,
+    `FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 ${c} -j RETURN`,
+    `FLANNEL-POSTRTG -s 2001:db8:1:5::/64 -d 2001:db8:1::/56 ${c} -j RETURN`,
+    `FLANNEL-POSTRTG -s 2001:db8:1::/56 -d 2001:db8:1:5::/64 ${c} -j RETURN`,
+    `FLANNEL-POSTRTG ! -s 2001:db8:1::/56 -d 2001:db8:1:5::/64 ${c} -j RETURN`,
+    `FLANNEL-POSTRTG -s 2001:db8:1::/56 ! -d ff00::/8 ${c} -j MASQUERADE --random-fully`,
+    `FLANNEL-POSTRTG ! -s 2001:db8:1::/56 -d 2001:db8:1::/56 ${c} -j MASQUERADE --random-fully`,
+  ]);
+  assert.deepEqual(
+    forwardRules(parseCidr6("2001:db8:1::/56")).map((r) => r.args.slice(0, 2).join(" ")),
+    ["-m comment", "-s 2001:db8:1::/56", "-d 2001:db8:1::/56"],
   );
 });

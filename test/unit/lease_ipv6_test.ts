@@ -17,6 +17,7 @@ import {
   subnetKey,
 } from "../../src/lease/codec.ts";
 import { LeaseDecoder } from "../../src/lease/decode.ts";
+import { leaseRows, renderLeaseTable } from "../../src/cli/leases_table.ts";
 import { formatCidr, parseCidr } from "../../src/base/ipv4.ts";
 import { formatCidr6, parseCidr6 } from "../../src/base/ipv6.ts";
 import { flannelDualStackKey } from "../kit/fixtures/flannel_leases.ts";
@@ -140,4 +141,23 @@ Deno.test("a dual-stack key is unique only as a pair: the lease written first ke
   const x = lease("0.0.0.0-0&2001:db8:1:5::-64", "0.0.0.0", "2001:db8:ffff::5", 1);
   const y = lease("0.0.0.0-0&2001:db8:1:6::-64", "0.0.0.0", "2001:db8:ffff::6", 2);
   assert.equal(halfTakenBefore(v6only, y, [x, y]), null);
+});
+
+Deno.test("weft leases: IPv6 columns only when a lease has an IPv6 half", () => {
+  const known = (l: Lease) => ({ ...l, expiresAt: null });
+  const v4 = known(lease("198.19.5.0-24", "198.18.0.5", null));
+  const plain = renderLeaseTable([v4]);
+  assert.ok(!plain.includes("IPV6"), plain);
+  assert.deepEqual(Object.keys(leaseRows([v4])[0]).includes("subnet6"), false);
+  const d = known(lease("198.19.6.0-24&2001:db8:1:6::-64", "198.18.0.6", "2001:db8:ffff::6"));
+  const t = renderLeaseTable([v4, d]).split("\n");
+  assert.match(t[0], /^SUBNET\s+PUBLIC IP\s+IPV6 SUBNET\s+PUBLIC IPV6\s+BACKEND/);
+  assert.match(t[1], /^198\.19\.5\.0\/24\s+198\.18\.0\.5\s+-\s+-\s+udp/);
+  assert.match(
+    t[2],
+    /^198\.19\.6\.0\/24\s+198\.18\.0\.6\s+2001:db8:1:6::\/64\s+2001:db8:ffff::6\s/,
+  );
+  const rows = leaseRows([d]);
+  assert.equal(rows[0].subnet6, "2001:db8:1:6::/64");
+  assert.equal(rows[0].publicIPv6, "2001:db8:ffff::6");
 });
