@@ -13,7 +13,7 @@
 import { formatCidr, parseCidr, parseIp } from "../../src/base/ipv4.ts";
 import { formatCidr6, parseCidr6, parseIp6 } from "../../src/base/ipv6.ts";
 import { AF_INET } from "../libc/udp.ts";
-import { AF_INET6, ipAddr, ipv4Addr, readCidr, readIp, withAddr } from "./nladdr.ts";
+import { AF_INET6, checkIp, ipAddr, readCidr, readIp, withAddr } from "./nladdr.ts";
 import { drainCache, PTR_OUT, takePtr } from "./mem.ts";
 import { NLE_FAILURE, NLE_OBJ_NOTFOUND } from "./errors.ts";
 import type { NlSocket } from "./socket.ts";
@@ -264,7 +264,7 @@ export function routeList(sock: NlSocket, f: RouteFilter = {}): Route[] {
 
 /** How the kernel would route to `dst` right now (`ip route get`). */
 export function routeGet(sock: NlSocket, dst: string): RouteLookup {
-  parseIp(dst);
+  checkIp(dst); // IPv4 or IPv6
   const { rt } = libs();
   const lookup = rt.rtnl_route_lookup;
   if (!lookup) {
@@ -273,7 +273,7 @@ export function routeGet(sock: NlSocket, dst: string): RouteLookup {
         `upgrade libnl-route-3-200 (3.7 has it)`,
     );
   }
-  const rc = withAddr(ipv4Addr(dst), (a) => {
+  const rc = withAddr(ipAddr(dst), (a) => {
     sock.begin();
     return lookup(sock.ptr, a, PTR_OUT);
   });

@@ -42,9 +42,16 @@ function leaseStore(c: Cluster) {
 }
 
 for (const registry of ["kv", "etcd"] as const) {
-  for (const backend of ["host-gw", "vxlan"] as const) {
+  for (
+    const [backend, direct] of [["host-gw", false], ["vxlan", false], ["vxlan", true]] as const
+  ) {
+    // DirectRouting (peers on one link get plain routes via their public addresses) on KV only.
+    if (direct && registry === "etcd") continue;
     Deno.test({
-      name: `dual stack ${backend} on ${registry}: 3 hosts, pods ping over IPv4 and IPv6, ` +
+      name:
+        `dual stack ${backend}${
+          direct ? " DirectRouting" : ""
+        } on ${registry}: 3 hosts, pods ping over IPv4 and IPv6, ` +
         `entries per family, removal`,
       sanitizeOps: false,
       sanitizeResources: false,
@@ -57,6 +64,7 @@ for (const registry of ["kv", "etcd"] as const) {
               EnableIPv6: true,
               IPv6Network: c.network6,
               ...(backend === "host-gw" ? { EnableNFTables: true } : {}),
+              ...(direct ? { Backend: { DirectRouting: true } } : {}),
             },
             // The self-checks (every 5 s) put back a route deleted by hand.
             extraArgs: ["--iptables-forward-rules=false", "--ip-masq"],
@@ -129,20 +137,21 @@ for (const registry of ["kv", "etcd"] as const) {
             const want6 = (h: typeof c.hosts[0], peers = c.hosts) =>
               peers.filter((p) => p !== h).map((p) => {
                 const s6 = envs[c.hosts.indexOf(p)].ipv6!.subnet;
-                return backend === "vxlan"
+                return backend === "vxlan" && !direct
                   ? `${formatCidr6(s6)} via ${
                     formatIp6(s6.ip)
                   } dev flannel-v6.1 metric 1024 onlink pref medium`
                   : `${formatCidr6(s6)} via ${p.ip6} dev eth0 metric 1024 pref medium`;
               }).sort();
             // vxlan: per peer the IPv6 neighbour and FDB entry on flannel-v6.1.
+            // DirectRouting: none (all hosts share one link).
             const want6Neigh = (h: typeof c.hosts[0], peers = c.hosts) =>
-              peers.filter((p) => p !== h).map((p) => {
+              peers.filter((p) => p !== h && !direct).map((p) => {
                 const s6 = envs[c.hosts.indexOf(p)].ipv6!.subnet;
                 return `${formatIp6(s6.ip)} lladdr ${macs6.get(p.ip6!)} PERMANENT`;
               }).sort();
             const want6Fdb = (h: typeof c.hosts[0], peers = c.hosts) =>
-              peers.filter((p) => p !== h).map((p) =>
+              peers.filter((p) => p !== h && !direct).map((p) =>
                 `${macs6.get(p.ip6!)} dst ${p.ip6} self permanent`
               ).sort();
             const vxlan6 = async (h: typeof c.hosts[0]) => ({

@@ -13,7 +13,8 @@
  * With IPv6 on, a second VTEP `flannel-v6.<VNI>` over the IPv6 underlay (its own stable MAC,
  * published as BackendV6Data) gets the same triple per peer in IPv6: neighbour (peer IPv6 subnet
  * address → peer's IPv6 VTEP MAC), FDB (MAC → peer PublicIPv6), onlink route; reconciled,
- * replayed and cleaned up like the IPv4 side. DirectRouting applies to the IPv4 side only.
+ * replayed and cleaned up like the IPv4 side; with DirectRouting, peers whose PublicIPv6 is on
+ * the external interface's link get a plain route via it instead.
  *
  * The VTEP itself (options from the config, create or adopt, compatibility, what cleanup removes)
  * is device.ts's; this module programs the peers.
@@ -197,7 +198,8 @@ export class VxlanBackend implements Backend {
   }
 
   /**
-   * A peer's IPv6 entries on `flannel-v6.<VNI>`, or null: IPv6 off, or the lease has no usable
+   * A peer's IPv6 entries on `flannel-v6.<VNI>` (DirectRouting: a route via its PublicIPv6 when
+   * that is on-link), or null: IPv6 off, or the lease has no usable
    * IPv6 half (no subnet of this IPv6Network, no PublicIPv6, no IPv6 VTEP MAC: e.g. a peer not
    * yet restarted with IPv6, which keeps its IPv4 entries).
    */
@@ -210,6 +212,9 @@ export class VxlanBackend implements Backend {
     if (!mac) return null;
     const addr = formatIp6(s6.ip);
     const dev = v6.dev.index;
+    if (this.#direct(pub6)) {
+      return { dev, route: marked({ dst: formatCidr6(s6), gw: pub6, dev: this.#ext.index }) };
+    }
     return {
       dev,
       neigh: { ip: addr, mac },
