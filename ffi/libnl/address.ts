@@ -10,7 +10,8 @@
  */
 import { parseCidr } from "../../src/base/ipv4.ts";
 import { AF_INET } from "../libc/udp.ts";
-import { ipv4Addr, readIp, withAddr } from "./nladdr.ts";
+import { AF_INET6, ipAddr, readIp, withAddr } from "./nladdr.ts";
+import { parseCidr6 } from "../../src/base/ipv6.ts";
 import { drainCache, PTR_OUT } from "./mem.ts";
 import type { NlSocket } from "./socket.ts";
 import { NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE } from "./constants.ts";
@@ -26,14 +27,14 @@ export interface Addr {
 function request(sock: NlSocket, op: string, index: number, cidr: string, flags: number | null) {
   checkIndex(index);
   // Host bits are allowed: an interface address is a host inside its subnet.
-  const net = parseCidr(cidr, true);
+  const net = cidr.includes(":") ? parseCidr6(cidr, true) : parseCidr(cidr, true);
   const ip = cidr.split("/")[0].trim();
   const { rt } = libs();
   const a = rt.rtnl_addr_alloc();
   if (!a) throw new Error(`netlink ${op}: rtnl_addr_alloc returned NULL`);
   try {
     rt.rtnl_addr_set_ifindex(a, index);
-    const set = withAddr(ipv4Addr(ip, net.prefix), (l) => rt.rtnl_addr_set_local(a, l));
+    const set = withAddr(ipAddr(ip, net.prefix), (l) => rt.rtnl_addr_set_local(a, l));
     if (set < 0) throw sock.localError(op, { index, cidr }, `${cidr} dev ${index}`, set);
     sock.begin();
     const rc = flags === null
@@ -60,8 +61,8 @@ export function addrDel(sock: NlSocket, index: number, cidr: string): void {
   request(sock, "addrDel", index, cidr, null);
 }
 
-/** IPv4 addresses, of one interface when `index` is given. */
-export function addrList(sock: NlSocket, index?: number): Addr[] {
+/** IPv4 (or, with `family` 6, IPv6) addresses, of one interface when `index` is given. */
+export function addrList(sock: NlSocket, index?: number, family: 4 | 6 = 4): Addr[] {
   if (index !== undefined) checkIndex(index);
   const { rt } = libs();
   const what = index ? `dev ${index}` : "";
@@ -73,7 +74,7 @@ export function addrList(sock: NlSocket, index?: number): Addr[] {
   );
   const out: Addr[] = [];
   drainCache(cache, (o) => {
-    if (rt.rtnl_addr_get_family(o) !== AF_INET) return;
+    if (rt.rtnl_addr_get_family(o) !== (family === 6 ? AF_INET6 : AF_INET)) return;
     const i = rt.rtnl_addr_get_ifindex(o);
     if (index !== undefined && i !== index) return;
     const ip = readIp(rt.rtnl_addr_get_local(o));

@@ -112,8 +112,8 @@ export class Netlink {
     A.addrDel(this.#s, index, cidr);
   }
   /** `ip -4 addr show [dev DEV]`. */
-  addrList(index?: number): A.Addr[] {
-    return A.addrList(this.#s, index);
+  addrList(index?: number, family: 4 | 6 = 4): A.Addr[] {
+    return A.addrList(this.#s, index, family);
   }
 
   /** `ip route replace ...`. */
@@ -145,9 +145,9 @@ export class Netlink {
   neighDel(e: N.NeighKey): void {
     N.neighDel(this.#s, e);
   }
-  /** `ip -4 neigh show [dev DEV]`. */
-  neighList(dev?: number): N.Neigh[] {
-    return N.neighList(this.#s, dev);
+  /** `ip -4 neigh show [dev DEV]` (`family` 6: `ip -6 neigh show`). */
+  neighList(dev?: number, family: 4 | 6 = 4): N.Neigh[] {
+    return N.neighList(this.#s, dev, family);
   }
   /** `bridge fdb replace MAC dev DEV dst IP self permanent`. */
   fdbSet(e: N.FdbEntry): void {

@@ -9,9 +9,17 @@
  * fdbSet(sock, { dev: 7, mac: "c6:d2:32:6f:8f:44", dst: "198.18.0.3" });
  * ```
  */
-import { parseIp } from "../../src/base/ipv4.ts";
 import { AF_INET } from "../libc/udp.ts";
-import { AF_BRIDGE, ipv4Addr, macAddr, readIp, readMac, withAddr } from "./nladdr.ts";
+import {
+  AF_BRIDGE,
+  AF_INET6,
+  checkIp,
+  ipAddr,
+  macAddr,
+  readIp,
+  readMac,
+  withAddr,
+} from "./nladdr.ts";
 import { cstr, drainCache, PTR_OUT, putPtr, takePtr } from "./mem.ts";
 import type { NlSocket } from "./socket.ts";
 import {
@@ -103,14 +111,14 @@ function setAddr(sock: NlSocket, op: string, args: unknown, what: string, rc: nu
 /** Adds or replaces an ARP entry (`ip neigh replace IP lladdr MAC dev DEV nud permanent`). */
 export function neighSet(sock: NlSocket, e: NeighEntry): void {
   checkDev(e.dev);
-  parseIp(e.ip);
+  checkIp(e.ip);
   checkMac(e.mac);
   const permanent = e.permanent ?? true;
   const what = `${e.ip} lladdr ${e.mac} dev ${e.dev}${permanent ? " nud permanent" : ""}`;
   const { rt } = libs();
   withNeigh("neighSet", (n) => {
     rt.rtnl_neigh_set_ifindex(n, e.dev);
-    const rc = withAddr(ipv4Addr(e.ip), (a) => rt.rtnl_neigh_set_dst(n, a));
+    const rc = withAddr(ipAddr(e.ip), (a) => rt.rtnl_neigh_set_dst(n, a));
     setAddr(sock, "neighSet", e, what, rc);
     withAddr(macAddr(e.mac), (a) => rt.rtnl_neigh_set_lladdr(n, a));
     rt.rtnl_neigh_set_state(n, permanent ? NUD_PERMANENT : NUD_REACHABLE);
@@ -123,12 +131,12 @@ export function neighSet(sock: NlSocket, e: NeighEntry): void {
 /** Deletes an ARP entry; fails with `notFound` when there is none. */
 export function neighDel(sock: NlSocket, e: NeighKey): void {
   checkDev(e.dev);
-  parseIp(e.ip);
+  checkIp(e.ip);
   const what = `${e.ip} dev ${e.dev}`;
   const { rt } = libs();
   withNeigh("neighDel", (n) => {
     rt.rtnl_neigh_set_ifindex(n, e.dev);
-    const rc = withAddr(ipv4Addr(e.ip), (a) => rt.rtnl_neigh_set_dst(n, a));
+    const rc = withAddr(ipAddr(e.ip), (a) => rt.rtnl_neigh_set_dst(n, a));
     setAddr(sock, "neighDel", e, what, rc);
     sock.begin();
     const r = rt.rtnl_neigh_delete(sock.ptr, n, 0);
@@ -136,8 +144,8 @@ export function neighDel(sock: NlSocket, e: NeighKey): void {
   });
 }
 
-/** IPv4 neighbour entries, of one device when `dev` is given. */
-export function neighList(sock: NlSocket, dev?: number): Neigh[] {
+/** IPv4 (or, with `family` 6, IPv6) neighbour entries, of one device when `dev` is given. */
+export function neighList(sock: NlSocket, dev?: number, family: 4 | 6 = 4): Neigh[] {
   if (dev !== undefined) checkDev(dev);
   const { rt } = libs();
   const what = dev ? `dev ${dev}` : "";
@@ -149,7 +157,7 @@ export function neighList(sock: NlSocket, dev?: number): Neigh[] {
   );
   const out: Neigh[] = [];
   drainCache(cache, (o) => {
-    if (rt.rtnl_neigh_get_family(o) !== AF_INET) return;
+    if (rt.rtnl_neigh_get_family(o) !== (family === 6 ? AF_INET6 : AF_INET)) return;
     const d = rt.rtnl_neigh_get_ifindex(o);
     if (dev !== undefined && d !== dev) return;
     const ip = readIp(rt.rtnl_neigh_get_dst(o));
@@ -176,7 +184,7 @@ function fdbObject(sock: NlSocket, op: string, n: Ptr, e: FdbKey, what: string):
   rt.rtnl_neigh_set_ifindex(n, e.dev);
   withAddr(macAddr(e.mac), (a) => rt.rtnl_neigh_set_lladdr(n, a));
   if (e.dst !== undefined) {
-    const rc = withAddr(ipv4Addr(e.dst), (a) => rt.rtnl_neigh_set_dst(n, a));
+    const rc = withAddr(ipAddr(e.dst), (a) => rt.rtnl_neigh_set_dst(n, a));
     setAddr(sock, op, e, what, rc);
   }
   rt.rtnl_neigh_set_family(n, AF_BRIDGE);
@@ -186,7 +194,7 @@ function fdbObject(sock: NlSocket, op: string, n: Ptr, e: FdbKey, what: string):
 function checkFdb(e: FdbKey): void {
   checkDev(e.dev);
   checkMac(e.mac);
-  if (e.dst !== undefined) parseIp(e.dst);
+  if (e.dst !== undefined) checkIp(e.dst);
 }
 
 /**

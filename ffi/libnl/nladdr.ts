@@ -9,6 +9,7 @@
  * ```
  */
 import { parseIp } from "../../src/base/ipv4.ts";
+import { parseIp6 } from "../../src/base/ipv6.ts";
 import { libs } from "./symbols.ts";
 import { checkMac } from "./validate.ts";
 import { AF_INET } from "../libc/udp.ts";
@@ -38,6 +39,29 @@ export function ipv4Addr(ip: string, prefix = 32): NonNullable<Ptr> {
   const a = build(AF_INET, 4);
   if (prefix !== 32) libs().nl.nl_addr_set_prefixlen(a, prefix);
   return a;
+}
+
+/** A new IPv6 nl_addr; `prefix` defaults to 128. */
+export function ipv6Addr(ip: string, prefix = 128): NonNullable<Ptr> {
+  let n = parseIp6(ip);
+  for (let i = 15; i >= 0; i--) {
+    scratch[i] = Number(n & 0xffn);
+    n >>= 8n;
+  }
+  const a = build(AF_INET6, 16);
+  if (prefix !== 128) libs().nl.nl_addr_set_prefixlen(a, prefix);
+  return a;
+}
+
+/** Validates an IPv4 or IPv6 address (by the text's form); throws a RangeError naming it. */
+export function checkIp(ip: string): void {
+  if (ip.includes(":")) parseIp6(ip);
+  else parseIp(ip);
+}
+
+/** A new IPv4 or IPv6 nl_addr, by the text's form (an IPv6 address has a colon). */
+export function ipAddr(ip: string, prefix?: number): NonNullable<Ptr> {
+  return ip.includes(":") ? ipv6Addr(ip, prefix) : ipv4Addr(ip, prefix);
 }
 
 /** A new link-layer (MAC) nl_addr; throws a RangeError naming a malformed MAC. */

@@ -1,6 +1,7 @@
 /**
- * IPv4 routes (rtnl_route): add, replace, delete, list, and the kernel's route lookup for a
- * destination (`ip route get`). Internal to ffi/libnl: callers use the `Netlink` methods of the
+ * IPv4 and IPv6 routes (rtnl_route): add, replace, delete, list, and the kernel's route lookup
+ * for a destination (`ip route get`). A route's family is its destination's (`2001:db8:1:5::/64`
+ * is IPv6); its gateway and source must be of the same family. Internal to ffi/libnl: callers use the `Netlink` methods of the
  * same names (mod.ts), which pass their socket in.
  *
  * @example
@@ -10,8 +11,9 @@
  * ```
  */
 import { formatCidr, parseCidr, parseIp } from "../../src/base/ipv4.ts";
+import { formatCidr6, parseCidr6, parseIp6 } from "../../src/base/ipv6.ts";
 import { AF_INET } from "../libc/udp.ts";
-import { ipv4Addr, readCidr, readIp, withAddr } from "./nladdr.ts";
+import { AF_INET6, checkIp, ipAddr, readCidr, readIp, withAddr } from "./nladdr.ts";
 import { drainCache, PTR_OUT, takePtr } from "./mem.ts";
 import { NLE_FAILURE, NLE_OBJ_NOTFOUND } from "./errors.ts";
 import type { NlSocket } from "./socket.ts";
@@ -33,9 +35,12 @@ type Ptr = NonNullable<Deno.PointerValue>;
 
 const ENETUNREACH = 101;
 
-/** An IPv4 route. On input, omitted fields take iproute2's defaults. */
+/**
+ * An IPv4 or IPv6 route. On input, omitted fields take iproute2's defaults. The kernel stores an
+ * IPv6 route added with metric 0 at metric 1024 (iproute2's default), and lists it so.
+ */
 export interface Route {
-  /** Destination CIDR (network address), "0.0.0.0/0" for the default route. */
+  /** Destination CIDR (network address), "0.0.0.0/0" (or "::/0") for the default route. */
   dst: string;
   /** Gateway address. */
   gw?: string;
@@ -66,6 +71,8 @@ export interface RouteFilter {
   table?: number;
   dev?: number;
   type?: number;
+  /** 4 (default) or 6: which family's routes (`ip -6 route show`). */
+  family?: 4 | 6;
 }
 
 /** Result of {@link routeGet}: how the kernel would send to a destination. */
@@ -97,9 +104,12 @@ function checkU(v: number | undefined, max: number, what: string): void {
 
 /** Validates every field up front, so nothing is allocated for a request that cannot be sent. */
 function validate(r: Route): { ip: string; prefix: number } {
-  const net = parseCidr(r.dst); // throws on host bits, naming the network meant
-  if (r.gw !== undefined) parseIp(r.gw);
-  if (r.src !== undefined) parseIp(r.src);
+  const v6 = r.dst.includes(":");
+  // Throws on host bits, naming the network meant; a gateway or source of the other family too.
+  const net = v6 ? parseCidr6(r.dst) : parseCidr(r.dst);
+  const addr = v6 ? parseIp6 : parseIp;
+  if (r.gw !== undefined) addr(r.gw);
+  if (r.src !== undefined) addr(r.src);
   if (r.dev !== undefined) checkIndex(r.dev, "route dev");
   checkU(r.table, 0xffffffff, "table");
   checkU(r.scope, 255, "scope");
@@ -114,7 +124,10 @@ function validate(r: Route): { ip: string; prefix: number } {
   if (r.gw === undefined && r.dev === undefined && r.onlink) {
     throw new RangeError(`route ${r.dst}: onlink needs a gateway and a device`);
   }
-  return { ip: formatCidr(net).split("/")[0], prefix: net.prefix };
+  const text = v6 ? formatCidr6(net as { ip: bigint; prefix: number }) : formatCidr(
+    net as { ip: number; prefix: number },
+  );
+  return { ip: text.slice(0, text.lastIndexOf("/")), prefix: net.prefix };
 }
 
 /** Builds a libnl route object; the caller owns it (rtnl_route_put). */
@@ -128,7 +141,7 @@ function build(sock: NlSocket, op: string, r: Route, forDelete: boolean): Ptr {
     const set = (rc: number) => {
       if (rc < 0) throw sock.localError(op, r, describeRoute(r), rc);
     };
-    set(withAddr(ipv4Addr(ip, prefix), (a) => rt.rtnl_route_set_dst(route, a)));
+    set(withAddr(ipAddr(ip, prefix), (a) => rt.rtnl_route_set_dst(route, a)));
     rt.rtnl_route_set_table(route, r.table ?? RT_TABLE_MAIN);
     // libnl defaults to protocol "static"; iproute2 and flannel use "boot". For deletes, 0 and
     // scope "nowhere" are the kernel's wildcards, so a route matches whoever created it.
@@ -136,7 +149,7 @@ function build(sock: NlSocket, op: string, r: Route, forDelete: boolean): Ptr {
     if (r.scope !== undefined) rt.rtnl_route_set_scope(route, r.scope);
     else if (forDelete) rt.rtnl_route_set_scope(route, RT_SCOPE_NOWHERE);
     if (r.src !== undefined) {
-      set(withAddr(ipv4Addr(r.src), (a) => rt.rtnl_route_set_pref_src(route, a)));
+      set(withAddr(ipAddr(r.src), (a) => rt.rtnl_route_set_pref_src(route, a)));
     }
     if (r.metric !== undefined) rt.rtnl_route_set_priority(route, r.metric);
     if (r.type !== undefined) set(rt.rtnl_route_set_type(route, r.type));
@@ -144,7 +157,7 @@ function build(sock: NlSocket, op: string, r: Route, forDelete: boolean): Ptr {
       const nh = rt.rtnl_route_nh_alloc();
       if (!nh) throw new Error("netlink: rtnl_route_nh_alloc returned NULL");
       if (r.dev !== undefined) rt.rtnl_route_nh_set_ifindex(nh, r.dev);
-      if (r.gw !== undefined) withAddr(ipv4Addr(r.gw), (a) => rt.rtnl_route_nh_set_gateway(nh, a));
+      if (r.gw !== undefined) withAddr(ipAddr(r.gw), (a) => rt.rtnl_route_nh_set_gateway(nh, a));
       if (r.onlink) rt.rtnl_route_nh_set_flags(nh, RTNH_F_ONLINK);
       rt.rtnl_route_add_nexthop(route, nh); // the route owns it from here
     }
@@ -226,7 +239,7 @@ function readRoute(o: Ptr): Route {
   return r;
 }
 
-/** IPv4 routes that match the {@link RouteFilter}. */
+/** IPv4 (or, with `family: 6`, IPv6) routes that match the {@link RouteFilter}. */
 export function routeList(sock: NlSocket, f: RouteFilter = {}): Route[] {
   const { rt } = libs();
   const table = f.table ?? RT_TABLE_MAIN;
@@ -235,7 +248,7 @@ export function routeList(sock: NlSocket, f: RouteFilter = {}): Route[] {
     "routeList",
     f,
     "",
-    () => rt.rtnl_route_alloc_cache(sock.ptr, AF_INET, 0, PTR_OUT),
+    () => rt.rtnl_route_alloc_cache(sock.ptr, f.family === 6 ? AF_INET6 : AF_INET, 0, PTR_OUT),
   );
   const out: Route[] = [];
   drainCache(cache, (o) => {
@@ -251,7 +264,7 @@ export function routeList(sock: NlSocket, f: RouteFilter = {}): Route[] {
 
 /** How the kernel would route to `dst` right now (`ip route get`). */
 export function routeGet(sock: NlSocket, dst: string): RouteLookup {
-  parseIp(dst);
+  checkIp(dst); // IPv4 or IPv6
   const { rt } = libs();
   const lookup = rt.rtnl_route_lookup;
   if (!lookup) {
@@ -260,7 +273,7 @@ export function routeGet(sock: NlSocket, dst: string): RouteLookup {
         `upgrade libnl-route-3-200 (3.7 has it)`,
     );
   }
-  const rc = withAddr(ipv4Addr(dst), (a) => {
+  const rc = withAddr(ipAddr(dst), (a) => {
     sock.begin();
     return lookup(sock.ptr, a, PTR_OUT);
   });

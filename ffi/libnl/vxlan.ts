@@ -12,8 +12,7 @@
  * if (rt.rtnl_link_is_vxlan(other)) readVxlan(other); // { id, local, port, ... }
  * ```
  */
-import { parseIp } from "../../src/base/ipv4.ts";
-import { ipv4Addr, readIp, withAddr } from "./nladdr.ts";
+import { checkIp, ipAddr, readIp, withAddr } from "./nladdr.ts";
 import { PTR_OUT, takePtr, takeU32, U32_OUT } from "./mem.ts";
 import { libs } from "./symbols.ts";
 import { checkIndex } from "./validate.ts";
@@ -64,7 +63,7 @@ export function checkVxlan(o: VxlanOptions): void {
   if (o.port !== undefined && (!Number.isInteger(o.port) || o.port < 1 || o.port > 65535)) {
     throw new RangeError(`vxlan port ${o.port} is out of range (1..65535)`);
   }
-  if (o.local !== undefined) parseIp(o.local);
+  if (o.local !== undefined) checkIp(o.local); // IPv4 or IPv6 (flannel-v6.<VNI>)
   if (o.devIndex !== undefined) checkIndex(o.devIndex, "vxlan devIndex");
 }
 
@@ -86,7 +85,7 @@ export function applyVxlan(link: Ptr, o: VxlanOptions, what: string): void {
   const { rt } = libs();
   rt.rtnl_link_vxlan_set_id(link, o.vni);
   if (o.local !== undefined) {
-    withAddr(ipv4Addr(o.local), (a) => rt.rtnl_link_vxlan_set_local(link, a));
+    withAddr(ipAddr(o.local), (a) => rt.rtnl_link_vxlan_set_local(link, a));
   }
   if (o.devIndex !== undefined) rt.rtnl_link_vxlan_set_link(link, o.devIndex);
   if (o.port !== undefined) rt.rtnl_link_vxlan_set_port(link, o.port);

@@ -20,7 +20,8 @@ import { PeerFailuresError } from "../backend/peer_errors.ts";
 import { checkUnderlayOverlap } from "../backend/routes.ts";
 import { Backoff, sleep } from "../base/async.ts";
 import { FatalError } from "../base/errors.ts";
-import { createBackend } from "./select_backend.ts";
+import { checkFamilies, createBackend } from "./select_backend.ts";
+import { formatCidr6 } from "../base/ipv6.ts";
 import type { Lease } from "../lease/codec.ts";
 import { LeaseManager } from "../lease/manager.ts";
 import { type PeerEvent, PeerWatcher } from "../lease/watch.ts";
@@ -31,7 +32,7 @@ import { metrics } from "../base/metrics.ts";
 import { type Readiness, ReadinessState } from "./readiness.ts";
 import { PeerFilter } from "./peer_filter.ts";
 import { loadNetworkConfig } from "./netconfig.ts";
-import { readSubnetHint, writeSubnetEnv } from "../config/subnet_env.ts";
+import { readSubnetEnvHints, writeSubnetEnv } from "../config/subnet_env.ts";
 import { PeerHealth } from "./peer_health.ts";
 import { type AgentStatus, errorViews, leaseView, peerViews } from "./status.ts";
 import { recentProblems } from "../base/recent_log.ts";
@@ -156,7 +157,9 @@ export class Agent {
     const cfg = await loadNetworkConfig(this.registry, this.opts.netConfigPath, signal);
     if (!cfg) return;
     const backendName = this.opts.backendOverride || cfg.backendType;
-    const ext = await selectExternalInterface(this.opts.iface);
+    const backend = await createBackend(backendName);
+    checkFamilies(cfg, backend); // before anything is chosen or written
+    const ext = await selectExternalInterface({ ...this.opts.iface, ipv6: cfg.enableIPv6 });
     checkUnderlayOverlap(cfg.network, ext); // else underlay routes would look like weft's
     log.info("using interface {name} ({addr}), public IP {pub}, backend {b}, network {net}", {
       name: ext.name,
@@ -165,26 +168,40 @@ export class Agent {
       b: backendName,
       net: formatCidr(cfg.network),
     });
-    const backend = await createBackend(backendName);
+    if (cfg.ipv6) {
+      log.info("IPv6: interface address {addr}, public IPv6 {pub}, network {net}", {
+        addr: ext.ifaceAddr6,
+        pub: ext.publicIPv6,
+        net: formatCidr6(cfg.ipv6.network),
+      });
+    }
     this.#backend = backend;
     const mgr = new LeaseManager(this.registry, cfg, {
       ttlSeconds: this.opts.ttlSeconds,
       renewMarginMs: this.opts.renewMarginMs,
     });
     this.#lease = mgr;
-    const hint = await readSubnetHint(this.opts.subnetFile);
+    const { subnet: hint, subnet6: hint6 = null } = await readSubnetEnvHints(
+      this.opts.subnetFile,
+    );
     const nodeId = this.opts.nodeId;
     const previous = await this.#retry(
       signal,
       "read leases",
-      () => mgr.findPrevious(ext.publicIP, { hint, nodeId }),
+      () => mgr.findPrevious(ext.publicIP, { hint, hint6, nodeId }),
     );
     if (signal.aborted) return;
     const prepared = await backend.prepare({ config: cfg, ext, previous: previous ?? null });
     const lease = await this.#retry(
       signal,
       "acquire a lease",
-      () => mgr.acquire({ publicIP: ext.publicIP, ...prepared.attrs, nodeId }, hint, signal),
+      () =>
+        mgr.acquire(
+          { publicIP: ext.publicIP, publicIPv6: ext.publicIPv6 ?? null, ...prepared.attrs, nodeId },
+          hint,
+          signal,
+          hint6,
+        ),
     );
     if (!lease) return;
     this.#state.lease = true;
@@ -197,6 +214,9 @@ export class Agent {
         await writeSubnetEnv(this.opts.subnetFile, {
           network: cfg.network,
           subnet: l.subnet,
+          ...(cfg.ipv6 && l.subnet6
+            ? { ipv6: { network: cfg.ipv6.network, subnet: l.subnet6 } }
+            : {}),
           mtu: prepared.mtu,
           ipMasq: this.opts.ipMasq,
         });

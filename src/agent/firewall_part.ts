@@ -5,6 +5,8 @@
  * between runs is cleaned up, not doubled: entering nftables mode removes the FLANNEL-POSTRTG /
  * FLANNEL-FWD chains (and their jumps) an earlier iptables run left, entering iptables mode
  * removes the `flannel-ipv4` / `flannel-ipv6` tables; no other table, chain or rule is touched.
+ * With IPv6 on, iptables mode keeps the same chains through ip6tables for the IPv6 halves
+ * (nftables mode writes the `ip6 flannel-ipv6` table itself).
  * /readyz names the active keeper ("nftables rules not installed yet").
  *
  * @example
@@ -45,12 +47,16 @@ export class FirewallPart implements Part {
   readonly checkIntervalMs: number;
   #run: Runner;
   #iptables: RuleManager;
+  /** The IPv6 chains, used in iptables mode when the config enables IPv6. */
+  #ip6tables: RuleManager;
+  #ipv6 = false;
   #nftables: NftKeeper;
   #mode: Mode | null = null;
 
   constructor(opts: FirewallPartOptions) {
     this.#run = opts.runner ?? commandRunner(opts.commandPrefix ?? []);
     this.#iptables = new RuleManager({ ...opts, runner: this.#run });
+    this.#ip6tables = new RuleManager({ ...opts, runner: this.#run, family: 6 });
     this.#nftables = new NftKeeper({ ...opts, runner: this.#run });
     this.checkIntervalMs = this.#iptables.checkIntervalMs;
   }
@@ -75,15 +81,19 @@ export class FirewallPart implements Part {
       this.#mode = mode;
       await this.#removeOtherMode(mode);
     }
-    await this.#active().apply(cfg, lease, prev);
+    this.#ipv6 = mode === "iptables" && cfg.enableIPv6;
+    if (mode === "nftables" || cfg.enableIPv4) await this.#active().apply(cfg, lease, prev);
+    if (this.#ipv6) await this.#ip6tables.apply(cfg, lease, prev);
   }
 
-  check(): Promise<boolean> {
-    return this.#mode ? this.#active().check() : Promise.resolve(false);
+  async check(): Promise<boolean> {
+    if (!this.#mode) return false;
+    const a = await this.#active().check();
+    return this.#ipv6 ? (await this.#ip6tables.check()) || a : a;
   }
 
   async stop(): Promise<void> {
-    await Promise.all([this.#iptables.stop(), this.#nftables.stop()]);
+    await Promise.all([this.#iptables.stop(), this.#ip6tables.stop(), this.#nftables.stop()]);
   }
 
   /**
@@ -94,6 +104,10 @@ export class FirewallPart implements Part {
     try {
       if (mode === "nftables") {
         await new RuleManager({ ipMasq: false, forward: false, runner: this.#run }).remove();
+        await new RuleManager({ ipMasq: false, forward: false, runner: this.#run, family: 6 })
+          .remove().catch((e) => {
+            log.debug("no ip6tables chains to remove: {error}", { error: (e as Error).message });
+          });
         return;
       }
       for (const t of await removeNftTables(this.#run)) {

@@ -22,14 +22,19 @@ export class PeerFilter {
   /** Keys already reported, per reason. */
   #misfits = new Set<string>();
   #selfLeases = new Set<string>();
-  /** Peers' addresses must be usable unicast ones (logged and counted once per bad lease). */
-  #peerCheck = new PeerCheck();
+  /**
+   * Peers' addresses must be usable unicast ones (logged and counted once per bad lease), for
+   * each family the config enables.
+   */
+  #peerCheck: PeerCheck;
 
   constructor(
     readonly cfg: NetworkConfig,
     readonly backendName: string,
     readonly publicIP: string,
-  ) {}
+  ) {
+    this.#peerCheck = new PeerCheck(cfg.enableIPv6);
+  }
 
   accept(l: Lease): boolean {
     return leaseMatches(this.backendName, l) && this.#fits(l) && this.#notSelf(l) &&

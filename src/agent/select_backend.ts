@@ -28,6 +28,25 @@ export async function createBackend(name: string): Promise<Backend> {
 }
 
 /**
+ * Refuses a config the agent cannot serve yet, before anything is written: the IPv6 half with a
+ * backend that does not program it, and IPv6-only networks (EnableIPv4 false).
+ */
+export function checkFamilies(cfg: NetworkConfig, backend: Backend): void {
+  if (!cfg.enableIPv4) {
+    throw new ConfigError(
+      "EnableIPv4 is false (an IPv6-only network): weft's agent does not serve IPv6-only " +
+        "networks yet; set EnableIPv4 to true with Network",
+    );
+  }
+  if (cfg.enableIPv6 && !backend.servesIpv6) {
+    throw new ConfigError(
+      `EnableIPv6 is true but weft's ${backend.name} backend does not program IPv6 yet; ` +
+        `set EnableIPv6 to false or use a backend that does (see README, "Dual stack")`,
+    );
+  }
+}
+
+/**
  * What each backend owns on a host under `cfg` (null: unknown), for `weft cleanup`: every
  * backend's, not only the configured one's, since an earlier run may have used another.
  */

@@ -9,6 +9,7 @@
  */
 import type { NetworkConfig } from "../config/network.ts";
 import type { Ipv4Net } from "../base/ipv4.ts";
+import type { Ipv6Net } from "../base/ipv6.ts";
 import type { Lease, LeaseAttrs } from "../lease/codec.ts";
 import type { PeerEvent } from "../lease/watch.ts";
 import type { ExternalInterface } from "../net/iface.ts";
@@ -32,6 +33,11 @@ export interface BackendPrepared {
 export interface Backend {
   /** Backend name as in the config's Backend.Type ("vxlan", "host-gw", "udp", "alloc"). */
   readonly name: string;
+  /**
+   * Whether it programs the IPv6 half of leases (EnableIPv6); the agent refuses a dual-stack
+   * config for a backend without it rather than serve IPv4 only without a word.
+   */
+  readonly servesIpv6?: boolean;
   /** Creates or adopts devices; called before the lease is acquired. */
   prepare(ctx: BackendContext): Promise<BackendPrepared>;
   /** The node holds `own`: give devices their addresses and routes for it. */
@@ -75,6 +81,10 @@ export interface RouteScope {
   ext: number | null;
   /** The config's SubnetLen (else the own subnet's prefix), when known: a lease's size. */
   subnetLen: number | null;
+  /** The IPv6 side, when IPv6 is on (routes of the IPv6 family are judged against these). */
+  network6?: Ipv6Net | null;
+  own6?: Ipv6Net | null;
+  subnetLen6?: number | null;
 }
 
 /** Where an owner's removal reports: each thing removed (or, in a dry run, to be removed). */

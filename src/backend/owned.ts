@@ -11,6 +11,7 @@
  * ```
  */
 import type { Ipv4Net } from "../base/ipv4.ts";
+import type { Ipv6Net } from "../base/ipv6.ts";
 import {
   isNotFound,
   type Link,
@@ -41,6 +42,10 @@ export interface KernelFacts {
   extIndex: number | null;
   /** The config's SubnetLen when known; else the own subnet's prefix is used. */
   subnetLen?: number | null;
+  /** The IPv6 side, when known (IPv6 routes are judged only then). */
+  network6?: Ipv6Net | null;
+  own6?: Ipv6Net | null;
+  subnetLen6?: number | null;
 }
 
 /** A route as `ip route` shows it, with interface names. */
@@ -77,11 +82,15 @@ export function planKernel(owners: Owned[], f: KernelFacts): KernelPlan {
     } else notes.push(`left ${l.name}: it is a ${l.kind ?? "plain"} device, not one weft creates`);
   }
   const devIdx = new Set(devices.map((d) => d.link.index));
-  const scope = f.network && {
-    network: f.network,
+  const scope = (f.network || f.network6) && {
+    // No IPv4 network known: the empty one, which claims no IPv4 route (routes.ts).
+    network: f.network ?? { ip: 0, prefix: 0 },
     own: f.own,
     ext: f.extIndex,
     subnetLen: f.subnetLen ?? f.own?.prefix ?? null,
+    network6: f.network6 ?? null,
+    own6: f.own6 ?? null,
+    subnetLen6: f.subnetLen6 ?? f.own6?.prefix ?? null,
   };
   const routes: KernelPlan["routes"] = [];
   for (const r of f.routes) {
@@ -98,7 +107,11 @@ export function planKernel(owners: Owned[], f: KernelFacts): KernelPlan {
 export function kernelState(nl: Netlink): Pick<KernelFacts, "links" | "routes"> {
   return {
     links: nl.linkList(),
-    routes: [...nl.routeList({ table: RT_TABLE_MAIN }), ...nl.routeList({ type: RTN_BLACKHOLE })],
+    routes: [
+      ...nl.routeList({ table: RT_TABLE_MAIN }),
+      ...nl.routeList({ type: RTN_BLACKHOLE }),
+      ...nl.routeList({ table: RT_TABLE_MAIN, family: 6 }),
+    ],
   };
 }
 

@@ -28,6 +28,9 @@
  * Common to both: destination inside the Network and not overlapping the node's own subnet (that
  * is the bridge's), main table, unicast, metric 0, no source address.
  *
+ * **IPv6** routes follow the same rules against IPv6Network, IPv6SubnetLen and the own IPv6
+ * subnet, with the kernel's default IPv6 metric (1024, what metric 0 becomes) as "metric 0".
+ *
  * @example
  * ```ts
  * const mine = nl.routeList({}).filter((r) => isOwnedRoute(r, scope, { gateway: true }));
@@ -44,7 +47,20 @@ import {
 import type { NetworkConfig } from "../config/network.ts";
 import { ConfigError } from "../base/errors.ts";
 import { contains, formatCidr, type Ipv4Net, parseCidr, parseIp } from "../base/ipv4.ts";
+import { contains6, containsNet6, overlaps6, parseCidr6, parseIp6 } from "../base/ipv6.ts";
 import type { RouteScope } from "./backend.ts";
+import type { Ipv6Net } from "../base/ipv6.ts";
+
+/**
+ * Which devices a route may use to be weft's: `vxlan` (`vxlan6`): the IPv4 (IPv6) VTEP's
+ * ifindex; `gateway`: routes via a gateway on the external interface are made (host-gw,
+ * DirectRouting).
+ */
+export interface VtepDevices {
+  vxlan?: number;
+  vxlan6?: number;
+  gateway?: boolean;
+}
 
 /** The route protocol weft marks its routes with (see the module doc for why 87). */
 export const RTPROT_WEFT = 87;
@@ -73,12 +89,17 @@ function overlaps(a: Ipv4Net, b: Ipv4Net): boolean {
 export function isOwnedRoute(
   r: Route,
   s: RouteScope,
-  devices: { vxlan?: number; gateway?: boolean },
+  devices: VtepDevices,
 ): boolean {
   if ((r.table ?? RT_TABLE_MAIN) !== RT_TABLE_MAIN) return false;
-  if ((r.type ?? RTN_UNICAST) !== RTN_UNICAST || r.metric || r.src !== undefined) return false;
+  const v6 = r.dst.includes(":");
+  const metric = r.metric && !(v6 && r.metric === IPV6_DEFAULT_METRIC);
+  if ((r.type ?? RTN_UNICAST) !== RTN_UNICAST || metric || r.src !== undefined) return false;
   const mark = r.protocol === RTPROT_WEFT;
   if (!mark && r.protocol !== undefined && r.protocol !== RTPROT_BOOT) return false;
+  if (v6) return isOwnedRoute6(r, s, devices, mark);
+  // The empty network: an IPv6-only scope (a Network of 0.0.0.0/0 is refused by the config).
+  if (s.network.prefix === 0) return false;
   let dst: Ipv4Net;
   try {
     dst = parseCidr(r.dst);
@@ -97,18 +118,68 @@ export function isOwnedRoute(
   return devices.gateway === true && sized && !contains(s.network, parseIp(r.gw));
 }
 
-/** The scope a backend judges its routes in: its config, its own lease and the external device. */
-export function routeScope(cfg: NetworkConfig, own: Ipv4Net | null, ext: number): RouteScope {
-  return { network: cfg.network, own, ext, subnetLen: cfg.subnetLen };
+/** The metric the kernel gives an IPv6 route added with metric 0 (IP6_RT_PRIO_USER). */
+export const IPV6_DEFAULT_METRIC = 1024;
+
+/** {@link isOwnedRoute}'s IPv6 half, past the checks common to both families. */
+function isOwnedRoute6(
+  r: Route,
+  s: RouteScope,
+  devices: VtepDevices,
+  mark: boolean,
+): boolean {
+  const net = s.network6;
+  if (!net) return false;
+  let dst;
+  try {
+    dst = parseCidr6(r.dst);
+  } catch {
+    return false;
+  }
+  if (!containsNet6(net, dst)) return false;
+  if (s.own6 && overlaps6(dst, s.own6)) return false;
+  if (r.gw === undefined || r.dev === undefined) return false;
+  let gw: bigint;
+  try {
+    gw = parseIp6(r.gw);
+  } catch {
+    return false;
+  }
+  const sized = s.subnetLen6 != null && dst.prefix === s.subnetLen6;
+  if (devices.vxlan6 !== undefined && r.dev === devices.vxlan6) {
+    return r.onlink === true && (mark || (sized && gw === dst.ip));
+  }
+  if (s.ext === null || r.dev !== s.ext || r.onlink) return false;
+  if (mark) return true;
+  return devices.gateway === true && sized && !contains6(net, gw);
+}
+
+/**
+ * The scope a backend judges its routes in: its config, its own lease (both halves) and the
+ * external device.
+ */
+export function routeScope(
+  cfg: NetworkConfig,
+  own: Ipv4Net | null,
+  ext: number,
+  own6: Ipv6Net | null = null,
+): RouteScope {
+  const s: RouteScope = { network: cfg.network, own, ext, subnetLen: cfg.subnetLen };
+  if (cfg.ipv6) {
+    Object.assign(s, { network6: cfg.ipv6.network, own6, subnetLen6: cfg.ipv6.subnetLen });
+  }
+  return s;
 }
 
 /** weft's routes in the main table ({@link isOwnedRoute}): what a backend's reconcile diffs. */
 export function listOwnedRoutes(
   nl: Pick<Netlink, "routeList">,
   s: RouteScope,
-  devices: { vxlan?: number; gateway?: boolean },
+  devices: VtepDevices,
 ): Route[] {
-  return nl.routeList({ table: RT_TABLE_MAIN }).filter((r) => isOwnedRoute(r, s, devices));
+  const v4 = s.network.prefix === 0 && s.network6 ? [] : nl.routeList({ table: RT_TABLE_MAIN });
+  const v6 = s.network6 ? nl.routeList({ table: RT_TABLE_MAIN, family: 6 }) : [];
+  return [...v4, ...v6].filter((r) => isOwnedRoute(r, s, devices));
 }
 
 /**

@@ -97,8 +97,8 @@ export const agentFlags: FlagTable = {
     type: "string",
     default: "",
     arg: "IP6",
-    help: "IPv6 address to publish",
-    pending: "IPv6 is not served yet",
+    form: "ipv6",
+    help: "IPv6 address to publish (EnableIPv6; default: the interface's global IPv6 address)",
   },
   "subnet-file": {
     type: "string",

@@ -292,6 +292,9 @@ export async function cleanupCommand(
       own: sf.subnet,
       extIndex: ext?.index ?? null,
       subnetLen: view.config?.subnetLen ?? null,
+      network6: view.config?.ipv6?.network ?? sf.network6 ?? null,
+      own6: sf.subnet6 ?? null,
+      subnetLen6: view.config?.ipv6?.subnetLen ?? null,
     });
     for (const n of plan.notes) rep.note(n);
     removeKernel(nl, plan, rep);

@@ -12,6 +12,7 @@
  */
 
 import { isIp } from "../base/ipv4.ts";
+import { isIp6 } from "../base/ipv6.ts";
 
 /** A usage problem: the CLI prints the message and exits 2. */
 export class UsageError extends Error {
@@ -37,8 +38,8 @@ export interface FlagSpec {
   max?: number;
   /** Why the bounds are what they are, shown with a bounds error (e.g. a registry's limit). */
   boundsWhy?: string;
-  /** The form a non-empty string flag must have ("ipv4": a dotted-quad address). */
-  form?: "ipv4";
+  /** The form a non-empty string flag must have ("ipv4": a dotted-quad address; "ipv6"). */
+  form?: "ipv4" | "ipv6";
 }
 
 export type FlagTable = Record<string, FlagSpec>;
@@ -83,6 +84,9 @@ function convert(
       }
       if (spec.form === "ipv4" && raw !== "" && !isIp(raw)) {
         throw new UsageError(`${from} expects an IPv4 address like 198.18.0.1, got "${raw}"`);
+      }
+      if (spec.form === "ipv6" && raw !== "" && !isIp6(raw)) {
+        throw new UsageError(`${from} expects an IPv6 address like 2001:db8::1, got "${raw}"`);
       }
       void name;
       return raw;

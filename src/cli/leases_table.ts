@@ -1,11 +1,12 @@
 /**
- * Renders leases as the `weft leases` table (subnet, public IP, backend, expires in) and its
- * `--json` rows. Lease content is whatever anyone wrote to the registry: every field shown is
+ * Renders leases as the `weft leases` table (subnet, public IP, backend, expires in; with any
+ * dual-stack or IPv6-only lease also the IPv6 subnet and public IPv6) and its `--json` rows. Lease content is whatever anyone wrote to the registry: every field shown is
  * turned into a bounded printable string here (a number, object or escape sequence where a
  * string belongs never crashes the command nor reaches the terminal raw). It takes listed
  * leases, whose expiry is always known.
  */
 import { formatCidr } from "../base/ipv4.ts";
+import { formatCidr6 } from "../base/ipv6.ts";
 import { preview } from "../base/preview.ts";
 import { type KnownLease, leaseBackendType } from "../lease/codec.ts";
 
@@ -45,13 +46,26 @@ export function leaseRows(leases: KnownLease[], now = Date.now()) {
     vtepMAC: vtepMac(l.attrs.backendData),
     expiresIn: expiresIn(l, now),
     expiresAt: expiresAt(l),
+    // The IPv6 half, only on leases that have one (IPv4-only rows stay as they were).
+    ...(l.subnet6
+      ? {
+        subnet6: formatCidr6(l.subnet6),
+        publicIPv6: preview(l.attrs.publicIPv6 ?? "", MAX_CELL),
+      }
+      : {}),
   }));
 }
 
 export function renderLeaseTable(leases: KnownLease[], now = Date.now()): string {
   const rows = leaseRows(leases, now);
+  const v6 = rows.some((r) => r.subnet6);
   const head = ["SUBNET", "PUBLIC IP", "BACKEND", "VTEP MAC", "EXPIRES IN"];
-  const cells = rows.map((r) => [r.subnet, r.publicIP, r.backend, r.vtepMAC || "-", r.expiresIn]);
+  if (v6) head.splice(2, 0, "IPV6 SUBNET", "PUBLIC IPV6");
+  const cells = rows.map((r) => {
+    const c = [r.subnet, r.publicIP, r.backend, r.vtepMAC || "-", r.expiresIn];
+    if (v6) c.splice(2, 0, r.subnet6 ?? "-", r.publicIPv6 || "-");
+    return c;
+  });
   const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
   const line = (c: string[]) => c.map((x, i) => x.padEnd(widths[i])).join("  ").trimEnd();
   return [line(head), ...cells.map(line)].join("\n") + "\n";

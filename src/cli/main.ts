@@ -201,7 +201,8 @@ async function leasesCommand(args: string[], env: Record<string, string>): Promi
   if (positional.length) throw new UsageError(`unexpected argument "${positional[0]}"`);
   return await withRegistry(values, given, async (r) => {
     const { leases } = await r.listLeases();
-    const decoded = new LeaseDecoder().decodeAll(leases);
+    // IPv6-only leases too: the table shows every lease, of any config.
+    const decoded = new LeaseDecoder({ ipv6: true }).decodeAll(leases);
     if (values.json) console.log(JSON.stringify(leaseRows(decoded), null, 2));
     else Deno.stdout.writeSync(new TextEncoder().encode(renderLeaseTable(decoded)));
     return 0;

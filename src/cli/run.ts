@@ -65,6 +65,7 @@ export async function runAgentCommand(v: FlagValues): Promise<number> {
       ifaceRegex: v["iface-regex"] as string[],
       ifaceCanReach: String(v["iface-can-reach"] || "") || undefined,
       publicIP: String(v["public-ip"] || "") || undefined,
+      publicIPv6: String(v["public-ipv6"] || "") || undefined,
     },
     subnetFile: String(v["subnet-file"]),
     ttlSeconds: Number(v["subnet-lease-ttl"]),

@@ -13,7 +13,8 @@
  */
 import { formatCidr } from "../base/ipv4.ts";
 import { CniCode, CniError } from "./errors.ts";
-import type { SubnetEnv } from "../config/subnet_env.ts";
+import { hasIpv4, type SubnetEnv } from "../config/subnet_env.ts";
+import { formatCidr6 } from "../base/ipv6.ts";
 
 export const DEFAULT_SUBNET_FILE = "/run/flannel/subnet.env";
 export const DEFAULT_DATA_DIR = "/var/lib/cni/flannel";
@@ -119,12 +120,21 @@ export function buildDelegate(conf: NetConf, env: SubnetEnv): Obj {
 
   const ipam: Obj = structuredClone(conf.ipam ?? {});
   ipam.type ??= "host-local";
-  ipam.ranges = [[{ subnet: formatCidr(env.subnet) }]];
+  // One range per family, so host-local gives a dual-stack pod one address of each.
+  const v4 = hasIpv4(env);
+  ipam.ranges = [
+    ...(v4 ? [[{ subnet: formatCidr(env.subnet) }]] : []),
+    ...(env.ipv6 ? [[{ subnet: formatCidr6(env.ipv6.subnet) }]] : []),
+  ];
   const routes = ipam.routes ?? [];
   if (!Array.isArray(routes)) {
     throw new CniError(CniCode.InvalidConfig, `"ipam.routes" must be a list of {"dst": ...}`);
   }
-  ipam.routes = [...routes, { dst: formatCidr(env.network) }];
+  ipam.routes = [
+    ...routes,
+    ...(v4 ? [{ dst: formatCidr(env.network) }] : []),
+    ...(env.ipv6 ? [{ dst: formatCidr6(env.ipv6.network) }] : []),
+  ];
   d.ipam = ipam;
   return d;
 }

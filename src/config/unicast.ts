@@ -12,6 +12,7 @@
  * ```
  */
 import { containsNet, formatCidr, type Ipv4Net, isIp, parseCidr, parseIp } from "../base/ipv4.ts";
+import { formatCidr6, type Ipv6Net, overlaps6, parseCidr6, parseIp6 } from "../base/ipv6.ts";
 
 /** The IPv4 ranges that are never a host's unicast address. */
 export const NON_UNICAST: readonly { net: Ipv4Net; what: string }[] = [
@@ -35,6 +36,35 @@ export function nonUnicastOverlap(net: Ipv4Net): string | null {
 export function ipv4Problem(ip: string): string | null {
   if (!isIp(ip)) return `${JSON.stringify(ip)} is not an IPv4 address`;
   const range = nonUnicastOverlap({ ip: parseIp(ip), prefix: 32 });
+  return range ? `${ip} is in ${range}, not a host's unicast address` : null;
+}
+
+/** The IPv6 ranges that are never a host's (or a pod network's) unicast address. */
+export const NON_UNICAST6: readonly { net: Ipv6Net; what: string }[] = [
+  { net: parseCidr6("::/128"), what: "the unspecified address" },
+  { net: parseCidr6("::1/128"), what: "loopback" },
+  { net: parseCidr6("::ffff:0:0/96"), what: "IPv4-mapped addresses" },
+  { net: parseCidr6("fe80::/10"), what: "link-local addresses" },
+  { net: parseCidr6("ff00::/8"), what: "multicast" },
+];
+
+/** The first non-unicast IPv6 range `net` overlaps, as "addr/n (what)", or null. */
+export function nonUnicastOverlap6(net: Ipv6Net): string | null {
+  for (const r of NON_UNICAST6) {
+    if (overlaps6(r.net, net)) return `${formatCidr6(r.net)} (${r.what})`;
+  }
+  return null;
+}
+
+/** Why `ip` is not a usable unicast IPv6 address of a host, or null when it is. */
+export function ipv6Problem(ip: string): string | null {
+  let n: bigint;
+  try {
+    n = parseIp6(ip);
+  } catch {
+    return `${JSON.stringify(ip)} is not an IPv6 address`;
+  }
+  const range = nonUnicastOverlap6({ ip: n, prefix: 128 });
   return range ? `${ip} is in ${range}, not a host's unicast address` : null;
 }
 

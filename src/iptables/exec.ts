@@ -20,7 +20,13 @@ export interface IptablesFamily {
   restore: string;
 }
 
-export type IptablesBinary = "iptables" | "iptables-nft" | "iptables-legacy";
+export type IptablesBinary =
+  | "iptables"
+  | "iptables-nft"
+  | "iptables-legacy"
+  | "ip6tables"
+  | "ip6tables-nft"
+  | "ip6tables-legacy";
 
 export function familyOf(bin: IptablesBinary): IptablesFamily {
   return { iptables: bin, save: `${bin}-save`, restore: `${bin}-restore` };
@@ -83,16 +89,17 @@ async function countRules(run: Runner, save: string): Promise<number> {
 }
 
 /**
- * Picks the flavour whose tables already hold rules (kube-proxy, docker and friends wrote them
+ * Picks the flavour (of iptables, or with `family` 6 of ip6tables) whose tables already hold rules (kube-proxy, docker and friends wrote them
  * there, and rules in the other flavour would be evaluated separately): legacy when only legacy
  * has rules, nft when only nft has, else the distribution's default `iptables`.
  */
-export async function detectBinary(run: Runner): Promise<IptablesBinary> {
+export async function detectBinary(run: Runner, family: 4 | 6 = 4): Promise<IptablesBinary> {
+  const base = family === 6 ? "ip6tables" : "iptables";
   const [nft, legacy] = await Promise.all([
-    countRules(run, "iptables-nft-save"),
-    countRules(run, "iptables-legacy-save"),
+    countRules(run, `${base}-nft-save`),
+    countRules(run, `${base}-legacy-save`),
   ]);
-  if (legacy > 0 && nft === 0) return "iptables-legacy";
-  if (nft > 0 && legacy === 0) return "iptables-nft";
-  return "iptables";
+  if (legacy > 0 && nft === 0) return `${base}-legacy`;
+  if (nft > 0 && legacy === 0) return `${base}-nft`;
+  return base;
 }

@@ -3,7 +3,9 @@
  * wants with one `iptables-restore --noflush` transaction, verifies them by reading them back,
  * and is the agent's iptables {@link Part}: `apply()` on every lease (a new subnet rewrites the
  * chains, dropping the old subnet's rules), `check()` every `--iptables-resync` seconds (repairs
- * what someone else changed). `iptablesOwned()` is what `weft cleanup` removes for it.
+ * what someone else changed). With `family: 6` it keeps the same chains through ip6tables for the
+ * IPv6 halves of the config and the lease. `iptablesOwned()` is what `weft cleanup` removes for
+ * it, in both families.
  *
  * @example
  * ```ts
@@ -20,14 +22,20 @@
  * ```
  */
 import { getLogger } from "@logtape/logtape";
-import type { Ipv4Net } from "../base/ipv4.ts";
+import {
+  type ChainSpec,
+  chainSpecs,
+  FWD_CHAIN,
+  type IpNet,
+  MASQ_CHAIN,
+  OWNED_CHAINS,
+} from "./rules.ts";
 import { metrics } from "../base/metrics.ts";
 import type { NetworkConfig } from "../config/network.ts";
 import type { Lease } from "../lease/codec.ts";
 import type { CleanupReport, Owned } from "../backend/backend.ts";
 import { RuleKeeper } from "../backend/rule_keeper.ts";
 import { commandRunner, type Runner } from "../backend/command.ts";
-import { type ChainSpec, chainSpecs, FWD_CHAIN, MASQ_CHAIN, OWNED_CHAINS } from "./rules.ts";
 import {
   chainInPlace,
   describeRestore,
@@ -61,9 +69,11 @@ const failures = metrics.counter(
 
 export interface RuleManagerOptions {
   /** The cluster network; `apply()` sets it from the config. */
-  network?: Ipv4Net;
+  network?: IpNet;
   /** This node's subnet; `apply()` sets it from the lease. */
-  podSubnet?: Ipv4Net;
+  podSubnet?: IpNet;
+  /** 4 (default): iptables; 6: ip6tables, with the IPv6 halves of the config and lease. */
+  family?: 4 | 6;
   /** Install the masquerade chain (flannel's `--ip-masq`). */
   ipMasq: boolean;
   /** Install the forward chain (flannel's `--iptables-forward-rules`, default true). */
@@ -82,7 +92,7 @@ export interface RuleManagerOptions {
 
 /** Keeps flannel's chains in place: check-and-repair, removal; the agent's iptables part. */
 export class RuleManager extends RuleKeeper {
-  readonly name = "iptables rules";
+  readonly name: string;
   #opts: RuleManagerOptions;
   #run: Runner;
   #prefix: string[];
@@ -92,6 +102,7 @@ export class RuleManager extends RuleKeeper {
 
   constructor(opts: RuleManagerOptions) {
     super(LOG_CATEGORY, opts.resyncSeconds);
+    this.name = opts.family === 6 ? "ip6tables rules" : "iptables rules";
     this.#opts = { ...opts };
     this.#prefix = opts.commandPrefix ?? [];
     this.#run = opts.runner ?? commandRunner(this.#prefix);
@@ -109,13 +120,18 @@ export class RuleManager extends RuleKeeper {
 
   /** Rules follow the lease: a new subnet rewrites the chains, dropping the old subnet's rules. */
   async apply(cfg: NetworkConfig, lease: Lease, _prev: Lease | null): Promise<void> {
-    this.update({ network: cfg.network, podSubnet: lease.subnet });
+    if (this.#opts.family === 6) {
+      if (!cfg.ipv6 || !lease.subnet6) {
+        throw new IptablesError("the ip6tables rules need an IPv6 network and lease half");
+      }
+      this.update({ network: cfg.ipv6.network, podSubnet: lease.subnet6 });
+    } else this.update({ network: cfg.network, podSubnet: lease.subnet });
     await this.ensure();
   }
 
   async #init(): Promise<IptablesFamily> {
     if (this.#family) return this.#family;
-    const bin = this.#opts.binary ?? await detectBinary(this.#run);
+    const bin = this.#opts.binary ?? await detectBinary(this.#run, this.#opts.family ?? 4);
     const rf = await probeRandomFully(this.#run, bin, this.#prefix);
     this.#randomFully = rf;
     this.#binary = bin;
@@ -207,7 +223,8 @@ export class RuleManager extends RuleKeeper {
   remove(): Promise<void> {
     return this.serial(async () => {
       const fam = await this.#init();
-      const bins = new Set<IptablesBinary>([this.#binary!, "iptables-nft", "iptables-legacy"]);
+      const base = this.#opts.family === 6 ? "ip6tables" : "iptables";
+      const bins = new Set<IptablesBinary>([this.#binary!, `${base}-nft`, `${base}-legacy`]);
       for (const bin of bins) {
         const f = bin === this.#binary ? fam : familyOf(bin);
         let state: Map<string, TableState>;
@@ -251,6 +268,15 @@ export function iptablesOwned(run: Runner = commandRunner()): Owned {
       rep.fail(
         `cannot remove the ${MASQ_CHAIN}/${FWD_CHAIN} iptables chains: ${(e as Error).message}`,
       );
+    }
+    // The IPv6 chains (dual stack). A host without ip6tables has none of them: only noted.
+    try {
+      await new RuleManager({ ipMasq: false, forward: false, runner: reporting, family: 6 })
+        .remove();
+    } catch (e) {
+      const msg = (e as Error).message;
+      const say = msg.includes("not found in PATH") ? rep.note : rep.fail;
+      say.call(rep, `cannot remove the ${MASQ_CHAIN}/${FWD_CHAIN} ip6tables chains: ${msg}`);
     }
   };
   return { owner: "iptables", remove };

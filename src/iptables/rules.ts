@@ -10,6 +10,7 @@
  * ```
  */
 import { formatCidr, type Ipv4Net, networkOf } from "../base/ipv4.ts";
+import { formatCidr6, type Ipv6Net, networkOf6 } from "../base/ipv6.ts";
 
 export const MASQ_CHAIN = "FLANNEL-POSTRTG";
 export const FWD_CHAIN = "FLANNEL-FWD";
@@ -33,16 +34,20 @@ export interface Rule {
   args: string[];
 }
 
+/** An IPv4 or IPv6 network: the same chains serve ip6tables with the IPv6 halves. */
+export type IpNet = Ipv4Net | Ipv6Net;
+
 export interface RuleParams {
-  /** The cluster network (FLANNEL_NETWORK). */
-  network: Ipv4Net;
-  /** This node's leased subnet. */
-  podSubnet: Ipv4Net;
+  /** The cluster network (FLANNEL_NETWORK; FLANNEL_IPV6_NETWORK for ip6tables). */
+  network: IpNet;
+  /** This node's leased subnet (its IPv6 half for ip6tables). */
+  podSubnet: IpNet;
   /** Add `--random-fully` to MASQUERADE (only when the iptables binary supports it). */
   randomFully: boolean;
 }
 
-const cidr = (n: Ipv4Net) => formatCidr(networkOf(n));
+const isV6 = (n: IpNet): n is Ipv6Net => typeof n.ip === "bigint";
+const cidr = (n: IpNet) => isV6(n) ? formatCidr6(networkOf6(n)) : formatCidr(networkOf(n));
 
 /** flannel's masquerade rules: the POSTROUTING jump first, then the FLANNEL-POSTRTG chain. */
 export function masqRules(p: RuleParams): Rule[] {
@@ -60,14 +65,14 @@ export function masqRules(p: RuleParams): Rule[] {
     // External traffic arriving for a local pod (e.g. via a NodePort) is not masqueraded.
     r(["!", "-s", net, "-d", pod, ...c, "-j", "RETURN"]),
     // Pods talking to the outside world, except multicast.
-    r(["-s", net, "!", "-d", "224.0.0.0/4", ...c, ...masq]),
+    r(["-s", net, "!", "-d", isV6(p.network) ? "ff00::/8" : "224.0.0.0/4", ...c, ...masq]),
     // The host talking to pods on other nodes.
     r(["!", "-s", net, "-d", net, ...c, ...masq]),
   ];
 }
 
 /** flannel's forward rules: the FORWARD jump first, then the FLANNEL-FWD chain. */
-export function forwardRules(network: Ipv4Net): Rule[] {
+export function forwardRules(network: IpNet): Rule[] {
   const net = cidr(network);
   const c = ["-m", "comment", "--comment", FWD_COMMENT];
   return [

@@ -10,8 +10,9 @@
  * ```
  */
 import { formatIp, type Ipv4Net, isIp, maskOf, parseIp } from "../base/ipv4.ts";
+import { formatIp6, type Ipv6Net, maskOf6, parseIp6 } from "../base/ipv6.ts";
 import { field } from "../config/network.ts";
-import { ipv4Problem } from "../config/unicast.ts";
+import { ipv4Problem, ipv6Problem } from "../config/unicast.ts";
 import { preview } from "../base/preview.ts";
 import type { Expiry, WatchedExpiry } from "../registry/contract/registry.ts";
 
@@ -47,7 +48,10 @@ export const NODE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 export interface Lease<E extends WatchedExpiry = WatchedExpiry> {
   /** Registry key relative to `<prefix>/subnets/`, e.g. "198.19.5.0-24". */
   key: string;
+  /** The IPv4 half; the empty network `0.0.0.0/0` in an IPv6-only lease (see isIpv6OnlyKey). */
   subnet: Ipv4Net;
+  /** The IPv6 half of a dual-stack or IPv6-only lease (`…&2001:db8:1:5::-64`); else absent. */
+  subnet6?: Ipv6Net | null;
   attrs: LeaseAttrs;
   /** Epoch ms when it expires; null for a reservation (no TTL); or "unknown" (see above). */
   expiresAt: E;
@@ -62,9 +66,13 @@ export class LeaseFormatError extends Error {
   override name = "LeaseFormatError";
 }
 
-/** "198.19.5.0-24" for a subnet. */
-export function subnetKey(n: Ipv4Net): string {
-  return `${formatIp(n.ip)}-${n.prefix}`;
+/**
+ * "198.19.5.0-24" for a subnet; with an IPv6 half "198.19.5.0-24&2001:db8:1:5::-64" (flanneld's
+ * dual-stack key; IPv6-only: `n` is the empty network, "0.0.0.0-0&…").
+ */
+export function subnetKey(n: Ipv4Net, n6?: Ipv6Net | null): string {
+  const v4 = `${formatIp(n.ip)}-${n.prefix}`;
+  return n6 ? `${v4}&${formatIp6(n6.ip)}-${n6.prefix}` : v4;
 }
 
 /** Parses a lease key (the IPv4 part of a dual-stack key); throws LeaseFormatError. */
@@ -84,9 +92,33 @@ export function parseSubnetKey(key: string): Ipv4Net {
 }
 
 /**
+ * The IPv6 half of a lease key, or null when it has none. One spelling per subnet: the address
+ * in RFC 5952 form as flanneld writes it, no host bits; throws LeaseFormatError otherwise.
+ */
+export function parseSubnetKey6(key: string): Ipv6Net | null {
+  const amp = key.indexOf("&");
+  if (amp < 0) return null;
+  const m = /^([0-9a-f:]+)-(0|[1-9]\d{0,2})$/.exec(key.slice(amp + 1));
+  let ip = -1n;
+  try {
+    if (m) ip = parseIp6(m[1]);
+  } catch { /* reported below */ }
+  const prefix = m ? Number(m[2]) : -1;
+  if (!m || ip < 0n || prefix > 128 || formatIp6(ip) !== m[1]) {
+    throw new LeaseFormatError(
+      `lease key "${preview(key)}" has an IPv6 part that is not of the form 2001:db8:1:5::-64`,
+    );
+  }
+  if ((ip & maskOf6(prefix)) !== ip) {
+    throw new LeaseFormatError(`lease key "${preview(key)}" has host bits set in its IPv6 part`);
+  }
+  return { ip, prefix };
+}
+
+/**
  * Whether a lease key has no IPv4 half: flanneld writes an IPv6-only lease under
- * `0.0.0.0-0&<v6 subnet>` (with `"PublicIP":"0.0.0.0"`). weft serves IPv4 only, so such a lease
- * is not ours to program (nor malformed).
+ * `0.0.0.0-0&<v6 subnet>` (with `"PublicIP":"0.0.0.0"`): not a stray supernet lease, and its
+ * node is identified by PublicIPv6.
  */
 export function isIpv6OnlyKey(key: string): boolean {
   const amp = key.indexOf("&");
@@ -94,14 +126,22 @@ export function isIpv6OnlyKey(key: string): boolean {
 }
 
 /**
- * Why a lease cannot be a peer whatever the backend, or null: its IPv4 public IP must be a
- * host's unicast address (it becomes a route's gateway, an FDB destination or a UDP peer on
- * every host). The IPv6 half is not served yet and is not judged. Backend data (a VTEP MAC) is
- * the backend's to check.
+ * Why a lease cannot be a peer whatever the backend, or null: the public IP of each half the
+ * lease has, and this node serves (`ipv6`: the IPv6 half too), must be a host's unicast address
+ * (it becomes a route's gateway, an FDB destination or a UDP peer on every host). Backend data
+ * (a VTEP MAC) is the backend's to check.
  */
-export function peerProblem(l: Lease): string | null {
-  const p = ipv4Problem(l.attrs.publicIP);
-  return p ? `PublicIP ${p}` : null;
+export function peerProblem(l: Lease, ipv6 = false): string | null {
+  if (!isIpv6OnlyKey(l.key)) {
+    const p = ipv4Problem(l.attrs.publicIP);
+    if (p) return `PublicIP ${p}`;
+  }
+  if (ipv6 && l.subnet6) {
+    const v6 = l.attrs.publicIPv6;
+    const p = v6 ? ipv6Problem(v6) : "missing for the lease's IPv6 half";
+    if (p) return `PublicIPv6 ${p}`;
+  }
+  return null;
 }
 
 /** Serialises attrs exactly as flanneld does (field order, null PublicIPv6, omitted empties). */

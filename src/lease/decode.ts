@@ -1,7 +1,8 @@
 /**
  * Turns raw registry entries into Leases, logging each malformed entry once (per key and
  * revision) and skipping it, so one bad value from any writer never stops the agent. A lease
- * with no IPv4 half (flanneld's IPv6-only lease) is skipped quietly: not ours, not malformed.
+ * with no IPv4 half (flanneld's IPv6-only lease) is skipped quietly unless the decoder serves
+ * IPv6 (`{ ipv6: true }`): not ours, not malformed.
  * {@link PeerCheck} does the same for leases that decode but cannot be peers (a bogus PublicIP).
  */
 import { getLogger } from "@logtape/logtape";
@@ -11,6 +12,7 @@ import {
   isIpv6OnlyKey,
   type Lease,
   parseSubnetKey,
+  parseSubnetKey6,
   peerProblem,
 } from "./codec.ts";
 import { metrics } from "../base/metrics.ts";
@@ -44,13 +46,18 @@ class BadLeases {
 export class LeaseDecoder {
   #bad = new BadLeases();
 
+  /** `ipv6`: the config enables IPv6, so IPv6-only leases are decoded too. */
+  constructor(readonly opts: { ipv6?: boolean } = {}) {}
+
   /** Keeps the expiry type: a listed lease decodes to a KnownLease. */
   decode<E extends WatchedExpiry>(r: RegistryLease<E>): Lease<E> | null {
-    if (isIpv6OnlyKey(r.key)) return null;
+    if (!this.opts.ipv6 && isIpv6OnlyKey(r.key)) return null;
     try {
+      const subnet6 = parseSubnetKey6(r.key);
       return {
         key: r.key,
         subnet: parseSubnetKey(r.key),
+        ...(subnet6 ? { subnet6 } : {}),
         attrs: decodeLeaseValue(r.value),
         expiresAt: r.expiresAt,
         revision: r.revision,
@@ -80,8 +87,11 @@ export class LeaseDecoder {
 export class PeerCheck {
   #bad = new BadLeases();
 
+  /** `ipv6`: the IPv6 half is served, so its PublicIPv6 is checked too. */
+  constructor(readonly ipv6 = false) {}
+
   usable(l: Lease): boolean {
-    const p = peerProblem(l);
+    const p = peerProblem(l, this.ipv6);
     if (p) this.#bad.report(l.key, l.revision, p);
     return p === null;
   }

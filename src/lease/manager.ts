@@ -13,17 +13,27 @@
 import { getLogger } from "@logtape/logtape";
 import type { NetworkConfig } from "../config/network.ts";
 import { formatCidr, type Ipv4Net } from "../base/ipv4.ts";
+import { formatCidr6, type Ipv6Net } from "../base/ipv6.ts";
 import type { Registry } from "../registry/contract/registry.ts";
 import { metrics } from "../base/metrics.ts";
 import { encodeLeaseValue, type KnownLease, type LeaseAttrs, subnetKey } from "./codec.ts";
 import {
   capacity,
+  capacity6,
   chooseOwnLease,
   findOwnLease,
   freeSubnets,
+  freeSubnets6,
+  halfTakenBefore,
+  hasUsableIpv6Half,
   inNetwork,
+  inNetwork6,
   isAllocatable,
+  isAllocatable6,
   isFree,
+  isFree6,
+  namesNode,
+  nodeAddress,
 } from "./allocate.ts";
 import { LeaseDecoder } from "./decode.ts";
 import { Claims, conflicts } from "./claim.ts";
@@ -68,10 +78,18 @@ export interface LeaseManagerOptions {
   claimWaitMs?: number;
 }
 
+/** "198.19.5.0/24", "198.19.5.0/24 and 2001:db8:1:5::/64", or the IPv6 subnet alone. */
+function describe(subnet: Ipv4Net, subnet6: Ipv6Net | null): string {
+  if (!subnet6) return formatCidr(subnet);
+  return subnet.prefix === 0
+    ? formatCidr6(subnet6)
+    : `${formatCidr(subnet)} and ${formatCidr6(subnet6)}`;
+}
+
 /** Outcome of claiming a lease that names this node's public IP but another node's identity. */
 
 export class LeaseManager {
-  #decoder = new LeaseDecoder();
+  #decoder: LeaseDecoder;
   #lease: KnownLease | null = null;
   #attrs: LeaseAttrs | null = null;
   #wake: (() => void) | null = null;
@@ -88,6 +106,7 @@ export class LeaseManager {
     readonly opts: LeaseManagerOptions,
   ) {
     this.#claims = new Claims(registry, { claimWaitMs: opts.claimWaitMs });
+    this.#decoder = new LeaseDecoder({ ipv6: config.enableIPv6 });
   }
 
   /** True while the lease is known lost and not yet re-acquired and applied. */
@@ -120,7 +139,7 @@ export class LeaseManager {
    */
   async findPrevious(
     publicIP: string,
-    hints: { hint?: Ipv4Net | null; nodeId?: string } = {},
+    hints: { hint?: Ipv4Net | null; hint6?: Ipv6Net | null; nodeId?: string } = {},
   ): Promise<KnownLease | null> {
     return findOwnLease(this.config, (await this.list()).leases, publicIP, hints);
   }
@@ -131,11 +150,17 @@ export class LeaseManager {
    * node's identity is claimed first (see {@link Claims}), and while that node is alive this
    * waits (not ready, {@link conflict} says why) until its lease is gone. Lost create races are
    * retried with a fresh list; throws OutOfSubnetsError when nothing is free.
+   *
+   * With IPv6 enabled both halves are allocated together (`hint6`: the IPv6 subnet from
+   * subnet.env); a lease of ours without a usable IPv6 half (IPv6 just enabled on a running
+   * cluster) keeps its IPv4 subnet and gains an IPv6 half: the key changes, so the new key is
+   * created and the old one deleted (flanneld instead picks a new subnet, renumbering the node).
    */
   async acquire(
     attrs: LeaseAttrs,
     hint: Ipv4Net | null,
     signal?: AbortSignal,
+    hint6: Ipv6Net | null = null,
   ): Promise<KnownLease> {
     this.#attrs = attrs;
     const value = encodeLeaseValue(attrs);
@@ -144,8 +169,10 @@ export class LeaseManager {
     for (let attempt = 1; attempt <= tries; attempt++) {
       signal?.throwIfAborted();
       const { leases } = await this.list();
-      const { lease: own, others } = chooseOwnLease(this.config, leases, attrs.publicIP, {
+      const cfg = this.config;
+      const { lease: own, others } = chooseOwnLease(cfg, leases, nodeAddress(cfg, attrs), {
         hint,
+        hint6,
         nodeId: attrs.nodeId,
       });
       const rival = [own, ...others].find((l) => l && this.#claims.isRival(l, attrs));
@@ -157,6 +184,11 @@ export class LeaseManager {
         }
         continue;
       }
+      if (own && !hasUsableIpv6Half(cfg, own)) {
+        const held = await this.#addIpv6Half(own, attrs, leases, hint6, signal);
+        if (held) return held;
+        continue;
+      }
       if (own) {
         const ttl = own.expiresAt === null ? null : this.opts.ttlSeconds;
         const r = await this.registry.updateLease(own.key, value, ttl, own.revision);
@@ -166,16 +198,18 @@ export class LeaseManager {
             ip: attrs.publicIP,
             kind: ttl === null ? " (reservation)" : "",
           });
-          const held = this.#held(r.key, own.subnet, attrs, r.expiresAt, r.revision);
+          const held = this.#held(r.key, own.subnet, attrs, r.expiresAt, r.revision, own.subnet6);
           if (await this.#tidy(held, signal)) return held;
         }
         continue; // changed under us, or yielded to an older holder: look again
       }
-      let subnet: Ipv4Net;
-      const hinted = !!hint && isAllocatable(this.config, hint) &&
+      let subnet: Ipv4Net = { ip: 0, prefix: 0 }; // IPv6-only: the empty network, as flanneld
+      const hinted4 = cfg.enableIPv4 && !!hint && isAllocatable(this.config, hint) &&
         isFree(hint, inNetwork(this.config, leases));
-      if (hinted) subnet = hint!;
-      else {
+      const subnet6 = cfg.enableIPv6 ? this.#pick6(leases, hint6) : null;
+      const hinted = cfg.enableIPv4 ? hinted4 : !!hint6 && subnet6?.ip === hint6.ip;
+      if (hinted4) subnet = hint!;
+      else if (cfg.enableIPv4) {
         const free = freeSubnets(this.config, leases, 100);
         if (free.length === 0) {
           throw new OutOfSubnetsError(
@@ -188,16 +222,22 @@ export class LeaseManager {
         }
         subnet = free[Math.floor(Math.random() * free.length)];
       }
-      const r = await this.registry.createLease(subnetKey(subnet), value, this.opts.ttlSeconds);
+      const key = subnetKey(subnet, subnet6);
+      const r = await this.registry.createLease(key, value, this.opts.ttlSeconds);
       if (r) {
-        log.info("acquired lease {subnet}", { subnet: formatCidr(subnet) });
-        const held = this.#held(r.key, subnet, attrs, r.expiresAt, r.revision);
+        const held = this.#held(r.key, subnet, attrs, r.expiresAt, r.revision, subnet6);
+        if (await this.#collided(held)) {
+          hint = hint6 = null;
+          await sleep(Math.random() * 20 * attempt, signal);
+          continue;
+        }
+        log.info("acquired lease {subnet}", { subnet: describe(subnet, subnet6) });
         if (await this.#tidy(held, signal)) return held;
         attempt--; // yielded to a node that holds our public IP: not a lost race
         continue;
       }
       log.debug("lost the race for {subnet} (attempt {n}); retrying", {
-        subnet: formatCidr(subnet),
+        subnet: describe(subnet, subnet6),
         n: attempt,
       });
       // The subnet.env subnet may still be held by our own just-expired lease, which the list
@@ -208,7 +248,7 @@ export class LeaseManager {
         await sleep(200, signal);
         continue;
       }
-      hint = null;
+      hint = hint6 = null;
       await sleep(Math.random() * 20 * attempt, signal);
     }
     throw new Error(
@@ -226,9 +266,8 @@ export class LeaseManager {
    */
   async #tidy(held: KnownLease, signal?: AbortSignal): Promise<boolean> {
     const { leases } = await this.list();
-    const others = leases.filter((l) =>
-      l.key !== held.key && l.attrs.publicIP === held.attrs.publicIP
-    );
+    const me = nodeAddress(this.config, held.attrs);
+    const others = leases.filter((l) => l.key !== held.key && namesNode(this.config, l, me));
     for (const l of others) {
       if (this.#claims.isRival(l, held.attrs) && l.revision < held.revision) {
         const c = await this.#claims.claim(l, held.attrs, this.opts.ttlSeconds, signal);
@@ -264,8 +303,82 @@ export class LeaseManager {
     return true;
   }
 
-  #held(key: string, subnet: Ipv4Net, attrs: LeaseAttrs, exp: number | null, rev: number) {
+  /** The IPv6 half for a new lease: the subnet.env one when free, else a random free one. */
+  #pick6(leases: KnownLease[], hint6: Ipv6Net | null): Ipv6Net {
+    const cfg = this.config;
+    if (hint6 && isAllocatable6(cfg, hint6) && isFree6(hint6, inNetwork6(cfg, leases))) {
+      return hint6;
+    }
+    const free = freeSubnets6(cfg, leases, 100);
+    if (free.length === 0) {
+      throw new OutOfSubnetsError(
+        `out of IPv6 subnets: IPv6Network ${formatCidr6(cfg.ipv6!.network)} (/${
+          cfg.ipv6!.subnetLen
+        } subnets, ${capacity6(cfg)} possible) has no free subnet; enlarge IPv6Network or ` +
+          `IPv6SubnetLen in the config, or delete stale leases`,
+      );
+    }
+    return free[Math.floor(Math.random() * free.length)];
+  }
+
+  /**
+   * After a create: whether a lease written before ours holds one of our halves (a dual-stack key
+   * is unique only as a pair). Ours is then deleted and the caller picks again. IPv4-only keys
+   * are the subnet itself, and the registry's create-if-absent settles their races.
+   */
+  async #collided(held: KnownLease, replacing?: string): Promise<boolean> {
+    if (!this.config.enableIPv6) return false;
+    const { leases } = await this.list();
+    const other = halfTakenBefore(this.config, held, leases.filter((l) => l.key !== replacing));
+    if (!other) return false;
+    log.debug("{key} shares a subnet with {other}, written first; picking again", {
+      key: held.key,
+      other: other.key,
+    });
+    await this.registry.deleteLease(held.key, held.revision);
+    this.#lease = null;
+    leaseHeld.set(0);
+    return true;
+  }
+
+  /**
+   * Gives our lease `own` (IPv4 only, or an IPv6 half the config no longer allows) an IPv6 half,
+   * keeping its IPv4 subnet: creates the dual-stack key (a reservation stays one), then deletes
+   * the old key. Null when raced (the caller lists again).
+   */
+  async #addIpv6Half(
+    own: KnownLease,
+    attrs: LeaseAttrs,
+    leases: KnownLease[],
+    hint6: Ipv6Net | null,
+    signal?: AbortSignal,
+  ): Promise<KnownLease | null> {
+    const subnet6 = this.#pick6(leases, hint6);
+    const key = subnetKey(own.subnet, subnet6);
+    const ttl = own.expiresAt === null ? null : this.opts.ttlSeconds;
+    const r = await this.registry.createLease(key, encodeLeaseValue(attrs), ttl);
+    if (!r) return null;
+    const held = this.#held(r.key, own.subnet, attrs, r.expiresAt, r.revision, subnet6);
+    if (await this.#collided(held, own.key)) return null;
+    await this.registry.deleteLease(own.key, own.revision);
+    log.info("lease {old} gains an IPv6 half, keeping its IPv4 subnet: now {key}{kind}", {
+      old: own.key,
+      key,
+      kind: ttl === null ? " (reservation)" : "",
+    });
+    return await this.#tidy(held, signal) ? held : null;
+  }
+
+  #held(
+    key: string,
+    subnet: Ipv4Net,
+    attrs: LeaseAttrs,
+    exp: number | null,
+    rev: number,
+    subnet6?: Ipv6Net | null,
+  ) {
     this.#lease = { key, subnet, attrs, expiresAt: exp, revision: rev };
+    if (subnet6) this.#lease.subnet6 = subnet6;
     this.#lost = false;
     acquisitions.inc();
     leaseHeld.set(1);
@@ -298,7 +411,8 @@ export class LeaseManager {
   observeOwnWrite(attrs: LeaseAttrs | null, revision?: number): void {
     const l = this.#lease;
     if (!l || !attrs || (revision !== undefined && revision <= l.revision)) return;
-    if (attrs.publicIP !== l.attrs.publicIP) return this.notifyLost();
+    const cfg = this.config;
+    if (nodeAddress(cfg, attrs) !== nodeAddress(cfg, l.attrs)) return this.notifyLost();
     const me = l.attrs.nodeId;
     if (!me || !attrs.nodeId || attrs.nodeId === me) return;
     if (attrs.claim && revision !== undefined) {
@@ -428,7 +542,7 @@ export class LeaseManager {
       key: old.key,
     });
     leaseHeld.set(0);
-    const l = await this.acquire(this.#attrs!, old.subnet, signal);
+    const l = await this.acquire(this.#attrs!, old.subnet, signal, old.subnet6 ?? null);
     if (l.key !== old.key) {
       log.warn("now holding {key} instead of {old}", { key: l.key, old: old.key });
     }

@@ -1,8 +1,12 @@
 /**
  * The external interface: the host interface whose address carries overlay traffic and is
  * published in the lease (flannel's --iface / --iface-regex / --iface-can-reach / --public-ip).
+ * With IPv6 enabled, also its global IPv6 address (or --public-ipv6); --iface and --iface-regex
+ * match IPv6 addresses too (flanneld's match IPv4 only).
  */
 import { isIp } from "../base/ipv4.ts";
+import { formatIp6, isIp6, parseIp6 } from "../base/ipv6.ts";
+import { ipv6Problem } from "../config/unicast.ts";
 import { FatalError } from "../base/errors.ts";
 
 export interface ExternalInterface {
@@ -14,6 +18,13 @@ export interface ExternalInterface {
   ifaceAddr: string;
   /** Address published in the lease: --public-ip, else ifaceAddr. */
   publicIP: string;
+  /**
+   * With IPv6: the interface's global IPv6 address (the IPv6 VTEP's underlay address); absent
+   * when it has none and --public-ipv6 names the address to publish.
+   */
+  ifaceAddr6?: string;
+  /** With IPv6: PublicIPv6 in the lease: --public-ipv6, else ifaceAddr6. */
+  publicIPv6?: string;
   /** The interface's MTU. */
   mtu: number;
 }
@@ -32,6 +43,10 @@ export interface IfaceSelection {
   ifaceCanReach?: string;
   /** --public-ip override of the advertised address. */
   publicIP?: string;
+  /** The config enables IPv6: find the interface's IPv6 address too. */
+  ipv6?: boolean;
+  /** --public-ipv6 override of the advertised IPv6 address. */
+  publicIPv6?: string;
 }
 
 interface Candidate {
@@ -43,6 +58,21 @@ function ipv4Interfaces(): Candidate[] {
   return Deno.networkInterfaces()
     .filter((i) => i.family === "IPv4")
     .map((i) => ({ name: i.name, address: i.address }));
+}
+
+/**
+ * The global unicast IPv6 addresses of each interface (RFC 5952 text), in the kernel's order: no
+ * link-local, loopback or other address a peer could not route to.
+ */
+function ipv6Addresses(): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const i of Deno.networkInterfaces()) {
+    if (i.family !== "IPv6" || !isIp6(i.address) || ipv6Problem(i.address)) continue;
+    const list = out.get(i.name) ?? [];
+    list.push(formatIp6(parseIp6(i.address)));
+    out.set(i.name, list);
+  }
+  return out;
 }
 
 function sysNum(name: string, file: string): number {
@@ -85,11 +115,20 @@ export async function sourceAddressFor(target: string): Promise<string> {
 /** Picks the external interface the way flanneld does and describes it. */
 export async function selectExternalInterface(sel: IfaceSelection): Promise<ExternalInterface> {
   const all = ipv4Interfaces();
+  const v6 = ipv6Addresses();
+  const byV6 = (addr: string) => {
+    const a = formatIp6(parseIp6(addr));
+    return all.find((c) => v6.get(c.name)?.includes(a));
+  };
   let chosen: Candidate | undefined;
   const tried: string[] = [];
   if (sel.iface?.length) {
     for (const want of sel.iface) {
-      chosen = isIp(want) ? all.find((c) => c.address === want) : all.find((c) => c.name === want);
+      chosen = isIp(want)
+        ? all.find((c) => c.address === want)
+        : isIp6(want)
+        ? byV6(want)
+        : all.find((c) => c.name === want);
       tried.push(`--iface ${want}`);
       if (chosen) break;
     }
@@ -103,7 +142,10 @@ export async function selectExternalInterface(sel: IfaceSelection): Promise<Exte
           `--iface-regex "${re}" is not a valid regular expression: ${(e as Error).message}`,
         );
       }
-      chosen = all.find((c) => c.name !== "lo" && (rx.test(c.address) || rx.test(c.name)));
+      chosen = all.find((c) =>
+        c.name !== "lo" &&
+        (rx.test(c.address) || rx.test(c.name) || (v6.get(c.name) ?? []).some((a) => rx.test(a)))
+      );
       tried.push(`--iface-regex ${re}`);
       if (chosen) break;
     }
@@ -134,6 +176,22 @@ export async function selectExternalInterface(sel: IfaceSelection): Promise<Exte
   if (sel.publicIP !== undefined && !isIp(sel.publicIP)) {
     throw new InterfaceError(`--public-ip "${sel.publicIP}" is not an IPv4 address`);
   }
+  let ifaceAddr6: string | undefined, publicIPv6: string | undefined;
+  if (sel.ipv6) {
+    ifaceAddr6 = v6.get(chosen.name)?.[0];
+    if (sel.publicIPv6 !== undefined) {
+      const p = ipv6Problem(sel.publicIPv6);
+      if (p) throw new InterfaceError(`--public-ipv6: ${p}`);
+      publicIPv6 = formatIp6(parseIp6(sel.publicIPv6));
+    } else publicIPv6 = ifaceAddr6;
+    if (!publicIPv6) {
+      throw new InterfaceError(
+        `EnableIPv6 is true but ${chosen.name} has no global IPv6 address (link-local ones ` +
+          `cannot be routed to): add one to ${chosen.name}, pick another interface, or pass ` +
+          `--public-ipv6`,
+      );
+    }
+  }
   const index = sysNum(chosen.name, "ifindex");
   if (!index) {
     throw new InterfaceError(
@@ -146,6 +204,8 @@ export async function selectExternalInterface(sel: IfaceSelection): Promise<Exte
     index,
     ifaceAddr: chosen.address,
     publicIP: sel.publicIP ?? chosen.address,
+    ...(publicIPv6 ? { publicIPv6 } : {}),
+    ...(ifaceAddr6 ? { ifaceAddr6 } : {}),
     mtu: sysNum(chosen.name, "mtu") || 1500,
   };
 }

@@ -17,6 +17,7 @@
  * ```
  */
 import { formatCidr, networkOf } from "../base/ipv4.ts";
+import { formatCidr6 } from "../base/ipv6.ts";
 import { metrics } from "../base/metrics.ts";
 import type { NetworkConfig } from "../config/network.ts";
 import type { Lease } from "../lease/codec.ts";
@@ -92,16 +93,27 @@ export class NftKeeper extends RuleKeeper {
   }
 
   /**
-   * The table follows the lease: IPv4 from the config's Network and the lease's subnet. When the
-   * config serves IPv6, its table joins here: `{ family: "ip6", network, podSubnet }` from the
-   * IPv6 halves of the config and the lease ({@link tableScript} already writes `ip6` tables).
+   * The tables follow the lease: `ip flannel-ipv4` from the config's Network and the lease's
+   * subnet, and with IPv6 on, `ip6 flannel-ipv6` from the IPv6 halves of both (an IPv6-only
+   * config has the `ip6` table alone).
    */
   apply(cfg: NetworkConfig, lease: Lease, _prev: Lease | null): Promise<void> {
-    return this.write([{
-      family: "ip",
-      network: formatCidr(networkOf(cfg.network)),
-      podSubnet: formatCidr(networkOf(lease.subnet)),
-    }]);
+    const targets: NftTarget[] = [];
+    if (cfg.enableIPv4) {
+      targets.push({
+        family: "ip",
+        network: formatCidr(networkOf(cfg.network)),
+        podSubnet: formatCidr(networkOf(lease.subnet)),
+      });
+    }
+    if (cfg.ipv6 && lease.subnet6) {
+      targets.push({
+        family: "ip6",
+        network: formatCidr6(cfg.ipv6.network),
+        podSubnet: formatCidr6(lease.subnet6),
+      });
+    }
+    return this.write(targets);
   }
 
   /** Writes `targets` (one table per family at most) and deletes flannel's other tables. */

@@ -69,3 +69,60 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "external interface selection: the IPv6 address (EnableIPv6), --public-ipv6, IPv6 in --iface/--iface-regex",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const id = newRunId();
+    const ns = `wif6-${id}`;
+    const dir = await Deno.makeTempDir({ prefix: "weft-iface6-" });
+    await Deno.writeTextFile(`${dir}/pick.ts`, script);
+    try {
+      await createNs(ns, { bare: true });
+      const ip = (...a: string[]) => run(["ip", "-n", ns, ...a]);
+      await ip("link", "set", "lo", "up");
+      await ip("link", "add", "ua0", "type", "veth", "peer", "name", "ua1");
+      await ip("link", "add", "ub0", "type", "veth", "peer", "name", "ub1");
+      await ip("link", "set", "ua1", "up");
+      await ip("link", "set", "ub1", "up");
+      await ip("addr", "add", "198.18.0.5/24", "dev", "ua0");
+      await ip("addr", "add", "198.18.7.5/24", "dev", "ub0");
+      await ip("addr", "add", "2001:db8:ffff::5/64", "dev", "ua0", "nodad");
+      await ip("link", "set", "ua0", "up");
+      await ip("link", "set", "ub0", "up"); // gets only a link-local IPv6 address
+      await ip("route", "add", "default", "via", "198.18.7.1", "dev", "ub0");
+      const pick = async (sel: Record<string, unknown>) =>
+        JSON.parse(await run(denoInNs(ns, [`${dir}/pick.ts`, JSON.stringify(sel)])));
+      const a = await pick({ iface: ["ua0"], ipv6: true });
+      assert.equal(a.ifaceAddr6, "2001:db8:ffff::5");
+      assert.equal(a.publicIPv6, "2001:db8:ffff::5");
+      assert.equal((await pick({ iface: ["ua0"] })).publicIPv6, undefined, "IPv6 off: none");
+      // By IPv6 address (any spelling) and by a regex over IPv6 addresses.
+      assert.equal((await pick({ iface: ["2001:DB8:FFFF:0::5"], ipv6: true })).name, "ua0");
+      assert.equal((await pick({ ifaceRegex: ["^2001:db8:ffff::"], ipv6: true })).name, "ua0");
+      const pub = await pick({ iface: ["ua0"], ipv6: true, publicIPv6: "2001:db8:ffff:0::9" });
+      assert.equal(pub.publicIPv6, "2001:db8:ffff::9");
+      assert.equal(pub.ifaceAddr6, "2001:db8:ffff::5");
+      // ub0 has a link-local address only: a clear error, unless --public-ipv6 names one.
+      const none = await pick({ iface: ["ub0"], ipv6: true });
+      assert.match(
+        none.error,
+        /EnableIPv6 is true but ub0 has no global IPv6 address.*--public-ipv6/,
+      );
+      assert.equal(none.fatal, true);
+      const nat6 = await pick({ iface: ["ub0"], ipv6: true, publicIPv6: "2001:db8:ffff::7" });
+      assert.equal(nat6.publicIPv6, "2001:db8:ffff::7");
+      assert.equal(nat6.ifaceAddr6, undefined, "no interface address is made up");
+      assert.match(
+        (await pick({ iface: ["ua0"], ipv6: true, publicIPv6: "fe80::1" })).error,
+        /--public-ipv6: fe80::1 is in fe80::\/10/,
+      );
+    } finally {
+      await deleteNs(ns).catch(() => {});
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

@@ -10,6 +10,7 @@ import { agentFlags } from "../../src/cli/agent_flags.ts";
 import { type FlagSpec, type FlagTable, parseFlags, UsageError } from "../../src/cli/flags.ts";
 import { type FuzzTarget, PROTO_KEYS, valueOrTyped } from "./harness.ts";
 import { isIp } from "../../src/base/ipv4.ts";
+import { isIp6 } from "../../src/base/ipv6.ts";
 
 const synthetic: FlagTable = {
   "count": { type: "int", default: 3, help: "unbounded int" },
@@ -43,6 +44,10 @@ function valueFor(s: FlagSpec): fc.Arbitrary<string | number | boolean | string[
     default:
       if (s.form === "ipv4") {
         return fc.oneof(fc.constant(""), fc.ipV4().filter((ip) => !/(^|\.)0\d/.test(ip)));
+      }
+      if (s.form === "ipv6") {
+        // fast-check's IPv6 may end in a dotted quad with leading zeros: keep Go-parsable ones.
+        return fc.oneof(fc.constant(""), fc.ipV6().filter((ip) => isIp6(ip)));
       }
       return s.choices ? fc.constantFrom(...s.choices) : fc.string({ maxLength: 12 });
   }

@@ -26,6 +26,8 @@
  */
 import { withTimeout } from "../../src/base/async.ts";
 import { formatIp } from "../../src/base/ipv4.ts";
+import { formatIp6 } from "../../src/base/ipv6.ts";
+import { gatewayOf6 } from "../../src/config/subnet_env.ts";
 import { AgentProc } from "./agent.ts";
 import { type EtcdProc, startEtcd } from "./etcd.ts";
 import { atExit } from "./exit.ts";
@@ -33,12 +35,14 @@ import {
   checkName,
   checkRunId,
   CLUSTER_NETWORK,
+  CLUSTER_NETWORK6,
   HARNESS_PREFIX,
   MAX_HOSTS,
   newRunId,
   REGISTRY_IP,
   type RunNames,
   runNames,
+  UNDERLAY6_PREFIX_LEN,
   UNDERLAY_PREFIX_LEN,
 } from "./names.ts";
 import {
@@ -77,6 +81,11 @@ export interface ClusterOptions {
   podsPerHost?: number;
   /** Pod wiring; default "bridge" (what flannel's CNI config does with the bridge plugin). */
   podWiring?: PodWiring;
+  /**
+   * Dual stack: hosts also get an IPv6 underlay address (`Host.ip6`) and IPv6 forwarding, and
+   * pods an IPv6 address when their host's subnet.env has an IPv6 subnet (`Pod.ip6`).
+   */
+  ipv6?: boolean;
 }
 
 export interface AgentOptions {
@@ -102,6 +111,8 @@ export interface Host {
   netns: string;
   /** Underlay address of eth0. */
   ip: string;
+  /** IPv6 underlay address of eth0 (clusters with `ipv6`). */
+  ip6?: string;
   /** The host's directory in the run dir. */
   dir: string;
   subnetFile: string;
@@ -121,6 +132,10 @@ export interface Pod {
   mtu: number;
   /** Host-side veth (pod side is eth0). */
   hostVeth: string;
+  /** IPv6 address, prefix and gateway, when the host's subnet.env has an IPv6 subnet. */
+  ip6?: string;
+  prefix6?: number;
+  gateway6?: string;
 }
 
 /** A host by logical name ("h1"), the registry host ("reg"), the switch ("sw"), or an object. */
@@ -153,6 +168,7 @@ export class Cluster {
   /** Registry key prefix passed to agents in etcd mode. */
   readonly etcdPrefix: string;
   readonly network = CLUSTER_NETWORK;
+  readonly network6 = CLUSTER_NETWORK6;
   #podSeq = 0;
   /** Per-host chain that serialises pod wiring (two pods must not both create cni0). */
   #wiring = new Map<string, Promise<unknown>>();
@@ -172,6 +188,7 @@ export class Cluster {
         index: i,
         netns: this.names.hostNs(name),
         ip: this.names.hostIp(i),
+        ...(opts.ipv6 ? { ip6: this.names.hostIp6(i) } : {}),
         dir: `${dir}/${name}`,
         subnetFile: `${dir}/${name}/subnet.env`,
         logFile: `${dir}/${name}/agent.log`,
@@ -215,6 +232,11 @@ export class Cluster {
     await Promise.all(this.hosts.map(async (h) => {
       await Deno.mkdir(h.dir, { recursive: true });
       await this.#attach(h.netns, h.name, h.ip, true);
+      if (h.ip6) {
+        const addr = `${h.ip6}/${UNDERLAY6_PREFIX_LEN}`;
+        await runOk(["ip", "-n", h.netns, "-6", "addr", "add", addr, "dev", "eth0", "nodad"]);
+        await nsExec(h.netns, ["sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"]);
+      }
     }));
     if (this.opts.registry === "etcd") {
       this.etcd = await startEtcd({
@@ -394,6 +416,14 @@ export class Cluster {
       mtu: env.mtu,
       hostVeth: this.names.podVeth(seq),
     };
+    if (env.ipv6) {
+      // Like the IPv4 side: the bridge holds the subnet's first address, pods take the next.
+      const used6 = new Set(h.pods.map((p) => p.ip6));
+      const s6 = env.ipv6.subnet;
+      let n = s6.ip + 2n;
+      while (used6.has(formatIp6(n))) n++;
+      Object.assign(pod, { ip6: formatIp6(n), prefix6: s6.prefix, gateway6: gatewayOf6(s6) });
+    }
     // Registered before creation so destroy() removes a half-built pod too.
     h.pods.push(pod);
     const wire = async () => {
@@ -419,7 +449,7 @@ export class Cluster {
   }
 
   #wiringCtx(h: Host, pod: Pod): PodWiringContext {
-    const { ip, prefix, gateway, mtu, hostVeth } = pod;
+    const { ip, prefix, gateway, mtu, hostVeth, ip6, prefix6, gateway6 } = pod;
     return {
       hostNs: h.netns,
       podNs: pod.netns,
@@ -428,6 +458,7 @@ export class Cluster {
       prefix,
       gateway,
       mtu,
+      ...(ip6 ? { ip6, prefix6, gateway6 } : {}),
       subnetFile: h.subnetFile,
       cniDir: `${h.dir}/cni`,
     };
@@ -449,16 +480,19 @@ export class Cluster {
    * Every pod pings every other pod (default 1 echo, 2 s timeout), at most 8 pings at a time.
    * `failed` lists pairs that lost anything.
    */
-  async pingMatrix(o: PingOptions = {}): Promise<PingMatrix> {
+  async pingMatrix(o: PingOptions & { family?: 4 | 6 } = {}): Promise<PingMatrix> {
     const pods = this.pods();
     const pairs = pods.flatMap((a) => pods.filter((b) => b !== a).map((b) => [a, b] as const));
     const results: PingPair[] = [];
     let next = 0;
+    const { family, ...po } = o;
     const worker = async () => {
       while (next < pairs.length) {
         const [a, b] = pairs[next++];
-        const r = await this.ping(a, b.ip, { count: 1, timeoutS: 2, ...o });
-        results.push({ from: `${a.host}/${a.name}`, to: `${b.host}/${b.name}`, toIp: b.ip, ...r });
+        const to = family === 6 ? b.ip6 : b.ip;
+        if (!to) throw new Error(`pod ${b.host}/${b.name} has no IPv${family} address`);
+        const r = await this.ping(a, to, { count: 1, timeoutS: 2, ...po });
+        results.push({ from: `${a.host}/${a.name}`, to: `${b.host}/${b.name}`, toIp: to, ...r });
       }
     };
     await Promise.all(Array.from({ length: Math.min(8, pairs.length) }, worker));

@@ -19,6 +19,10 @@ export const UNDERLAY_PREFIX_LEN = 24;
 export const REGISTRY_IP = "198.18.0.2";
 /** Default cluster network handed to agents. */
 export const CLUSTER_NETWORK = "198.19.0.0/16";
+/** The hosts' IPv6 underlay (dual-stack clusters): `2001:db8:ffff::<10+i, hex>/64`. */
+export const UNDERLAY6_PREFIX_LEN = 64;
+/** IPv6Network of dual-stack clusters. */
+export const CLUSTER_NETWORK6 = "2001:db8:1::/56";
 /** Highest host count: host i gets 198.18.0.(10+i), and .255 is broadcast. */
 export const MAX_HOSTS = 200;
 
@@ -66,6 +70,8 @@ export interface RunNames {
   /** Host-side veth of the n-th pod of the run. */
   podVeth(n: number): string;
   hostIp(i: number): string;
+  /** Host i's IPv6 underlay address (dual-stack clusters). */
+  hostIp6(i: number): string;
 }
 
 export function runNames(runId: string): RunNames {
@@ -85,6 +91,12 @@ export function runNames(runId: string): RunNames {
         throw new RangeError(`host index ${i} is outside 1..${MAX_HOSTS}`);
       }
       return `198.18.0.${10 + i}`;
+    },
+    hostIp6: (i) => {
+      if (!Number.isInteger(i) || i < 1 || i > MAX_HOSTS) {
+        throw new RangeError(`host index ${i} is outside 1..${MAX_HOSTS}`);
+      }
+      return `2001:db8:ffff::${(10 + i).toString(16)}`;
     },
   };
 }

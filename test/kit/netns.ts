@@ -49,6 +49,10 @@ export async function createNs(name: string, setup: NsSetup = {}): Promise<void>
     "net.ipv4.conf.all.rp_filter=0",
     "net.ipv4.conf.default.rp_filter=0",
     `net.ipv4.ip_forward=${setup.forward ? 1 : 0}`,
+    // No duplicate address detection: a fresh link-local address would stay tentative for a
+    // second or two, and IPv6 neighbour discovery (so the first pings) would wait on it.
+    "net.ipv6.conf.all.accept_dad=0",
+    "net.ipv6.conf.default.accept_dad=0",
   ];
   await nsExec(name, ["sysctl", "-q", "-w", ...sysctls]);
 }

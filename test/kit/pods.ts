@@ -86,6 +86,10 @@ export interface PodWiringContext {
   prefix: number;
   gateway: string;
   mtu: number;
+  /** The pod's IPv6 address, prefix and gateway (the bridge's), when the host has IPv6. */
+  ip6?: string;
+  prefix6?: number;
+  gateway6?: string;
   /** "cni" only: the host's subnet.env, read by weft's CNI mode. */
   subnetFile?: string;
   /** "cni" only: a per-host directory for weft's saved delegate configs and host-local's leases. */
@@ -132,7 +136,22 @@ export async function wirePod(kind: PodWiring, ctx: PodWiringContext): Promise<W
   await runOk([...p, "addr", "add", `${ctx.ip}/${ctx.prefix}`, "dev", "eth0"]);
   await runOk([...p, "link", "set", "eth0", "up"]);
   await runOk([...p, "route", "add", "default", "via", ctx.gateway, "dev", "eth0"]);
+  if (ctx.ip6 && ctx.gateway6 && ctx.prefix6 !== undefined) {
+    await ensureBridge6(ctx.hostNs, ctx.gateway6, ctx.prefix6);
+    // nodad: usable at once, no duplicate-address wait (every address here is unique anyway).
+    await runOk([...p, "-6", "addr", "add", `${ctx.ip6}/${ctx.prefix6}`, "dev", "eth0", "nodad"]);
+    await runOk([...p, "-6", "route", "add", "default", "via", ctx.gateway6, "dev", "eth0"]);
+  }
   return { ip: ctx.ip, prefix: ctx.prefix, gateway: ctx.gateway, hostVeth: ctx.hostVeth };
+}
+
+/** Gives `cni0` (made by {@link ensureBridge}) the IPv6 gateway address once. */
+async function ensureBridge6(hostNs: string, gateway6: string, prefix6: number) {
+  const want = `${gateway6}/${prefix6}`;
+  const show = await runOk(["ip", "-n", hostNs, "-6", "-j", "addr", "show", "dev", POD_BRIDGE]);
+  const [link] = JSON.parse(show) as { addr_info: { local: string; prefixlen: number }[] }[];
+  if (link.addr_info.some((a) => `${a.local}/${a.prefixlen}` === want)) return;
+  await runOk(["ip", "-n", hostNs, "-6", "addr", "add", want, "dev", POD_BRIDGE, "nodad"]);
 }
 
 /**

@@ -8,6 +8,7 @@ import {
 import { ConfigError } from "../../src/base/errors.ts";
 import { BACKEND_TYPES } from "../../src/config/backend_options.ts";
 import { formatIp } from "../../src/base/ipv4.ts";
+import { formatCidr6, formatIp6 } from "../../src/base/ipv6.ts";
 import { flannelConfig } from "../kit/fixtures/flannel_leases.ts";
 
 Deno.test("defaults follow flannel: SubnetLen, SubnetMin skips the first subnet, udp backend", () => {
@@ -103,4 +104,94 @@ Deno.test("config validation: backend type, options, Network and size are checke
 
 Deno.test("config validation: the backend types live in one list", () => {
   assert.deepEqual([...BACKEND_TYPES], ["vxlan", "host-gw", "udp", "alloc"]);
+});
+
+Deno.test("dual stack: IPv6 fields with flannel's defaults", () => {
+  const c = parseNetworkConfig(
+    `{"Network":"198.19.0.0/16","EnableIPv6":true,"IPv6Network":"2001:db8:1::/56",` +
+      `"Backend":{"Type":"vxlan"}}`,
+  );
+  assert.equal(c.enableIPv4, true);
+  assert.equal(c.enableIPv6, true);
+  assert.equal(c.subnetLen, 24);
+  const v6 = c.ipv6!;
+  assert.equal(formatCidr6(v6.network), "2001:db8:1::/56");
+  assert.equal(v6.subnetLen, 64);
+  assert.equal(formatIp6(v6.subnetMin), "2001:db8:1:1::");
+  assert.equal(formatIp6(v6.subnetMax), "2001:db8:1:ff::");
+  const len = (net: string, extra = "") =>
+    parseNetworkConfig(
+      `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"${net}"${extra},` +
+        `"Backend":{"Type":"host-gw"}}`,
+    ).ipv6!.subnetLen;
+  assert.equal(len("2001:db8::/62"), 64);
+  assert.equal(len("2001:db8::/63"), 65);
+  assert.equal(len("2001:db8::/124"), 126);
+  assert.equal(len("2001:db8::/48", `,"IPv6SubnetLen":80`), 80);
+  const b = parseNetworkConfig(
+    `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"2001:db8:1::/56",` +
+      `"IPv6SubnetMin":"2001:db8:1:10::","IPv6SubnetMax":"2001:db8:1:20::","Backend":{"Type":"host-gw"}}`,
+  );
+  assert.equal(formatIp6(b.ipv6!.subnetMin), "2001:db8:1:10::");
+  assert.equal(formatIp6(b.ipv6!.subnetMax), "2001:db8:1:20::");
+  // IPv6-only: no IPv4 half (the empty network, as in flanneld's `0.0.0.0-0&…` keys).
+  assert.equal(b.enableIPv4, false);
+  assert.deepEqual(b.network, { ip: 0, prefix: 0 });
+  // IPv4-only configs carry no IPv6 half, whatever IPv6Network says (flannel ignores it too).
+  const v4 = parseNetworkConfig(`{"Network":"198.19.0.0/16","IPv6Network":"2001:db8:1::/56"}`);
+  assert.equal(v4.ipv6, undefined);
+  assert.equal(v4.enableIPv6, false);
+});
+
+Deno.test("dual stack: bad IPv6 configs name the field and the expected form", () => {
+  const v6 = (extra: string, backend = "vxlan") =>
+    `{"Network":"198.19.0.0/16","EnableIPv6":true${extra},"Backend":{"Type":"${backend}"}}`;
+  const cases: [string, RegExp][] = [
+    [`{"Network":"198.19.0.0/16","EnableIPv4":false}`, /EnableIPv4 and EnableIPv6 are both false/],
+    [v6(""), /IPv6Network is required .*2001:db8:1::\/56/],
+    [v6(`,"IPv6Network":"198.19.0.0/16"`), /IPv6Network: .*not an IPv6 CIDR/],
+    [v6(`,"IPv6Network":"2001:db8:1::1/56"`), /IPv6Network: .*host bits set/],
+    [v6(`,"IPv6Network":"::/0"`), /IPv6Network ::\/0 overlaps/],
+    [v6(`,"IPv6Network":"fe80::/64"`), /link-local/],
+    [v6(`,"IPv6Network":"2001:db8::/125"`), /too small: use a prefix of \/124 or shorter/],
+    [
+      v6(`,"IPv6Network":"2001:db8::/56","IPv6SubnetLen":57`),
+      /IPv6SubnetLen 57 .* between 58 and 126/,
+    ],
+    [v6(`,"IPv6Network":"2001:db8::/56","IPv6SubnetLen":127`), /IPv6SubnetLen 127 .* 126/],
+    [
+      v6(`,"IPv6Network":"2001:db8::/56","IPv6SubnetLen":"64"`),
+      /IPv6SubnetLen must be a non-negative integer/,
+    ],
+    [
+      v6(`,"IPv6Network":"2001:db8::/56","IPv6SubnetMin":"2001:db9::"`),
+      /IPv6SubnetMin .* not inside/,
+    ],
+    [
+      v6(`,"IPv6Network":"2001:db8::/56","IPv6SubnetMin":"2001:db8:0:1::5"`),
+      /IPv6SubnetMin .* not aligned to IPv6SubnetLen \/64 \(e.g. 2001:db8:0:1::\)/,
+    ],
+    [
+      v6(`,"IPv6Network":"2001:db8::/56","IPv6SubnetMax":"198.19.0.0"`),
+      /IPv6SubnetMax "198.19.0.0" is not an IPv6 address/,
+    ],
+    [
+      v6(
+        `,"IPv6Network":"2001:db8::/56","IPv6SubnetMin":"2001:db8:0:9::","IPv6SubnetMax":"2001:db8:0:2::"`,
+      ),
+      /IPv6SubnetMin is above IPv6SubnetMax/,
+    ],
+    [
+      v6(`,"IPv6Network":"2001:db8::/56"`, "udp"),
+      /EnableIPv6 is true with the udp backend.*vxlan.*host-gw/,
+    ],
+    [`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"2001:db8::/56"}`, /udp backend/], // udp is the default
+  ];
+  for (const [text, re] of cases) {
+    assert.throws(() => parseNetworkConfig(text), (e: Error) => {
+      assert.ok(e instanceof ConfigError, text);
+      assert.match(e.message, re, text);
+      return true;
+    });
+  }
 });

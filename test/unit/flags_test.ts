@@ -128,3 +128,16 @@ Deno.test("--subnet-lease-ttl is bounded by etcd's longest lease; addresses are 
   );
   assert.equal(parseFlags(["--public-ip="], agentFlags, {}).values["public-ip"], "");
 });
+
+Deno.test("--public-ipv6 takes an IPv6 address (no longer pending)", () => {
+  assert.equal(
+    parseFlags(["--public-ipv6=2001:db8::5"], agentFlags, {}).values["public-ipv6"],
+    "2001:db8::5",
+  );
+  assert.throws(
+    () => parseFlags(["--public-ipv6=198.18.0.5"], agentFlags, {}),
+    (e: Error) =>
+      e instanceof UsageError && /--public-ipv6 expects an IPv6 address/.test(e.message),
+  );
+  assert.equal(agentFlags["public-ipv6"].pending, undefined);
+});

@@ -13,6 +13,8 @@ export function allocOwned(): Owned {
 
 export class AllocBackend implements Backend {
   readonly name = "alloc";
+  /** It programs nothing, for either family: a dual-stack lease is all it needs. */
+  readonly servesIpv6 = true;
   /** Peers as the backend was last told, so tests and metrics can see what it would program. */
   readonly peers = new Map<string, Lease>();
 

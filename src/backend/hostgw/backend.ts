@@ -1,5 +1,6 @@
 /**
- * The `host-gw` backend: per peer lease, `<peer subnet> via <peer public IP> dev <ext iface>`.
+ * The `host-gw` backend: per peer lease, `<peer subnet> via <peer public IP> dev <ext iface>`,
+ * and with IPv6 on, `<peer IPv6 subnet> via <peer PublicIPv6>` beside it.
  * Every host must share one L2 segment. Refuses to start when the public IP is not the
  * interface's own address (peers could not route to it), and re-adds routes someone removed.
  * Its routes carry weft's mark; reconciliation removes only routes routes.ts proves are weft's
@@ -9,6 +10,8 @@ import { getLogger } from "@logtape/logtape";
 import type { NetworkConfig } from "../../config/network.ts";
 import { ConfigError } from "../../base/errors.ts";
 import { formatCidr } from "../../base/ipv4.ts";
+import { formatCidr6 } from "../../base/ipv6.ts";
+import { isPeerSubnet6 } from "../../lease/allocate.ts";
 import type { ExternalInterface } from "../../net/iface.ts";
 import type { Lease } from "../../lease/codec.ts";
 import {
@@ -39,6 +42,7 @@ export function hostGwOwned(_cfg: NetworkConfig | null): Owned {
 
 export class HostGwBackend implements Backend {
   readonly name = "host-gw";
+  readonly servesIpv6 = true;
   #nl: Netlink;
   #cfg!: NetworkConfig;
   #ext!: ExternalInterface;
@@ -57,6 +61,15 @@ export class HostGwBackend implements Backend {
           `drop --public-ip or use the vxlan backend`,
       );
     }
+    if (ctx.config.enableIPv6 && ctx.ext.publicIPv6 !== ctx.ext.ifaceAddr6) {
+      throw new ConfigError(
+        `host-gw needs the public IPv6 address to be the external interface's own, but ` +
+          `--public-ipv6 is ${ctx.ext.publicIPv6} and ${ctx.ext.name} has ${
+            ctx.ext.ifaceAddr6 ?? "no global IPv6 address"
+          }; ` +
+          `drop --public-ipv6 or use the vxlan backend`,
+      );
+    }
     this.#cfg = ctx.config;
     this.#ext = ctx.ext;
     return Promise.resolve({ attrs: { backendType: "host-gw" }, mtu: ctx.ext.mtu });
@@ -67,29 +80,46 @@ export class HostGwBackend implements Backend {
     return Promise.resolve();
   }
 
+  /** The IPv4 route of a peer (its first route; see {@link routesFor}). */
   routeFor(l: Lease): Route {
     return marked({ dst: formatCidr(l.subnet), gw: l.attrs.publicIP, dev: this.#ext.index });
+  }
+
+  /**
+   * A peer's routes: one per family the config enables and the lease has (an IPv4-only peer in a
+   * dual-stack cluster, e.g. one not yet restarted with IPv6, gets its IPv4 route only).
+   */
+  routesFor(l: Lease): Route[] {
+    const out: Route[] = [];
+    if (this.#cfg.enableIPv4) out.push(this.routeFor(l));
+    const v6 = l.attrs.publicIPv6;
+    if (this.#cfg.ipv6 && l.subnet6 && v6 && isPeerSubnet6(this.#cfg, l.subnet6)) {
+      out.push(marked({ dst: formatCidr6(l.subnet6), gw: v6, dev: this.#ext.index }));
+    }
+    return out;
   }
 
   apply(events: PeerEvent[]): Promise<void> {
     const f = new PeerFailures();
     for (const ev of events) {
-      const r = this.routeFor(ev.lease);
+      const rs = this.routesFor(ev.lease);
       if (ev.type === "removed") {
         this.#peers.delete(ev.lease.key);
         // Ours (marked), else flanneld's exact route; another protocol's is left alone.
-        f.run(ev.lease.key, () => {
-          for (const protocol of [r.protocol, RTPROT_BOOT]) {
-            try {
-              return this.#nl.routeDel({ ...r, protocol });
-            } catch (e) {
-              if (!isNotFound(e)) throw e;
+        for (const r of rs) {
+          f.run(ev.lease.key, () => {
+            for (const protocol of [r.protocol, RTPROT_BOOT]) {
+              try {
+                return this.#nl.routeDel({ ...r, protocol });
+              } catch (e) {
+                if (!isNotFound(e)) throw e;
+              }
             }
-          }
-        });
+          });
+        }
       } else {
         this.#peers.set(ev.lease.key, ev.lease);
-        f.run(ev.lease.key, () => this.#nl.routeReplace(r));
+        for (const r of rs) f.run(ev.lease.key, () => this.#nl.routeReplace(r));
       }
     }
     f.throwIfAny("programming host-gw routes");
@@ -97,12 +127,13 @@ export class HostGwBackend implements Backend {
   }
 
   #owned(): Route[] {
-    const scope = routeScope(this.#cfg, this.#own?.subnet ?? null, this.#ext.index);
+    const own = this.#own;
+    const scope = routeScope(this.#cfg, own?.subnet ?? null, this.#ext.index, own?.subnet6);
     return listOwnedRoutes(this.#nl, scope, { gateway: true });
   }
 
   #sync(): { removed: number; added: number } {
-    const want = [...this.#peers.values()].map((l) => this.routeFor(l));
+    const want = [...this.#peers.values()].flatMap((l) => this.routesFor(l));
     const { del, add, adopt } = diffRoutes(want, this.#owned());
     const f = new PeerFailures();
     for (const r of del) f.run(r.dst, () => this.#nl.routeDel(r));
@@ -123,7 +154,7 @@ export class HostGwBackend implements Backend {
   /** Re-adds peer routes that were removed by hand (flannel checks every 10 s; we do it on every check). */
   check(): Promise<boolean> {
     const have = new Set(this.#owned().map(routeKey));
-    const missing = [...this.#peers.values()].map((l) => this.routeFor(l)).filter((r) =>
+    const missing = [...this.#peers.values()].flatMap((l) => this.routesFor(l)).filter((r) =>
       !have.has(routeKey(r))
     );
     if (missing.length === 0) return Promise.resolve(false);

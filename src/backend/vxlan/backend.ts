@@ -10,12 +10,20 @@
  * weft's (marked, or flanneld's exact ones, which are re-marked) are ever removed. Neighbour and
  * FDB entries are only ever read and removed on weft's own VTEP.
  *
+ * With IPv6 on, a second VTEP `flannel-v6.<VNI>` over the IPv6 underlay (its own stable MAC,
+ * published as BackendV6Data) gets the same triple per peer in IPv6: neighbour (peer IPv6 subnet
+ * address → peer's IPv6 VTEP MAC), FDB (MAC → peer PublicIPv6), onlink route; reconciled,
+ * replayed and cleaned up like the IPv4 side; with DirectRouting, peers whose PublicIPv6 is on
+ * the external interface's link get a plain route via it instead.
+ *
  * The VTEP itself (options from the config, create or adopt, compatibility, what cleanup removes)
  * is device.ts's; this module programs the peers.
  */
 import { getLogger } from "@logtape/logtape";
 import type { NetworkConfig } from "../../config/network.ts";
 import { formatCidr, formatIp, type Ipv4Net } from "../../base/ipv4.ts";
+import { formatCidr6, formatIp6 } from "../../base/ipv6.ts";
+import { isPeerSubnet6 } from "../../lease/allocate.ts";
 import type { ExternalInterface } from "../../net/iface.ts";
 import type { Lease } from "../../lease/codec.ts";
 import {
@@ -27,13 +35,16 @@ import {
   RTPROT_BOOT,
 } from "../../../ffi/libnl/mod.ts";
 import type { Backend, BackendContext, BackendPrepared } from "../backend.ts";
+import { ConfigError } from "../../base/errors.ts";
 import type { PeerEvent } from "../../lease/watch.ts";
 import { diffRoutes, listOwnedRoutes, marked, routeKey, routeScope } from "../routes.ts";
 import {
   ensureVtep,
+  type Family,
   randomMac,
   vtepCompatible,
   vtepName,
+  vtepName6,
   vxlanOptions,
   type VxlanOpts,
 } from "./device.ts";
@@ -42,34 +53,49 @@ import { macProblem } from "../../config/unicast.ts";
 
 const log = getLogger(["weft", "vxlan"]);
 
-/** The kernel entries one peer lease needs. */
+/** The kernel entries one peer lease needs on one VTEP (`dev`). */
 export interface PeerEntries {
+  dev: number;
   neigh?: { ip: string; mac: string };
   fdb?: { mac: string; dst: string };
   route: Route;
 }
 
-/** The lease's VTEP MAC, or why it has no usable one (multicast, zero, missing, not a MAC); also the doctor's. */
-export function vtepMacOf(l: Lease): { mac: string } | { problem: string } {
-  const d = l.attrs.backendData;
+/**
+ * The lease's VTEP MAC (`family` 6: of its IPv6 VTEP, in BackendV6Data), or why it has no usable
+ * one (multicast, zero, missing, not a MAC); also the doctor's.
+ */
+export function vtepMacOf(l: Lease, family: Family = 4): { mac: string } | { problem: string } {
+  const d = family === 6 ? l.attrs.backendV6Data : l.attrs.backendData;
   const mac = d && typeof d === "object" ? (d as { VtepMAC?: unknown }).VtepMAC : undefined;
   const problem = macProblem(mac);
-  return problem ? { problem: `VtepMAC ${problem}` } : { mac: (mac as string).toLowerCase() };
+  const where = family === 6 ? "BackendV6Data" : "BackendData";
+  return problem
+    ? { problem: `VtepMAC ${problem} in its ${where}` }
+    : { mac: (mac as string).toLowerCase() };
 }
 
-function vtepMac(l: Lease): string | null {
-  const m = vtepMacOf(l);
+function vtepMac(l: Lease, family: Family = 4): string | null {
+  const m = vtepMacOf(l, family);
   return "mac" in m ? m.mac : null;
+}
+
+/** The IPv6 VTEP, when the config enables IPv6. */
+interface V6Side {
+  mac: string;
+  dev: Link;
 }
 
 export class VxlanBackend implements Backend {
   readonly name = "vxlan";
+  readonly servesIpv6 = true;
   #nl: Netlink;
   #cfg!: NetworkConfig;
   #ext!: ExternalInterface;
   #o!: VxlanOpts;
   #mac = "";
   #dev!: Link;
+  #v6: V6Side | null = null;
   #own: Lease | null = null;
   /** Peers as last programmed, for replay after the device is recreated. */
   #peers = new Map<string, Lease>();
@@ -92,22 +118,46 @@ export class VxlanBackend implements Backend {
     this.#mac = (existing?.kind === "vxlan" ? existing.mac : "") ||
       (ctx.previous ? vtepMac(ctx.previous) ?? "" : "") || randomMac();
     this.#dev = ensureVtep(this.#nl, this.#o, this.#ext, this.#mac);
-    return Promise.resolve({
-      attrs: { backendType: "vxlan", backendData: { VNI: this.#o.vni, VtepMAC: this.#mac } },
-      mtu: this.#o.mtu,
-    });
+    const attrs: BackendPrepared["attrs"] = {
+      backendType: "vxlan",
+      backendData: { VNI: this.#o.vni, VtepMAC: this.#mac },
+    };
+    let mtu = this.#o.mtu;
+    if (ctx.config.enableIPv6) {
+      if (!ctx.ext.ifaceAddr6) {
+        throw new ConfigError(
+          `EnableIPv6 with vxlan needs an IPv6 address on ${ctx.ext.name} for the IPv6 VTEP's ` +
+            `underlay; add one (--public-ipv6 alone is not enough)`,
+        );
+      }
+      const e6 = this.#nl.linkByName(vtepName6(this.#o.vni));
+      const mac = (e6?.kind === "vxlan" ? e6.mac : "") ||
+        (ctx.previous ? vtepMac(ctx.previous, 6) ?? "" : "") || randomMac();
+      this.#v6 = { mac, dev: ensureVtep(this.#nl, this.#o, this.#ext, mac, 6) };
+      attrs.backendV6Data = { VNI: this.#o.vni, VtepMAC: mac };
+      // Pods get the smaller MTU: their packets may leave over either family.
+      mtu = Math.min(mtu, this.#o.mtu6);
+    }
+    return Promise.resolve({ attrs, mtu });
   }
 
   start(own: Lease): Promise<void> {
     this.#own = own;
-    const want = `${formatIp(own.subnet.ip)}/32`;
-    for (const a of this.#nl.addrList(this.#dev.index)) {
-      if (a.cidr !== want) this.#nl.addrDel(this.#dev.index, a.cidr);
-    }
-    if (!this.#nl.addrList(this.#dev.index).some((a) => a.cidr === want)) {
-      this.#nl.addrReplace(this.#dev.index, want);
+    this.#ownAddress(this.#dev.index, `${formatIp(own.subnet.ip)}/32`, 4);
+    if (this.#v6 && own.subnet6) {
+      this.#ownAddress(this.#v6.dev.index, `${formatIp6(own.subnet6.ip)}/128`, 6);
     }
     return Promise.resolve();
+  }
+
+  /** Gives a VTEP exactly `want` (of its family; IPv6 link-local addresses are the kernel's). */
+  #ownAddress(dev: number, want: string, family: Family) {
+    for (const a of this.#nl.addrList(dev, family)) {
+      if (a.cidr !== want && !a.cidr.startsWith("fe80:")) this.#nl.addrDel(dev, a.cidr);
+    }
+    if (!this.#nl.addrList(dev, family).some((a) => a.cidr === want)) {
+      this.#nl.addrReplace(dev, want);
+    }
   }
 
   #direct(publicIP: string): boolean {
@@ -134,26 +184,62 @@ export class VxlanBackend implements Backend {
     const mac = vtepMac(l);
     if (!mac) return null;
     const dst = formatCidr(l.subnet);
+    const dev = this.#dev.index;
     if (this.#direct(l.attrs.publicIP)) {
-      return { route: marked({ dst, gw: l.attrs.publicIP, dev: this.#ext.index }) };
+      return { dev, route: marked({ dst, gw: l.attrs.publicIP, dev: this.#ext.index }) };
     }
     const addr = formatIp(l.subnet.ip);
     return {
+      dev,
       neigh: { ip: addr, mac },
       fdb: { mac, dst: l.attrs.publicIP },
-      route: marked({ dst, gw: addr, dev: this.#dev.index, onlink: true }),
+      route: marked({ dst, gw: addr, dev, onlink: true }),
     };
   }
 
+  /**
+   * A peer's IPv6 entries on `flannel-v6.<VNI>` (DirectRouting: a route via its PublicIPv6 when
+   * that is on-link), or null: IPv6 off, or the lease has no usable
+   * IPv6 half (no subnet of this IPv6Network, no PublicIPv6, no IPv6 VTEP MAC: e.g. a peer not
+   * yet restarted with IPv6, which keeps its IPv4 entries).
+   */
+  entriesFor6(l: Lease): PeerEntries | null {
+    const v6 = this.#v6;
+    const s6 = l.subnet6;
+    const pub6 = l.attrs.publicIPv6;
+    if (!v6 || !s6 || !pub6 || !isPeerSubnet6(this.#cfg, s6)) return null;
+    const mac = vtepMac(l, 6);
+    if (!mac) return null;
+    const addr = formatIp6(s6.ip);
+    const dev = v6.dev.index;
+    if (this.#direct(pub6)) {
+      return { dev, route: marked({ dst: formatCidr6(s6), gw: pub6, dev: this.#ext.index }) };
+    }
+    return {
+      dev,
+      neigh: { ip: addr, mac },
+      fdb: { mac, dst: pub6 },
+      route: marked({ dst: formatCidr6(s6), gw: addr, dev, onlink: true }),
+    };
+  }
+
+  /** Every entry a peer needs, both families; null when its IPv4 side has no usable MAC. */
+  #all(l: Lease): PeerEntries[] | null {
+    const e = this.entriesFor(l);
+    if (!e) return null;
+    const e6 = this.entriesFor6(l);
+    return e6 ? [e, e6] : [e];
+  }
+
   #install(e: PeerEntries) {
-    const dev = this.#dev.index;
+    const dev = e.dev;
     if (e.neigh) this.#nl.neighSet({ dev, ...e.neigh, permanent: true });
     if (e.fdb) this.#nl.fdbSet({ dev, ...e.fdb });
     this.#nl.routeReplace(e.route);
   }
 
   #remove(e: PeerEntries) {
-    const dev = this.#dev.index;
+    const dev = e.dev;
     const gone = (fn: () => void) => {
       try {
         fn();
@@ -180,36 +266,40 @@ export class VxlanBackend implements Backend {
     // one VTEP (a stale duplicate of a live peer) share its FDB entry, which must outlive the
     // stale one.
     let macs: Map<string, number> | null = null;
+    const fdbKey = (e: PeerEntries) => e.fdb ? `${e.dev}/${e.fdb.mac}` : null;
     const count = (l: Lease, d: number) => {
-      const mac = this.entriesFor(l)?.fdb?.mac;
-      if (macs && mac) macs.set(mac, (macs.get(mac) ?? 0) + d);
+      for (const e of this.#all(l) ?? []) {
+        const k = fdbKey(e);
+        if (macs && k) macs.set(k, (macs.get(k) ?? 0) + d);
+      }
     };
     for (const ev of events) {
       const l = ev.lease;
-      const e = this.entriesFor(l);
+      const es = this.#all(l);
       if (ev.type === "removed") {
         if (!macs) {
           macs = new Map();
           for (const p of this.#peers.values()) count(p, 1);
         }
         if (this.#peers.delete(l.key)) count(l, -1);
-        if (e) {
-          const shared = !!e.fdb && (macs.get(e.fdb.mac) ?? 0) > 0;
+        for (const e of es ?? []) {
+          const k = fdbKey(e);
+          const shared = k !== null && (macs.get(k) ?? 0) > 0;
           f.run(l.key, () => this.#remove(shared ? { ...e, fdb: undefined } : e));
         }
         continue;
       }
       if (!this.#peers.has(l.key)) count(l, 1);
       this.#peers.set(l.key, l);
-      if (!e) {
+      if (!es) {
         const m = vtepMacOf(l);
-        log.warn("peer lease {key} skipped: {problem} in its BackendData; fix or delete it", {
+        log.warn("peer lease {key} skipped: {problem}; fix or delete it", {
           key: l.key,
           problem: "problem" in m ? m.problem : "no usable VtepMAC",
         });
         continue;
       }
-      f.run(l.key, () => this.#install(e));
+      for (const e of es) f.run(l.key, () => this.#install(e));
     }
     f.throwIfAny("programming vxlan entries");
     return Promise.resolve();
@@ -218,46 +308,54 @@ export class VxlanBackend implements Backend {
   reconcile(peers: Lease[]): Promise<void> {
     this.#onLink.clear();
     this.#peers = new Map(peers.map((p) => [p.key, p]));
-    const dev = this.#dev.index;
-    const want = peers.map((p) => [p, this.entriesFor(p)] as const).filter(([, e]) => e) as [
-      Lease,
-      PeerEntries,
-    ][];
+    const want: [Lease, PeerEntries][] = [];
+    for (const p of peers) for (const e of this.#all(p) ?? []) want.push([p, e]);
     const f = new PeerFailures();
     // Stale first (routes, then FDB, then neighbours), so nothing points at a removed entry.
     const routes = this.#ownedRoutes();
     const { del, adopt } = diffRoutes(want.map(([, e]) => e.route), routes);
     for (const r of del) f.run(r.dst, () => this.#nl.routeDel(r));
     for (const r of adopt) f.run(r.dst, () => this.#nl.routeReplace(r)); // re-mark in place
-    const fdbWant = new Set(
-      want.filter(([, e]) => e.fdb).map(([, e]) => `${e.fdb!.mac}|${e.fdb!.dst}`),
-    );
-    for (const x of this.#nl.fdbList(dev)) {
-      if (!x.self || !x.dst || fdbWant.has(`${x.mac}|${x.dst}`)) continue;
-      f.run(`fdb ${x.mac}`, () => this.#nl.fdbDel({ dev, mac: x.mac, dst: x.dst! }));
-    }
-    const neighWant = new Set(
-      want.filter(([, e]) => e.neigh).map(([, e]) => `${e.neigh!.ip}|${e.neigh!.mac}`),
-    );
     const neighHave = new Set<string>();
-    for (const n of this.#nl.neighList(dev)) {
-      const k = `${n.ip}|${n.mac}`;
-      if (!n.ip.includes(".")) continue;
-      if (n.permanent && neighWant.has(k)) neighHave.add(k);
-      else f.run(`neigh ${n.ip}`, () => this.#nl.neighDel({ dev, ip: n.ip }));
+    const vteps: [number, Family][] = [[this.#dev.index, 4]];
+    if (this.#v6) vteps.push([this.#v6.dev.index, 6]);
+    for (const [dev, family] of vteps) {
+      const mine = want.filter(([, e]) => e.dev === dev);
+      const fdbWant = new Set(
+        mine.filter(([, e]) => e.fdb).map(([, e]) => `${e.fdb!.mac}|${e.fdb!.dst}`),
+      );
+      for (const x of this.#nl.fdbList(dev)) {
+        if (!x.self || !x.dst || fdbWant.has(`${x.mac}|${x.dst}`)) continue;
+        f.run(`fdb ${x.mac}`, () => this.#nl.fdbDel({ dev, mac: x.mac, dst: x.dst! }));
+      }
+      const neighWant = new Set(
+        mine.filter(([, e]) => e.neigh).map(([, e]) => `${e.neigh!.ip}|${e.neigh!.mac}`),
+      );
+      for (const n of this.#nl.neighList(dev, family)) {
+        const k = `${n.ip}|${n.mac}`;
+        if (family === 4 && !n.ip.includes(".")) continue;
+        if (n.permanent && neighWant.has(k)) neighHave.add(`${dev}|${k}`);
+        // Only permanent IPv6 entries are weft's: the kernel's own (router, link-local) stay.
+        else if (family === 4 || n.permanent) {
+          f.run(`neigh ${n.ip}`, () => this.#nl.neighDel({ dev, ip: n.ip }));
+        }
+      }
     }
     // Then install what is missing, per peer in flannel's order. Replace is idempotent, but
     // skipping entries already present keeps a restart with 5000 peers cheap.
     const haveRoutes = new Set(this.#ownedRoutes().map(routeKey));
-    const haveFdb = new Set(
-      this.#nl.fdbList(dev).filter((x) => x.self && x.dst).map((x) => `${x.mac}|${x.dst}`),
-    );
+    const haveFdb = new Set<string>();
+    for (const [dev] of vteps) {
+      for (const x of this.#nl.fdbList(dev)) {
+        if (x.self && x.dst) haveFdb.add(`${dev}|${x.mac}|${x.dst}`);
+      }
+    }
     let installed = 0;
     for (const [p, e] of want) {
       if (
         haveRoutes.has(routeKey(e.route)) &&
-        (!e.fdb || haveFdb.has(`${e.fdb.mac}|${e.fdb.dst}`)) &&
-        (!e.neigh || neighHave.has(`${e.neigh.ip}|${e.neigh.mac}`))
+        (!e.fdb || haveFdb.has(`${e.dev}|${e.fdb.mac}|${e.fdb.dst}`)) &&
+        (!e.neigh || neighHave.has(`${e.dev}|${e.neigh.ip}|${e.neigh.mac}`))
       ) continue;
       installed++;
       f.run(p.key, () => this.#install(e));
@@ -274,9 +372,11 @@ export class VxlanBackend implements Backend {
 
   /** weft's routes (routes.ts): on the VTEP, and via peers on the external interface. */
   #ownedRoutes(): Route[] {
-    const scope = routeScope(this.#cfg, this.#own?.subnet ?? null, this.#ext.index);
+    const own = this.#own;
+    const scope = routeScope(this.#cfg, own?.subnet ?? null, this.#ext.index, own?.subnet6);
     return listOwnedRoutes(this.#nl, scope, {
       vxlan: this.#dev.index,
+      vxlan6: this.#v6?.dev.index,
       gateway: this.#o.directRouting,
     });
   }
@@ -288,12 +388,19 @@ export class VxlanBackend implements Backend {
     const intact = l && l.index === this.#dev.index && l.up &&
       vtepCompatible(l, this.#o, this.#ext) &&
       (!own || this.#nl.addrList(l.index).some((a) => a.cidr === own));
-    if (intact) return false;
+    const v6 = this.#v6;
+    const l6 = v6 && this.#nl.linkByName(vtepName6(this.#o.vni));
+    const own6 = this.#own?.subnet6 ? `${formatIp6(this.#own.subnet6.ip)}/128` : null;
+    const intact6 = !v6 || (l6 && l6.index === v6.dev.index && l6.up &&
+      vtepCompatible(l6, this.#o, this.#ext, 6) &&
+      (!own6 || this.#nl.addrList(l6.index, 6).some((a) => a.cidr === own6)));
+    if (intact && intact6) return false;
     log.warn("{name} was deleted or changed; recreating it and replaying {n} peers", {
-      name: this.deviceName,
+      name: intact ? vtepName6(this.#o.vni) : this.deviceName,
       n: this.#peers.size,
     });
     this.#dev = ensureVtep(this.#nl, this.#o, this.#ext, this.#mac);
+    if (v6) v6.dev = ensureVtep(this.#nl, this.#o, this.#ext, v6.mac, 6);
     if (this.#own) await this.start(this.#own);
     await this.reconcile([...this.#peers.values()]);
     return true;

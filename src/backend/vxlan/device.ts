@@ -1,6 +1,7 @@
 /**
- * The vxlan backend's device: the VTEP `flannel.<VNI>` with flannel's options and defaults, kept
- * compatible with the config (recreated when it is not), and what the backend owns on a host.
+ * The vxlan backend's devices: the VTEP `flannel.<VNI>` (and, with IPv6, `flannel-v6.<VNI>` over
+ * the IPv6 underlay) with flannel's options and defaults, kept compatible with the config
+ * (recreated when it is not), and what the backend owns on a host.
  *
  * @example
  * ```ts
@@ -34,7 +35,15 @@ export interface VxlanOpts {
   gbp: boolean;
   directRouting: boolean;
   mtu: number;
+  /**
+   * The IPv6 VTEP's MTU: Backend.MTU, else the underlay's less 70 (VXLAN over IPv6 costs 70
+   * bytes; flannel subtracts 50 for both devices and loses full-size packets over IPv6).
+   */
+  mtu6: number;
 }
+
+/** The IP family a VTEP carries: `flannel.<VNI>` 4, `flannel-v6.<VNI>` 6. */
+export type Family = 4 | 6;
 
 /**
  * Device options from the config's Backend object (flannel's names and defaults). Their rules
@@ -55,11 +64,22 @@ export function vxlanOptions(cfg: NetworkConfig, ext: ExternalInterface): VxlanO
     gbp: backendBool(cfg, "GBP"),
     directRouting: backendBool(cfg, "DirectRouting"),
     mtu: backendNumber(cfg, "MTU", 0) || ext.mtu - 50,
+    mtu6: backendNumber(cfg, "MTU", 0) || ext.mtu - 70,
   };
 }
 
 /** The VTEP's name for a VNI, as flannel names it. */
 export const vtepName = (vni: number): string => `flannel.${vni}`;
+
+/** The IPv6 VTEP's name for a VNI, as flannel names it. */
+export const vtepName6 = (vni: number): string => `flannel-v6.${vni}`;
+
+/** The VTEP of `family`: its name, underlay address and MTU. */
+export function vtepOf(o: VxlanOpts, ext: ExternalInterface, family: Family) {
+  return family === 6
+    ? { name: vtepName6(o.vni), local: ext.ifaceAddr6 ?? "", mtu: o.mtu6 }
+    : { name: vtepName(o.vni), local: ext.ifaceAddr, mtu: o.mtu };
+}
 
 /**
  * What the vxlan backend owns on a host: its VTEP (neighbour, FDB entries and routes go with it)
@@ -78,28 +98,48 @@ export function vxlanOwned(cfg: NetworkConfig | null): Owned {
       describe: (l) =>
         `${l.name} (vxlan VNI ${l.vxlan?.id ?? l.name.slice("flannel.".length)}) with its ` +
         `neighbour and FDB entries`,
+    }, {
+      names: /^flannel-v6\.\d+$/,
+      kind: "vxlan",
+      current: vni === null || !cfg?.enableIPv6 ? null : vtepName6(vni),
+      otherwise: `the registry's config uses VNI ${vni}`,
+      describe: (l) =>
+        `${l.name} (vxlan VNI ${l.vxlan?.id ?? l.name.slice("flannel-v6.".length)}, IPv6) ` +
+        `with its neighbour and FDB entries`,
     }],
     routes: isGatewayRoute,
   };
 }
 
 /** Whether an existing device has exactly the options the config asks for. */
-export function vtepCompatible(l: Link, o: VxlanOpts, ext: ExternalInterface): boolean {
+export function vtepCompatible(
+  l: Link,
+  o: VxlanOpts,
+  ext: ExternalInterface,
+  family: Family = 4,
+): boolean {
   const v = l.vxlan;
   return l.kind === "vxlan" && !!v && v.id === o.vni &&
-    v.local === ext.ifaceAddr && v.devIndex === ext.index &&
+    v.local === vtepOf(o, ext, family).local && v.devIndex === ext.index &&
     (v.port || 8472) === o.port && v.learning === o.learning &&
     v.gbp === o.gbp;
 }
 
 /**
- * The VTEP `flannel.<VNI>`: reuses a compatible device (keeping its MAC) or recreates it with
- * `mac`; sets its MTU, TX checksum offload and state. Returns the device as the kernel has it.
+ * The VTEP `flannel.<VNI>` (`family` 6: `flannel-v6.<VNI>`): reuses a compatible device (keeping
+ * its MAC) or recreates it with `mac`; sets its MTU, TX checksum offload and state. Returns the
+ * device as the kernel has it.
  */
-export function ensureVtep(nl: Netlink, o: VxlanOpts, ext: ExternalInterface, mac: string): Link {
-  const name = vtepName(o.vni);
+export function ensureVtep(
+  nl: Netlink,
+  o: VxlanOpts,
+  ext: ExternalInterface,
+  mac: string,
+  family: Family = 4,
+): Link {
+  const { name, local, mtu } = vtepOf(o, ext, family);
   let l = nl.linkByName(name);
-  if (l && !vtepCompatible(l, o, ext)) {
+  if (l && !vtepCompatible(l, o, ext, family)) {
     log.warn("device {name} does not match the config (vxlan {v}); recreating it", {
       name,
       v: JSON.stringify(l.vxlan ?? l.kind),
@@ -112,12 +152,12 @@ export function ensureVtep(nl: Netlink, o: VxlanOpts, ext: ExternalInterface, ma
       kind: "vxlan",
       name,
       vni: o.vni,
-      local: ext.ifaceAddr,
+      local,
       devIndex: ext.index,
       port: o.port,
       learning: o.learning,
       gbp: o.gbp,
-      mtu: o.mtu,
+      mtu,
       mac: mac,
     });
     log.info("created {name} (VNI {vni}, port {port}, MAC {mac}, MTU {mtu})", {
@@ -125,9 +165,9 @@ export function ensureVtep(nl: Netlink, o: VxlanOpts, ext: ExternalInterface, ma
       vni: o.vni,
       port: o.port,
       mac: mac,
-      mtu: o.mtu,
+      mtu,
     });
-  } else if (l.mtu !== o.mtu) nl.linkSetMtu(l.index, o.mtu);
+  } else if (l.mtu !== mtu) nl.linkSetMtu(l.index, mtu);
   if (!o.txChecksum && txChecksum(name)) {
     setTxChecksum(name, false);
     log.info("turned TX checksum offload off on {name} (public IP behind NAT, or configured)", {

@@ -9,6 +9,7 @@ import { PeerWatcher } from "../../../src/lease/watch.ts";
 import type { PeerEvent } from "../../../src/lease/watch.ts";
 import { encodeLeaseValue, type Lease, type LeaseAttrs } from "../../../src/lease/codec.ts";
 import { formatCidr, parseCidr } from "../../../src/base/ipv4.ts";
+import { formatCidr6, parseCidr6 } from "../../../src/base/ipv6.ts";
 import type { Registry } from "../../../src/registry/contract/registry.ts";
 import { sleep, waitFor } from "../proc.ts";
 
@@ -21,6 +22,14 @@ export interface Store {
 
 const cfgText = `{"Network":"198.19.0.0/16","Backend":{"Type":"alloc"}}`;
 const cfg = parseNetworkConfig(cfgText);
+const dualCfg = parseNetworkConfig(
+  `{"Network":"198.19.0.0/16","EnableIPv6":true,"IPv6Network":"2001:db8:1::/56",` +
+    `"Backend":{"Type":"alloc"}}`,
+);
+const v6OnlyCfg = parseNetworkConfig(
+  `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"2001:db8:1::/56",` +
+    `"Backend":{"Type":"alloc"}}`,
+);
 
 function manager(r: Registry, ttlSeconds = 60, c = cfg) {
   return new LeaseManager(r, c, { ttlSeconds, renewMarginMs: 60_000, retryMs: 200 });
@@ -434,6 +443,131 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
       );
     },
   );
+
+  t(
+    "dual stack: one lease holds both halves, flanneld's key and JSON; reuse keeps both",
+    async (s) => {
+      const r = await s.client();
+      const attrs = {
+        publicIP: "198.18.0.61",
+        publicIPv6: "2001:db8:ffff::61",
+        backendType: "alloc",
+      };
+      const l = await manager(r, 60, dualCfg).acquire(attrs, null);
+      assert.match(l.key, /^198\.19\.\d+\.0-24&2001:db8:1:[0-9a-f]{1,2}::-64$/);
+      assert.equal(
+        l.key,
+        `${formatCidr(l.subnet).replace("/", "-")}&${formatCidr6(l.subnet6!).replace("/", "-")}`,
+      );
+      const stored = await r.getLease(l.key);
+      assert.equal(
+        stored?.value,
+        `{"PublicIP":"198.18.0.61","PublicIPv6":"2001:db8:ffff::61","BackendType":"alloc"}`,
+      );
+      // Restart: the same lease by public IP, both halves.
+      const again = await manager(await s.client(), 60, dualCfg).acquire(attrs, null);
+      assert.equal(again.key, l.key);
+      assert.equal(formatCidr6(again.subnet6!), formatCidr6(l.subnet6!));
+      // The subnet.env subnets are taken back when free (the pods have addresses from both).
+      const hinted = await manager(await s.client(), 60, dualCfg).acquire(
+        { publicIP: "198.18.0.62", publicIPv6: "2001:db8:ffff::62" },
+        parseCidr("198.19.200.0/24"),
+        undefined,
+        parseCidr6("2001:db8:1:c8::/64"),
+      );
+      assert.equal(hinted.key, "198.19.200.0-24&2001:db8:1:c8::-64");
+      // Taken hints are ignored, per half.
+      const other = await manager(await s.client(), 60, dualCfg).acquire(
+        { publicIP: "198.18.0.63", publicIPv6: "2001:db8:ffff::63" },
+        parseCidr("198.19.200.0/24"),
+        undefined,
+        parseCidr6("2001:db8:1:c8::/64"),
+      );
+      assert.ok(!other.key.startsWith("198.19.200.0-24"), other.key);
+      assert.ok(!other.key.endsWith("&2001:db8:1:c8::-64"), other.key);
+    },
+  );
+
+  t(
+    "dual stack: enabling IPv6 on a running IPv4 cluster keeps every node's IPv4 subnet",
+    async (s) => {
+      const r = await s.client();
+      const v4 = await manager(r, 60).acquire({ publicIP: "198.18.0.71" }, null);
+      const resv = encodeLeaseValue({ publicIP: "198.18.0.72", backendType: "alloc" });
+      assert.ok(await r.createLease("198.19.78.0-24", resv, null));
+      // Both nodes restart with EnableIPv6: each keeps its IPv4 subnet and gains an IPv6 half.
+      const a = await manager(await s.client(), 60, dualCfg).acquire(
+        { publicIP: "198.18.0.71", publicIPv6: "2001:db8:ffff::71" },
+        null,
+      );
+      assert.equal(formatCidr(a.subnet), formatCidr(v4.subnet));
+      assert.equal(a.key, `${v4.key}&${formatCidr6(a.subnet6!).replace("/", "-")}`);
+      assert.equal(await r.getLease(v4.key), null, "the IPv4-only key was left behind");
+      const b = await manager(await s.client(), 60, dualCfg).acquire(
+        { publicIP: "198.18.0.72", publicIPv6: "2001:db8:ffff::72" },
+        null,
+      );
+      assert.ok(b.key.startsWith("198.19.78.0-24&2001:db8:1:"), b.key);
+      assert.equal(b.expiresAt, null, "a reservation stays a reservation");
+      assert.equal(await r.getLease("198.19.78.0-24"), null);
+      assert.notEqual(formatCidr6(a.subnet6!), formatCidr6(b.subnet6!));
+      const { leases } = await r.listLeases();
+      assert.deepEqual(leases.map((l) => l.key).sort(), [a.key, b.key].sort());
+      // The IPv4 half serves IPv4-only nodes still running the old config: same subnet for them.
+      const old = await manager(await s.client(), 60).acquire({ publicIP: "198.18.0.71" }, null);
+      assert.equal(old.key, a.key);
+    },
+  );
+
+  t("dual stack: concurrent managers get distinct IPv4 and IPv6 halves", async (s) => {
+    const n = 12;
+    const clients = await Promise.all(Array.from({ length: n }, () => s.client()));
+    // Small networks on both sides make races on each half likely, and on one half alone.
+    const small = parseNetworkConfig(
+      `{"Network":"198.19.0.0/19","EnableIPv6":true,"IPv6Network":"2001:db8:1::/60",` +
+        `"Backend":{"Type":"alloc"}}`,
+    );
+    const leases = await Promise.all(
+      clients.map((c, i) =>
+        manager(c, 60, small).acquire(
+          { publicIP: `198.18.1.${i + 1}`, publicIPv6: `2001:db8:ffff::1:${i + 1}` },
+          null,
+        )
+      ),
+    );
+    assert.equal(new Set(leases.map((l) => formatCidr(l.subnet))).size, n);
+    assert.equal(new Set(leases.map((l) => formatCidr6(l.subnet6!))).size, n);
+    const { leases: all } = await clients[0].listLeases();
+    assert.deepEqual(all.map((l) => l.key).sort(), leases.map((l) => l.key).sort());
+  });
+
+  t("IPv6-only: key 0.0.0.0-0&<v6>, PublicIP 0.0.0.0, reuse by PublicIPv6", async (s) => {
+    const r = await s.client();
+    const attrs = { publicIP: "0.0.0.0", publicIPv6: "2001:db8:ffff::81", backendType: "alloc" };
+    const l = await manager(r, 60, v6OnlyCfg).acquire(attrs, null);
+    assert.match(l.key, /^0\.0\.0\.0-0&2001:db8:1:[0-9a-f]{1,2}::-64$/);
+    assert.equal(
+      (await r.getLease(l.key))?.value,
+      `{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8:ffff::81","BackendType":"alloc"}`,
+    );
+    // Another IPv6-only node (also PublicIP 0.0.0.0) is not mistaken for this one.
+    const b = await manager(await s.client(), 60, v6OnlyCfg).acquire(
+      { ...attrs, publicIPv6: "2001:db8:ffff::82" },
+      null,
+    );
+    assert.notEqual(b.key, l.key);
+    const again = await manager(await s.client(), 60, v6OnlyCfg).acquire(attrs, null);
+    assert.equal(again.key, l.key);
+    const hinted = await manager(await s.client(), 60, v6OnlyCfg).acquire(
+      { ...attrs, publicIPv6: "2001:db8:ffff::83" },
+      null,
+      undefined,
+      parseCidr6("2001:db8:1:c9::/64"),
+    );
+    assert.equal(hinted.key, "0.0.0.0-0&2001:db8:1:c9::-64");
+    const { leases } = await r.listLeases();
+    assert.equal(leases.length, 3);
+  });
 
   t("two nodes with one public IP starting at once: exactly one holds a lease", async (s) => {
     const ip = "198.18.0.95";
