@@ -1,5 +1,5 @@
 /**
- * `weft doctor` on a 3-host vxlan cluster (one registry: etcd): healthy gives exit 0 and no warn;
+ * `weft doctor` on a 3-host vxlan cluster on etcd (and a shorter run on Deno KV): healthy gives exit 0 and no warn;
  * then one thing is broken at a time as h1 sees it (a peer's route, neighbour, FDB entry; a stale
  * route via another device; FORWARD policy DROP without forward rules; UDP 8472 dropped on h2;
  * h2's underlay MTU shrunk, a black hole for full-size packets; a duplicate-PublicIP lease; h3's
@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { type Cluster, type RunResult, withCluster } from "../kit/cluster.ts";
 import { waitFor } from "../kit/proc.ts";
 import { formatIp } from "../../src/base/ipv4.ts";
+import { openKvRegistry } from "../../src/registry/kv/mod.ts";
 
 const HEALTHZ = 9473;
 const AGENT = {
@@ -250,6 +251,62 @@ Deno.test("weft doctor names each broken thing with its fix, and ok after the re
         );
         return true;
       }, { timeoutMs: 40_000, intervalMs: 1000 });
+    } catch (e) {
+      await c.dumpLogs();
+      throw e;
+    }
+  });
+});
+
+Deno.test("weft doctor on Deno KV: healthy, a missing peer route, a duplicate-PublicIP lease", async () => {
+  await withCluster({ hosts: 3, registry: "kv" }, async (c) => {
+    try {
+      await c.startAll(AGENT);
+      await c.waitPeersProgrammed();
+      await expectHealthy(c, "a healthy KV cluster");
+      const env2 = (await c.readSubnetEnv("h2"))!;
+      const sub2 = `${formatIp(env2.subnet.ip)}/${env2.subnet.prefix}`;
+      const gw2 = formatIp(env2.subnet.ip);
+      await c.exec("h1", ["ip", "route", "del", sub2]);
+      await expectFail(c, new RegExp(`^fail kernel\\.route: .*${sub2.replace(".", "\\.")}`));
+      await c.exec("h1", [
+        "ip",
+        "route",
+        "replace",
+        sub2,
+        "via",
+        gw2,
+        "dev",
+        "flannel.1",
+        "onlink",
+        "proto",
+        "87",
+      ]);
+      await expectHealthy(c, "the route put back");
+
+      const h2 = c.host("h2");
+      const r = await openKvRegistry({ path: c.kvPath! });
+      try {
+        const value = JSON.stringify({
+          PublicIP: h2.ip,
+          PublicIPv6: null,
+          BackendType: "vxlan",
+          BackendData: { VNI: 1, VtepMAC: "0e:00:00:00:fa:02" },
+        });
+        assert.ok(await r.createLease("198.19.251.0-24", value, 600));
+        await expectFail(
+          c,
+          new RegExp(`^fail registry\\.duplicate-public-ip: PublicIP ${h2.ip} is in 2 leases`),
+        );
+        assert.ok(await r.deleteLease("198.19.251.0-24"));
+      } finally {
+        await r.close();
+      }
+      await waitFor("doctor ok once the duplicate lease is gone", async () => {
+        const d = await doctor(c);
+        if (d.code !== 0 || lines(d, "warn").length) throw new Error(d.stdout);
+        return true;
+      }, { timeoutMs: 20_000, intervalMs: 500 });
     } catch (e) {
       await c.dumpLogs();
       throw e;
