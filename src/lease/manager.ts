@@ -1,7 +1,7 @@
 /**
- * This node's lease: acquire it (own previous lease by public IP, then the subnet from the old
- * subnet.env, then a random one of the first 100 free subnets), keep it renewed, and take it back
- * when someone deletes it. Written once over the Registry interface.
+ * This node's lease: acquire it (`acquire.ts`), keep it renewed, answer claims on it by other
+ * nodes with the same public IP (`claim.ts`), and take it back when someone deletes it. Written
+ * once over the Registry interface.
  *
  * @example
  * ```ts
@@ -12,33 +12,18 @@
  */
 import { getLogger } from "@logtape/logtape";
 import type { NetworkConfig } from "../config/network.ts";
-import { formatCidr, type Ipv4Net } from "../base/ipv4.ts";
-import { formatCidr6, type Ipv6Net } from "../base/ipv6.ts";
+import type { Ipv4Net } from "../base/ipv4.ts";
+import type { Ipv6Net } from "../base/ipv6.ts";
 import type { Registry } from "../registry/contract/registry.ts";
 import { metrics } from "../base/metrics.ts";
-import { encodeLeaseValue, type KnownLease, type LeaseAttrs, subnetKey } from "./codec.ts";
-import {
-  capacity,
-  capacity6,
-  chooseOwnLease,
-  findOwnLease,
-  freeSubnets,
-  freeSubnets6,
-  halfTakenBefore,
-  hasUsableIpv6Half,
-  inNetwork,
-  inNetwork6,
-  isAllocatable,
-  isAllocatable6,
-  isFree,
-  isFree6,
-  namesNode,
-  nodeAddress,
-} from "./allocate.ts";
+import { encodeLeaseValue, type KnownLease, type LeaseAttrs } from "./codec.ts";
+import { findOwnLease, nodeAddress } from "./allocate.ts";
+import { type AcquireHost, acquireLease, type LeaseManagerOptions } from "./acquire.ts";
+
+export { type LeaseManagerOptions, OutOfSubnetsError } from "./acquire.ts";
 import { LeaseDecoder } from "./decode.ts";
 import { Claims, conflicts } from "./claim.ts";
 import { sleep } from "../base/async.ts";
-import { FatalError } from "../base/errors.ts";
 
 const log = getLogger(["weft", "lease"]);
 
@@ -57,37 +42,6 @@ const acquisitions = metrics.counter(
   "Leases acquired (first start, and again after the lease was lost).",
 );
 
-/** No subnet left in the network: an operator must enlarge the network or free leases. */
-export class OutOfSubnetsError extends FatalError {
-  override name = "OutOfSubnetsError";
-}
-
-export interface LeaseManagerOptions {
-  /** Lease TTL in seconds (flannel: 24 h). */
-  ttlSeconds: number;
-  /** Renew this long before expiry (clamped to half the TTL for short test TTLs). */
-  renewMarginMs: number;
-  /** How many create races to lose before giving up (each re-lists). */
-  maxRaceRetries?: number;
-  /** Delay between renewal retries while the registry fails. */
-  retryMs?: number;
-  /**
-   * How long a claim on a lease carrying another node's identity waits for that node to answer
-   * (a live holder writes the lease back at once; its watch delivers the claim in milliseconds).
-   */
-  claimWaitMs?: number;
-}
-
-/** "198.19.5.0/24", "198.19.5.0/24 and 2001:db8:1:5::/64", or the IPv6 subnet alone. */
-function describe(subnet: Ipv4Net, subnet6: Ipv6Net | null): string {
-  if (!subnet6) return formatCidr(subnet);
-  return subnet.prefix === 0
-    ? formatCidr6(subnet6)
-    : `${formatCidr(subnet)} and ${formatCidr6(subnet6)}`;
-}
-
-/** Outcome of claiming a lease that names this node's public IP but another node's identity. */
-
 export class LeaseManager {
   #decoder: LeaseDecoder;
   #lease: KnownLease | null = null;
@@ -99,6 +53,7 @@ export class LeaseManager {
   /** A claim on our lease by another node with our public IP, to be answered. */
   #claimed: { revision: number; by: string } | null = null;
   #claims: Claims;
+  #host: AcquireHost;
 
   constructor(
     readonly registry: Registry,
@@ -107,6 +62,18 @@ export class LeaseManager {
   ) {
     this.#claims = new Claims(registry, { claimWaitMs: opts.claimWaitMs });
     this.#decoder = new LeaseDecoder({ ipv6: config.enableIPv6 });
+    this.#host = {
+      registry,
+      config,
+      opts,
+      claims: this.#claims,
+      list: () => this.list(),
+      held: (l) => this.#held(l),
+      dropped: () => {
+        this.#lease = null;
+        leaseHeld.set(0);
+      },
+    };
   }
 
   /** True while the lease is known lost and not yet re-acquired and applied. */
@@ -145,245 +112,27 @@ export class LeaseManager {
   }
 
   /**
-   * Acquires a lease for `attrs`. `hint` is the subnet from an existing subnet.env. Which lease
-   * naming our public IP is ours is decided by {@link chooseOwnLease}; one carrying another
-   * node's identity is claimed first (see {@link Claims}), and while that node is alive this
-   * waits (not ready, {@link conflict} says why) until its lease is gone. Lost create races are
-   * retried with a fresh list; throws OutOfSubnetsError when nothing is free.
-   *
-   * With IPv6 enabled both halves are allocated together (`hint6`: the IPv6 subnet from
-   * subnet.env); a lease of ours without a usable IPv6 half (IPv6 just enabled on a running
-   * cluster) keeps its IPv4 subnet and gains an IPv6 half: the key changes, so the new key is
-   * created and the old one deleted (flanneld instead picks a new subnet, renumbering the node).
+   * Acquires a lease for `attrs` (see {@link acquireLease}: which lease naming our public IP is
+   * ours, claims on other nodes' leases, both halves with IPv6). `hint`/`hint6`: the subnets from
+   * an existing subnet.env. Throws OutOfSubnetsError when nothing is free.
    */
-  async acquire(
+  acquire(
     attrs: LeaseAttrs,
     hint: Ipv4Net | null,
     signal?: AbortSignal,
     hint6: Ipv6Net | null = null,
   ): Promise<KnownLease> {
     this.#attrs = attrs;
-    const value = encodeLeaseValue(attrs);
-    const tries = this.opts.maxRaceRetries ?? 20;
-    let hintTries = 0;
-    for (let attempt = 1; attempt <= tries; attempt++) {
-      signal?.throwIfAborted();
-      const { leases } = await this.list();
-      const cfg = this.config;
-      const { lease: own, others } = chooseOwnLease(cfg, leases, nodeAddress(cfg, attrs), {
-        hint,
-        hint6,
-        nodeId: attrs.nodeId,
-      });
-      const rival = [own, ...others].find((l) => l && this.#claims.isRival(l, attrs));
-      if (rival) {
-        attempt--; // a claim is not a lost race
-        const c = await this.#claims.claim(rival, attrs, this.opts.ttlSeconds, signal);
-        if (c.outcome === "alive") {
-          await this.#claims.waitGone(rival, signal);
-        }
-        continue;
-      }
-      if (own && !hasUsableIpv6Half(cfg, own)) {
-        const held = await this.#addIpv6Half(own, attrs, leases, hint6, signal);
-        if (held) return held;
-        continue;
-      }
-      if (own) {
-        const ttl = own.expiresAt === null ? null : this.opts.ttlSeconds;
-        const r = await this.registry.updateLease(own.key, value, ttl, own.revision);
-        if (r) {
-          log.info("reusing lease {subnet} of public IP {ip}{kind}", {
-            subnet: formatCidr(own.subnet),
-            ip: attrs.publicIP,
-            kind: ttl === null ? " (reservation)" : "",
-          });
-          const held = this.#held(r.key, own.subnet, attrs, r.expiresAt, r.revision, own.subnet6);
-          if (await this.#tidy(held, signal)) return held;
-        }
-        continue; // changed under us, or yielded to an older holder: look again
-      }
-      let subnet: Ipv4Net = { ip: 0, prefix: 0 }; // IPv6-only: the empty network, as flanneld
-      const hinted4 = cfg.enableIPv4 && !!hint && isAllocatable(this.config, hint) &&
-        isFree(hint, inNetwork(this.config, leases));
-      const subnet6 = cfg.enableIPv6 ? this.#pick6(leases, hint6) : null;
-      const hinted = cfg.enableIPv4 ? hinted4 : !!hint6 && subnet6?.ip === hint6.ip;
-      if (hinted4) subnet = hint!;
-      else if (cfg.enableIPv4) {
-        const free = freeSubnets(this.config, leases, 100);
-        if (free.length === 0) {
-          throw new OutOfSubnetsError(
-            `out of subnets: network ${
-              formatCidr(this.config.network)
-            } (/${this.config.subnetLen} ` +
-              `subnets, ${capacity(this.config)} possible) has ${leases.length} leases and no ` +
-              `free subnet; enlarge Network or SubnetLen in the config, or delete stale leases`,
-          );
-        }
-        subnet = free[Math.floor(Math.random() * free.length)];
-      }
-      const key = subnetKey(subnet, subnet6);
-      const r = await this.registry.createLease(key, value, this.opts.ttlSeconds);
-      if (r) {
-        const held = this.#held(r.key, subnet, attrs, r.expiresAt, r.revision, subnet6);
-        if (await this.#collided(held)) {
-          hint = hint6 = null;
-          await sleep(Math.random() * 20 * attempt, signal);
-          continue;
-        }
-        log.info("acquired lease {subnet}", { subnet: describe(subnet, subnet6) });
-        if (await this.#tidy(held, signal)) return held;
-        attempt--; // yielded to a node that holds our public IP: not a lost race
-        continue;
-      }
-      log.debug("lost the race for {subnet} (attempt {n}); retrying", {
-        subnet: describe(subnet, subnet6),
-        n: attempt,
-      });
-      // The subnet.env subnet may still be held by our own just-expired lease, which the list
-      // already hides but the registry has not deleted yet: wait for it a little instead of
-      // moving this node (and its pods) to a new subnet.
-      if (hinted && ++hintTries <= 15) {
-        attempt--; // waiting for our own expired lease is not a lost race
-        await sleep(200, signal);
-        continue;
-      }
-      hint = hint6 = null;
-      await sleep(Math.random() * 20 * attempt, signal);
-    }
-    throw new Error(
-      `could not acquire a lease after ${tries} attempts: other nodes kept taking the chosen ` +
-        `subnets; check for a flood of agents starting at once and retry`,
-    );
+    return acquireLease(this.#host, attrs, hint, signal, hint6);
   }
 
-  /**
-   * After taking `held`, looks at the other leases naming our public IP: one written earlier by
-   * another node is claimed, and if that node is alive ours is given up (returns false: it was
-   * there first; two agents that started at once settle by revision order). Leases carrying our
-   * identity (orphans of an earlier subnet, or claimed from a dead node) are released; any
-   * other is reported and left to expire.
-   */
-  async #tidy(held: KnownLease, signal?: AbortSignal): Promise<boolean> {
-    const { leases } = await this.list();
-    const me = nodeAddress(this.config, held.attrs);
-    const others = leases.filter((l) => l.key !== held.key && namesNode(this.config, l, me));
-    for (const l of others) {
-      if (this.#claims.isRival(l, held.attrs) && l.revision < held.revision) {
-        const c = await this.#claims.claim(l, held.attrs, this.opts.ttlSeconds, signal);
-        if (c.outcome === "dead" && await this.registry.deleteLease(l.key, c.revision)) {
-          log.info("released {key}: claimed from a node that did not answer", { key: l.key });
-        }
-        if (c.outcome !== "alive") continue;
-        await this.registry.deleteLease(held.key, held.revision);
-        this.#lease = null;
-        leaseHeld.set(0);
-        await this.#claims.waitGone(l, signal);
-        return false;
-      }
-    }
-    for (const l of others) {
-      if (this.#claims.isRival(l, held.attrs)) continue;
-      const ours = !!held.attrs.nodeId && l.attrs.nodeId === held.attrs.nodeId;
-      if (ours && l.expiresAt !== null && await this.registry.deleteLease(l.key, l.revision)) {
-        log.info("released {key}, an earlier lease of this node", { key: l.key });
-        continue;
-      }
-      log.warn(
-        "lease {key} also names this node's public IP {ip}{kind}; this node uses {own}, and " +
-          "leaves it to expire: delete it from the registry if no host uses it",
-        {
-          key: l.key,
-          ip: l.attrs.publicIP,
-          kind: l.expiresAt === null ? " (a reservation)" : "",
-          own: held.key,
-        },
-      );
-    }
-    return true;
-  }
-
-  /** The IPv6 half for a new lease: the subnet.env one when free, else a random free one. */
-  #pick6(leases: KnownLease[], hint6: Ipv6Net | null): Ipv6Net {
-    const cfg = this.config;
-    if (hint6 && isAllocatable6(cfg, hint6) && isFree6(hint6, inNetwork6(cfg, leases))) {
-      return hint6;
-    }
-    const free = freeSubnets6(cfg, leases, 100);
-    if (free.length === 0) {
-      throw new OutOfSubnetsError(
-        `out of IPv6 subnets: IPv6Network ${formatCidr6(cfg.ipv6!.network)} (/${
-          cfg.ipv6!.subnetLen
-        } subnets, ${capacity6(cfg)} possible) has no free subnet; enlarge IPv6Network or ` +
-          `IPv6SubnetLen in the config, or delete stale leases`,
-      );
-    }
-    return free[Math.floor(Math.random() * free.length)];
-  }
-
-  /**
-   * After a create: whether a lease written before ours holds one of our halves (a dual-stack key
-   * is unique only as a pair). Ours is then deleted and the caller picks again. IPv4-only keys
-   * are the subnet itself, and the registry's create-if-absent settles their races.
-   */
-  async #collided(held: KnownLease, replacing?: string): Promise<boolean> {
-    if (!this.config.enableIPv6) return false;
-    const { leases } = await this.list();
-    const other = halfTakenBefore(this.config, held, leases.filter((l) => l.key !== replacing));
-    if (!other) return false;
-    log.debug("{key} shares a subnet with {other}, written first; picking again", {
-      key: held.key,
-      other: other.key,
-    });
-    await this.registry.deleteLease(held.key, held.revision);
-    this.#lease = null;
-    leaseHeld.set(0);
-    return true;
-  }
-
-  /**
-   * Gives our lease `own` (IPv4 only, or an IPv6 half the config no longer allows) an IPv6 half,
-   * keeping its IPv4 subnet: creates the dual-stack key (a reservation stays one), then deletes
-   * the old key. Null when raced (the caller lists again).
-   */
-  async #addIpv6Half(
-    own: KnownLease,
-    attrs: LeaseAttrs,
-    leases: KnownLease[],
-    hint6: Ipv6Net | null,
-    signal?: AbortSignal,
-  ): Promise<KnownLease | null> {
-    const subnet6 = this.#pick6(leases, hint6);
-    const key = subnetKey(own.subnet, subnet6);
-    const ttl = own.expiresAt === null ? null : this.opts.ttlSeconds;
-    const r = await this.registry.createLease(key, encodeLeaseValue(attrs), ttl);
-    if (!r) return null;
-    const held = this.#held(r.key, own.subnet, attrs, r.expiresAt, r.revision, subnet6);
-    if (await this.#collided(held, own.key)) return null;
-    await this.registry.deleteLease(own.key, own.revision);
-    log.info("lease {old} gains an IPv6 half, keeping its IPv4 subnet: now {key}{kind}", {
-      old: own.key,
-      key,
-      kind: ttl === null ? " (reservation)" : "",
-    });
-    return await this.#tidy(held, signal) ? held : null;
-  }
-
-  #held(
-    key: string,
-    subnet: Ipv4Net,
-    attrs: LeaseAttrs,
-    exp: number | null,
-    rev: number,
-    subnet6?: Ipv6Net | null,
-  ) {
-    this.#lease = { key, subnet, attrs, expiresAt: exp, revision: rev };
-    if (subnet6) this.#lease.subnet6 = subnet6;
+  #held(l: KnownLease): KnownLease {
+    this.#lease = l;
     this.#lost = false;
     acquisitions.inc();
     leaseHeld.set(1);
-    leaseExpiry.set(exp === null ? 0 : Math.round(exp / 1000));
-    return this.#lease;
+    leaseExpiry.set(l.expiresAt === null ? 0 : Math.round(l.expiresAt / 1000));
+    return l;
   }
 
   /** Our lease was deleted or taken over: re-acquire at once. */
