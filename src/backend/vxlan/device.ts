@@ -34,10 +34,15 @@ export interface VxlanOpts {
   learning: boolean;
   gbp: boolean;
   directRouting: boolean;
+  /**
+   * The IPv4 VTEP's MTU: the underlay's less 50. The underlay MTU is Backend.MTU when set, as
+   * flanneld reads it (pkg/backend/vxlan: the MTU the VTEP is derived from, default the external
+   * interface's), else the external interface's.
+   */
   mtu: number;
   /**
-   * The IPv6 VTEP's MTU: Backend.MTU, else the underlay's less 70 (VXLAN over IPv6 costs 70
-   * bytes; flannel subtracts 50 for both devices and loses full-size packets over IPv6).
+   * The IPv6 VTEP's MTU: the same underlay MTU less 70 (VXLAN over IPv6 costs 70 bytes; flannel
+   * subtracts 50 for both devices and loses full-size packets over IPv6).
    */
   mtu6: number;
 }
@@ -63,8 +68,8 @@ export function vxlanOptions(cfg: NetworkConfig, ext: ExternalInterface): VxlanO
     learning: backendBool(cfg, "Learning"),
     gbp: backendBool(cfg, "GBP"),
     directRouting: backendBool(cfg, "DirectRouting"),
-    mtu: backendNumber(cfg, "MTU", 0) || ext.mtu - 50,
-    mtu6: backendNumber(cfg, "MTU", 0) || ext.mtu - 70,
+    mtu: (backendNumber(cfg, "MTU", 0) || ext.mtu) - 50,
+    mtu6: (backendNumber(cfg, "MTU", 0) || ext.mtu) - 70,
   };
 }
 
