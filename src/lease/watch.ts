@@ -30,6 +30,24 @@ import { LeaseDecoder } from "./decode.ts";
 
 const log = getLogger(["weft", "watch"]);
 const peersKnown = metrics.gauge("weft_peers", "Peer leases currently known to this agent.");
+const peersByFamily = metrics.gauge(
+  "weft_peers_family",
+  "Peer leases currently known to this agent with a half of this address family.",
+);
+
+/** Per-family peer counts, kept by +1/−1 as peers come and go (O(changes)). */
+class FamilyCounts {
+  v4 = 0;
+  v6 = 0;
+  add(l: Lease, d: number) {
+    if (l.subnet.prefix > 0) this.v4 += d;
+    if (l.subnet6) this.v6 += d;
+  }
+  publish() {
+    peersByFamily.set(this.v4, { family: "ipv4" });
+    peersByFamily.set(this.v6, { family: "ipv6" });
+  }
+}
 const resyncs = metrics.counter(
   "weft_registry_resyncs_total",
   "Full re-lists of the registry (start, compaction, periodic reconciliation).",
@@ -70,6 +88,7 @@ export class PeerWatcher {
   #all = new Map<string, Lease>();
   /** The peer set the backend was last given. */
   #given = new Map<string, Lease>();
+  #families = new FamilyCounts();
   /** Highest registry revision reflected in #all. */
   #rev = 0;
   /** The own key when events were last computed: a change makes both keys candidates. */
@@ -98,6 +117,9 @@ export class PeerWatcher {
     this.#given = new Map(p.map((l) => [l.key, l]));
     this.#lastOwn = this.opts.ownKey();
     peersKnown.set(p.length);
+    this.#families = new FamilyCounts();
+    for (const l of p) this.#families.add(l, 1);
+    this.#families.publish();
     return p;
   }
 
@@ -129,10 +151,13 @@ export class PeerWatcher {
       }
       if (old) removed.push({ type: "removed", lease: old });
       if (n) added.push({ type: "added", lease: n });
+      if (old) this.#families.add(old, -1);
+      if (n) this.#families.add(n, 1);
       if (n) this.#given.set(k, n);
       else this.#given.delete(k);
     }
     peersKnown.set(this.#given.size);
+    this.#families.publish();
     return [...removed, ...added];
   }
 

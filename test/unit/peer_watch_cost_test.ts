@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { PeerWatcher } from "../../src/lease/watch.ts";
 import { encodeLeaseValue } from "../../src/lease/codec.ts";
+import { metrics } from "../../src/base/metrics.ts";
 import type {
   Registry,
   RegistryLease,
@@ -77,6 +78,10 @@ Deno.test("peer watch: one change among 2000 peers costs one accept, not 2000", 
   assert.deepEqual(evs, [`removed ${key(5)}`, `added ${key(N)}`]);
   assert.ok(accepts <= 2, `${accepts} accept calls for 2 changes`);
   assert.equal(w.peers().length, N);
+  // Peers per family follow the same deltas (no dual-stack lease here).
+  const text = metrics.render();
+  assert.match(text, new RegExp(`weft_peers_family\\{family="ipv4"\\} ${N}\\n`));
+  assert.match(text, /weft_peers_family\{family="ipv6"\} 0\n/);
 });
 
 Deno.test("peer watch: a re-list of unchanged leases reuses their decoded form", async () => {
