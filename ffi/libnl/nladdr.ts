@@ -9,7 +9,7 @@
  * ```
  */
 import { parseIp } from "../../src/base/ipv4.ts";
-import { parseIp6 } from "../../src/base/ipv6.ts";
+import { formatIp6, parseIp6 } from "../../src/base/ipv6.ts";
 import { libs } from "./symbols.ts";
 import { checkMac } from "./validate.ts";
 import { AF_INET } from "../libc/udp.ts";
@@ -95,24 +95,11 @@ function bytesOf(a: NonNullable<Ptr>): number {
   return len;
 }
 
+/** 16 bytes as RFC 5952 text, as iproute2 prints it (base/ipv6's one formatter). */
 function formatV6(b: Uint8Array): string {
-  const g: number[] = [];
-  for (let i = 0; i < 16; i += 2) g.push((b[i] << 8) | b[i + 1]);
-  // Compress the longest run of zero groups (RFC 5952), as iproute2 prints it.
-  let best = -1, bestLen = 0;
-  for (let i = 0; i < 8;) {
-    if (g[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen && j - i > 1) [best, bestLen] = [i, j - i];
-    i = j;
-  }
-  const hex = g.map((x) => x.toString(16));
-  if (best < 0) return hex.join(":");
-  return `${hex.slice(0, best).join(":")}::${hex.slice(best + bestLen).join(":")}`;
+  let n = 0n;
+  for (const x of b) n = (n << 8n) | BigInt(x);
+  return formatIp6(n);
 }
 
 /** The address part of an nl_addr as text (IPv4, IPv6 or MAC); null for a null/empty address. */

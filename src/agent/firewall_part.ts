@@ -22,24 +22,12 @@ import type { Lease } from "../lease/codec.ts";
 import type { Part } from "../backend/part.ts";
 import { commandRunner, type Runner } from "../backend/command.ts";
 import { RuleManager } from "../iptables/keeper.ts";
-import { NftKeeper, removeNftTables } from "../nftables/keeper.ts";
+import { NftKeeper, type NftKeeperOptions, removeNftTables } from "../nftables/keeper.ts";
 
 const log = getLogger(["weft", "agent"]);
 
-export interface FirewallPartOptions {
-  /** flannel's `--ip-masq`. */
-  ipMasq: boolean;
-  /** flannel's `--iptables-forward-rules`. */
-  forward: boolean;
-  /** flannel's `--ip-masq-fully-random-disable`. */
-  randomFullyDisable?: boolean;
-  /** `--iptables-resync`, in seconds; default 5. */
-  resyncSeconds?: number;
-  /** Prefix for every command (tests). */
-  commandPrefix?: string[];
-  /** Replaces process spawning entirely (tests). */
-  runner?: Runner;
-}
+/** The flags both rule keepers take (iptables' RuleManager and NftKeeper read the same ones). */
+export type FirewallPartOptions = NftKeeperOptions;
 
 type Mode = "iptables" | "nftables";
 

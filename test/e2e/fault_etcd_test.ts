@@ -22,6 +22,8 @@
 import assert from "node:assert/strict";
 import { type Cluster, type Pod, withCluster } from "../kit/cluster.ts";
 import {
+  assertAll,
+  assertPingMatrix,
   convergenceProblems,
   deleteLease,
   leaseOf,
@@ -36,18 +38,6 @@ import { sleep, waitFor } from "../kit/proc.ts";
 
 const TTL = 4;
 const HEALTHZ_PORT = 9181;
-
-/** Asserts every sample of `hosts` was `code`, naming the run of samples when not. */
-function assertAll(samples: ReadyzSample[], hosts: string[], code: number | null, why: string) {
-  const bad = samples.filter((s) => hosts.includes(s.host) && s.code !== code);
-  assert.deepEqual(bad, [], `${why}; readiness seen: ${summarizeReadyz(samples)}`);
-  assert.ok(samples.some((s) => hosts.includes(s.host)), `no /readyz sample of ${hosts}`);
-}
-
-async function assertPingMatrix(c: Cluster, when: string) {
-  const m = await c.pingMatrix({ count: 2 });
-  assert.ok(m.ok, `ping matrix ${when}: ${JSON.stringify(m.failed)}`);
-}
 
 /** Pods ping along a ring (p1→p2→p3→p1) every 0.2 s for `seconds`. */
 function pingRing(c: Cluster, pods: Pod[], seconds: number) {

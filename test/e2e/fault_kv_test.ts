@@ -16,6 +16,8 @@
 import assert from "node:assert/strict";
 import { type Cluster, withCluster } from "../kit/cluster.ts";
 import {
+  assertAll,
+  assertPingMatrix,
   deleteLease,
   leaseOf,
   mountSubnetDir,
@@ -30,18 +32,6 @@ import { sleep, StopWaiting, waitFor } from "../kit/proc.ts";
 
 const TTL = 4;
 const HEALTHZ_PORT = 9181;
-
-/** Asserts every sample of `hosts` was `code`, naming the run of samples when not. */
-function assertAll(samples: ReadyzSample[], hosts: string[], code: number | null, why: string) {
-  const bad = samples.filter((s) => hosts.includes(s.host) && s.code !== code);
-  assert.deepEqual(bad, [], `${why}; readiness seen: ${summarizeReadyz(samples)}`);
-  assert.ok(samples.some((s) => hosts.includes(s.host)), `no /readyz sample of ${hosts}`);
-}
-
-async function assertPingMatrix(c: Cluster, when: string) {
-  const m = await c.pingMatrix({ count: 2 });
-  assert.ok(m.ok, `ping matrix ${when}: ${JSON.stringify(m.failed)}`);
-}
 
 /**
  * Makes h3 rewrite subnet.env while `fault` is in force: deletes its lease (h3 re-acquires the

@@ -19,6 +19,7 @@
  * await waitConverged(c);                       // exact kernel state on every host
  * ```
  */
+import assert from "node:assert/strict";
 import { contains, formatIp, parseCidr, parseIp } from "../../src/base/ipv4.ts";
 import { openRegistry } from "../../src/registry/open.ts";
 import type { Cluster, Host } from "./cluster.ts";
@@ -355,4 +356,22 @@ export async function waitConverged(
     if (p.length > 0) throw new Error(p.join("; "));
     return true;
   }, { timeoutMs, intervalMs: 250 });
+}
+
+/** Asserts every sample of `hosts` was `code`, naming the run of samples when not. */
+export function assertAll(
+  samples: ReadyzSample[],
+  hosts: string[],
+  code: number | null,
+  why: string,
+): void {
+  const bad = samples.filter((s) => hosts.includes(s.host) && s.code !== code);
+  assert.deepEqual(bad, [], `${why}; readiness seen: ${summarizeReadyz(samples)}`);
+  assert.ok(samples.some((s) => hosts.includes(s.host)), `no /readyz sample of ${hosts}`);
+}
+
+/** Every pod reaches every other (2 echoes each), or an assertion naming the failures. */
+export async function assertPingMatrix(c: Cluster, when: string): Promise<void> {
+  const m = await c.pingMatrix({ count: 2 });
+  assert.ok(m.ok, `ping matrix ${when}: ${JSON.stringify(m.failed)}`);
 }
