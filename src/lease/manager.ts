@@ -229,7 +229,7 @@ export class LeaseManager {
           renewals.inc();
           leaseExpiry.set(r.expiresAt === null ? 0 : Math.round(r.expiresAt / 1000));
           log.debug("renewed lease {key}", { key: cur.key });
-        } else {
+        } else if (!(await this.#claimedUnderUs(cur))) {
           log.warn("lease {key} changed or vanished in the registry; re-acquiring", {
             key: cur.key,
           });
@@ -258,6 +258,22 @@ export class LeaseManager {
         await sleep(retryMs, signal);
       }
     }
+  }
+
+  /**
+   * A renewal lost its compare: if the write in between is another node's claim on our lease
+   * (the renewal raced the watch that would have reported it), it is answered like one the
+   * watch saw, instead of re-acquiring (which would claim back, and two claimants could chase
+   * each other).
+   */
+  async #claimedUnderUs(cur: KnownLease): Promise<boolean> {
+    const now = await this.registry.getLease(cur.key);
+    const d = now ? this.#decoder.decode(now) : null;
+    const me = cur.attrs.nodeId;
+    if (!d?.attrs.claim || !d.attrs.nodeId || !me || d.attrs.nodeId === me) return false;
+    if (nodeAddress(this.config, d.attrs) !== nodeAddress(this.config, cur.attrs)) return false;
+    this.#claimed = { revision: d.revision, by: d.attrs.nodeId };
+    return true;
   }
 
   /** Writes our lease back over another node's claim (compare on the claim's revision). */

@@ -595,4 +595,39 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
       await y.stop();
     }
   });
+
+  t(
+    "a claim that lands between two renewals is answered, not taken for a lost lease",
+    async (s) => {
+      const r = await s.client();
+      const ip = "198.18.0.97";
+      // No watcher: only the renewal's failed compare can notice the claim.
+      const m = new LeaseManager(r, cfg, {
+        ttlSeconds: 3,
+        renewMarginMs: 60_000,
+        retryMs: 200,
+      });
+      const l = await m.acquire({ publicIP: ip, nodeId: "holder" }, null);
+      const changes: Lease[] = [];
+      const ctl = new AbortController();
+      const loop = m.runRenewal(ctl.signal, (nl) => void changes.push(nl));
+      try {
+        const admin = await s.client();
+        const cur = (await admin.getLease(l.key))!;
+        const claim = encodeLeaseValue({ publicIP: ip, nodeId: "claimant", claim: true });
+        assert.ok(await admin.updateLease(l.key, claim, 3, cur.revision));
+        await waitFor("the claim answered", async () => {
+          const now = await admin.getLease(l.key);
+          return !!now && JSON.parse(now.value).WeftNodeID === "holder";
+        }, { timeoutMs: 15_000, intervalMs: 50, stopOnError: true });
+        const back = JSON.parse((await admin.getLease(l.key))!.value);
+        assert.equal(back.WeftClaim, undefined, "answered with a claim of its own");
+        assert.deepEqual(changes, [], "re-acquired instead of answering");
+        assert.equal(m.lease?.key, l.key);
+      } finally {
+        ctl.abort();
+        await loop;
+      }
+    },
+  );
 }
