@@ -210,9 +210,10 @@ Deno.test("kv: a write wakes the watchers of the file; without a file watch they
       prefix: "/wake",
       idlePollMs: 60_000,
       reapMs: 60_000,
+      wakeOnChange: true,
     });
-    const polling = await openKvRegistry({ path, prefix: "/wake", wakeOnChange: false });
-    const writer = await openKvRegistry({ path, prefix: "/wake" });
+    const polling = await openKvRegistry({ path, prefix: "/wake" });
+    const writer = await openKvRegistry({ path, prefix: "/wake", wakeOnChange: true });
     try {
       const writes = 3;
       const watches = [woken, polling].map((r) =>
