@@ -4,11 +4,11 @@
  * Exit 0 when nothing fails, 1 when something does, 2 on usage errors.
  */
 import { agentFlags } from "./agent_flags.ts";
-import { flagHelp, type FlagTable, parseFlags, UsageError } from "./flags.ts";
+import { flagHelp, type FlagTable, type FlagValues, parseFlags, UsageError } from "./flags.ts";
 import { checkRegistryFlags, registryOptions } from "./registry_flags.ts";
 import { setupLogging } from "../base/log.ts";
 import { isIp, parseCidr } from "../base/ipv4.ts";
-import { runDoctor } from "../doctor/doctor.ts";
+import { type DoctorOptions, runDoctor } from "../doctor/doctor.ts";
 import { exitCodeOf } from "../doctor/check.ts";
 import { renderJson, renderText } from "../doctor/print.ts";
 
@@ -22,6 +22,27 @@ const doctorFlags: FlagTable = {
     help: "check only the peer with this subnet, or whose subnet or public IP holds this address",
   },
 };
+
+/** What `runDoctor` takes, from the agent's flag values (also `weft status` without an agent). */
+export function doctorOptions(v: FlagValues, peer?: string): DoctorOptions {
+  return {
+    registry: registryOptions(v),
+    iface: {
+      iface: v.iface as string[],
+      ifaceRegex: v["iface-regex"] as string[],
+      ifaceCanReach: String(v["iface-can-reach"] || "") || undefined,
+      publicIP: String(v["public-ip"] || "") || undefined,
+    },
+    subnetFile: String(v["subnet-file"]),
+    healthzIp: String(v["healthz-ip"]),
+    healthzPort: Number(v["healthz-port"]),
+    ipMasq: Boolean(v["ip-masq"]),
+    forwardRules: Boolean(v["iptables-forward-rules"]),
+    renewMarginMin: Number(v["subnet-lease-renew-margin"]),
+    backendOverride: String(v.backend || "") || undefined,
+    peer,
+  };
+}
 
 export async function doctorCommand(args: string[], env: Record<string, string>): Promise<number> {
   const { values: v, positional, given } = parseFlags(args, doctorFlags, env);
@@ -45,23 +66,7 @@ export async function doctorCommand(args: string[], env: Record<string, string>)
   }
   checkRegistryFlags(v, given);
   await setupLogging("error", String(v["log-format"]) as "text");
-  const results = await runDoctor({
-    registry: registryOptions(v),
-    iface: {
-      iface: v.iface as string[],
-      ifaceRegex: v["iface-regex"] as string[],
-      ifaceCanReach: String(v["iface-can-reach"] || "") || undefined,
-      publicIP: String(v["public-ip"] || "") || undefined,
-    },
-    subnetFile: String(v["subnet-file"]),
-    healthzIp: String(v["healthz-ip"]),
-    healthzPort: Number(v["healthz-port"]),
-    ipMasq: Boolean(v["ip-masq"]),
-    forwardRules: Boolean(v["iptables-forward-rules"]),
-    renewMarginMin: Number(v["subnet-lease-renew-margin"]),
-    backendOverride: String(v.backend || "") || undefined,
-    peer: peer || undefined,
-  });
+  const results = await runDoctor(doctorOptions(v, peer || undefined));
   const text = v.json ? renderJson(results) : renderText(results);
   await Deno.stdout.write(new TextEncoder().encode(text));
   return exitCodeOf(results);

@@ -4,13 +4,18 @@
  * FLANNELD_<NAME>/WEFT_<NAME>) and prints the picture as a table: readiness, lease, then one line
  * per peer with reachability, RTT and last probe. `--json` prints the agent's data as it is.
  * Exit 0 when the agent is ready and no peer is unreachable, 1 when something is not (or no agent
- * answers: then it says so and points at `weft doctor`), 2 on usage errors.
+ * answers: then it says so and prints what `weft doctor`'s checks find instead), 2 on usage
+ * errors.
  *
  * @example
  * ```ts
  * renderStatus(status, Date.now()); // "ready     yes\nlease     198.19.5.0/24 ...\n\nSUBNET ..."
  * ```
  */
+import { checkRegistryFlags } from "./registry_flags.ts";
+import { doctorOptions } from "./doctor.ts";
+import { runDoctor } from "../doctor/doctor.ts";
+import { renderJson, renderText } from "../doctor/print.ts";
 import { agentFlags } from "./agent_flags.ts";
 import { flagHelp, type FlagTable, parseFlags, UsageError } from "./flags.ts";
 import { withTimeout } from "../base/async.ts";
@@ -104,7 +109,7 @@ export function renderStatus(s: AgentStatus, now: number): string {
 }
 
 export async function statusCommand(args: string[], env: Record<string, string>): Promise<number> {
-  const { values: v, positional } = parseFlags(args, statusFlags, env);
+  const { values: v, positional, given } = parseFlags(args, statusFlags, env);
   if (v.help) {
     console.log(
       `Usage: weft status [--json] [the agent's flags]\n\n` +
@@ -136,9 +141,14 @@ export async function statusCommand(args: string[], env: Record<string, string>)
   } catch (e) {
     console.error(
       `weft: no agent answers on ${url}: ${(e as Error).message}. Is 'weft run' running with ` +
-        `--healthz-port ${port}? Run 'weft doctor' with the agent's flags to check this node ` +
-        "without it.",
+        `--healthz-port ${port}? What 'weft doctor' finds with these flags instead:`,
     );
+    // No agent to ask: the same checks as `weft doctor`, with the same flags, so the node's
+    // state is still told (exit 1 either way: the agent is not serving).
+    checkRegistryFlags(v, given);
+    const results = await runDoctor(doctorOptions(v));
+    const text = v.json ? renderJson(results) : renderText(results);
+    await Deno.stdout.write(new TextEncoder().encode(text));
     return 1;
   }
   let s: AgentStatus;

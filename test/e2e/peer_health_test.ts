@@ -132,7 +132,7 @@ Deno.test("peer health: h1's probes see h2's overlay dropped and restored; /read
   });
 });
 
-Deno.test("weft status: with no agent on the port it says so and points at weft doctor", async () => {
+Deno.test("weft status: with no agent on the port it says so and prints the doctor's checks", async () => {
   await withCluster({ hosts: 1, registry: "kv" }, async (c) => {
     const r = await c.weft("h1", statusArgs(), { timeoutMs: 20_000 });
     assert.equal(r.code, 1, r.stdout + r.stderr);
@@ -141,6 +141,8 @@ Deno.test("weft status: with no agent on the port it says so and points at weft 
       new RegExp(`no agent answers on http://127\\.0\\.0\\.1:${HEALTHZ}/status`),
     );
     assert.match(r.stderr, /weft doctor/);
+    // What doctor finds instead, with the same flags: no agent runs here.
+    assert.match(r.stdout, /^fail agent\.running: /m, r.stdout);
     const usage = await c.weft("h1", ["status"], { timeoutMs: 20_000 });
     assert.equal(usage.code, 2, usage.stderr);
     assert.match(usage.stderr, /--healthz-port/);
