@@ -218,15 +218,21 @@ exec ${reader} <&3`;
  * Starts `weft run <args>` in the test's own namespace (returns at once). Agents that need a
  * network of their own run in a cluster instead: `Cluster.startAgent`.
  */
-export function startAgent(args: string[], env: Record<string, string> = {}): AgentProc {
-  // One host identity per subnet.env (a host), kept across restarts, never the machine's own.
+/**
+ * `--node-id-file` beside the `--subnet-file` of `weft run` args that name none: one host
+ * identity per subnet.env (a host), kept across restarts, never the test machine's own
+ * /var/lib/weft/node-id.
+ */
+function withNodeIdFile(args: string[]): string[] {
   const sf = args.indexOf("--subnet-file");
-  const id = sf >= 0 && !args.includes("--node-id-file")
-    ? ["--node-id-file", `${args[sf + 1]}.node-id`]
-    : [];
+  if (sf < 0 || args.includes("--node-id-file")) return args;
+  return [...args, "--node-id-file", `${args[sf + 1]}.node-id`];
+}
+
+export function startAgent(args: string[], env: Record<string, string> = {}): AgentProc {
   return new AgentProc({
     host: "local",
-    cmd: [Deno.execPath(), "run", "-A", MAIN, "run", ...args, ...id],
+    cmd: [Deno.execPath(), "run", "-A", MAIN, "run", ...withNodeIdFile(args)],
     env,
   });
 }
@@ -239,7 +245,8 @@ export async function weft(
   args: string[],
   opts: { stdin?: string; env?: Record<string, string>; timeoutMs?: number } = {},
 ): Promise<CliResult> {
-  const r = await run([Deno.execPath(), "run", "-A", MAIN, ...args], {
+  const cli = args[0] === "run" ? withNodeIdFile(args) : args;
+  const r = await run([Deno.execPath(), "run", "-A", MAIN, ...cli], {
     stdin: opts.stdin,
     env: { NO_COLOR: "1", ...opts.env },
     timeoutMs: opts.timeoutMs ?? 30_000,
