@@ -9,7 +9,7 @@
  *
  * @example
  * ```ts
- * const claims = new Claims(registry, { claimWaitMs: 3000 });
+ * const claims = new Claims(registry, cfg, { claimWaitMs: 3000 });
  * if (claims.isRival(lease, me) && (await claims.claim(lease, me, 60)).outcome === "alive") {
  *   await claims.waitGone(lease); // claims.conflict says why, meanwhile
  * }
@@ -21,6 +21,8 @@ import { metrics } from "../base/metrics.ts";
 import { sleep } from "../base/async.ts";
 import { encodeLeaseValue, type KnownLease, type Lease, type LeaseAttrs } from "./codec.ts";
 import { LeaseDecoder } from "./decode.ts";
+import { namesNode, nodeAddress } from "./allocate.ts";
+import type { NetworkConfig } from "../config/network.ts";
 
 const log = getLogger(["weft", "lease"]);
 
@@ -38,21 +40,30 @@ export interface ClaimOutcome {
 }
 
 export class Claims {
-  #decoder = new LeaseDecoder();
+  #decoder: LeaseDecoder;
   #conflict: string | null = null;
 
   /** `claimWaitMs`: how long a claim waits for an answer (default 3 s). */
-  constructor(readonly registry: Registry, readonly opts: { claimWaitMs?: number } = {}) {}
+  constructor(
+    readonly registry: Registry,
+    readonly config: NetworkConfig,
+    readonly opts: { claimWaitMs?: number } = {},
+  ) {
+    this.#decoder = new LeaseDecoder({ ipv6: config.enableIPv6 });
+  }
 
   /** Why this node waits without a lease (another live node has its public IP), or null. */
   get conflict(): string | null {
     return this.#conflict;
   }
 
-  /** A lease naming `me`'s public IP under another identity (both identities known). */
+  /**
+   * A lease naming `me`'s address (its IPv6 one on an IPv6-only network) under another identity
+   * (both identities known).
+   */
   isRival(l: Lease, me: LeaseAttrs): boolean {
     return !!me.nodeId && !!l.attrs.nodeId && l.attrs.nodeId !== me.nodeId &&
-      l.attrs.publicIP === me.publicIP;
+      namesNode(this.config, l, nodeAddress(this.config, me));
   }
 
   /**

@@ -60,7 +60,7 @@ export class LeaseManager {
     readonly config: NetworkConfig,
     readonly opts: LeaseManagerOptions,
   ) {
-    this.#claims = new Claims(registry, { claimWaitMs: opts.claimWaitMs });
+    this.#claims = new Claims(registry, config, { claimWaitMs: opts.claimWaitMs });
     this.#decoder = new LeaseDecoder({ ipv6: config.enableIPv6 });
     this.#host = {
       registry,

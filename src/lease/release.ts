@@ -45,7 +45,7 @@ export async function releaseOwnLease(
 ): Promise<{ outcome: ReleaseOutcome; lease: Lease | null }> {
   const step = o.step ?? (<T>(p: Promise<T>) => p);
   const { leases } = await step(registry.listLeases(), "listing leases");
-  const decoded = new LeaseDecoder().decodeAll(leases);
+  const decoded = new LeaseDecoder({ ipv6: config?.enableIPv6 ?? true }).decodeAll(leases);
   const own = config
     ? findOwnLease(config, decoded, publicIP, o.hints)
     : decoded.find((l) => l.attrs.publicIP === publicIP) ?? null;
