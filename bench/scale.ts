@@ -38,8 +38,18 @@ const { values: v } = parseArgs({
     peers: { type: "string", default: "5000" },
     "idle-seconds": { type: "string", default: "20" },
     "peer-ttl": { type: "string", default: "600" },
+    help: { type: "boolean", default: false },
   },
 });
+if (v.help) {
+  console.log(
+    "Usage: deno run -A bench/scale.ts [--registries kv,etcd] [--sizes 100,1000,5000]\n" +
+      "  [--per-worker 250] [--ttl 86400] [--renew-margin-s 3600] [--steady-seconds 20]\n" +
+      "  [--probes 10] [--probe-interval-ms 200] [--phase-timeout-s 600]\n" +
+      '  [--peers 5000] [--idle-seconds 20] [--peer-ttl 600]   (--sizes "": idle agents only)',
+  );
+  Deno.exit(0);
+}
 const report = new Report("scale", v);
 const runId = Math.random().toString(36).slice(2, 8);
 const sizes = v.sizes.split(",").filter(Boolean).map(Number);
