@@ -109,6 +109,11 @@ export class KvRegistry implements Registry {
   #problem: string | null = null;
   /** Bumped on every reopen: watchers re-list (the new file has its own history). */
   #generation = 0;
+  /**
+   * Set by a reopen until a watcher has handled its list of the new file: until then this
+   * node's lease may be missing there unnoticed, so the node must not look ready.
+   */
+  #relisting: string | null = null;
   #afterCommit: (from: number, to: number) => Promise<void>;
 
   /**
@@ -154,7 +159,7 @@ export class KvRegistry implements Registry {
 
   /** Why the registry cannot be trusted now (its file deleted, replaced, broken), or null. */
   problem(): string | null {
-    return this.#problem;
+    return this.#problem ?? this.#relisting;
   }
 
   /**
@@ -219,6 +224,7 @@ export class KvRegistry implements Registry {
     f.guard.rearm();
     this.#generation++;
     this.#problem = null;
+    this.#relisting = `${why}; reopened it, re-listing its leases`;
     try {
       old.kv.close();
     } catch { /* already closed */ }
@@ -377,9 +383,11 @@ export class KvRegistry implements Registry {
       const wake = this.#fileWake();
       const seen = wake?.generation ?? 0;
       let msgs: WatchMessage[];
+      let fresh = false;
       try {
         msgs = await this.#track(async () => {
           if (generation !== this.#generation) {
+            fresh = true;
             // Reopened: the file has its own history; start from a full list of it.
             generation = this.#generation;
             const snap = await listLeases(this.#store, stop);
@@ -422,6 +430,8 @@ export class KvRegistry implements Registry {
         }
         yield m;
       }
+      // The consumer has handled the new file's list (a missing own lease is noticed by now).
+      if (fresh && generation === this.#generation) this.#relisting = null;
       if (!wake) {
         await sleep(this.#pollMs, stop);
         continue;
