@@ -37,6 +37,28 @@ const log = getLogger(["weft", "registry"]);
 /** After a wake-up that showed no change: polls this many times, this far apart (see wake.ts). */
 const SETTLE_POLLS = 5;
 const SETTLE_MS = 1;
+/**
+ * How often a watcher of a local file without the wake-up looks at the file's stamp (see
+ * {@link fileStamp}): a stat is microseconds, a counter read through Deno KV far more, so the
+ * counter is read only when the stamp moved (and at the safety poll).
+ */
+const STAMP_POLL_MS = 15;
+
+/**
+ * Size, modification and change times of the KV file and its write-ahead log: every commit
+ * appends to the log (or, after a checkpoint, rewrites it), so at least one of them moves.
+ */
+function fileStamp(path: string): string {
+  const one = (p: string) => {
+    try {
+      const st = Deno.statSync(p);
+      return `${st.size}/${st.mtime?.getTime()}/${st.ctime?.getTime()}`;
+    } catch {
+      return "-";
+    }
+  };
+  return `${one(path)}|${one(`${path}-wal`)}`;
+}
 
 export interface KvRegistryOptions {
   /** Local SQLite KV file; parent directories are created. */
@@ -45,7 +67,11 @@ export interface KvRegistryOptions {
   url?: string;
   /** Key namespace, as etcd's prefix. Default "/coreos.com/network". */
   prefix?: string;
-  /** How often watchers poll the revision counter without a file watch, ms (1..1000). Default 50. */
+  /**
+   * How often watchers poll without the wake-up, ms (1..1000), default 50: KV Connect reads the
+   * revision counter this often; a local file's stamp is checked every min(15, pollMs) ms and the
+   * counter read only when it moved (or at the idlePollMs safety poll).
+   */
   pollMs?: number;
   /**
    * Local file: wake watchers on changes to the database files (inotify) instead of polling every
@@ -99,6 +125,8 @@ export class KvRegistry implements Registry {
   #idlePollMs: number;
   #reapMs: number;
   #wakePath: string | null;
+  /** The local file (none for KV Connect): watchers poll its stamp, not the counter. */
+  #path: string | null;
   #wake: FileWake | null | undefined;
   #keepLog: number;
   #keepLogMs: number;
@@ -131,6 +159,7 @@ export class KvRegistry implements Registry {
     this.#pollMs = opts.pollMs ?? 50;
     this.#idlePollMs = opts.idlePollMs ?? 1000;
     this.#wakePath = opts.path && opts.wakeOnChange === true ? opts.path : null;
+    this.#path = opts.path ?? null;
     this.#reapMs = opts.reapMs ?? 1000;
     this.#keepLog = opts.keepLog ?? 10_000;
     this.#keepLogMs = opts.keepLogMs ?? 600_000;
@@ -379,9 +408,12 @@ export class KvRegistry implements Registry {
     let generation = this.#generation;
     // Polls left to confirm a wake-up: a commit is visible only after its last write.
     let settle = 0;
+    // The file's stamp at the poll before (see fileStamp; only without the wake-up).
+    let prevStamp = "";
     while (!stop.aborted) {
       const wake = this.#fileWake();
       const seen = wake?.generation ?? 0;
+      const stamp = !wake && this.#path ? fileStamp(this.#path) : "";
       let msgs: WatchMessage[];
       let fresh = false;
       try {
@@ -432,8 +464,22 @@ export class KvRegistry implements Registry {
       }
       // The consumer has handled the new file's list (a missing own lease is noticed by now).
       if (fresh && generation === this.#generation) this.#relisting = null;
-      if (!wake) {
+      if (!wake && !this.#path) {
         await sleep(this.#pollMs, stop);
+        continue;
+      }
+      if (!wake) {
+        // A stamp that moved without a change to read: a commit not visible yet (its log write
+        // comes before the shared index is updated), or only a checkpoint; look again shortly.
+        if (msgs.length) settle = 0;
+        else if (stamp !== prevStamp && settle === 0) settle = SETTLE_POLLS;
+        prevStamp = stamp;
+        if (settle > 0) {
+          settle--;
+          await sleep(SETTLE_MS, stop);
+          continue;
+        }
+        await this.#stampMoves(stamp, Math.min(this.#idlePollMs, this.#reapMs), stop);
         continue;
       }
       if (msgs.length) settle = 0;
@@ -447,6 +493,26 @@ export class KvRegistry implements Registry {
       // Only WAL writes (a writer without the touch, or its touch still to come): confirm.
       if (wake.generation !== seen && !wake.fileChangedSince(seen)) settle = SETTLE_POLLS;
     }
+  }
+
+  /**
+   * Returns when the file's stamp differs from `stamp`, or after `maxMs`, or on abort. One
+   * interval timer per wait, not a promise per tick: a tick is then a stat or two.
+   */
+  #stampMoves(stamp: string, maxMs: number, stop: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const until = Date.now() + maxMs;
+      const done = () => {
+        clearInterval(id);
+        stop.removeEventListener("abort", done);
+        resolve();
+      };
+      const id = setInterval(() => {
+        if (Date.now() >= until || fileStamp(this.#path!) !== stamp) done();
+      }, Math.min(STAMP_POLL_MS, this.#pollMs));
+      stop.addEventListener("abort", done, { once: true });
+      if (stop.aborted) done();
+    });
   }
 
   /** Stops watch loops, waits for KV operations in flight, closes the Kv. Idempotent. */
