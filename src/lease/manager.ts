@@ -159,9 +159,12 @@ export class LeaseManager {
    */
   observeOwnWrite(attrs: LeaseAttrs | null, revision?: number): void {
     const l = this.#lease;
-    if (!l || !attrs || (revision !== undefined && revision <= l.revision)) return;
+    if (!l || !attrs) return;
     const cfg = this.config;
+    // Another address is never our write, whatever its revision (a store replaced under us
+    // numbers its revisions anew).
     if (nodeAddress(cfg, attrs) !== nodeAddress(cfg, l.attrs)) return this.notifyLost();
+    if (revision !== undefined && revision <= l.revision) return;
     const me = l.attrs.nodeId;
     if (!me || !attrs.nodeId || attrs.nodeId === me) return;
     if (attrs.claim && revision !== undefined) {

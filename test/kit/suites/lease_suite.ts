@@ -630,4 +630,13 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
       }
     },
   );
+
+  t("a write naming another address on our key means lost, whatever its revision", async (s) => {
+    const m = manager(await s.client());
+    const l = await m.acquire({ publicIP: "198.18.0.98", nodeId: "a" }, null);
+    // A store replaced under the agent numbers its revisions anew: another node's lease on our
+    // old key can carry a lower revision than our last write.
+    m.observeOwnWrite({ publicIP: "198.18.0.99", nodeId: "b" }, l.revision - 1);
+    assert.equal(m.lost, true);
+  });
 }
