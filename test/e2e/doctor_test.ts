@@ -39,6 +39,21 @@ async function doctor(c: Cluster, host = "h1", extra: string[] = []): Promise<Ru
   return await c.weft(host, [...doctorArgs(c, host), ...extra], { timeoutMs: 30_000 });
 }
 
+/** `ip route replace` of a vxlan peer's route as weft makes it. */
+const peerRoute = (subnet: string, gw: string) => [
+  "ip",
+  "route",
+  "replace",
+  subnet,
+  "via",
+  gw,
+  "dev",
+  "flannel.1",
+  "onlink",
+  "proto",
+  "87",
+];
+
 let lastOutput = "";
 const lines = (r: RunResult, status: string) =>
   r.stdout.split("\n").filter((l) => l.startsWith(`${status} `));
@@ -91,19 +106,7 @@ Deno.test("weft doctor names each broken thing with its fix, and ok after the re
       const h2 = c.host("h2");
       const mac2 = JSON.parse(await c.exec("h2", ["ip", "-j", "link", "show", "flannel.1"]))[0]
         .address as string;
-      const goodRoute = [
-        "ip",
-        "route",
-        "replace",
-        sub2,
-        "via",
-        gw2,
-        "dev",
-        "flannel.1",
-        "onlink",
-        "proto",
-        "87",
-      ];
+      const goodRoute = peerRoute(sub2, gw2);
 
       // A peer's route.
       await c.exec("h1", ["ip", "route", "del", sub2]);
@@ -269,19 +272,7 @@ Deno.test("weft doctor on Deno KV: healthy, a missing peer route, a duplicate-Pu
       const gw2 = formatIp(env2.subnet.ip);
       await c.exec("h1", ["ip", "route", "del", sub2]);
       await expectFail(c, new RegExp(`^fail kernel\\.route: .*${sub2.replace(".", "\\.")}`));
-      await c.exec("h1", [
-        "ip",
-        "route",
-        "replace",
-        sub2,
-        "via",
-        gw2,
-        "dev",
-        "flannel.1",
-        "onlink",
-        "proto",
-        "87",
-      ]);
+      await c.exec("h1", peerRoute(sub2, gw2));
       await expectHealthy(c, "the route put back");
 
       const h2 = c.host("h2");
