@@ -20,6 +20,35 @@ try {
   console.log(JSON.stringify({ error: err.message, fatal: err instanceof FatalError }));
 }`;
 
+type Ip = (...a: string[]) => Promise<string>;
+
+/**
+ * A bare namespace with two interfaces: ua0 198.18.0.5/24 and ub0 198.18.7.5/24, the default
+ * route via ub0. `before` runs before they come up (an MTU, another address).
+ */
+async function twoInterfaces(ns: string, before: (ip: Ip) => Promise<unknown>) {
+  await createNs(ns, { bare: true });
+  const ip: Ip = (...a) => run(["ip", "-n", ns, ...a]);
+  await ip("link", "set", "lo", "up");
+  // veth pairs (no dummy module here); the peer ends only need to be up for carrier.
+  await ip("link", "add", "ua0", "type", "veth", "peer", "name", "ua1");
+  await ip("link", "add", "ub0", "type", "veth", "peer", "name", "ub1");
+  await ip("link", "set", "ua1", "up");
+  await ip("link", "set", "ub1", "up");
+  await ip("addr", "add", "198.18.0.5/24", "dev", "ua0");
+  await ip("addr", "add", "198.18.7.5/24", "dev", "ub0");
+  await before(ip);
+  await ip("link", "set", "ua0", "up");
+  await ip("link", "set", "ub0", "up");
+  await ip("route", "add", "default", "via", "198.18.7.1", "dev", "ub0");
+}
+
+/** Runs interface selection with `sel` inside `ns`, returning what it chose (or its error). */
+function picker(ns: string, dir: string) {
+  return async (sel: Record<string, unknown>) =>
+    JSON.parse(await run(denoInNs(ns, [`${dir}/pick.ts`, JSON.stringify(sel)])));
+}
+
 Deno.test({
   name: "external interface selection in a namespace with two interfaces",
   sanitizeResources: false,
@@ -30,24 +59,8 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "weft-iface-" });
     await Deno.writeTextFile(`${dir}/pick.ts`, script);
     try {
-      await createNs(ns, { bare: true });
-      const ip = (...a: string[]) => run(["ip", "-n", ns, ...a]);
-      await ip("link", "set", "lo", "up");
-      // veth pairs (no dummy module here); the peer ends only need to be up for carrier.
-      await ip("link", "add", "ua0", "type", "veth", "peer", "name", "ua1");
-      await ip("link", "add", "ub0", "type", "veth", "peer", "name", "ub1");
-      await ip("link", "set", "ua1", "up");
-      await ip("link", "set", "ub1", "up");
-      await ip("link", "set", "ub0", "mtu", "1400");
-      await ip("addr", "add", "198.18.0.5/24", "dev", "ua0");
-      await ip("addr", "add", "198.18.7.5/24", "dev", "ub0");
-      await ip("link", "set", "ua0", "up");
-      await ip("link", "set", "ub0", "up");
-      await ip("route", "add", "default", "via", "198.18.7.1", "dev", "ub0");
-      const pick = async (sel: Record<string, unknown>) =>
-        JSON.parse(
-          await run(denoInNs(ns, [`${dir}/pick.ts`, JSON.stringify(sel)])),
-        );
+      await twoInterfaces(ns, (ip) => ip("link", "set", "ub0", "mtu", "1400"));
+      const pick = picker(ns, dir);
       const dflt = await pick({});
       assert.equal(dflt.name, "ub0");
       assert.equal(dflt.mtu, 1400);
@@ -81,21 +94,12 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "weft-iface6-" });
     await Deno.writeTextFile(`${dir}/pick.ts`, script);
     try {
-      await createNs(ns, { bare: true });
-      const ip = (...a: string[]) => run(["ip", "-n", ns, ...a]);
-      await ip("link", "set", "lo", "up");
-      await ip("link", "add", "ua0", "type", "veth", "peer", "name", "ua1");
-      await ip("link", "add", "ub0", "type", "veth", "peer", "name", "ub1");
-      await ip("link", "set", "ua1", "up");
-      await ip("link", "set", "ub1", "up");
-      await ip("addr", "add", "198.18.0.5/24", "dev", "ua0");
-      await ip("addr", "add", "198.18.7.5/24", "dev", "ub0");
-      await ip("addr", "add", "2001:db8:ffff::5/64", "dev", "ua0", "nodad");
-      await ip("link", "set", "ua0", "up");
-      await ip("link", "set", "ub0", "up"); // gets only a link-local IPv6 address
-      await ip("route", "add", "default", "via", "198.18.7.1", "dev", "ub0");
-      const pick = async (sel: Record<string, unknown>) =>
-        JSON.parse(await run(denoInNs(ns, [`${dir}/pick.ts`, JSON.stringify(sel)])));
+      // ub0 gets only a link-local IPv6 address.
+      await twoInterfaces(
+        ns,
+        (ip) => ip("addr", "add", "2001:db8:ffff::5/64", "dev", "ua0", "nodad"),
+      );
+      const pick = picker(ns, dir);
       const a = await pick({ iface: ["ua0"], ipv6: true });
       assert.equal(a.ifaceAddr6, "2001:db8:ffff::5");
       assert.equal(a.publicIPv6, "2001:db8:ffff::5");
