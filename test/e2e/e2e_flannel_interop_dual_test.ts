@@ -5,6 +5,7 @@
  * and `flannel-v6.1` devices and per-peer entries of both families, read from the weft nodes'
  * leases as flanneld reads them. Pods on all three reach each other over IPv4 and IPv6.
  */
+import { flannelPeer } from "../kit/flannel_peer.ts";
 import assert from "node:assert/strict";
 import { withCluster } from "../kit/cluster.ts";
 import { waitFor } from "../kit/proc.ts";
@@ -92,57 +93,14 @@ Deno.test({
       for (const p of peers) {
         const gw4 = formatIp(parseCidr(p.s4).ip);
         const gw6 = formatIp6(parseCidr6(p.s6).ip);
-        await sh(
-          "ip",
-          "neigh",
-          "replace",
-          gw4,
-          "lladdr",
-          p.m4,
-          "dev",
-          "flannel.1",
-          "nud",
-          "permanent",
-        );
-        await sh(
-          "bridge",
-          "fdb",
-          "replace",
-          p.m4,
-          "dst",
-          p.ip,
-          "dev",
-          "flannel.1",
-          "self",
-          "permanent",
-        );
-        await sh("ip", "route", "replace", p.s4, "via", gw4, "dev", "flannel.1", "onlink");
-        await sh(
-          "ip",
-          "-6",
-          "neigh",
-          "replace",
-          gw6,
-          "lladdr",
-          p.m6,
-          "dev",
-          "flannel-v6.1",
-          "nud",
-          "permanent",
-        );
-        await sh(
-          "bridge",
-          "fdb",
-          "replace",
-          p.m6,
-          "dst",
-          p.ip6,
-          "dev",
-          "flannel-v6.1",
-          "self",
-          "permanent",
-        );
-        await sh("ip", "-6", "route", "replace", p.s6, "via", gw6, "dev", "flannel-v6.1", "onlink");
+        await flannelPeer(sh, { dev: "flannel.1", subnet: p.s4, gw: gw4, mac: p.m4, dst: p.ip });
+        await flannelPeer(sh, {
+          dev: "flannel-v6.1",
+          subnet: p.s6,
+          gw: gw6,
+          mac: p.m6,
+          dst: p.ip6,
+        });
       }
       await c.writeSubnetEnv(h3, {
         FLANNEL_NETWORK: "198.19.0.0/16",

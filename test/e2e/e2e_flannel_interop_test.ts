@@ -5,6 +5,7 @@
  * hand from the weft nodes' leases as flanneld reads them. Pods on all three reach each other, so
  * weft reads flanneld's leases and flanneld can read weft's.
  */
+import { flannelPeer } from "../kit/flannel_peer.ts";
 import assert from "node:assert/strict";
 import { withCluster } from "../kit/cluster.ts";
 import { waitFor } from "../kit/proc.ts";
@@ -88,31 +89,7 @@ Deno.test({
       await sh("ip", "link", "set", "flannel.1", "up");
       for (const l of weftLeases) {
         const gw = formatIp(parseCidr(l.subnet).ip);
-        await sh(
-          "ip",
-          "neigh",
-          "replace",
-          gw,
-          "lladdr",
-          l.mac,
-          "dev",
-          "flannel.1",
-          "nud",
-          "permanent",
-        );
-        await sh(
-          "bridge",
-          "fdb",
-          "replace",
-          l.mac,
-          "dst",
-          l.ip,
-          "dev",
-          "flannel.1",
-          "self",
-          "permanent",
-        );
-        await sh("ip", "route", "replace", l.subnet, "via", gw, "dev", "flannel.1", "onlink");
+        await flannelPeer(sh, { dev: "flannel.1", subnet: l.subnet, gw, mac: l.mac, dst: l.ip });
       }
       await c.writeSubnetEnv(h3, {
         FLANNEL_NETWORK: "198.19.0.0/16",
