@@ -71,14 +71,22 @@ function series(name: string): string[] {
   );
 }
 
+/** A PeerHealth every second over `peers` (vxlan, 10 probes per round unless given). */
+function health(
+  peers: () => Lease[],
+  o: { maxPerRound?: number; backend?: string } = {},
+): PeerHealth {
+  return new PeerHealth({
+    intervalMs: 1000,
+    maxPerRound: o.maxPerRound ?? 10,
+    backend: o.backend ?? "vxlan",
+    peers,
+  });
+}
+
 Deno.test("peer health: each round probes at most the cap, in turn, so all peers are covered", async () => {
   const peers = Array.from({ length: 10 }, (_, i) => peer(101 + i));
-  const h = new PeerHealth({
-    intervalMs: 1000,
-    maxPerRound: 4,
-    backend: "vxlan",
-    peers: () => peers,
-  });
+  const h = health(() => peers, { maxPerRound: 4, backend: "vxlan" });
   const p = new FakeProber();
   const rounds: string[][] = [];
   for (let r = 0; r < 3; r++) {
@@ -118,12 +126,7 @@ Deno.test("peer health: the delay between rounds stays within the jitter bounds"
 Deno.test("peer health: a peer is logged once per change, never every round", async () => {
   await withLogs(async (lines) => {
     const peers = [peer(121), peer(122)];
-    const h = new PeerHealth({
-      intervalMs: 1000,
-      maxPerRound: 10,
-      backend: "vxlan",
-      peers: () => peers,
-    });
+    const h = health(() => peers, { maxPerRound: 10, backend: "vxlan" });
     const p = new FakeProber();
     p.up.add("198.19.121.0").add("198.19.122.0");
     await h.round(p);
@@ -147,12 +150,7 @@ Deno.test("peer health: a peer is logged once per change, never every round", as
 
 Deno.test("peer health: metrics per peer; the series of a peer that is gone are removed", async () => {
   let peers = [peer(131), peer(132)];
-  const h = new PeerHealth({
-    intervalMs: 1000,
-    maxPerRound: 10,
-    backend: "vxlan",
-    peers: () => peers,
-  });
+  const h = health(() => peers, { maxPerRound: 10, backend: "vxlan" });
   const p = new FakeProber();
   p.up.add("198.19.131.0");
   await h.round(p);
@@ -194,12 +192,7 @@ Deno.test("metrics: a labelled gauge's series can be deleted; none left renders 
 });
 
 Deno.test("peer health: host-gw probes the peer's bridge address; a failing prober start is not fatal", async () => {
-  const h = new PeerHealth({
-    intervalMs: 1000,
-    maxPerRound: 10,
-    backend: "host-gw",
-    peers: () => [peer(141)],
-  });
+  const h = health(() => [peer(141)], { maxPerRound: 10, backend: "host-gw" });
   const p = new FakeProber();
   await h.round(p);
   assert.deepEqual(p.probed, ["198.19.141.1"]);
