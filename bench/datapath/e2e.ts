@@ -63,6 +63,8 @@ export async function endToEnd(ctx: DatapathCtx, c: Cluster, ns: string): Promis
           "ext0",
           "--subnet-file",
           `${c.dir}/prog-${backend}-${n}.env`,
+          "--node-id-file",
+          `${c.dir}/prog-node-id`, // not the machine's /var/lib/weft
           "--iptables-forward-rules=false",
         ]),
         logFile,
