@@ -22,7 +22,7 @@ import { Backoff, sleep } from "../base/async.ts";
 import { FatalError } from "../base/errors.ts";
 import { checkFamilies, createBackend } from "./select_backend.ts";
 import { formatCidr6 } from "../base/ipv6.ts";
-import type { Lease } from "../lease/codec.ts";
+import { type Lease, leaseAddressText, leaseSubnetText } from "../lease/codec.ts";
 import { LeaseManager } from "../lease/manager.ts";
 import { type PeerEvent, PeerWatcher } from "../lease/watch.ts";
 import { formatCidr } from "../base/ipv4.ts";
@@ -79,7 +79,10 @@ export interface AgentOptions {
   parts?: Part[];
   /** Called once, when the agent first becomes ready (sd_notify READY=1). */
   onReady?: () => void;
-  /** Continuous peer probes (peer_health.ts); off when absent, interval 0, or backend alloc. */
+  /**
+   * Continuous peer probes (peer_health.ts); off when absent, interval 0, backend alloc, or an
+   * IPv6-only network (the probes are IPv4).
+   */
   peerProbe?: { intervalMs: number; maxPerRound: number };
 }
 
@@ -159,19 +162,32 @@ export class Agent {
     const backendName = this.opts.backendOverride || cfg.backendType;
     const backend = await createBackend(backendName);
     checkFamilies(cfg, backend); // before anything is chosen or written
-    const ext = await selectExternalInterface({ ...this.opts.iface, ipv6: cfg.enableIPv6 });
-    checkUnderlayOverlap(cfg.network, ext); // else underlay routes would look like weft's
-    log.info("using interface {name} ({addr}), public IP {pub}, backend {b}, network {net}", {
-      name: ext.name,
-      addr: ext.ifaceAddr,
-      pub: ext.publicIP,
-      b: backendName,
-      net: formatCidr(cfg.network),
+    const v4 = cfg.enableIPv4;
+    const ext = await selectExternalInterface({
+      ...this.opts.iface,
+      ipv6: cfg.enableIPv6,
+      ipv4: v4,
     });
+    // else underlay routes would look like weft's
+    if (v4) checkUnderlayOverlap(cfg.network, ext);
+    // The address that tells this node's lease apart: PublicIPv6 when IPv6-only.
+    const address = v4 ? ext.publicIP : ext.publicIPv6!;
+    if (v4) {
+      log.info("using interface {name} ({addr}), public IP {pub}, backend {b}, network {net}", {
+        name: ext.name,
+        addr: ext.ifaceAddr,
+        pub: ext.publicIP,
+        b: backendName,
+        net: formatCidr(cfg.network),
+      });
+    }
     if (cfg.ipv6) {
-      log.info("IPv6: interface address {addr}, public IPv6 {pub}, network {net}", {
+      log.info("{what}interface {name} ({addr}), public IPv6 {pub}, backend {b}, network {net}", {
+        what: v4 ? "IPv6: " : "IPv6-only: ",
+        name: ext.name,
         addr: ext.ifaceAddr6,
         pub: ext.publicIPv6,
+        b: backendName,
         net: formatCidr6(cfg.ipv6.network),
       });
     }
@@ -188,7 +204,7 @@ export class Agent {
     const previous = await this.#retry(
       signal,
       "read leases",
-      () => mgr.findPrevious(ext.publicIP, { hint, hint6, nodeId }),
+      () => mgr.findPrevious(address, { hint, hint6, nodeId }),
     );
     if (signal.aborted) return;
     const prepared = await backend.prepare({ config: cfg, ext, previous: previous ?? null });
@@ -237,13 +253,14 @@ export class Agent {
     this.#retryEnv = () => writeEnv(mgr.lease ?? lease);
     await writeEnv(lease).catch(() => {}); // retried by #selfChecks
     log.info("subnet {subnet} leased{wrote} (MTU {mtu})", {
-      subnet: formatCidr(lease.subnet),
+      subnet: leaseSubnetText(lease),
       wrote: this.#state.subnetEnv ? `; wrote ${this.opts.subnetFile}` : "",
       mtu: prepared.mtu,
     });
 
-    const filter = new PeerFilter(cfg, backend.name, ext.publicIP);
+    const filter = new PeerFilter(cfg, backend.name, address);
     const watcher = new PeerWatcher(this.registry, {
+      ipv6: cfg.enableIPv6,
       ownKey: () => mgr.lease?.key ?? null,
       accept: (l) => filter.accept(l),
     });
@@ -268,7 +285,8 @@ export class Agent {
     }));
     tasks.push(this.#selfChecks(signal, backend, watcher));
     const probe = this.opts.peerProbe;
-    if (probe && probe.intervalMs > 0 && backend.name !== "alloc") {
+    // The probes are ICMP over IPv4 (a peer's IPv4 overlay address): none in an IPv6-only network.
+    if (probe && probe.intervalMs > 0 && backend.name !== "alloc" && v4) {
       this.#health = new PeerHealth({
         ...probe,
         backend: backend.name,
@@ -307,8 +325,8 @@ export class Agent {
       for (const e of evs) {
         log.info("peer {what} {subnet} at {ip}", {
           what: e.type,
-          subnet: formatCidr(e.lease.subnet),
-          ip: e.lease.attrs.publicIP,
+          subnet: leaseSubnetText(e.lease),
+          ip: leaseAddressText(e.lease),
         });
       }
     } catch (e) {

@@ -36,9 +36,12 @@ export interface BlackholeSync {
   removed: string[];
 }
 
-/** Whether `r` is one of weft's blackhole routes: by type, metric and destination. */
+/**
+ * Whether `r` is one of weft's blackhole routes: by type, metric and destination. The empty
+ * network (an IPv6-only node's IPv4 half) holds none: weft never makes one there.
+ */
 function isOurBlackhole(r: Route, network: Ipv4Net): boolean {
-  return r.type === RTN_BLACKHOLE && r.metric === BLACKHOLE_METRIC &&
+  return network.prefix > 0 && r.type === RTN_BLACKHOLE && r.metric === BLACKHOLE_METRIC &&
     (r.table ?? RT_TABLE_MAIN) === RT_TABLE_MAIN && containsNet(network, parseCidr(r.dst));
 }
 
@@ -88,6 +91,8 @@ export class BlackholePart implements Part {
   }
 
   apply(cfg: NetworkConfig, lease: Lease, _prev: Lease | null): Promise<void> {
+    // IPv6-only: no IPv4 subnet to blackhole (the IPv6 half gets none yet; see README).
+    if (!cfg.enableIPv4) return Promise.resolve();
     this.#target = { network: cfg.network, subnet: this.enabled ? lease.subnet : null };
     try {
       this.#sync();

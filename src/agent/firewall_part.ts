@@ -6,7 +6,8 @@
  * FLANNEL-FWD chains (and their jumps) an earlier iptables run left, entering iptables mode
  * removes the `flannel-ipv4` / `flannel-ipv6` tables; no other table, chain or rule is touched.
  * With IPv6 on, iptables mode keeps the same chains through ip6tables for the IPv6 halves
- * (nftables mode writes the `ip6 flannel-ipv6` table itself).
+ * (nftables mode writes the `ip6 flannel-ipv6` table itself). An IPv6-only network has the
+ * ip6tables chains (or the `ip6` table) alone: no IPv4 chain or table is written.
  * /readyz names the active keeper ("nftables rules not installed yet").
  *
  * @example
@@ -38,6 +39,8 @@ export class FirewallPart implements Part {
   /** The IPv6 chains, used in iptables mode when the config enables IPv6. */
   #ip6tables: RuleManager;
   #ipv6 = false;
+  /** iptables mode with an IPv4 half (false: IPv6-only, the ip6tables chains alone). */
+  #ipv4 = true;
   #nftables: NftKeeper;
   #mode: Mode | null = null;
 
@@ -51,7 +54,7 @@ export class FirewallPart implements Part {
 
   /** The keeper in use: what /readyz and the logs name. */
   get name(): string {
-    return this.#active().name;
+    return this.#ipv4 ? this.#active().name : this.#ip6tables.name;
   }
 
   /** The mode the config picked; null before the first apply. */
@@ -70,13 +73,14 @@ export class FirewallPart implements Part {
       await this.#removeOtherMode(mode);
     }
     this.#ipv6 = mode === "iptables" && cfg.enableIPv6;
-    if (mode === "nftables" || cfg.enableIPv4) await this.#active().apply(cfg, lease, prev);
+    this.#ipv4 = mode === "nftables" || cfg.enableIPv4;
+    if (this.#ipv4) await this.#active().apply(cfg, lease, prev);
     if (this.#ipv6) await this.#ip6tables.apply(cfg, lease, prev);
   }
 
   async check(): Promise<boolean> {
     if (!this.#mode) return false;
-    const a = await this.#active().check();
+    const a = this.#ipv4 ? await this.#active().check() : false;
     return this.#ipv6 ? (await this.#ip6tables.check()) || a : a;
   }
 

@@ -11,9 +11,10 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { formatCidr } from "../base/ipv4.ts";
+import { formatCidr6 } from "../base/ipv6.ts";
 import type { NetworkConfig } from "../config/network.ts";
-import { isPeerSubnet } from "../lease/allocate.ts";
-import { type Lease, leaseMatches } from "../lease/codec.ts";
+import { isPeerSubnet, isPeerSubnet6, nodeAddress } from "../lease/allocate.ts";
+import { type Lease, leaseAddressText, leaseMatches } from "../lease/codec.ts";
 import { PeerCheck } from "../lease/decode.ts";
 
 const log = getLogger(["weft", "agent"]);
@@ -28,6 +29,7 @@ export class PeerFilter {
    */
   #peerCheck: PeerCheck;
 
+  /** `publicIP`: this node's address (PublicIPv6 in an IPv6-only network). */
   constructor(
     readonly cfg: NetworkConfig,
     readonly backendName: string,
@@ -43,19 +45,23 @@ export class PeerFilter {
 
   /**
    * Peer leases whose subnet could not have come from this network are never programmed.
-   * SubnetMin/SubnetMax do not apply: they bound allocation, not peers.
+   * SubnetMin/SubnetMax do not apply: they bound allocation, not peers. In an IPv6-only network
+   * the IPv6 half is the one that must fit.
    */
   #fits(l: Lease): boolean {
-    if (isPeerSubnet(this.cfg, l.subnet)) return true;
+    const v6 = this.cfg.enableIPv4 ? null : this.cfg.ipv6!;
+    if (v6 ? !!l.subnet6 && isPeerSubnet6(this.cfg, l.subnet6) : isPeerSubnet(this.cfg, l.subnet)) {
+      return true;
+    }
     if (!this.#misfits.has(l.key)) {
       this.#misfits.add(l.key);
       log.warn(
         "ignoring lease {key} of {ip}: not a /{len} subnet of {net}; delete it or fix the config",
         {
           key: l.key,
-          ip: l.attrs.publicIP,
-          len: this.cfg.subnetLen,
-          net: formatCidr(this.cfg.network),
+          ip: leaseAddressText(l),
+          len: v6 ? v6.subnetLen : this.cfg.subnetLen,
+          net: v6 ? formatCidr6(v6.network) : formatCidr(this.cfg.network),
         },
       );
     }
@@ -65,10 +71,11 @@ export class PeerFilter {
   /**
    * A lease naming this node's own public IP is never a peer (a stale or foreign lease with our
    * address, or our old subnet after a move): programmed as one it would route a subnet at us.
-   * The watcher never offers our own current lease as a peer.
+   * The watcher never offers our own current lease as a peer. `publicIP` is PublicIPv6 in an
+   * IPv6-only network (every IPv6-only lease says "PublicIP":"0.0.0.0").
    */
   #notSelf(l: Lease): boolean {
-    if (l.attrs.publicIP !== this.publicIP) return true;
+    if (nodeAddress(this.cfg, l.attrs) !== this.publicIP) return true;
     if (!this.#selfLeases.has(l.key)) {
       this.#selfLeases.add(l.key);
       log.warn(

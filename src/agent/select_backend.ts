@@ -28,20 +28,17 @@ export async function createBackend(name: string): Promise<Backend> {
 }
 
 /**
- * Refuses a config the agent cannot serve yet, before anything is written: the IPv6 half with a
- * backend that does not program it, and IPv6-only networks (EnableIPv4 false).
+ * Refuses a config the agent cannot serve, before anything is written: an IPv6 half (dual stack,
+ * or an IPv6-only network with EnableIPv4 false) with a backend that does not program IPv6.
  */
 export function checkFamilies(cfg: NetworkConfig, backend: Backend): void {
-  if (!cfg.enableIPv4) {
-    throw new ConfigError(
-      "EnableIPv4 is false (an IPv6-only network): weft's agent does not serve IPv6-only " +
-        "networks yet; set EnableIPv4 to true with Network",
-    );
-  }
   if (cfg.enableIPv6 && !backend.servesIpv6) {
+    const what = cfg.enableIPv4 ? "EnableIPv6 is true" : "EnableIPv4 is false (IPv6-only)";
     throw new ConfigError(
-      `EnableIPv6 is true but weft's ${backend.name} backend does not program IPv6 yet; ` +
-        `set EnableIPv6 to false or use a backend that does (see README, "Dual stack")`,
+      `${what} but weft's ${backend.name} backend does not program IPv6; ` +
+        `${
+          cfg.enableIPv4 ? "set EnableIPv6 to false" : "set EnableIPv4 to true with Network"
+        } or use a backend that does (vxlan, host-gw; see README, "Dual stack")`,
     );
   }
 }

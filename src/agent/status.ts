@@ -12,8 +12,8 @@
 import type { Readiness } from "./readiness.ts";
 import type { PeerStatus } from "./peer_health.ts";
 import type { LoggedProblem } from "../base/recent_log.ts";
-import type { Lease } from "../lease/codec.ts";
-import { formatCidr } from "../base/ipv4.ts";
+import { type Lease, leaseAddressText, leaseSubnetText } from "../lease/codec.ts";
+import { bySubnet as bySubnetOrder } from "../lease/allocate.ts";
 
 export interface AgentStatus {
   /** Registry kind ("kv", "etcd"); set by `weft run`, which knows it. */
@@ -67,8 +67,8 @@ export function peerView(s: PeerStatus): PeerView {
 export function leaseView(l: Lease): NonNullable<AgentStatus["lease"]> {
   return {
     key: l.key,
-    subnet: formatCidr(l.subnet),
-    publicIP: l.attrs.publicIP,
+    subnet: leaseSubnetText(l),
+    publicIP: leaseAddressText(l),
     expiresAt: typeof l.expiresAt === "number" ? new Date(l.expiresAt).toISOString() : null,
   };
 }
@@ -76,13 +76,13 @@ export function leaseView(l: Lease): NonNullable<AgentStatus["lease"]> {
 /** Every known peer lease, by address, with its probe state where it has one. */
 export function peerViews(peers: readonly Lease[], probed: readonly PeerStatus[]): PeerView[] {
   const bySubnet = new Map(probed.map((s) => [s.subnet, s]));
-  return [...peers].sort((a, b) => a.subnet.ip - b.subnet.ip).map((p) => {
-    const subnet = formatCidr(p.subnet);
+  return [...peers].sort(bySubnetOrder).map((p) => {
+    const subnet = leaseSubnetText(p);
     const s = bySubnet.get(subnet);
     // A probe state for another public IP is stale (the lease moved): not this lease's.
     return s && s.publicIP === p.attrs.publicIP ? peerView(s) : {
       subnet,
-      publicIP: p.attrs.publicIP,
+      publicIP: leaseAddressText(p),
       reachable: null,
       rttMs: null,
       lastProbe: null,

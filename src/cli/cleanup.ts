@@ -81,6 +81,13 @@ export const cleanupFlags: FlagTable = {
     arg: "IP",
     help: "the public IP the agent published (finds the lease for --release-lease)",
   },
+  "public-ipv6": {
+    type: "string",
+    default: "",
+    arg: "IP",
+    form: "ipv6",
+    help: "the public IPv6 address the agent published (finds an IPv6-only node's lease)",
+  },
   "release-lease": {
     type: "bool",
     default: false,
@@ -259,7 +266,10 @@ export async function cleanupCommand(
   const subnetFile = String(v["subnet-file"]);
   const [view, sf] = await Promise.all([readRegistry(v, ms), readSubnetEnvHints(subnetFile)]);
   if (view.error) rep.note(`registry not used: ${view.error}`);
-  const network = view.config?.network ?? sf.network;
+  // An IPv6-only network (the config's EnableIPv4 false, or a subnet.env with IPv6 lines alone).
+  const v6only = view.config ? !view.config.enableIPv4 : !sf.network && !!sf.subnet6;
+  const network = v6only ? null : view.config?.network ?? sf.network;
+  const network6 = view.config?.ipv6?.network ?? sf.network6 ?? null;
 
   let ext: ExternalInterface | null = null;
   try {
@@ -267,7 +277,9 @@ export async function cleanupCommand(
       iface: v.iface as string[],
       ifaceRegex: v["iface-regex"] as string[],
       ifaceCanReach: String(v["iface-can-reach"] || "") || undefined,
-      publicIP: String(v["public-ip"] || "") || undefined,
+      publicIP: v6only ? undefined : String(v["public-ip"] || "") || undefined,
+      ipv4: !v6only,
+      publicIPv6: String(v["public-ipv6"] || "") || undefined,
     });
   } catch (e) {
     rep.note(
@@ -275,7 +287,7 @@ export async function cleanupCommand(
         `(host-gw, DirectRouting) are left in place`,
     );
   }
-  if (!network) {
+  if (!network && !network6) {
     rep.note(
       `cluster network unknown (no registry config, no ${subnetFile}); only routes through ` +
         `weft's own devices are removed`,
@@ -292,7 +304,7 @@ export async function cleanupCommand(
       own: sf.subnet,
       extIndex: ext?.index ?? null,
       subnetLen: view.config?.subnetLen ?? null,
-      network6: view.config?.ipv6?.network ?? sf.network6 ?? null,
+      network6,
       own6: sf.subnet6 ?? null,
       subnetLen6: view.config?.ipv6?.subnetLen ?? null,
     });
@@ -315,9 +327,16 @@ export async function cleanupCommand(
   }
 
   if (v["release-lease"]) {
-    const publicIP = String(v["public-ip"] || "") || ext?.publicIP || null;
+    // The lease is found by PublicIPv6 in an IPv6-only network (its PublicIP is 0.0.0.0).
+    const publicIP = v6only
+      ? String(v["public-ipv6"] || "") || ext?.publicIPv6 || null
+      : String(v["public-ip"] || "") || ext?.publicIP || null;
     const nodeId = await readNodeId(String(v["node-id-file"]));
-    await releaseLease(view, publicIP, rep, ms, { hint: sf.subnet, nodeId });
+    await releaseLease(view, publicIP, rep, ms, {
+      hint: sf.subnet,
+      hint6: sf.subnet6 ?? null,
+      nodeId,
+    });
   }
   await view.registry?.close().catch(() => {});
 

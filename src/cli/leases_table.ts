@@ -8,7 +8,8 @@
 import { formatCidr } from "../base/ipv4.ts";
 import { formatCidr6 } from "../base/ipv6.ts";
 import { preview } from "../base/preview.ts";
-import { type KnownLease, leaseBackendType } from "../lease/codec.ts";
+import { isIpv6OnlyKey, type KnownLease, leaseBackendType } from "../lease/codec.ts";
+import { bySubnet } from "../lease/allocate.ts";
 
 /** The widest a column may grow from registry content (a MAC is 17, an IPv4 address 15). */
 const MAX_CELL = 40;
@@ -39,11 +40,12 @@ function vtepMac(data: unknown): string {
 }
 
 export function leaseRows(leases: KnownLease[], now = Date.now()) {
-  return [...leases].sort((a, b) => a.subnet.ip - b.subnet.ip).map((l) => ({
+  return [...leases].sort(bySubnet).map((l) => ({
     subnet: formatCidr(l.subnet),
     publicIP: preview(l.attrs.publicIP, MAX_CELL),
     backend: preview(leaseBackendType(l.attrs), MAX_CELL),
-    vtepMAC: vtepMac(l.attrs.backendData),
+    // An IPv6-only lease has BackendV6Data alone.
+    vtepMAC: vtepMac(isIpv6OnlyKey(l.key) ? l.attrs.backendV6Data : l.attrs.backendData),
     expiresIn: expiresIn(l, now),
     expiresAt: expiresAt(l),
     // The IPv6 half, only on leases that have one (IPv4-only rows stay as they were).
@@ -62,7 +64,15 @@ export function renderLeaseTable(leases: KnownLease[], now = Date.now()): string
   const head = ["SUBNET", "PUBLIC IP", "BACKEND", "VTEP MAC", "EXPIRES IN"];
   if (v6) head.splice(2, 0, "IPV6 SUBNET", "PUBLIC IPV6");
   const cells = rows.map((r) => {
-    const c = [r.subnet, r.publicIP, r.backend, r.vtepMAC || "-", r.expiresIn];
+    // An IPv6-only lease's IPv4 half is the empty network: shown as "-".
+    const v4 = r.subnet !== "0.0.0.0/0" || !r.subnet6;
+    const c = [
+      v4 ? r.subnet : "-",
+      v4 ? r.publicIP : "-",
+      r.backend,
+      r.vtepMAC || "-",
+      r.expiresIn,
+    ];
     if (v6) c.splice(2, 0, r.subnet6 ?? "-", r.publicIPv6 || "-");
     return c;
   });

@@ -85,7 +85,8 @@ export interface OwnHints {
   nodeId?: string;
 }
 
-const bySubnet = (a: Lease, b: Lease) =>
+/** Orders leases by IPv4 subnet, then IPv6 subnet (IPv6-only leases all have 0.0.0.0/0). */
+export const bySubnet = (a: Lease, b: Lease): number =>
   a.subnet.ip - b.subnet.ip ||
   (a.subnet6 && b.subnet6
     ? Number(a.subnet6.ip > b.subnet6.ip) - Number(a.subnet6.ip < b.subnet6.ip)

@@ -9,8 +9,8 @@
  * // '{"PublicIP":"198.18.0.3","PublicIPv6":null,"BackendType":"host-gw"}'
  * ```
  */
-import { formatIp, type Ipv4Net, isIp, maskOf, parseIp } from "../base/ipv4.ts";
-import { formatIp6, type Ipv6Net, maskOf6, parseIp6 } from "../base/ipv6.ts";
+import { formatCidr, formatIp, type Ipv4Net, isIp, maskOf, parseIp } from "../base/ipv4.ts";
+import { formatCidr6, formatIp6, type Ipv6Net, maskOf6, parseIp6 } from "../base/ipv6.ts";
 import { field } from "../config/network.ts";
 import { ipv4Problem, ipv6Problem } from "../config/unicast.ts";
 import { preview } from "../base/preview.ts";
@@ -218,4 +218,17 @@ export function leaseBackendType(a: LeaseAttrs): string {
 /** Whether `lease` is a peer for the backend named `backendName` (the one rule for it). */
 export function leaseMatches(backendName: string, lease: Lease): boolean {
   return leaseBackendType(lease.attrs) === backendName;
+}
+
+/**
+ * The subnet a lease is shown and logged by: its IPv4 half, or its IPv6 half when it has no IPv4
+ * half (an IPv6-only lease's IPv4 part is the empty network, never worth showing).
+ */
+export function leaseSubnetText(l: Lease): string {
+  return isIpv6OnlyKey(l.key) && l.subnet6 ? formatCidr6(l.subnet6) : formatCidr(l.subnet);
+}
+
+/** The address a lease is shown by: PublicIP, or PublicIPv6 for an IPv6-only lease. */
+export function leaseAddressText(l: Lease): string {
+  return isIpv6OnlyKey(l.key) ? l.attrs.publicIPv6 ?? "" : l.attrs.publicIP;
 }

@@ -76,6 +76,8 @@ export interface PeerWatcherOptions {
   ownKey: () => string | null;
   /** Which leases are peers for this backend. */
   accept: (l: Lease) => boolean;
+  /** The config enables IPv6: IPv6-only leases (`0.0.0.0-0&…`) are decoded too. */
+  ipv6?: boolean;
 }
 
 function sameAttrs(a: Lease, b: Lease): boolean {
@@ -83,7 +85,7 @@ function sameAttrs(a: Lease, b: Lease): boolean {
 }
 
 export class PeerWatcher {
-  #decoder = new LeaseDecoder();
+  #decoder: LeaseDecoder;
   /** Every decodable lease in the registry, own included. */
   #all = new Map<string, Lease>();
   /** The peer set the backend was last given. */
@@ -96,7 +98,9 @@ export class PeerWatcher {
   #listed = false;
   #handlers: PeerHandlers | null = null;
 
-  constructor(readonly registry: Registry, readonly opts: PeerWatcherOptions) {}
+  constructor(readonly registry: Registry, readonly opts: PeerWatcherOptions) {
+    this.#decoder = new LeaseDecoder({ ipv6: opts.ipv6 });
+  }
 
   /** True once the registry has been listed: before that, peers() is not the real set. */
   get listed(): boolean {

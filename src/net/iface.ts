@@ -2,7 +2,10 @@
  * The external interface: the host interface whose address carries overlay traffic and is
  * published in the lease (flannel's --iface / --iface-regex / --iface-can-reach / --public-ip).
  * With IPv6 enabled, also its global IPv6 address (or --public-ipv6); --iface and --iface-regex
- * match IPv6 addresses too (flanneld's match IPv4 only).
+ * match IPv6 addresses too (flanneld's match IPv4 only). In an IPv6-only network (`ipv4: false`)
+ * nothing needs an IPv4 address: the candidates are the interfaces with a global IPv6 address,
+ * --iface-can-reach takes an IPv6 target, the default is the IPv6 default route's interface, and
+ * the IPv4 fields are empty (`publicIP` "0.0.0.0", what flanneld's IPv6-only lease says).
  */
 import { isIp } from "../base/ipv4.ts";
 import { formatIp6, isIp6, parseIp6 } from "../base/ipv6.ts";
@@ -14,9 +17,9 @@ export interface ExternalInterface {
   name: string;
   /** Kernel ifindex. */
   index: number;
-  /** The interface's own IPv4 address (tunnel source / bind address). */
+  /** The interface's own IPv4 address (tunnel source / bind address); "" when IPv6-only. */
   ifaceAddr: string;
-  /** Address published in the lease: --public-ip, else ifaceAddr. */
+  /** Address published in the lease: --public-ip, else ifaceAddr; "0.0.0.0" when IPv6-only. */
   publicIP: string;
   /**
    * With IPv6: the interface's global IPv6 address (the IPv6 VTEP's underlay address); absent
@@ -45,6 +48,11 @@ export interface IfaceSelection {
   publicIP?: string;
   /** The config enables IPv6: find the interface's IPv6 address too. */
   ipv6?: boolean;
+  /**
+   * false: an IPv6-only network (EnableIPv4 false): no IPv4 address is looked for or needed
+   * (implies `ipv6`). Default true.
+   */
+  ipv4?: boolean;
   /** --public-ipv6 override of the advertised IPv6 address. */
   publicIPv6?: string;
 }
@@ -83,6 +91,9 @@ function sysNum(name: string, file: string): number {
   }
 }
 
+/** The empty IPv4 address an IPv6-only node publishes as PublicIP (as flanneld does). */
+export const NO_PUBLIC_IP = "0.0.0.0";
+
 /** The interface of the default route with the lowest metric (from /proc/net/route). */
 export function defaultRouteInterface(): string | null {
   let text: string;
@@ -101,6 +112,25 @@ export function defaultRouteInterface(): string | null {
   return best?.name ?? null;
 }
 
+/** The interface of the IPv6 default route with the lowest metric (from /proc/net/ipv6_route). */
+export function defaultRouteInterface6(): string | null {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync("/proc/net/ipv6_route");
+  } catch {
+    return null;
+  }
+  let best: { name: string; metric: number } | null = null;
+  for (const line of text.split("\n")) {
+    // dst, dst len, src, src len, next hop, metric, refcnt, use, flags, device
+    const f = line.trim().split(/\s+/);
+    if (f.length < 10 || !/^0+$/.test(f[0]) || f[1] !== "00" || f[9] === "lo") continue;
+    const metric = parseInt(f[5], 16);
+    if (!best || metric < best.metric) best = { name: f[9], metric };
+  }
+  return best?.name ?? null;
+}
+
 /**
  * The local source address the kernel picks to reach `target` (a netlink route lookup; no packet
  * is sent). libnl is loaded only for this flag.
@@ -114,18 +144,23 @@ export async function sourceAddressFor(target: string): Promise<string> {
 
 /** Picks the external interface the way flanneld does and describes it. */
 export async function selectExternalInterface(sel: IfaceSelection): Promise<ExternalInterface> {
-  const all = ipv4Interfaces();
+  const v4 = sel.ipv4 !== false;
   const v6 = ipv6Addresses();
+  // IPv6-only: every interface with a global IPv6 address, its IPv4 address never used.
+  const all: Candidate[] = v4
+    ? ipv4Interfaces()
+    : [...v6.keys()].map((name) => ({ name, address: "" }));
   const byV6 = (addr: string) => {
     const a = formatIp6(parseIp6(addr));
     return all.find((c) => v6.get(c.name)?.includes(a));
   };
+  const byV4 = (addr: string) => all.find((c) => c.address !== "" && c.address === addr);
   let chosen: Candidate | undefined;
   const tried: string[] = [];
   if (sel.iface?.length) {
     for (const want of sel.iface) {
       chosen = isIp(want)
-        ? all.find((c) => c.address === want)
+        ? byV4(want)
         : isIp6(want)
         ? byV6(want)
         : all.find((c) => c.name === want);
@@ -144,7 +179,8 @@ export async function selectExternalInterface(sel: IfaceSelection): Promise<Exte
       }
       chosen = all.find((c) =>
         c.name !== "lo" &&
-        (rx.test(c.address) || rx.test(c.name) || (v6.get(c.name) ?? []).some((a) => rx.test(a)))
+        ((c.address !== "" && rx.test(c.address)) || rx.test(c.name) ||
+          (v6.get(c.name) ?? []).some((a) => rx.test(a)))
       );
       tried.push(`--iface-regex ${re}`);
       if (chosen) break;
@@ -153,7 +189,7 @@ export async function selectExternalInterface(sel: IfaceSelection): Promise<Exte
     tried.push(`--iface-can-reach ${sel.ifaceCanReach}`);
     try {
       const src = await sourceAddressFor(sel.ifaceCanReach);
-      chosen = all.find((c) => c.address === src);
+      chosen = isIp6(src) ? byV6(src) : byV4(src);
     } catch (e) {
       throw new InterfaceError(
         `--iface-can-reach ${sel.ifaceCanReach}: no route to that address (${
@@ -162,22 +198,31 @@ export async function selectExternalInterface(sel: IfaceSelection): Promise<Exte
       );
     }
   } else {
-    const name = defaultRouteInterface();
-    tried.push("the default route's interface");
+    const name = v4 ? defaultRouteInterface() : defaultRouteInterface6();
+    tried.push(v4 ? "the default route's interface" : "the IPv6 default route's interface");
     if (name) chosen = all.find((c) => c.name === name);
   }
   if (!chosen) {
-    const have = all.map((c) => `${c.name} ${c.address}`).join(", ") || "none";
+    const have = v4
+      ? all.map((c) => `${c.name} ${c.address}`).join(", ")
+      : [...v6].map(([n, as]) => `${n} ${as.join(" ")}`).join(", ");
     throw new InterfaceError(
-      `no external interface found by ${tried.join(", ")} (IPv4 interfaces here: ${have}); ` +
-        `pass --iface NAME or --iface IP`,
+      `no external interface found by ${tried.join(", ")} (${
+        v4 ? "IPv4 interfaces" : "interfaces with a global IPv6 address"
+      } here: ${have || "none"}); pass --iface NAME or --iface IP`,
     );
   }
   if (sel.publicIP !== undefined && !isIp(sel.publicIP)) {
     throw new InterfaceError(`--public-ip "${sel.publicIP}" is not an IPv4 address`);
   }
+  if (sel.publicIP !== undefined && !v4) {
+    throw new InterfaceError(
+      `--public-ip ${sel.publicIP} is given but the network is IPv6-only (EnableIPv4 false): ` +
+        `drop it, or use --public-ipv6`,
+    );
+  }
   let ifaceAddr6: string | undefined, publicIPv6: string | undefined;
-  if (sel.ipv6) {
+  if (sel.ipv6 || !v4) {
     ifaceAddr6 = v6.get(chosen.name)?.[0];
     if (sel.publicIPv6 !== undefined) {
       const p = ipv6Problem(sel.publicIPv6);
@@ -203,7 +248,7 @@ export async function selectExternalInterface(sel: IfaceSelection): Promise<Exte
     name: chosen.name,
     index,
     ifaceAddr: chosen.address,
-    publicIP: sel.publicIP ?? chosen.address,
+    publicIP: v4 ? sel.publicIP ?? chosen.address : NO_PUBLIC_IP,
     ...(publicIPv6 ? { publicIPv6 } : {}),
     ...(ifaceAddr6 ? { ifaceAddr6 } : {}),
     mtu: sysNum(chosen.name, "mtu") || 1500,

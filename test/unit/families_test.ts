@@ -19,11 +19,17 @@ Deno.test("agent refuses the config families its backend cannot serve, naming th
   const v6only = parseNetworkConfig(
     `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"2001:db8:1::/56","Backend":{"Type":"alloc"}}`,
   );
-  assert.throws(
-    () => checkFamilies(v6only, alloc),
-    (e: Error) => e instanceof ConfigError && /EnableIPv4 is false .*IPv6-only/.test(e.message),
-  );
+  // IPv6-only networks are served by every backend that programs IPv6 (alloc, vxlan, host-gw) ...
+  checkFamilies(v6only, alloc);
+  for (const type of ["vxlan", "host-gw"]) checkFamilies(v6only, await createBackend(type));
   const noV6 = { name: "vxlan" } as Parameters<typeof checkFamilies>[1];
+  // ... and refused, naming EnableIPv4, by one that does not.
+  assert.throws(
+    () => checkFamilies(v6only, noV6),
+    (e: Error) =>
+      e instanceof ConfigError &&
+      /EnableIPv4 is false \(IPv6-only\) but weft's vxlan/.test(e.message),
+  );
   assert.throws(
     () => checkFamilies(dual("vxlan"), noV6),
     (e: Error) =>

@@ -1,6 +1,6 @@
 /**
  * The `host-gw` backend: per peer lease, `<peer subnet> via <peer public IP> dev <ext iface>`,
- * and with IPv6 on, `<peer IPv6 subnet> via <peer PublicIPv6>` beside it.
+ * and with IPv6 on, `<peer IPv6 subnet> via <peer PublicIPv6>` beside it (IPv6-only: alone).
  * Every host must share one L2 segment. Refuses to start when the public IP is not the
  * interface's own address (peers could not route to it), and re-adds routes someone removed.
  * Its routes carry weft's mark; reconciliation removes only routes routes.ts proves are weft's
@@ -54,7 +54,7 @@ export class HostGwBackend implements Backend {
   }
 
   prepare(ctx: BackendContext): Promise<BackendPrepared> {
-    if (ctx.ext.publicIP !== ctx.ext.ifaceAddr) {
+    if (ctx.config.enableIPv4 && ctx.ext.publicIP !== ctx.ext.ifaceAddr) {
       throw new ConfigError(
         `host-gw needs the public IP to be the external interface's own address, but ` +
           `--public-ip is ${ctx.ext.publicIP} and ${ctx.ext.name} has ${ctx.ext.ifaceAddr}; ` +

@@ -16,6 +16,9 @@
  * replayed and cleaned up like the IPv4 side; with DirectRouting, peers whose PublicIPv6 is on
  * the external interface's link get a plain route via it instead.
  *
+ * An IPv6-only network (EnableIPv4 false) has the IPv6 VTEP alone: no `flannel.<VNI>`, no IPv4
+ * entries, and the lease carries BackendV6Data only (as flanneld writes it).
+ *
  * The VTEP itself (options from the config, create or adopt, compatibility, what cleanup removes)
  * is device.ts's; this module programs the peers.
  */
@@ -94,7 +97,8 @@ export class VxlanBackend implements Backend {
   #ext!: ExternalInterface;
   #o!: VxlanOpts;
   #mac = "";
-  #dev!: Link;
+  /** The IPv4 VTEP; null in an IPv6-only network. */
+  #dev: Link | null = null;
   #v6: V6Side | null = null;
   #own: Lease | null = null;
   /** Peers as last programmed, for replay after the device is recreated. */
@@ -114,15 +118,16 @@ export class VxlanBackend implements Backend {
     this.#cfg = ctx.config;
     this.#ext = ctx.ext;
     this.#o = vxlanOptions(ctx.config, ctx.ext);
-    const existing = this.#nl.linkByName(this.deviceName);
-    this.#mac = (existing?.kind === "vxlan" ? existing.mac : "") ||
-      (ctx.previous ? vtepMac(ctx.previous) ?? "" : "") || randomMac();
-    this.#dev = ensureVtep(this.#nl, this.#o, this.#ext, this.#mac);
-    const attrs: BackendPrepared["attrs"] = {
-      backendType: "vxlan",
-      backendData: { VNI: this.#o.vni, VtepMAC: this.#mac },
-    };
-    let mtu = this.#o.mtu;
+    const attrs: BackendPrepared["attrs"] = { backendType: "vxlan" };
+    let mtu = Infinity;
+    if (ctx.config.enableIPv4) {
+      const existing = this.#nl.linkByName(this.deviceName);
+      this.#mac = (existing?.kind === "vxlan" ? existing.mac : "") ||
+        (ctx.previous ? vtepMac(ctx.previous) ?? "" : "") || randomMac();
+      this.#dev = ensureVtep(this.#nl, this.#o, this.#ext, this.#mac);
+      attrs.backendData = { VNI: this.#o.vni, VtepMAC: this.#mac };
+      mtu = this.#o.mtu;
+    }
     if (ctx.config.enableIPv6) {
       if (!ctx.ext.ifaceAddr6) {
         throw new ConfigError(
@@ -143,7 +148,7 @@ export class VxlanBackend implements Backend {
 
   start(own: Lease): Promise<void> {
     this.#own = own;
-    this.#ownAddress(this.#dev.index, `${formatIp(own.subnet.ip)}/32`, 4);
+    if (this.#dev) this.#ownAddress(this.#dev.index, `${formatIp(own.subnet.ip)}/32`, 4);
     if (this.#v6 && own.subnet6) {
       this.#ownAddress(this.#v6.dev.index, `${formatIp6(own.subnet6.ip)}/128`, 6);
     }
@@ -181,6 +186,7 @@ export class VxlanBackend implements Backend {
    * DirectRouting would not need the MAC, so a lease is applied whole or not at all.
    */
   entriesFor(l: Lease): PeerEntries | null {
+    if (!this.#dev) return null;
     const mac = vtepMac(l);
     if (!mac) return null;
     const dst = formatCidr(l.subnet);
@@ -223,11 +229,15 @@ export class VxlanBackend implements Backend {
     };
   }
 
-  /** Every entry a peer needs, both families; null when its IPv4 side has no usable MAC. */
+  /**
+   * Every entry a peer needs, both families; null when its IPv4 side (IPv6-only: its IPv6 side)
+   * has no usable MAC.
+   */
   #all(l: Lease): PeerEntries[] | null {
+    const e6 = this.entriesFor6(l);
+    if (!this.#dev) return e6 ? [e6] : null;
     const e = this.entriesFor(l);
     if (!e) return null;
-    const e6 = this.entriesFor6(l);
     return e6 ? [e, e6] : [e];
   }
 
@@ -292,7 +302,7 @@ export class VxlanBackend implements Backend {
       if (!this.#peers.has(l.key)) count(l, 1);
       this.#peers.set(l.key, l);
       if (!es) {
-        const m = vtepMacOf(l);
+        const m = vtepMacOf(l, this.#dev ? 4 : 6);
         log.warn("peer lease {key} skipped: {problem}; fix or delete it", {
           key: l.key,
           problem: "problem" in m ? m.problem : "no usable VtepMAC",
@@ -317,7 +327,8 @@ export class VxlanBackend implements Backend {
     for (const r of del) f.run(r.dst, () => this.#nl.routeDel(r));
     for (const r of adopt) f.run(r.dst, () => this.#nl.routeReplace(r)); // re-mark in place
     const neighHave = new Set<string>();
-    const vteps: [number, Family][] = [[this.#dev.index, 4]];
+    const vteps: [number, Family][] = [];
+    if (this.#dev) vteps.push([this.#dev.index, 4]);
     if (this.#v6) vteps.push([this.#v6.dev.index, 6]);
     for (const [dev, family] of vteps) {
       const mine = want.filter(([, e]) => e.dev === dev);
@@ -375,7 +386,7 @@ export class VxlanBackend implements Backend {
     const own = this.#own;
     const scope = routeScope(this.#cfg, own?.subnet ?? null, this.#ext.index, own?.subnet6);
     return listOwnedRoutes(this.#nl, scope, {
-      vxlan: this.#dev.index,
+      vxlan: this.#dev?.index,
       vxlan6: this.#v6?.dev.index,
       gateway: this.#o.directRouting,
     });
@@ -383,11 +394,12 @@ export class VxlanBackend implements Backend {
 
   /** Recreates the device and replays every peer when it was deleted or changed under us. */
   async check(): Promise<boolean> {
-    const l = this.#nl.linkByName(this.deviceName);
+    const dev = this.#dev;
+    const l = dev && this.#nl.linkByName(this.deviceName);
     const own = this.#own ? `${formatIp(this.#own.subnet.ip)}/32` : null;
-    const intact = l && l.index === this.#dev.index && l.up &&
+    const intact = !dev || (l && l.index === dev.index && l.up &&
       vtepCompatible(l, this.#o, this.#ext) &&
-      (!own || this.#nl.addrList(l.index).some((a) => a.cidr === own));
+      (!own || this.#nl.addrList(l.index).some((a) => a.cidr === own)));
     const v6 = this.#v6;
     const l6 = v6 && this.#nl.linkByName(vtepName6(this.#o.vni));
     const own6 = this.#own?.subnet6 ? `${formatIp6(this.#own.subnet6.ip)}/128` : null;
@@ -399,7 +411,7 @@ export class VxlanBackend implements Backend {
       name: intact ? vtepName6(this.#o.vni) : this.deviceName,
       n: this.#peers.size,
     });
-    this.#dev = ensureVtep(this.#nl, this.#o, this.#ext, this.#mac);
+    if (dev) this.#dev = ensureVtep(this.#nl, this.#o, this.#ext, this.#mac);
     if (v6) v6.dev = ensureVtep(this.#nl, this.#o, this.#ext, v6.mac, 6);
     if (this.#own) await this.start(this.#own);
     await this.reconcile([...this.#peers.values()]);
@@ -410,8 +422,8 @@ export class VxlanBackend implements Backend {
     return Promise.resolve();
   }
 
-  /** The subnet this node holds (for tests). */
+  /** The subnet this node holds (for tests); null before start and in an IPv6-only network. */
   get ownSubnet(): Ipv4Net | null {
-    return this.#own?.subnet ?? null;
+    return this.#dev ? this.#own?.subnet ?? null : null;
   }
 }

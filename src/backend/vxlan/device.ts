@@ -60,7 +60,8 @@ export function vxlanOptions(cfg: NetworkConfig, ext: ExternalInterface): VxlanO
   // Behind NAT (published address ≠ interface address) the kernel's offloaded UDP checksum of
   // VXLAN packets comes out wrong and receivers drop them (flannel issue 1279; flanneld leaves
   // operators an ethtool workaround). Off by default there; Backend.TxChecksumOffload decides.
-  const nat = ext.publicIP !== ext.ifaceAddr;
+  // IPv6-only: the IPv6 underlay's addresses are the ones published.
+  const nat = cfg.enableIPv4 ? ext.publicIP !== ext.ifaceAddr : ext.publicIPv6 !== ext.ifaceAddr6;
   return {
     txChecksum: backendBool(cfg, "TxChecksumOffload", !nat),
     vni,
