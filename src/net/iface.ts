@@ -146,14 +146,20 @@ export async function sourceAddressFor(target: string): Promise<string> {
 export async function selectExternalInterface(sel: IfaceSelection): Promise<ExternalInterface> {
   const v4 = sel.ipv4 !== false;
   const v6 = ipv6Addresses();
-  // IPv6-only: every interface with a global IPv6 address, its IPv4 address never used.
+  // IPv6-only: every interface, its IPv4 address never used (one without a global IPv6 address
+  // still serves with --public-ipv6, as in dual stack).
   const all: Candidate[] = v4
     ? ipv4Interfaces()
-    : [...v6.keys()].map((name) => ({ name, address: "" }));
+    : [...new Set(Deno.networkInterfaces().map((i) => i.name))].map((name) => ({
+      name,
+      address: "",
+    }));
   const byV6 = (addr: string) => {
     const a = formatIp6(parseIp6(addr));
     return all.find((c) => v6.get(c.name)?.includes(a));
   };
+  // What a regex picks from: interfaces with an address of the network's family.
+  const addressed = v4 ? all : all.filter((c) => v6.has(c.name));
   const byV4 = (addr: string) => all.find((c) => c.address !== "" && c.address === addr);
   let chosen: Candidate | undefined;
   const tried: string[] = [];
@@ -177,7 +183,7 @@ export async function selectExternalInterface(sel: IfaceSelection): Promise<Exte
           `--iface-regex "${re}" is not a valid regular expression: ${(e as Error).message}`,
         );
       }
-      chosen = all.find((c) =>
+      chosen = addressed.find((c) =>
         c.name !== "lo" &&
         ((c.address !== "" && rx.test(c.address)) || rx.test(c.name) ||
           (v6.get(c.name) ?? []).some((a) => rx.test(a)))
@@ -205,10 +211,11 @@ export async function selectExternalInterface(sel: IfaceSelection): Promise<Exte
   if (!chosen) {
     const have = v4
       ? all.map((c) => `${c.name} ${c.address}`).join(", ")
-      : [...v6].map(([n, as]) => `${n} ${as.join(" ")}`).join(", ");
+      : all.map((c) => `${c.name} ${v6.get(c.name)?.join(" ") ?? "(no global IPv6)"}`)
+        .join(", ");
     throw new InterfaceError(
       `no external interface found by ${tried.join(", ")} (${
-        v4 ? "IPv4 interfaces" : "interfaces with a global IPv6 address"
+        v4 ? "IPv4 interfaces" : "interfaces and their global IPv6 addresses"
       } here: ${have || "none"}); pass --iface NAME or --iface IP`,
     );
   }

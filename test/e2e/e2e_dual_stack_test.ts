@@ -8,38 +8,12 @@
  * routes and nothing else.
  */
 import assert from "node:assert/strict";
-import { type Cluster, withCluster } from "../kit/cluster.ts";
-import type { Registry } from "../../src/registry/contract/registry.ts";
+import { withCluster } from "../kit/cluster.ts";
 import { waitFor } from "../kit/proc.ts";
-import { openKvRegistry } from "../../src/registry/kv/mod.ts";
-import { formatCidr6, formatIp6 } from "../../src/base/ipv6.ts";
+import { deleteLease, leaseEntries } from "../kit/faults.ts";
+import { entries6, type Peer6, wantEntries6 } from "../kit/entries6.ts";
+import { formatCidr6 } from "../../src/base/ipv6.ts";
 import { formatCidr } from "../../src/base/ipv4.ts";
-
-/** The cluster's leases as {key, value}, from the test process: KV file, or etcdctl in its netns. */
-function leaseStore(c: Cluster) {
-  if (c.kvPath) {
-    let r: Registry | null = null;
-    const open = async () => r ??= await openKvRegistry({ path: c.kvPath!, pollMs: 50 });
-    return {
-      list: async () => (await (await open()).listLeases()).leases,
-      del: async (key: string) => await (await open()).deleteLease(key),
-      close: async () => await r?.close(),
-    };
-  }
-  const prefix = `${c.etcdPrefix}/subnets/`;
-  return {
-    list: async () => {
-      const out = (await c.etcd!.etcdctl("get", "--prefix", prefix)).trim().split("\n");
-      const leases: { key: string; value: string }[] = [];
-      for (let i = 0; i + 1 < out.length; i += 2) {
-        leases.push({ key: out[i].slice(prefix.length), value: out[i + 1] });
-      }
-      return leases;
-    },
-    del: async (key: string) => (await c.etcd!.etcdctl("del", `${prefix}${key}`)).trim() === "1",
-    close: async () => {},
-  };
-}
 
 for (const registry of ["kv", "etcd"] as const) {
   for (
@@ -76,9 +50,8 @@ for (const registry of ["kv", "etcd"] as const) {
             assert.equal(e.ipv6.subnet.prefix, 64);
           }
           // Each lease: both halves in the key, PublicIPv6 in the value.
-          const r = leaseStore(c);
-          try {
-            const leases = await r.list();
+          {
+            const leases = await leaseEntries(c);
             assert.equal(leases.length, 3);
             for (const [i, h] of c.hosts.entries()) {
               const key = `${formatCidr(envs[i].subnet).replace("/", "-")}&${
@@ -110,6 +83,11 @@ for (const registry of ["kv", "etcd"] as const) {
               const v = JSON.parse(l.value);
               if (v.BackendV6Data) macs6.set(v.PublicIPv6, v.BackendV6Data.VtepMAC);
             }
+            const peers6: Peer6[] = c.hosts.map((h, i) => ({
+              host: h,
+              subnet6: envs[i].ipv6!.subnet,
+              mac6: macs6.get(h.ip6!),
+            }));
             await c.waitPeersProgrammed();
             // The masquerade rules of each family, for the IPv6 halves of config and lease.
             for (const [i, h] of c.hosts.entries()) {
@@ -131,53 +109,24 @@ for (const registry of ["kv", "etcd"] as const) {
                 return true;
               }, { timeoutMs: 20_000, intervalMs: 200 });
             }
-            // Exact IPv6 routes on every host: each peer's IPv6 subnet via its PublicIPv6.
-            const v6routes = (h: typeof c.hosts[0]) =>
-              c.exec(h, ["ip", "-6", "route", "show", "proto", "87"]);
+            // Exact IPv6 routes on every host: each peer's IPv6 subnet via its PublicIPv6; vxlan:
+            // per peer the IPv6 neighbour and FDB entry on flannel-v6.1 (DirectRouting: none, all
+            // hosts share one link).
+            const o6 = { vxlan: backend === "vxlan", direct };
             const want6 = (h: typeof c.hosts[0], peers = c.hosts) =>
-              peers.filter((p) => p !== h).map((p) => {
-                const s6 = envs[c.hosts.indexOf(p)].ipv6!.subnet;
-                return backend === "vxlan" && !direct
-                  ? `${formatCidr6(s6)} via ${
-                    formatIp6(s6.ip)
-                  } dev flannel-v6.1 metric 1024 onlink pref medium`
-                  : `${formatCidr6(s6)} via ${p.ip6} dev eth0 metric 1024 pref medium`;
-              }).sort();
-            // vxlan: per peer the IPv6 neighbour and FDB entry on flannel-v6.1.
-            // DirectRouting: none (all hosts share one link).
-            const want6Neigh = (h: typeof c.hosts[0], peers = c.hosts) =>
-              peers.filter((p) => p !== h && !direct).map((p) => {
-                const s6 = envs[c.hosts.indexOf(p)].ipv6!.subnet;
-                return `${formatIp6(s6.ip)} lladdr ${macs6.get(p.ip6!)} PERMANENT`;
-              }).sort();
-            const want6Fdb = (h: typeof c.hosts[0], peers = c.hosts) =>
-              peers.filter((p) => p !== h && !direct).map((p) =>
-                `${macs6.get(p.ip6!)} dst ${p.ip6} self permanent`
-              ).sort();
-            const vxlan6 = async (h: typeof c.hosts[0]) => ({
-              neigh: (await c.exec(h, [
-                "ip",
-                "-6",
-                "neigh",
-                "show",
-                "dev",
-                "flannel-v6.1",
-                "nud",
-                "permanent",
-              ]))
-                .trim().split("\n").filter(Boolean).map((x) => x.trim()).sort(),
-              fdb: (await c.exec(h, ["bridge", "fdb", "show", "dev", "flannel-v6.1"]))
-                .trim().split("\n").filter((x) => x.includes(" dst ")).map((x) => x.trim()).sort(),
-            });
-            const lines = async (h: typeof c.hosts[0]) =>
-              (await v6routes(h)).trim().split("\n").filter(Boolean).sort();
+              wantEntries6(h, peers6.filter((p) => peers.includes(p.host)), o6);
+            const lines = async (h: typeof c.hosts[0]) => (await entries6(c, h)).routes;
+            const vxlan6 = async (h: typeof c.hosts[0]) => {
+              const e = await entries6(c, h);
+              return { neigh: e.neigh, fdb: e.fdb };
+            };
             for (const h of c.hosts) {
               await waitFor(`${h.name}: IPv6 routes to both peers`, async () => {
-                assert.deepEqual(await lines(h), want6(h));
+                assert.deepEqual(await lines(h), want6(h).routes);
                 return true;
               }, { timeoutMs: 20_000, intervalMs: 200 });
               if (backend === "vxlan") {
-                assert.deepEqual(await vxlan6(h), { neigh: want6Neigh(h), fdb: want6Fdb(h) });
+                assert.deepEqual(await vxlan6(h), { neigh: want6(h).neigh, fdb: want6(h).fdb });
               }
             }
             // Pods on every host reach each other over both families.
@@ -209,9 +158,9 @@ for (const registry of ["kv", "etcd"] as const) {
               await c.exec(h1, ["ip", "-6", "route", "del", formatCidr6(envs[1].ipv6!.subnet)]);
             } else await c.exec(h1, ["ip", "link", "del", "flannel-v6.1"]);
             await waitFor("h1 to put back its IPv6 entries", async () => {
-              assert.deepEqual(await lines(h1), want6(h1));
+              assert.deepEqual(await lines(h1), want6(h1).routes);
               if (backend === "vxlan") {
-                assert.deepEqual(await vxlan6(h1), { neigh: want6Neigh(h1), fdb: want6Fdb(h1) });
+                assert.deepEqual(await vxlan6(h1), { neigh: want6(h1).neigh, fdb: want6(h1).fdb });
               }
               return true;
             }, { timeoutMs: 20_000, intervalMs: 200 });
@@ -227,16 +176,16 @@ for (const registry of ["kv", "etcd"] as const) {
               l.key.startsWith(formatCidr(envs[2].subnet).replace("/", "-"))
             )!
               .key;
-            assert.ok(await r.del(key3));
+            assert.ok(await deleteLease(c, key3));
             for (const h of [h1, h2]) {
               await waitFor(`${h.name}: h3's routes removed in both families`, async () => {
-                assert.deepEqual(await lines(h), want6(h, [h1, h2]));
+                assert.deepEqual(await lines(h), want6(h, [h1, h2]).routes);
                 const v4 = await c.exec(h, ["ip", "route", "show", "proto", "87"]);
                 assert.ok(!v4.includes(formatCidr(envs[2].subnet)), v4);
                 if (backend === "vxlan") {
                   assert.deepEqual(await vxlan6(h), {
-                    neigh: want6Neigh(h, [h1, h2]),
-                    fdb: want6Fdb(h, [h1, h2]),
+                    neigh: want6(h, [h1, h2]).neigh,
+                    fdb: want6(h, [h1, h2]).fdb,
                   });
                 }
                 return true;
@@ -251,7 +200,7 @@ for (const registry of ["kv", "etcd"] as const) {
             const before6 = await c.exec(h1, ["ip", "-6", "route", "show"]);
             const cl = await c.weft(h1, c.cleanupArgs(h1), { timeoutMs: 60_000 });
             assert.equal(cl.code, 0, cl.stdout + cl.stderr);
-            assert.equal((await v6routes(h1)).trim(), "", "IPv6 routes left after cleanup");
+            assert.deepEqual(await lines(h1), [], "IPv6 routes left after cleanup");
             assert.equal((await c.exec(h1, ["ip", "route", "show", "proto", "87"])).trim(), "");
             const links = await c.exec(h1, ["ip", "-o", "link", "show"]);
             assert.ok(!/flannel/.test(links), `weft's devices left after cleanup:\n${links}`);
@@ -269,8 +218,6 @@ for (const registry of ["kv", "etcd"] as const) {
               ).sort(),
               "cleanup touched IPv6 routes that are not weft's",
             );
-          } finally {
-            await r.close();
           }
         });
       },

@@ -86,6 +86,11 @@ export interface ClusterOptions {
    * pods an IPv6 address when their host's subnet.env has an IPv6 subnet (`Pod.ip6`).
    */
   ipv6?: boolean;
+  /**
+   * false (with `ipv6`): IPv6-only hosts: eth0 gets no IPv4 address (`Host.ip` is ""), so the
+   * registry must be KV (etcd listens on the registry host's IPv4 address). Default true.
+   */
+  ipv4?: boolean;
 }
 
 export interface AgentOptions {
@@ -109,7 +114,7 @@ export interface Host {
   name: string;
   index: number;
   netns: string;
-  /** Underlay address of eth0. */
+  /** Underlay address of eth0; "" on an IPv6-only host (`ipv4: false`). */
   ip: string;
   /** IPv6 underlay address of eth0 (clusters with `ipv6`). */
   ip6?: string;
@@ -187,7 +192,7 @@ export class Cluster {
         name,
         index: i,
         netns: this.names.hostNs(name),
-        ip: this.names.hostIp(i),
+        ip: opts.ipv4 === false ? "" : this.names.hostIp(i),
         ...(opts.ipv6 ? { ip6: this.names.hostIp6(i) } : {}),
         dir: `${dir}/${name}`,
         subnetFile: `${dir}/${name}/subnet.env`,
@@ -272,7 +277,9 @@ export class Cluster {
       n.switchNs,
     ]);
     await runOk(["ip", "-n", n.switchNs, "link", "set", port, "master", n.switchBridge, "up"]);
-    await runOk(["ip", "-n", ns, "addr", "add", `${ip}/${UNDERLAY_PREFIX_LEN}`, "dev", "eth0"]);
+    if (ip) {
+      await runOk(["ip", "-n", ns, "addr", "add", `${ip}/${UNDERLAY_PREFIX_LEN}`, "dev", "eth0"]);
+    }
     await runOk(["ip", "-n", ns, "link", "set", "eth0", "up"]);
   }
 
@@ -410,7 +417,8 @@ export class Cluster {
       name: podName,
       host: h.name,
       netns: this.names.podNs(h.name, podName),
-      ip: nextFreeIp(env.subnet, env.gateway, used),
+      // An IPv6-only host's pods have no IPv4 address ("").
+      ip: env.gateway ? nextFreeIp(env.subnet, env.gateway, used) : "",
       prefix: env.subnet.prefix,
       gateway: env.gateway,
       mtu: env.mtu,

@@ -54,19 +54,25 @@ function leaseView(key: string, value: string): LeaseView {
   };
 }
 
-/** The cluster's unexpired leases, sorted by key (etcd via etcdctl, KV read in-process). */
-export async function listLeases(c: Cluster): Promise<LeaseView[]> {
-  let out: LeaseView[];
+/**
+ * The cluster's unexpired leases as the registry holds them (key relative to
+ * `<prefix>/subnets/`, value the JSON text), sorted by key (etcd via etcdctl, KV read in-process).
+ */
+export async function leaseEntries(c: Cluster): Promise<{ key: string; value: string }[]> {
+  let out: { key: string; value: string }[];
   if (c.etcd) {
     const pre = `${c.etcdPrefix}/subnets/`;
     const r = JSON.parse(await c.etcd.etcdctl("get", "--prefix", pre, "-w", "json")) as {
       kvs?: { key: string; value: string }[];
     };
-    out = (r.kvs ?? []).map((kv) => leaseView(atob(kv.key).slice(pre.length), atob(kv.value)));
+    out = (r.kvs ?? []).map((kv) => ({
+      key: atob(kv.key).slice(pre.length),
+      value: atob(kv.value),
+    }));
   } else {
     const reg = await openRegistry({ kind: "kv", prefix: KV_PREFIX, kvPath: c.kvPath! });
     try {
-      out = (await reg.listLeases()).leases.map((l) => leaseView(l.key, l.value));
+      out = (await reg.listLeases()).leases.map((l) => ({ key: l.key, value: l.value }));
     } finally {
       await reg.close();
     }
@@ -74,15 +80,22 @@ export async function listLeases(c: Cluster): Promise<LeaseView[]> {
   return out.sort((a, b) => a.key.localeCompare(b.key));
 }
 
-/** Deletes a lease (key relative to `<prefix>/subnets/`) as an operator or another writer would. */
-export async function deleteLease(c: Cluster, key: string): Promise<void> {
+/** The cluster's unexpired leases, sorted by key, as the fault tests compare them. */
+export async function listLeases(c: Cluster): Promise<LeaseView[]> {
+  return (await leaseEntries(c)).map((l) => leaseView(l.key, l.value));
+}
+
+/**
+ * Deletes a lease (key relative to `<prefix>/subnets/`) as an operator or another writer would;
+ * true when it existed.
+ */
+export async function deleteLease(c: Cluster, key: string): Promise<boolean> {
   if (c.etcd) {
-    await c.etcd.etcdctl("del", `${c.etcdPrefix}/subnets/${key}`);
-    return;
+    return (await c.etcd.etcdctl("del", `${c.etcdPrefix}/subnets/${key}`)).trim() === "1";
   }
   const reg = await openRegistry({ kind: "kv", prefix: KV_PREFIX, kvPath: c.kvPath! });
   try {
-    await reg.deleteLease(key);
+    return await reg.deleteLease(key);
   } finally {
     await reg.close();
   }

@@ -22,6 +22,7 @@
 import { contains, formatIp, type Ipv4Net, parseIp, sizeOf } from "../../src/base/ipv4.ts";
 import {
   gatewayOf,
+  hasIpv4,
   parseSubnetEnv as parseWeftSubnetEnv,
   type SubnetEnv as WeftSubnetEnv,
 } from "../../src/config/subnet_env.ts";
@@ -36,9 +37,13 @@ export interface SubnetEnv extends WeftSubnetEnv {
   gateway: string;
 }
 
-/** Parses subnet.env text with weft's own parser; throws naming the missing key or bad value. */
+/**
+ * Parses subnet.env text with weft's own parser; throws naming the missing key or bad value. An
+ * IPv6-only node's file has no IPv4 half: `gateway` and `subnetText` are "".
+ */
 export function parseSubnetEnv(text: string, source = "subnet.env"): SubnetEnv {
   const env = parseWeftSubnetEnv(text, source);
+  if (!hasIpv4(env)) return { ...env, subnetText: "", gateway: "" };
   const gateway = gatewayOf(env.subnet);
   return { ...env, subnetText: `${gateway}/${env.subnet.prefix}`, gateway };
 }
@@ -133,9 +138,10 @@ export async function wirePod(kind: PodWiring, ctx: PodWiringContext): Promise<W
     ctx.podNs,
   ]);
   await runOk([...h, "link", "set", ctx.hostVeth, "master", POD_BRIDGE, "up"]);
-  await runOk([...p, "addr", "add", `${ctx.ip}/${ctx.prefix}`, "dev", "eth0"]);
+  // An IPv6-only pod (ip "") gets its IPv6 address alone.
+  if (ctx.ip) await runOk([...p, "addr", "add", `${ctx.ip}/${ctx.prefix}`, "dev", "eth0"]);
   await runOk([...p, "link", "set", "eth0", "up"]);
-  await runOk([...p, "route", "add", "default", "via", ctx.gateway, "dev", "eth0"]);
+  if (ctx.ip) await runOk([...p, "route", "add", "default", "via", ctx.gateway, "dev", "eth0"]);
   if (ctx.ip6 && ctx.gateway6 && ctx.prefix6 !== undefined) {
     await ensureBridge6(ctx.hostNs, ctx.gateway6, ctx.prefix6);
     // nodad: usable at once, no duplicate-address wait (every address here is unique anyway).
@@ -290,10 +296,11 @@ export async function cniDel(t: CniTarget): Promise<void> {
 /**
  * Makes sure `cni0` exists, is up, has MTU `mtu` and holds `gateway/prefix`. Like the bridge CNI
  * plugin, refuses a bridge that already holds a different IPv4 address (the host's lease changed
- * under existing pods): the test must remove those pods or expect the change.
+ * under existing pods): the test must remove those pods or expect the change. `gateway` "": an
+ * IPv6-only host's bridge, no IPv4 address.
  */
 export async function ensureBridge(hostNs: string, gateway: string, prefix: number, mtu: number) {
-  const want = `${gateway}/${prefix}`;
+  const want = gateway ? `${gateway}/${prefix}` : "";
   const show = await run(["ip", "-n", hostNs, "-j", "addr", "show", "dev", POD_BRIDGE]);
   if (show.code !== 0) {
     await runOk([
@@ -308,7 +315,7 @@ export async function ensureBridge(hostNs: string, gateway: string, prefix: numb
       "type",
       "bridge",
     ]);
-    await runOk(["ip", "-n", hostNs, "addr", "add", want, "dev", POD_BRIDGE]);
+    if (want) await runOk(["ip", "-n", hostNs, "addr", "add", want, "dev", POD_BRIDGE]);
     await runOk(["ip", "-n", hostNs, "link", "set", POD_BRIDGE, "up"]);
     return;
   }
@@ -319,13 +326,15 @@ export async function ensureBridge(hostNs: string, gateway: string, prefix: numb
   const have = link.addr_info.filter((a) => a.family === "inet").map((a) =>
     `${a.local}/${a.prefixlen}`
   );
-  if (have.length > 0 && !have.includes(want)) {
+  if (want && have.length > 0 && !have.includes(want)) {
     throw new Error(
       `${POD_BRIDGE} in netns ${hostNs} has ${have.join(", ")} but subnet.env says ${want}; ` +
         `remove the host's pods before adding pods in the new subnet`,
     );
   }
-  if (have.length === 0) await runOk(["ip", "-n", hostNs, "addr", "add", want, "dev", POD_BRIDGE]);
+  if (want && have.length === 0) {
+    await runOk(["ip", "-n", hostNs, "addr", "add", want, "dev", POD_BRIDGE]);
+  }
   // A bridge's own MTU follows its ports, so set it explicitly to FLANNEL_MTU each time.
   if (link.mtu !== mtu) {
     await runOk(["ip", "-n", hostNs, "link", "set", POD_BRIDGE, "mtu", String(mtu)]);

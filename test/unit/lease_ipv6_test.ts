@@ -161,3 +161,20 @@ Deno.test("weft leases: IPv6 columns only when a lease has an IPv6 half", () => 
   assert.equal(rows[0].subnet6, "2001:db8:1:6::/64");
   assert.equal(rows[0].publicIPv6, "2001:db8:ffff::6");
 });
+
+Deno.test("weft leases: IPv6-only leases show '-' for the IPv4 half, sorted by IPv6 subnet", () => {
+  const known = (l: Lease, data?: unknown) => ({
+    ...l,
+    attrs: { ...l.attrs, backendType: "vxlan", backendV6Data: data },
+    expiresAt: null,
+  });
+  const b = known(lease("0.0.0.0-0&2001:db8:1:9::-64", "0.0.0.0", "2001:db8:ffff::9"), {
+    VNI: 1,
+    VtepMAC: "02:00:00:00:00:09",
+  });
+  const a = known(lease("0.0.0.0-0&2001:db8:1:2::-64", "0.0.0.0", "2001:db8:ffff::2"));
+  const t = renderLeaseTable([b, a]).split("\n");
+  assert.match(t[1], /^-\s+-\s+2001:db8:1:2::\/64\s+2001:db8:ffff::2\s+vxlan\s+-\s/);
+  // The VTEP MAC of an IPv6-only lease is its IPv6 VTEP's (BackendV6Data).
+  assert.match(t[2], /^-\s+-\s+2001:db8:1:9::\/64\s+2001:db8:ffff::9\s+vxlan\s+02:00:00:00:00:09/);
+});

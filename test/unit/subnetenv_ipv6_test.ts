@@ -70,6 +70,19 @@ Deno.test("subnet.env: the agent's IPv6 hint is read back", async () => {
   }
 });
 
+Deno.test("subnet.env: an IPv6-only node's file reads back as hints with no IPv4 half", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "weft-senv6only-" });
+  try {
+    await writeSubnetEnv(`${dir}/subnet.env`, { ...dual, network: NO_IPV4, subnet: NO_IPV4 });
+    const h = await readSubnetEnvHints(`${dir}/subnet.env`);
+    assert.deepEqual([h.exists, h.network, h.subnet], [true, null, null]);
+    assert.equal(formatCidr6(h.subnet6!), "2001:db8:1:5::/64");
+    assert.equal(formatCidr6(h.network6!), "2001:db8:1::/56");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("CNI: host-local gets one range per family and a route to each network", () => {
   const conf = parseNetConf(JSON.stringify({ cniVersion: "1.0.0", name: "weft", type: "weft" }));
   const d = buildDelegate(conf, dual);
