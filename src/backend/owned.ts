@@ -111,6 +111,8 @@ export function kernelState(nl: Netlink): Pick<KernelFacts, "links" | "routes"> 
       ...nl.routeList({ table: RT_TABLE_MAIN }),
       ...nl.routeList({ type: RTN_BLACKHOLE }),
       ...nl.routeList({ table: RT_TABLE_MAIN, family: 6 }),
+      // The kernel shows an IPv6 blackhole route on lo; deleting it names no device.
+      ...nl.routeList({ type: RTN_BLACKHOLE, family: 6 }).map(({ dev: _, ...r }) => r),
     ],
   };
 }

@@ -38,7 +38,7 @@ for (
             IPv6Network: c.network6,
             ...(backend === "host-gw" ? { EnableNFTables: true } : {}),
           },
-          extraArgs: ["--ip-masq"],
+          extraArgs: ["--ip-masq", "--ip-blackhole-route"],
         });
         const [h1, h2, h3] = c.hosts;
         // subnet.env as flanneld writes it for IPv6-only: the IPv6 lines, no IPv4 ones.
@@ -106,7 +106,17 @@ for (
             return true;
           }, WAIT);
         }
-        for (const h of c.hosts) {
+        for (const [i, h] of c.hosts.entries()) {
+          // --ip-blackhole-route: the own IPv6 subnet's (as flanneld's AddBlackholeV6Route).
+          const bh6 = await c.exec(h, ["ip", "-6", "route", "show", "type", "blackhole"]);
+          assert.match(
+            bh6,
+            new RegExp(`^blackhole ${formatCidr6(envs[i].ipv6!.subnet)} .*metric 4294967295`, "m"),
+          );
+          assert.equal(
+            (await c.exec(h, ["ip", "-4", "route", "show", "type", "blackhole"])).trim(),
+            "",
+          );
           const link = await c.run(h, ["ip", "link", "show", "flannel.1"]);
           assert.notEqual(link.code, 0, `${h.name} has flannel.1`);
           assert.equal((await c.exec(h, ["ip", "route", "show", "proto", "87"])).trim(), "");
@@ -169,6 +179,8 @@ for (
         const cl = await c.weft(h1, c.cleanupArgs(h1), { timeoutMs: 60_000 });
         assert.equal(cl.code, 0, cl.stdout + cl.stderr);
         assert.deepEqual((await entries6(c, h1)).routes, [], "IPv6 routes left after cleanup");
+        const bh = await c.exec(h1, ["ip", "-6", "route", "show", "type", "blackhole"]);
+        assert.ok(!bh.includes("2001:db8:1:"), `blackhole route left after cleanup:\n${bh}`);
         const links = await c.exec(h1, ["ip", "-o", "link", "show"]);
         assert.ok(!/flannel/.test(links), `weft's devices left after cleanup:\n${links}`);
         const fw = (await c.exec(h1, ["nft", "list", "tables"])) +

@@ -40,14 +40,21 @@ function fakeNl(routes: { 4: Route[]; 6: Route[] }) {
   return { nl, changed };
 }
 
-Deno.test("IPv6-only: no blackhole route for the empty IPv4 half, someone else's left alone", async () => {
-  // An operator's lowest-priority blackhole (what weft's look like, outside any network weft has).
+Deno.test("IPv6-only: the blackhole route is the own IPv6 subnet's, none for the empty IPv4 half", async () => {
+  // An operator's lowest-priority blackholes (what weft's look like, outside weft's networks).
   const theirs: Route = { dst: "198.18.9.0/24", type: 6, metric: 0xffffffff };
-  const { nl, changed } = fakeNl({ 4: [theirs], 6: [] });
+  const theirs6: Route = { dst: "2001:db8:9::/64", type: 6, metric: 0xffffffff };
+  const routes: { 4: Route[]; 6: Route[] } = { 4: [theirs], 6: [theirs6] };
+  const { nl, changed } = fakeNl(routes);
   const part = new BlackholePart(nl, true, 20);
   await part.apply(CFG, LEASE, null);
+  assert.deepEqual(changed, ["replace 2001:db8:1:5::/64"]);
+  // In place (the kernel's spelling): nothing to do; a stale one of weft's in IPv6Network goes.
+  routes[6] = [theirs6, { dst: "2001:db8:1:5::/64", type: 6, metric: 0xffffffff }];
   assert.equal(await part.check(), false);
-  assert.deepEqual(changed, []);
+  routes[6].push({ dst: "2001:db8:1:7::/64", type: 6, metric: 0xffffffff });
+  assert.equal(await part.check(), true);
+  assert.deepEqual(changed, ["replace 2001:db8:1:5::/64", "del 2001:db8:1:7::/64"]);
 });
 
 Deno.test("IPv6-only: the own-route check judges the own IPv6 subnet, never the IPv4 default", async () => {
