@@ -168,8 +168,7 @@ export class Agent {
       ipv6: cfg.enableIPv6,
       ipv4: v4,
     });
-    // else underlay routes would look like weft's
-    if (v4) checkUnderlayOverlap(cfg.network, ext);
+    if (v4) checkUnderlayOverlap(cfg.network, ext); // else underlay routes would look like weft's
     // The address that tells this node's lease apart: PublicIPv6 when IPv6-only.
     const address = v4 ? ext.publicIP : ext.publicIPv6!;
     if (v4) {

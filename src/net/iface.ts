@@ -3,9 +3,10 @@
  * published in the lease (flannel's --iface / --iface-regex / --iface-can-reach / --public-ip).
  * With IPv6 enabled, also its global IPv6 address (or --public-ipv6); --iface and --iface-regex
  * match IPv6 addresses too (flanneld's match IPv4 only). In an IPv6-only network (`ipv4: false`)
- * nothing needs an IPv4 address: the candidates are the interfaces with a global IPv6 address,
- * --iface-can-reach takes an IPv6 target, the default is the IPv6 default route's interface, and
- * the IPv4 fields are empty (`publicIP` "0.0.0.0", what flanneld's IPv6-only lease says).
+ * nothing needs an IPv4 address: --iface takes any interface by name (one without a global
+ * IPv6 address with --public-ipv6) or IPv6 address, --iface-regex the interfaces with a global
+ * IPv6 address, --iface-can-reach an IPv6 target, the default is the IPv6 default route's
+ * interface, and the IPv4 fields are empty (`publicIP` "0.0.0.0", as flanneld's IPv6-only lease).
  */
 import { isIp } from "../base/ipv4.ts";
 import { formatIp6, isIp6, parseIp6 } from "../base/ipv6.ts";
