@@ -174,9 +174,12 @@ for (
         const r = await c.ping(c.pods()[0], c.pods()[1].ip6!, { count: 2 });
         assert.equal(r.received, 2, "h1 to h2 over IPv6 after h3 left");
 
-        // weft cleanup on h1 (agent stopped) removes its IPv6 routes, devices and rules.
+        // weft cleanup on h1 (agent stopped) removes its IPv6 routes, devices and rules, and with
+        // --release-lease its lease, found by PublicIPv6 (every IPv6-only lease says 0.0.0.0).
         await h1.agent!.stop();
-        const cl = await c.weft(h1, c.cleanupArgs(h1), { timeoutMs: 60_000 });
+        const cl = await c.weft(h1, [...c.cleanupArgs(h1), "--release-lease"], {
+          timeoutMs: 60_000,
+        });
         assert.equal(cl.code, 0, cl.stdout + cl.stderr);
         assert.deepEqual((await entries6(c, h1)).routes, [], "IPv6 routes left after cleanup");
         const bh = await c.exec(h1, ["ip", "-6", "route", "show", "type", "blackhole"]);
@@ -187,6 +190,8 @@ for (
           (await c.exec(h1, ["ip6tables-save"])) + (await c.exec(h1, ["iptables-save"]));
         assert.ok(!/flannel|FLANNEL/.test(fw), `firewall rules left after cleanup:\n${fw}`);
         assert.equal(await c.readSubnetEnv(h1), null, "subnet.env removed");
+        const key2 = `0.0.0.0-0&${formatCidr6(peers6[1].subnet6).replace("/", "-")}`;
+        assert.deepEqual((await leaseEntries(c)).map((l) => l.key), [key2], "h1's lease released");
       });
     },
   });
