@@ -304,7 +304,11 @@ export async function programming(ctx: DatapathCtx, ns: string): Promise<void> {
       "weft: VxlanBackend/HostGwBackend in a child deno process (libnl over FFI), timed around reconcile()/apply() only",
       "install = reconcile(N peers) from empty / apply(N added); remove = reconcile([]) / apply(N removed)",
       "vxlan = neighbour + FDB + onlink route per peer; host-gw = one route per peer; kernel counts verified after every step",
-      "family 4+6: dual-stack config and leases, each peer's IPv4 and IPv6 entries (vxlan: also flannel-v6.1's); ip -batch = ip -batch + ip -6 -batch + bridge -batch of both",
+      ...(ctx.families.includes(6)
+        ? [
+          "family 4+6: dual-stack config and leases, each peer's IPv4 and IPv6 entries (vxlan: also flannel-v6.1's); ip -batch = ip -batch + ip -6 -batch + bridge -batch of both",
+        ]
+        : []),
       "ip -batch: wall time of `ip -n <ns> -batch -` (+ `bridge -batch` for FDB), process start included",
     ],
   );
