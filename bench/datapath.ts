@@ -15,6 +15,12 @@
  *    `bridge -batch` for vxlan FDB) of the same entries; ratio goal ≤ 2. Plus end to end: a real
  *    agent started against a registry already holding N leases, until all N routes are present.
  *
+ * 4. with `--families` 4,6 (the default) the cluster is dual stack (EnableIPv6, pods with an
+ *    IPv4 and an IPv6 address, weft's `flannel-v6.1` / IPv6 routes beside the IPv4 entries) and
+ *    phases 1 and 3 get IPv6 rows from the same run: pod-to-pod TCP over IPv6 (weft vs the same
+ *    entries made with `ip -6 -batch`), and programming dual-stack peers (family 4+6).
+ *    `--families 4` runs the IPv4-only cluster as before.
+ *
  * This file is the entry point: flags (`datapath/flags.ts`), the cluster, the phases in order
  * (`datapath/latency.ts`, `throughput.ts`, `programming.ts`, `e2e.ts`; host helpers in
  * `hosts.ts`), the report. Only 198.18.0.0/15 addresses, only namespaces this run creates (all removed at the end, also on
@@ -56,9 +62,11 @@ async function backendPhase(
   const b = pods.b!;
   const facts = await hostFacts(c, backend === "vxlan");
   await waitPeerRoutes(c, facts);
-  const ping = await c.ping(a, b.ip, { count: 2 });
-  if (ping.received === 0) {
-    throw new Error(`pod ${a.ip} cannot reach ${b.ip} through weft ${backend}`);
+  for (const to of ctx.families.includes(6) ? [b.ip, b.ip6!] : [b.ip]) {
+    const ping = await c.ping(a, to, { count: 2 });
+    if (ping.received === 0) {
+      throw new Error(`pod ${a.ip} cannot reach ${to} through weft ${backend}`);
+    }
   }
   if (!skip.has("latency")) await latency(ctx, c, backend);
   if (skip.has("throughput")) {
@@ -71,8 +79,13 @@ async function backendPhase(
 
 let exitCode = 0;
 try {
-  console.log(`weft datapath benchmark: registry ${registry}, load ${load1()}`);
-  await withCluster({ hosts: 3, registry }, async (c) => {
+  const ipv6 = ctx.families.includes(6);
+  console.log(
+    `weft datapath benchmark: registry ${registry}, families ${ctx.families}${
+      ipv6 ? " (dual-stack cluster)" : ""
+    }, load ${load1()}`,
+  );
+  await withCluster({ hosts: 3, registry, ipv6 }, async (c) => {
     console.log(`cluster ${c.runId} in ${c.dir}`);
     report.data.runId = c.runId;
     const pods: { a: Pod | null; b: Pod | null } = { a: null, b: null };
