@@ -10,7 +10,7 @@
  * ```
  */
 import type { Readiness } from "./readiness.ts";
-import type { PeerStatus } from "./peer_health.ts";
+import { type PeerStatus, probeTarget } from "./peer_health.ts";
 import type { LoggedProblem } from "../base/recent_log.ts";
 import type { Lease } from "../lease/codec.ts";
 import { formatCidr } from "../base/ipv4.ts";
@@ -40,6 +40,8 @@ export interface PeerView {
   subnet: string;
   publicIP: string;
   reachable: boolean | null;
+  /** host-gw: the pod bridge address is silent but the host answers (no pods): not unreachable. */
+  noPodAddress?: boolean;
   rttMs: number | null;
   /** ISO time of the last probe. */
   lastProbe: string | null;
@@ -56,6 +58,7 @@ export function peerView(s: PeerStatus): PeerView {
     subnet: s.subnet,
     publicIP: s.publicIP,
     reachable: s.reachable,
+    ...(s.noPodAddress ? { noPodAddress: true } : {}),
     rttMs: s.rttMs === null ? null : Math.round(s.rttMs * 1000) / 1000,
     lastProbe: iso(s.lastProbe),
     since: iso(s.since),
@@ -76,13 +79,22 @@ export function leaseView(l: Lease): NonNullable<AgentStatus["lease"]> {
 /** Every known peer lease, by address, with its probe state where it has one. */
 export function peerViews(peers: readonly Lease[], probed: readonly PeerStatus[]): PeerView[] {
   const bySubnet = new Map(probed.map((s) => [s.subnet, s]));
-  return [...peers].sort((a, b) => a.subnet.ip - b.subnet.ip).map((p) => {
-    const subnet = formatCidr(p.subnet);
+  // By the address a peer is probed on: IPv4, or IPv6 for IPv6-only leases (0.0.0.0/0 each).
+  const keyed = peers.map((l) => ({ l, t: probeTarget("", l) }));
+  const order = (x: typeof keyed[0]) => [x.l.subnet.ip, x.l.subnet6?.ip ?? 0n] as const;
+  keyed.sort((a, b) => {
+    const [a4, a6] = order(a);
+    const [b4, b6] = order(b);
+    return a4 - b4 || (a6 < b6 ? -1 : a6 > b6 ? 1 : 0);
+  });
+  return keyed.map(({ l: p, t }) => {
+    const subnet = t?.subnet ?? formatCidr(p.subnet);
+    const publicIP = t?.publicIP ?? p.attrs.publicIP;
     const s = bySubnet.get(subnet);
     // A probe state for another public IP is stale (the lease moved): not this lease's.
-    return s && s.publicIP === p.attrs.publicIP ? peerView(s) : {
+    return s && s.publicIP === publicIP ? peerView(s) : {
       subnet,
-      publicIP: p.attrs.publicIP,
+      publicIP,
       reachable: null,
       rttMs: null,
       lastProbe: null,
