@@ -172,7 +172,7 @@ export function openIcmp6Socket(): Icmp6Socket {
         if (e === Errno.EMSGSIZE) return false;
         if (
           e === Errno.EAGAIN || e === Errno.EHOSTUNREACH || e === Errno.ENETUNREACH ||
-          e === Errno.ENOBUFS
+          e === Errno.ENOBUFS || e === Errno.EPERM // EPERM: a local firewall dropped it
         ) {
           return true; // the probe is lost, not the prober (see icmp.ts)
         }

@@ -139,7 +139,10 @@ export class IcmpProber implements Prober {
       else this.#settle(m.id, m.seq, formatIp(m.dst), true, m.code === 4 ? m.mtu : undefined);
     }
     for (let m = this.#sock6?.recv(); m; m = this.#sock6!.recv()) {
-      if (m.kind === "reply") this.#settle(m.id, m.seq, formatIp6(m.from));
+      // A peer's VTEP address `<IPv6 subnet>::` is also the subnet-router anycast address of its
+      // pod bridge's prefix, and Linux answers an echo to an anycast address from another of its
+      // addresses: an IPv6 reply is matched by our id and sequence number alone.
+      if (m.kind === "reply") this.#settle(m.id, m.seq, null);
       else {
         const mtu = m.type === ICMP6_PACKET_TOO_BIG ? m.mtu : undefined;
         this.#settle(m.id, m.seq, formatIp6(m.dst), true, mtu);
@@ -148,10 +151,10 @@ export class IcmpProber implements Prober {
   }
 
   /** A reply from `addr` (or an error about our echo to `addr`) settles the probe it answers. */
-  #settle(id: number, seq: number, addr: string, error = false, mtu?: number): void {
+  #settle(id: number, seq: number, addr: string | null, error = false, mtu?: number): void {
     if (id !== this.#id) return;
     const p = this.#pending.get(seq);
-    if (!p || p.dst !== addr) return;
+    if (!p || (addr !== null && p.dst !== addr)) return;
     if (error) p.done(null, mtu);
     else p.done(performance.now() - p.sentAt);
   }
