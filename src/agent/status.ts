@@ -68,10 +68,12 @@ export function peerView(s: PeerStatus): PeerView {
 
 /** The own lease as /status shows it. */
 export function leaseView(l: Lease): NonNullable<AgentStatus["lease"]> {
+  // IPv6-only: the IPv6 half (the IPv4 one is the empty network 0.0.0.0/0).
+  const t = probeTarget("", l);
   return {
     key: l.key,
-    subnet: formatCidr(l.subnet),
-    publicIP: l.attrs.publicIP,
+    subnet: t?.subnet ?? formatCidr(l.subnet),
+    publicIP: t?.publicIP ?? l.attrs.publicIP,
     expiresAt: typeof l.expiresAt === "number" ? new Date(l.expiresAt).toISOString() : null,
   };
 }

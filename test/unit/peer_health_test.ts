@@ -8,7 +8,7 @@ import type { ProbeOptions, Prober, ProbeResult } from "../../src/health/probe.t
 import { metrics, MetricsRegistry } from "../../src/base/metrics.ts";
 import { parseIp } from "../../src/base/ipv4.ts";
 import type { Lease } from "../../src/lease/codec.ts";
-import { type AgentStatus, peerViews } from "../../src/agent/status.ts";
+import { type AgentStatus, leaseView, peerViews } from "../../src/agent/status.ts";
 import { renderStatus, statusExitCode } from "../../src/cli/status.ts";
 import { waitFor } from "../kit/proc.ts";
 
@@ -389,5 +389,10 @@ Deno.test("peer health: an IPv6-only peer is probed on its IPv6 overlay address,
   assert.deepEqual(
     peerViews([v6(6), v6(5)], h.status()).map((v) => v.subnet),
     ["2001:db8:1:5::/64", "2001:db8:1:6::/64"],
+  );
+  assert.deepEqual(
+    [leaseView(v6(5)).subnet, leaseView(v6(5)).publicIP],
+    ["2001:db8:1:5::/64", "2001:db8:ff::5"],
+    "the own IPv6-only lease by its IPv6 half, not 0.0.0.0/0",
   );
 });
