@@ -47,6 +47,8 @@ export const ipCmd = (family: Family) => family === 6 ? "ip -6" : "ip";
 /** An address as text in one canonical form (IPv6 RFC 5952), for comparing kernel and lease. */
 export function canon(ip: string | null | undefined): string | null {
   if (!ip) return null;
+  // Called per kernel entry: no exception for IPv4 text (isIp6 would throw and catch).
+  if (!ip.includes(":")) return ip;
   return isIp6(ip) ? formatIp6(parseIp6(ip)) : ip;
 }
 
@@ -63,25 +65,46 @@ export function vtepOf(f: Facts, links: Link[], family: Family = 4): Link | null
   return links.find((l) => l.name === name) ?? null;
 }
 
-/** One family's view of the snapshot. */
+/** One family's view of the snapshot, indexed once (1000 peers must not cost 1000² lookups). */
 export interface FamilyView {
   family: Family;
   routes: Route[];
   neigh: Neigh[];
   fdb: Fdb[];
   vtepAddrs: string[];
+  /** The first route per canonical destination CIDR. */
+  routeByDst: Map<string, Route>;
+  /** The first neighbour per canonical address. */
+  neighByIp: Map<string, Neigh>;
+  /** FDB entries per lower-case MAC. */
+  fdbByMac: Map<string, Fdb[]>;
 }
 
 export function familyView(k: KernelSnapshot, family: Family): FamilyView {
-  return family === 6
-    ? {
-      family,
-      routes: k.routes6 ?? [],
-      neigh: k.neigh6 ?? [],
-      fdb: k.fdb6 ?? [],
-      vtepAddrs: k.vtepAddrs6 ?? [],
-    }
-    : { family, routes: k.routes, neigh: k.neigh, fdb: k.fdb, vtepAddrs: k.vtepAddrs };
+  const routes = (family === 6 ? k.routes6 : k.routes) ?? [];
+  const neigh = (family === 6 ? k.neigh6 : k.neigh) ?? [];
+  const fdb = (family === 6 ? k.fdb6 : k.fdb) ?? [];
+  const routeByDst = new Map<string, Route>();
+  for (const r of routes) {
+    if (!routeByDst.has(canonCidr(r.dst))) routeByDst.set(canonCidr(r.dst), r);
+  }
+  const neighByIp = new Map<string, Neigh>();
+  for (const n of neigh) if (!neighByIp.has(canon(n.ip)!)) neighByIp.set(canon(n.ip)!, n);
+  const fdbByMac = new Map<string, Fdb[]>();
+  for (const e of fdb) {
+    const mac = e.mac.toLowerCase();
+    fdbByMac.set(mac, [...fdbByMac.get(mac) ?? [], e]);
+  }
+  return {
+    family,
+    routes,
+    neigh,
+    fdb,
+    vtepAddrs: (family === 6 ? k.vtepAddrs6 : k.vtepAddrs) ?? [],
+    routeByDst,
+    neighByIp,
+    fdbByMac,
+  };
 }
 
 /** A peer's half of one family: its subnet, subnet address and public address. */
@@ -178,7 +201,7 @@ function deviceCheck(f: Facts, k: KernelSnapshot, v: FamilyView, name: string): 
 }
 
 /** A CIDR in canonical form. */
-function canonCidr(c: string): string {
+export function canonCidr(c: string): string {
   const [ip, len] = c.split("/");
   return `${canon(ip)}/${len}`;
 }
@@ -223,7 +246,7 @@ function vxlanChecks(f: Facts, k: KernelSnapshot, v: FamilyView): CheckResult[] 
       continue;
     }
     const bad: CheckResult[] = [];
-    const route = v.routes.find((r) => canonCidr(r.dst) === subnet);
+    const route = v.routeByDst.get(subnet);
     // DirectRouting: a peer on our L2 segment gets host-gw's route and no neighbour or FDB entry.
     if (
       direct && route && canon(route.gw) === publicIP && route.dev === f.ext?.index &&
@@ -249,7 +272,7 @@ function vxlanChecks(f: Facts, k: KernelSnapshot, v: FamilyView): CheckResult[] 
         subnet,
       ));
     }
-    const n = v.neigh.find((x) => canon(x.ip) === gw);
+    const n = v.neighByIp.get(gw);
     const setNeigh = `${ip} neigh replace ${gw} lladdr ${m.mac} dev ${name} nud permanent`;
     if (!n || !n.mac) {
       bad.push(fail(
@@ -266,7 +289,7 @@ function vxlanChecks(f: Facts, k: KernelSnapshot, v: FamilyView): CheckResult[] 
         subnet,
       ));
     }
-    const fdbs = v.fdb.filter((x) => x.mac.toLowerCase() === m.mac);
+    const fdbs = v.fdbByMac.get(m.mac) ?? [];
     if (!fdbs.some((x) => canon(x.dst) === publicIP)) {
       const want = `${m.mac} dev ${name} dst ${publicIP}`;
       bad.push(fail(
@@ -299,7 +322,7 @@ function hostGwChecks(f: Facts, k: KernelSnapshot, v: FamilyView): CheckResult[]
     const { subnet, publicIP } = half;
     const who = `peer ${subnet} (${publicIP})`;
     const want = `${subnet} via ${publicIP} dev ${ext.name}`;
-    const route = v.routes.find((r) => canonCidr(r.dst) === subnet);
+    const route = v.routeByDst.get(subnet);
     if (!route) {
       out.push(fail(
         "kernel.route",

@@ -63,6 +63,7 @@ export function strayChecks(
     const h = peerHalf(f, p, v.family);
     return h ? [{ ...h, net: netOf(h.subnet)! }] : [];
   });
+  const peerSubnets = new Set(peers.map((p) => p.subnet));
   const ip = v.family === 6 ? "ip -6" : "ip";
   for (const r of v.routes) {
     if ((r.table ?? RT_TABLE_MAIN) !== RT_TABLE_MAIN || (r.type ?? RTN_UNICAST) !== RTN_UNICAST) {
@@ -72,7 +73,7 @@ export function strayChecks(
     if (!dst || dst.prefix <= net.prefix || !within(net, dst)) continue;
     if (ownNet && overlaps(ownNet, dst)) continue;
     const dstText = `${canon(r.dst.split("/")[0])}/${dst.prefix}`;
-    if (peers.some((p) => p.subnet === dstText)) continue; // judged per peer
+    if (peerSubnets.has(dstText)) continue; // judged per peer
     const peer = peers.find((p) => overlaps(p.net, dst));
     const have = describeRoute(r, k.links);
     if (peer) {
