@@ -152,7 +152,7 @@ async function doctorPhase(c: Cluster): Promise<void> {
     rows,
     [
       "wall: spawn → exit of `weft doctor` (deno start-up, registry list, kernel read, checks, " +
-      "probes: at most 512 peers at once, 3 echoes, 1 s timeout each, then 2 underlay echoes)",
+      "probes: at most 512 peers at once, 3 echoes, 1 s timeout each, then 2 underlay echoes and, at once, 2 in VXLAN frames sent to the peer's UDP port)",
       `exit 1 expected: the ${PEERS - 3} synthetic peers never answer (each one fail line)`,
     ],
   );

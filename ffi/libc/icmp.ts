@@ -176,7 +176,7 @@ export function openIcmpSocket(): IcmpSocket {
         // neighbours (ENOBUFS): the probe is lost, not the prober.
         if (
           e === Errno.EAGAIN || e === Errno.EHOSTUNREACH || e === Errno.ENETUNREACH ||
-          e === Errno.ENOBUFS
+          e === Errno.ENOBUFS || e === Errno.EPERM // EPERM: a local firewall dropped it
         ) {
           return true;
         }

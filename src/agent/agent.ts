@@ -289,6 +289,7 @@ export class Agent {
       this.#health = new PeerHealth({
         ...probe,
         backend: backend.name,
+        underlayCheck: true,
         peers: () => watcher.peers(),
       });
       tasks.push(this.#health.run(signal));

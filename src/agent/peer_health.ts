@@ -6,6 +6,11 @@
  * `weft_peers_unreachable`, drops the series of peers that are gone, and logs a peer once per
  * change (unreachable, reachable again), never every round. Readiness never depends on it: one bad
  * peer must not take a node out of service. The prober is the doctor's (src/health/probe.ts).
+ * Each peer is probed on its IPv4 overlay address, or its IPv6 one when it has no IPv4 half
+ * (IPv6-only). A host-gw peer without pods has no bridge, so nothing holds `<subnet>.1`: when
+ * that address is silent but the host answers on the underlay, the peer is in the state "no pod
+ * address to probe", not unreachable (no `weft_peer_reachable` series; counted in
+ * `weft_peers_without_pod_address`, not in `weft_peers_unreachable`).
  *
  * @example
  * ```ts
@@ -16,10 +21,10 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { sleep } from "../base/async.ts";
-import { formatCidr } from "../base/ipv4.ts";
 import { metrics } from "../base/metrics.ts";
 import type { Lease } from "../lease/codec.ts";
-import { IcmpProber, overlayAddress, type ProbeOptions, type Prober } from "../health/probe.ts";
+import { IcmpProber, type ProbeOptions, type Prober } from "../health/probe.ts";
+import { overlayTargets, type ProbeTarget } from "../health/targets.ts";
 import { mapLimit } from "../health/parallel.ts";
 
 const log = getLogger(["weft", "peer-health"]);
@@ -36,6 +41,11 @@ const unreachableGauge = metrics.gauge(
   "weft_peers_unreachable",
   "Peers whose last overlay probe got no answer.",
 );
+const noPodGauge = metrics.gauge(
+  "weft_peers_without_pod_address",
+  "host-gw peers whose pod bridge address does not answer while the host does on the underlay " +
+    "(no pods there yet): not counted as unreachable.",
+);
 const rounds = metrics.counter("weft_peer_probe_rounds_total", "Peer probe rounds run.");
 const probes = metrics.counter("weft_peer_probes_total", "Peers probed (a few echoes each).");
 
@@ -51,6 +61,11 @@ export interface PeerHealthOptions {
   /** The backend's name (the address a peer answers on depends on it). */
   backend: string;
   peers: () => readonly Lease[];
+  /**
+   * host-gw: when a peer's bridge address is silent, probe its public IP too, to tell "no pod
+   * address to probe" (the host answers) from unreachable. Off by default; the agent turns it on.
+   */
+  underlayCheck?: boolean;
   /** Default: an ICMP raw socket (root). */
   prober?: () => Prober;
   /** Default Math.random; tests pin it. */
@@ -63,8 +78,10 @@ export interface PeerStatus {
   publicIP: string;
   /** The overlay address probed. */
   address: string;
-  /** null until its first probe. */
+  /** null until its first probe, and while {@link PeerStatus.noPodAddress}. */
   reachable: boolean | null;
+  /** host-gw: the pod bridge address is silent, the host answers on the underlay (no pods). */
+  noPodAddress?: boolean;
   /** Mean RTT of the last probe that got answers; null when it got none. */
   rttMs: number | null;
   /** Epoch ms of the last probe; null before the first. */
@@ -102,6 +119,11 @@ export function nextBatch<T extends { subnet: string }>(
 interface Peer {
   subnet: string;
   lease: Lease;
+}
+
+/** The one target a peer is probed on: its IPv4 overlay address, else its IPv6 one. */
+export function probeTarget(backend: string, l: Lease): ProbeTarget | null {
+  return overlayTargets(backend, l)[0] ?? null;
 }
 
 export class PeerHealth {
@@ -170,6 +192,14 @@ export class PeerHealth {
       const s = this.#state.get(p.subnet)!;
       try {
         const r = await prober.probe(s.address, o);
+        if (r.received === 0 && this.opts.backend === "host-gw" && this.opts.underlayCheck) {
+          // Silent bridge address: a host without pods, or a host that is down?
+          const under = await prober.probe(s.publicIP, { ...o, count: Math.min(o.count, 2) });
+          if (under.received > 0) {
+            this.recordNoPodAddress(p.subnet, Date.now());
+            return;
+          }
+        }
         const rtt = r.rttMs.length ? r.rttMs.reduce((a, b) => a + b, 0) / r.rttMs.length : null;
         this.record(p.subnet, r.received > 0, rtt, Date.now());
       } catch (e) {
@@ -185,20 +215,24 @@ export class PeerHealth {
    * metric series. Returns the current peers.
    */
   sync(): Peer[] {
-    const now = new Map<string, Lease>();
-    for (const l of this.opts.peers()) now.set(formatCidr(l.subnet), l);
+    const now = new Map<string, { lease: Lease; t: ProbeTarget }>();
+    for (const lease of this.opts.peers()) {
+      const t = probeTarget(this.opts.backend, lease);
+      if (t) now.set(t.subnet, { lease, t });
+    }
     for (const [subnet, s] of this.#state) {
       const l = now.get(subnet);
-      if (l && l.attrs.publicIP === s.publicIP) continue;
+      if (l && l.t.publicIP === s.publicIP) continue;
       this.#forget(s);
     }
-    for (const [subnet, l] of now) {
+    for (const [subnet, { t }] of now) {
       if (this.#state.has(subnet)) continue;
       this.#state.set(subnet, {
         subnet,
-        publicIP: l.attrs.publicIP,
-        address: overlayAddress(this.opts.backend, l),
+        publicIP: t.publicIP,
+        address: t.address,
         reachable: null,
+        noPodAddress: false,
         rttMs: null,
         lastProbe: null,
         since: null,
@@ -206,7 +240,7 @@ export class PeerHealth {
       });
     }
     this.#countUnreachable();
-    return [...now].map(([subnet, lease]) => ({ subnet, lease }));
+    return [...now].map(([subnet, { lease }]) => ({ subnet, lease }));
   }
 
   /**
@@ -218,6 +252,7 @@ export class PeerHealth {
     if (!s) return false; // gone while probed
     const was = s.reachable;
     s.reachable = reachable;
+    s.noPodAddress = false;
     s.rttMs = reachable ? rttMs : null;
     s.lastProbe = at;
     s.error = null;
@@ -239,6 +274,34 @@ export class PeerHealth {
     return was !== null || !reachable;
   }
 
+  /**
+   * Records a host-gw peer whose bridge address is silent while the host answers: not
+   * unreachable, no reachability series; logged once when it enters that state.
+   */
+  recordNoPodAddress(subnet: string, at: number): void {
+    const s = this.#state.get(subnet);
+    if (!s) return;
+    const was = s.noPodAddress;
+    Object.assign(s, {
+      reachable: null,
+      noPodAddress: true,
+      rttMs: null,
+      lastProbe: at,
+      error: null,
+    });
+    const labels = { subnet, public_ip: s.publicIP };
+    reachableGauge.delete(labels);
+    rttGauge.delete(labels);
+    this.#countUnreachable();
+    if (was) return;
+    s.since = at;
+    log.info(
+      "peer {subnet} ({ip}): no pod address to probe ({addr} does not answer, the host does " +
+        "on the underlay: no pods there yet?)",
+      { subnet, ip: s.publicIP, addr: s.address },
+    );
+  }
+
   #forget(s: PeerStatus): void {
     this.#state.delete(s.subnet);
     const labels = { subnet: s.subnet, public_ip: s.publicIP };
@@ -248,7 +311,12 @@ export class PeerHealth {
 
   #countUnreachable(): void {
     let n = 0;
-    for (const s of this.#state.values()) if (s.reachable === false) n++;
+    let noPod = 0;
+    for (const s of this.#state.values()) {
+      if (s.reachable === false) n++;
+      if (s.noPodAddress) noPod++;
+    }
     unreachableGauge.set(n);
+    noPodGauge.set(noPod);
   }
 }

@@ -40,6 +40,8 @@ export interface PeerView {
   subnet: string;
   publicIP: string;
   reachable: boolean | null;
+  /** host-gw: the pod bridge address is silent but the host answers (no pods): not unreachable. */
+  noPodAddress?: boolean;
   rttMs: number | null;
   /** ISO time of the last probe. */
   lastProbe: string | null;
@@ -56,6 +58,7 @@ export function peerView(s: PeerStatus): PeerView {
     subnet: s.subnet,
     publicIP: s.publicIP,
     reachable: s.reachable,
+    ...(s.noPodAddress ? { noPodAddress: true } : {}),
     rttMs: s.rttMs === null ? null : Math.round(s.rttMs * 1000) / 1000,
     lastProbe: iso(s.lastProbe),
     since: iso(s.since),
@@ -78,11 +81,12 @@ export function peerViews(peers: readonly Lease[], probed: readonly PeerStatus[]
   const bySubnet = new Map(probed.map((s) => [s.subnet, s]));
   return [...peers].sort(bySubnetOrder).map((p) => {
     const subnet = leaseSubnetText(p);
+    const publicIP = leaseAddressText(p);
     const s = bySubnet.get(subnet);
     // A probe state for another public IP is stale (the lease moved): not this lease's.
-    return s && s.publicIP === p.attrs.publicIP ? peerView(s) : {
+    return s && s.publicIP === publicIP ? peerView(s) : {
       subnet,
-      publicIP: leaseAddressText(p),
+      publicIP,
       reachable: null,
       rttMs: null,
       lastProbe: null,

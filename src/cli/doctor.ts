@@ -8,6 +8,7 @@ import { flagHelp, type FlagTable, type FlagValues, parseFlags, UsageError } fro
 import { checkRegistryFlags, registryOptions } from "./registry_flags.ts";
 import { setupLogging } from "../base/log.ts";
 import { isIp, parseCidr } from "../base/ipv4.ts";
+import { isIp6, parseCidr6 } from "../base/ipv6.ts";
 import { type DoctorOptions, runDoctor } from "../doctor/doctor.ts";
 import { exitCodeOf } from "../doctor/check.ts";
 import { renderJson, renderText } from "../doctor/print.ts";
@@ -32,6 +33,7 @@ export function doctorOptions(v: FlagValues, peer?: string): DoctorOptions {
       ifaceRegex: v["iface-regex"] as string[],
       ifaceCanReach: String(v["iface-can-reach"] || "") || undefined,
       publicIP: String(v["public-ip"] || "") || undefined,
+      publicIPv6: String(v["public-ipv6"] || "") || undefined,
     },
     subnetFile: String(v["subnet-file"]),
     healthzIp: String(v["healthz-ip"]),
@@ -55,12 +57,13 @@ export async function doctorCommand(args: string[], env: Record<string, string>)
   }
   if (positional.length) throw new UsageError(`unexpected argument "${positional[0]}"`);
   const peer = String(v.peer || "");
-  if (peer && !isIp(peer)) {
+  if (peer && !isIp(peer) && !isIp6(peer)) {
     try {
-      parseCidr(peer, true);
+      if (peer.includes(":")) parseCidr6(peer, true);
+      else parseCidr(peer, true);
     } catch {
       throw new UsageError(
-        `--peer: "${peer}" is neither a subnet (a.b.c.d/len) nor an IPv4 address`,
+        `--peer: "${peer}" is neither a subnet (a.b.c.d/len or an IPv6 one) nor an address`,
       );
     }
   }

@@ -79,7 +79,7 @@ export function renderStatus(s: AgentStatus, now: number): string {
     return [
       cell(p.subnet, 43),
       cell(p.publicIP, 40),
-      p.reachable === null ? "not yet" : p.reachable ? "yes" : "NO",
+      p.noPodAddress ? "no pods" : p.reachable === null ? "not yet" : p.reachable ? "yes" : "NO",
       p.rttMs === null ? "-" : p.rttMs.toFixed(2),
       last === null ? "-" : `${ago(last)} ago`,
       changed === null ? "-" : ago(changed),
@@ -89,11 +89,14 @@ export function renderStatus(s: AgentStatus, now: number): string {
   const line = (c: string[]) => c.map((x, i) => x.padEnd(widths[i])).join("  ").trimEnd();
   out.push(line(head), ...rows.map(line));
   const bad = s.peers.filter((p) => p.reachable === false).length;
-  const unknown = s.peers.filter((p) => p.reachable === null).length;
+  const noPods = s.peers.filter((p) => p.noPodAddress).length;
+  const unknown = s.peers.filter((p) => p.reachable === null).length - noPods;
   out.push(
     "",
-    `${s.peers.length} peer(s): ${s.peers.length - bad - unknown} reachable, ${bad} unreachable, ` +
-      `${unknown} not probed yet`,
+    `${s.peers.length} peer(s): ${
+      s.peers.length - bad - unknown - noPods
+    } reachable, ${bad} unreachable, ` +
+      `${unknown} not probed yet${noPods ? `, ${noPods} with no pod address to probe` : ""}`,
   );
   for (const p of s.peers) {
     if (p.error) out.push(`  ${cell(p.subnet, 43)}: ${cell(p.error)}`);

@@ -6,6 +6,8 @@
 import { type CheckResult, fail, ok } from "./check.ts";
 import type { Facts } from "./facts.ts";
 import { formatCidr, sameNet } from "../base/ipv4.ts";
+import { formatCidr6, sameNet6 } from "../base/ipv6.ts";
+import { hasIpv4 } from "../config/subnet_env.ts";
 import { withTimeout } from "../base/async.ts";
 import { healthBase } from "../ops/health.ts";
 
@@ -111,6 +113,18 @@ function subnetEnvChecks(f: Facts): CheckResult[] {
       }`,
     );
   }
+  // The IPv6 lines against the lease's IPv6 half and the config's IPv6Network.
+  const l6 = f.own?.subnet6;
+  if (f.config?.enableIPv6) {
+    if (!env.ipv6) problems.push("no FLANNEL_IPV6_SUBNET although the config enables IPv6");
+    else if (l6 && !sameNet6(env.ipv6.subnet, l6)) {
+      problems.push(
+        `FLANNEL_IPV6_SUBNET is ${formatCidr6(env.ipv6.subnet)} but the lease's IPv6 half is ${
+          formatCidr6(l6)
+        }`,
+      );
+    }
+  }
   if (env.ipMasq !== f.opts.ipMasq) {
     problems.push(`FLANNEL_IPMASQ is ${env.ipMasq} but --ip-masq is ${f.opts.ipMasq}`);
   }
@@ -122,5 +136,9 @@ function subnetEnvChecks(f: Facts): CheckResult[] {
         "the file (and CNI hands out the right addresses)",
     )];
   }
-  return [ok("agent.subnet-env", `${file}: subnet ${formatCidr(env.subnet)}, MTU ${env.mtu}`)];
+  const subnets = [
+    ...(hasIpv4(env) ? [formatCidr(env.subnet)] : []),
+    ...(env.ipv6 ? [formatCidr6(env.ipv6.subnet)] : []),
+  ];
+  return [ok("agent.subnet-env", `${file}: subnet ${subnets.join(" + ")}, MTU ${env.mtu}`)];
 }

@@ -27,13 +27,21 @@ export function readKernel(f: Facts): KernelSnapshot {
   const nl = netlink();
   const links = nl.linkList();
   const dev = vtepOf(f, links);
-  return {
+  const k: KernelSnapshot = {
     links,
-    routes: nl.routeList({ table: RT_TABLE_MAIN }),
+    routes: f.config?.enableIPv4 === false ? [] : nl.routeList({ table: RT_TABLE_MAIN }),
     neigh: dev ? nl.neighList(dev.index) : [],
     fdb: dev ? nl.fdbList(dev.index) : [],
     vtepAddrs: dev ? nl.addrList(dev.index).map((a) => a.cidr) : [],
   };
+  if (f.config?.enableIPv6) {
+    const dev6 = vtepOf(f, links, 6);
+    k.routes6 = nl.routeList({ table: RT_TABLE_MAIN, family: 6 });
+    k.neigh6 = dev6 ? nl.neighList(dev6.index, 6) : [];
+    k.fdb6 = dev6 ? nl.fdbList(dev6.index) : [];
+    k.vtepAddrs6 = dev6 ? nl.addrList(dev6.index, 6).map((a) => a.cidr) : [];
+  }
+  return k;
 }
 
 function ifaceChecks(f: Facts): CheckResult[] {
@@ -82,7 +90,7 @@ export async function runDoctor(o: DoctorOptions, groupTimeoutMs = 15_000): Prom
     { name: "host", run: withKernel(async (k) => hostChecks(f, k, await readHostSettings(f, k))) },
     {
       name: "probe",
-      timeoutMs: probeBudgetMs(f.peers.length),
+      timeoutMs: probeBudgetMs(f.peers.length * (f.config?.enableIPv6 ? 2 : 1)),
       run: withKernel((k, before) => reachChecks(f, k, before)),
     },
   ], groupTimeoutMs);

@@ -13,8 +13,11 @@ import {
   selectExternalInterface,
 } from "../net/iface.ts";
 import { type KnownLease, leaseMatches, peerProblem } from "../lease/codec.ts";
+import { namesNode } from "../lease/allocate.ts";
 import { LeaseDecoder } from "../lease/decode.ts";
 import { contains, formatCidr, isIp, parseCidr, parseIp, sameNet } from "../base/ipv4.ts";
+import { contains6, formatCidr6, isIp6, parseCidr6, parseIp6, sameNet6 } from "../base/ipv6.ts";
+import { hasIpv4Half } from "../health/targets.ts";
 import { withTimeout } from "../base/async.ts";
 
 /** The agent's flags the doctor needs, typed. */
@@ -45,7 +48,7 @@ export interface Facts {
   configText: string | null;
   config: NetworkConfig | null;
   configError: string | null;
-  /** Every decodable IPv4 lease. */
+  /** Every decodable lease (dual-stack and IPv6-only ones too). */
   leases: KnownLease[];
   ext: ExternalInterface | null;
   extError: string | null;
@@ -58,15 +61,35 @@ export interface Facts {
   peers: KnownLease[];
 }
 
-/** Whether `peer` (a subnet or an address) names lease `l`. */
+/** Whether `peer` (a subnet or an address, of either family) names lease `l`. */
 export function peerSelected(l: KnownLease, peer: string | undefined): boolean {
   if (!peer) return true;
-  if (isIp(peer)) return l.attrs.publicIP === peer || contains(l.subnet, parseIp(peer));
+  const v4 = hasIpv4Half(l);
+  const s6 = l.subnet6;
+  if (isIp(peer)) return v4 && (l.attrs.publicIP === peer || contains(l.subnet, parseIp(peer)));
+  if (isIp6(peer)) {
+    const ip = parseIp6(peer);
+    return (!!l.attrs.publicIPv6 && isIp6(l.attrs.publicIPv6) &&
+      parseIp6(l.attrs.publicIPv6) === ip) || (!!s6 && contains6(s6, ip));
+  }
   try {
-    return sameNet(parseCidr(peer, true), l.subnet);
+    if (peer.includes(":")) return !!s6 && sameNet6(parseCidr6(peer, true), s6);
+    return v4 && sameNet(parseCidr(peer, true), l.subnet);
   } catch {
     return false;
   }
+}
+
+/** A lease's name in report lines: its subnets, "198.19.5.0/24" or "…/24 + 2001:db8:1:5::/64". */
+export function leaseSubnets(l: KnownLease): string {
+  const v6 = l.subnet6 ? formatCidr6(l.subnet6) : "";
+  if (!hasIpv4Half(l)) return v6;
+  return v6 ? `${formatCidr(l.subnet)} + ${v6}` : formatCidr(l.subnet);
+}
+
+/** The node address a lease names: PublicIP, or PublicIPv6 when it has no IPv4 half. */
+export function leaseAddress(l: KnownLease): string {
+  return hasIpv4Half(l) ? l.attrs.publicIP : l.attrs.publicIPv6 ?? "";
 }
 
 /** Reads everything; closes the registry before returning. */
@@ -121,7 +144,7 @@ export async function gatherFacts(o: DoctorOptions): Promise<Facts> {
   }
   f.backendType = o.backendOverride || f.config?.backendType || null;
   try {
-    f.ext = await selectExternalInterface(o.iface);
+    f.ext = await selectExternalInterface({ ...o.iface, ipv6: f.config?.enableIPv6 ?? false });
   } catch (e) {
     f.extError = (e as Error).message;
   }
@@ -131,19 +154,34 @@ export async function gatherFacts(o: DoctorOptions): Promise<Facts> {
     f.subnetEnvError = (e as Error).message;
   }
   f.own = ownLease(f);
-  const ownIp = f.ext?.publicIP;
+  const ipv6 = f.config?.enableIPv6 ?? false;
   f.peers = f.leases.filter((l) =>
-    l !== f.own && l.attrs.publicIP !== ownIp && peerProblem(l) === null &&
+    l !== f.own && !namesOwnNode(f, l) && peerProblem(l, ipv6) === null &&
     f.backendType !== null && leaseMatches(f.backendType, l) && peerSelected(l, o.peer)
   );
   return f;
 }
 
-/** This node's lease: the one of subnet.env with our public IP, else any with our public IP. */
+/**
+ * Whether `l` names this node: by PublicIP, or by PublicIPv6 in an IPv6-only network (its
+ * leases all say `"PublicIP":"0.0.0.0"`), as the agent tells its own leases apart.
+ */
+function namesOwnNode(f: Facts, l: KnownLease): boolean {
+  if (!f.ext) return false;
+  if (f.config && !f.config.enableIPv4) {
+    return !!f.ext.publicIPv6 && namesNode(f.config, l, f.ext.publicIPv6);
+  }
+  return l.attrs.publicIP === f.ext.publicIP;
+}
+
+/** This node's lease: the one of subnet.env naming this node, else any naming it. */
 function ownLease(f: Facts): KnownLease | null {
-  const ip = f.ext?.publicIP;
-  if (!ip) return null;
-  const mine = f.leases.filter((l) => l.attrs.publicIP === ip);
-  const env = f.subnetEnv?.subnet;
-  return mine.find((l) => env && formatCidr(l.subnet) === formatCidr(env)) ?? mine[0] ?? null;
+  const mine = f.leases.filter((l) => namesOwnNode(f, l));
+  const env = f.subnetEnv;
+  const same = (l: KnownLease) =>
+    !!env &&
+    (env.subnet.prefix > 0
+      ? formatCidr(l.subnet) === formatCidr(env.subnet)
+      : !!l.subnet6 && !!env.ipv6 && sameNet6(l.subnet6, env.ipv6.subnet));
+  return mine.find(same) ?? mine[0] ?? null;
 }

@@ -11,27 +11,38 @@ import { vtepOf } from "./kernel_checks.ts";
 
 /** Encapsulation overhead per backend (outer IPv4 + UDP (+ VXLAN + inner Ethernet)). */
 export const OVERHEAD: Record<string, number> = { vxlan: 50, udp: 28, "host-gw": 0 };
+/** VXLAN over IPv6 (`flannel-v6.<VNI>`): the outer IPv6 header is 20 bytes longer. */
+export const VXLAN6_OVERHEAD = 70;
 
 export function mtuChecks(f: Facts, k: KernelSnapshot): CheckResult[] {
   const out: CheckResult[] = [];
   if (!f.ext || !f.backendType || !(f.backendType in OVERHEAD)) return out;
   const underlay = k.links.find((l) => l.index === f.ext!.index)?.mtu ?? f.ext.mtu;
-  const overhead = OVERHEAD[f.backendType];
-  const dev = f.backendType === "vxlan" ? vtepOf(f, k.links) : null;
-  const devMtu = f.backendType === "vxlan" ? dev?.mtu : underlay - overhead;
-  if (dev && dev.mtu > underlay - overhead) {
-    out.push(fail(
-      "mtu.device",
-      `${dev.name} MTU ${dev.mtu} > ${f.ext.name} MTU ${underlay} - ${overhead} (vxlan overhead): ` +
-        "full-size packets do not fit the underlay",
-      `restart the agent (it sets ${underlay - overhead}), or set Backend.MTU ≤ ${
-        underlay - overhead
-      }`,
-    ));
-  } else if (devMtu !== undefined) {
-    out.push(
-      ok("mtu.device", `${f.ext.name} MTU ${underlay}, ${dev?.name ?? "overlay"} MTU ${devMtu}`),
-    );
+  let devMtu: number | undefined = f.backendType === "vxlan"
+    ? undefined
+    : underlay - OVERHEAD[f.backendType];
+  // Per VTEP (IPv4 and IPv6 each when the config serves them); pods get the smaller MTU.
+  const vteps = f.backendType === "vxlan"
+    ? ([[4, OVERHEAD.vxlan], [6, VXLAN6_OVERHEAD]] as const).flatMap(([fam, overhead]) => {
+      const dev = vtepOf(f, k.links, fam);
+      return dev ? [{ dev, overhead }] : [];
+    })
+    : [];
+  for (const { dev, overhead } of vteps) {
+    const check = dev.name.startsWith("flannel-v6") ? "mtu.device6" : "mtu.device";
+    if (dev.mtu > underlay - overhead) {
+      out.push(fail(
+        check,
+        `${dev.name} MTU ${dev.mtu} > ${f.ext.name} MTU ${underlay} - ${overhead} (vxlan overhead): ` +
+          "full-size packets do not fit the underlay",
+        // Backend.MTU is the underlay MTU the VTEPs are derived from (less 50, less 70).
+        `restart the agent (it sets ${underlay - overhead}), or set Backend.MTU ≤ ${underlay}`,
+      ));
+    } else out.push(ok(check, `${f.ext.name} MTU ${underlay}, ${dev.name} MTU ${dev.mtu}`));
+    devMtu = Math.min(devMtu ?? dev.mtu, dev.mtu);
+  }
+  if (f.backendType !== "vxlan" && devMtu !== undefined) {
+    out.push(ok("mtu.device", `${f.ext.name} MTU ${underlay}, overlay MTU ${devMtu}`));
   }
   const env = f.subnetEnv;
   if (env && devMtu !== undefined) {

@@ -1,19 +1,27 @@
 /**
- * Reachability of every peer: an overlay echo probe (own overlay address to the peer's), and
- * when that fails, an underlay probe of the peer's public IP to tell "host down" from
- * "encapsulated traffic dropped between us"; then a full-size don't-fragment probe over the
- * overlay that finds MTU black holes. Bounded: a few echoes per peer, a timeout each, at most
- * {@link PARALLEL} peers at once over one socket.
+ * Reachability of every peer, per family the config serves: an overlay echo probe (ICMP, or
+ * ICMPv6 for the IPv6 half) from this node to the peer's overlay address, and when that fails,
+ * probes that tell the causes apart (what each proves, README "weft doctor"):
+ * - vxlan (IPv4): an echo wrapped by hand in a VXLAN frame sent straight to the peer's UDP port
+ *   (vxlan_probe.ts). Answered: the port and the peer are fine, our own entries are not. Else:
+ * - the underlay: an echo to the peer's public IP. Answered: encapsulated traffic is dropped
+ *   between us; host-gw: the host is there but has no pod address to answer (no pods yet).
+ * Then a full-size don't-fragment probe over the overlay finds MTU black holes. Bounded: a few
+ * echoes per probe, a timeout each, at most {@link PARALLEL} peers at once over one prober.
  */
 import { type CheckResult, fail, ok } from "./check.ts";
 import type { Facts } from "./facts.ts";
 import type { KernelSnapshot } from "./kernel_checks.ts";
 import { vtepOf } from "./kernel_checks.ts";
-import { describeProbe, IcmpProber, overlayAddress } from "../health/probe.ts";
+import { describeProbe, IcmpProber, type ProbeResult } from "../health/probe.ts";
+import { overlayTargets, type ProbeTarget } from "../health/targets.ts";
+import { openVxlanSender, type VxlanSender } from "../health/vxlan_probe.ts";
 import { mapLimit } from "../health/parallel.ts";
-import { formatCidr } from "../base/ipv4.ts";
+import { formatIp } from "../base/ipv4.ts";
 import { backendNumber } from "../config/network.ts";
 import type { KnownLease } from "../lease/codec.ts";
+import { vtepMacOf } from "../backend/vxlan/backend.ts";
+import { leaseAddress } from "./facts.ts";
 
 export const PARALLEL = 512;
 
@@ -22,12 +30,14 @@ export function probeBudgetMs(peers: number): number {
   return 15_000 + Math.ceil(peers / PARALLEL) * 4_000;
 }
 const SMALL = { count: 3, intervalMs: 100, timeoutMs: 1000, size: 84 };
+/** IPv6 header is 20 bytes longer: the same 56-byte echo payload. */
+const SMALL6 = { ...SMALL, size: 104 };
 
 /** The UDP port encapsulated traffic uses, for the firewall hint. */
-function encapPort(f: Facts): string {
-  if (f.backendType === "vxlan") return `UDP ${backendNumber(f.config!, "Port", 0) || 8472}`;
-  if (f.backendType === "udp") return `UDP ${backendNumber(f.config!, "Port", 0) || 8285}`;
-  return "";
+function encapPort(f: Facts): number | null {
+  if (f.backendType === "vxlan") return backendNumber(f.config!, "Port", 0) || 8472;
+  if (f.backendType === "udp") return backendNumber(f.config!, "Port", 0) || 8285;
+  return null;
 }
 
 /**
@@ -37,10 +47,10 @@ function encapPort(f: Facts): string {
 export function explanations(f: Facts, before: readonly CheckResult[]): Map<string, string> {
   const out = new Map<string, string>();
   const byIp = new Map<string, number>();
-  for (const l of f.leases) byIp.set(l.attrs.publicIP, (byIp.get(l.attrs.publicIP) ?? 0) + 1);
+  for (const l of f.leases) byIp.set(leaseAddress(l), (byIp.get(leaseAddress(l)) ?? 0) + 1);
   for (const l of f.leases) {
-    if ((byIp.get(l.attrs.publicIP) ?? 0) > 1) {
-      out.set(formatCidr(l.subnet), "registry.duplicate-public-ip");
+    if ((byIp.get(leaseAddress(l)) ?? 0) > 1) {
+      for (const t of overlayTargets("", l)) out.set(t.subnet, "registry.duplicate-public-ip");
     }
   }
   for (const r of before) {
@@ -49,77 +59,147 @@ export function explanations(f: Facts, before: readonly CheckResult[]): Map<stri
   return out;
 }
 
+/** What the probes need besides the peer: the prober, the VXLAN sender, the full size. */
+interface Probing {
+  prober: IcmpProber;
+  vxlan: VxlanSender | null;
+  fullSize: Record<4 | 6, number | null>;
+}
+
 export async function reachChecks(
   f: Facts,
   k: KernelSnapshot,
   before: readonly CheckResult[] = [],
 ): Promise<CheckResult[]> {
   if (!f.peers.length || !f.backendType || f.backendType === "alloc") return [];
-  const dev = vtepOf(f, k.links);
-  const fullSize = dev?.mtu ?? f.subnetEnv?.mtu ?? null;
-  const prober = new IcmpProber();
+  const dev = vtepOf(f, k.links, 4);
+  const dev6 = vtepOf(f, k.links, 6);
+  const envMtu = f.subnetEnv?.mtu ?? null;
+  const pr: Probing = {
+    prober: new IcmpProber(),
+    vxlan: null,
+    fullSize: {
+      4: dev?.mtu ?? (f.backendType === "vxlan" ? null : envMtu),
+      6: dev6?.mtu ?? (f.backendType === "vxlan" ? null : envMtu),
+    },
+  };
   try {
+    // The crafted-frame probe needs our VTEP (MAC, address) and our underlay address.
+    if (dev && f.own && f.ext && f.own.subnet.prefix > 0) {
+      try {
+        pr.vxlan = openVxlanSender({
+          vni: backendNumber(f.config!, "VNI", 1),
+          mac: dev.mac.toLowerCase(),
+          vtepIp: formatIp(f.own.subnet.ip),
+          localIp: f.ext.ifaceAddr,
+        });
+      } catch { /* no crafted probe: the ICMP underlay probe still tells most causes apart */ }
+    }
     const known = explanations(f, before);
+    const ipv6 = f.config?.enableIPv6 ?? false;
+    const jobs = f.peers.flatMap((p) =>
+      overlayTargets(f.backendType!, p, ipv6)
+        .filter((t) => t.family === 6 || f.config?.enableIPv4 !== false)
+        .map((t) => ({ p, t }))
+    );
     const per = await mapLimit(
-      f.peers,
+      jobs,
       PARALLEL,
-      (p) => probePeer(f, prober, p, fullSize, known.get(formatCidr(p.subnet))),
+      ({ p, t }) => probePeer(f, pr, p, t, known.get(t.subnet)),
     );
     return per.flat();
   } finally {
-    prober.close();
+    pr.prober.close();
+    pr.vxlan?.close();
   }
+}
+
+/** The crafted VXLAN echo to `p`'s VTEP over its UDP port, or null when it cannot be sent. */
+async function vxlanDirect(f: Facts, pr: Probing, p: KnownLease, t: ProbeTarget) {
+  const mac = vtepMacOf(p, 4);
+  if (!pr.vxlan || t.family !== 4 || !("mac" in mac)) return null;
+  const send = pr.vxlan.sender({
+    publicIP: p.attrs.publicIP,
+    port: encapPort(f)!,
+    mac: mac.mac,
+    vtepIp: t.address,
+  });
+  return await pr.prober.probe(t.address, { ...SMALL, count: 2 }, send);
 }
 
 async function probePeer(
   f: Facts,
-  prober: IcmpProber,
+  pr: Probing,
   p: KnownLease,
-  fullSize: number | null,
+  t: ProbeTarget,
   known: string | undefined,
 ): Promise<CheckResult[]> {
-  const subnet = formatCidr(p.subnet);
-  const addr = overlayAddress(f.backendType!, p);
-  const who = `peer ${subnet} (${p.attrs.publicIP})`;
-  const overlay = await prober.probe(addr, SMALL);
+  const { subnet, address: addr, publicIP: pub } = t;
+  const small = t.family === 6 ? SMALL6 : SMALL;
+  const who = `peer ${subnet} (${pub})`;
+  const overlay = await pr.prober.probe(addr, small);
+  const port = encapPort(f);
+  const portText = port ? `UDP ${port}` : "the backend's traffic";
   if (overlay.received === 0) {
+    // Both cause-finding probes at once: a dead peer costs one timeout, not two.
+    const [direct, under] = await Promise.all([
+      vxlanDirect(f, pr, p, t),
+      known ? null : pr.prober.probe(pub, { ...small, count: 2 }),
+    ]);
+    const directText = (d: ProbeResult) =>
+      d.received > 0
+        ? `; an echo in a VXLAN frame sent straight to ${pub}:${port} is answered ` +
+          `(${describeProbe(d)}): the port and the peer are fine`
+        : `; an echo in a VXLAN frame sent straight to ${pub}:${port} is not answered either`;
     if (known) {
       return [fail(
         "probe.overlay",
         `${who}: no answer from ${addr} over the overlay (${describeProbe(overlay)}), as the ` +
-          `${known} failure above explains`,
+          `${known} failure above explains${direct ? directText(direct) : ""}`,
         `repair what the ${known} line says, then run weft doctor again`,
         subnet,
       )];
     }
-    const under = await prober.probe(p.attrs.publicIP, { ...SMALL, count: 2 });
-    const port = encapPort(f);
-    if (under.received > 0 && f.backendType === "host-gw") {
+    if (direct && direct.received > 0) {
       return [fail(
         "probe.overlay",
-        `${who}: ${p.attrs.publicIP} answers (${describeProbe(under)}) but its bridge ${addr} ` +
-          "does not: no pod bridge there yet, or that host drops forwarded traffic",
-        `on ${p.attrs.publicIP}: check that a pod runs (cni0 holds ${addr}), ip_forward and ` +
-          "the FORWARD chain (weft doctor there says which)",
+        `${who}: no answer from ${addr} over the overlay (${describeProbe(overlay)})${
+          directText(direct)
+        }, so this host's own path to it is broken (its VTEP, route, neighbour or FDB entry, ` +
+          "or a local firewall on outgoing traffic)",
+        "check the kernel.* lines for this peer and the OUTPUT/FORWARD chains here; restart the " +
+          "agent (it re-adds its entries)",
         subnet,
       )];
     }
-    if (under.received > 0) {
+    if (under!.received > 0 && f.backendType === "host-gw") {
+      // A host without pods has no bridge, so nothing holds <subnet>.1: nothing to probe. The
+      // route via the host (kernel.route) is all this node's datapath has for it.
+      return [ok(
+        "probe.overlay",
+        `${who}: no pod address to probe: ${addr} does not answer (no pod bridge there yet?) ` +
+          `but the host answers on the underlay (${describeProbe(under!)})`,
+        subnet,
+      )];
+    }
+    if (under!.received > 0) {
       return [fail(
         "probe.overlay",
         `${who}: no answer from ${addr} over the overlay (${describeProbe(overlay)}) but ` +
-          `${p.attrs.publicIP} answers on the underlay (${describeProbe(under)}): encapsulated ` +
-          "traffic dropped between us (firewall or UDP port 8472/8285 blocked?)",
-        `allow ${port || "the backend's traffic"} between ${f.ext?.publicIP ?? "this host"} and ` +
-          `${p.attrs.publicIP} in every firewall on the path (iptables/nftables on both hosts, ` +
+          `${pub} answers on the underlay (${describeProbe(under!)})${
+            direct ? directText(direct) : ""
+          }: encapsulated traffic dropped between us (firewall or UDP port 8472/8285 blocked?)`,
+        `allow ${portText} between ${
+          t.family === 6 ? f.ext?.publicIPv6 : f.ext?.publicIP ?? "this host"
+        } and ${pub} in every firewall on the path (iptables/nftables on both hosts, ` +
           "cloud security groups, VMware NSX); then check the kernel.* lines for this peer",
         subnet,
       )];
     }
     return [fail(
       "probe.overlay",
-      `${who}: no answer from ${addr} over the overlay nor from ${p.attrs.publicIP} on the underlay`,
-      `check that ${p.attrs.publicIP} is up and reachable; if the host is gone, its lease expires ` +
+      `${who}: no answer from ${addr} over the overlay nor from ${pub} on the underlay`,
+      `check that ${pub} is up and reachable; if the host is gone, its lease expires ` +
         "(or delete it)",
       subnet,
     )];
@@ -131,8 +211,9 @@ async function probePeer(
       subnet,
     ),
   ];
-  if (fullSize !== null && fullSize > SMALL.size) {
-    const big = await prober.probe(addr, { ...SMALL, count: 2, size: fullSize, df: true });
+  const fullSize = pr.fullSize[t.family];
+  if (fullSize !== null && fullSize > small.size) {
+    const big = await pr.prober.probe(addr, { ...small, count: 2, size: fullSize, df: true });
     if (big.tooBig) {
       out.push(fail(
         "probe.mtu",

@@ -4,8 +4,10 @@
  * IPs, overlapping subnets, subnets outside the network, leases of another backend type.
  */
 import { type CheckResult, fail, ok, warn } from "./check.ts";
-import type { Facts } from "./facts.ts";
+import { type Facts, leaseAddress, leaseSubnets } from "./facts.ts";
+import { hasIpv4Half } from "../health/targets.ts";
 import { containsNet, formatCidr, sizeOf } from "../base/ipv4.ts";
+import { formatCidr6 } from "../base/ipv6.ts";
 import { type KnownLease, leaseBackendType } from "../lease/codec.ts";
 
 /** A warm registry round trip slower than this is a warn (half doctor's registry timeout). */
@@ -64,9 +66,16 @@ export function registryChecks(f: Facts): CheckResult[] {
       "fix it and store it again: weft config set FILE",
     ));
   } else {
+    const c = f.config;
+    const nets = [
+      ...(c.enableIPv4 ? [`Network ${formatCidr(c.network)}, SubnetLen ${c.subnetLen}`] : []),
+      ...(c.ipv6
+        ? [`IPv6Network ${formatCidr6(c.ipv6.network)}, IPv6SubnetLen ${c.ipv6.subnetLen}`]
+        : []),
+    ];
     out.push(ok(
       "registry.config",
-      `Network ${formatCidr(f.config.network)}, SubnetLen ${f.config.subnetLen}, backend ` +
+      `${nets.join(", ")}, backend ` +
         `${f.config.backendType}${
           f.backendType !== f.config.backendType ? ` (this node: ${f.backendType})` : ""
         }`,
@@ -78,7 +87,8 @@ export function registryChecks(f: Facts): CheckResult[] {
 }
 
 function ownLeaseChecks(f: Facts): CheckResult[] {
-  const ip = f.ext?.publicIP;
+  // The address that names this node: PublicIPv6 in an IPv6-only network.
+  const ip = f.config && !f.config.enableIPv4 ? f.ext?.publicIPv6 : f.ext?.publicIP;
   if (!ip) return []; // the interface check says why
   const l = f.own;
   if (!l) {
@@ -88,7 +98,7 @@ function ownLeaseChecks(f: Facts): CheckResult[] {
       "start the agent with these flags (weft run ...); it leases a subnet when it starts",
     )];
   }
-  const subnet = formatCidr(l.subnet);
+  const subnet = leaseSubnets(l);
   if (l.expiresAt === null) {
     return [ok("registry.own-lease", `${subnet} for ${ip}, a reservation (no expiry)`, subnet)];
   }
@@ -110,7 +120,7 @@ function ownLeaseChecks(f: Facts): CheckResult[] {
 function leaseSetChecks(f: Facts): CheckResult[] {
   const out: CheckResult[] = [];
   const byIp = new Map<string, KnownLease[]>();
-  for (const l of f.leases) byIp.set(l.attrs.publicIP, [...byIp.get(l.attrs.publicIP) ?? [], l]);
+  for (const l of f.leases) byIp.set(leaseAddress(l), [...byIp.get(leaseAddress(l)) ?? [], l]);
   let dup = false;
   for (const [ip, ls] of byIp) {
     if (ls.length < 2) continue;
@@ -118,7 +128,9 @@ function leaseSetChecks(f: Facts): CheckResult[] {
     const stale = ls.find((l) => l !== f.own) ?? ls[1];
     out.push(fail(
       "registry.duplicate-public-ip",
-      `PublicIP ${ip} is in ${ls.length} leases: ${ls.map((l) => l.key).join(", ")}; peers ` +
+      `${ip.includes(":") ? "PublicIPv6" : "PublicIP"} ${ip} is in ${ls.length} leases: ${
+        ls.map((l) => l.key).join(", ")
+      }; peers ` +
         "send that host's traffic to one subnet only",
       `delete the stale lease: ${deleteLeaseFix(f, stale)}`,
     ));
@@ -126,9 +138,11 @@ function leaseSetChecks(f: Facts): CheckResult[] {
   if (!dup) {
     out.push(ok("registry.duplicate-public-ip", `${f.leases.length} leases, no PublicIP twice`));
   }
+  // The IPv4 range checks: IPv6-only leases carry the empty network 0.0.0.0/0 (no IPv4 half).
+  const v4 = f.leases.filter(hasIpv4Half);
   if (f.config) {
     const net = f.config.network;
-    for (const l of f.leases) {
+    for (const l of f.config.enableIPv4 ? v4 : []) {
       if (!containsNet(net, l.subnet)) {
         out.push(fail(
           "registry.lease-range",
@@ -141,7 +155,7 @@ function leaseSetChecks(f: Facts): CheckResult[] {
     // Sorted by start, widest first: a lease overlaps an earlier one iff it starts before the
     // furthest end seen so far (n log n, so 5000 leases cost nothing).
     const end = (l: KnownLease) => l.subnet.ip + sizeOf(l.subnet.prefix);
-    const sorted = [...f.leases].sort((a, b) =>
+    const sorted = [...v4].sort((a, b) =>
       a.subnet.ip - b.subnet.ip || a.subnet.prefix - b.subnet.prefix
     );
     let widest: KnownLease | null = null;
@@ -163,10 +177,10 @@ function leaseSetChecks(f: Facts): CheckResult[] {
       if (t !== want && t !== "alloc") {
         out.push(warn(
           "registry.lease-backend",
-          `lease ${l.key} (${l.attrs.publicIP}) is of backend ${t}, the network's is ${want}: ` +
+          `lease ${l.key} (${leaseAddress(l)}) is of backend ${t}, the network's is ${want}: ` +
             "no route to it is programmed",
           `run that host's agent with the network's backend, or ${deleteLeaseFix(f, l)}`,
-          formatCidr(l.subnet),
+          leaseSubnets(l),
         ));
       }
     }

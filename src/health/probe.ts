@@ -7,6 +7,8 @@
  * Shared by `weft doctor` (src/doctor/reach_checks.ts) and the agent's continuous peer health
  * (src/agent/peer_health.ts): open one {@link IcmpProber} per batch of probes, call `probe` per
  * peer, then `close()` (the raw socket queues every ICMP message of the namespace while open).
+ * IPv6 addresses are probed with ICMPv6 over a second socket, opened on the first IPv6 probe.
+ * Which address to probe for a peer is targets.ts's.
  *
  * @example
  * ```ts
@@ -16,9 +18,9 @@
  * ```
  */
 import { type IcmpSocket, openIcmpSocket } from "../../ffi/libc/icmp.ts";
+import { ICMP6_PACKET_TOO_BIG, type Icmp6Socket, openIcmp6Socket } from "../../ffi/libc/icmp6.ts";
 import { formatIp, parseIp } from "../base/ipv4.ts";
-import { gatewayOf } from "../config/subnet_env.ts";
-import type { Lease } from "../lease/codec.ts";
+import { formatIp6, isIp6, parseIp6 } from "../base/ipv6.ts";
 import { sleep } from "../base/async.ts";
 
 export interface ProbeOptions {
@@ -43,27 +45,29 @@ export interface ProbeResult {
 }
 
 interface Pending {
-  dst: number;
+  /** The probed address as text (either family). */
+  dst: string;
   sentAt: number;
   done: (rtt: number | null, mtu?: number) => void;
 }
 
+/**
+ * Sends one echo request (id, seq, IP size) some other way than the prober's own socket (e.g.
+ * wrapped in a VXLAN frame, see vxlan_probe.ts); false when it could not be sent.
+ */
+export type EchoSender = (id: number, seq: number, size: number) => boolean;
+
 /** What probes a peer: {@link IcmpProber}, or a fake in tests. */
 export interface Prober {
-  probe(dst: string, o: ProbeOptions): Promise<ProbeResult>;
+  /** Echoes to `dst` (IPv4 or IPv6), sent by `send` when given; replies read by the prober. */
+  probe(dst: string, o: ProbeOptions, send?: EchoSender): Promise<ProbeResult>;
   close(): void;
-}
-
-/**
- * The address a peer answers on over the overlay: its device's `<subnet>.0/32` (vxlan's VTEP,
- * udp's flannel0) or, for host-gw (no device of its own), its pods' bridge `<subnet>.1`.
- */
-export function overlayAddress(backend: string, l: Lease): string {
-  return backend === "host-gw" ? gatewayOf(l.subnet) : formatIp(l.subnet.ip);
 }
 
 export class IcmpProber implements Prober {
   #sock: IcmpSocket;
+  /** Opened on the first IPv6 probe: an IPv4-only network never opens one. */
+  #sock6: Icmp6Socket | null = null;
   #id = crypto.getRandomValues(new Uint16Array(1))[0];
   #seq = 0;
   #pending = new Map<number, Pending>();
@@ -73,8 +77,17 @@ export class IcmpProber implements Prober {
     this.#sock = openIcmpSocket();
   }
 
-  async probe(dst: string, o: ProbeOptions): Promise<ProbeResult> {
-    const ip = parseIp(dst);
+  async probe(dst: string, o: ProbeOptions, send?: EchoSender): Promise<ProbeResult> {
+    const v6 = isIp6(dst);
+    const ip = v6 ? 0 : parseIp(dst);
+    const ip6 = v6 ? parseIp6(dst) : 0n;
+    const key = v6 ? formatIp6(ip6) : dst;
+    if (v6) this.#sock6 ??= openIcmp6Socket();
+    const sendEcho = send ??
+      ((id: number, seq: number, size: number) =>
+        v6
+          ? this.#sock6!.sendEcho(ip6, { id, seq, size, df: o.df ?? false })
+          : this.#sock.sendEcho(ip, { id, seq, size, df: o.df ?? false }));
     const r: ProbeResult = {
       dst,
       sent: 0,
@@ -103,9 +116,9 @@ export class IcmpProber implements Prober {
           if (mtu !== undefined) r.fragNeededMtu = mtu;
           resolve();
         };
-        this.#pending.set(seq, { dst: ip, sentAt: performance.now(), done: finish });
+        this.#pending.set(seq, { dst: key, sentAt: performance.now(), done: finish });
       });
-      if (!this.#sock.sendEcho(ip, { id: this.#id, seq, size: o.size, df: o.df ?? false })) {
+      if (!sendEcho(this.#id, seq, o.size)) {
         r.tooBig = true;
         this.#pending.get(seq)?.done(null);
         await answered;
@@ -122,14 +135,28 @@ export class IcmpProber implements Prober {
   /** Reads every queued message and settles the probes they answer. */
   #drain(): void {
     for (let m = this.#sock.recv(); m; m = this.#sock.recv()) {
-      if (m.id !== this.#id) continue;
-      const p = this.#pending.get(m.seq);
-      if (!p) continue;
-      if (m.kind === "reply" && m.from === p.dst) p.done(performance.now() - p.sentAt);
-      else if (m.kind === "unreachable" && m.dst === p.dst) {
-        p.done(null, m.code === 4 ? m.mtu : undefined);
+      if (m.kind === "reply") this.#settle(m.id, m.seq, formatIp(m.from));
+      else this.#settle(m.id, m.seq, formatIp(m.dst), true, m.code === 4 ? m.mtu : undefined);
+    }
+    for (let m = this.#sock6?.recv(); m; m = this.#sock6!.recv()) {
+      // A peer's VTEP address `<IPv6 subnet>::` is also the subnet-router anycast address of its
+      // pod bridge's prefix, and Linux answers an echo to an anycast address from another of its
+      // addresses: an IPv6 reply is matched by our id and sequence number alone.
+      if (m.kind === "reply") this.#settle(m.id, m.seq, null);
+      else {
+        const mtu = m.type === ICMP6_PACKET_TOO_BIG ? m.mtu : undefined;
+        this.#settle(m.id, m.seq, formatIp6(m.dst), true, mtu);
       }
     }
+  }
+
+  /** A reply from `addr` (or an error about our echo to `addr`) settles the probe it answers. */
+  #settle(id: number, seq: number, addr: string | null, error = false, mtu?: number): void {
+    if (id !== this.#id) return;
+    const p = this.#pending.get(seq);
+    if (!p || (addr !== null && p.dst !== addr)) return;
+    if (error) p.done(null, mtu);
+    else p.done(performance.now() - p.sentAt);
   }
 
   /** Drains the socket while anything is pending (the socket is non-blocking; 5 ms steps). */
@@ -147,6 +174,7 @@ export class IcmpProber implements Prober {
   close(): void {
     for (const p of [...this.#pending.values()]) p.done(null);
     this.#sock.close();
+    this.#sock6?.close();
   }
 }
 

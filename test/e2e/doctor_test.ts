@@ -1,7 +1,9 @@
 /**
  * `weft doctor` on a 3-host vxlan cluster on etcd (and a shorter run on Deno KV): healthy gives exit 0 and no warn;
  * then one thing is broken at a time as h1 sees it (a peer's route, neighbour, FDB entry; a stale
- * route via another device; FORWARD policy DROP without forward rules; UDP 8472 dropped on h2;
+ * route via another device; FORWARD policy DROP without forward rules; UDP 8472 dropped on h2 (the
+ * VXLAN frame doctor sends by hand to h2:8472 is not answered either); h1's own traffic into
+ * flannel.1 dropped (that frame is answered: h1's own path is named);
  * h2's underlay MTU shrunk, a black hole for full-size packets; a duplicate-PublicIP lease; h3's
  * agent stopped until its lease expires), doctor must name it with its fix, and after the repair
  * report ok again. Agents run with a long reconcile interval so they do not repair the breakage
@@ -129,6 +131,15 @@ Deno.test("weft doctor names each broken thing with its fix, and ok after the re
         /encapsulated traffic dropped/,
         "a kernel cause is no firewall",
       );
+      // The echo sent by hand in a VXLAN frame to h2's UDP 8472 bypasses h1's missing neighbour.
+      assert.match(
+        lastOutput,
+        new RegExp(
+          `^fail probe\\.overlay: peer ${sub2} .*VXLAN frame sent straight to ${h2.ip}:8472 is ` +
+            "answered .*the port and the peer are fine",
+          "m",
+        ),
+      );
       assert.match(
         neigh,
         new RegExp(`fix: .*ip neigh replace ${gw2} lladdr ${mac2} dev flannel\\.1`),
@@ -200,8 +211,23 @@ Deno.test("weft doctor names each broken thing with its fix, and ok after the re
         ),
       );
       assert.match(udp, new RegExp(`fix: allow UDP 8472 between ${c.host("h1").ip} and ${h2.ip}`));
+      assert.match(udp, new RegExp(`VXLAN frame sent straight to ${h2.ip}:8472 is not answered`));
       await c.exec("h2", ["iptables", "-D", ...drop]);
       await expectHealthy(c, "UDP 8472 allowed again");
+
+      // h1 drops what it sends into flannel.1: the VXLAN frame sent by hand to h2:8472 is
+      // answered, so the port and h2 are fine and the fault is h1's own path.
+      const local = ["OUTPUT", "-o", "flannel.1", "-d", gw2, "-j", "DROP"];
+      await c.exec("h1", ["iptables", "-I", ...local]);
+      const own = await expectFail(
+        c,
+        new RegExp(
+          `^fail probe\\.overlay: peer ${sub2} .*${h2.ip}:8472 is answered .*this host's own path to it is broken`,
+        ),
+      );
+      assert.doesNotMatch(own, /encapsulated traffic dropped/);
+      await c.exec("h1", ["iptables", "-D", ...local]);
+      await expectHealthy(c, "h1's OUTPUT rule removed");
 
       // h2's underlay MTU shrunk: small packets pass, full-size ones are dropped on arrival.
       await c.exec("h2", ["ip", "link", "set", "eth0", "mtu", "1400"]);

@@ -148,3 +148,61 @@ Deno.test("weft status: with no agent on the port it says so and prints the doct
     assert.match(usage.stderr, /--healthz-port/);
   });
 });
+
+/** h1's value of an unlabelled gauge, or null while it has none. */
+async function gauge(c: Cluster, name: string): Promise<number | null> {
+  const { code, body } = await c.host("h1").agent!.readyzText("/metrics");
+  if (code !== 200) throw new Error(`/metrics answered ${code}`);
+  const m = new RegExp(`^${name} (\\d+)$`, "m").exec(body);
+  return m ? Number(m[1]) : null;
+}
+
+Deno.test("peer health on host-gw: a peer without pods is 'no pod address', not unreachable; reachable once a pod runs", async () => {
+  await withCluster({ hosts: 2, registry: "kv" }, async (c) => {
+    await c.startAll({
+      backend: "host-gw",
+      healthzPort: HEALTHZ,
+      extraArgs: ["--peer-probe-interval", "1", "--iptables-forward-rules=false"],
+    });
+    await c.waitPeersProgrammed();
+    const sub2 = await subnetOf(c, "h2");
+    const wait = (what: string, fn: () => Promise<boolean>) =>
+      waitFor(what, async () => await fn() || undefined, { timeoutMs: 30_000, intervalMs: 250 });
+    // h2 has no pods, so no bridge holds its gateway address: h2 answers on the underlay only.
+    await wait(
+      "h1 to count h2 as a peer without a pod address",
+      async () => await gauge(c, "weft_peers_without_pod_address") === 1,
+    );
+    assert.equal(await gauge(c, "weft_peers_unreachable"), 0, "no false alarm");
+    assert.equal(await reachable(c, sub2), null, "no reachability series for it");
+    const st = await c.weft("h1", statusArgs(), { timeoutMs: 20_000 });
+    assert.equal(st.code, 0, st.stdout + st.stderr);
+    assert.match(
+      st.stdout,
+      new RegExp(`^${sub2.replaceAll(".", "\\.")}\\s+\\S+\\s+no pods\\s`, "m"),
+    );
+    const doc = await c.weft("h1", [
+      "doctor",
+      ...c.registryArgs(),
+      "--iface",
+      "eth0",
+      "--subnet-file",
+      c.host("h1").subnetFile,
+      "--healthz-port",
+      String(HEALTHZ),
+      "--iptables-forward-rules=false",
+    ], { timeoutMs: 30_000 });
+    assert.equal(doc.code, 0, doc.stdout + doc.stderr);
+    assert.match(
+      doc.stdout,
+      new RegExp(
+        `^ok +probe\\.overlay: peer ${sub2.replaceAll(".", "\\.")} .*no pod address to probe`,
+        "m",
+      ),
+    );
+    // A pod on h2: its bridge answers, the peer is reachable.
+    await c.addPod("h2");
+    await wait("h1 to see h2 reachable", async () => await reachable(c, sub2) === 1);
+    assert.equal(await gauge(c, "weft_peers_without_pod_address"), 0);
+  });
+});

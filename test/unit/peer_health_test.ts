@@ -8,7 +8,7 @@ import type { ProbeOptions, Prober, ProbeResult } from "../../src/health/probe.t
 import { metrics, MetricsRegistry } from "../../src/base/metrics.ts";
 import { parseIp } from "../../src/base/ipv4.ts";
 import type { Lease } from "../../src/lease/codec.ts";
-import { type AgentStatus, peerViews } from "../../src/agent/status.ts";
+import { type AgentStatus, leaseView, peerViews } from "../../src/agent/status.ts";
 import { renderStatus, statusExitCode } from "../../src/cli/status.ts";
 import { waitFor } from "../kit/proc.ts";
 
@@ -325,4 +325,74 @@ Deno.test("status: every peer lease is listed by address; a probe state for anot
     ["198.19.152.0/24", null, null, null],
     ["198.19.153.0/24", null, null, null],
   ]);
+});
+
+Deno.test("peer health: a host-gw peer without pods is 'no pod address', not unreachable", async () => {
+  const h = new PeerHealth({
+    intervalMs: 1000,
+    maxPerRound: 10,
+    backend: "host-gw",
+    underlayCheck: true,
+    peers: () => [peer(142), peer(143)],
+  });
+  const p = new FakeProber();
+  p.up.add("198.18.0.142"); // 142's host answers, its bridge address does not; 143 is down
+  await h.round(p);
+  assert.deepEqual(p.probed, ["198.19.142.1", "198.19.143.1", "198.18.0.142", "198.18.0.143"]);
+  const [s142, s143] = h.status();
+  assert.deepEqual([s142.reachable, s142.noPodAddress], [null, true]);
+  assert.deepEqual([s143.reachable, s143.noPodAddress], [false, false]);
+  assert.deepEqual(series("weft_peers_unreachable"), ["weft_peers_unreachable 1"]);
+  assert.deepEqual(series("weft_peers_without_pod_address"), [
+    "weft_peers_without_pod_address 1",
+  ]);
+  assert.ok(
+    !series("weft_peer_reachable").some((l) => l.includes('subnet="198.19.142.0/24"')),
+    "no reachability series for a peer without a pod address",
+  );
+  const view = peerViews([peer(142), peer(143)], h.status());
+  assert.equal(view[0].noPodAddress, true);
+  const table = renderStatus({ ...STATUS, peers: view }, Date.parse("2026-01-01T00:01:00Z"));
+  assert.match(table, /^198\.19\.142\.0\/24\s+198\.18\.0\.142\s+no pods\s/m);
+  assert.match(table, /0 reachable, 1 unreachable, 0 not probed yet, 1 with no pod address/);
+  // A pod arrives: its bridge answers, the peer is reachable.
+  p.up.add("198.19.142.1");
+  await h.round(p);
+  assert.deepEqual([h.status()[0].reachable, h.status()[0].noPodAddress], [true, false]);
+  assert.deepEqual(series("weft_peers_without_pod_address"), [
+    "weft_peers_without_pod_address 0",
+  ]);
+});
+
+Deno.test("peer health: an IPv6-only peer is probed on its IPv6 overlay address, keyed by it", async () => {
+  const v6 = (i: number): Lease => ({
+    key: `0.0.0.0-0&2001:db8:1:${i}::-64`,
+    subnet: { ip: 0, prefix: 0 },
+    subnet6: { ip: (0x20010db8_0001n << 80n) | (BigInt(i) << 64n), prefix: 64 },
+    attrs: { publicIP: "0.0.0.0", publicIPv6: `2001:db8:ff::${i}`, backendType: "vxlan" },
+    expiresAt: null,
+    revision: 1,
+  });
+  const h = health(() => [v6(5), v6(6)]);
+  const p = new FakeProber();
+  p.up.add("2001:db8:1:5::");
+  await h.round(p);
+  assert.deepEqual(p.probed, ["2001:db8:1:5::", "2001:db8:1:6::"]);
+  assert.deepEqual(
+    h.status().map((s) => [s.subnet, s.publicIP, s.reachable]),
+    [["2001:db8:1:5::/64", "2001:db8:ff::5", true], [
+      "2001:db8:1:6::/64",
+      "2001:db8:ff::6",
+      false,
+    ]],
+  );
+  assert.deepEqual(
+    peerViews([v6(6), v6(5)], h.status()).map((v) => v.subnet),
+    ["2001:db8:1:5::/64", "2001:db8:1:6::/64"],
+  );
+  assert.deepEqual(
+    [leaseView(v6(5)).subnet, leaseView(v6(5)).publicIP],
+    ["2001:db8:1:5::/64", "2001:db8:ff::5"],
+    "the own IPv6-only lease by its IPv6 half, not 0.0.0.0/0",
+  );
 });
