@@ -16,6 +16,7 @@ import { entries6, type Peer6, VTEP6, wantEntries6 } from "../kit/entries6.ts";
 import { formatCidr6 } from "../../src/base/ipv6.ts";
 
 const WAIT = { timeoutMs: 20_000, intervalMs: 200 };
+const HEALTHZ = 9481;
 
 for (
   const [backend, registry] of [["vxlan", "kv"], ["host-gw", "etcd"]] as const
@@ -38,7 +39,8 @@ for (
             IPv6Network: c.network6,
             ...(backend === "host-gw" ? { EnableNFTables: true } : {}),
           },
-          extraArgs: ["--ip-masq", "--ip-blackhole-route"],
+          healthzPort: HEALTHZ,
+          extraArgs: ["--ip-masq", "--ip-blackhole-route", "--peer-probe-interval", "2"],
         });
         const [h1, h2, h3] = c.hosts;
         // subnet.env as flanneld writes it for IPv6-only: the IPv6 lines, no IPv4 ones.
@@ -147,6 +149,18 @@ for (
         }
         const m6 = await c.pingMatrix({ count: 2, family: 6 });
         assert.ok(m6.ok, `IPv6 pings failed: ${JSON.stringify(m6.failed)}`);
+        // The agent's own probes (ICMPv6 over the overlay) see both peers by their IPv6 subnets.
+        await waitFor("h1's weft_peer_reachable 1 for both peers' IPv6 subnets", async () => {
+          const { code, body } = await h1.agent!.readyzText("/metrics");
+          if (code !== 200) return false;
+          return envs.slice(1).every((e) =>
+            new RegExp(
+              `^weft_peer_reachable\\{[^}]*subnet="${formatCidr6(e.ipv6!.subnet)}"[^}]*\\} 1$`,
+              "m",
+            )
+              .test(body)
+          );
+        }, { timeoutMs: 30_000, intervalMs: 250 });
 
         // A restart keeps the lease: found by PublicIPv6 and the subnet.env IPv6 subnet.
         await h1.agent!.restart();
