@@ -239,6 +239,42 @@ Deno.test("kv: the file watch sees the KV file's log created and its times set",
   });
 });
 
+/** This process's POSIX locks on the file at `path` (from /proc/locks), as "READ 128-128" etc. */
+function ownLocks(path: string): string[] {
+  const ino = Deno.statSync(path).ino;
+  return Deno.readTextFileSync("/proc/locks").split("\n").map((l) => l.trim().split(/\s+/))
+    .filter((f) => f[1] === "POSIX" && f[4] === String(Deno.pid) && f[5]?.endsWith(`:${ino}`))
+    .map((f) => `${f[3]} ${f[6]}-${f[7]}`);
+}
+
+Deno.test("kv: the file watch never opens the database files, so SQLite keeps its locks", async () => {
+  // Closing any descriptor of a file drops all of the process's POSIX locks on it. Deno.watchFs
+  // opens and closes every file it reports: SQLite's lock on `-shm` went with it, another
+  // process opening the database then took itself for the first and truncated `-shm`, and this
+  // one died of SIGBUS reading its mapping.
+  await withTempDir(async (dir) => {
+    const path = join(dir, "reg.kv");
+    const reg = await openKvRegistry({ path, prefix: "/locks" });
+    const wake = FileWake.start(path);
+    assert.ok(wake, "the file watch could not start");
+    try {
+      assert.ok(await reg.createLease("198.19.1.0-24", VALUE, 60));
+      const shm = `${path}-shm`;
+      const before = ownLocks(shm);
+      assert.ok(before.length > 0, "SQLite holds no lock on -shm: nothing to check");
+      const seen = wake.generation;
+      await Deno.utime(shm, new Date(), new Date()); // an event for -shm itself
+      await wake.wait(seen, 20_000, AbortSignal.timeout(20_000));
+      assert.notEqual(wake.generation, seen, "no event within 20 s of touching -shm");
+      assert.deepEqual(ownLocks(shm), before);
+      assert.ok(await reg.getLease("198.19.1.0-24"));
+    } finally {
+      await wake.close();
+      await reg.close();
+    }
+  });
+});
+
 Deno.test("kv: a write wakes the watchers of the file; without a file watch they poll", async () => {
   await withTempDir(async (dir) => {
     const path = join(dir, "reg.kv");

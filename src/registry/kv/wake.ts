@@ -5,9 +5,11 @@
  * what inotify can miss (queue overflow, a file replaced under it).
  *
  * The watch is inotify through FFI (`ffi/libc/inotify.ts`), waited for with poll(2) on a thread
- * of Deno's blocking pool: an idle watch costs no CPU and no timer. (`Deno.watchFs` did the same
- * job, but with it on, one of 50 agent processes sharing a file was killed by SIGBUS as they
- * exited, 1 to 3 runs of 3 of `test/e2e/agents_test.ts`; never with it off.)
+ * of Deno's blocking pool: an idle watch costs no CPU and no timer. It must never open the
+ * database files: closing any descriptor of a file drops all of the process's POSIX locks on it,
+ * SQLite's included. `Deno.watchFs` opens and closes every file it reports; SQLite's lock on
+ * `-shm` went with it, another process opening the database took itself for the first and
+ * truncated `-shm`, and the watching process died of SIGBUS reading its mapping.
  *
  * Events are only a hint: they are counted into a generation number, and a watcher polls when the
  * generation moved since its last poll, so a burst of events (one commit writes several frames,
