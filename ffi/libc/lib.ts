@@ -41,9 +41,21 @@ const SYMBOLS = {
     result: "i32",
   },
   poll: { parameters: ["pointer", "u64", "i32"], result: "i32" },
+  /**
+   * poll(2) on a thread of Deno's blocking pool: a Promise that costs nothing while it waits.
+   * errno is that thread's, not readable here.
+   */
+  pollAsync: {
+    name: "poll",
+    parameters: ["pointer", "u64", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
   recvmmsg: { parameters: ["i32", "pointer", "u32", "i32", "pointer"], result: "i32" },
   sendmmsg: { parameters: ["i32", "pointer", "u32", "i32"], result: "i32" },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  inotify_init1: { parameters: ["i32"], result: "i32" },
+  inotify_add_watch: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
   // struct mallinfo2 { size_t arena, ordblks, smblks, hblks, hblkhd, usmblks, fsmblks,

@@ -25,4 +25,5 @@ export * from "./tun.ts";
 export * from "./udp.ts";
 export * from "./poll.ts";
 export * from "./eventfd.ts";
+export * from "./inotify.ts";
 export { MsgBatch, SOL_UDP, UDP_GRO, UDP_MAX_SEGMENTS, UDP_SEGMENT } from "./mmsg.ts";

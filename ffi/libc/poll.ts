@@ -1,6 +1,7 @@
 /**
  * poll(2) over a fixed set of fds with a preallocated pollfd array, so a packet loop can wait
- * without allocating. Sync: call it from a Worker, never from the main thread.
+ * without allocating. wait() is sync: call it from a Worker, never from the main thread;
+ * waitAsync() may be awaited anywhere.
  *
  * @example
  * ```ts
@@ -52,6 +53,17 @@ export class PollSet {
     if (n >= 0) return n;
     if (errno() === Errno.EINTR) return 0;
     throw lastError("poll", `fds=[${this.fds.join(",")}], ${timeoutMs} ms`);
+  }
+
+  /**
+   * wait() on a thread of Deno's blocking pool: the isolate runs on while it waits, and an idle
+   * wait costs no CPU. Resolves to the count of fds with events; 0 on timeout, and on any
+   * failure (that thread's errno cannot be read): callers treat 0 as "look again". One call at
+   * a time per set (the results share its buffer).
+   */
+  async waitAsync(timeoutMs: number): Promise<number> {
+    const n = await libc().pollAsync(this.#ptr, this.#n, timeoutMs);
+    return n > 0 ? n : 0;
   }
 
   /** The returned events of fd number `i` after wait(). */

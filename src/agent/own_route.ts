@@ -94,12 +94,15 @@ export class OwnRoutePart implements Part {
     const bad: string[] = [];
     for (const subnet of this.#subnets!) {
       const v6 = typeof subnet.ip === "bigint";
-      const routes = this.nl.routeList(v6 ? { family: 6 } : {});
+      const text = v6 ? formatCidr6(subnet as Ipv6Net) : formatCidr(subnet as Ipv4Net);
+      // Only the routes to the subnet itself: with thousands of peer routes, reading all of them
+      // every 10 s was most of this check's cost.
+      const routes = this.nl.routeList({ ...(v6 ? { family: 6 } : {}), dst: text });
       const stray = strayOwnRoutes(routes, subnet, name);
       const before = foreign.length;
       removed = this.#sort(stray, name, foreign) || removed;
       if (foreign.length > before) {
-        bad.push(v6 ? formatCidr6(subnet as Ipv6Net) : formatCidr(subnet as Ipv4Net));
+        bad.push(text);
       }
     }
     const was = this.#problem;

@@ -333,6 +333,12 @@ Deno.test("libnl bindings: links, addresses, routes, neighbours, FDB in a fresh 
       const main = await w.call<nl.Route[]>("routeList");
       assert.ok(!main.some((x) => x.dst === "198.19.6.0/24"), "table 100 route listed in main");
       assert.ok((await w.call<nl.Route[]>("routeList", { table: 0 })).some((x) => x.table === 100));
+      // A destination filter: only the routes to exactly that prefix.
+      const toDst = (dst: string) => w.call<nl.Route[]>("routeList", { dst });
+      assert.deepEqual((await toDst("198.19.5.0/24")).map((x) => [x.dst, x.gw]), [
+        ["198.19.5.0/24", "198.19.5.1"],
+      ]);
+      assert.deepEqual(await toDst("198.19.5.0/25"), []);
 
       await w.call("routeReplace", {
         dst: "198.19.7.0/24",

@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { KvRegistry, openKvRegistry } from "../../src/registry/kv/mod.ts";
-import { FileWake } from "../../src/registry/kv/wake.ts";
+import { FileWake, touchAfterCommit } from "../../src/registry/kv/wake.ts";
+import { withTimeout } from "../../src/base/async.ts";
 import { RegistryError, type WatchMessage } from "../../src/registry/contract/registry.ts";
 import { registryConformance } from "../kit/suites/registry_conformance.ts";
 import { run, sleep, waitFor } from "../kit/proc.ts";
@@ -201,6 +202,79 @@ Deno.test("kv: another handle's commit to the file is seen by the file watch", a
   });
 });
 
+Deno.test("kv: closing the file watch ends its wait at once and wakes its waiters", async () => {
+  await withTempDir(async (dir) => {
+    const wake = FileWake.start(join(dir, "reg.kv"));
+    assert.ok(wake, "the file watch could not start");
+    assert.ok(wake.alive);
+    // A waiter with a far deadline: only close() can end it within the bound below.
+    const waiting = wake.wait(wake.generation, 600_000, new AbortController().signal);
+    await withTimeout(wake.close(), 20_000, "close of the file watch");
+    await withTimeout(waiting, 20_000, "a waiter of the closed file watch");
+    assert.equal(wake.alive, false);
+    await wake.close(); // idempotent
+  });
+});
+
+Deno.test("kv: the file watch sees the KV file's log created and its times set", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, "reg.kv");
+    const wake = FileWake.start(path);
+    assert.ok(wake, "the file watch could not start");
+    try {
+      let seen = wake.generation;
+      await Deno.writeTextFile(`${path}-wal`, "x");
+      await wake.wait(seen, 20_000, AbortSignal.timeout(20_000));
+      assert.notEqual(wake.generation, seen, "no event within 20 s of writing the -wal file");
+      assert.equal(wake.fileChangedSince(seen), false, "the -wal file is not the database file");
+      await Deno.writeTextFile(path, "x");
+      seen = wake.generation;
+      await touchAfterCommit(path);
+      await waitFor("an event for the touch", () => wake.fileChangedSince(seen), {
+        timeoutMs: 20_000,
+      });
+    } finally {
+      await wake.close();
+    }
+  });
+});
+
+/** This process's POSIX locks on the file at `path` (from /proc/locks), as "READ 128-128" etc. */
+function ownLocks(path: string): string[] {
+  const ino = Deno.statSync(path).ino;
+  return Deno.readTextFileSync("/proc/locks").split("\n").map((l) => l.trim().split(/\s+/))
+    .filter((f) => f[1] === "POSIX" && f[4] === String(Deno.pid) && f[5]?.endsWith(`:${ino}`))
+    .map((f) => `${f[3]} ${f[6]}-${f[7]}`);
+}
+
+Deno.test("kv: the file watch never opens the database files, so SQLite keeps its locks", async () => {
+  // Closing any descriptor of a file drops all of the process's POSIX locks on it. Deno.watchFs
+  // opens and closes every file it reports: SQLite's lock on `-shm` went with it, another
+  // process opening the database then took itself for the first and truncated `-shm`, and this
+  // one died of SIGBUS reading its mapping.
+  await withTempDir(async (dir) => {
+    const path = join(dir, "reg.kv");
+    const reg = await openKvRegistry({ path, prefix: "/locks" });
+    const wake = FileWake.start(path);
+    assert.ok(wake, "the file watch could not start");
+    try {
+      assert.ok(await reg.createLease("198.19.1.0-24", VALUE, 60));
+      const shm = `${path}-shm`;
+      const before = ownLocks(shm);
+      assert.ok(before.length > 0, "SQLite holds no lock on -shm: nothing to check");
+      const seen = wake.generation;
+      await Deno.utime(shm, new Date(), new Date()); // an event for -shm itself
+      await wake.wait(seen, 20_000, AbortSignal.timeout(20_000));
+      assert.notEqual(wake.generation, seen, "no event within 20 s of touching -shm");
+      assert.deepEqual(ownLocks(shm), before);
+      assert.ok(await reg.getLease("198.19.1.0-24"));
+    } finally {
+      await wake.close();
+      await reg.close();
+    }
+  });
+});
+
 Deno.test("kv: a write wakes the watchers of the file; without a file watch they poll", async () => {
   await withTempDir(async (dir) => {
     const path = join(dir, "reg.kv");
@@ -212,8 +286,8 @@ Deno.test("kv: a write wakes the watchers of the file; without a file watch they
       reapMs: 60_000,
       wakeOnChange: true,
     });
-    const polling = await openKvRegistry({ path, prefix: "/wake" });
-    const writer = await openKvRegistry({ path, prefix: "/wake", wakeOnChange: true });
+    const polling = await openKvRegistry({ path, prefix: "/wake", wakeOnChange: false });
+    const writer = await openKvRegistry({ path, prefix: "/wake" });
     try {
       const writes = 3;
       const watches = [woken, polling].map((r) =>

@@ -74,10 +74,9 @@ export interface KvRegistryOptions {
    */
   pollMs?: number;
   /**
-   * Local file: wake watchers on changes to the database files (inotify) instead of polling every
-   * pollMs, with a safety poll every idlePollMs. Default false (poll every pollMs): with 50 agent
-   * processes on one file, one of them was killed by SIGBUS as they exited, in 1 to 3 runs out
-   * of 3, with this on and never with it off (even polling every 2 ms); not understood yet.
+   * Local file: wake watchers on changes to the database files (inotify, see wake.ts) instead of
+   * checking the file's stamp every min(15, pollMs) ms, with a safety poll every idlePollMs.
+   * Default true; without inotify (no FFI permission, instance limit reached) watchers poll.
    */
   wakeOnChange?: boolean;
   /** The safety poll of a woken watcher, ms (pollMs..60 000). Default 1000. */
@@ -158,7 +157,7 @@ export class KvRegistry implements Registry {
     this.prefix = (opts.prefix ?? "/coreos.com/network").replace(/\/+$/, "");
     this.#pollMs = opts.pollMs ?? 50;
     this.#idlePollMs = opts.idlePollMs ?? 1000;
-    this.#wakePath = opts.path && opts.wakeOnChange === true ? opts.path : null;
+    this.#wakePath = opts.path && opts.wakeOnChange !== false ? opts.path : null;
     this.#path = opts.path ?? null;
     this.#reapMs = opts.reapMs ?? 1000;
     this.#keepLog = opts.keepLog ?? 10_000;
