@@ -80,8 +80,7 @@ export interface AgentOptions {
   /** Called once, when the agent first becomes ready (sd_notify READY=1). */
   onReady?: () => void;
   /**
-   * Continuous peer probes (peer_health.ts); off when absent, interval 0, backend alloc, or an
-   * IPv6-only network (the probes are IPv4).
+   * Continuous peer probes (peer_health.ts); off when absent, interval 0 or backend alloc.
    */
   peerProbe?: { intervalMs: number; maxPerRound: number };
 }
@@ -284,8 +283,8 @@ export class Agent {
     }));
     tasks.push(this.#selfChecks(signal, backend, watcher));
     const probe = this.opts.peerProbe;
-    // The probes are ICMP over IPv4 (a peer's IPv4 overlay address): none in an IPv6-only network.
-    if (probe && probe.intervalMs > 0 && backend.name !== "alloc" && v4) {
+    // ICMP to a peer's IPv4 overlay address, or ICMPv6 to its IPv6 one for IPv6-only leases.
+    if (probe && probe.intervalMs > 0 && backend.name !== "alloc") {
       this.#health = new PeerHealth({
         ...probe,
         backend: backend.name,
