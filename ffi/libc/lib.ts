@@ -46,6 +46,8 @@ const SYMBOLS = {
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
+  /** glibc: returns free pages of every malloc arena to the kernel (see heap.ts). */
+  malloc_trim: { parameters: ["usize"], result: "i32" },
   // struct mallinfo2 { size_t arena, ordblks, smblks, hblks, hblkhd, usmblks, fsmblks,
   //                    uordblks, fordblks, keepcost; } returned by value (see heap.ts)
   mallinfo2: {
