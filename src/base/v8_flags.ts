@@ -5,10 +5,10 @@
  * it V8 keeps the heap the burst grew to (an agent on Deno KV with 5000 peer leases: ~110 MiB RSS
  * with V8's defaults, ~75 MiB with this).
  *
- * `--gc-memory-reducer-start-delay-ms=5000`: V8's memory reducer (full GCs that shrink the heap
- * once allocation goes quiet) waits 5 s after a burst instead of Deno's 30 s. Same GCs, sooner:
- * an etcd agent with 5000 peers gives back ~9 MiB of heap pages before it has been up 20 s
- * instead of after (97 → 86 MiB RSS), and idle agents allocate too little to start it at all.
+ * `--expose-gc`: the agent runs one memory-reducing full GC 5 s after each full list and
+ * reconcile (src/agent/heap_trim.ts). Without it the heap only grew: V8's memory reducer ran once,
+ * 30 s after start, and each periodic re-list of 5000 peers left the heap a few MiB larger (an
+ * etcd agent: 86 → 97 MiB RSS over 3 minutes).
  *
  * V8 flags cannot be set from inside a running program, so they are given where weft starts:
  * `deno task compile` bakes them into the executable (src/tools/compile.ts), `deno task weft`
@@ -23,5 +23,5 @@
  */
 export const V8_FLAGS: readonly string[] = [
   "--optimize-for-size",
-  "--gc-memory-reducer-start-delay-ms=5000",
+  "--expose-gc",
 ];

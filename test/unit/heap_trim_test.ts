@@ -4,22 +4,50 @@ import { releaseFreeHeap } from "../../ffi/libc/heap.ts";
 import { ExpiryCache } from "../../src/registry/etcd/expiry.ts";
 import type { Etcd3 } from "etcd3";
 
-Deno.test("heap trim: two trims after each burst, none while idle, failures swallowed", () => {
-  const t = new HeapTrim();
-  let calls = 0;
-  const release = () => calls++;
-  t.tick(release);
-  assert.equal(calls, 0, "no burst yet: idle ticks never trim");
+Deno.test("heap trim: one GC and two trims after each burst, none while idle, failures swallowed", () => {
+  let trims = 0;
+  let gcs = 0;
+  const t = new HeapTrim(() => trims++, () => gcs++, () => 64 << 20);
+  t.tick();
+  assert.deepEqual([gcs, trims], [0, 0], "no burst yet: idle ticks do nothing");
   t.burst();
-  t.tick(release);
-  t.tick(release);
-  t.tick(release);
-  assert.equal(calls, 2, "a burst gives the next two ticks a trim");
+  t.tick();
+  assert.deepEqual([gcs, trims], [1, 1], "the first tick after a burst collects and trims");
+  t.tick();
+  t.tick();
+  assert.deepEqual([gcs, trims], [1, 2], "the second trims only; then nothing until a burst");
+  const failing = new HeapTrim(
+    () => {
+      throw new Error("no glibc");
+    },
+    () => {},
+    () => 64 << 20,
+  );
+  failing.burst();
+  failing.tick();
+  failing.tick();
+  failing.tick();
+  assert.deepEqual(failing.counts, { trims: 2, collects: 1 });
+});
+
+Deno.test("heap trim: the GC runs again only once the heap grew 4 MiB since the last one", () => {
+  let heap = 30 << 20;
+  let gcs = 0;
+  const t = new HeapTrim(() => {}, () => {
+    gcs++;
+    heap = 18 << 20; // what the GC left
+  }, () => heap);
   t.burst();
-  t.tick(() => {
-    throw new Error("no glibc");
-  });
-  assert.equal(t.trims, 3);
+  t.tick();
+  assert.equal(gcs, 1, "the first burst always collects");
+  heap = 20 << 20;
+  t.burst();
+  t.tick();
+  assert.equal(gcs, 1, "2 MiB of growth: trim only");
+  heap = 23 << 20;
+  t.burst();
+  t.tick();
+  assert.equal(gcs, 2, "5 MiB of growth: collect");
 });
 
 Deno.test("heap trim: releaseFreeHeap gives freed malloc pages back (glibc)", () => {
