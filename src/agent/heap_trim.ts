@@ -5,7 +5,7 @@
  * idles: each periodic re-list grew it further), and glibc keeps the freed buffers' pages in its
  * arenas. So at the next self-check tick after a full reconcile (5 s later) the agent runs one
  * memory-reducing full GC (V8's `gc()`, exposed by `--expose-gc` in src/base/v8_flags.ts) if the
- * heap grew by 4 MiB since the last one, gives the C heap's free pages back (`malloc_trim`, ~3
+ * heap grew by 4 MiB since the last one (or since the start), gives the C heap's free pages back (`malloc_trim`, ~3
  * ms), and trims once more a tick later; never while idle. An etcd agent with 5000 peers: 112 MiB
  * RSS → 84–86 MiB, and no growth from re-lists (it grew to 97 MiB in 3 minutes without the GC).
  *
@@ -44,14 +44,16 @@ export class HeapTrim {
   #due = 0;
   #trims = 0;
   #collects = 0;
-  /** Heap size after the last GC (0: none yet, so the first burst's GC always runs). */
-  #afterGc = 0;
+  /** Heap size after the last GC, or when the agent started: an agent with few peers never GCs. */
+  #afterGc: number;
 
   constructor(
     readonly release: () => unknown = releaseFreeHeap,
     readonly collect: () => void = collectGarbage,
     readonly heapSize: () => number = heapBytes,
-  ) {}
+  ) {
+    this.#afterGc = heapSize();
+  }
 
   /** How many trims and collections ran (for tests). */
   get counts(): { trims: number; collects: number } {

@@ -7,7 +7,9 @@ import type { Etcd3 } from "etcd3";
 Deno.test("heap trim: one GC and two trims after each burst, none while idle, failures swallowed", () => {
   let trims = 0;
   let gcs = 0;
-  const t = new HeapTrim(() => trims++, () => gcs++, () => 64 << 20);
+  let heap = 16 << 20;
+  const t = new HeapTrim(() => trims++, () => gcs++, () => heap);
+  heap = 64 << 20;
   t.tick();
   assert.deepEqual([gcs, trims], [0, 0], "no burst yet: idle ticks do nothing");
   t.burst();
@@ -16,13 +18,15 @@ Deno.test("heap trim: one GC and two trims after each burst, none while idle, fa
   t.tick();
   t.tick();
   assert.deepEqual([gcs, trims], [1, 2], "the second trims only; then nothing until a burst");
+  heap = 16 << 20;
   const failing = new HeapTrim(
     () => {
       throw new Error("no glibc");
     },
     () => {},
-    () => 64 << 20,
+    () => heap,
   );
+  heap = 64 << 20;
   failing.burst();
   failing.tick();
   failing.tick();
@@ -31,15 +35,20 @@ Deno.test("heap trim: one GC and two trims after each burst, none while idle, fa
 });
 
 Deno.test("heap trim: the GC runs again only once the heap grew 4 MiB since the last one", () => {
-  let heap = 30 << 20;
+  let heap = 16 << 20;
   let gcs = 0;
   const t = new HeapTrim(() => {}, () => {
     gcs++;
     heap = 18 << 20; // what the GC left
   }, () => heap);
+  heap = 18 << 20;
   t.burst();
   t.tick();
-  assert.equal(gcs, 1, "the first burst always collects");
+  assert.equal(gcs, 0, "a burst that grew the heap 2 MiB since the start: trim only");
+  heap = 30 << 20;
+  t.burst();
+  t.tick();
+  assert.equal(gcs, 1, "14 MiB since the start: collect");
   heap = 20 << 20;
   t.burst();
   t.tick();
