@@ -19,11 +19,6 @@ export function heapInUse(): number {
   return mallinfoField(7);
 }
 
-/** Bytes free inside the main arena (`mallinfo2().fordblks`): freed, but maybe still resident. */
-export function heapFree(): number {
-  return mallinfoField(8);
-}
-
 function mallinfoField(i: number): number {
   const raw = libc().mallinfo2() as Uint8Array;
   const v = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
