@@ -58,6 +58,8 @@ const SYMBOLS = {
   inotify_add_watch: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
+  /** glibc: returns free pages of every malloc arena to the kernel (see heap.ts). */
+  malloc_trim: { parameters: ["usize"], result: "i32" },
   // struct mallinfo2 { size_t arena, ordblks, smblks, hblks, hblkhd, usmblks, fsmblks,
   //                    uordblks, fordblks, keepcost; } returned by value (see heap.ts)
   mallinfo2: {

@@ -34,6 +34,7 @@ import { PeerFilter } from "./peer_filter.ts";
 import { loadNetworkConfig } from "./netconfig.ts";
 import { readSubnetEnvHints, writeSubnetEnv } from "../config/subnet_env.ts";
 import { PeerHealth } from "./peer_health.ts";
+import { HeapTrim } from "./heap_trim.ts";
 import { type AgentStatus, errorViews, leaseView, peerViews } from "./status.ts";
 import { recentProblems } from "../base/recent_log.ts";
 
@@ -96,6 +97,8 @@ export class Agent {
   #retryEnv: (() => Promise<void>) | null = null;
   #readyNotified = false;
   #health: PeerHealth | null = null;
+  /** Returns the C heap a full reconcile left fragmented (see heap_trim.ts). */
+  #heapTrim = new HeapTrim();
 
   constructor(readonly registry: Registry, readonly opts: AgentOptions) {}
 
@@ -343,6 +346,7 @@ export class Agent {
    * the next reconciliation retries them. Other errors (device gone) are thrown.
    */
   async #reconcile(backend: Backend, peers: Lease[]) {
+    this.#heapTrim.burst();
     try {
       await backend.reconcile(peers);
     } catch (e) {
@@ -373,6 +377,7 @@ export class Agent {
     let lastFull = Date.now();
     while (!signal.aborted) {
       await sleep(5000, signal);
+      this.#heapTrim.tick();
       if (this.#state.subnetEnvError) {
         await this.#retryEnv?.().then(() => this.#notifyReady(), () => {});
       }

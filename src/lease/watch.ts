@@ -218,16 +218,27 @@ export class PeerWatcher {
     return true;
   }
 
-  /** Runs until `signal` aborts; handler failures are logged and the watch goes on. */
-  async run(signal: AbortSignal, h: PeerHandlers): Promise<void> {
-    this.#handlers = h;
+  /**
+   * The first list, applied; its revision (null: aborted). Its own method so that the listed
+   * leases (5000 raw values) are garbage once applied: a local of run() would stay alive in
+   * run()'s suspended frame for as long as the watch runs.
+   */
+  async #firstList(signal: AbortSignal): Promise<number | null> {
     const first = await this.#listWithRetry(signal);
-    if (!first) return;
+    if (!first) return null;
     resyncs.inc();
     this.#applySnapshot(first.leases, first.revision);
     this.#listed = true;
+    return first.revision;
+  }
+
+  /** Runs until `signal` aborts; handler failures are logged and the watch goes on. */
+  async run(signal: AbortSignal, h: PeerHandlers): Promise<void> {
+    this.#handlers = h;
+    const from = await this.#firstList(signal);
+    if (from === null) return;
     await this.#safe("reconcile", () => h.initial(this.takePeers()));
-    for await (const msg of this.registry.watchLeases(first.revision, signal)) {
+    for await (const msg of this.registry.watchLeases(from, signal)) {
       const at = performance.now();
       if (msg.kind === "snapshot") {
         resyncs.inc();

@@ -39,9 +39,7 @@ export class ExpiryCache {
       if (c && now < c.until) out.set(id, c.expiresAt);
       else todo.push(id);
     }
-    if (this.#cache.size > 10_000) {
-      for (const [id, c] of this.#cache) if (now >= c.until) this.#cache.delete(id);
-    }
+    this.prune(now);
     let next = 0;
     const worker = async () => {
       while (next < todo.length) {
@@ -57,6 +55,20 @@ export class ExpiryCache {
       Promise.all(Array.from({ length: Math.min(LOOKUP_PARALLEL, todo.length) }, worker))
     );
     return out;
+  }
+
+  /**
+   * Drops what is no longer trusted. Called by lookups and full lists, which are O(leases)
+   * anyway: without it the expiries looked up for one acquisition (5000 peers: ~0.8 MiB) stayed
+   * for the life of the process, and watch events never prune (they must stay O(1)).
+   */
+  prune(now = Date.now()): void {
+    for (const [id, c] of this.#cache) if (now >= c.until) this.#cache.delete(id);
+  }
+
+  /** How many expiries are remembered. */
+  get size(): number {
+    return this.#cache.size;
   }
 
   /** Expiries of the ids remembered (no calls to etcd). */

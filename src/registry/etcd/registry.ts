@@ -106,6 +106,7 @@ export class EtcdRegistry implements Registry {
       return rel === null ? [] : [{ kv, rel }];
     });
     // Only expiries already known (own grants, earlier lookups); etcd removes expired keys.
+    this.#expiries.prune();
     const exp = this.#expiries.cached(kvs.filter((x) => x.kv.lease !== "0").map((x) => x.kv.lease));
     const leases = kvs.map(({ kv, rel }) => toLease<WatchedExpiry>(kv, rel, exp, "unknown"));
     return { leases, revision: Number(r.header.revision) };
