@@ -34,6 +34,12 @@ export interface SimOptions {
   probeIntervalMs: number;
   /** Bound on each waiting phase, ms. */
   phaseMs: number;
+  /** Epoch ms by which the whole run must end (`--deadline-min`): phases stop there. */
+  deadline: number;
+  etcdClients: "node" | "worker";
+  /** Nodes per start wave (0: all at once) and the delay between waves, ms. */
+  waveSize: number;
+  waveIntervalMs: number;
 }
 
 export interface SimResult {
@@ -103,6 +109,7 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
   const leased: { key: string; ms: number; expiresAt: number | null }[] = [];
   const seen = new Map<string, number[]>();
   let listedWorkers = 0, stopped = 0, leasedWorkers = 0;
+  const renewAts: (number | null)[] = [];
   const errors: string[] = [];
   const result: SimResult = {
     kind: t.kind,
@@ -126,10 +133,15 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
     renewals: { maxPerSecond: 0, spanSeconds: 0, distinctSeconds: 0 },
   };
   const waitUntil = async (what: string, ok: () => boolean) => {
-    const end = Date.now() + o.phaseMs;
+    const end = Math.min(Date.now() + o.phaseMs, o.deadline);
     while (!ok()) {
       if (errors.length) throw new Error(`a node worker failed: ${errors[0]}`);
-      if (Date.now() > end) throw new Error(`${what}: not done within ${o.phaseMs} ms`);
+      if (Date.now() > end) {
+        throw new Error(
+          `${what}: not done within ${o.phaseMs} ms or before the run's deadline ` +
+            `(${leased.length} of ${n} leased)`,
+        );
+      }
       await sleep(50);
     }
   };
@@ -150,7 +162,8 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
           for (const [k, ts] of m.seen as [string, number[]][]) {
             seen.set(k, [...(seen.get(k) ?? []), ...ts]);
           }
-        } else if (m.type === "stopped") stopped++;
+        } else if (m.type === "renewals") renewAts.push(...m.at);
+        else if (m.type === "stopped") stopped++;
         else if (m.type === "error") errors.push(m.error);
       };
       const spec: NodeSpec = {
@@ -162,6 +175,9 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
         count: Math.min(o.perWorker, n - w * o.perWorker),
         ttlSeconds: o.ttlSeconds,
         renewMarginMs: o.renewMarginMs,
+        etcdClients: o.etcdClients,
+        waveSize: o.waveSize,
+        waveIntervalMs: o.waveIntervalMs,
         probeKeys: probePlan.map((p) => p.key),
       };
       worker.postMessage({ type: "start", spec });
@@ -203,7 +219,7 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
     });
     const t0s = new Map(writes.map((w) => [w.key, w.t0]));
     const count = () => [...seen.values()].reduce((a, l) => a + l.length, 0);
-    const end = Date.now() + o.phaseMs;
+    const end = Math.min(Date.now() + o.phaseMs, o.deadline);
     while (Date.now() < end) {
       seen.clear();
       for (const w of workers) w.postMessage({ type: "report" });
@@ -213,12 +229,14 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
     const lat = [...seen].flatMap(([k, ts]) => ts.map((x) => x - t0s.get(k)!));
     result.probe = { ...summarize(lat), seen: lat.length, want: n * o.probes };
 
-    // Renewal schedule: each lease is renewed margin before it expires (half the TTL at most).
-    const margin = Math.min(o.renewMarginMs, o.ttlSeconds * 500);
+    // Renewal schedule: when each node's renewal loop will renew (margin before expiry, up to a
+    // tenth of it earlier at random), as the loops scheduled it.
+    for (const w of workers) w.postMessage({ type: "renewals" });
+    await waitUntil("renewal schedules", () => renewAts.length >= n);
     const perSecond = new Map<number, number>();
-    for (const l of leased) {
-      if (l.expiresAt === null) continue;
-      const s = Math.floor((l.expiresAt - margin) / 1000);
+    for (const at of renewAts) {
+      if (at === null) continue;
+      const s = Math.floor(at / 1000);
       perSecond.set(s, (perSecond.get(s) ?? 0) + 1);
     }
     const ss = [...perSecond.keys()];
