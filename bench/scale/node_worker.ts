@@ -84,6 +84,8 @@ async function start(spec: NodeSpec) {
     let lease: KnownLease | null = null;
     while (!lease) {
       try {
+        // As the agent starts: its previous lease first (for the backend), then the acquisition.
+        await mgr.findPrevious(publicIP(i));
         lease = await mgr.acquire(
           { publicIP: publicIP(i), backendType: "alloc" },
           null,

@@ -15,7 +15,7 @@ import { openEtcdRegistry } from "../../src/registry/etcd/mod.ts";
 import { openKvRegistry } from "../../src/registry/kv/mod.ts";
 import { leasePlan } from "../lib/leases.ts";
 import { writeLeases } from "../lib/lease_writer.ts";
-import { summarize, type Summary } from "../lib/report.ts";
+import { round, summarize, type Summary } from "../lib/report.ts";
 import { nowMs, procCpuSeconds, procMemory, sleep } from "../lib/sys.ts";
 import type { NodeSpec } from "./node_worker.ts";
 
@@ -59,6 +59,8 @@ export interface SimResult {
     registryCpuPct: number | null;
     registryRssMiB: number | null;
     requestsPerSec: number | null;
+    /** etcd: gRPC calls started per second by method, during the window. */
+    requestsByMethod?: Record<string, number | null>;
     kvFileMiB: number | null;
   };
   probe: Summary & { seen: number; want: number };
@@ -82,10 +84,16 @@ async function etcdMetrics(endpoint: string) {
       (a, l) => a + Number(l.split(" ").pop()),
       0,
     );
+  const byMethod = new Map<string, number>();
+  for (const l of text.split("\n")) {
+    const m = l.match(/^grpc_server_started_total\{.*grpc_method="(\w+)".*\} (\S+)/);
+    if (m) byMethod.set(m[1], (byMethod.get(m[1]) ?? 0) + Number(m[2]));
+  }
   return {
     cpu: sum("process_cpu_seconds_total"),
     rss: sum("process_resident_memory_bytes"),
     grpc: sum("grpc_server_started_total"),
+    byMethod,
   };
 }
 
@@ -107,7 +115,7 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
   });
   const workers: Worker[] = [];
   const leased: { key: string; ms: number; expiresAt: number | null }[] = [];
-  const seen = new Map<string, number[]>();
+  const seenBy: [string, number[]][][] = [];
   let listedWorkers = 0, stopped = 0, leasedWorkers = 0;
   const renewAts: (number | null)[] = [];
   const errors: string[] = [];
@@ -158,11 +166,7 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
           result.acquireRetries += m.retries;
           leasedWorkers++;
         } else if (m.type === "listed") listedWorkers++;
-        else if (m.type === "seen") {
-          for (const [k, ts] of m.seen as [string, number[]][]) {
-            seen.set(k, [...(seen.get(k) ?? []), ...ts]);
-          }
-        } else if (m.type === "renewals") renewAts.push(...m.at);
+        else if (m.type === "seen") seenBy[w] = m.seen; // each report holds all the Worker saw else if (m.type === "renewals") renewAts.push(...m.at);
         else if (m.type === "stopped") stopped++;
         else if (m.type === "error") errors.push(m.error);
       };
@@ -209,6 +213,10 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
       result.steady.registryCpuPct = (et1.cpu - et0.cpu) / secs * 100;
       result.steady.registryRssMiB = et1.rss / 2 ** 20;
       result.steady.requestsPerSec = (et1.grpc - et0.grpc) / secs;
+      result.steady.requestsByMethod = Object.fromEntries(
+        [...et1.byMethod].map(([k, c]) => [k, round((c - (et0.byMethod.get(k) ?? 0)) / secs)])
+          .filter(([, r]) => (r as number) > 0),
+      );
     }
     if (t.kind === "kv") result.steady.kvFileMiB = (await kvFileBytes(t.where)) / 2 ** 20;
 
@@ -218,15 +226,15 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
       ttlSeconds: o.ttlSeconds,
     });
     const t0s = new Map(writes.map((w) => [w.key, w.t0]));
-    const count = () => [...seen.values()].reduce((a, l) => a + l.length, 0);
+    const all = () => seenBy.flat();
+    const count = () => all().reduce((a, [, l]) => a + l.length, 0);
     const end = Math.min(Date.now() + o.phaseMs, o.deadline);
     while (Date.now() < end) {
-      seen.clear();
       for (const w of workers) w.postMessage({ type: "report" });
       await sleep(500);
       if (count() >= n * o.probes) break;
     }
-    const lat = [...seen].flatMap(([k, ts]) => ts.map((x) => x - t0s.get(k)!));
+    const lat = all().flatMap(([k, ts]) => ts.map((x) => x - t0s.get(k)!));
     result.probe = { ...summarize(lat), seen: lat.length, want: n * o.probes };
 
     // Renewal schedule: when each node's renewal loop will renew (margin before expiry, up to a

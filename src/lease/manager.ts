@@ -42,6 +42,14 @@ const acquisitions = metrics.counter(
   "Leases acquired (first start, and again after the lease was lost).",
 );
 
+/**
+ * How old a list findPrevious read may be for the acquisition that follows to start from it: a
+ * list costs O(leases), and three per joining node (previous lease, acquire, check after the
+ * create) add up when thousands join. A stale list costs at most a lost race or a failed
+ * compare (both list again); the leases naming this node are listed again after the create.
+ */
+const RECENT_LIST_MS = 2000;
+
 export class LeaseManager {
   #decoder: LeaseDecoder;
   #lease: KnownLease | null = null;
@@ -55,6 +63,9 @@ export class LeaseManager {
   #claims: Claims;
   #host: AcquireHost;
   #renewAt: number | null = null;
+  /** findPrevious's list, for the acquisition that follows it (see RECENT_LIST_MS). */
+  #recent: { address: string; list: { leases: Lease[]; revision: number }; at: number } | null =
+    null;
 
   constructor(
     readonly registry: Registry,
@@ -114,6 +125,11 @@ export class LeaseManager {
    * holds its subnet here until the registry deletes it (etcd: within about a second).
    */
   async #listForAcquire(address: string): Promise<{ leases: Lease[]; revision: number }> {
+    const recent = this.#recent;
+    this.#recent = null;
+    if (recent && recent.address === address && Date.now() - recent.at < RECENT_LIST_MS) {
+      return recent.list;
+    }
     const { leases, revision } = await this.registry.listPeerLeases();
     const out: Lease[] = [];
     const now = Date.now();
@@ -138,8 +154,10 @@ export class LeaseManager {
     publicIP: string,
     hints: { hint?: Ipv4Net | null; hint6?: Ipv6Net | null; nodeId?: string } = {},
   ): Promise<KnownLease | null> {
-    const { leases } = await this.#listForAcquire(publicIP);
-    const own = findOwnLease(this.config, leases, publicIP, hints);
+    const list = await this.#listForAcquire(publicIP);
+    // The agent acquires right after this: that starts from this list instead of another one.
+    this.#recent = { address: publicIP, list, at: Date.now() };
+    const own = findOwnLease(this.config, list.leases, publicIP, hints);
     return own && known(own);
   }
 

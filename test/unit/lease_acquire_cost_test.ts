@@ -90,3 +90,14 @@ Deno.test("acquire: peers' lease expiries are not looked up, this node's are", (
     // One get per list for the one lease naming this node: not one per peer lease.
     assert.equal(calls.get("getLease"), calls.get("listPeerLeases"));
   }));
+
+Deno.test("acquire: right after findPrevious, acquisition starts from its list", () =>
+  withKv(async (r) => {
+    const { reg, calls } = counting(r);
+    const mgr = new LeaseManager(reg, cfg, { ttlSeconds: 600, renewMarginMs: 60_000 });
+    assert.equal(await mgr.findPrevious("198.18.0.51"), null);
+    const held = await mgr.acquire({ publicIP: "198.18.0.51", backendType: "host-gw" }, null);
+    // findPrevious's list, then the check after the create: not a third.
+    assert.equal(calls.get("listPeerLeases"), 2);
+    assert.equal((await r.getLease(held.key))?.revision, held.revision);
+  }));
