@@ -166,7 +166,9 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
           result.acquireRetries += m.retries;
           leasedWorkers++;
         } else if (m.type === "listed") listedWorkers++;
-        else if (m.type === "seen") seenBy[w] = m.seen; // each report holds all the Worker saw else if (m.type === "renewals") renewAts.push(...m.at);
+        // Each report holds all the Worker saw so far.
+        else if (m.type === "seen") seenBy[w] = m.seen;
+        else if (m.type === "renewals") renewAts.push(...m.at);
         else if (m.type === "stopped") stopped++;
         else if (m.type === "error") errors.push(m.error);
       };
