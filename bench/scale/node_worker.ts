@@ -10,7 +10,7 @@
  *
  * Nodes start in waves when `waveSize` > 0: node i waits floor(i / waveSize) × `waveIntervalMs`.
  *
- * Messages in: `start` (a {@link NodeSpec}), `report`, `renewals`, `stop`. Messages out: `leased` (per node:
+ * Messages in: `start` (a {@link NodeSpec}), `report`, `renewals`, `stop`. Messages out: `progress` (one node leased), `leased` (per node:
  * key, ms to acquire, lease expiry), `listed` (all watchers hold their first list), `seen` (per
  * probe key: epoch ms each watcher saw it), `renewals` (each node's next renewal
  * as its renewal loop scheduled it, epoch ms), `stopped`, `error`.
@@ -96,6 +96,7 @@ async function start(spec: NodeSpec) {
         await sleep(backoff.next());
       }
     }
+    self.postMessage({ type: "progress" });
     return { reg, mgr, lease, ms: nowMs() - t0 };
   }));
   self.postMessage({

@@ -116,7 +116,7 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
   const workers: Worker[] = [];
   const leased: { key: string; ms: number; expiresAt: number | null }[] = [];
   const seenBy: [string, number[]][][] = [];
-  let listedWorkers = 0, stopped = 0, leasedWorkers = 0;
+  let listedWorkers = 0, stopped = 0, leasedWorkers = 0, leasedNodes = 0;
   const renewAts: (number | null)[] = [];
   const errors: string[] = [];
   const result: SimResult = {
@@ -147,7 +147,7 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
       if (Date.now() > end) {
         throw new Error(
           `${what}: not done within ${o.phaseMs} ms or before the run's deadline ` +
-            `(${leased.length} of ${n} leased)`,
+            `(${leasedNodes} of ${n} nodes leased)`,
         );
       }
       await sleep(50);
@@ -165,7 +165,8 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
           leased.push(...m.nodes);
           result.acquireRetries += m.retries;
           leasedWorkers++;
-        } else if (m.type === "listed") listedWorkers++;
+        } else if (m.type === "progress") leasedNodes++;
+        else if (m.type === "listed") listedWorkers++;
         // Each report holds all the Worker saw so far.
         else if (m.type === "seen") seenBy[w] = m.seen;
         else if (m.type === "renewals") renewAts.push(...m.at);
