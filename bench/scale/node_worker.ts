@@ -25,6 +25,7 @@ import { parseNetworkConfig } from "../../src/config/network.ts";
 import { nowMs } from "../lib/sys.ts";
 import { Backoff, sleep } from "../../src/base/async.ts";
 import { FatalError } from "../../src/base/errors.ts";
+import { metrics } from "../../src/base/metrics.ts";
 import type { KnownLease } from "../../src/lease/codec.ts";
 
 export interface NodeSpec {
@@ -45,6 +46,16 @@ export interface NodeSpec {
   waveIntervalMs: number;
   /** Keys of the probe leases (their arrival at every watcher is timed). */
   probeKeys: string[];
+}
+
+/** weft's own counters of this Worker's nodes: watch restarts, KV commit and list conflicts. */
+function counters(): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const l of metrics.render().split("\n")) {
+    const m = l.match(/^(weft_etcd_watch_restarts_total|weft_registry_kv_\w+_total) (\S+)$/);
+    if (m) out[m[1]] = Number(m[2]);
+  }
+  return out;
 }
 
 const ctl = new AbortController();
@@ -142,7 +153,7 @@ self.onmessage = async (e: MessageEvent) => {
       ctl.abort();
       await Promise.allSettled(tasks);
       await Promise.allSettled(regs.map((r) => r.close()));
-      self.postMessage({ type: "stopped" });
+      self.postMessage({ type: "stopped", counters: counters() });
     }
   } catch (err) {
     self.postMessage({ type: "error", error: String((err as Error).stack ?? err) });

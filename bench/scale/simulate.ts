@@ -65,6 +65,8 @@ export interface SimResult {
   };
   probe: Summary & { seen: number; want: number };
   renewals: { maxPerSecond: number; spanSeconds: number; distinctSeconds: number };
+  /** weft's counters summed over the Workers at the end: watch restarts, KV conflicts. */
+  counters: Record<string, number>;
   error?: string;
 }
 
@@ -139,6 +141,7 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
     },
     probe: { ...summarize([]), seen: 0, want: n * o.probes },
     renewals: { maxPerSecond: 0, spanSeconds: 0, distinctSeconds: 0 },
+    counters: {},
   };
   const waitUntil = async (what: string, ok: () => boolean) => {
     const end = Math.min(Date.now() + o.phaseMs, o.deadline);
@@ -170,8 +173,12 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
         // Each report holds all the Worker saw so far.
         else if (m.type === "seen") seenBy[w] = m.seen;
         else if (m.type === "renewals") renewAts.push(...m.at);
-        else if (m.type === "stopped") stopped++;
-        else if (m.type === "error") errors.push(m.error);
+        else if (m.type === "stopped") {
+          stopped++;
+          for (const [k, c] of Object.entries(m.counters as Record<string, number>)) {
+            result.counters[k] = (result.counters[k] ?? 0) + c;
+          }
+        } else if (m.type === "error") errors.push(m.error);
       };
       const spec: NodeSpec = {
         kind: t.kind,
