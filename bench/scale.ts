@@ -35,6 +35,10 @@ const { values: v } = parseArgs({
     probes: { type: "string", default: "10" },
     "probe-interval-ms": { type: "string", default: "200" },
     "phase-timeout-s": { type: "string", default: "600" },
+    "deadline-min": { type: "string", default: "120" },
+    "etcd-clients": { type: "string", default: "worker" },
+    "wave-size": { type: "string", default: "0" },
+    "wave-interval-ms": { type: "string", default: "1000" },
     peers: { type: "string", default: "5000" },
     "idle-seconds": { type: "string", default: "20" },
     "peer-ttl": { type: "string", default: "600" },
@@ -45,12 +49,18 @@ if (v.help) {
   console.log(
     "Usage: deno run -A bench/scale.ts [--registries kv,etcd] [--sizes 100,1000,5000]\n" +
       "  [--per-worker 250] [--ttl 86400] [--renew-margin-s 3600] [--steady-seconds 20]\n" +
-      "  [--probes 10] [--probe-interval-ms 200] [--phase-timeout-s 600]\n" +
+      "  [--probes 10] [--probe-interval-ms 200] [--phase-timeout-s 600] [--deadline-min 120]\n" +
+      "  [--etcd-clients worker|node] [--wave-size 0] [--wave-interval-ms 1000]\n" +
       '  [--peers 5000] [--idle-seconds 20] [--peer-ttl 600]   (--sizes "": idle agents only)',
   );
   Deno.exit(0);
 }
 const report = new Report("scale", v);
+const deadline = Date.now() + Number(v["deadline-min"]) * 60_000;
+if (!["worker", "node"].includes(v["etcd-clients"])) {
+  console.error(`--etcd-clients ${v["etcd-clients"]}: say worker or node`);
+  Deno.exit(2);
+}
 const runId = Math.random().toString(36).slice(2, 8);
 const sizes = v.sizes.split(",").filter(Boolean).map(Number);
 const registries = v.registries.split(",").filter(Boolean) as ("kv" | "etcd")[];
@@ -117,6 +127,10 @@ try {
   }
   for (const kind of registries) {
     for (const n of sizes) {
+      if (Date.now() >= deadline) {
+        report.problem(`${kind} N=${n}: skipped, --deadline-min ${v["deadline-min"]} reached`);
+        continue;
+      }
       const t: Target = kind === "kv"
         ? { kind, where: `${dir}/n${n}.kv`, prefix: "/coreos.com/network" }
         : { kind, where: etcd!.endpoint, prefix: `/weft-scale-${runId}-n${n}` };
@@ -129,6 +143,10 @@ try {
         probes: Number(v.probes),
         probeIntervalMs: Number(v["probe-interval-ms"]),
         phaseMs: Number(v["phase-timeout-s"]) * 1000,
+        deadline,
+        etcdClients: v["etcd-clients"] as "worker" | "node",
+        waveSize: Number(v["wave-size"]),
+        waveIntervalMs: Number(v["wave-interval-ms"]),
       });
       results.push(r);
       if (r.error) report.problem(`${kind} N=${n}: ${r.error}`);
@@ -189,7 +207,14 @@ if (results.length) {
     [
       "event = a probe lease written by the control client → each of the N watchers' added event",
       "sim CPU/RSS: the whole simulation process (all Workers) during the steady window",
-      "renewals: when the leases as created would be renewed (expiry − margin), per second",
+      "renewals: when each node's renewal loop will renew its lease, per second (max) and span",
+      `etcd clients: ${
+        v["etcd-clients"]
+      } (worker: a Worker's nodes share one client, each node its ` +
+      "own calls and watch stream); start waves: " +
+      (Number(v["wave-size"]) > 0
+        ? `${v["wave-size"]} nodes every ${v["wave-interval-ms"]} ms`
+        : "none"),
     ],
   );
 }

@@ -1,12 +1,19 @@
 /**
  * One Worker of the scale benchmark: `count` simulated nodes, each weft's real LeaseManager
  * (acquire, then renewal) and PeerWatcher, no datapath. On Deno KV the Worker's nodes share one
- * registry handle (a KV client is a file handle; each node still runs its own watch loop); on etcd
- * each node has its own client (its own gRPC connection and watch), as real agents do.
+ * registry handle (a KV client is a file handle; each node still runs its own watch loop). On etcd
+ * each node has its own client (its own gRPC connection), as real agents do, or with
+ * `etcdClients: "worker"` the Worker's nodes share one client: one HTTP/2 connection and the
+ * client's memory of lease expiries it granted. Every node still makes its own calls (lists,
+ * creates, renewals) and opens its own watch stream, so etcd serves the same requests and
+ * watchers; what is saved is ~1.1 MiB and one TCP connection per node.
  *
- * Messages in: `start` (a {@link NodeSpec}), `report`, `stop`. Messages out: `leased` (per node:
+ * Nodes start in waves when `waveSize` > 0: node i waits floor(i / waveSize) × `waveIntervalMs`.
+ *
+ * Messages in: `start` (a {@link NodeSpec}), `report`, `renewals`, `stop`. Messages out: `progress` (one node leased), `leased` (per node:
  * key, ms to acquire, lease expiry), `listed` (all watchers hold their first list), `seen` (per
- * probe key: epoch ms each watcher saw it), `stopped`, `error`.
+ * probe key: epoch ms each watcher saw it), `renewals` (each node's next renewal
+ * as its renewal loop scheduled it, epoch ms), `stopped`, `error`.
  */
 /// <reference lib="deno.worker" />
 import { openEtcdRegistry } from "../../src/registry/etcd/mod.ts";
@@ -18,6 +25,7 @@ import { parseNetworkConfig } from "../../src/config/network.ts";
 import { nowMs } from "../lib/sys.ts";
 import { Backoff, sleep } from "../../src/base/async.ts";
 import { FatalError } from "../../src/base/errors.ts";
+import { metrics } from "../../src/base/metrics.ts";
 import type { KnownLease } from "../../src/lease/codec.ts";
 
 export interface NodeSpec {
@@ -31,14 +39,30 @@ export interface NodeSpec {
   count: number;
   ttlSeconds: number;
   renewMarginMs: number;
+  /** etcd: one client per node (as real agents) or one per Worker shared by its nodes. */
+  etcdClients: "node" | "worker";
+  /** Nodes per start wave (0: all at once) and the delay between waves. */
+  waveSize: number;
+  waveIntervalMs: number;
   /** Keys of the probe leases (their arrival at every watcher is timed). */
   probeKeys: string[];
+}
+
+/** weft's own counters of this Worker's nodes: watch restarts, KV commit and list conflicts. */
+function counters(): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const l of metrics.render().split("\n")) {
+    const m = l.match(/^(weft_etcd_watch_restarts_total|weft_registry_kv_\w+_total) (\S+)$/);
+    if (m) out[m[1]] = Number(m[2]);
+  }
+  return out;
 }
 
 const ctl = new AbortController();
 const regs: Registry[] = [];
 const seen = new Map<string, number[]>();
 const tasks: Promise<unknown>[] = [];
+const managers: LeaseManager[] = [];
 let retries = 0;
 
 function publicIP(i: number): string {
@@ -52,24 +76,29 @@ async function start(spec: NodeSpec) {
     spec.kind === "kv"
       ? openKvRegistry({ path: spec.where, prefix: spec.prefix })
       : openEtcdRegistry({ endpoints: [spec.where], prefix: spec.prefix });
-  const shared = spec.kind === "kv" ? await open() : null;
+  const shared = spec.kind === "kv" || spec.etcdClients === "worker" ? await open() : null;
   if (shared) regs.push(shared);
   const nodes = await Promise.all(Array.from({ length: spec.count }, async (_, j) => {
+    const i = spec.first + j;
+    if (spec.waveSize > 0) await sleep(Math.floor(i / spec.waveSize) * spec.waveIntervalMs);
     const reg = shared ?? await open();
     if (!shared) regs.push(reg);
+    // The agent's own options: its default number of create races before giving up.
     const mgr = new LeaseManager(reg, cfg, {
       ttlSeconds: spec.ttlSeconds,
       renewMarginMs: spec.renewMarginMs,
-      maxRaceRetries: 1000,
     });
     const t0 = nowMs();
-    // As the agent does: registry errors (a busy KV file, an etcd hiccup) are retried with backoff.
+    // As the agent does: registry errors (a busy KV file, an etcd hiccup, too many lost races)
+    // are retried with backoff.
     const backoff = new Backoff(200);
     let lease: KnownLease | null = null;
     while (!lease) {
       try {
+        // As the agent starts: its previous lease first (for the backend), then the acquisition.
+        await mgr.findPrevious(publicIP(i));
         lease = await mgr.acquire(
-          { publicIP: publicIP(spec.first + j), backendType: "alloc" },
+          { publicIP: publicIP(i), backendType: "alloc" },
           null,
         );
       } catch (e) {
@@ -78,6 +107,7 @@ async function start(spec: NodeSpec) {
         await sleep(backoff.next());
       }
     }
+    self.postMessage({ type: "progress" });
     return { reg, mgr, lease, ms: nowMs() - t0 };
   }));
   self.postMessage({
@@ -108,6 +138,7 @@ async function start(spec: NodeSpec) {
       ownWritten: (attrs) => n.mgr.observeOwnWrite(attrs),
     }));
     tasks.push(n.mgr.runRenewal(ctl.signal, () => {}));
+    managers.push(n.mgr);
   }
 }
 
@@ -116,11 +147,13 @@ self.onmessage = async (e: MessageEvent) => {
   try {
     if (m.type === "start") await start(m.spec as NodeSpec);
     else if (m.type === "report") self.postMessage({ type: "seen", seen: [...seen] });
-    else if (m.type === "stop") {
+    else if (m.type === "renewals") {
+      self.postMessage({ type: "renewals", at: managers.map((x) => x.nextRenewalAt) });
+    } else if (m.type === "stop") {
       ctl.abort();
       await Promise.allSettled(tasks);
       await Promise.allSettled(regs.map((r) => r.close()));
-      self.postMessage({ type: "stopped" });
+      self.postMessage({ type: "stopped", counters: counters() });
     }
   } catch (err) {
     self.postMessage({ type: "error", error: String((err as Error).stack ?? err) });

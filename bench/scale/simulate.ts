@@ -15,7 +15,7 @@ import { openEtcdRegistry } from "../../src/registry/etcd/mod.ts";
 import { openKvRegistry } from "../../src/registry/kv/mod.ts";
 import { leasePlan } from "../lib/leases.ts";
 import { writeLeases } from "../lib/lease_writer.ts";
-import { summarize, type Summary } from "../lib/report.ts";
+import { round, summarize, type Summary } from "../lib/report.ts";
 import { nowMs, procCpuSeconds, procMemory, sleep } from "../lib/sys.ts";
 import type { NodeSpec } from "./node_worker.ts";
 
@@ -34,6 +34,12 @@ export interface SimOptions {
   probeIntervalMs: number;
   /** Bound on each waiting phase, ms. */
   phaseMs: number;
+  /** Epoch ms by which the whole run must end (`--deadline-min`): phases stop there. */
+  deadline: number;
+  etcdClients: "node" | "worker";
+  /** Nodes per start wave (0: all at once) and the delay between waves, ms. */
+  waveSize: number;
+  waveIntervalMs: number;
 }
 
 export interface SimResult {
@@ -53,10 +59,14 @@ export interface SimResult {
     registryCpuPct: number | null;
     registryRssMiB: number | null;
     requestsPerSec: number | null;
+    /** etcd: gRPC calls started per second by method, during the window. */
+    requestsByMethod?: Record<string, number | null>;
     kvFileMiB: number | null;
   };
   probe: Summary & { seen: number; want: number };
   renewals: { maxPerSecond: number; spanSeconds: number; distinctSeconds: number };
+  /** weft's counters summed over the Workers at the end: watch restarts, KV conflicts. */
+  counters: Record<string, number>;
   error?: string;
 }
 
@@ -76,10 +86,16 @@ async function etcdMetrics(endpoint: string) {
       (a, l) => a + Number(l.split(" ").pop()),
       0,
     );
+  const byMethod = new Map<string, number>();
+  for (const l of text.split("\n")) {
+    const m = l.match(/^grpc_server_started_total\{.*grpc_method="(\w+)".*\} (\S+)/);
+    if (m) byMethod.set(m[1], (byMethod.get(m[1]) ?? 0) + Number(m[2]));
+  }
   return {
     cpu: sum("process_cpu_seconds_total"),
     rss: sum("process_resident_memory_bytes"),
     grpc: sum("grpc_server_started_total"),
+    byMethod,
   };
 }
 
@@ -101,8 +117,9 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
   });
   const workers: Worker[] = [];
   const leased: { key: string; ms: number; expiresAt: number | null }[] = [];
-  const seen = new Map<string, number[]>();
-  let listedWorkers = 0, stopped = 0, leasedWorkers = 0;
+  const seenBy: [string, number[]][][] = [];
+  let listedWorkers = 0, stopped = 0, leasedWorkers = 0, leasedNodes = 0;
+  const renewAts: (number | null)[] = [];
   const errors: string[] = [];
   const result: SimResult = {
     kind: t.kind,
@@ -124,12 +141,18 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
     },
     probe: { ...summarize([]), seen: 0, want: n * o.probes },
     renewals: { maxPerSecond: 0, spanSeconds: 0, distinctSeconds: 0 },
+    counters: {},
   };
   const waitUntil = async (what: string, ok: () => boolean) => {
-    const end = Date.now() + o.phaseMs;
+    const end = Math.min(Date.now() + o.phaseMs, o.deadline);
     while (!ok()) {
       if (errors.length) throw new Error(`a node worker failed: ${errors[0]}`);
-      if (Date.now() > end) throw new Error(`${what}: not done within ${o.phaseMs} ms`);
+      if (Date.now() > end) {
+        throw new Error(
+          `${what}: not done within ${o.phaseMs} ms or before the run's deadline ` +
+            `(${leasedNodes} of ${n} nodes leased)`,
+        );
+      }
       await sleep(50);
     }
   };
@@ -145,13 +168,17 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
           leased.push(...m.nodes);
           result.acquireRetries += m.retries;
           leasedWorkers++;
-        } else if (m.type === "listed") listedWorkers++;
-        else if (m.type === "seen") {
-          for (const [k, ts] of m.seen as [string, number[]][]) {
-            seen.set(k, [...(seen.get(k) ?? []), ...ts]);
+        } else if (m.type === "progress") leasedNodes++;
+        else if (m.type === "listed") listedWorkers++;
+        // Each report holds all the Worker saw so far.
+        else if (m.type === "seen") seenBy[w] = m.seen;
+        else if (m.type === "renewals") renewAts.push(...m.at);
+        else if (m.type === "stopped") {
+          stopped++;
+          for (const [k, c] of Object.entries(m.counters as Record<string, number>)) {
+            result.counters[k] = (result.counters[k] ?? 0) + c;
           }
-        } else if (m.type === "stopped") stopped++;
-        else if (m.type === "error") errors.push(m.error);
+        } else if (m.type === "error") errors.push(m.error);
       };
       const spec: NodeSpec = {
         kind: t.kind,
@@ -162,6 +189,9 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
         count: Math.min(o.perWorker, n - w * o.perWorker),
         ttlSeconds: o.ttlSeconds,
         renewMarginMs: o.renewMarginMs,
+        etcdClients: o.etcdClients,
+        waveSize: o.waveSize,
+        waveIntervalMs: o.waveIntervalMs,
         probeKeys: probePlan.map((p) => p.key),
       };
       worker.postMessage({ type: "start", spec });
@@ -193,6 +223,10 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
       result.steady.registryCpuPct = (et1.cpu - et0.cpu) / secs * 100;
       result.steady.registryRssMiB = et1.rss / 2 ** 20;
       result.steady.requestsPerSec = (et1.grpc - et0.grpc) / secs;
+      result.steady.requestsByMethod = Object.fromEntries(
+        [...et1.byMethod].map(([k, c]) => [k, round((c - (et0.byMethod.get(k) ?? 0)) / secs)])
+          .filter(([, r]) => (r as number) > 0),
+      );
     }
     if (t.kind === "kv") result.steady.kvFileMiB = (await kvFileBytes(t.where)) / 2 ** 20;
 
@@ -202,23 +236,25 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
       ttlSeconds: o.ttlSeconds,
     });
     const t0s = new Map(writes.map((w) => [w.key, w.t0]));
-    const count = () => [...seen.values()].reduce((a, l) => a + l.length, 0);
-    const end = Date.now() + o.phaseMs;
+    const all = () => seenBy.flat();
+    const count = () => all().reduce((a, [, l]) => a + l.length, 0);
+    const end = Math.min(Date.now() + o.phaseMs, o.deadline);
     while (Date.now() < end) {
-      seen.clear();
       for (const w of workers) w.postMessage({ type: "report" });
       await sleep(500);
       if (count() >= n * o.probes) break;
     }
-    const lat = [...seen].flatMap(([k, ts]) => ts.map((x) => x - t0s.get(k)!));
+    const lat = all().flatMap(([k, ts]) => ts.map((x) => x - t0s.get(k)!));
     result.probe = { ...summarize(lat), seen: lat.length, want: n * o.probes };
 
-    // Renewal schedule: each lease is renewed margin before it expires (half the TTL at most).
-    const margin = Math.min(o.renewMarginMs, o.ttlSeconds * 500);
+    // Renewal schedule: when each node's renewal loop will renew (margin before expiry, up to a
+    // tenth of it earlier at random), as the loops scheduled it.
+    for (const w of workers) w.postMessage({ type: "renewals" });
+    await waitUntil("renewal schedules", () => renewAts.length >= n);
     const perSecond = new Map<number, number>();
-    for (const l of leased) {
-      if (l.expiresAt === null) continue;
-      const s = Math.floor((l.expiresAt - margin) / 1000);
+    for (const at of renewAts) {
+      if (at === null) continue;
+      const s = Math.floor(at / 1000);
       perSecond.set(s, (perSecond.get(s) ?? 0) + 1);
     }
     const ss = [...perSecond.keys()];

@@ -15,7 +15,13 @@ import type { NetworkConfig } from "../config/network.ts";
 import { formatCidr, type Ipv4Net } from "../base/ipv4.ts";
 import { formatCidr6, type Ipv6Net } from "../base/ipv6.ts";
 import type { Registry } from "../registry/contract/registry.ts";
-import { encodeLeaseValue, type KnownLease, type LeaseAttrs, subnetKey } from "./codec.ts";
+import {
+  encodeLeaseValue,
+  type KnownLease,
+  type Lease,
+  type LeaseAttrs,
+  subnetKey,
+} from "./codec.ts";
 import {
   capacity,
   capacity6,
@@ -66,8 +72,12 @@ export interface AcquireHost {
   readonly config: NetworkConfig;
   readonly opts: LeaseManagerOptions;
   readonly claims: Claims;
-  /** All decodable leases now in the registry. */
-  list(): Promise<{ leases: KnownLease[]; revision: number }>;
+  /**
+   * All decodable leases now in the registry; those naming `address` (this node's, see
+   * nodeAddress) with their exact expiry, others' TTL leases possibly with "unknown" (looking
+   * every expiry up is one call per lease on etcd, and only this node's leases need it).
+   */
+  list(address: string): Promise<{ leases: Lease[]; revision: number }>;
   /** Records `l` as the lease this node holds (and counts the acquisition). */
   held(l: KnownLease): KnownLease;
   /** Forgets the lease just given up (deleted by us). */
@@ -86,6 +96,29 @@ function leaseOf(
   if (subnet6) l.subnet6 = subnet6;
   return l;
 }
+
+/** A lease naming this node: {@link AcquireHost.list} always gives its expiry. */
+export function known(l: Lease): KnownLease {
+  if (l.expiresAt === "unknown") {
+    throw new Error(`internal: lease ${l.key} of this node listed without its expiry`);
+  }
+  return l as KnownLease;
+}
+
+/**
+ * How many of the lowest free subnets a new lease is picked from at random: flanneld's 100 at
+ * first; each lost create race widens it fourfold, so that N nodes joining at once (a cluster
+ * built or restarted in one go) spread over more subnets instead of racing for the same 100.
+ */
+export function pickWindow(lostRaces: number): number {
+  return 100 * 4 ** Math.min(lostRaces, 8);
+}
+
+/**
+ * After a lost create race, how many more picks reuse the list already read (the lost subnet
+ * marked taken) before listing again: a list costs O(leases) on the registry and here.
+ */
+const SNAPSHOT_REUSE = 4;
 
 /** "198.19.5.0/24", "198.19.5.0/24 and 2001:db8:1:5::/64", or the IPv6 subnet alone. */
 function describe(subnet: Ipv4Net, subnet6: Ipv6Net | null): string {
@@ -117,15 +150,21 @@ export async function acquireLease(
   const value = encodeLeaseValue(attrs);
   const tries = h.opts.maxRaceRetries ?? 20;
   let hintTries = 0;
+  const cfg = h.config;
+  const address = nodeAddress(cfg, attrs);
+  /** The list of the last attempt, reused after a lost race (see SNAPSHOT_REUSE). */
+  let snapshot: Lease[] | null = null;
+  /** IPv4 subnets lost in create races since `snapshot` was listed. */
+  const lost = new Set<number>();
+  let lostRaces = 0;
   for (let attempt = 1; attempt <= tries; attempt++) {
     signal?.throwIfAborted();
-    const { leases } = await h.list();
-    const cfg = h.config;
-    const { lease: own, others } = chooseOwnLease(cfg, leases, nodeAddress(cfg, attrs), {
-      hint,
-      hint6,
-      nodeId: attrs.nodeId,
-    });
+    if (!snapshot) lost.clear();
+    const leases: Lease[] = snapshot ?? (await h.list(address)).leases;
+    snapshot = null;
+    const choice = chooseOwnLease(cfg, leases, address, { hint, hint6, nodeId: attrs.nodeId });
+    const own = choice.lease && known(choice.lease);
+    const others = choice.others.map(known);
     const rival = [own, ...others].find((l) => l && h.claims.isRival(l, attrs));
     if (rival) {
       attempt--; // a claim is not a lost race
@@ -163,7 +202,10 @@ export async function acquireLease(
     const hinted = cfg.enableIPv4 ? hinted4 : !!hint6 && subnet6?.ip === hint6.ip;
     if (hinted4) subnet = hint!;
     else if (cfg.enableIPv4) {
-      const free = freeSubnets(h.config, leases, 100);
+      const window = pickWindow(lostRaces);
+      const free = freeSubnets(h.config, leases, window + lost.size)
+        .filter((s) => !lost.has(s.ip)).slice(0, window);
+      if (free.length === 0 && lost.size) continue; // the lost subnets were the last: list again
       if (free.length === 0) {
         throw new OutOfSubnetsError(
           `out of subnets: network ${formatCidr(h.config.network)} (/${h.config.subnetLen} ` +
@@ -200,6 +242,14 @@ export async function acquireLease(
       continue;
     }
     hint = hint6 = null;
+    lostRaces++;
+    // The lost subnet is now someone's; the rest of the list still holds (the leases naming
+    // this node are checked again after the create, in tidy): pick again from it, a few times.
+    if (cfg.enableIPv4 && lost.size < SNAPSHOT_REUSE) {
+      lost.add(subnet.ip);
+      snapshot = leases;
+      continue;
+    }
     await sleep(Math.random() * 20 * attempt, signal);
   }
   throw new Error(
@@ -216,9 +266,10 @@ export async function acquireLease(
  * other is reported and left to expire.
  */
 async function tidy(h: AcquireHost, held: KnownLease, signal?: AbortSignal): Promise<boolean> {
-  const { leases } = await h.list();
   const me = nodeAddress(h.config, held.attrs);
-  const others = leases.filter((l) => l.key !== held.key && namesNode(h.config, l, me));
+  const { leases } = await h.list(me);
+  const others = leases.filter((l) => l.key !== held.key && namesNode(h.config, l, me))
+    .map(known);
   for (const l of others) {
     if (h.claims.isRival(l, held.attrs) && l.revision < held.revision) {
       const c = await h.claims.claim(l, held.attrs, h.opts.ttlSeconds, signal);
@@ -254,7 +305,7 @@ async function tidy(h: AcquireHost, held: KnownLease, signal?: AbortSignal): Pro
 }
 
 /** The IPv6 half for a new lease: the subnet.env one when free, else a random free one. */
-function pick6(cfg: NetworkConfig, leases: KnownLease[], hint6: Ipv6Net | null): Ipv6Net {
+function pick6(cfg: NetworkConfig, leases: Lease[], hint6: Ipv6Net | null): Ipv6Net {
   if (hint6 && isAllocatable6(cfg, hint6) && isFree6(hint6, inNetwork6(cfg, leases))) {
     return hint6;
   }
@@ -277,7 +328,7 @@ function pick6(cfg: NetworkConfig, leases: KnownLease[], hint6: Ipv6Net | null):
  */
 async function collided(h: AcquireHost, held: KnownLease, replacing?: string): Promise<boolean> {
   if (!h.config.enableIPv6) return false;
-  const { leases } = await h.list();
+  const { leases } = await h.list(nodeAddress(h.config, held.attrs));
   const other = halfTakenBefore(h.config, held, leases.filter((l) => l.key !== replacing));
   if (!other) return false;
   log.debug("{key} shares a subnet with {other}, written first; picking again", {
@@ -298,7 +349,7 @@ async function addIpv6Half(
   h: AcquireHost,
   own: KnownLease,
   attrs: LeaseAttrs,
-  leases: KnownLease[],
+  leases: Lease[],
   hint6: Ipv6Net | null,
   signal?: AbortSignal,
 ): Promise<KnownLease | null> {

@@ -16,9 +16,9 @@ import type { Ipv4Net } from "../base/ipv4.ts";
 import type { Ipv6Net } from "../base/ipv6.ts";
 import type { Registry } from "../registry/contract/registry.ts";
 import { metrics } from "../base/metrics.ts";
-import { encodeLeaseValue, type KnownLease, type LeaseAttrs } from "./codec.ts";
-import { findOwnLease, nodeAddress } from "./allocate.ts";
-import { type AcquireHost, acquireLease, type LeaseManagerOptions } from "./acquire.ts";
+import { encodeLeaseValue, type KnownLease, type Lease, type LeaseAttrs } from "./codec.ts";
+import { findOwnLease, namesNode, nodeAddress } from "./allocate.ts";
+import { type AcquireHost, acquireLease, known, type LeaseManagerOptions } from "./acquire.ts";
 
 export { type LeaseManagerOptions, OutOfSubnetsError } from "./acquire.ts";
 import { LeaseDecoder } from "./decode.ts";
@@ -42,6 +42,14 @@ const acquisitions = metrics.counter(
   "Leases acquired (first start, and again after the lease was lost).",
 );
 
+/**
+ * How old a list findPrevious read may be for the acquisition that follows to start from it: a
+ * list costs O(leases), and three per joining node (previous lease, acquire, check after the
+ * create) add up when thousands join. A stale list costs at most a lost race or a failed
+ * compare (both list again); the leases naming this node are listed again after the create.
+ */
+const RECENT_LIST_MS = 2000;
+
 export class LeaseManager {
   #decoder: LeaseDecoder;
   #lease: KnownLease | null = null;
@@ -54,6 +62,10 @@ export class LeaseManager {
   #claimed: { revision: number; by: string } | null = null;
   #claims: Claims;
   #host: AcquireHost;
+  #renewAt: number | null = null;
+  /** findPrevious's list, for the acquisition that follows it (see RECENT_LIST_MS). */
+  #recent: { address: string; list: { leases: Lease[]; revision: number }; at: number } | null =
+    null;
 
   constructor(
     readonly registry: Registry,
@@ -67,7 +79,7 @@ export class LeaseManager {
       config,
       opts,
       claims: this.#claims,
-      list: () => this.list(),
+      list: (address) => this.#listForAcquire(address),
       held: (l) => this.#held(l),
       dropped: () => {
         this.#lease = null;
@@ -89,6 +101,11 @@ export class LeaseManager {
     return this.#claims.conflict;
   }
 
+  /** Epoch ms the renewal loop next wakes up to renew (or check) the lease; null before it runs. */
+  get nextRenewalAt(): number | null {
+    return this.#renewAt;
+  }
+
   /** The lease currently held, or null before acquisition. */
   get lease(): KnownLease | null {
     return this.#lease;
@@ -101,6 +118,35 @@ export class LeaseManager {
   }
 
   /**
+   * The leases acquisition needs: every lease (peers' TTL leases may carry an "unknown" expiry:
+   * looking each up is one etcd call per lease, N² calls when N nodes join at once), and the
+   * leases naming `address` (this node's) with their exact expiry, read one by one; one that
+   * has expired is left out, as listLeases does. A peer's lease that has just expired still
+   * holds its subnet here until the registry deletes it (etcd: within about a second).
+   */
+  async #listForAcquire(address: string): Promise<{ leases: Lease[]; revision: number }> {
+    const recent = this.#recent;
+    this.#recent = null;
+    if (recent && recent.address === address && Date.now() - recent.at < RECENT_LIST_MS) {
+      return recent.list;
+    }
+    const { leases, revision } = await this.registry.listPeerLeases();
+    const out: Lease[] = [];
+    const now = Date.now();
+    for (const l of this.#decoder.decodeAll(leases)) {
+      if (typeof l.expiresAt === "number" && l.expiresAt <= now) continue;
+      if (l.expiresAt !== "unknown" || !namesNode(this.config, l, address)) {
+        out.push(l);
+        continue;
+      }
+      const r = await this.registry.getLease(l.key);
+      const known = r && this.#decoder.decode(r);
+      if (known) out.push(known);
+    }
+    return { leases: out, revision };
+  }
+
+  /**
    * This node's lease from a previous run, found by public IP as {@link acquire} would choose it
    * (no changes made).
    */
@@ -108,7 +154,11 @@ export class LeaseManager {
     publicIP: string,
     hints: { hint?: Ipv4Net | null; hint6?: Ipv6Net | null; nodeId?: string } = {},
   ): Promise<KnownLease | null> {
-    return findOwnLease(this.config, (await this.list()).leases, publicIP, hints);
+    const list = await this.#listForAcquire(publicIP);
+    // The agent acquires right after this: that starts from this list instead of another one.
+    this.#recent = { address: publicIP, list, at: Date.now() };
+    const own = findOwnLease(this.config, list.leases, publicIP, hints);
+    return own && known(own);
   }
 
   /**
@@ -197,7 +247,9 @@ export class LeaseManager {
       const wake = new AbortController();
       this.#wake = () => wake.abort();
       if (this.#lost) wake.abort();
-      await sleep(this.#nextRenewIn(), AbortSignal.any([signal, wake.signal]));
+      const wait = this.#nextRenewIn();
+      this.#renewAt = Date.now() + wait;
+      await sleep(wait, AbortSignal.any([signal, wake.signal]));
       this.#wake = null;
       if (signal.aborted) return;
       const cur = this.#lease;
