@@ -8,7 +8,8 @@
  * The messages carry exactly what libnl's delete requests carry (same family, table, protocol
  * and scope wildcards, attributes), so what matches is unchanged, and each request's result is
  * the {@link NetlinkError} the libnl verb would have thrown (same code, kernel errno and
- * extended-ack text), so `isNotFound` and the messages read the same. Internal to ffi/libnl:
+ * extended-ack text), so `isNotFound` and the messages read the same. Reading replies never
+ * blocks for long: a request whose reply does not come is redone through its libnl verb. Internal to ffi/libnl:
  * callers use `Netlink.deleteMany` (mod.ts).
  *
  * @example
@@ -23,14 +24,15 @@
 import { parseIp } from "../../src/base/ipv4.ts";
 import { parseIp6 } from "../../src/base/ipv6.ts";
 import { AF_INET } from "../libc/udp.ts";
-import { libc } from "../libc/lib.ts";
+import { errno, libc } from "../libc/lib.ts";
+import { POLLIN, PollSet } from "../libc/poll.ts";
 import { lastError } from "../libc/errno.ts";
 import { AF_BRIDGE, AF_INET6 } from "./nladdr.ts";
-import { NetlinkError } from "./errors.ts";
+import { type KernelError, NetlinkError } from "./errors.ts";
 import { errorText, kernelErrorAt, type NlSocket } from "./socket.ts";
 import { libs } from "./symbols.ts";
-import { describeRoute, type Route, validateRoute } from "./route.ts";
-import { checkFdb, checkNeighKey, type FdbKey, type NeighKey } from "./neigh.ts";
+import { describeRoute, type Route, routeDel, validateRoute } from "./route.ts";
+import { checkFdb, checkNeighKey, fdbDel, type FdbKey, neighDel, type NeighKey } from "./neigh.ts";
 import {
   NTF_SELF,
   RT_SCOPE_NOWHERE,
@@ -45,7 +47,8 @@ export type DeleteRequest = { route: Route } | { neigh: NeighKey } | { fdb: FdbK
 /**
  * Requests per `sendto`. Each gets a reply (ACK or error) queued on the socket's receive buffer
  * (libnl's 32 KiB, which the kernel doubles) before we read; 32 replies of at most ~1.5 KiB
- * each (an error with its extended-ack text) fit, so none is dropped.
+ * each (an error with its extended-ack text) fit. Should one be dropped all the same, its request
+ * is redone alone (see {@link deleteMany}).
  */
 const CHUNK = 32;
 
@@ -195,6 +198,73 @@ function describe(q: DeleteRequest): { op: string; args: unknown; what: string }
   };
 }
 
+/** How long to wait for replies still missing after the ones queued are read. */
+const REPLY_WAIT_MS = 1000;
+const MSG_DONTWAIT = 0x40;
+const EINTR = 4;
+const EAGAIN = 11;
+const ENOBUFS = 105;
+
+/**
+ * Reads the replies to `pending` (seq → request index), calling `done` for each and removing it
+ * from `pending`. The kernel handles the requests inside sendto, so their replies are queued by
+ * then; what is still missing after {@link REPLY_WAIT_MS}, or once the kernel reports that it
+ * dropped replies (ENOBUFS), stays in `pending` for the caller. Never blocks longer than that.
+ */
+function readReplies(
+  fd: number,
+  pending: Map<number, number>,
+  done: (i: number, k: KernelError) => void,
+): void {
+  const c = libc();
+  const poll = new PollSet([fd], POLLIN);
+  const deadline = performance.now() + REPLY_WAIT_MS;
+  let dropped = false;
+  while (pending.size > 0) {
+    const n = c.recvfrom(
+      fd,
+      Deno.UnsafePointer.of(inBuf),
+      BigInt(inBuf.length),
+      MSG_DONTWAIT,
+      null,
+      null,
+    );
+    if (n < 0) {
+      const e = errno();
+      if (e === ENOBUFS) dropped = true;
+      else if (e === EAGAIN || e === EINTR) {
+        const left = deadline - performance.now();
+        if (dropped || left <= 0) return;
+        poll.wait(Math.ceil(left));
+      } else throw lastError("recvfrom", "netlink, delete replies");
+      continue;
+    }
+    for (let off = 0; off + NLMSG_HDRLEN <= n;) {
+      const len = inView.getUint32(off, true);
+      if (len < NLMSG_HDRLEN || off + len > n) break;
+      const seq = inView.getUint32(off + 8, true);
+      const i = pending.get(seq);
+      if (inView.getUint16(off + 4, true) === NLMSG_ERROR && i !== undefined) {
+        pending.delete(seq);
+        done(i, kernelErrorAt(inView, off));
+      }
+      off += (len + 3) & ~3;
+    }
+  }
+}
+
+/** One request through its libnl verb (route.ts, neigh.ts): null or the error it threw. */
+function single(sock: NlSocket, q: DeleteRequest): Error | null {
+  try {
+    if ("route" in q) routeDel(sock, q.route);
+    else if ("neigh" in q) neighDel(sock, q.neigh);
+    else fdbDel(sock, q.fdb);
+    return null;
+  } catch (e) {
+    return e as Error;
+  }
+}
+
 /**
  * Deletes every request's object; per request, null or the error (a RangeError for a malformed
  * request, which is not sent; a {@link NetlinkError} for the kernel's refusal). Throws only when
@@ -221,32 +291,20 @@ export function deleteMany(sock: NlSocket, reqs: DeleteRequest[]): (Error | null
     if (c.sendto(fd, Deno.UnsafePointer.of(out), BigInt(w.off), 0, null, 0) < 0) {
       throw lastError("sendto", `netlink, ${pending.size} delete requests`);
     }
-    // The kernel handles a request while sendto runs, so every reply is queued by now; a read
-    // blocks only if one is not (it cannot be lost: CHUNK replies fit the buffer).
-    while (pending.size > 0) {
-      const n = c.recvfrom(fd, Deno.UnsafePointer.of(inBuf), BigInt(inBuf.length), 0, null, null);
-      if (n < 0) throw lastError("recvfrom", "netlink, delete replies");
-      for (let off = 0; off + NLMSG_HDRLEN <= n;) {
-        const len = inView.getUint32(off, true);
-        if (len < NLMSG_HDRLEN || off + len > n) break;
-        const type = inView.getUint16(off + 4, true);
-        const i = pending.get(inView.getUint32(off + 8, true));
-        if (type === NLMSG_ERROR && i !== undefined) {
-          pending.delete(inView.getUint32(off + 8, true));
-          const k = kernelErrorAt(inView, off);
-          if (k.errno !== 0) {
-            const rc = nl.nl_syserr2nlerr(k.errno);
-            res[i] = new NetlinkError({
-              ...describe(reqs[i]),
-              code: Math.abs(rc),
-              libnlMessage: errorText(-Math.abs(rc)),
-              kernel: k,
-            });
-          }
-        }
-        off += (len + 3) & ~3;
-      }
-    }
+    readReplies(fd, pending, (i, k) => {
+      if (k.errno === 0) return;
+      const rc = nl.nl_syserr2nlerr(k.errno);
+      res[i] = new NetlinkError({
+        ...describe(reqs[i]),
+        code: Math.abs(rc),
+        libnlMessage: errorText(-Math.abs(rc)),
+        kernel: k,
+      });
+    });
+    // A request left without a reply (dropped on a full receive buffer, say) goes once more
+    // through its libnl verb, which waits for its own; "not found" then may mean that the
+    // batch's request did delete it, which every caller treats as gone.
+    for (const i of pending.values()) res[i] = single(sock, reqs[i]);
   }
   return res;
 }

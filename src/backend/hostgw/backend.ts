@@ -14,7 +14,7 @@ import { formatCidr6 } from "../../base/ipv6.ts";
 import { isPeerSubnet6 } from "../../lease/allocate.ts";
 import type { ExternalInterface } from "../../net/iface.ts";
 import type { Lease } from "../../lease/codec.ts";
-import { type Netlink, netlink, type Route } from "../../../ffi/libnl/mod.ts";
+import { isNotFound, type Netlink, netlink, type Route } from "../../../ffi/libnl/mod.ts";
 import type { Backend, BackendContext, BackendPrepared, Owned } from "../backend.ts";
 import type { PeerEvent } from "../../lease/watch.ts";
 import {
@@ -130,9 +130,9 @@ export class HostGwBackend implements Backend {
     const want = [...this.#peers.values()].flatMap((l) => this.routesFor(l));
     const { del, add, adopt } = diffRoutes(want, this.#owned());
     const f = new PeerFailures();
-    this.#nl.deleteMany(del.map((route) => ({ route }))).forEach((e, i) =>
-      e && f.add(del[i].dst, e)
-    );
+    // One already gone is not a failure.
+    this.#nl.deleteMany(del.map((route) => ({ route })))
+      .forEach((e, i) => e && !isNotFound(e) && f.add(del[i].dst, e));
     for (const r of [...adopt, ...add]) f.run(r.dst, () => this.#nl.routeReplace(r));
     f.throwIfAny("reconciling host-gw routes");
     return { removed: del.length, added: add.length };

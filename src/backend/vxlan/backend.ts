@@ -409,9 +409,12 @@ export class VxlanBackend implements Backend {
     return Promise.resolve();
   }
 
-  /** Deletes stale entries in one batch; each failure is recorded under its `names` entry. */
+  /**
+   * Deletes stale entries in one batch; each failure is recorded under its `names` entry (one
+   * already gone is not a failure).
+   */
   #deleteAll(reqs: DeleteRequest[], names: string[], f: PeerFailures) {
-    this.#nl.deleteMany(reqs).forEach((e, i) => e && f.add(names[i], e));
+    this.#nl.deleteMany(reqs).forEach((e, i) => e && !isNotFound(e) && f.add(names[i], e));
   }
 
   /** weft's routes (routes.ts): on the VTEP, and via peers on the external interface. */
