@@ -280,10 +280,12 @@ export function deleteMany(sock: NlSocket, reqs: DeleteRequest[]): (Error | null
     const pending = new Map<number, number>();
     for (let i = start; i < Math.min(start + CHUNK, reqs.length); i++) {
       const seq = nextSeq = (nextSeq + 1) >>> 0;
+      const at = w.off;
       try {
         write(w, reqs[i], seq);
         pending.set(seq, i);
       } catch (e) {
+        w.off = at; // no half-written message: the kernel would stop at it
         res[i] = e as Error;
       }
     }
