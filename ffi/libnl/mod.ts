@@ -27,6 +27,7 @@ import * as L from "./link.ts";
 import * as A from "./address.ts";
 import * as R from "./route.ts";
 import * as N from "./neigh.ts";
+import * as B from "./batch.ts";
 
 export { isExists, isNotFound, NetlinkError } from "./errors.ts";
 export { LibnlUnavailableError } from "./symbols.ts";
@@ -34,6 +35,7 @@ export type { BridgeOptions, Link, LinkSpec, VxlanInfo, VxlanOptions } from "./l
 export type { Addr } from "./address.ts";
 export type { Route, RouteFilter, RouteLookup } from "./route.ts";
 export type { Fdb, FdbEntry, FdbKey, Neigh, NeighEntry, NeighKey } from "./neigh.ts";
+export type { DeleteRequest } from "./batch.ts";
 export {
   NTF_SELF,
   NUD_PERMANENT,
@@ -127,6 +129,14 @@ export class Netlink {
   /** `ip route del ...`; `notFound` when none matches. */
   routeDel(r: R.Route): void {
     R.routeDel(this.#s, r);
+  }
+  /**
+   * Many route / neighbour / FDB deletes, a few system calls for all (batch.ts): per request,
+   * null or the error `routeDel` / `neighDel` / `fdbDel` would have thrown. For removing many
+   * peers at once; the single verbs stay the way to delete one.
+   */
+  deleteMany(reqs: B.DeleteRequest[]): (Error | null)[] {
+    return B.deleteMany(this.#s, reqs);
   }
   /** `ip route show [table T] [type T] [dev D]`: default main table, unicast. */
   routeList(filter?: R.RouteFilter): R.Route[] {

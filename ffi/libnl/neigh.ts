@@ -128,10 +128,15 @@ export function neighSet(sock: NlSocket, e: NeighEntry): void {
   });
 }
 
-/** Deletes an ARP entry; fails with `notFound` when there is none. */
-export function neighDel(sock: NlSocket, e: NeighKey): void {
+/** Throws a RangeError naming a malformed neighbour key (also batch.ts's). */
+export function checkNeighKey(e: NeighKey): void {
   checkDev(e.dev);
   checkIp(e.ip);
+}
+
+/** Deletes an ARP entry; fails with `notFound` when there is none. */
+export function neighDel(sock: NlSocket, e: NeighKey): void {
+  checkNeighKey(e);
   const what = `${e.ip} dev ${e.dev}`;
   const { rt } = libs();
   withNeigh("neighDel", (n) => {
@@ -191,7 +196,8 @@ function fdbObject(sock: NlSocket, op: string, n: Ptr, e: FdbKey, what: string):
   rt.rtnl_neigh_set_flags(n, NTF_SELF);
 }
 
-function checkFdb(e: FdbKey): void {
+/** Throws a RangeError naming a malformed FDB key (also batch.ts's). */
+export function checkFdb(e: FdbKey): void {
   checkDev(e.dev);
   checkMac(e.mac);
   if (e.dst !== undefined) checkIp(e.dst);

@@ -108,8 +108,11 @@ function checkU(v: number | undefined, max: number, what: string): void {
   }
 }
 
-/** Validates every field up front, so nothing is allocated for a request that cannot be sent. */
-function validate(r: Route): { ip: string; prefix: number } {
+/**
+ * Validates every field up front, so nothing is allocated for a request that cannot be sent;
+ * returns the destination's network address and prefix (also batch.ts's).
+ */
+export function validateRoute(r: Route): { ip: string; prefix: number } {
   const v6 = r.dst.includes(":");
   // Throws on host bits, naming the network meant; a gateway or source of the other family too.
   const net = v6 ? parseCidr6(r.dst) : parseCidr(r.dst);
@@ -138,7 +141,7 @@ function validate(r: Route): { ip: string; prefix: number } {
 
 /** Builds a libnl route object; the caller owns it (rtnl_route_put). */
 function build(sock: NlSocket, op: string, r: Route, forDelete: boolean): Ptr {
-  const { ip, prefix } = validate(r);
+  const { ip, prefix } = validateRoute(r);
   const { rt } = libs();
   const route = rt.rtnl_route_alloc();
   if (!route) throw new Error("netlink: rtnl_route_alloc returned NULL");

@@ -37,27 +37,35 @@ type Ptr = NonNullable<Deno.PointerValue>;
  * buffer. The enclosing netlink header sits right before it, which tells where the TLVs start.
  */
 function parseNlmsgerr(e: Ptr): KernelError {
-  const ev = new Deno.UnsafePointerView(e);
-  const errno = -ev.getInt32(0);
+  const errno = -new Deno.UnsafePointerView(e).getInt32(0);
   const hdrPtr = Deno.UnsafePointer.create(Deno.UnsafePointer.value(e) - BigInt(NLMSG_HDRLEN));
   if (!hdrPtr) return { errno, message: null };
-  const hv = new Deno.UnsafePointerView(hdrPtr);
-  const total = hv.getUint32(0);
-  const flags = hv.getUint16(6);
+  const total = new Deno.UnsafePointerView(hdrPtr).getUint32(0);
+  return kernelErrorAt(new DataView(Deno.UnsafePointerView.getArrayBuffer(hdrPtr, total)), 0);
+}
+
+/**
+ * errno (positive; 0 for an ACK) and extended-ack text of the NLMSG_ERROR message whose header
+ * starts at `off` in `v` (host-endian: little endian on weft's hosts).
+ */
+export function kernelErrorAt(v: DataView, off: number): KernelError {
+  const errno = -v.getInt32(off + NLMSG_HDRLEN, true);
+  const total = v.getUint32(off, true);
+  const flags = v.getUint16(off + 6, true);
   if (!(flags & NLM_F_ACK_TLVS)) return { errno, message: null };
   // Payload: int error, then the request's header (CAPPED) or the whole request, then TLVs.
-  const echoed = flags & NLM_F_CAPPED ? NLMSG_HDRLEN : ev.getUint32(4);
-  let off = NLMSG_HDRLEN + 4 + ((echoed + 3) & ~3);
-  for (let i = 0; i < 32 && off + 4 <= total; i++) {
-    const len = hv.getUint16(off);
-    const type = hv.getUint16(off + 2) & 0x3fff;
-    if (len < 4 || off + len > total) break;
+  const echoed = flags & NLM_F_CAPPED ? NLMSG_HDRLEN : v.getUint32(off + NLMSG_HDRLEN + 4, true);
+  let at = NLMSG_HDRLEN + 4 + ((echoed + 3) & ~3);
+  for (let i = 0; i < 32 && at + 4 <= total; i++) {
+    const len = v.getUint16(off + at, true);
+    const type = v.getUint16(off + at + 2, true) & 0x3fff;
+    if (len < 4 || at + len > total) break;
     if (type === NLMSGERR_ATTR_MSG) {
-      const bytes = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(hdrPtr, len - 4, off + 4));
+      const bytes = new Uint8Array(v.buffer, v.byteOffset + off + at + 4, len - 4);
       const end = bytes.indexOf(0);
       return { errno, message: new TextDecoder().decode(end < 0 ? bytes : bytes.subarray(0, end)) };
     }
-    off += (len + 3) & ~3;
+    at += (len + 3) & ~3;
   }
   return { errno, message: null };
 }

@@ -25,6 +25,8 @@ const NL_SYMBOLS = {
     result: "i32",
   },
   nl_geterror: { parameters: ["i32"], result: "pointer" },
+  // int nl_syserr2nlerr(int): a kernel errno as libnl's code (what its verbs return, negated)
+  nl_syserr2nlerr: { parameters: ["i32"], result: "i32" },
 
   // struct nl_addr *nl_addr_build(int family, const void *buf, size_t size)
   nl_addr_build: { parameters: ["i32", "buffer", "usize"], result: "pointer" },

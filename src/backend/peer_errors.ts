@@ -18,8 +18,13 @@ export class PeerFailures {
     try {
       fn();
     } catch (e) {
-      this.#errors.push(`${peer}: ${(e as Error).message}`);
+      this.add(peer, e);
     }
+  }
+
+  /** Records `e` against `peer` (a failure found without running a function, e.g. in a batch). */
+  add(peer: string, e: unknown): void {
+    this.#errors.push(`${peer}: ${(e as Error).message}`);
   }
 
   throwIfAny(what: string): void {

@@ -38,6 +38,7 @@
  * ```
  */
 import {
+  isNotFound,
   type Netlink,
   type Route,
   RT_TABLE_MAIN,
@@ -180,6 +181,24 @@ export function listOwnedRoutes(
   const v4 = s.network.prefix === 0 && s.network6 ? [] : nl.routeList({ table: RT_TABLE_MAIN });
   const v6 = s.network6 ? nl.routeList({ table: RT_TABLE_MAIN, family: 6 }) : [];
   return [...v4, ...v6].filter((r) => isOwnedRoute(r, s, devices));
+}
+
+/**
+ * Deletes peers' routes, many at a time (`Netlink.deleteMany`): each as weft made it (marked),
+ * else flanneld's exact route (protocol boot); another protocol's route is left alone. Per route:
+ * null when it is gone (or was never there), else why it could not be deleted.
+ */
+export function deletePeerRoutes(
+  nl: Pick<Netlink, "deleteMany">,
+  routes: Route[],
+): (Error | null)[] {
+  const res = nl.deleteMany(routes.map((r) => ({ route: marked(r) })));
+  const retry = res.flatMap((e, i) => isNotFound(e) ? [i] : []);
+  const boot = nl.deleteMany(
+    retry.map((i) => ({ route: { ...routes[i], protocol: RTPROT_BOOT } })),
+  );
+  retry.forEach((i, j) => res[i] = isNotFound(boot[j]) ? null : boot[j]);
+  return res;
 }
 
 /**

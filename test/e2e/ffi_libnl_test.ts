@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import * as nl from "../../ffi/libnl/mod.ts";
 import { heapInUse } from "../../ffi/libc/heap.ts";
+import { setSockOptInt } from "../../ffi/libc/udp.ts";
 import { LibnlUnavailableError, openLibrary } from "../../ffi/libnl/symbols.ts";
 import { type NsWorker, RemoteError, TestNetns } from "../kit/ns_worker.ts";
 import { run, runOk } from "../kit/proc.ts";
@@ -81,23 +82,56 @@ function churn(vx: number, n: number, rounds: number): number[] {
 
 /** Number of NETLINK_ROUTE sockets this process holds (its socket fds listed in net/netlink). */
 function routeSockets(): number {
+  return routeSocketFds().length;
+}
+
+/**
+ * Sets SO_RCVBUF of this process's route socket (the kernel doubles it): a small buffer drops
+ * netlink replies, which deleteMany must survive.
+ */
+function setRouteRcvBuf(bytes: number): void {
+  for (const fd of routeSocketFds()) {
+    setSockOptInt(fd, 1, /* SOL_SOCKET */ 8, /* SO_RCVBUF */ bytes);
+  }
+}
+
+/** The fds of this process's NETLINK_ROUTE sockets. */
+function routeSocketFds(): number[] {
   const route = new Set<string>();
   for (const line of Deno.readTextFileSync("/proc/self/net/netlink").split("\n").slice(1)) {
     const f = line.trim().split(/\s+/);
     if (f.length >= 10 && f[1] === "0") route.add(f[9]); // Eth 0 = NETLINK_ROUTE; f[9] = inode
   }
-  let n = 0;
+  const fds: number[] = [];
   for (const e of Deno.readDirSync("/proc/self/fd")) {
     try {
       const m = /^socket:\[(\d+)\]$/.exec(Deno.readLinkSync(`/proc/self/fd/${e.name}`));
-      if (m && route.has(m[1])) n++;
+      if (m && route.has(m[1])) fds.push(Number(e.name));
     } catch { /* fd closed meanwhile */ }
   }
-  return n;
+  return fds;
+}
+
+/**
+ * deleteMany, its per-request results as plain data (errors do not cross the worker boundary
+ * with their fields), then a route listing through the same socket: libnl must still accept its
+ * own replies after the batch (sequence numbers).
+ */
+function deleteManyPlain(reqs: nl.DeleteRequest[]) {
+  const res = h.deleteMany(reqs).map((e) =>
+    e === null ? null : { name: e.name, notFound: nl.isNotFound(e), message: e.message }
+  );
+  return { res, listed: h.routeList().length };
 }
 
 /** The process-wide handle: its methods, plus the helpers above, are what the worker serves. */
-export const rpc = Object.assign(h, { bulkRoutes, churn, routeSockets });
+export const rpc = Object.assign(h, {
+  bulkRoutes,
+  churn,
+  routeSockets,
+  deleteManyPlain,
+  setRouteRcvBuf,
+});
 
 // ---------------------------------------------------------------- test side
 
@@ -430,6 +464,82 @@ Deno.test("libnl bindings: links, addresses, routes, neighbours, FDB in a fresh 
       const gone = await failure(w.call("fdbDel", { dev: vx.index, mac, dst: "198.18.0.4" }));
       assert.equal(gone.fields.notFound, true);
     });
+
+    // Twice: with libnl's receive buffer, and with one too small for a batch's replies (room for
+    // a few), where replies are dropped (ENOBUFS) and the requests left without one are redone
+    // one by one.
+    for (const rcvbuf of [32768, 4096]) {
+      await t.step(
+        `deleteMany: routes, neighbours, FDB in batches; per-request errors (SO_RCVBUF ${rcvbuf})`,
+        async () => {
+          await w.call("setRouteRcvBuf", rcvbuf);
+          const vx = (await w.call<nl.Link>("linkByName", n.vx))!;
+          const N = 100; // more than one batch of requests
+          const dst = (i: number) => `198.19.${100 + (i >> 5)}.${(i & 31) << 3}/29`;
+          const gw = (i: number) => dst(i).split("/")[0];
+          const mac = (i: number) =>
+            `c6:d2:32:6f:${(i >> 8).toString(16).padStart(2, "0")}:` +
+            (i & 255).toString(16).padStart(2, "0");
+          const lines = Array.from({ length: N }, (_, i) => [
+            `neigh replace ${gw(i)} lladdr ${mac(i)} dev ${n.vx} nud permanent`,
+            `route replace ${dst(i)} via ${gw(i)} dev ${n.vx} onlink proto 87`,
+          ]).flat();
+          await runOk(["ip", "-n", ns.name, "-batch", "-"], { stdin: lines.join("\n") + "\n" });
+          await runOk(["bridge", "-n", ns.name, "-batch", "-"], {
+            stdin: Array.from({ length: N }, (_, i) =>
+              `fdb replace ${mac(i)} dev ${n.vx} dst 198.18.0.${10 + (i % 200)} self permanent`)
+              .join("\n") + "\n",
+          });
+          // A route of another protocol is not matched by a marked delete.
+          await ns.ip([
+            "route",
+            "add",
+            "198.19.99.0/24",
+            "via",
+            "198.19.99.0",
+            "dev",
+            n.vx,
+            "onlink",
+          ]);
+          const reqs: nl.DeleteRequest[] = [
+            ...Array.from({ length: N }, (_, i) => ({
+              route: { dst: dst(i), gw: gw(i), dev: vx.index, onlink: true, protocol: 87 },
+            })),
+            { route: { dst: "198.19.99.0/24", gw: "198.19.99.0", dev: vx.index, protocol: 87 } },
+            { route: { dst: "198.19.99.1/24" } }, // host bits: refused before sending
+            ...Array.from({ length: N }, (_, i) => ({
+              fdb: { dev: vx.index, mac: mac(i), dst: `198.18.0.${10 + (i % 200)}` },
+            })),
+            ...Array.from({ length: N }, (_, i) => ({ neigh: { dev: vx.index, ip: gw(i) } })),
+            { neigh: { dev: vx.index, ip: gw(0) } }, // deleted just before: not found
+          ];
+          const { res, listed } = await w.call<ReturnType<typeof deleteManyPlain>>(
+            "deleteManyPlain",
+            reqs,
+          );
+          assert.ok(listed > 0, "routeList after the batch");
+          // Deleted: null; with replies dropped, the retry of a deleted one finds it gone.
+          const deleted = (x: (typeof res)[number]) =>
+            x === null || (rcvbuf < 32768 && x.notFound === true);
+          assert.ok(res.slice(0, N).every(deleted), JSON.stringify(res.slice(0, N)));
+          assert.equal(res[N]?.notFound, true, JSON.stringify(res[N]));
+          assert.match(res[N]!.message, /routeDel 198\.19\.99\.0\/24 .*ESRCH|routeDel 198\.19\.99/);
+          assert.equal(res[N + 1]?.name, "RangeError");
+          assert.ok(res.slice(N + 2, 3 * N + 2).every(deleted), JSON.stringify(res.slice(N + 2)));
+          if (rcvbuf === 32768) assert.ok(res.slice(0, N).every((x) => x === null));
+          assert.equal(res[3 * N + 2]?.notFound, true, JSON.stringify(res[3 * N + 2]));
+          const left = await ns.ipJson<J[]>(["route", "show", "dev", n.vx]);
+          assert.deepEqual(left.map((x) => x.dst), ["198.19.99.0/24"]);
+          assert.equal((await ns.ipJson<J[]>(["neigh", "show", "dev", n.vx])).length, 0);
+          assert.equal(
+            (await w.call<nl.Fdb[]>("fdbList", vx.index)).filter((x) => x.dst).length,
+            0,
+          );
+          await ns.ip(["route", "del", "198.19.99.0/24", "dev", n.vx]);
+          await w.call("setRouteRcvBuf", 32768);
+        },
+      );
+    }
 
     await t.step("typed errors: bad gateway, exists, notFound, bad input", async () => {
       const bad = { dst: "198.19.8.0/24", gw: "198.19.8.9", dev: u0.index };

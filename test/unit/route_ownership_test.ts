@@ -18,6 +18,8 @@ import { planKernel } from "../../src/backend/owned.ts";
 import { owners } from "../../src/cli/cleanup.ts";
 import { checkUnderlayOverlap, isOwnedRoute, RTPROT_WEFT } from "../../src/backend/routes.ts";
 import { ConfigError } from "../../src/base/errors.ts";
+import { NetlinkError } from "../../ffi/libnl/mod.ts";
+import { NLE_OBJ_NOTFOUND } from "../../ffi/libnl/errors.ts";
 
 const EXT = 2;
 const VTEP = 5;
@@ -83,6 +85,10 @@ const FOREIGN: Route[] = [
 const FLANNELD_VXLAN = r("198.19.3.0/24", { gw: "198.19.3.0", dev: VTEP, onlink: true });
 const FLANNELD_HOSTGW = r("198.19.4.0/24", { gw: "198.18.0.14", dev: EXT });
 
+/** The kernel's "no such object", as the bindings report it. */
+const notFound = (op: string, what: string) =>
+  new NetlinkError({ op, args: what, what, code: NLE_OBJ_NOTFOUND, libnlMessage: "not found" });
+
 /** A minimal kernel: the route table, one VTEP without neighbours or FDB entries. */
 class FakeNl {
   routes: Route[];
@@ -105,9 +111,21 @@ class FakeNl {
   }
   routeDel(q: Route): void {
     const i = this.routes.findIndex((x) => this.#matches(x, q, true));
-    if (i < 0) throw Object.assign(new Error(`no route ${q.dst}`), { notFound: true });
+    if (i < 0) throw notFound("routeDel", q.dst);
     this.ops.push(`del ${q.dst}`);
     this.routes.splice(i, 1);
+  }
+  /** Netlink.deleteMany: routes as routeDel; this kernel has no neighbour or FDB entries. */
+  deleteMany(reqs: ({ route: Route } | { neigh: unknown } | { fdb: unknown })[]): (Error | null)[] {
+    return reqs.map((q) => {
+      if (!("route" in q)) return notFound("neighDel", JSON.stringify(q));
+      try {
+        this.routeDel(q.route);
+        return null;
+      } catch (e) {
+        return e as Error;
+      }
+    });
   }
   routeReplace(q: Route): void {
     this.ops.push(`replace ${q.dst}`);
@@ -192,6 +210,39 @@ async function runBackend(
   await b.check?.();
   return nl;
 }
+
+Deno.test("route ownership: apply removes weft's and flanneld's routes in event order", async () => {
+  for (const type of ["host-gw", "vxlan"] as const) {
+    const mac = (i: number) => type === "vxlan" ? `be:00:00:00:00:0${i}` : undefined;
+    const gone = lease("198.19.4.0/24", "198.18.0.14", mac(4)); // flanneld's route (boot)
+    const back = lease("198.19.2.0/24", "198.18.0.12", mac(2)); // removed, then added again
+    const stale = type === "vxlan"
+      ? r("198.19.4.0/24", { gw: "198.19.4.0", dev: VTEP, onlink: true })
+      : FLANNELD_HOSTGW;
+    const nl = await runBackend(type, [], [back]);
+    nl.routes.push({ ...stale });
+    const b = type === "vxlan"
+      ? new VxlanBackend(nl as unknown as Netlink)
+      : new HostGwBackend(nl as unknown as Netlink);
+    const cfg = parseNetworkConfig(
+      JSON.stringify({ Network: "198.19.0.0/16", Backend: { Type: type } }),
+    );
+    await b.prepare({ config: cfg, ext, previous: null });
+    await b.start(own);
+    await b.apply([
+      { type: "removed", lease: gone },
+      { type: "removed", lease: back },
+      { type: "added", lease: back },
+    ]);
+    const dsts = nl.routes.map((x) => x.dst);
+    assert.ok(!dsts.includes("198.19.4.0/24"), `${type}: flanneld's route of a removed lease kept`);
+    assert.ok(
+      dsts.includes("198.19.2.0/24"),
+      `${type}: a lease removed and added again lost its route`,
+    );
+    assertForeignKept(nl, type);
+  }
+});
 
 Deno.test("route ownership: host-gw reconcile keeps every route that is not weft's", async () => {
   const weftStale = r("198.19.10.0/24", { gw: "198.18.0.15", dev: EXT, protocol: 87 });

@@ -14,16 +14,11 @@ import { formatCidr6 } from "../../base/ipv6.ts";
 import { isPeerSubnet6 } from "../../lease/allocate.ts";
 import type { ExternalInterface } from "../../net/iface.ts";
 import type { Lease } from "../../lease/codec.ts";
-import {
-  isNotFound,
-  type Netlink,
-  netlink,
-  type Route,
-  RTPROT_BOOT,
-} from "../../../ffi/libnl/mod.ts";
+import { isNotFound, type Netlink, netlink, type Route } from "../../../ffi/libnl/mod.ts";
 import type { Backend, BackendContext, BackendPrepared, Owned } from "../backend.ts";
 import type { PeerEvent } from "../../lease/watch.ts";
 import {
+  deletePeerRoutes,
   diffRoutes,
   isGatewayRoute,
   listOwnedRoutes,
@@ -101,27 +96,26 @@ export class HostGwBackend implements Backend {
 
   apply(events: PeerEvent[]): Promise<void> {
     const f = new PeerFailures();
+    // Removals wait here to be deleted in one batch (routes.ts: ours, else flanneld's exact
+    // route); an added event flushes them first, so the kernel sees the events in order.
+    let removals: [string, Route][] = [];
+    const flush = () => {
+      deletePeerRoutes(this.#nl, removals.map(([, r]) => r))
+        .forEach((e, i) => e && f.add(removals[i][0], e));
+      removals = [];
+    };
     for (const ev of events) {
       const rs = this.routesFor(ev.lease);
       if (ev.type === "removed") {
         this.#peers.delete(ev.lease.key);
-        // Ours (marked), else flanneld's exact route; another protocol's is left alone.
-        for (const r of rs) {
-          f.run(ev.lease.key, () => {
-            for (const protocol of [r.protocol, RTPROT_BOOT]) {
-              try {
-                return this.#nl.routeDel({ ...r, protocol });
-              } catch (e) {
-                if (!isNotFound(e)) throw e;
-              }
-            }
-          });
-        }
+        for (const r of rs) removals.push([ev.lease.key, r]);
       } else {
+        flush();
         this.#peers.set(ev.lease.key, ev.lease);
         for (const r of rs) f.run(ev.lease.key, () => this.#nl.routeReplace(r));
       }
     }
+    flush();
     f.throwIfAny("programming host-gw routes");
     return Promise.resolve();
   }
@@ -136,7 +130,9 @@ export class HostGwBackend implements Backend {
     const want = [...this.#peers.values()].flatMap((l) => this.routesFor(l));
     const { del, add, adopt } = diffRoutes(want, this.#owned());
     const f = new PeerFailures();
-    for (const r of del) f.run(r.dst, () => this.#nl.routeDel(r));
+    // One already gone is not a failure.
+    this.#nl.deleteMany(del.map((route) => ({ route })))
+      .forEach((e, i) => e && !isNotFound(e) && f.add(del[i].dst, e));
     for (const r of [...adopt, ...add]) f.run(r.dst, () => this.#nl.routeReplace(r));
     f.throwIfAny("reconciling host-gw routes");
     return { removed: del.length, added: add.length };

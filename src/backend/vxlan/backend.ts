@@ -30,17 +30,24 @@ import { isPeerSubnet6 } from "../../lease/allocate.ts";
 import type { ExternalInterface } from "../../net/iface.ts";
 import type { Lease } from "../../lease/codec.ts";
 import {
+  type DeleteRequest,
   isNotFound,
   type Link,
   type Netlink,
   netlink,
   type Route,
-  RTPROT_BOOT,
 } from "../../../ffi/libnl/mod.ts";
 import type { Backend, BackendContext, BackendPrepared } from "../backend.ts";
 import { ConfigError } from "../../base/errors.ts";
 import type { PeerEvent } from "../../lease/watch.ts";
-import { diffRoutes, listOwnedRoutes, marked, routeKey, routeScope } from "../routes.ts";
+import {
+  deletePeerRoutes,
+  diffRoutes,
+  listOwnedRoutes,
+  marked,
+  routeKey,
+  routeScope,
+} from "../routes.ts";
 import {
   ensureVtep,
   type Family,
@@ -248,26 +255,30 @@ export class VxlanBackend implements Backend {
     this.#nl.routeReplace(e.route);
   }
 
-  #remove(e: PeerEntries) {
-    const dev = e.dev;
-    const gone = (fn: () => void) => {
-      try {
-        fn();
-      } catch (err) {
-        if (!isNotFound(err)) throw err;
-      }
+  /**
+   * Removes peers' entries, `[lease key, entries]`, in three batches: routes (ours, else
+   * flanneld's exact one; routes.ts), then FDB, then neighbour entries, so nothing points at a
+   * removed entry. An entry already gone is fine; a peer whose route (FDB entry) cannot be removed
+   * keeps its FDB (and neighbour) entry, and the failure is recorded against its key.
+   */
+  #removeMany(items: [string, PeerEntries][], f: PeerFailures) {
+    const failed = (i: number, e: Error | null) => {
+      if (e === null || isNotFound(e)) return false;
+      f.add(items[i][0], e);
+      return true;
     };
-    // Ours (marked), else flanneld's exact route; another protocol's is left alone.
-    gone(() => {
-      try {
-        this.#nl.routeDel(e.route);
-      } catch (err) {
-        if (!isNotFound(err)) throw err;
-        this.#nl.routeDel({ ...e.route, protocol: RTPROT_BOOT });
-      }
-    });
-    if (e.fdb) gone(() => this.#nl.fdbDel({ dev, ...e.fdb! }));
-    if (e.neigh) gone(() => this.#nl.neighDel({ dev, ip: e.neigh!.ip }));
+    const routeErrs = deletePeerRoutes(this.#nl, items.map(([, e]) => e.route));
+    const next = items.flatMap((_, i) => failed(i, routeErrs[i]) ? [] : [i]);
+    const fdb = next.filter((i) => items[i][1].fdb);
+    const fdbErrs = this.#nl.deleteMany(
+      fdb.map((i) => ({ fdb: { dev: items[i][1].dev, ...items[i][1].fdb! } })),
+    );
+    const bad = new Set(fdb.filter((i, j) => failed(i, fdbErrs[j])));
+    const neigh = next.filter((i) => items[i][1].neigh && !bad.has(i));
+    const neighErrs = this.#nl.deleteMany(
+      neigh.map((i) => ({ neigh: { dev: items[i][1].dev, ip: items[i][1].neigh!.ip } })),
+    );
+    neigh.forEach((i, j) => failed(i, neighErrs[j]));
   }
 
   apply(events: PeerEvent[]): Promise<void> {
@@ -276,6 +287,13 @@ export class VxlanBackend implements Backend {
     // one VTEP (a stale duplicate of a live peer) share its FDB entry, which must outlive the
     // stale one.
     let macs: Map<string, number> | null = null;
+    // Removals wait here to be removed in batches; an added event flushes them first, so the
+    // kernel sees the events in order.
+    let removals: [string, PeerEntries][] = [];
+    const flush = () => {
+      if (removals.length) this.#removeMany(removals, f);
+      removals = [];
+    };
     const fdbKey = (e: PeerEntries) => e.fdb ? `${e.dev}/${e.fdb.mac}` : null;
     const count = (l: Lease, d: number) => {
       for (const e of this.#all(l) ?? []) {
@@ -295,10 +313,11 @@ export class VxlanBackend implements Backend {
         for (const e of es ?? []) {
           const k = fdbKey(e);
           const shared = k !== null && (macs.get(k) ?? 0) > 0;
-          f.run(l.key, () => this.#remove(shared ? { ...e, fdb: undefined } : e));
+          removals.push([l.key, shared ? { ...e, fdb: undefined } : e]);
         }
         continue;
       }
+      flush();
       if (!this.#peers.has(l.key)) count(l, 1);
       this.#peers.set(l.key, l);
       if (!es) {
@@ -311,6 +330,7 @@ export class VxlanBackend implements Backend {
       }
       for (const e of es) f.run(l.key, () => this.#install(e));
     }
+    flush();
     f.throwIfAny("programming vxlan entries");
     return Promise.resolve();
   }
@@ -324,7 +344,7 @@ export class VxlanBackend implements Backend {
     // Stale first (routes, then FDB, then neighbours), so nothing points at a removed entry.
     const routes = this.#ownedRoutes();
     const { del, adopt } = diffRoutes(want.map(([, e]) => e.route), routes);
-    for (const r of del) f.run(r.dst, () => this.#nl.routeDel(r));
+    this.#deleteAll(del.map((route) => ({ route })), del.map((r) => r.dst), f);
     for (const r of adopt) f.run(r.dst, () => this.#nl.routeReplace(r)); // re-mark in place
     const neighHave = new Set<string>();
     const vteps: [number, Family][] = [];
@@ -335,28 +355,36 @@ export class VxlanBackend implements Backend {
       const fdbWant = new Set(
         mine.filter(([, e]) => e.fdb).map(([, e]) => `${e.fdb!.mac}|${e.fdb!.dst}`),
       );
-      for (const x of this.#nl.fdbList(dev)) {
-        if (!x.self || !x.dst || fdbWant.has(`${x.mac}|${x.dst}`)) continue;
-        f.run(`fdb ${x.mac}`, () => this.#nl.fdbDel({ dev, mac: x.mac, dst: x.dst! }));
-      }
+      const fdbDel = this.#nl.fdbList(dev)
+        .filter((x) => x.self && x.dst && !fdbWant.has(`${x.mac}|${x.dst}`));
+      this.#deleteAll(
+        fdbDel.map((x) => ({ fdb: { dev, mac: x.mac, dst: x.dst! } })),
+        fdbDel.map((x) => `fdb ${x.mac}`),
+        f,
+      );
       const neighWant = new Set(
         mine.filter(([, e]) => e.neigh).map(([, e]) => `${e.neigh!.ip}|${e.neigh!.mac}`),
       );
+      const neighDel: string[] = [];
       for (const n of this.#nl.neighList(dev, family)) {
         const k = `${n.ip}|${n.mac}`;
         if (family === 4 && !n.ip.includes(".")) continue;
         if (n.permanent && neighWant.has(k)) neighHave.add(`${dev}|${k}`);
         // Only permanent IPv6 entries are weft's: the kernel's own (router, link-local) stay.
-        else if (family === 4 || n.permanent) {
-          f.run(`neigh ${n.ip}`, () => this.#nl.neighDel({ dev, ip: n.ip }));
-        }
+        else if (family === 4 || n.permanent) neighDel.push(n.ip);
       }
+      this.#deleteAll(
+        neighDel.map((ip) => ({ neigh: { dev, ip } })),
+        neighDel.map((ip) => `neigh ${ip}`),
+        f,
+      );
     }
     // Then install what is missing, per peer in flannel's order. Replace is idempotent, but
-    // skipping entries already present keeps a restart with 5000 peers cheap.
-    const haveRoutes = new Set(this.#ownedRoutes().map(routeKey));
+    // skipping entries already present keeps a restart with 5000 peers cheap. Nothing wanted
+    // (every peer gone): nothing to install, and no need to read the tables again.
+    const haveRoutes = new Set(want.length ? this.#ownedRoutes().map(routeKey) : []);
     const haveFdb = new Set<string>();
-    for (const [dev] of vteps) {
+    for (const [dev] of want.length ? vteps : []) {
       for (const x of this.#nl.fdbList(dev)) {
         if (x.self && x.dst) haveFdb.add(`${dev}|${x.mac}|${x.dst}`);
       }
@@ -379,6 +407,14 @@ export class VxlanBackend implements Backend {
     }
     f.throwIfAny("reconciling vxlan entries");
     return Promise.resolve();
+  }
+
+  /**
+   * Deletes stale entries in one batch; each failure is recorded under its `names` entry (one
+   * already gone is not a failure).
+   */
+  #deleteAll(reqs: DeleteRequest[], names: string[], f: PeerFailures) {
+    this.#nl.deleteMany(reqs).forEach((e, i) => e && !isNotFound(e) && f.add(names[i], e));
   }
 
   /** weft's routes (routes.ts): on the VTEP, and via peers on the external interface. */
