@@ -4,8 +4,8 @@
  * permanent neighbours and FDB entries on the vxlan device for no lease.
  *
  * A route outside the cluster network (the underlay's, the default route) is never looked at, and
- * deleting a route no lease holds is suggested only when it is weft's or flanneld's by the
- * agent's own rule ({@link isOwnedRoute}); anyone else's is named, never to be deleted. A
+ * deleting a stray route is suggested only when it is weft's or flanneld's by the agent's own
+ * rule ({@link isOwnedRoute}); anyone else's is named with its protocol, never to be deleted. A
  * family the network does not serve (the empty IPv4 network of an IPv6-only one) has no strays.
  */
 import { type CheckResult, fail, ok, warn } from "./check.ts";
@@ -94,16 +94,21 @@ export function strayChecks(
     if (peerSubnets.has(dstText)) continue; // judged per peer
     const peer = peers.find((p) => overlaps(p.net, dst));
     const have = describeRoute(r, k.links);
+    const owned = isOwnedRoute(r, scope, devices);
     if (peer) {
       out.push(fail(
         "kernel.stale-route",
-        `route ${have} covers peer ${peer.subnet} (${peer.publicIP}) but is not its route`,
-        `${ip} route del ${have}`,
+        `route ${have}${owned ? "" : ` (proto ${r.protocol ?? "?"}, not weft's)`} covers peer ` +
+          `${peer.subnet} (${peer.publicIP}) but is not its route`,
+        owned
+          ? `${ip} route del ${have}`
+          : "remove it where it was made (weft deletes no route it did not make): it takes " +
+            `that peer's traffic; then check again with weft doctor --peer ${peer.subnet}`,
         peer.subnet,
       ));
     } else if (!leased.some((s) => overlaps(s, dst))) {
       out.push(
-        isOwnedRoute(r, scope, devices)
+        owned
           ? warn(
             "kernel.stale-route",
             `route ${have}: no lease holds ${r.dst} (left over from an expired lease?)`,

@@ -330,6 +330,14 @@ Deno.test("doctor never calls a route stale that is not weft's or flanneld's (un
   assert.match(foreign[0].saw, /2001:db8:1:55::\/64 via 2001:db8:ff::55 dev eth0 \(proto 4\)/);
   assert.ok(!/del/.test(foreign[0].fix!), foreign[0].fix!);
   assert.ok(rs.some((r) => r.check === "kernel.peer" && r.subnet === "2001:db8:1:2::/64"));
+  // A foreign route over part of a peer's subnet breaks it (fail) but is never to be deleted.
+  const part = { dst: "2001:db8:1:2::/80", dev: 9, protocol: kernel };
+  const over = kernelChecks(hostGw, snapshot(false, { routes6: [...k.routes6!, part] }));
+  const cover = over.find((r) => r.check === "kernel.stale-route" && r.subnet);
+  assert.ok(cover, JSON.stringify(over, null, 1));
+  assert.equal(cover.status, "fail");
+  assert.match(cover.saw, /2001:db8:1:2::\/80 dev if9 \(proto 2, not weft's\) covers peer/);
+  assert.ok(!/route del/.test(cover.fix!), cover.fix!);
 });
 
 Deno.test("doctor dual stack: IPv6 forwarding, ip6tables masquerade and the IPv6 VTEP's MTU", () => {
