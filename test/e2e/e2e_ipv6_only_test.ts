@@ -252,6 +252,9 @@ for (
           assert.match(hit, new RegExp(`fix: .*ip -6 ${esc(set.join(" "))} nud permanent`));
           await c.exec(h1, ["ip", "-6", ...set, "nud", "permanent"]);
         } else {
+          // host-gw's self-check re-adds a deleted route within 5 s: stop the agent for the break
+          // (SIGTERM keeps the datapath) and start it again after the repair.
+          await h1.agent!.stop();
           await c.exec(h1, ["ip", "-6", "route", "del", sub2]);
           const r = await doctor(c, h1);
           const want = `${sub2} via ${h2.ip6} dev eth0`;
@@ -262,6 +265,8 @@ for (
           assert.equal(r.code, 1, r.stdout);
           assert.match(hit, new RegExp(`fix: .*ip -6 route replace ${esc(want)} proto 87`));
           await c.exec(h1, ["ip", "-6", "route", "replace", ...want.split(" "), "proto", "87"]);
+          await h1.agent!.restart();
+          await h1.agent!.waitReady();
         }
         await expectHealthy(c, h1, "after the repair");
 
