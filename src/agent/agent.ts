@@ -17,7 +17,7 @@ import type { NetworkConfig } from "../config/network.ts";
 import type { Backend } from "../backend/backend.ts";
 import { type Part, runChecks } from "../backend/part.ts";
 import { PeerFailuresError } from "../backend/peer_errors.ts";
-import { checkUnderlayOverlap } from "../backend/routes.ts";
+import { checkUnderlayOverlap, checkUnderlayOverlap6 } from "../backend/routes.ts";
 import { Backoff, sleep } from "../base/async.ts";
 import { FatalError } from "../base/errors.ts";
 import { checkFamilies, createBackend } from "./select_backend.ts";
@@ -170,7 +170,9 @@ export class Agent {
       ipv6: cfg.enableIPv6,
       ipv4: v4,
     });
-    if (v4) checkUnderlayOverlap(cfg.network, ext); // else underlay routes would look like weft's
+    // Else underlay routes would look like weft's, in either family.
+    if (v4) checkUnderlayOverlap(cfg.network, ext);
+    if (cfg.ipv6) checkUnderlayOverlap6(cfg.ipv6.network, ext);
     // The address that tells this node's lease apart: PublicIPv6 when IPv6-only.
     const address = v4 ? ext.publicIP : ext.publicIPv6!;
     if (v4) {

@@ -21,7 +21,8 @@
  * source address. So `0.0.0.0/0 via gw`, a /16 or /28 static route via the gateway, a route with a
  * metric or a `src` are never weft's. The one look-alike left is an operator's boot route of
  * exactly that shape via another host; a Network that contains the host's own underlay address
- * (where such routes live) is refused at start ({@link checkUnderlayOverlap}). Adopted routes
+ * (where such routes live) is refused at start ({@link checkUnderlayOverlap}; an IPv6Network
+ * containing the host's IPv6 underlay address likewise, {@link checkUnderlayOverlap6}). Adopted routes
  * that leases still justify are re-marked in place (replace, no gap), so later runs need no
  * guessing.
  *
@@ -48,7 +49,14 @@ import {
 import type { NetworkConfig } from "../config/network.ts";
 import { ConfigError } from "../base/errors.ts";
 import { contains, formatCidr, type Ipv4Net, parseCidr, parseIp } from "../base/ipv4.ts";
-import { contains6, containsNet6, overlaps6, parseCidr6, parseIp6 } from "../base/ipv6.ts";
+import {
+  contains6,
+  containsNet6,
+  formatCidr6,
+  overlaps6,
+  parseCidr6,
+  parseIp6,
+} from "../base/ipv6.ts";
 import type { RouteScope } from "./backend.ts";
 import type { Ipv6Net } from "../base/ipv6.ts";
 
@@ -239,16 +247,41 @@ export function checkUnderlayOverlap(
   network: Ipv4Net,
   ext: { name: string; ifaceAddr: string; publicIP: string },
 ): void {
-  for (
-    const [addr, what] of [
-      [ext.ifaceAddr, `the address of ${ext.name}, the external interface`],
-      [ext.publicIP, "the public IP (--public-ip)"],
-    ] as const
-  ) {
-    if (contains(network, parseIp(addr))) {
+  refuseUnderlay("Network", formatCidr(network), (a) => contains(network, parseIp(a)), [
+    [ext.ifaceAddr, `the address of ${ext.name}, the external interface`],
+    [ext.publicIP, "the public IP (--public-ip)"],
+  ]);
+}
+
+/**
+ * {@link checkUnderlayOverlap} for IPv6 (dual stack and IPv6-only): refuses an IPv6Network that
+ * contains this host's IPv6 underlay address (the external interface's global one, or
+ * `--public-ipv6`), i.e. one that overlaps the prefix that address lives in from inside.
+ */
+export function checkUnderlayOverlap6(
+  network6: Ipv6Net,
+  ext: { name: string; ifaceAddr6?: string; publicIPv6?: string },
+): void {
+  refuseUnderlay("IPv6Network", formatCidr6(network6), (a) => contains6(network6, parseIp6(a)), [
+    [ext.ifaceAddr6, `the IPv6 address of ${ext.name}, the external interface`],
+    [ext.publicIPv6, "the public IPv6 address (--public-ipv6)"],
+  ]);
+}
+
+/** Throws for the first of `addrs` (address, what it is) inside the cluster network `net`. */
+function refuseUnderlay(
+  field: string,
+  net: string,
+  inside: (addr: string) => boolean,
+  addrs: [string | undefined, string][],
+): void {
+  for (const [addr, what] of addrs) {
+    if (addr && inside(addr)) {
       throw new ConfigError(
-        `the cluster Network ${formatCidr(network)} contains this host's underlay address ` +
-          `${addr} (${what}): pod subnets and routes would cover the underlay. Choose a Network ` +
+        `the cluster ${field} ${net} contains this host's underlay address ` +
+          `${addr} (${what}): pod subnets and routes would cover the underlay. Choose ${
+            /^[AEIOU]/.test(field) ? "an" : "a"
+          } ${field} ` +
           `that does not overlap the hosts' addresses (weft config set), or another interface`,
       );
     }

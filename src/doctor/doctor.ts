@@ -55,7 +55,14 @@ function ifaceChecks(f: Facts): CheckResult[] {
     ];
   }
   const e = f.ext;
-  return [ok("iface.external", `${e.name} ${e.ifaceAddr}, public IP ${e.publicIP}, MTU ${e.mtu}`)];
+  // Only the families the network serves: an IPv6-only host may have no IPv4 address at all.
+  const v4 = f.config?.enableIPv4 ?? true;
+  const v6 = f.config?.enableIPv6 && e.publicIPv6;
+  const addrs = [
+    ...(v4 ? [`${e.ifaceAddr}, public IP ${e.publicIP}`] : []),
+    ...(v6 ? [`${e.ifaceAddr6 ?? "(no global IPv6 address)"}, public IPv6 ${e.publicIPv6}`] : []),
+  ];
+  return [ok("iface.external", `${e.name} ${addrs.join("; ")}, MTU ${e.mtu}`)];
 }
 
 export async function runDoctor(o: DoctorOptions, groupTimeoutMs = 15_000): Promise<CheckResult[]> {

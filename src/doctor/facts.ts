@@ -129,7 +129,9 @@ export async function gatherFacts(o: DoctorOptions): Promise<Facts> {
     const start = performance.now();
     const { leases } = await withTimeout(r.listLeases(), t, "listing the leases");
     f.registryLatencyMs = performance.now() - start;
-    f.leases = new LeaseDecoder().decodeAll(leases);
+    // Every lease, IPv6-only ones too: the config is not parsed yet, and the checks need them
+    // all (an IPv6-only network has nothing else; a stray IPv6-only lease is worth naming).
+    f.leases = new LeaseDecoder({ ipv6: true }).decodeAll(leases);
   } catch (e) {
     f.registryError = (e as Error).message;
   } finally {
@@ -144,7 +146,12 @@ export async function gatherFacts(o: DoctorOptions): Promise<Facts> {
   }
   f.backendType = o.backendOverride || f.config?.backendType || null;
   try {
-    f.ext = await selectExternalInterface({ ...o.iface, ipv6: f.config?.enableIPv6 ?? false });
+    // As the agent selects it: IPv6-only needs (and looks for) no IPv4 address.
+    f.ext = await selectExternalInterface({
+      ...o.iface,
+      ipv6: f.config?.enableIPv6 ?? false,
+      ipv4: f.config?.enableIPv4 ?? true,
+    });
   } catch (e) {
     f.extError = (e as Error).message;
   }

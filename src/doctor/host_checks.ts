@@ -39,6 +39,8 @@ export interface HostSettings {
     filterRules: string[] | null;
     natRules: string[] | null;
     iptablesError: string | null;
+    /** bridge-nf-call-ip6tables; null (or absent) when br_netfilter is not loaded. */
+    bridgeNfCallIp6tables?: string | null;
   };
   /** With EnableNFTables: `nft list table` of each family's table (null: absent). */
   nft?: { ip: string | null; ip6: string | null };
@@ -88,6 +90,7 @@ export async function readHostSettings(f: Facts, k: KernelSnapshot): Promise<Hos
   if (f.config?.enableIPv6) {
     s.ipv6 = {
       forwarding: readSys("/proc/sys/net/ipv6/conf/all/forwarding"),
+      bridgeNfCallIp6tables: readSys("/proc/sys/net/bridge/bridge-nf-call-ip6tables"),
       ...await readRules(run, 6),
     };
   }
@@ -139,17 +142,35 @@ export function hostChecks(f: Facts, k: KernelSnapshot, s: HostSettings): CheckR
   }
   const bridges = k.links.filter((l) => l.kind === "bridge").map((l) => l.name);
   if (bridges.length) {
+    // The sysctl of each family the network serves (IPv6-only: bridge-nf-call-ip6tables alone).
+    const knobs = [
+      ...(v4 ? [["bridge-nf-call-iptables", s.bridgeNfCallIptables] as const] : []),
+      ...(s.ipv6
+        ? [["bridge-nf-call-ip6tables", s.ipv6.bridgeNfCallIp6tables ?? null] as const]
+        : []),
+    ];
+    const off = knobs.filter(([, val]) => val !== "1");
+    const tables = off.map(([name]) =>
+      name === "bridge-nf-call-iptables" ? "iptables" : "ip6tables"
+    );
     out.push(
-      s.bridgeNfCallIptables === "1"
-        ? ok("host.br-netfilter", `bridge ${bridges.join(", ")}; bridge-nf-call-iptables = 1`)
+      !off.length
+        ? ok(
+          "host.br-netfilter",
+          `bridge ${bridges.join(", ")}; ${knobs.map(([n]) => `${n} = 1`).join(", ")}`,
+        )
         : warn(
           "host.br-netfilter",
           `bridge ${bridges.join(", ")} exists but ${
-            s.bridgeNfCallIptables === null
+            off.some(([, val]) => val === null)
               ? "br_netfilter is not loaded"
-              : "bridge-nf-call-iptables = 0"
-          }: iptables (kube-proxy's Services) does not see traffic between pods on this host`,
-          "modprobe br_netfilter && sysctl -w net.bridge.bridge-nf-call-iptables=1",
+              : off.map(([n, val]) => `${n} = ${val}`).join(", ")
+          }: ${tables.join(" and ")} (kube-proxy's Services) ${
+            tables.length > 1 ? "do" : "does"
+          } not see traffic between pods on this host`,
+          `modprobe br_netfilter && ${
+            knobs.map(([n]) => `sysctl -w net.bridge.${n}=1`).join(" && ")
+          }`,
         ),
     );
   }

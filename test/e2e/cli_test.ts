@@ -119,6 +119,44 @@ Deno.test("agent start with a config different from the registry's names both, e
   });
 });
 
+Deno.test("agent start with an IPv6Network over the host's IPv6 underlay address: refused, nothing written", async () => {
+  await withDir(async (dir) => {
+    const kv = ["--kv-path", `${dir}/r.kv`];
+    for (const v4 of [false, true]) {
+      const config = {
+        ...(v4 ? { Network: "198.19.0.0/16" } : { EnableIPv4: false }),
+        EnableIPv6: true,
+        IPv6Network: "2001:db8:ffff::/48",
+        Backend: { Type: "host-gw" },
+      };
+      await Deno.writeTextFile(`${dir}/net.json`, JSON.stringify(config));
+      const r = await weft([
+        "run",
+        ...kv,
+        "--net-config-path",
+        `${dir}/net.json`,
+        "--iface",
+        "lo",
+        ...(v4 ? ["--public-ip", "198.18.0.11"] : []),
+        "--public-ipv6",
+        "2001:db8:ffff::b",
+        "--subnet-file",
+        `${dir}/s.env`,
+        "--iptables-forward-rules=false",
+      ]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(
+        r.stderr,
+        /the cluster IPv6Network 2001:db8:ffff::\/48 contains this host's underlay address 2001:db8:ffff::b \(the public IPv6 address \(--public-ipv6\)\)/,
+      );
+      assert.ok(!(await Deno.stat(`${dir}/s.env`).catch(() => null)), "subnet.env written");
+      const leases = await weft(["leases", ...kv, "--json"]);
+      assert.deepEqual(JSON.parse(leases.stdout), [], `a lease was written: ${leases.stdout}`);
+      await Deno.remove(`${dir}/r.kv`).catch(() => {});
+    }
+  });
+});
+
 Deno.test("leases lists flanneld-written leases, skips garbage, and --json", async () => {
   await withDir(async (dir) => {
     const r = await openKvRegistry({ path: `${dir}/r.kv` });

@@ -9,14 +9,65 @@
  * removal taking its entries, and `weft cleanup` removing the rest.
  */
 import assert from "node:assert/strict";
-import { withCluster } from "../kit/cluster.ts";
+import { type Cluster, type Host, type RunResult, withCluster } from "../kit/cluster.ts";
 import { waitFor } from "../kit/proc.ts";
 import { deleteLease, leaseEntries } from "../kit/faults.ts";
 import { entries6, type Peer6, VTEP6, wantEntries6 } from "../kit/entries6.ts";
-import { formatCidr6 } from "../../src/base/ipv6.ts";
+import { formatCidr6, formatIp6 } from "../../src/base/ipv6.ts";
 
 const WAIT = { timeoutMs: 20_000, intervalMs: 200 };
 const HEALTHZ = 9481;
+/**
+ * The agents' flags beyond the cluster's (registry, --iface, --subnet-file), given to `weft
+ * doctor` too so it checks what the agent does. The agents reconcile rarely so they do not repair
+ * the doctor's breakage while it looks (peer changes come by the watch, not the reconcile).
+ */
+const AGENT_FLAGS = [
+  "--ip-masq",
+  "--ip-blackhole-route",
+  "--peer-probe-interval",
+  "2",
+  "--reconcile-interval",
+  "3600",
+];
+
+/** `weft doctor` on `h` with its agent's flags. */
+async function doctor(c: Cluster, h: Host): Promise<RunResult> {
+  return await c.weft(h, [
+    "doctor",
+    ...c.registryArgs(),
+    "--iface",
+    "eth0",
+    "--subnet-file",
+    h.subnetFile,
+    "--healthz-port",
+    String(HEALTHZ),
+    ...AGENT_FLAGS,
+  ], { timeoutMs: 30_000 });
+}
+
+const lines = (r: RunResult, status: string) =>
+  r.stdout.split("\n").filter((l) => l.startsWith(`${status} `));
+const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+/**
+ * Doctor on a healthy IPv6-only node: exit 0, no warn or fail, nothing about an IPv4 half (no
+ * `0.0.0.0/0`, no IPv4-only check, no IPv4 route to delete).
+ */
+async function expectHealthy(c: Cluster, h: Host, what: string): Promise<string> {
+  const r = await doctor(c, h);
+  const out = r.stdout + r.stderr;
+  assert.deepEqual([...lines(r, "warn"), ...lines(r, "fail")], [], `${what}: ${out}`);
+  assert.equal(r.code, 0, `${what}: ${out}`);
+  assert.ok(!out.includes("0.0.0.0"), `${what}: an IPv4 half named:\n${out}`);
+  const v4checks = r.stdout.split("\n").filter((l) =>
+    /^\w+ +(kernel\.device|kernel\.stale|host\.ip-forward|host\.forward|host\.masquerade|host\.iptables|host\.rp-filter|host\.tx-checksum) *:/
+      .test(l)
+  );
+  assert.deepEqual(v4checks, [], `${what}: IPv4 checks on an IPv6-only node:\n${out}`);
+  assert.ok(!/route del|flannel\.1\b|iptables /.test(r.stdout), `${what}: ${out}`);
+  return r.stdout;
+}
 
 for (
   const [backend, registry] of [["vxlan", "kv"], ["host-gw", "etcd"]] as const
@@ -40,7 +91,7 @@ for (
             ...(backend === "host-gw" ? { EnableNFTables: true } : {}),
           },
           healthzPort: HEALTHZ,
-          extraArgs: ["--ip-masq", "--ip-blackhole-route", "--peer-probe-interval", "2"],
+          extraArgs: AGENT_FLAGS,
         });
         const [h1, h2, h3] = c.hosts;
         // subnet.env as flanneld writes it for IPv6-only: the IPv6 lines, no IPv4 ones.
@@ -161,6 +212,63 @@ for (
               .test(body)
           );
         }, { timeoutMs: 30_000, intervalMs: 250 });
+
+        // weft doctor with the agent's flags: healthy, every check about the IPv6 half.
+        const sub2 = formatCidr6(peers6[1].subnet6);
+        const gw2 = formatIp6(peers6[1].subnet6.ip);
+        // What the probes ping: vxlan the peer's VTEP address, host-gw its bridge's (subnet::1).
+        const probed2 = backend === "vxlan" ? gw2 : formatIp6(peers6[1].subnet6.ip + 1n);
+        const healthy = await expectHealthy(c, h1, "a healthy IPv6-only cluster");
+        for (
+          const re of [
+            /^ok +iface\.external: eth0 /m,
+            /^ok +host\.ip-forward6: /m,
+            /^ok +host\.masquerade6: /m,
+            new RegExp(`^ok +kernel\\.peer: peer ${esc(sub2)} \\(${esc(h2.ip6!)}\\)`, "m"),
+            new RegExp(`^ok +probe\\.overlay: peer ${esc(sub2)} .*${esc(probed2)} answers`, "m"),
+            ...(backend === "vxlan" ? [/^ok +kernel\.device6: flannel-v6\.1: /m] : []),
+          ]
+        ) assert.match(healthy, re);
+        // weft status: the agent's picture, the peers by their IPv6 subnets.
+        const st = await c.weft(h1, ["status", "--healthz-port", String(HEALTHZ)], {
+          timeoutMs: 20_000,
+        });
+        assert.equal(st.code, 0, st.stdout + st.stderr);
+        // (The lease's key is flanneld's `0.0.0.0-0&…`; no IPv4 subnet or address is shown.)
+        assert.ok(!/0\.0\.0\.0\/0|public IP 0\.0\.0\.0/.test(st.stdout), st.stdout);
+        assert.match(st.stdout, new RegExp(`^${esc(sub2)}\\s+${esc(h2.ip6!)}\\s+yes\\s`, "m"));
+        // One break, named with its fix, then ok after the repair: vxlan h2's IPv6 neighbour,
+        // host-gw h2's IPv6 route.
+        if (backend === "vxlan") {
+          await c.exec(h1, ["ip", "-6", "neigh", "del", gw2, "dev", VTEP6]);
+          const r = await doctor(c, h1);
+          const hit = lines(r, "fail").find((l) =>
+            new RegExp(`^fail kernel\\.neigh: peer ${esc(sub2)} .*neighbour ${esc(gw2)} missing`)
+              .test(l)
+          );
+          assert.ok(hit, r.stdout + r.stderr);
+          assert.equal(r.code, 1, r.stdout);
+          const set = ["neigh", "replace", gw2, "lladdr", peers6[1].mac6!, "dev", VTEP6];
+          assert.match(hit, new RegExp(`fix: .*ip -6 ${esc(set.join(" "))} nud permanent`));
+          await c.exec(h1, ["ip", "-6", ...set, "nud", "permanent"]);
+        } else {
+          // host-gw's self-check re-adds a deleted route within 5 s: stop the agent for the break
+          // (SIGTERM keeps the datapath) and start it again after the repair.
+          await h1.agent!.stop();
+          await c.exec(h1, ["ip", "-6", "route", "del", sub2]);
+          const r = await doctor(c, h1);
+          const want = `${sub2} via ${h2.ip6} dev eth0`;
+          const hit = lines(r, "fail").find((l) =>
+            new RegExp(`^fail kernel\\.route: peer ${esc(sub2)} .*route missing`).test(l)
+          );
+          assert.ok(hit, r.stdout + r.stderr);
+          assert.equal(r.code, 1, r.stdout);
+          assert.match(hit, new RegExp(`fix: .*ip -6 route replace ${esc(want)} proto 87`));
+          await c.exec(h1, ["ip", "-6", "route", "replace", ...want.split(" "), "proto", "87"]);
+          await h1.agent!.restart();
+          await h1.agent!.waitReady();
+        }
+        await expectHealthy(c, h1, "after the repair");
 
         // A restart keeps the lease: found by PublicIPv6 and the subnet.env IPv6 subnet.
         await h1.agent!.restart();

@@ -6,7 +6,8 @@
  */
 import assert from "node:assert/strict";
 import type { Facts } from "../../src/doctor/facts.ts";
-import { kernelChecks, type KernelSnapshot } from "../../src/doctor/kernel_checks.ts";
+import { familyView, kernelChecks, type KernelSnapshot } from "../../src/doctor/kernel_checks.ts";
+import { strayChecks } from "../../src/doctor/stray_checks.ts";
 import { hostChecks, type HostSettings } from "../../src/doctor/host_checks.ts";
 import { mtuChecks } from "../../src/doctor/mtu_checks.ts";
 import { registryChecks } from "../../src/doctor/registry_checks.ts";
@@ -254,6 +255,20 @@ Deno.test("doctor IPv6-only: no IPv4 half is checked, never a 0.0.0.0/0 entry", 
   const host = hostChecks(f, snapshot(false), settings);
   assert.deepEqual(notOk(host), [], JSON.stringify(host, null, 1));
   assert.ok(host.some((r) => r.check === "host.masquerade6"));
+  // With a bridge, br_netfilter's IPv6 sysctl is the one that counts, not the IPv4 one.
+  const cni0: Link = { ...snapshot().links[0], index: 9, name: "cni0", kind: "bridge" };
+  const bridged = snapshot(false, { links: [...snapshot(false).links, cni0] });
+  const br = (v6: string | null) =>
+    hostChecks(f, bridged, { ...settings, ipv6: { ...settings.ipv6!, bridgeNfCallIp6tables: v6 } })
+      .find((r) => r.check === "host.br-netfilter")!;
+  assert.equal(br("1").status, "ok", br("1").saw);
+  assert.equal(br("1").saw, "bridge cni0; bridge-nf-call-ip6tables = 1");
+  assert.equal(br("0").status, "warn");
+  assert.match(br("0").saw, /bridge-nf-call-ip6tables = 0: ip6tables /);
+  assert.equal(
+    br("0").fix,
+    "modprobe br_netfilter && sysctl -w net.bridge.bridge-nf-call-ip6tables=1",
+  );
   const mtu = mtuChecks(f, snapshot(false));
   assert.deepEqual(mtu.map((r) => r.check), ["mtu.device6"]);
   // Probe targets: the IPv6 VTEP address only.
@@ -261,6 +276,68 @@ Deno.test("doctor IPv6-only: no IPv4 half is checked, never a 0.0.0.0/0 entry", 
   assert.deepEqual(overlayTargets("host-gw", f.peers[0]).map((t) => t.address), [
     "2001:db8:1:2::1",
   ]);
+});
+
+Deno.test("doctor never calls a route stale that is not weft's or flanneld's (underlay, foreign, IPv6-only)", () => {
+  const eth0 = 2;
+  const kernel = 2; // proto kernel: the underlay's connected routes, the bridge's
+  const underlay6 = [
+    { dst: "2001:db8:ff::/64", dev: eth0, protocol: kernel, metric: 256 },
+    { dst: "::/0", gw: "2001:db8:ff::1", dev: eth0, protocol: 3, metric: 1024 },
+  ];
+  const underlay4 = [
+    { dst: "198.18.0.0/24", dev: eth0, protocol: kernel },
+    { dst: "0.0.0.0/0", gw: "198.18.0.1", dev: eth0, protocol: 3 },
+  ];
+  for (const v4 of [true, false]) {
+    const k = snapshot(v4, {
+      routes: [...snapshot(v4).routes, ...underlay4],
+      routes6: [...snapshot(v4).routes6!, ...underlay6],
+    });
+    const rs = kernelChecks(facts(v4), k);
+    assert.deepEqual(notOk(rs), [], `${v4 ? "dual" : "IPv6-only"}: ${JSON.stringify(rs, null, 1)}`);
+    assert.ok(!rs.some((r) => /route del/.test(r.fix ?? "")), JSON.stringify(rs));
+  }
+  // IPv6-only: the IPv4 family has the empty network 0.0.0.0/0; nothing of it is a stray.
+  const f6 = facts(false);
+  const k6 = snapshot(false, { routes: underlay4 });
+  assert.deepEqual(strayChecks(f6, k6, familyView(k6, 4), null, "eth0"), []);
+  // Inside IPv6Network, no lease: weft's own (proto 87) is stale with its `ip -6 route del`; an
+  // operator's static route there is named, never to be deleted.
+  const hostGw = { ...f6, backendType: "host-gw" };
+  hostGw.config = parseNetworkConfig(JSON.stringify({
+    EnableIPv4: false,
+    EnableIPv6: true,
+    IPv6Network: "2001:db8:1::/56",
+    Backend: { Type: "host-gw" },
+  }));
+  const ours = { dst: "2001:db8:1:44::/64", gw: "2001:db8:ff::44", dev: eth0, protocol: 87 };
+  const static6 = { dst: "2001:db8:1:55::/64", gw: "2001:db8:ff::55", dev: eth0, protocol: 4 };
+  const k = snapshot(false, {
+    routes6: [
+      { dst: "2001:db8:1:2::/64", gw: "2001:db8:ff::12", dev: eth0, protocol: 87 },
+      ours,
+      static6,
+      ...underlay6,
+    ],
+  });
+  const rs = kernelChecks(hostGw, k);
+  const stale = rs.filter((r) => r.check === "kernel.stale-route");
+  assert.equal(stale.length, 1, JSON.stringify(rs, null, 1));
+  assert.match(stale[0].fix!, /^ip -6 route del 2001:db8:1:44::\/64 via 2001:db8:ff::44 dev eth0$/);
+  const foreign = rs.filter((r) => r.check === "kernel.foreign-route");
+  assert.equal(foreign.length, 1, JSON.stringify(rs, null, 1));
+  assert.match(foreign[0].saw, /2001:db8:1:55::\/64 via 2001:db8:ff::55 dev eth0 \(proto 4\)/);
+  assert.ok(!/del/.test(foreign[0].fix!), foreign[0].fix!);
+  assert.ok(rs.some((r) => r.check === "kernel.peer" && r.subnet === "2001:db8:1:2::/64"));
+  // A foreign route over part of a peer's subnet breaks it (fail) but is never to be deleted.
+  const part = { dst: "2001:db8:1:2::/80", dev: 9, protocol: kernel };
+  const over = kernelChecks(hostGw, snapshot(false, { routes6: [...k.routes6!, part] }));
+  const cover = over.find((r) => r.check === "kernel.stale-route" && r.subnet);
+  assert.ok(cover, JSON.stringify(over, null, 1));
+  assert.equal(cover.status, "fail");
+  assert.match(cover.saw, /2001:db8:1:2::\/80 dev if9 \(proto 2, not weft's\) covers peer/);
+  assert.ok(!/route del/.test(cover.fix!), cover.fix!);
 });
 
 Deno.test("doctor dual stack: IPv6 forwarding, ip6tables masquerade and the IPv6 VTEP's MTU", () => {

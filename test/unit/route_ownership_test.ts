@@ -16,7 +16,13 @@ import { HostGwBackend } from "../../src/backend/hostgw/backend.ts";
 import { VxlanBackend } from "../../src/backend/vxlan/backend.ts";
 import { planKernel } from "../../src/backend/owned.ts";
 import { owners } from "../../src/cli/cleanup.ts";
-import { checkUnderlayOverlap, isOwnedRoute, RTPROT_WEFT } from "../../src/backend/routes.ts";
+import {
+  checkUnderlayOverlap,
+  checkUnderlayOverlap6,
+  isOwnedRoute,
+  RTPROT_WEFT,
+} from "../../src/backend/routes.ts";
+import { parseCidr6 } from "../../src/base/ipv6.ts";
 import { ConfigError } from "../../src/base/errors.ts";
 import { NetlinkError } from "../../ffi/libnl/mod.ts";
 import { NLE_OBJ_NOTFOUND } from "../../ffi/libnl/errors.ts";
@@ -360,5 +366,33 @@ Deno.test("route ownership: a Network over the host's underlay address is refuse
   assert.throws(
     () => checkUnderlayOverlap(parseCidr("203.0.113.0/24"), { ...ext, publicIP: "203.0.113.7" }),
     /203\.0\.113\.0\/24 contains this host's underlay address 203\.0\.113\.7 \(the public IP/,
+  );
+});
+
+Deno.test("route ownership: an IPv6Network over the host's IPv6 underlay address is refused", () => {
+  const ext6 = { ...ext, ifaceAddr6: "2001:db8:ffff::b", publicIPv6: "2001:db8:ffff::b" };
+  checkUnderlayOverlap6(parseCidr6("2001:db8:1::/56"), ext6);
+  // A network beside the underlay's prefix, or inside a wider underlay prefix, is fine.
+  checkUnderlayOverlap6(parseCidr6("2001:db8:fffe::/48"), ext6);
+  checkUnderlayOverlap6(parseCidr6("2001:db8:1::/56"), { name: "eth0" }); // no IPv6 address
+  for (const net of ["2001:db8::/32", "2001:db8:ffff::/64", "2001:db8:ffff::/120"]) {
+    assert.throws(
+      () => checkUnderlayOverlap6(parseCidr6(net), ext6),
+      (e: Error) =>
+        e instanceof ConfigError &&
+        e.message.startsWith(
+          `the cluster IPv6Network ${net} contains this host's underlay address ` +
+            "2001:db8:ffff::b (the IPv6 address of eth0, the external interface)",
+        ) && e.message.includes("Choose an IPv6Network that does not overlap"),
+      net,
+    );
+  }
+  assert.throws(
+    () =>
+      checkUnderlayOverlap6(parseCidr6("2001:db8:2::/56"), {
+        ...ext6,
+        publicIPv6: "2001:db8:2:7::9",
+      }),
+    /2001:db8:2::\/56 contains this host's underlay address 2001:db8:2:7::9 \(the public IPv6 address \(--public-ipv6\)/,
   );
 });
