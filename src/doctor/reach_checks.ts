@@ -2,8 +2,9 @@
  * Reachability of every peer, per family the config serves: an overlay echo probe (ICMP, or
  * ICMPv6 for the IPv6 half) from this node to the peer's overlay address, and when that fails,
  * probes that tell the causes apart (what each proves, README "weft doctor"):
- * - vxlan (IPv4): an echo wrapped by hand in a VXLAN frame sent straight to the peer's UDP port
- *   (vxlan_probe.ts). Answered: the port and the peer are fine, our own entries are not. Else:
+ * - vxlan, udp (IPv4): an echo framed by hand as the backend carries it (a VXLAN frame, a bare
+ *   IPv4 packet) sent straight to the peer's UDP port (encap_probe.ts). Answered: the port and
+ *   the peer are fine, our own path is not. Else:
  * - the underlay: an echo to the peer's public IP. Answered: encapsulated traffic is dropped
  *   between us; host-gw: the host is there but has no pod address to answer (no pods yet).
  * Then a full-size don't-fragment probe over the overlay finds MTU black holes. Bounded: a few
@@ -15,7 +16,13 @@ import type { KernelSnapshot } from "./kernel_checks.ts";
 import { vtepOf } from "./kernel_checks.ts";
 import { describeProbe, IcmpProber, type ProbeResult } from "../health/probe.ts";
 import { overlayTargets, type ProbeTarget } from "../health/targets.ts";
-import { openVxlanSender, type VxlanSender } from "../health/vxlan_probe.ts";
+import { vxlanEchoFrame } from "../health/vxlan_probe.ts";
+import {
+  type EchoFrame,
+  type EncapSender,
+  openEncapSender,
+  udpEchoFrame,
+} from "../health/encap_probe.ts";
 import { mapLimit } from "../health/parallel.ts";
 import { formatIp } from "../base/ipv4.ts";
 import { backendNumber } from "../config/network.ts";
@@ -59,10 +66,12 @@ export function explanations(f: Facts, before: readonly CheckResult[]): Map<stri
   return out;
 }
 
-/** What the probes need besides the peer: the prober, the VXLAN sender, the full size. */
+/** What the probes need besides the peer: the prober, the crafted-echo sender, the full size. */
 interface Probing {
   prober: IcmpProber;
-  vxlan: VxlanSender | null;
+  direct: EncapSender | null;
+  /** Our VTEP's MAC (vxlan framing). */
+  mac: string;
   fullSize: Record<4 | 6, number | null>;
 }
 
@@ -77,22 +86,19 @@ export async function reachChecks(
   const envMtu = f.subnetEnv?.mtu ?? null;
   const pr: Probing = {
     prober: new IcmpProber(),
-    vxlan: null,
+    direct: null,
+    mac: dev?.mac.toLowerCase() ?? "",
     fullSize: {
       4: dev?.mtu ?? (f.backendType === "vxlan" ? null : envMtu),
       6: dev6?.mtu ?? (f.backendType === "vxlan" ? null : envMtu),
     },
   };
   try {
-    // The crafted-frame probe needs our VTEP (MAC, address) and our underlay address.
-    if (dev && f.own && f.ext && f.own.subnet.prefix > 0) {
+    // The crafted-frame probe needs our overlay address, our underlay address and, for vxlan,
+    // our VTEP.
+    if ((dev || f.backendType === "udp") && f.own && f.ext && f.own.subnet.prefix > 0) {
       try {
-        pr.vxlan = openVxlanSender({
-          vni: backendNumber(f.config!, "VNI", 1),
-          mac: dev.mac.toLowerCase(),
-          vtepIp: formatIp(f.own.subnet.ip),
-          localIp: f.ext.ifaceAddr,
-        });
+        pr.direct = openEncapSender(f.ext.ifaceAddr);
       } catch { /* no crafted probe: the ICMP underlay probe still tells most causes apart */ }
     }
     const known = explanations(f, before);
@@ -110,20 +116,28 @@ export async function reachChecks(
     return per.flat();
   } finally {
     pr.prober.close();
-    pr.vxlan?.close();
+    pr.direct?.close();
   }
 }
 
-/** The crafted VXLAN echo to `p`'s VTEP over its UDP port, or null when it cannot be sent. */
-async function vxlanDirect(f: Facts, pr: Probing, p: KnownLease, t: ProbeTarget) {
+/** The backend's framing of an echo from our overlay address to `t`'s, or null. */
+function directFrame(f: Facts, pr: Probing, p: KnownLease, t: ProbeTarget): EchoFrame | null {
+  const ours = formatIp(f.own!.subnet.ip);
+  if (f.backendType === "udp") {
+    return (id, seq, size) => udpEchoFrame(ours, t.address, id, seq, size);
+  }
   const mac = vtepMacOf(p, 4);
-  if (!pr.vxlan || t.family !== 4 || !("mac" in mac)) return null;
-  const send = pr.vxlan.sender({
-    publicIP: p.attrs.publicIP,
-    port: encapPort(f)!,
-    mac: mac.mac,
-    vtepIp: t.address,
-  });
+  if (!("mac" in mac)) return null;
+  const l = { vni: backendNumber(f.config!, "VNI", 1), mac: pr.mac, vtepIp: ours };
+  const peer = { publicIP: p.attrs.publicIP, port: encapPort(f)!, mac: mac.mac, vtepIp: t.address };
+  return (id, seq, size) => vxlanEchoFrame(l, peer, id, seq, size);
+}
+
+/** The crafted echo to `p` over its backend's UDP port, or null when it cannot be sent. */
+async function directProbe(f: Facts, pr: Probing, p: KnownLease, t: ProbeTarget) {
+  const frame = pr.direct && t.family === 4 ? directFrame(f, pr, p, t) : null;
+  if (!frame) return null;
+  const send = pr.direct!.sender(p.attrs.publicIP, encapPort(f)!, frame);
   return await pr.prober.probe(t.address, { ...SMALL, count: 2 }, send);
 }
 
@@ -143,14 +157,15 @@ async function probePeer(
   if (overlay.received === 0) {
     // Both cause-finding probes at once: a dead peer costs one timeout, not two.
     const [direct, under] = await Promise.all([
-      vxlanDirect(f, pr, p, t),
+      directProbe(f, pr, p, t),
       known ? null : pr.prober.probe(pub, { ...small, count: 2 }),
     ]);
+    const framed = f.backendType === "udp" ? "a UDP datagram" : "a VXLAN frame";
     const directText = (d: ProbeResult) =>
       d.received > 0
-        ? `; an echo in a VXLAN frame sent straight to ${pub}:${port} is answered ` +
+        ? `; an echo in ${framed} sent straight to ${pub}:${port} is answered ` +
           `(${describeProbe(d)}): the port and the peer are fine`
-        : `; an echo in a VXLAN frame sent straight to ${pub}:${port} is not answered either`;
+        : `; an echo in ${framed} sent straight to ${pub}:${port} is not answered either`;
     if (known) {
       return [fail(
         "probe.overlay",
@@ -165,8 +180,11 @@ async function probePeer(
         "probe.overlay",
         `${who}: no answer from ${addr} over the overlay (${describeProbe(overlay)})${
           directText(direct)
-        }, so this host's own path to it is broken (its VTEP, route, neighbour or FDB entry, ` +
-          "or a local firewall on outgoing traffic)",
+        }, so this host's own path to it is broken (${
+          f.backendType === "udp"
+            ? "flannel0 or its route"
+            : "its VTEP, route, neighbour or FDB entry"
+        }, or a local firewall on outgoing traffic)`,
         "check the kernel.* lines for this peer and the OUTPUT/FORWARD chains here; restart the " +
           "agent (it re-adds its entries)",
         subnet,
