@@ -12,20 +12,16 @@
  * s.close();
  * ```
  */
-import { Errno, lastError } from "./errno.ts";
-import { errno, libc } from "./lib.ts";
+import { lastError } from "./errno.ts";
+import { libc } from "./lib.ts";
 import { closeFd } from "./fd.ts";
+import { raiseProbeBuffers, recvProbe, sendProbe } from "./raw_probe.ts";
 import {
   AF_INET,
   setSockOptInt,
-  SO_RCVBUF,
-  SO_RCVBUFFORCE,
-  SO_SNDBUF,
-  SO_SNDBUFFORCE,
   SOCK_CLOEXEC,
   SOCK_NONBLOCK,
   SOCKADDR_IN_SIZE,
-  SOL_SOCKET,
   writeSockaddrIn,
 } from "./udp.ts";
 
@@ -131,17 +127,7 @@ export function openIcmpSocket(): IcmpSocket {
       EPERM: "ICMP probes need root or CAP_NET_RAW",
     });
   }
-  // Echoes to dead peers wait in their unresolved neighbours' queues for seconds and count
-  // against the send buffer, and every ICMP message of the namespace (their host-unreachable
-  // errors too) is queued for reading: room for thousands each way, so dead peers never crowd
-  // out a live peer's probe (with the defaults, 300 dead peers made every send fail ENOBUFS).
-  for (const [force, plain] of [[SO_RCVBUFFORCE, SO_RCVBUF], [SO_SNDBUFFORCE, SO_SNDBUF]]) {
-    try {
-      setSockOptInt(fd, SOL_SOCKET, force, 8 << 20);
-    } catch {
-      setSockOptInt(fd, SOL_SOCKET, plain, 8 << 20);
-    }
-  }
+  raiseProbeBuffers(fd);
   let pmtu = -1;
   const sa = new Uint8Array(new ArrayBuffer(SOCKADDR_IN_SIZE));
   const saView = new DataView(sa.buffer);
@@ -159,47 +145,12 @@ export function openIcmpSocket(): IcmpSocket {
       }
       const pkt = echoRequest(o.id, o.seq, o.size);
       writeSockaddrIn(saView, 0, dst, 0);
-      for (;;) {
-        const n = c.sendto(
-          fd,
-          Deno.UnsafePointer.of(pkt),
-          BigInt(pkt.byteLength),
-          0,
-          Deno.UnsafePointer.of(sa),
-          SOCKADDR_IN_SIZE,
-        );
-        if (n >= 0) return true;
-        const e = errno();
-        if (e === Errno.EINTR) continue;
-        if (e === Errno.EMSGSIZE) return false;
-        // No route, the neighbour is unresolvable, or too many packets wait for unresolved
-        // neighbours (ENOBUFS): the probe is lost, not the prober.
-        if (
-          e === Errno.EAGAIN || e === Errno.EHOSTUNREACH || e === Errno.ENETUNREACH ||
-          e === Errno.ENOBUFS || e === Errno.EPERM // EPERM: a local firewall dropped it
-        ) {
-          return true;
-        }
-        throw lastError("sendto", `icmp echo, ${o.size} bytes`);
-      }
+      return sendProbe(fd, pkt, sa, `icmp echo, ${o.size} bytes`);
     },
     recv() {
       for (;;) {
-        fromLen[0] = SOCKADDR_IN_SIZE;
-        const n = c.recvfrom(
-          fd,
-          Deno.UnsafePointer.of(buf),
-          BigInt(buf.byteLength),
-          0,
-          Deno.UnsafePointer.of(from),
-          Deno.UnsafePointer.of(fromLen),
-        );
-        if (n < 0) {
-          const e = errno();
-          if (e === Errno.EINTR) continue;
-          if (e === Errno.EAGAIN) return null;
-          throw lastError("recvfrom", "icmp socket");
-        }
+        const n = recvProbe(fd, buf, from, fromLen, "icmp socket");
+        if (n === null) return null;
         const m = parseIcmp(buf, n);
         if (m) return m;
       }

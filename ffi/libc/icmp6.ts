@@ -14,19 +14,11 @@
  * s.close();
  * ```
  */
-import { Errno, lastError } from "./errno.ts";
-import { errno, libc } from "./lib.ts";
+import { lastError } from "./errno.ts";
+import { libc } from "./lib.ts";
 import { closeFd } from "./fd.ts";
-import {
-  setSockOptInt,
-  SO_RCVBUF,
-  SO_RCVBUFFORCE,
-  SO_SNDBUF,
-  SO_SNDBUFFORCE,
-  SOCK_CLOEXEC,
-  SOCK_NONBLOCK,
-  SOL_SOCKET,
-} from "./udp.ts";
+import { raiseProbeBuffers, recvProbe, sendProbe } from "./raw_probe.ts";
+import { setSockOptInt, SOCK_CLOEXEC, SOCK_NONBLOCK } from "./udp.ts";
 import type { EchoOptions } from "./icmp.ts";
 
 const AF_INET6 = 10;
@@ -116,15 +108,7 @@ export function openIcmp6Socket(): Icmp6Socket {
       EPERM: "ICMPv6 probes need root or CAP_NET_RAW",
     });
   }
-  // Room for thousands of probes each way, as in icmp.ts (dead peers' echoes wait for their
-  // neighbours to resolve and their errors queue up).
-  for (const [force, plain] of [[SO_RCVBUFFORCE, SO_RCVBUF], [SO_SNDBUFFORCE, SO_SNDBUF]]) {
-    try {
-      setSockOptInt(fd, SOL_SOCKET, force, 8 << 20);
-    } catch {
-      setSockOptInt(fd, SOL_SOCKET, plain, 8 << 20);
-    }
-  }
+  raiseProbeBuffers(fd);
   // struct icmp6_filter: a set bit blocks its type. Pass echo replies and the two errors only.
   const filter = new Uint32Array(new ArrayBuffer(32)).fill(0xffffffff);
   for (const t of [ICMP6_ECHO_REPLY, ICMP6_DST_UNREACH, ICMP6_PACKET_TOO_BIG]) {
@@ -157,45 +141,12 @@ export function openIcmp6Socket(): Icmp6Socket {
       saView.setUint16(0, AF_INET6, true);
       saView.setBigUint64(8, dst >> 64n);
       saView.setBigUint64(16, dst & 0xffffffffffffffffn);
-      for (;;) {
-        const n = c.sendto(
-          fd,
-          Deno.UnsafePointer.of(pkt),
-          BigInt(pkt.byteLength),
-          0,
-          Deno.UnsafePointer.of(sa),
-          SOCKADDR_IN6_SIZE,
-        );
-        if (n >= 0) return true;
-        const e = errno();
-        if (e === Errno.EINTR) continue;
-        if (e === Errno.EMSGSIZE) return false;
-        if (
-          e === Errno.EAGAIN || e === Errno.EHOSTUNREACH || e === Errno.ENETUNREACH ||
-          e === Errno.ENOBUFS || e === Errno.EPERM // EPERM: a local firewall dropped it
-        ) {
-          return true; // the probe is lost, not the prober (see icmp.ts)
-        }
-        throw lastError("sendto", `icmpv6 echo, ${o.size} bytes`);
-      }
+      return sendProbe(fd, pkt, sa, `icmpv6 echo, ${o.size} bytes`);
     },
     recv() {
       for (;;) {
-        fromLen[0] = SOCKADDR_IN6_SIZE;
-        const n = c.recvfrom(
-          fd,
-          Deno.UnsafePointer.of(buf),
-          BigInt(buf.byteLength),
-          0,
-          Deno.UnsafePointer.of(from),
-          Deno.UnsafePointer.of(fromLen),
-        );
-        if (n < 0) {
-          const e = errno();
-          if (e === Errno.EINTR) continue;
-          if (e === Errno.EAGAIN) return null;
-          throw lastError("recvfrom", "icmpv6 socket");
-        }
+        const n = recvProbe(fd, buf, from, fromLen, "icmpv6 socket");
+        if (n === null) return null;
         const m = parseIcmp6(buf, n, addr6(fromView, 8));
         if (m) return m;
       }
