@@ -64,16 +64,7 @@ const NET = { SubnetLen: SUBNET_LEN };
 
 /** The agent flags h1 runs with (doctor gets the same). */
 function agentFlags(c: Cluster, host: string): string[] {
-  const h = c.host(host);
-  return [
-    ...c.registryArgs(),
-    "--iface",
-    "eth0",
-    "--subnet-file",
-    h.subnetFile,
-    "--healthz-port",
-    String(HEALTHZ),
-  ];
+  return c.hostFlags(host, HEALTHZ);
 }
 
 /** Writes the config and the synthetic peers into the cluster's KV file before any agent runs. */

@@ -14,13 +14,7 @@ const HEALTHZ = 9475;
 async function doctor(c: Cluster): Promise<RunResult> {
   return await c.weft("h1", [
     "doctor",
-    ...c.registryArgs(),
-    "--iface",
-    "eth0",
-    "--subnet-file",
-    c.host("h1").subnetFile,
-    "--healthz-port",
-    String(HEALTHZ),
+    ...c.hostFlags("h1", HEALTHZ),
     "--iptables-forward-rules=false",
   ], { timeoutMs: 30_000 });
 }

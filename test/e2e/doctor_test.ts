@@ -23,18 +23,7 @@ const AGENT = {
 };
 
 function doctorArgs(c: Cluster, host: string): string[] {
-  const h = c.host(host);
-  return [
-    "doctor",
-    ...c.registryArgs(),
-    "--iface",
-    "eth0",
-    "--subnet-file",
-    h.subnetFile,
-    "--healthz-port",
-    String(HEALTHZ),
-    "--iptables-forward-rules=false",
-  ];
+  return ["doctor", ...c.hostFlags(host, HEALTHZ), "--iptables-forward-rules=false"];
 }
 
 async function doctor(c: Cluster, host = "h1", extra: string[] = []): Promise<RunResult> {

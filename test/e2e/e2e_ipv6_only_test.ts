@@ -33,17 +33,9 @@ const AGENT_FLAGS = [
 
 /** `weft doctor` on `h` with its agent's flags. */
 async function doctor(c: Cluster, h: Host): Promise<RunResult> {
-  return await c.weft(h, [
-    "doctor",
-    ...c.registryArgs(),
-    "--iface",
-    "eth0",
-    "--subnet-file",
-    h.subnetFile,
-    "--healthz-port",
-    String(HEALTHZ),
-    ...AGENT_FLAGS,
-  ], { timeoutMs: 30_000 });
+  return await c.weft(h, ["doctor", ...c.hostFlags(h, HEALTHZ), ...AGENT_FLAGS], {
+    timeoutMs: 30_000,
+  });
 }
 
 const lines = (r: RunResult, status: string) =>

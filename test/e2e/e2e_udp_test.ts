@@ -48,7 +48,7 @@ s.send(pkt, 8285, to, () => s.close());`;
 }
 
 async function doctor(c: Cluster, h: Host): Promise<RunResult> {
-  const args = ["doctor", ...c.registryArgs(), "--iface", "eth0", "--subnet-file", h.subnetFile];
+  const args = ["doctor", ...c.hostFlags(h)];
   args.push("--healthz-port", String(HEALTHZ), "--iptables-forward-rules=false");
   return await c.weft(h, args, { timeoutMs: 30_000 });
 }

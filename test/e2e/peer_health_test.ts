@@ -183,13 +183,7 @@ Deno.test("peer health on host-gw: a peer without pods is 'no pod address', not 
     );
     const doc = await c.weft("h1", [
       "doctor",
-      ...c.registryArgs(),
-      "--iface",
-      "eth0",
-      "--subnet-file",
-      c.host("h1").subnetFile,
-      "--healthz-port",
-      String(HEALTHZ),
+      ...c.hostFlags("h1", HEALTHZ),
       "--iptables-forward-rules=false",
     ], { timeoutMs: 30_000 });
     assert.equal(doc.code, 0, doc.stdout + doc.stderr);

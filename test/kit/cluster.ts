@@ -565,6 +565,22 @@ export class Cluster {
     return run(["ip", "netns", "exec", this.nsOf(ref), ...cmd], o);
   }
 
+  /**
+   * The flags that point a command at what `host`'s agent uses: the registry, `--iface eth0`, its
+   * subnet file and, given one, its health port (`weft doctor`/`status` take the agent's flags).
+   */
+  hostFlags(host: string | Host, healthzPort?: number): string[] {
+    const h = this.host(host);
+    return [
+      ...this.registryArgs(),
+      "--iface",
+      "eth0",
+      "--subnet-file",
+      h.subnetFile,
+      ...(healthzPort === undefined ? [] : ["--healthz-port", String(healthzPort)]),
+    ];
+  }
+
   /** `weft <args>` (the repo's main.ts) run to completion in the namespace of `ref`. */
   weft(ref: NsRef, args: string[], o: RunOptions = {}): Promise<RunResult> {
     return run(denoInNs(this.nsOf(ref), [DEFAULT_ENTRY, ...args]), o);
