@@ -8,7 +8,7 @@ import { LeaseManager } from "../../src/lease/manager.ts";
 import { pickWindow } from "../../src/lease/acquire.ts";
 import { encodeLeaseValue } from "../../src/lease/codec.ts";
 import { parseNetworkConfig } from "../../src/config/network.ts";
-import { openRegistry } from "../../src/registry/open.ts";
+import { withTempKv } from "../kit/temp_kv.ts";
 import type {
   Registry,
   RegistryLease,
@@ -51,16 +51,7 @@ function counting(r: Registry, loseCreates = 0) {
   return { reg, calls };
 }
 
-async function withKv(fn: (r: Registry) => Promise<void>) {
-  const dir = await Deno.makeTempDir({ prefix: "weft-acqcost-" });
-  const r = await openRegistry({ kind: "kv", prefix: "/weft-test", kvPath: `${dir}/r.kv` });
-  try {
-    await fn(r);
-  } finally {
-    await r.close();
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+const withKv = (fn: (r: Registry) => Promise<void>) => withTempKv("weft-acqcost-", fn);
 
 Deno.test("acquire: lost create races pick again from the same list, in a wider window", () =>
   withKv(async (r) => {

@@ -3,21 +3,13 @@ import assert from "node:assert/strict";
 import { releaseOwnLease } from "../../src/lease/release.ts";
 import { encodeLeaseValue } from "../../src/lease/codec.ts";
 import { parseNetworkConfig } from "../../src/config/network.ts";
-import { openRegistry } from "../../src/registry/open.ts";
+import { withTempKv } from "../kit/temp_kv.ts";
+import type { Registry } from "../../src/registry/contract/registry.ts";
 
 const cfg = parseNetworkConfig('{"Network":"198.19.0.0/16","Backend":{"Type":"vxlan"}}');
 const value = (ip: string) => encodeLeaseValue({ publicIP: ip, backendType: "vxlan" });
 
-async function withKv(fn: (r: Awaited<ReturnType<typeof openRegistry>>) => Promise<void>) {
-  const dir = await Deno.makeTempDir({ prefix: "weft-release-" });
-  const r = await openRegistry({ kind: "kv", prefix: "/weft-test", kvPath: `${dir}/r.kv` });
-  try {
-    await fn(r);
-  } finally {
-    await r.close();
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+const withKv = (fn: (r: Registry) => Promise<void>) => withTempKv("weft-release-", fn);
 
 Deno.test("release: deletes only the lease naming our public IP; a dry run deletes nothing", () =>
   withKv(async (r) => {
