@@ -18,6 +18,7 @@ import type { KnownLease } from "../../src/lease/codec.ts";
 import type { Link } from "../../ffi/libnl/mod.ts";
 import { echoRequest6, parseIcmp6 } from "../../ffi/libc/icmp6.ts";
 import { echoRequest, inetChecksum } from "../../ffi/libc/icmp.ts";
+import { doctorFacts } from "../kit/doctor_facts.ts";
 import { vxlanEchoFrame } from "../../src/health/vxlan_probe.ts";
 import { overlayTargets } from "../../src/health/targets.ts";
 
@@ -54,45 +55,13 @@ function facts(v4 = true): Facts {
     IPv6Network: "2001:db8:1::/56",
     Backend: { Type: "vxlan" },
   }));
-  return {
-    opts: {
-      registry: {
-        kind: "etcd",
-        prefix: "/coreos.com/network",
-        endpoints: ["http://198.18.0.2:2379"],
-      },
-      iface: {},
-      subnetFile: "/run/flannel/subnet.env",
-      healthzIp: "0.0.0.0",
-      healthzPort: 0,
-      ipMasq: true,
-      forwardRules: false,
-      renewMarginMin: 60,
-    },
-    now: 0,
-    registryKind: "etcd",
-    registryError: null,
-    registryLatencyMs: 2,
+  const base = doctorFacts(leases);
+  return doctorFacts(leases, {
+    opts: { ...base.opts, ipMasq: true, forwardRules: false },
     configText: config.raw,
     config,
-    configError: null,
-    leases,
-    ext: {
-      name: "eth0",
-      index: 2,
-      ifaceAddr: "198.18.0.11",
-      publicIP: "198.18.0.11",
-      ifaceAddr6: "2001:db8:ff::11",
-      publicIPv6: "2001:db8:ff::11",
-      mtu: 1500,
-    },
-    extError: null,
-    subnetEnv: null,
-    subnetEnvError: null,
-    backendType: "vxlan",
-    own: leases[0],
-    peers: leases.slice(1),
-  };
+    ext: { ...base.ext!, ifaceAddr6: "2001:db8:ff::11", publicIPv6: "2001:db8:ff::11" },
+  });
 }
 
 const vtep = (index: number, name: string, mac: string, local: string, mtu: number): Link => ({

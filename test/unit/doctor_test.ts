@@ -20,6 +20,7 @@ import { parseNetworkConfig } from "../../src/config/network.ts";
 import { parseCidr } from "../../src/base/ipv4.ts";
 import type { KnownLease } from "../../src/lease/codec.ts";
 import { main } from "../../src/cli/main.ts";
+import { doctorFacts } from "../kit/doctor_facts.ts";
 
 const MAC1 = "0e:00:00:00:00:01";
 const MAC2 = "0e:00:00:00:00:02";
@@ -39,41 +40,7 @@ function lease(
   };
 }
 
-function facts(leases: KnownLease[], over: Partial<Facts> = {}): Facts {
-  const own = leases[0];
-  return {
-    opts: {
-      registry: {
-        kind: "etcd",
-        prefix: "/coreos.com/network",
-        endpoints: ["http://198.18.0.2:2379"],
-      },
-      iface: {},
-      subnetFile: "/run/flannel/subnet.env",
-      healthzIp: "0.0.0.0",
-      healthzPort: 0,
-      ipMasq: false,
-      forwardRules: true,
-      renewMarginMin: 60,
-    },
-    now: 0,
-    registryKind: "etcd",
-    registryError: null,
-    registryLatencyMs: 2,
-    configText: "{}",
-    config: parseNetworkConfig(`{"Network":"198.19.0.0/16","Backend":{"Type":"vxlan"}}`),
-    configError: null,
-    leases,
-    ext: { name: "eth0", index: 2, ifaceAddr: "198.18.0.11", publicIP: "198.18.0.11", mtu: 1500 },
-    extError: null,
-    subnetEnv: null,
-    subnetEnvError: null,
-    backendType: "vxlan",
-    own,
-    peers: leases.slice(1),
-    ...over,
-  };
-}
+const facts = doctorFacts;
 
 const VTEP = 5;
 function snapshot(over: Partial<KernelSnapshot> = {}): KernelSnapshot {
