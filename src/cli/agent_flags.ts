@@ -2,7 +2,19 @@
  * The agent's flags: every flanneld flag with its name, default and meaning, plus weft's own.
  * Each is also read from FLANNELD_<NAME> or WEFT_<NAME> when not given.
  */
-import type { FlagTable } from "./flags.ts";
+import type { FlagTable, FlagValues } from "./flags.ts";
+import type { IfaceSelection } from "../net/iface.ts";
+
+/** The interface-selection flags as `selectExternalInterface` takes them (run, doctor, cleanup). */
+export function ifaceSelection(v: FlagValues): IfaceSelection {
+  return {
+    iface: v.iface as string[],
+    ifaceRegex: v["iface-regex"] as string[],
+    ifaceCanReach: String(v["iface-can-reach"] || "") || undefined,
+    publicIP: String(v["public-ip"] || "") || undefined,
+    publicIPv6: String(v["public-ipv6"] || "") || undefined,
+  };
+}
 
 /** Flags that select and reach the registry (shared by `run`, `config`, `leases`, `cleanup`). */
 export const registryFlags: FlagTable = {

@@ -19,7 +19,7 @@
  * weft cleanup --release-lease --registry etcd --etcd-endpoints http://198.18.0.2:2379 --iface eth0
  * ```
  */
-import { registryFlags } from "./agent_flags.ts";
+import { ifaceSelection, registryFlags } from "./agent_flags.ts";
 import { flagHelp, type FlagTable, type FlagValues, parseFlags, UsageError } from "./flags.ts";
 import { setupLogging } from "../base/log.ts";
 import { openRegistry } from "../registry/open.ts";
@@ -273,13 +273,11 @@ export async function cleanupCommand(
 
   let ext: ExternalInterface | null = null;
   try {
+    const sel = ifaceSelection(v);
     ext = await selectExternalInterface({
-      iface: v.iface as string[],
-      ifaceRegex: v["iface-regex"] as string[],
-      ifaceCanReach: String(v["iface-can-reach"] || "") || undefined,
-      publicIP: v6only ? undefined : String(v["public-ip"] || "") || undefined,
+      ...sel,
+      publicIP: v6only ? undefined : sel.publicIP,
       ipv4: !v6only,
-      publicIPv6: String(v["public-ipv6"] || "") || undefined,
     });
   } catch (e) {
     rep.note(

@@ -3,7 +3,7 @@
  * agent with the same flags (and the FLANNELD_<NAME> and WEFT_<NAME> variables) sees it, one line per check.
  * Exit 0 when nothing fails, 1 when something does, 2 on usage errors.
  */
-import { agentFlags } from "./agent_flags.ts";
+import { agentFlags, ifaceSelection } from "./agent_flags.ts";
 import { flagHelp, type FlagTable, type FlagValues, parseFlags, UsageError } from "./flags.ts";
 import { checkRegistryFlags, registryOptions } from "./registry_flags.ts";
 import { setupLogging } from "../base/log.ts";
@@ -28,13 +28,7 @@ const doctorFlags: FlagTable = {
 export function doctorOptions(v: FlagValues, peer?: string): DoctorOptions {
   return {
     registry: registryOptions(v),
-    iface: {
-      iface: v.iface as string[],
-      ifaceRegex: v["iface-regex"] as string[],
-      ifaceCanReach: String(v["iface-can-reach"] || "") || undefined,
-      publicIP: String(v["public-ip"] || "") || undefined,
-      publicIPv6: String(v["public-ipv6"] || "") || undefined,
-    },
+    iface: ifaceSelection(v),
     subnetFile: String(v["subnet-file"]),
     healthzIp: String(v["healthz-ip"]),
     healthzPort: Number(v["healthz-port"]),

@@ -9,6 +9,7 @@ import type { FlagValues } from "./flags.ts";
 import { Agent } from "../agent/agent.ts";
 import { openRegistry } from "../registry/open.ts";
 import { registryOptions } from "./registry_flags.ts";
+import { ifaceSelection } from "./agent_flags.ts";
 import { VERSION } from "../base/version.ts";
 import { metrics } from "../base/metrics.ts";
 import { type HealthServer, startHealthServer } from "../ops/health.ts";
@@ -60,13 +61,7 @@ export async function runAgentCommand(v: FlagValues): Promise<number> {
   const agent: Agent = new Agent(registry, {
     netConfigPath: String(v["net-config-path"] || "") || undefined,
     backendOverride: String(v.backend || "") || undefined,
-    iface: {
-      iface: v.iface as string[],
-      ifaceRegex: v["iface-regex"] as string[],
-      ifaceCanReach: String(v["iface-can-reach"] || "") || undefined,
-      publicIP: String(v["public-ip"] || "") || undefined,
-      publicIPv6: String(v["public-ipv6"] || "") || undefined,
-    },
+    iface: ifaceSelection(v),
     subnetFile: String(v["subnet-file"]),
     ttlSeconds: Number(v["subnet-lease-ttl"]),
     renewMarginMs: Number(v["subnet-lease-renew-margin"]) * 60_000,
