@@ -6,6 +6,18 @@
 import type { Facts } from "../../src/doctor/facts.ts";
 import { parseNetworkConfig } from "../../src/config/network.ts";
 import type { KnownLease } from "../../src/lease/codec.ts";
+import type { Link } from "../../ffi/libnl/mod.ts";
+
+/** The host's underlay link in a kernel snapshot, matching the facts' `ext` (eth0, index 2). */
+export const ETH0: Link = {
+  index: 2,
+  name: "eth0",
+  kind: "veth",
+  mtu: 1500,
+  up: true,
+  mac: "0e:00:00:00:01:00",
+  master: null,
+};
 
 export function doctorFacts(leases: KnownLease[], over: Partial<Facts> = {}): Facts {
   const own = leases[0];

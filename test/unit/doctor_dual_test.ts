@@ -18,7 +18,7 @@ import type { KnownLease } from "../../src/lease/codec.ts";
 import type { Link } from "../../ffi/libnl/mod.ts";
 import { echoRequest6, parseIcmp6 } from "../../ffi/libc/icmp6.ts";
 import { echoRequest, inetChecksum } from "../../ffi/libc/icmp.ts";
-import { doctorFacts } from "../kit/doctor_facts.ts";
+import { doctorFacts, ETH0 } from "../kit/doctor_facts.ts";
 import { vxlanEchoFrame } from "../../src/health/vxlan_probe.ts";
 import { overlayTargets } from "../../src/health/targets.ts";
 
@@ -76,15 +76,7 @@ const vtep = (index: number, name: string, mac: string, local: string, mtu: numb
 });
 
 function snapshot(v4 = true, over: Partial<KernelSnapshot> = {}): KernelSnapshot {
-  const eth0: Link = {
-    index: 2,
-    name: "eth0",
-    kind: "veth",
-    mtu: 1500,
-    up: true,
-    mac: "0e:00:00:00:01:00",
-    master: null,
-  };
+  const eth0: Link = { ...ETH0 };
   return {
     links: [
       eth0,

@@ -20,7 +20,7 @@ import { parseNetworkConfig } from "../../src/config/network.ts";
 import { parseCidr } from "../../src/base/ipv4.ts";
 import type { KnownLease } from "../../src/lease/codec.ts";
 import { main } from "../../src/cli/main.ts";
-import { doctorFacts } from "../kit/doctor_facts.ts";
+import { doctorFacts, ETH0 } from "../kit/doctor_facts.ts";
 
 const MAC1 = "0e:00:00:00:00:01";
 const MAC2 = "0e:00:00:00:00:02";
@@ -46,15 +46,7 @@ const VTEP = 5;
 function snapshot(over: Partial<KernelSnapshot> = {}): KernelSnapshot {
   return {
     links: [
-      {
-        index: 2,
-        name: "eth0",
-        kind: "veth",
-        mtu: 1500,
-        up: true,
-        mac: "0e:00:00:00:01:00",
-        master: null,
-      },
+      { ...ETH0 },
       {
         index: VTEP,
         name: "flannel.1",
