@@ -10,7 +10,8 @@ import type { WatchMessage } from "../../src/registry/contract/registry.ts";
 import { KvFileError } from "../../src/registry/kv/file_guard.ts";
 import { waitFor } from "../kit/proc.ts";
 import { withCluster } from "../kit/cluster.ts";
-import { subnetKey } from "../../src/lease/codec.ts";
+import { decodeLeaseValue, subnetKey } from "../../src/lease/codec.ts";
+import { formatIp } from "../../src/base/ipv4.ts";
 
 const VALUE = (ip: string) => `{"PublicIP":"${ip}","PublicIPv6":null,"BackendType":"alloc"}`;
 
@@ -127,7 +128,17 @@ for (const fault of ["deleted", "truncated", "corrupted"] as const) {
         }
         if (fault !== "deleted") await removeKvFiles(kv); // what an operator does next
         // A third agent seeds a new file from its --net-config-path; the others reopen it and
-        // put their leases back (same subnets: their subnet.env says which).
+        // put their leases back (same subnets: their subnet.env says which). The third one's
+        // subnet.env names a third subnet, so that its own pick never takes one of theirs.
+        const base = s1.ip - (s1.ip % 65536); // 198.19.0.0: the cluster network
+        const s3 = [100, 101, 102].map((o) => ({ ip: base + o * 256, prefix: 24 }))
+          .find((n) => n.ip !== s1.ip && n.ip !== s2.ip)!;
+        await Deno.mkdir(h3.subnetFile.replace(/\/[^/]*$/, ""), { recursive: true });
+        await Deno.writeTextFile(
+          h3.subnetFile,
+          `FLANNEL_NETWORK=198.19.0.0/16\nFLANNEL_SUBNET=${formatIp(s3.ip + 1)}/24\n` +
+            `FLANNEL_MTU=1500\nFLANNEL_IPMASQ=false\n`,
+        );
         const a3 = c.startAgent(h3, o(9923));
         await a3.waitReady();
         for (const a of [a1, a2]) {
@@ -136,14 +147,17 @@ for (const fault of ["deleted", "truncated", "corrupted"] as const) {
             intervalMs: 200,
           });
         }
+        // Ready means each node holds its lease again: listed at once, not waited for.
         const reg = await openKvRegistry({ path: kv });
         try {
-          const keys = (await reg.listLeases()).leases.map((l) => l.key);
-          for (const s of [s1, s2]) {
-            const k = subnetKey(s);
-            assert.ok(keys.includes(k), `${k} not re-created: ${keys}`);
+          const held = new Map(
+            (await reg.listLeases()).leases.map((l) => [l.key, decodeLeaseValue(l.value).publicIP]),
+          );
+          const seen = JSON.stringify([...held]);
+          for (const [s, h] of [[s1, h1], [s2, h2], [s3, h3]] as const) {
+            assert.equal(held.get(subnetKey(s)), h.ip, `${subnetKey(s)} of ${h.name}: ${seen}`);
           }
-          assert.equal(keys.length, 3);
+          assert.equal(held.size, 3, seen);
         } finally {
           await reg.close();
         }

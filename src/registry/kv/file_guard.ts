@@ -29,11 +29,29 @@ export class FileGuard {
     return new FileGuard(path, Deno.statSync(path));
   }
 
-  /** Re-arms the guard on the file now at the path (after reopening it). */
-  rearm(): void {
-    const st = Deno.statSync(this.path);
+  /** Re-arms the guard on `st`, the file now at the path (after reopening it). */
+  rearm(st: Deno.FileInfo = Deno.statSync(this.path)): void {
     this.#dev = st.dev;
     this.#ino = st.ino ?? 0;
+  }
+
+  /**
+   * The file at the path if it may be opened in place of the lost one, else throws saying why.
+   * Never a missing path (opening it would create an empty file where an operator just deleted
+   * one) and never a cut one (opening it would serve pages SQLite no longer has).
+   */
+  candidate(): Deno.FileInfo {
+    const st = Deno.statSync(this.path); // NotFound: nothing there yet
+    if (st.size < MIN_SIZE) throw new Error(`it is ${st.size} bytes, no database`);
+    return st;
+  }
+
+  /** Throws when the path no longer holds `st` (the file changed while it was being opened). */
+  static same(path: string, st: Deno.FileInfo): void {
+    const now = Deno.statSync(path);
+    if (now.dev !== st.dev || (now.ino ?? 0) !== (st.ino ?? 0)) {
+      throw new Error("the file at the path changed while it was being opened");
+    }
   }
 
   /** What happened to the opened file, or null while the path still holds it, intact. */

@@ -30,7 +30,7 @@ import { compactLog, pollLog } from "./changelog.ts";
 import { ExpiryIndex, reapQuietly } from "./reaper.ts";
 import { FileWake, touchAfterCommit } from "./wake.ts";
 import { checkTtl, expiryOf, isExpired, KvKeys, type StoredLease, toLease } from "./layout.ts";
-import { type FileGuard, isBrokenFileError, KvFileError } from "./file_guard.ts";
+import { FileGuard, isBrokenFileError, KvFileError } from "./file_guard.ts";
 
 const log = getLogger(["weft", "registry"]);
 
@@ -101,14 +101,16 @@ export interface KvFile {
 
 /**
  * Revisions never go back for a watcher or a lease manager: the reopened file's counter moves
- * past both its own and the one of the file left behind, so "our lease is missing at a later
+ * past its own, the one of the file left behind and every revision this registry has handed out
+ * (`seen`: the file left behind may no longer be readable), so "our lease is missing at a later
  * revision" reads as lost, not as an old event.
  */
-async function carryRevision(old: KvStore, kv: Deno.Kv): Promise<void> {
-  let before = 0;
+async function carryRevision(old: KvStore, kv: Deno.Kv, seen: number): Promise<void> {
+  let before = seen;
   try {
-    before = (await old.kv.get<number>(old.keys.counter)).value ?? 0; // a deleted file still reads
-  } catch { /* broken: nothing to carry */ }
+    // A deleted file still reads.
+    before = Math.max(before, (await old.kv.get<number>(old.keys.counter)).value ?? 0);
+  } catch { /* broken: `seen` is what there is to carry */ }
   for (let i = 0; i < 10; i++) {
     const cur = await kv.get<number>(old.keys.counter);
     const next = Math.max(cur.value ?? 0, before) + 1;
@@ -142,6 +144,8 @@ export class KvRegistry implements Registry {
    */
   #relisting: string | null = null;
   #afterCommit: (from: number, to: number) => Promise<void>;
+  /** The highest revision this registry has handed out (commits, lists, watch messages). */
+  #seen = 0;
 
   /**
    * Use openKvRegistry(); this takes an already opened Kv, which close() will close. `path`, when
@@ -177,12 +181,17 @@ export class KvRegistry implements Registry {
     // Compacts when a commit passes a multiple of `every` (a create over an expired lease
     // takes two revisions).
     const afterCommit = async (from: number, to: number) => {
+      this.#saw(to);
       if (this.#wakePath) await touchAfterCommit(this.#wakePath);
       if (Math.floor(to / every) > Math.floor(from / every)) await this.#compactQuietly();
     };
     this.#afterCommit = afterCommit;
     const keys = new KvKeys(this.prefix);
     this.#store = new KvStore(kv, keys, opts.retryMs ?? 10_000, this.#closing.signal, afterCommit);
+  }
+
+  #saw(revision: number): void {
+    if (revision > this.#seen) this.#seen = revision;
   }
 
   /** Why the registry cannot be trusted now (its file deleted, replaced, broken), or null. */
@@ -229,10 +238,13 @@ export class KvRegistry implements Registry {
     if (what === null && this.#problem === null) return;
     const why = what ? `KV file ${f.guard.path} ${what} under this agent` : this.#problem!;
     let kv: Deno.Kv;
+    let st: Deno.FileInfo;
     try {
-      Deno.statSync(f.guard.path); // never create a file in place of a deleted one
+      st = f.guard.candidate();
       kv = await f.open();
       try {
+        // Removed between the stat and the open: this open made a new file; not ours to use.
+        FileGuard.same(f.guard.path, st);
         await kv.get(this.#store.keys.counter); // a file that is no database fails here
       } catch (e) {
         kv.close();
@@ -247,9 +259,9 @@ export class KvRegistry implements Registry {
       throw new KvFileError(msg);
     }
     const old = this.#store;
-    await carryRevision(old, kv);
+    await carryRevision(old, kv, this.#seen);
     this.#store = new KvStore(kv, old.keys, old.retryMs, this.#closing.signal, this.#afterCommit);
-    f.guard.rearm();
+    f.guard.rearm(st);
     this.#generation++;
     this.#problem = null;
     this.#relisting = `${why}; reopened it, re-listing its leases`;
@@ -281,7 +293,11 @@ export class KvRegistry implements Registry {
   }
 
   listLeases(): Promise<{ leases: RegistryLease[]; revision: number }> {
-    return this.#track(() => listLeases(this.#store, this.#closing.signal));
+    return this.#track(async () => {
+      const r = await listLeases(this.#store, this.#closing.signal);
+      this.#saw(r.revision);
+      return r;
+    });
   }
 
   /** The same as listLeases: expiries live in the values, so they cost nothing here. */
@@ -449,6 +465,7 @@ export class KvRegistry implements Registry {
       for (const m of msgs) {
         if (stop.aborted) return;
         pos = m.revision;
+        this.#saw(pos);
         if (m.kind === "snapshot") expiry.reset(m.leases);
         else {
           for (const c of m.changes) {
