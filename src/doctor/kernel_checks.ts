@@ -17,7 +17,7 @@ import { formatCidr, formatIp } from "../base/ipv4.ts";
 import { formatCidr6, formatIp6, isIp6, parseIp6 } from "../base/ipv6.ts";
 import { describeRoute } from "../backend/owned.ts";
 import { type Family, vtepName, vtepName6 } from "../backend/vxlan/device.ts";
-import { vtepMacOf } from "../backend/vxlan/backend.ts";
+import { vtepMacOf } from "../backend/vxlan/entries.ts";
 import { backendBool, backendNumber } from "../config/network.ts";
 import { isPeerSubnet6 } from "../lease/allocate.ts";
 import type { KnownLease } from "../lease/codec.ts";

@@ -27,7 +27,7 @@ import { mapLimit } from "../health/parallel.ts";
 import { formatIp } from "../base/ipv4.ts";
 import { backendNumber } from "../config/network.ts";
 import type { KnownLease } from "../lease/codec.ts";
-import { vtepMacOf } from "../backend/vxlan/backend.ts";
+import { vtepMacOf } from "../backend/vxlan/entries.ts";
 import { leaseAddress } from "./facts.ts";
 
 export const PARALLEL = 512;

@@ -19,76 +19,39 @@
  * An IPv6-only network (EnableIPv4 false) has the IPv6 VTEP alone: no `flannel.<VNI>`, no IPv4
  * entries, and the lease carries BackendV6Data only (as flanneld writes it).
  *
- * The VTEP itself (options from the config, create or adopt, compatibility, what cleanup removes)
- * is device.ts's; this module programs the peers.
+ * This module keeps the backend's state and orders the work: the VTEP itself (options from the
+ * config, create or adopt, compatibility, what cleanup removes) is device.ts's; the entries a peer
+ * needs, entries.ts's; the DirectRouting choice, direct_routing.ts's; writing and removing
+ * entries, program.ts's; the reconcile's stale sweep and install, reconcile.ts's.
  */
 import { getLogger } from "@logtape/logtape";
 import type { NetworkConfig } from "../../config/network.ts";
-import { formatCidr, formatIp, type Ipv4Net } from "../../base/ipv4.ts";
-import { formatCidr6, formatIp6 } from "../../base/ipv6.ts";
-import { isPeerSubnet6 } from "../../lease/allocate.ts";
+import { formatIp, type Ipv4Net } from "../../base/ipv4.ts";
+import { formatIp6 } from "../../base/ipv6.ts";
 import type { ExternalInterface } from "../../net/iface.ts";
 import type { Lease } from "../../lease/codec.ts";
-import {
-  type DeleteRequest,
-  isNotFound,
-  type Link,
-  type Netlink,
-  netlink,
-  type Route,
-} from "../../../ffi/libnl/mod.ts";
+import { type Link, type Netlink, netlink, type Route } from "../../../ffi/libnl/mod.ts";
 import type { Backend, BackendContext, BackendPrepared } from "../backend.ts";
 import { ConfigError } from "../../base/errors.ts";
 import type { PeerEvent } from "../../lease/watch.ts";
-import {
-  deletePeerRoutes,
-  diffRoutes,
-  listOwnedRoutes,
-  marked,
-  routeKey,
-  routeScope,
-} from "../routes.ts";
+import { listOwnedRoutes, routeScope } from "../routes.ts";
 import {
   ensureVtep,
   type Family,
   randomMac,
-  vtepCompatible,
+  vtepIntact,
   vtepName,
   vtepName6,
   vxlanOptions,
   type VxlanOpts,
 } from "./device.ts";
 import { PeerFailures } from "../peer_errors.ts";
-import { macProblem } from "../../config/unicast.ts";
+import { type PeerEntries, peerEntries, peerEntries6, vtepMac, vtepMacOf } from "./entries.ts";
+import { DirectRouting } from "./direct_routing.ts";
+import { installPeer, removePeers } from "./program.ts";
+import { installMissing, sweepStale, type Vteps, type Wanted } from "./reconcile.ts";
 
 const log = getLogger(["weft", "vxlan"]);
-
-/** The kernel entries one peer lease needs on one VTEP (`dev`). */
-export interface PeerEntries {
-  dev: number;
-  neigh?: { ip: string; mac: string };
-  fdb?: { mac: string; dst: string };
-  route: Route;
-}
-
-/**
- * The lease's VTEP MAC (`family` 6: of its IPv6 VTEP, in BackendV6Data), or why it has no usable
- * one (multicast, zero, missing, not a MAC); also the doctor's.
- */
-export function vtepMacOf(l: Lease, family: Family = 4): { mac: string } | { problem: string } {
-  const d = family === 6 ? l.attrs.backendV6Data : l.attrs.backendData;
-  const mac = d && typeof d === "object" ? (d as { VtepMAC?: unknown }).VtepMAC : undefined;
-  const problem = macProblem(mac);
-  const where = family === 6 ? "BackendV6Data" : "BackendData";
-  return problem
-    ? { problem: `VtepMAC ${problem} in its ${where}` }
-    : { mac: (mac as string).toLowerCase() };
-}
-
-function vtepMac(l: Lease, family: Family = 4): string | null {
-  const m = vtepMacOf(l, family);
-  return "mac" in m ? m.mac : null;
-}
 
 /** The IPv6 VTEP, when the config enables IPv6. */
 interface V6Side {
@@ -110,8 +73,8 @@ export class VxlanBackend implements Backend {
   #own: Lease | null = null;
   /** Peers as last programmed, for replay after the device is recreated. */
   #peers = new Map<string, Lease>();
-  /** Whether a public IP is on the external interface's L2 segment (DirectRouting). */
-  #onLink = new Map<string, boolean>();
+  /** The DirectRouting choice per peer public IP (set by prepare). */
+  #direct: DirectRouting | null = null;
 
   constructor(nl: Netlink = netlink()) {
     this.#nl = nl;
@@ -125,6 +88,7 @@ export class VxlanBackend implements Backend {
     this.#cfg = ctx.config;
     this.#ext = ctx.ext;
     this.#o = vxlanOptions(ctx.config, ctx.ext);
+    this.#direct = new DirectRouting(this.#nl, this.#o.directRouting, ctx.ext.index);
     const attrs: BackendPrepared["attrs"] = { backendType: "vxlan" };
     let mtu = Infinity;
     if (ctx.config.enableIPv4) {
@@ -172,68 +136,20 @@ export class VxlanBackend implements Backend {
     }
   }
 
-  #direct(publicIP: string): boolean {
-    if (!this.#o.directRouting) return false;
-    let v = this.#onLink.get(publicIP);
-    if (v === undefined) {
-      try {
-        const r = this.#nl.routeGet(publicIP);
-        v = r.gw === null && r.dev === this.#ext.index;
-      } catch {
-        v = false;
-      }
-      this.#onLink.set(publicIP, v);
-    }
-    return v;
-  }
-
   /**
-   * The entries a peer lease needs, or null when its lease carries no usable VTEP MAC: such a
-   * lease is programmed not at all (no route without its neighbour and FDB entry), also when
-   * DirectRouting would not need the MAC, so a lease is applied whole or not at all.
+   * The IPv4 entries a peer lease needs (entries.ts), or null: IPv6-only, or its lease carries no
+   * usable VTEP MAC.
    */
   entriesFor(l: Lease): PeerEntries | null {
     if (!this.#dev) return null;
-    const mac = vtepMac(l);
-    if (!mac) return null;
-    const dst = formatCidr(l.subnet);
-    const dev = this.#dev.index;
-    if (this.#direct(l.attrs.publicIP)) {
-      return { dev, route: marked({ dst, gw: l.attrs.publicIP, dev: this.#ext.index }) };
-    }
-    const addr = formatIp(l.subnet.ip);
-    return {
-      dev,
-      neigh: { ip: addr, mac },
-      fdb: { mac, dst: l.attrs.publicIP },
-      route: marked({ dst, gw: addr, dev, onlink: true }),
-    };
+    return peerEntries(l, this.#dev.index, this.#direct!);
   }
 
-  /**
-   * A peer's IPv6 entries on `flannel-v6.<VNI>` (DirectRouting: a route via its PublicIPv6 when
-   * that is on-link), or null: IPv6 off, or the lease has no usable
-   * IPv6 half (no subnet of this IPv6Network, no PublicIPv6, no IPv6 VTEP MAC: e.g. a peer not
-   * yet restarted with IPv6, which keeps its IPv4 entries).
-   */
+  /** A peer's IPv6 entries on `flannel-v6.<VNI>` (entries.ts), or null: IPv6 off, or none usable. */
   entriesFor6(l: Lease): PeerEntries | null {
     const v6 = this.#v6;
-    const s6 = l.subnet6;
-    const pub6 = l.attrs.publicIPv6;
-    if (!v6 || !s6 || !pub6 || !isPeerSubnet6(this.#cfg, s6)) return null;
-    const mac = vtepMac(l, 6);
-    if (!mac) return null;
-    const addr = formatIp6(s6.ip);
-    const dev = v6.dev.index;
-    if (this.#direct(pub6)) {
-      return { dev, route: marked({ dst: formatCidr6(s6), gw: pub6, dev: this.#ext.index }) };
-    }
-    return {
-      dev,
-      neigh: { ip: addr, mac },
-      fdb: { mac, dst: pub6 },
-      route: marked({ dst: formatCidr6(s6), gw: addr, dev, onlink: true }),
-    };
+    if (!v6) return null;
+    return peerEntries6(this.#cfg, l, v6.dev.index, this.#direct!);
   }
 
   /**
@@ -248,39 +164,6 @@ export class VxlanBackend implements Backend {
     return e6 ? [e, e6] : [e];
   }
 
-  #install(e: PeerEntries) {
-    const dev = e.dev;
-    if (e.neigh) this.#nl.neighSet({ dev, ...e.neigh, permanent: true });
-    if (e.fdb) this.#nl.fdbSet({ dev, ...e.fdb });
-    this.#nl.routeReplace(e.route);
-  }
-
-  /**
-   * Removes peers' entries, `[lease key, entries]`, in three batches: routes (ours, else
-   * flanneld's exact one; routes.ts), then FDB, then neighbour entries, so nothing points at a
-   * removed entry. An entry already gone is fine; a peer whose route (FDB entry) cannot be removed
-   * keeps its FDB (and neighbour) entry, and the failure is recorded against its key.
-   */
-  #removeMany(items: [string, PeerEntries][], f: PeerFailures) {
-    const failed = (i: number, e: Error | null) => {
-      if (e === null || isNotFound(e)) return false;
-      f.add(items[i][0], e);
-      return true;
-    };
-    const routeErrs = deletePeerRoutes(this.#nl, items.map(([, e]) => e.route));
-    const next = items.flatMap((_, i) => failed(i, routeErrs[i]) ? [] : [i]);
-    const fdb = next.filter((i) => items[i][1].fdb);
-    const fdbErrs = this.#nl.deleteMany(
-      fdb.map((i) => ({ fdb: { dev: items[i][1].dev, ...items[i][1].fdb! } })),
-    );
-    const bad = new Set(fdb.filter((i, j) => failed(i, fdbErrs[j])));
-    const neigh = next.filter((i) => items[i][1].neigh && !bad.has(i));
-    const neighErrs = this.#nl.deleteMany(
-      neigh.map((i) => ({ neigh: { dev: items[i][1].dev, ip: items[i][1].neigh!.ip } })),
-    );
-    neigh.forEach((i, j) => failed(i, neighErrs[j]));
-  }
-
   apply(events: PeerEvent[]): Promise<void> {
     const f = new PeerFailures();
     // How many peers name each VTEP MAC (built once per batch with a removal): two leases naming
@@ -291,7 +174,7 @@ export class VxlanBackend implements Backend {
     // kernel sees the events in order.
     let removals: [string, PeerEntries][] = [];
     const flush = () => {
-      if (removals.length) this.#removeMany(removals, f);
+      if (removals.length) removePeers(this.#nl, removals, f);
       removals = [];
     };
     const fdbKey = (e: PeerEntries) => e.fdb ? `${e.dev}/${e.fdb.mac}` : null;
@@ -328,7 +211,7 @@ export class VxlanBackend implements Backend {
         });
         continue;
       }
-      for (const e of es) f.run(l.key, () => this.#install(e));
+      for (const e of es) f.run(l.key, () => installPeer(this.#nl, e));
     }
     flush();
     f.throwIfAny("programming vxlan entries");
@@ -336,85 +219,25 @@ export class VxlanBackend implements Backend {
   }
 
   reconcile(peers: Lease[]): Promise<void> {
-    this.#onLink.clear();
+    this.#direct?.clear();
     this.#peers = new Map(peers.map((p) => [p.key, p]));
-    const want: [Lease, PeerEntries][] = [];
+    const want: Wanted = [];
     for (const p of peers) for (const e of this.#all(p) ?? []) want.push([p, e]);
     const f = new PeerFailures();
-    // Stale first (routes, then FDB, then neighbours), so nothing points at a removed entry.
-    const routes = this.#ownedRoutes();
-    const { del, adopt } = diffRoutes(want.map(([, e]) => e.route), routes);
-    this.#deleteAll(del.map((route) => ({ route })), del.map((r) => r.dst), f);
-    for (const r of adopt) f.run(r.dst, () => this.#nl.routeReplace(r)); // re-mark in place
-    const neighHave = new Set<string>();
-    const vteps: [number, Family][] = [];
+    const vteps: Vteps = [];
     if (this.#dev) vteps.push([this.#dev.index, 4]);
     if (this.#v6) vteps.push([this.#v6.dev.index, 6]);
-    for (const [dev, family] of vteps) {
-      const mine = want.filter(([, e]) => e.dev === dev);
-      const fdbWant = new Set(
-        mine.filter(([, e]) => e.fdb).map(([, e]) => `${e.fdb!.mac}|${e.fdb!.dst}`),
-      );
-      const fdbDel = this.#nl.fdbList(dev)
-        .filter((x) => x.self && x.dst && !fdbWant.has(`${x.mac}|${x.dst}`));
-      this.#deleteAll(
-        fdbDel.map((x) => ({ fdb: { dev, mac: x.mac, dst: x.dst! } })),
-        fdbDel.map((x) => `fdb ${x.mac}`),
-        f,
-      );
-      const neighWant = new Set(
-        mine.filter(([, e]) => e.neigh).map(([, e]) => `${e.neigh!.ip}|${e.neigh!.mac}`),
-      );
-      const neighDel: string[] = [];
-      for (const n of this.#nl.neighList(dev, family)) {
-        const k = `${n.ip}|${n.mac}`;
-        if (family === 4 && !n.ip.includes(".")) continue;
-        if (n.permanent && neighWant.has(k)) neighHave.add(`${dev}|${k}`);
-        // Only permanent IPv6 entries are weft's: the kernel's own (router, link-local) stay.
-        else if (family === 4 || n.permanent) neighDel.push(n.ip);
-      }
-      this.#deleteAll(
-        neighDel.map((ip) => ({ neigh: { dev, ip } })),
-        neighDel.map((ip) => `neigh ${ip}`),
-        f,
-      );
-    }
-    // Then install what is missing, per peer in flannel's order. Replace is idempotent, but
-    // skipping entries already present keeps a restart with 5000 peers cheap. Nothing wanted
-    // (every peer gone): nothing to install, and no need to read the tables again.
-    const haveRoutes = new Set(want.length ? this.#ownedRoutes().map(routeKey) : []);
-    const haveFdb = new Set<string>();
-    for (const [dev] of want.length ? vteps : []) {
-      for (const x of this.#nl.fdbList(dev)) {
-        if (x.self && x.dst) haveFdb.add(`${dev}|${x.mac}|${x.dst}`);
-      }
-    }
-    let installed = 0;
-    for (const [p, e] of want) {
-      if (
-        haveRoutes.has(routeKey(e.route)) &&
-        (!e.fdb || haveFdb.has(`${e.dev}|${e.fdb.mac}|${e.fdb.dst}`)) &&
-        (!e.neigh || neighHave.has(`${e.dev}|${e.neigh.ip}|${e.neigh.mac}`))
-      ) continue;
-      installed++;
-      f.run(p.key, () => this.#install(e));
-    }
-    if (del.length || installed) {
+    const { removed, neighHave } = sweepStale(this.#nl, want, vteps, this.#ownedRoutes(), f);
+    const owned = () => this.#ownedRoutes();
+    const installed = installMissing(this.#nl, want, vteps, owned, neighHave, f);
+    if (removed || installed) {
       log.info("reconciled: removed {d} stale routes, installed {n} peers", {
-        d: del.length,
+        d: removed,
         n: installed,
       });
     }
     f.throwIfAny("reconciling vxlan entries");
     return Promise.resolve();
-  }
-
-  /**
-   * Deletes stale entries in one batch; each failure is recorded under its `names` entry (one
-   * already gone is not a failure).
-   */
-  #deleteAll(reqs: DeleteRequest[], names: string[], f: PeerFailures) {
-    this.#nl.deleteMany(reqs).forEach((e, i) => e && !isNotFound(e) && f.add(names[i], e));
   }
 
   /** weft's routes (routes.ts): on the VTEP, and via peers on the external interface. */
@@ -431,17 +254,11 @@ export class VxlanBackend implements Backend {
   /** Recreates the device and replays every peer when it was deleted or changed under us. */
   async check(): Promise<boolean> {
     const dev = this.#dev;
-    const l = dev && this.#nl.linkByName(this.deviceName);
     const own = this.#own ? `${formatIp(this.#own.subnet.ip)}/32` : null;
-    const intact = !dev || (l && l.index === dev.index && l.up &&
-      vtepCompatible(l, this.#o, this.#ext) &&
-      (!own || this.#nl.addrList(l.index).some((a) => a.cidr === own)));
+    const intact = !dev || vtepIntact(this.#nl, dev, this.#o, this.#ext, own);
     const v6 = this.#v6;
-    const l6 = v6 && this.#nl.linkByName(vtepName6(this.#o.vni));
     const own6 = this.#own?.subnet6 ? `${formatIp6(this.#own.subnet6.ip)}/128` : null;
-    const intact6 = !v6 || (l6 && l6.index === v6.dev.index && l6.up &&
-      vtepCompatible(l6, this.#o, this.#ext, 6) &&
-      (!own6 || this.#nl.addrList(l6.index, 6).some((a) => a.cidr === own6)));
+    const intact6 = !v6 || vtepIntact(this.#nl, v6.dev, this.#o, this.#ext, own6, 6);
     if (intact && intact6) return false;
     log.warn("{name} was deleted or changed; recreating it and replaying {n} peers", {
       name: intact ? vtepName6(this.#o.vni) : this.deviceName,

@@ -132,6 +132,24 @@ export function vtepCompatible(
 }
 
 /**
+ * Whether the VTEP made as `known` is still as made: the device of its name has its index, is
+ * up, matches the config and holds the own address `own` (a CIDR; null before a lease). False:
+ * it was deleted or changed under us.
+ */
+export function vtepIntact(
+  nl: Netlink,
+  known: Link,
+  o: VxlanOpts,
+  ext: ExternalInterface,
+  own: string | null,
+  family: Family = 4,
+): boolean {
+  const l = nl.linkByName(vtepOf(o, ext, family).name);
+  return !!l && l.index === known.index && l.up && vtepCompatible(l, o, ext, family) &&
+    (!own || nl.addrList(l.index, family).some((a) => a.cidr === own));
+}
+
+/**
  * The VTEP `flannel.<VNI>` (`family` 6: `flannel-v6.<VNI>`): reuses a compatible device (keeping
  * its MAC) or recreates it with `mac`; sets its MTU, TX checksum offload and state. Returns the
  * device as the kernel has it.
