@@ -18,6 +18,7 @@
 import { readSubnetEnvFile, type SubnetEnv } from "./pods.ts";
 import { run, type RunResult, StopWaiting, waitFor } from "./proc.ts";
 import { exitedWithin, type LoggedProcess, spawnLogged, stopProcess } from "./spawn.ts";
+import { V8_FLAGS } from "../../src/base/v8_flags.ts";
 
 const MAIN = decodeURIComponent(new URL("../../main.ts", import.meta.url).pathname);
 
@@ -232,7 +233,16 @@ function withNodeIdFile(args: string[]): string[] {
 export function startAgent(args: string[], env: Record<string, string> = {}): AgentProc {
   return new AgentProc({
     host: "local",
-    cmd: [Deno.execPath(), "run", "-A", MAIN, "run", ...withNodeIdFile(args)],
+    // The V8 flags weft runs with in production (deno task weft, the compiled binary).
+    cmd: [
+      Deno.execPath(),
+      "run",
+      "-A",
+      `--v8-flags=${V8_FLAGS.join(",")}`,
+      MAIN,
+      "run",
+      ...withNodeIdFile(args),
+    ],
     env,
   });
 }

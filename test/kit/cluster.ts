@@ -28,6 +28,7 @@ import { withTimeout } from "../../src/base/async.ts";
 import { formatIp } from "../../src/base/ipv4.ts";
 import { formatIp6 } from "../../src/base/ipv6.ts";
 import { gatewayOf6 } from "../../src/config/subnet_env.ts";
+import { V8_FLAGS } from "../../src/base/v8_flags.ts";
 import { AgentProc } from "./agent.ts";
 import { type EtcdProc, startEtcd } from "./etcd.ts";
 import { atExit } from "./exit.ts";
@@ -161,6 +162,7 @@ export interface PingMatrix {
 
 const REPO_ROOT = decodeURIComponent(new URL("../../", import.meta.url).pathname);
 const DEFAULT_ENTRY = `${REPO_ROOT}main.ts`;
+const WEFT_V8_ARG = `--v8-flags=${V8_FLAGS.join(",")}`;
 
 export class Cluster {
   readonly names: RunNames;
@@ -344,7 +346,8 @@ export class Cluster {
     if (o.ttl !== undefined) args.push("--subnet-lease-ttl", String(o.ttl));
     if (o.healthzPort !== undefined) args.push("--healthz-port", String(o.healthzPort));
     args.push(...(o.extraArgs ?? []));
-    return denoInNs(h.netns, [o.entry ?? DEFAULT_ENTRY, ...args]);
+    // The V8 flags weft runs with in production (deno task weft, the compiled binary).
+    return denoInNs(h.netns, [o.entry ?? DEFAULT_ENTRY, ...args], { flags: [WEFT_V8_ARG] });
   }
 
   /** Starts the agent on `host` (returns at once; call `waitReady()`). One running agent per host. */
