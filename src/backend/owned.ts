@@ -119,15 +119,14 @@ export function kernelState(nl: Netlink): Pick<KernelFacts, "links" | "routes"> 
 
 /** Removes the kernel state in `plan`: routes first, then the devices; a dry run only reports. */
 export function removeKernel(nl: Netlink, plan: KernelPlan, rep: CleanupReport): void {
-  for (const { route, text } of plan.routes) {
-    try {
-      if (!rep.dryRun) nl.routeDel(route);
-      rep.did(`route ${text}`);
-    } catch (e) {
-      if (isNotFound(e)) continue; // went with something removed before
-      rep.fail(`cannot remove route ${text}: ${(e as Error).message}`);
-    }
-  }
+  // Batched (32 requests a send): thousands of peers' routes go in well under a second.
+  const errs = rep.dryRun ? [] : nl.deleteMany(plan.routes.map(({ route }) => ({ route })));
+  plan.routes.forEach(({ text }, i) => {
+    const e = errs[i] ?? null;
+    if (e === null) rep.did(`route ${text}`);
+    else if (!isNotFound(e)) rep.fail(`cannot remove route ${text}: ${e.message}`);
+    // Not found: it went with something removed before.
+  });
   for (const { link, text } of plan.devices) {
     try {
       if (!rep.dryRun) nl.linkDel(link.index);
