@@ -91,13 +91,22 @@ try {
     report.data.idle = idle;
     report.section(
       `one agent idle ${v["idle-seconds"]} s, with and without peer leases`,
-      ["registry", "peer leases", "RSS MiB", "anon MiB", "idle CPU %", "RSS vs no peers"],
+      [
+        "registry",
+        "peer leases",
+        "RSS MiB",
+        "RSS max",
+        "anon MiB",
+        "idle CPU %",
+        "RSS vs no peers",
+      ],
       idle.map((r) => {
         const base = idle.find((b) => b.kind === r.kind && b.peers === 0);
         return [
           r.kind,
           r.peers,
           round(r.rssMiB),
+          round(r.rssMaxMiB),
           round(r.anonMiB),
           round(r.cpuPct),
           round(r.rssMiB && base?.rssMiB ? r.rssMiB / base.rssMiB : null),
@@ -106,6 +115,7 @@ try {
       [
         "weft run --backend alloc on loopback with weft's V8 flags (src/base/v8_flags.ts); /29 peer leases of backend alloc",
         "measured after the lease, the first list and 3 s; CPU = user+sys over the window (one core = 100 %)",
+        "RSS, anon: median of one sample a second over the window; RSS max: its largest (a periodic re-list in flight)",
       ],
     );
     report.section(

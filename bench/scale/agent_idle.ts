@@ -2,7 +2,10 @@
  * One real agent's idle cost with many peers: `--peers` leases (/29, alloc, written with
  * `../lib/lease_writer.ts`'s writeLeases) in a fresh registry, one `weft run --backend alloc`
  * agent on loopback with weft's V8 flags, next to the same agent with no peers (its own fresh
- * registry), both idle for the same window: RSS, anonymous memory and CPU.
+ * registry), both idle for the same window: RSS, anonymous memory and CPU. Memory is sampled every
+ * second of the window and reported as the median (what the agent holds while idle) and the
+ * maximum (a periodic re-list's garbage, until the agent's heap trim a second later): one sample
+ * at the end of the window read a re-list in flight now and then (+10 MiB with 5000 etcd peers).
  *
  * @example
  * ```ts
@@ -15,14 +18,19 @@ import { openEtcdRegistry } from "../../src/registry/etcd/mod.ts";
 import { openKvRegistry } from "../../src/registry/kv/mod.ts";
 import { leasePlan } from "../lib/leases.ts";
 import { writeLeases } from "../lib/lease_writer.ts";
-import { procCpuSeconds, procMemory, sleep } from "../lib/sys.ts";
+import { median } from "../lib/report.ts";
+import { procCpuSeconds, type ProcMemory, procMemory, sleep } from "../lib/sys.ts";
 import { startBenchAgent, waitFiles } from "../control_plane/agents.ts";
 import { type RelistCost, relistCost } from "./relist.ts";
 
 export interface IdleRow {
   kind: string;
   peers: number;
+  /** Median of the window's samples. */
   rssMiB: number | null;
+  /** Largest sample of the window. */
+  rssMaxMiB: number | null;
+  /** Median of the window's samples. */
   anonMiB: number | null;
   cpuPct: number | null;
   /** PeerWatcher relist + takePeers on this registry, measured in the bench process. */
@@ -48,6 +56,7 @@ export async function agentIdle(o: {
     kind: o.kind,
     peers: p,
     rssMiB: null,
+    rssMaxMiB: null,
     anonMiB: null,
     cpuPct: null,
   }));
@@ -98,13 +107,21 @@ export async function agentIdle(o: {
     await waitFiles(counts.map((p) => `${o.dir}/idle-${o.kind}-${p}.env`), agents, 120_000);
     await sleep(3000); // the first list and reconcile are done by now
     const cpu0 = agents.map((a) => procCpuSeconds(a.pid));
-    await sleep(o.idleSeconds * 1000);
+    const samples = agents.map(() => [] as ProcMemory[]);
+    for (let s = 0; s < o.idleSeconds; s++) {
+      await sleep(1000);
+      agents.forEach((a, i) => {
+        const m = procMemory(a.pid);
+        if (m) samples[i].push(m);
+      });
+    }
     agents.forEach((a, i) => {
       const c = procCpuSeconds(a.pid);
-      const m = procMemory(a.pid);
       rows[i].cpuPct = c === null || cpu0[i] === null ? null : (c - cpu0[i]!) / o.idleSeconds * 100;
-      rows[i].rssMiB = m ? m.rssKiB / 1024 : null;
-      rows[i].anonMiB = m ? m.anonKiB / 1024 : null;
+      const rss = samples[i].map((m) => m.rssKiB / 1024);
+      rows[i].rssMiB = median(rss);
+      rows[i].rssMaxMiB = rss.length ? Math.max(...rss) : null;
+      rows[i].anonMiB = median(samples[i].map((m) => m.anonKiB / 1024));
     });
   } catch (e) {
     for (const r of rows) r.error = (e as Error).message;

@@ -3,16 +3,19 @@
  * tens of MiB: V8 keeps the heap pages it grew to (the garbage is promoted, as the young
  * generation is small with `--optimize-for-size`, and nothing shrinks the heap while the agent
  * idles: each periodic re-list grew it further), and glibc keeps the freed buffers' pages in its
- * arenas. So at the next self-check tick after a full reconcile (5 s later) the agent runs one
- * memory-reducing full GC (V8's `gc()`, exposed by `--expose-gc` in src/base/v8_flags.ts) if the
- * heap grew by 4 MiB since the last one (or since the start), gives the C heap's free pages back (`malloc_trim`, ~3
- * ms), and trims once more a tick later; never while idle. An etcd agent with 5000 peers: 112 MiB
- * RSS → 84–86 MiB, and no growth from re-lists (it grew to 97 MiB in 3 minutes without the GC).
+ * arenas. So 1 s after a full reconcile starts (`SETTLE_MS`) the agent runs one memory-reducing
+ * full GC (V8's `gc()`, exposed by `--expose-gc` in src/base/v8_flags.ts) if the heap grew by 4
+ * MiB since the last one (or since the start), gives the C heap's free pages back (`malloc_trim`,
+ * ~3 ms), and trims once more at the next self-check tick; never while idle. An etcd agent with
+ * 5000 peers: 112 MiB RSS → 84–86 MiB, and no growth from re-lists (it grew to 97 MiB in 3
+ * minutes without the GC). Until that first trim a periodic re-list of 5000 peers holds ~10 MiB
+ * more (its garbage): waiting for the next 5 s self-check tick, as before, kept it for up to 5 s
+ * of every reconcile interval; the settle timer keeps it ~1 s.
  *
  * @example
  * ```ts
  * const trim = new HeapTrim();
- * trim.burst();   // after a full reconcile
+ * trim.burst();   // a full reconcile starts: collects and trims 1 s later
  * trim.tick();    // every self-check tick: collects and trims while a burst is recent
  * ```
  */
@@ -27,6 +30,13 @@ const TRIMS_PER_BURST = 2;
  * CPU with 5000 peers, and one re-list grows the heap by 1–3 MiB, so it runs every few re-lists.
  */
 const GC_GROWTH_BYTES = 4 * 1024 * 1024;
+
+/**
+ * The first trim after a burst, this long after it: a re-list's garbage is dead by then (the
+ * reconcile works on the peers taken from it), and a reconcile that takes longer leaves its own
+ * to V8's GCs and the next tick's trim.
+ */
+export const SETTLE_MS = 1000;
 
 function heapBytes(): number {
   return getHeapStatistics().total_heap_size;
@@ -44,6 +54,7 @@ export class HeapTrim {
   #due = 0;
   #trims = 0;
   #collects = 0;
+  #settle?: ReturnType<typeof setTimeout>;
   /** Heap size after the last GC, or when the agent started: an agent with few peers never GCs. */
   #afterGc: number;
 
@@ -51,6 +62,8 @@ export class HeapTrim {
     readonly release: () => unknown = releaseFreeHeap,
     readonly collect: () => void = collectGarbage,
     readonly heapSize: () => number = heapBytes,
+    /** Delay of the first trim after a burst; null: only ticks trim (tests drive them). */
+    readonly settleMs: number | null = SETTLE_MS,
   ) {
     this.#afterGc = heapSize();
   }
@@ -60,9 +73,15 @@ export class HeapTrim {
     return { trims: this.#trims, collects: this.#collects };
   }
 
-  /** A burst of allocations just ended (a full list and reconcile). */
+  /** A burst of allocations just ended (a full list; its reconcile starts). */
   burst(): void {
     this.#due = TRIMS_PER_BURST;
+    if (this.settleMs === null) return;
+    clearTimeout(this.#settle);
+    // Unref'd: it must not keep a stopping agent's process alive.
+    const id = setTimeout(() => this.tick(), this.settleMs);
+    Deno.unrefTimer(id as unknown as number);
+    this.#settle = id;
   }
 
   /** Called every self-check tick; collects and trims while a burst is recent. Never throws. */

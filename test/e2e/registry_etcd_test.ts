@@ -137,6 +137,37 @@ Deno.test("etcd registry: watch puts carry no LeaseTimeToLive round trip; lists 
   }
 });
 
+Deno.test("etcd registry: full lists read subnets/ in pages of listPageSize at one revision", async () => {
+  const e = await etcd();
+  const prefix = freshPrefix();
+  const r = await openEtcdRegistry({ endpoints: [e.endpoint], prefix, listPageSize: 2 });
+  try {
+    const keys = [20, 21, 22, 23, 24].map((i) => `198.19.${i}.0-24`);
+    for (const k of keys.slice(0, 4)) assert.ok(await r.createLease(k, VALUE, 600));
+    assert.ok(await r.createLease(keys[4], VALUE, null));
+    // A nested key inside a page: skipped, and paging goes on past it.
+    await e.etcdctl("put", `${prefix}/subnets/198.19.21.0-24/extra`, "nested");
+    const head = Number(
+      JSON.parse(await e.etcdctl("get", `${prefix}/config`, "-w", "json")).header.revision,
+    );
+    const before = await etcdCalls(e, "Range");
+    const all = await r.listLeases();
+    const pages = (await etcdCalls(e, "Range")) - before;
+    assert.deepEqual(all.leases.map((l) => l.key), keys);
+    assert.equal(all.revision, head, "the list's revision is the first page's");
+    assert.ok(all.leases.slice(0, 4).every((l) => l.expiresAt! > Date.now() + 500_000));
+    assert.equal(all.leases[4].expiresAt, null);
+    // 6 keys under subnets/ in pages of 2.
+    assert.equal(pages, 3, `range calls for one list: ${pages}`);
+    const peers = await r.listPeerLeases();
+    assert.deepEqual(peers.leases.map((l) => l.key), keys);
+    assert.equal(peers.revision, head);
+  } finally {
+    await r.close();
+    await e.etcdctl("del", "--prefix", prefix + "/");
+  }
+});
+
 Deno.test("etcd registry: watch survives an etcd crash and restart without missing a change", async () => {
   const { registry: r } = await openFresh();
   const e = await etcd();

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { HeapTrim } from "../../src/agent/heap_trim.ts";
 import { releaseFreeHeap } from "../../ffi/libc/heap.ts";
+import { waitFor } from "../kit/proc.ts";
 import { ExpiryCache } from "../../src/registry/etcd/expiry.ts";
 import type { Etcd3 } from "etcd3";
 
@@ -8,7 +9,7 @@ Deno.test("heap trim: one GC and two trims after each burst, none while idle, fa
   let trims = 0;
   let gcs = 0;
   let heap = 16 << 20;
-  const t = new HeapTrim(() => trims++, () => gcs++, () => heap);
+  const t = new HeapTrim(() => trims++, () => gcs++, () => heap, null);
   heap = 64 << 20;
   t.tick();
   assert.deepEqual([gcs, trims], [0, 0], "no burst yet: idle ticks do nothing");
@@ -25,6 +26,7 @@ Deno.test("heap trim: one GC and two trims after each burst, none while idle, fa
     },
     () => {},
     () => heap,
+    null,
   );
   heap = 64 << 20;
   failing.burst();
@@ -37,10 +39,15 @@ Deno.test("heap trim: one GC and two trims after each burst, none while idle, fa
 Deno.test("heap trim: the GC runs again only once the heap grew 4 MiB since the last one", () => {
   let heap = 16 << 20;
   let gcs = 0;
-  const t = new HeapTrim(() => {}, () => {
-    gcs++;
-    heap = 18 << 20; // what the GC left
-  }, () => heap);
+  const t = new HeapTrim(
+    () => {},
+    () => {
+      gcs++;
+      heap = 18 << 20; // what the GC left
+    },
+    () => heap,
+    null,
+  );
   heap = 18 << 20;
   t.burst();
   t.tick();
@@ -57,6 +64,21 @@ Deno.test("heap trim: the GC runs again only once the heap grew 4 MiB since the 
   t.burst();
   t.tick();
   assert.equal(gcs, 2, "5 MiB of growth: collect");
+});
+
+Deno.test("heap trim: the first collect and trim come SETTLE_MS after a burst, not at the next tick", async () => {
+  let trims = 0;
+  let gcs = 0;
+  let heap = 16 << 20;
+  const t = new HeapTrim(() => trims++, () => gcs++, () => heap, 20);
+  heap = 64 << 20;
+  t.burst();
+  assert.deepEqual([gcs, trims], [0, 0], "nothing runs inside burst()");
+  await waitFor("the settle trim", () => trims === 1, { timeoutMs: 5000, intervalMs: 5 });
+  assert.deepEqual([gcs, trims], [1, 1], "collected and trimmed without a tick");
+  t.tick();
+  t.tick();
+  assert.deepEqual([gcs, trims], [1, 2], "the next tick trims once more; then nothing");
 });
 
 Deno.test("heap trim: releaseFreeHeap gives freed malloc pages back (glibc)", () => {

@@ -29,6 +29,8 @@ export interface EtcdRegistryOptions {
   password?: string;
   /** Deadline of one unary call in ms; default 10000. Streams have none. */
   callTimeoutMs?: number;
+  /** Keys per range call of a full list (list.ts); default 500. Tests set small pages. */
+  listPageSize?: number;
 }
 
 export const DEFAULT_ETCD_PREFIX = "/coreos.com/network";

@@ -1,8 +1,8 @@
 /**
  * The etcd v3 registry: `openEtcdRegistry` and what callers name. The modules beside this one:
  * `client.ts` (endpoints, TLS, auth, the etcd3 client), `errors.ts` (permanent vs retried
- * errors), `keys.ts` (key layout), `expiry.ts` (lease expiry lookups), `registry.ts` (reads and
- * transactions), `watch.ts` and `stream.ts` (the resumable watch).
+ * errors), `keys.ts` (key layout), `expiry.ts` (lease expiry lookups), `list.ts` (full lists in
+ * pages), `registry.ts` (reads and transactions), `watch.ts` and `stream.ts` (the resumable watch).
  *
  * @example
  * ```ts

@@ -29,6 +29,7 @@ import { connect, type Connection, type Credentials, type EtcdRegistryOptions } 
 import { classified } from "./errors.ts";
 import { EtcdKeys } from "./keys.ts";
 import { ExpiryCache } from "./expiry.ts";
+import { listPages, type Page } from "./list.ts";
 import type { WatchStream } from "./stream.ts";
 import { toLease, watchLeases } from "./watch.ts";
 
@@ -47,6 +48,7 @@ export class EtcdRegistry implements Registry {
   readonly #keys: EtcdKeys;
   readonly #expiries: ExpiryCache;
   readonly #streams = new Set<WatchStream>();
+  readonly #page?: number;
   #closed = false;
 
   /**
@@ -57,6 +59,7 @@ export class EtcdRegistry implements Registry {
     this.#conn = connect(opts, credentials);
     this.prefix = this.#conn.prefix;
     this.#keys = new EtcdKeys(this.prefix);
+    this.#page = opts.listPageSize;
     this.#expiries = new ExpiryCache(this.#conn.client, (fn) => this.#call(fn));
   }
 
@@ -79,37 +82,42 @@ export class EtcdRegistry implements Registry {
     );
   }
 
+  /** Full lists read `subnets/` in pages (list.ts): the whole reply is never held at once. */
+  #pages<T>(decode: (page: Page) => T[] | Promise<T[]>) {
+    return listPages(
+      {
+        client: this.#client,
+        keys: this.#keys,
+        call: (fn) => this.#call(fn),
+        pageSize: this.#page,
+      },
+      decode,
+    );
+  }
+
   async listLeases(): Promise<{ leases: RegistryLease[]; revision: number }> {
-    const r = await this.#call(() =>
-      this.#client.kv.range({ key: this.#keys.subnets, range_end: this.#keys.subnetsEnd })
-    );
-    const kvs = r.kvs.flatMap((kv) => {
-      const rel = this.#keys.rel(kv.key);
-      return rel === null ? [] : [{ kv, rel }];
+    const { items, revision } = await this.#pages(async (page) => {
+      const exp = await this.#expiries.lookup(
+        page.filter((x) => x.kv.lease !== "0").map((x) => x.kv.lease),
+      );
+      const now = Date.now();
+      // Every id was looked up, so the fallback (0: gone) is never used; 0 reads as expired.
+      return page.map(({ kv, rel }) => toLease(kv, rel, exp, 0))
+        .filter((l) => l.expiresAt === null || l.expiresAt > now);
     });
-    const exp = await this.#expiries.lookup(
-      kvs.filter((x) => x.kv.lease !== "0").map((x) => x.kv.lease),
-    );
-    const now = Date.now();
-    // Every id was looked up, so the fallback (0: gone) is never used; 0 reads as expired.
-    const leases = kvs.map(({ kv, rel }) => toLease(kv, rel, exp, 0))
-      .filter((l) => l.expiresAt === null || l.expiresAt > now);
-    return { leases, revision: Number(r.header.revision) };
+    return { leases: items, revision };
   }
 
   async listPeerLeases(): Promise<{ leases: RegistryLease<WatchedExpiry>[]; revision: number }> {
-    const r = await this.#call(() =>
-      this.#client.kv.range({ key: this.#keys.subnets, range_end: this.#keys.subnetsEnd })
-    );
-    const kvs = r.kvs.flatMap((kv) => {
-      const rel = this.#keys.rel(kv.key);
-      return rel === null ? [] : [{ kv, rel }];
-    });
     // Only expiries already known (own grants, earlier lookups); etcd removes expired keys.
     this.#expiries.prune();
-    const exp = this.#expiries.cached(kvs.filter((x) => x.kv.lease !== "0").map((x) => x.kv.lease));
-    const leases = kvs.map(({ kv, rel }) => toLease<WatchedExpiry>(kv, rel, exp, "unknown"));
-    return { leases, revision: Number(r.header.revision) };
+    const { items, revision } = await this.#pages((page) => {
+      const exp = this.#expiries.cached(
+        page.filter((x) => x.kv.lease !== "0").map((x) => x.kv.lease),
+      );
+      return page.map(({ kv, rel }) => toLease<WatchedExpiry>(kv, rel, exp, "unknown"));
+    });
+    return { leases: items, revision };
   }
 
   async getLease(key: string): Promise<RegistryLease | null> {
