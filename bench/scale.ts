@@ -22,6 +22,7 @@ import { Report, round } from "./lib/report.ts";
 import { load1, memAvailableMiB } from "./lib/sys.ts";
 import { type SimResult, simulate, type Target } from "./scale/simulate.ts";
 import { agentIdle, type IdleRow } from "./scale/agent_idle.ts";
+import { type RoundCost, roundCost } from "./scale/relist.ts";
 
 const { values: v } = parseArgs({
   args: Deno.args,
@@ -42,6 +43,8 @@ const { values: v } = parseArgs({
     peers: { type: "string", default: "5000" },
     "idle-seconds": { type: "string", default: "20" },
     "peer-ttl": { type: "string", default: "600" },
+    "round-backends": { type: "string", default: "vxlan,host-gw" },
+    "round-reps": { type: "string", default: "10" },
     help: { type: "boolean", default: false },
   },
 });
@@ -51,7 +54,8 @@ if (v.help) {
       "  [--per-worker 250] [--ttl 86400] [--renew-margin-s 3600] [--steady-seconds 20]\n" +
       "  [--probes 10] [--probe-interval-ms 200] [--phase-timeout-s 600] [--deadline-min 120]\n" +
       "  [--etcd-clients worker|node] [--wave-size 0] [--wave-interval-ms 1000]\n" +
-      '  [--peers 5000] [--idle-seconds 20] [--peer-ttl 600]   (--sizes "": idle agents only)',
+      "  [--peers 5000] [--idle-seconds 20] [--peer-ttl 600]\n" +
+      '  [--round-backends vxlan,host-gw] [--round-reps 10]   (--sizes "": --peers phases only)',
   );
   Deno.exit(0);
 }
@@ -124,6 +128,58 @@ try {
       ],
     );
     for (const r of idle) if (r.error) report.problem(`idle ${r.kind}: ${r.error}`);
+    const rounds: RoundCost[] = [];
+    for (const kind of registries) {
+      for (const backend of v["round-backends"].split(",").filter(Boolean)) {
+        console.log(`  ${kind}: periodic round with ${backend} and ${v.peers} peers ...`);
+        try {
+          rounds.push(
+            await roundCost({
+              kind,
+              backend: backend as "vxlan" | "host-gw",
+              peers: Number(v.peers),
+              rounds: Number(v["round-reps"]),
+              runId: `${runId}${rounds.length}`,
+              dir,
+            }),
+          );
+        } catch (e) {
+          report.problem(`round ${kind} ${backend}: ${(e as Error).message}`);
+        }
+      }
+    }
+    report.data.rounds = rounds;
+    report.section(
+      `periodic reconciliation, whole round: relist + takePeers + backend reconcile, ${v.peers} peers`,
+      [
+        "registry",
+        "backend",
+        "peers",
+        "CPU ms / round",
+        "relist",
+        "(list)",
+        "takePeers",
+        "reconcile",
+        "wall ms / round",
+      ],
+      rounds.map((r) => [
+        r.registry,
+        r.backend,
+        r.peers,
+        round(r.cpuMsPerRound),
+        round(r.parts.relist),
+        round(r.listCpuMs),
+        round(r.parts.takePeers),
+        round(r.parts.reconcile),
+        round(r.wallMsPerRound),
+      ]),
+      [
+        `scale/round_child.ts in a scratch namespace (etcd: its own etcd there), every peer already programmed; mean of ${
+          v["round-reps"]
+        } rounds`,
+        "CPU = user+sys of that process (process.cpuUsage); (list) = the registry's list alone, part of relist",
+      ],
+    );
   }
   for (const kind of registries) {
     for (const n of sizes) {
