@@ -220,22 +220,32 @@ export function isGatewayRoute(r: Route, s: RouteScope): boolean {
 /**
  * What to delete, install and re-mark so the kernel holds exactly `want` of the owned routes
  * `have`: `adopt` are wanted routes present without weft's mark (flanneld's), to be replaced in
- * place with `want`'s marked route.
+ * place with `want`'s marked route. `add` and `adopt` hold `want`'s own route objects, so a
+ * caller can tell a wanted route's state by identity (`add.includes(r)`: missing). Each route is
+ * keyed once (`wantKeys`: `want`'s {@link routeKey}s, when the caller keeps them): with 5000 peers
+ * this runs on every periodic reconciliation.
  */
 export function diffRoutes(
   want: Route[],
   have: Route[],
+  wantKeys: string[] = want.map(routeKey),
 ): { del: Route[]; add: Route[]; adopt: Route[] } {
-  const wantKeys = new Set(want.map(routeKey));
-  const haveByKey = new Map(have.map((r) => [routeKey(r), r]));
-  return {
-    del: have.filter((r) => !wantKeys.has(routeKey(r))),
-    add: want.filter((r) => !haveByKey.has(routeKey(r))),
-    adopt: want.filter((r) => {
-      const h = haveByKey.get(routeKey(r));
-      return h !== undefined && h.protocol !== RTPROT_WEFT;
-    }),
-  };
+  const haveKeys = have.map(routeKey);
+  const haveByKey = new Map<string, Route>();
+  have.forEach((r, i) => haveByKey.set(haveKeys[i], r));
+  const wanted = new Set<string>();
+  const add: Route[] = [];
+  const adopt: Route[] = [];
+  for (const [i, r] of want.entries()) {
+    const k = wantKeys[i];
+    wanted.add(k);
+    const h = haveByKey.get(k);
+    if (h === undefined) add.push(r);
+    else if (h.protocol !== RTPROT_WEFT) adopt.push(r);
+  }
+  const del: Route[] = [];
+  have.forEach((r, i) => !wanted.has(haveKeys[i]) && del.push(r));
+  return { del, add, adopt };
 }
 
 /**

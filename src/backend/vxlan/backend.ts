@@ -96,6 +96,24 @@ interface V6Side {
   dev: Link;
 }
 
+/** A wanted entry set with the keys reconcile compares the kernel's entries by. */
+interface Want {
+  e: PeerEntries;
+  route: string;
+  fdb: string | null;
+  neigh: string | null;
+}
+
+/** A lease's wants, and the VTEPs' ifindexes they were made for (recreated VTEPs get new ones). */
+interface Wants {
+  dev: number | undefined;
+  dev6: number | undefined;
+  wants: Want[];
+}
+
+const fdbKey = (dev: number, mac: string, dst: string) => `${dev}|${mac}|${dst}`;
+const neighKey = (dev: number, ip: string, mac: string) => `${dev}|${ip}|${mac}`;
+
 export class VxlanBackend implements Backend {
   readonly name = "vxlan";
   readonly servesIpv6 = true;
@@ -112,6 +130,11 @@ export class VxlanBackend implements Backend {
   #peers = new Map<string, Lease>();
   /** Whether a public IP is on the external interface's L2 segment (DirectRouting). */
   #onLink = new Map<string, boolean>();
+  /**
+   * Per lease object, its entries with their keys: the watcher hands the same object until the
+   * lease changes, so a periodic reconcile of 5000 unchanged peers builds none of them again.
+   */
+  #wants = new WeakMap<Lease, Wants>();
 
   constructor(nl: Netlink = netlink()) {
     this.#nl = nl;
@@ -248,6 +271,25 @@ export class VxlanBackend implements Backend {
     return e6 ? [e, e6] : [e];
   }
 
+  /**
+   * {@link #all} with the keys reconcile diffs by; cached per lease object unless DirectRouting
+   * is on (whether a peer is on-link is looked up again on every reconcile).
+   */
+  #wanted(l: Lease): Want[] {
+    const dev = this.#dev?.index;
+    const dev6 = this.#v6?.dev.index;
+    const hit = this.#wants.get(l);
+    if (hit && hit.dev === dev && hit.dev6 === dev6) return hit.wants;
+    const wants = (this.#all(l) ?? []).map((e): Want => ({
+      e,
+      route: routeKey(e.route),
+      fdb: e.fdb ? fdbKey(e.dev, e.fdb.mac, e.fdb.dst) : null,
+      neigh: e.neigh ? neighKey(e.dev, e.neigh.ip, e.neigh.mac) : null,
+    }));
+    if (!this.#o.directRouting) this.#wants.set(l, { dev, dev6, wants });
+    return wants;
+  }
+
   #install(e: PeerEntries) {
     const dev = e.dev;
     if (e.neigh) this.#nl.neighSet({ dev, ...e.neigh, permanent: true });
@@ -338,38 +380,47 @@ export class VxlanBackend implements Backend {
   reconcile(peers: Lease[]): Promise<void> {
     this.#onLink.clear();
     this.#peers = new Map(peers.map((p) => [p.key, p]));
-    const want: [Lease, PeerEntries][] = [];
-    for (const p of peers) for (const e of this.#all(p) ?? []) want.push([p, e]);
+    const want: [Lease, Want][] = [];
+    for (const p of peers) for (const w of this.#wanted(p)) want.push([p, w]);
     const f = new PeerFailures();
+    // Each table is read once (with 5000 peers a read costs ~10 ms of CPU): after the deletions
+    // the kernel holds what it held less what they removed, none of it wanted, so the install
+    // pass below needs no second read. Keys are built once per lease (#wanted).
     // Stale first (routes, then FDB, then neighbours), so nothing points at a removed entry.
-    const routes = this.#ownedRoutes();
-    const { del, adopt } = diffRoutes(want.map(([, e]) => e.route), routes);
+    const { del, add, adopt } = diffRoutes(
+      want.map(([, w]) => w.e.route),
+      this.#ownedRoutes(),
+      want.map(([, w]) => w.route),
+    );
     this.#deleteAll(del.map((route) => ({ route })), del.map((r) => r.dst), f);
     for (const r of adopt) f.run(r.dst, () => this.#nl.routeReplace(r)); // re-mark in place
+    const routeMissing = new Set(add);
+    const fdbWant = new Set<string | null>();
+    const neighWant = new Set<string | null>();
+    for (const [, w] of want) fdbWant.add(w.fdb), neighWant.add(w.neigh);
+    const fdbHave = new Set<string>();
     const neighHave = new Set<string>();
     const vteps: [number, Family][] = [];
     if (this.#dev) vteps.push([this.#dev.index, 4]);
     if (this.#v6) vteps.push([this.#v6.dev.index, 6]);
     for (const [dev, family] of vteps) {
-      const mine = want.filter(([, e]) => e.dev === dev);
-      const fdbWant = new Set(
-        mine.filter(([, e]) => e.fdb).map(([, e]) => `${e.fdb!.mac}|${e.fdb!.dst}`),
-      );
-      const fdbDel = this.#nl.fdbList(dev)
-        .filter((x) => x.self && x.dst && !fdbWant.has(`${x.mac}|${x.dst}`));
+      const fdbDel: { mac: string; dst: string }[] = [];
+      for (const x of this.#nl.fdbList(dev)) {
+        if (!x.self || !x.dst) continue;
+        const k = fdbKey(dev, x.mac, x.dst);
+        if (fdbWant.has(k)) fdbHave.add(k);
+        else fdbDel.push({ mac: x.mac, dst: x.dst });
+      }
       this.#deleteAll(
-        fdbDel.map((x) => ({ fdb: { dev, mac: x.mac, dst: x.dst! } })),
+        fdbDel.map((x) => ({ fdb: { dev, ...x } })),
         fdbDel.map((x) => `fdb ${x.mac}`),
         f,
       );
-      const neighWant = new Set(
-        mine.filter(([, e]) => e.neigh).map(([, e]) => `${e.neigh!.ip}|${e.neigh!.mac}`),
-      );
       const neighDel: string[] = [];
       for (const n of this.#nl.neighList(dev, family)) {
-        const k = `${n.ip}|${n.mac}`;
         if (family === 4 && !n.ip.includes(".")) continue;
-        if (n.permanent && neighWant.has(k)) neighHave.add(`${dev}|${k}`);
+        const k = n.mac === null ? null : neighKey(dev, n.ip, n.mac);
+        if (n.permanent && k !== null && neighWant.has(k)) neighHave.add(k);
         // Only permanent IPv6 entries are weft's: the kernel's own (router, link-local) stay.
         else if (family === 4 || n.permanent) neighDel.push(n.ip);
       }
@@ -380,24 +431,15 @@ export class VxlanBackend implements Backend {
       );
     }
     // Then install what is missing, per peer in flannel's order. Replace is idempotent, but
-    // skipping entries already present keeps a restart with 5000 peers cheap. Nothing wanted
-    // (every peer gone): nothing to install, and no need to read the tables again.
-    const haveRoutes = new Set(want.length ? this.#ownedRoutes().map(routeKey) : []);
-    const haveFdb = new Set<string>();
-    for (const [dev] of want.length ? vteps : []) {
-      for (const x of this.#nl.fdbList(dev)) {
-        if (x.self && x.dst) haveFdb.add(`${dev}|${x.mac}|${x.dst}`);
-      }
-    }
+    // skipping entries already present keeps a restart with 5000 peers cheap.
     let installed = 0;
-    for (const [p, e] of want) {
+    for (const [p, w] of want) {
       if (
-        haveRoutes.has(routeKey(e.route)) &&
-        (!e.fdb || haveFdb.has(`${e.dev}|${e.fdb.mac}|${e.fdb.dst}`)) &&
-        (!e.neigh || neighHave.has(`${e.dev}|${e.neigh.ip}|${e.neigh.mac}`))
+        !routeMissing.has(w.e.route) && (w.fdb === null || fdbHave.has(w.fdb)) &&
+        (w.neigh === null || neighHave.has(w.neigh))
       ) continue;
       installed++;
-      f.run(p.key, () => this.#install(e));
+      f.run(p.key, () => this.#install(w.e));
     }
     if (del.length || installed) {
       log.info("reconciled: removed {d} stale routes, installed {n} peers", {
