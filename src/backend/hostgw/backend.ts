@@ -43,6 +43,11 @@ export class HostGwBackend implements Backend {
   #ext!: ExternalInterface;
   #own: Lease | null = null;
   #peers = new Map<string, Lease>();
+  /**
+   * Per lease object, its routes and their diff keys: the watcher hands the same object until the
+   * lease changes, so reconciles and checks of 5000 unchanged peers build none of them again.
+   */
+  #wants = new WeakMap<Lease, { routes: Route[]; keys: string[] }>();
 
   constructor(nl: Netlink = netlink()) {
     this.#nl = nl;
@@ -126,9 +131,25 @@ export class HostGwBackend implements Backend {
     return listOwnedRoutes(this.#nl, scope, { gateway: true });
   }
 
+  /** Every peer's routes and their {@link routeKey}s, in peer order. */
+  #wanted(): { routes: Route[]; keys: string[] } {
+    const routes: Route[] = [];
+    const keys: string[] = [];
+    for (const l of this.#peers.values()) {
+      let w = this.#wants.get(l);
+      if (!w) {
+        const rs = this.routesFor(l);
+        w = { routes: rs, keys: rs.map(routeKey) };
+        this.#wants.set(l, w);
+      }
+      for (const [i, r] of w.routes.entries()) routes.push(r), keys.push(w.keys[i]);
+    }
+    return { routes, keys };
+  }
+
   #sync(): { removed: number; added: number } {
-    const want = [...this.#peers.values()].flatMap((l) => this.routesFor(l));
-    const { del, add, adopt } = diffRoutes(want, this.#owned());
+    const want = this.#wanted();
+    const { del, add, adopt } = diffRoutes(want.routes, this.#owned(), want.keys);
     const f = new PeerFailures();
     // One already gone is not a failure.
     this.#nl.deleteMany(del.map((route) => ({ route })))
@@ -150,9 +171,8 @@ export class HostGwBackend implements Backend {
   /** Re-adds peer routes that were removed by hand (flannel checks every 10 s; we do it on every check). */
   check(): Promise<boolean> {
     const have = new Set(this.#owned().map(routeKey));
-    const missing = [...this.#peers.values()].flatMap((l) => this.routesFor(l)).filter((r) =>
-      !have.has(routeKey(r))
-    );
+    const want = this.#wanted();
+    const missing = want.routes.filter((_, i) => !have.has(want.keys[i]));
     if (missing.length === 0) return Promise.resolve(false);
     const f = new PeerFailures();
     for (const r of missing) f.run(r.dst, () => this.#nl.routeReplace(r));

@@ -98,6 +98,8 @@ interface V6Side {
 
 /** A wanted entry set with the keys reconcile compares the kernel's entries by. */
 interface Want {
+  /** The lease's key (failures are recorded against it). */
+  key: string;
   e: PeerEntries;
   route: string;
   fdb: string | null;
@@ -281,6 +283,7 @@ export class VxlanBackend implements Backend {
     const hit = this.#wants.get(l);
     if (hit && hit.dev === dev && hit.dev6 === dev6) return hit.wants;
     const wants = (this.#all(l) ?? []).map((e): Want => ({
+      key: l.key,
       e,
       route: routeKey(e.route),
       fdb: e.fdb ? fdbKey(e.dev, e.fdb.mac, e.fdb.dst) : null,
@@ -379,25 +382,28 @@ export class VxlanBackend implements Backend {
 
   reconcile(peers: Lease[]): Promise<void> {
     this.#onLink.clear();
-    this.#peers = new Map(peers.map((p) => [p.key, p]));
-    const want: [Lease, Want][] = [];
-    for (const p of peers) for (const w of this.#wanted(p)) want.push([p, w]);
+    this.#peers = new Map();
+    const want: Want[] = [];
+    for (const p of peers) {
+      this.#peers.set(p.key, p);
+      for (const w of this.#wanted(p)) want.push(w);
+    }
     const f = new PeerFailures();
     // Each table is read once (with 5000 peers a read costs ~10 ms of CPU): after the deletions
     // the kernel holds what it held less what they removed, none of it wanted, so the install
     // pass below needs no second read. Keys are built once per lease (#wanted).
     // Stale first (routes, then FDB, then neighbours), so nothing points at a removed entry.
     const { del, add, adopt } = diffRoutes(
-      want.map(([, w]) => w.e.route),
+      want.map((w) => w.e.route),
       this.#ownedRoutes(),
-      want.map(([, w]) => w.route),
+      want.map((w) => w.route),
     );
     this.#deleteAll(del.map((route) => ({ route })), del.map((r) => r.dst), f);
     for (const r of adopt) f.run(r.dst, () => this.#nl.routeReplace(r)); // re-mark in place
     const routeMissing = new Set(add);
     const fdbWant = new Set<string | null>();
     const neighWant = new Set<string | null>();
-    for (const [, w] of want) fdbWant.add(w.fdb), neighWant.add(w.neigh);
+    for (const w of want) fdbWant.add(w.fdb), neighWant.add(w.neigh);
     const fdbHave = new Set<string>();
     const neighHave = new Set<string>();
     const vteps: [number, Family][] = [];
@@ -433,13 +439,13 @@ export class VxlanBackend implements Backend {
     // Then install what is missing, per peer in flannel's order. Replace is idempotent, but
     // skipping entries already present keeps a restart with 5000 peers cheap.
     let installed = 0;
-    for (const [p, w] of want) {
+    for (const w of want) {
       if (
         !routeMissing.has(w.e.route) && (w.fdb === null || fdbHave.has(w.fdb)) &&
         (w.neigh === null || neighHave.has(w.neigh))
       ) continue;
       installed++;
-      f.run(p.key, () => this.#install(w.e));
+      f.run(w.key, () => this.#install(w.e));
     }
     if (del.length || installed) {
       log.info("reconciled: removed {d} stale routes, installed {n} peers", {
