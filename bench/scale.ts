@@ -7,7 +7,9 @@
  * rate; etcd CPU, RSS and gRPC calls/s from its /metrics; KV file size; the simulation's own CPU);
  * how the renewals of leases created together are spread. Then the real thing for memory: one
  * `weft run` agent with `--peers` (5000) peer leases next to one with none, idle
- * (`scale/agent_idle.ts`). Prints tables, writes bench/results/scale-<timestamp>.json.
+ * (`scale/agent_idle.ts`), and the agent's whole periodic round with that many peers programmed
+ * (`scale/relist.ts` roundCost, per `--round-backends`). Prints tables, writes
+ * bench/results/scale-<timestamp>.json.
  *
  * @example
  * ```sh
@@ -124,7 +126,7 @@ try {
       ]),
       [
         "CPU of this process (process.cpuUsage) over 5 rounds after a first, cold one",
-        "the backend's own reconcile (routes, neighbours) comes on top: bench/datapath.ts times it",
+        "the backend's reconcile comes on top: the whole-round table below",
       ],
     );
     for (const r of idle) if (r.error) report.problem(`idle ${r.kind}: ${r.error}`);

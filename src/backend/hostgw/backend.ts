@@ -23,7 +23,6 @@ import {
   isGatewayRoute,
   listOwnedRoutes,
   marked,
-  routeKey,
   routeScope,
 } from "../routes.ts";
 import { PeerFailures } from "../peer_errors.ts";
@@ -44,10 +43,10 @@ export class HostGwBackend implements Backend {
   #own: Lease | null = null;
   #peers = new Map<string, Lease>();
   /**
-   * Per lease object, its routes and their diff keys: the watcher hands the same object until the
-   * lease changes, so reconciles and checks of 5000 unchanged peers build none of them again.
+   * Per lease object, its routes: the watcher hands the same object until the lease changes, so
+   * reconciles and checks of 5000 unchanged peers build none of them again.
    */
-  #wants = new WeakMap<Lease, { routes: Route[]; keys: string[] }>();
+  #wants = new WeakMap<Lease, Route[]>();
 
   constructor(nl: Netlink = netlink()) {
     this.#nl = nl;
@@ -131,25 +130,19 @@ export class HostGwBackend implements Backend {
     return listOwnedRoutes(this.#nl, scope, { gateway: true });
   }
 
-  /** Every peer's routes and their {@link routeKey}s, in peer order. */
-  #wanted(): { routes: Route[]; keys: string[] } {
+  /** Every peer's routes, in peer order. */
+  #wanted(): Route[] {
     const routes: Route[] = [];
-    const keys: string[] = [];
     for (const l of this.#peers.values()) {
-      let w = this.#wants.get(l);
-      if (!w) {
-        const rs = this.routesFor(l);
-        w = { routes: rs, keys: rs.map(routeKey) };
-        this.#wants.set(l, w);
-      }
-      for (const [i, r] of w.routes.entries()) routes.push(r), keys.push(w.keys[i]);
+      let rs = this.#wants.get(l);
+      if (!rs) this.#wants.set(l, rs = this.routesFor(l));
+      for (const r of rs) routes.push(r);
     }
-    return { routes, keys };
+    return routes;
   }
 
   #sync(): { removed: number; added: number } {
-    const want = this.#wanted();
-    const { del, add, adopt } = diffRoutes(want.routes, this.#owned(), want.keys);
+    const { del, add, adopt } = diffRoutes(this.#wanted(), this.#owned());
     const f = new PeerFailures();
     // One already gone is not a failure.
     this.#nl.deleteMany(del.map((route) => ({ route })))
@@ -170,9 +163,7 @@ export class HostGwBackend implements Backend {
 
   /** Re-adds peer routes that were removed by hand (flannel checks every 10 s; we do it on every check). */
   check(): Promise<boolean> {
-    const have = new Set(this.#owned().map(routeKey));
-    const want = this.#wanted();
-    const missing = want.routes.filter((_, i) => !have.has(want.keys[i]));
+    const missing = diffRoutes(this.#wanted(), this.#owned()).add;
     if (missing.length === 0) return Promise.resolve(false);
     const f = new PeerFailures();
     for (const r of missing) f.run(r.dst, () => this.#nl.routeReplace(r));

@@ -43,9 +43,9 @@ import type { PeerEvent } from "../../lease/watch.ts";
 import {
   deletePeerRoutes,
   diffRoutes,
+  Index,
   listOwnedRoutes,
   marked,
-  routeKey,
   routeScope,
 } from "../routes.ts";
 import {
@@ -96,14 +96,10 @@ interface V6Side {
   dev: Link;
 }
 
-/** A wanted entry set with the keys reconcile compares the kernel's entries by. */
+/** A wanted entry set and the lease key failures are recorded against. */
 interface Want {
-  /** The lease's key (failures are recorded against it). */
   key: string;
   e: PeerEntries;
-  route: string;
-  fdb: string | null;
-  neigh: string | null;
 }
 
 /** A lease's wants, and the VTEPs' ifindexes they were made for (recreated VTEPs get new ones). */
@@ -112,9 +108,6 @@ interface Wants {
   dev6: number | undefined;
   wants: Want[];
 }
-
-const fdbKey = (dev: number, mac: string, dst: string) => `${dev}|${mac}|${dst}`;
-const neighKey = (dev: number, ip: string, mac: string) => `${dev}|${ip}|${mac}`;
 
 export class VxlanBackend implements Backend {
   readonly name = "vxlan";
@@ -274,21 +267,15 @@ export class VxlanBackend implements Backend {
   }
 
   /**
-   * {@link #all} with the keys reconcile diffs by; cached per lease object unless DirectRouting
-   * is on (whether a peer is on-link is looked up again on every reconcile).
+   * {@link #all}, cached per lease object unless DirectRouting is on (whether a peer is on-link
+   * is looked up again on every reconcile).
    */
   #wanted(l: Lease): Want[] {
     const dev = this.#dev?.index;
     const dev6 = this.#v6?.dev.index;
     const hit = this.#wants.get(l);
     if (hit && hit.dev === dev && hit.dev6 === dev6) return hit.wants;
-    const wants = (this.#all(l) ?? []).map((e): Want => ({
-      key: l.key,
-      e,
-      route: routeKey(e.route),
-      fdb: e.fdb ? fdbKey(e.dev, e.fdb.mac, e.fdb.dst) : null,
-      neigh: e.neigh ? neighKey(e.dev, e.neigh.ip, e.neigh.mac) : null,
-    }));
+    const wants = (this.#all(l) ?? []).map((e): Want => ({ key: l.key, e }));
     if (!this.#o.directRouting) this.#wants.set(l, { dev, dev6, wants });
     return wants;
   }
@@ -391,21 +378,17 @@ export class VxlanBackend implements Backend {
     const f = new PeerFailures();
     // Each table is read once (with 5000 peers a read costs ~10 ms of CPU): after the deletions
     // the kernel holds what it held less what they removed, none of it wanted, so the install
-    // pass below needs no second read. Keys are built once per lease (#wanted).
+    // pass below needs no second read. The kernel's entries are looked up by the field the dump
+    // has (destination, MAC, address): no key string per entry.
     // Stale first (routes, then FDB, then neighbours), so nothing points at a removed entry.
-    const { del, add, adopt } = diffRoutes(
-      want.map((w) => w.e.route),
-      this.#ownedRoutes(),
-      want.map((w) => w.route),
-    );
+    const { del, add, adopt } = diffRoutes(want.map((w) => w.e.route), this.#ownedRoutes());
     this.#deleteAll(del.map((route) => ({ route })), del.map((r) => r.dst), f);
     for (const r of adopt) f.run(r.dst, () => this.#nl.routeReplace(r)); // re-mark in place
     const routeMissing = new Set(add);
-    const fdbWant = new Set<string | null>();
-    const neighWant = new Set<string | null>();
-    for (const w of want) fdbWant.add(w.fdb), neighWant.add(w.neigh);
-    const fdbHave = new Set<string>();
-    const neighHave = new Set<string>();
+    const byMac = new Index(want, (w) => w.e.fdb?.mac);
+    const byIp = new Index(want, (w) => w.e.neigh?.ip);
+    const fdbHave = new Uint8Array(want.length);
+    const neighHave = new Uint8Array(want.length);
     const vteps: [number, Family][] = [];
     if (this.#dev) vteps.push([this.#dev.index, 4]);
     if (this.#v6) vteps.push([this.#v6.dev.index, 6]);
@@ -413,9 +396,14 @@ export class VxlanBackend implements Backend {
       const fdbDel: { mac: string; dst: string }[] = [];
       for (const x of this.#nl.fdbList(dev)) {
         if (!x.self || !x.dst) continue;
-        const k = fdbKey(dev, x.mac, x.dst);
-        if (fdbWant.has(k)) fdbHave.add(k);
-        else fdbDel.push({ mac: x.mac, dst: x.dst });
+        let wanted = false;
+        for (let i = byMac.first.get(x.mac) ?? -1; i >= 0; i = byMac.next[i]) {
+          const e = want[i].e;
+          if (e.dev !== dev || e.fdb!.dst !== x.dst) continue;
+          wanted = true;
+          fdbHave[i] = 1;
+        }
+        if (!wanted) fdbDel.push({ mac: x.mac, dst: x.dst });
       }
       this.#deleteAll(
         fdbDel.map((x) => ({ fdb: { dev, ...x } })),
@@ -425,10 +413,15 @@ export class VxlanBackend implements Backend {
       const neighDel: string[] = [];
       for (const n of this.#nl.neighList(dev, family)) {
         if (family === 4 && !n.ip.includes(".")) continue;
-        const k = n.mac === null ? null : neighKey(dev, n.ip, n.mac);
-        if (n.permanent && k !== null && neighWant.has(k)) neighHave.add(k);
+        let wanted = false;
+        for (let i = byIp.first.get(n.ip) ?? -1; n.permanent && i >= 0; i = byIp.next[i]) {
+          const e = want[i].e;
+          if (e.dev !== dev || e.neigh!.mac !== n.mac) continue;
+          wanted = true;
+          neighHave[i] = 1;
+        }
         // Only permanent IPv6 entries are weft's: the kernel's own (router, link-local) stay.
-        else if (family === 4 || n.permanent) neighDel.push(n.ip);
+        if (!wanted && (family === 4 || n.permanent)) neighDel.push(n.ip);
       }
       this.#deleteAll(
         neighDel.map((ip) => ({ neigh: { dev, ip } })),
@@ -439,14 +432,14 @@ export class VxlanBackend implements Backend {
     // Then install what is missing, per peer in flannel's order. Replace is idempotent, but
     // skipping entries already present keeps a restart with 5000 peers cheap.
     let installed = 0;
-    for (const w of want) {
+    want.forEach((w, i) => {
+      const e = w.e;
       if (
-        !routeMissing.has(w.e.route) && (w.fdb === null || fdbHave.has(w.fdb)) &&
-        (w.neigh === null || neighHave.has(w.neigh))
-      ) continue;
+        !routeMissing.has(e.route) && (!e.fdb || fdbHave[i]) && (!e.neigh || neighHave[i])
+      ) return;
       installed++;
-      f.run(w.key, () => this.#install(w.e));
-    }
+      f.run(w.key, () => this.#install(e));
+    });
     if (del.length || installed) {
       log.info("reconciled: removed {d} stale routes, installed {n} peers", {
         d: del.length,
