@@ -7,7 +7,9 @@
  * rate; etcd CPU, RSS and gRPC calls/s from its /metrics; KV file size; the simulation's own CPU);
  * how the renewals of leases created together are spread. Then the real thing for memory: one
  * `weft run` agent with `--peers` (5000) peer leases next to one with none, idle
- * (`scale/agent_idle.ts`). Prints tables, writes bench/results/scale-<timestamp>.json.
+ * (`scale/agent_idle.ts`), and the agent's whole periodic round with that many peers programmed
+ * (`scale/relist.ts` roundCost, per `--round-backends`). Prints tables, writes
+ * bench/results/scale-<timestamp>.json.
  *
  * @example
  * ```sh
@@ -22,6 +24,7 @@ import { Report, round } from "./lib/report.ts";
 import { load1, memAvailableMiB } from "./lib/sys.ts";
 import { type SimResult, simulate, type Target } from "./scale/simulate.ts";
 import { agentIdle, type IdleRow } from "./scale/agent_idle.ts";
+import { type RoundCost, roundCost } from "./scale/relist.ts";
 
 const { values: v } = parseArgs({
   args: Deno.args,
@@ -42,6 +45,8 @@ const { values: v } = parseArgs({
     peers: { type: "string", default: "5000" },
     "idle-seconds": { type: "string", default: "20" },
     "peer-ttl": { type: "string", default: "600" },
+    "round-backends": { type: "string", default: "vxlan,host-gw" },
+    "round-reps": { type: "string", default: "10" },
     help: { type: "boolean", default: false },
   },
 });
@@ -51,7 +56,8 @@ if (v.help) {
       "  [--per-worker 250] [--ttl 86400] [--renew-margin-s 3600] [--steady-seconds 20]\n" +
       "  [--probes 10] [--probe-interval-ms 200] [--phase-timeout-s 600] [--deadline-min 120]\n" +
       "  [--etcd-clients worker|node] [--wave-size 0] [--wave-interval-ms 1000]\n" +
-      '  [--peers 5000] [--idle-seconds 20] [--peer-ttl 600]   (--sizes "": idle agents only)',
+      "  [--peers 5000] [--idle-seconds 20] [--peer-ttl 600]\n" +
+      '  [--round-backends vxlan,host-gw] [--round-reps 10]   (--sizes "": --peers phases only)',
   );
   Deno.exit(0);
 }
@@ -130,10 +136,62 @@ try {
       ]),
       [
         "CPU of this process (process.cpuUsage) over 5 rounds after a first, cold one",
-        "the backend's own reconcile (routes, neighbours) comes on top: bench/datapath.ts times it",
+        "the backend's reconcile comes on top: the whole-round table below",
       ],
     );
     for (const r of idle) if (r.error) report.problem(`idle ${r.kind}: ${r.error}`);
+    const rounds: RoundCost[] = [];
+    for (const kind of registries) {
+      for (const backend of v["round-backends"].split(",").filter(Boolean)) {
+        console.log(`  ${kind}: periodic round with ${backend} and ${v.peers} peers ...`);
+        try {
+          rounds.push(
+            await roundCost({
+              kind,
+              backend: backend as "vxlan" | "host-gw",
+              peers: Number(v.peers),
+              rounds: Number(v["round-reps"]),
+              runId: `${runId}${rounds.length}`,
+              dir,
+            }),
+          );
+        } catch (e) {
+          report.problem(`round ${kind} ${backend}: ${(e as Error).message}`);
+        }
+      }
+    }
+    report.data.rounds = rounds;
+    report.section(
+      `periodic reconciliation, whole round: relist + takePeers + backend reconcile, ${v.peers} peers`,
+      [
+        "registry",
+        "backend",
+        "peers",
+        "CPU ms / round",
+        "relist",
+        "(list)",
+        "takePeers",
+        "reconcile",
+        "wall ms / round",
+      ],
+      rounds.map((r) => [
+        r.registry,
+        r.backend,
+        r.peers,
+        round(r.cpuMsPerRound),
+        round(r.parts.relist),
+        round(r.listCpuMs),
+        round(r.parts.takePeers),
+        round(r.parts.reconcile),
+        round(r.wallMsPerRound),
+      ]),
+      [
+        `scale/round_child.ts in a scratch namespace (etcd: its own etcd there), every peer already programmed; mean of ${
+          v["round-reps"]
+        } rounds`,
+        "CPU = user+sys of that process (process.cpuUsage); (list) = the registry's list alone, part of relist",
+      ],
+    );
   }
   for (const kind of registries) {
     for (const n of sizes) {

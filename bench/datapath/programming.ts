@@ -28,7 +28,7 @@ const EXT6 = "2001:db8:64::1";
  * The scratch namespace of the programming and end-to-end phases, named like the run's own so
  * the harness's teardown removes it.
  */
-export async function createScratchNs(c: Cluster): Promise<string> {
+export async function createScratchNs(c: Pick<Cluster, "runId">): Promise<string> {
   const ns = `${HARNESS_PREFIX}${c.runId}-prog`;
   await createNs(ns);
   await runOk(["ip", "-n", ns, "link", "add", "ext0", "type", "veth", "peer", "name", "ext0p"]);

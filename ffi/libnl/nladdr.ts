@@ -84,6 +84,8 @@ export function withAddr<T>(addr: NonNullable<Ptr>, fn: (a: NonNullable<Ptr>) =>
 // Reads go through this scratch buffer: no per-address ArrayBuffer (those are malloc-backed and
 // only freed by GC, which would blur heap measurements and cost time in large listings).
 const readBuf = new Uint8Array(16);
+/** `readBuf`'s first n bytes, per n: copies need no new view (a dump reads thousands). */
+const readViews = Array.from({ length: 17 }, (_, n) => readBuf.subarray(0, n));
 
 /** Copies the address bytes into `readBuf`; returns how many (0 for a null/empty address). */
 function bytesOf(a: NonNullable<Ptr>): number {
@@ -91,7 +93,7 @@ function bytesOf(a: NonNullable<Ptr>): number {
   const len = nl.nl_addr_get_len(a);
   const p = nl.nl_addr_get_binary_addr(a);
   if (!p || len === 0 || len > 16) return 0;
-  Deno.UnsafePointerView.copyInto(p, readBuf.subarray(0, len));
+  Deno.UnsafePointerView.copyInto(p, readViews[len]);
   return len;
 }
 
@@ -109,19 +111,25 @@ export function readIp(a: Ptr): string | null {
   const b = readBuf;
   if (n === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
   if (n === 16) return formatV6(b);
-  if (n === 6) return readMacBytes(b.subarray(0, 6));
+  if (n === 6) return readMacBytes(6);
   return null;
 }
 
-function readMacBytes(b: Uint8Array): string {
-  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join(":");
+/** "00" … "ff": a MAC is formatted by lookups (a neighbour or FDB dump has thousands). */
+const HEX = Array.from({ length: 256 }, (_, x) => x.toString(16).padStart(2, "0"));
+
+/** The first `n` (≥ 1) bytes of `readBuf` as "aa:bb:…". */
+function readMacBytes(n: number): string {
+  let s = HEX[readBuf[0]];
+  for (let i = 1; i < n; i++) s += ":" + HEX[readBuf[i]];
+  return s;
 }
 
 /** A MAC nl_addr as "aa:bb:cc:dd:ee:ff"; null for a null/empty address. */
 export function readMac(a: Ptr): string | null {
   if (!a) return null;
   const n = bytesOf(a);
-  return n === 0 ? null : readMacBytes(readBuf.subarray(0, n));
+  return n === 0 ? null : readMacBytes(n);
 }
 
 /**

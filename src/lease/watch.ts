@@ -118,7 +118,8 @@ export class PeerWatcher {
   /** The current peer set, recorded as what the backend now holds (for full reconciles). */
   takePeers(): Lease[] {
     const p = this.peers();
-    this.#given = new Map(p.map((l) => [l.key, l]));
+    this.#given = new Map();
+    for (const l of p) this.#given.set(l.key, l);
     this.#lastOwn = this.opts.ownKey();
     peersKnown.set(p.length);
     this.#families = new FamilyCounts();

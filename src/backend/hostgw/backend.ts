@@ -23,7 +23,6 @@ import {
   isGatewayRoute,
   listOwnedRoutes,
   marked,
-  routeKey,
   routeScope,
 } from "../routes.ts";
 import { PeerFailures } from "../peer_errors.ts";
@@ -43,6 +42,11 @@ export class HostGwBackend implements Backend {
   #ext!: ExternalInterface;
   #own: Lease | null = null;
   #peers = new Map<string, Lease>();
+  /**
+   * Per lease object, its routes: the watcher hands the same object until the lease changes, so
+   * reconciles and checks of 5000 unchanged peers build none of them again.
+   */
+  #wants = new WeakMap<Lease, Route[]>();
 
   constructor(nl: Netlink = netlink()) {
     this.#nl = nl;
@@ -126,9 +130,19 @@ export class HostGwBackend implements Backend {
     return listOwnedRoutes(this.#nl, scope, { gateway: true });
   }
 
+  /** Every peer's routes, in peer order. */
+  #wanted(): Route[] {
+    const routes: Route[] = [];
+    for (const l of this.#peers.values()) {
+      let rs = this.#wants.get(l);
+      if (!rs) this.#wants.set(l, rs = this.routesFor(l));
+      for (const r of rs) routes.push(r);
+    }
+    return routes;
+  }
+
   #sync(): { removed: number; added: number } {
-    const want = [...this.#peers.values()].flatMap((l) => this.routesFor(l));
-    const { del, add, adopt } = diffRoutes(want, this.#owned());
+    const { del, add, adopt } = diffRoutes(this.#wanted(), this.#owned());
     const f = new PeerFailures();
     // One already gone is not a failure.
     this.#nl.deleteMany(del.map((route) => ({ route })))
@@ -149,10 +163,7 @@ export class HostGwBackend implements Backend {
 
   /** Re-adds peer routes that were removed by hand (flannel checks every 10 s; we do it on every check). */
   check(): Promise<boolean> {
-    const have = new Set(this.#owned().map(routeKey));
-    const missing = [...this.#peers.values()].flatMap((l) => this.routesFor(l)).filter((r) =>
-      !have.has(routeKey(r))
-    );
+    const missing = diffRoutes(this.#wanted(), this.#owned()).add;
     if (missing.length === 0) return Promise.resolve(false);
     const f = new PeerFailures();
     for (const r of missing) f.run(r.dst, () => this.#nl.routeReplace(r));

@@ -6,64 +6,89 @@
  *
  * @example
  * ```ts
- * const { removed, neighHave } = sweepStale(nl, want, vteps, ownedRoutes(), f);
- * const installed = installMissing(nl, want, vteps, ownedRoutes, neighHave, f);
+ * const swept = sweepStale(nl, want, vteps, ownedRoutes(), f);
+ * const installed = installMissing(nl, want, swept, f);
  * ```
  */
 import type { Netlink, Route } from "../../../ffi/libnl/mod.ts";
-import type { Lease } from "../../lease/codec.ts";
-import { diffRoutes, routeKey } from "../routes.ts";
+import { diffRoutes, Index } from "../routes.ts";
 import type { PeerFailures } from "../peer_errors.ts";
 import type { Family } from "./device.ts";
 import type { PeerEntries } from "./entries.ts";
 import { deleteAll, installPeer } from "./program.ts";
 
-/** Every entry wanted, with the peer lease it is for. */
-export type Wanted = [Lease, PeerEntries][];
+/** A wanted entry set and the lease key failures are recorded against. */
+export interface Want {
+  key: string;
+  e: PeerEntries;
+}
 
 /** weft's VTEPs on this host: ifindex and the family it carries. */
 export type Vteps = [number, Family][];
 
+/** What the sweep found already in place, per index into the wanted list. */
+export interface Swept {
+  /** Routes removed. */
+  removed: number;
+  /** The wanted routes the kernel does not hold. */
+  routeMissing: Set<Route>;
+  fdbHave: Uint8Array;
+  neighHave: Uint8Array;
+}
+
 /**
  * Removes what no peer wants, stale first (routes, then FDB, then neighbours), so nothing points
  * at a removed entry; flanneld's exact routes are re-marked in place (`routes`: weft's routes as
- * routes.ts lists them). Returns how many routes it removed and the neighbour entries already
- * in place (`dev|ip|mac`), which {@link installMissing} then skips.
+ * routes.ts lists them). Each table is read once (with 5000 peers a read costs ~10 ms of CPU):
+ * after the deletions the kernel holds what it held less what they removed, none of it wanted,
+ * so {@link installMissing} needs no second read. The kernel's entries are looked up by the
+ * field the dump has (destination, MAC, address): no key string per entry.
  */
 export function sweepStale(
   nl: Netlink,
-  want: Wanted,
+  want: Want[],
   vteps: Vteps,
   routes: Route[],
   f: PeerFailures,
-): { removed: number; neighHave: Set<string> } {
-  const { del, adopt } = diffRoutes(want.map(([, e]) => e.route), routes);
+): Swept {
+  const { del, add, adopt } = diffRoutes(want.map((w) => w.e.route), routes);
   deleteAll(nl, del.map((route) => ({ route })), del.map((r) => r.dst), f);
   for (const r of adopt) f.run(r.dst, () => nl.routeReplace(r)); // re-mark in place
-  const neighHave = new Set<string>();
+  const byMac = new Index(want, (w) => w.e.fdb?.mac);
+  const byIp = new Index(want, (w) => w.e.neigh?.ip);
+  const fdbHave = new Uint8Array(want.length);
+  const neighHave = new Uint8Array(want.length);
   for (const [dev, family] of vteps) {
-    const mine = want.filter(([, e]) => e.dev === dev);
-    const fdbWant = new Set(
-      mine.filter(([, e]) => e.fdb).map(([, e]) => `${e.fdb!.mac}|${e.fdb!.dst}`),
-    );
-    const fdbDel = nl.fdbList(dev)
-      .filter((x) => x.self && x.dst && !fdbWant.has(`${x.mac}|${x.dst}`));
+    const fdbDel: { mac: string; dst: string }[] = [];
+    for (const x of nl.fdbList(dev)) {
+      if (!x.self || !x.dst) continue;
+      let wanted = false;
+      for (let i = byMac.first.get(x.mac) ?? -1; i >= 0; i = byMac.next[i]) {
+        const e = want[i].e;
+        if (e.dev !== dev || e.fdb!.dst !== x.dst) continue;
+        wanted = true;
+        fdbHave[i] = 1;
+      }
+      if (!wanted) fdbDel.push({ mac: x.mac, dst: x.dst });
+    }
     deleteAll(
       nl,
-      fdbDel.map((x) => ({ fdb: { dev, mac: x.mac, dst: x.dst! } })),
+      fdbDel.map((x) => ({ fdb: { dev, ...x } })),
       fdbDel.map((x) => `fdb ${x.mac}`),
       f,
     );
-    const neighWant = new Set(
-      mine.filter(([, e]) => e.neigh).map(([, e]) => `${e.neigh!.ip}|${e.neigh!.mac}`),
-    );
     const neighDel: string[] = [];
     for (const n of nl.neighList(dev, family)) {
-      const k = `${n.ip}|${n.mac}`;
       if (family === 4 && !n.ip.includes(".")) continue;
-      if (n.permanent && neighWant.has(k)) neighHave.add(`${dev}|${k}`);
+      let wanted = false;
+      for (let i = byIp.first.get(n.ip) ?? -1; n.permanent && i >= 0; i = byIp.next[i]) {
+        const e = want[i].e;
+        if (e.dev !== dev || e.neigh!.mac !== n.mac) continue;
+        wanted = true;
+        neighHave[i] = 1;
+      }
       // Only permanent IPv6 entries are weft's: the kernel's own (router, link-local) stay.
-      else if (family === 4 || n.permanent) neighDel.push(n.ip);
+      if (!wanted && (family === 4 || n.permanent)) neighDel.push(n.ip);
     }
     deleteAll(
       nl,
@@ -72,39 +97,24 @@ export function sweepStale(
       f,
     );
   }
-  return { removed: del.length, neighHave };
+  return { removed: del.length, routeMissing: new Set(add), fdbHave, neighHave };
 }
 
 /**
- * Installs what is missing, per peer in flannel's order. Replace is idempotent, but skipping
- * entries already present keeps a restart with 5000 peers cheap. Nothing wanted (every peer
- * gone): nothing to install, and no need to read the tables again (`routes` is not called).
+ * Installs what is missing (as the sweep found it), per peer in flannel's order. Replace is
+ * idempotent, but skipping entries already present keeps a restart with 5000 peers cheap.
  * Returns how many peers' entries it installed.
  */
-export function installMissing(
-  nl: Netlink,
-  want: Wanted,
-  vteps: Vteps,
-  routes: () => Route[],
-  neighHave: Set<string>,
-  f: PeerFailures,
-): number {
-  const haveRoutes = new Set(want.length ? routes().map(routeKey) : []);
-  const haveFdb = new Set<string>();
-  for (const [dev] of want.length ? vteps : []) {
-    for (const x of nl.fdbList(dev)) {
-      if (x.self && x.dst) haveFdb.add(`${dev}|${x.mac}|${x.dst}`);
-    }
-  }
+export function installMissing(nl: Netlink, want: Want[], have: Swept, f: PeerFailures): number {
   let installed = 0;
-  for (const [p, e] of want) {
+  want.forEach((w, i) => {
+    const e = w.e;
     if (
-      haveRoutes.has(routeKey(e.route)) &&
-      (!e.fdb || haveFdb.has(`${e.dev}|${e.fdb.mac}|${e.fdb.dst}`)) &&
-      (!e.neigh || neighHave.has(`${e.dev}|${e.neigh.ip}|${e.neigh.mac}`))
-    ) continue;
+      !have.routeMissing.has(e.route) && (!e.fdb || have.fdbHave[i]) &&
+      (!e.neigh || have.neighHave[i])
+    ) return;
     installed++;
-    f.run(p.key, () => installPeer(nl, e));
-  }
+    f.run(w.key, () => installPeer(nl, e));
+  });
   return installed;
 }

@@ -1,0 +1,151 @@
+/**
+ * The agent's whole periodic round with many peers, run inside a scratch network namespace (the
+ * libnl socket and etcd's loopback are the namespace's): `--peers` vxlan/host-gw leases are
+ * written to the registry (untimed), the backend is prepared on `--iface` and programmed with
+ * them by a first relist + reconcile; then `--rounds` rounds of exactly what the agent's
+ * periodic reconciliation runs (PeerWatcher.relist, takePeers, backend.reconcile, with every
+ * peer already in the kernel) are timed in CPU (process.cpuUsage: user + system of this
+ * process). Separate loops time the registry list alone and the kernel reads alone (the floor of
+ * the reconcile). Prints one JSON object.
+ *
+ * @example
+ * ```sh
+ * ip netns exec wharn-x-round deno run -A bench/scale/round_child.ts --registry kv \
+ *   --kv-path /tmp/r.kv --backend vxlan --peers 5000 --rounds 10
+ * # {"registry":"kv","backend":"vxlan","peers":5000,"cpuMsPerRound":…,"parts":{…},…}
+ * ```
+ */
+import { parseArgs } from "node:util";
+import { cpuUsage } from "node:process";
+import { parseNetworkConfig } from "../../src/config/network.ts";
+import { selectExternalInterface } from "../../src/net/iface.ts";
+import type { Backend } from "../../src/backend/backend.ts";
+import { VxlanBackend } from "../../src/backend/vxlan/backend.ts";
+import { HostGwBackend } from "../../src/backend/hostgw/backend.ts";
+import { netlink, RT_TABLE_MAIN } from "../../ffi/libnl/mod.ts";
+import type { Registry } from "../../src/registry/contract/registry.ts";
+import { openEtcdRegistry } from "../../src/registry/etcd/mod.ts";
+import { openKvRegistry } from "../../src/registry/kv/mod.ts";
+import { PeerWatcher } from "../../src/lease/watch.ts";
+import { leaseMatches } from "../../src/lease/codec.ts";
+import { leasePlan } from "../lib/leases.ts";
+import { writeLeases } from "../lib/lease_writer.ts";
+
+const { values: v } = parseArgs({
+  args: Deno.args,
+  options: {
+    registry: { type: "string", default: "kv" },
+    "kv-path": { type: "string" },
+    "etcd-endpoint": { type: "string" },
+    prefix: { type: "string", default: "/weft-round" },
+    backend: { type: "string", default: "vxlan" },
+    peers: { type: "string", default: "5000" },
+    rounds: { type: "string", default: "10" },
+    iface: { type: "string", default: "ext0" },
+  },
+});
+const n = Number(v.peers);
+const rounds = Number(v.rounds);
+const cpuMs = () => {
+  const u = cpuUsage();
+  return (u.user + u.system) / 1000;
+};
+
+const reg: Registry = v.registry === "kv"
+  ? await openKvRegistry({ path: v["kv-path"]! })
+  : await openEtcdRegistry({ endpoints: [v["etcd-endpoint"]!], prefix: v.prefix });
+const nl = netlink();
+try {
+  // Peers' public IPs from 198.18.64.2, on-link on ext0 (198.18.64.1/18) for host-gw.
+  const plan = leasePlan({
+    count: n,
+    firstSubnet: 2,
+    subnetLen: 29,
+    publicBase: "198.18.64.2",
+    backend: v.backend,
+  });
+  const w = await writeLeases(reg, plan, { intervalMs: 0, ttlSeconds: 600, concurrency: 8 });
+  const bad = w.filter((x) => !x.ok);
+  if (bad.length) throw new Error(`${bad.length} lease writes failed: ${bad[0].error}`);
+
+  const cfg = parseNetworkConfig(
+    JSON.stringify({ Network: "198.19.0.0/16", SubnetLen: 29, Backend: { Type: v.backend } }),
+  );
+  const ext = await selectExternalInterface({ iface: [v.iface], ipv6: false });
+  const backend: Backend = v.backend === "vxlan" ? new VxlanBackend(nl) : new HostGwBackend(nl);
+  const own = leasePlan({
+    count: 1,
+    firstSubnet: 1,
+    subnetLen: 29,
+    publicBase: ext.ifaceAddr,
+    backend: v.backend,
+  })[0].lease;
+  await backend.prepare({ config: cfg, ext, previous: null });
+  await backend.start(own);
+  const watcher = new PeerWatcher(reg, {
+    ownKey: () => own.key,
+    accept: (l) => leaseMatches(backend.name, l),
+  });
+
+  // The first round programs every peer (the agent's start); not part of the periodic cost.
+  let c = cpuMs();
+  await watcher.relist();
+  await backend.reconcile(watcher.takePeers());
+  const firstCpuMs = cpuMs() - c;
+  const routes = nl.routeList({ table: RT_TABLE_MAIN }).filter((r) =>
+    r.dst.startsWith("198.19.")
+  ).length;
+  if (routes !== n) throw new Error(`after the first reconcile ${routes} routes, want ${n}`);
+
+  const parts = { relist: 0, takePeers: 0, reconcile: 0 };
+  const t0 = performance.now();
+  const c0 = cpuMs();
+  let peers = 0;
+  for (let i = 0; i < rounds; i++) {
+    c = cpuMs();
+    if (!await watcher.relist()) throw new Error("relist older than the watch (no watch runs)");
+    parts.relist += cpuMs() - c;
+    c = cpuMs();
+    const p = watcher.takePeers();
+    peers = p.length;
+    parts.takePeers += cpuMs() - c;
+    c = cpuMs();
+    await backend.reconcile(p);
+    parts.reconcile += cpuMs() - c;
+  }
+  const cpuMsPerRound = (cpuMs() - c0) / rounds;
+  const wallMsPerRound = (performance.now() - t0) / rounds;
+  c = cpuMs();
+  for (let i = 0; i < rounds; i++) await reg.listPeerLeases();
+  const listCpuMs = (cpuMs() - c) / rounds;
+  // The kernel tables the reconcile reads (routes; vxlan: FDB and neighbours of the VTEP), alone.
+  const vtep = nl.linkByName("flannel.1")?.index;
+  c = cpuMs();
+  for (let i = 0; i < rounds; i++) {
+    nl.routeList({ table: RT_TABLE_MAIN });
+    if (vtep !== undefined) nl.fdbList(vtep), nl.neighList(vtep);
+  }
+  const kernelReadCpuMs = (cpuMs() - c) / rounds;
+
+  // The namespace goes with everything in it (the caller deletes it).
+  await backend.close();
+  console.log(JSON.stringify({
+    registry: v.registry,
+    backend: v.backend,
+    peers,
+    rounds,
+    firstCpuMs,
+    cpuMsPerRound,
+    wallMsPerRound,
+    parts: {
+      relist: parts.relist / rounds,
+      takePeers: parts.takePeers / rounds,
+      reconcile: parts.reconcile / rounds,
+    },
+    listCpuMs,
+    kernelReadCpuMs,
+  }));
+} finally {
+  nl.close();
+  await reg.close();
+}

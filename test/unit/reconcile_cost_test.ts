@@ -1,0 +1,178 @@
+/**
+ * The periodic reconcile's cost with many peers already programmed (issue #12): the vxlan and
+ * host-gw backends read each kernel table once per reconcile and write nothing; entries removed
+ * by hand are still restored, and a changed lease still gets its new entries (the per-lease
+ * caches never hide a repair). The backends run against an in-memory kernel that counts reads.
+ */
+import assert from "node:assert/strict";
+import { parseNetworkConfig } from "../../src/config/network.ts";
+import type { Lease } from "../../src/lease/codec.ts";
+import type { ExternalInterface } from "../../src/net/iface.ts";
+import type { Fdb, Link, Neigh, Netlink, Route } from "../../ffi/libnl/mod.ts";
+import { HostGwBackend } from "../../src/backend/hostgw/backend.ts";
+import { VxlanBackend } from "../../src/backend/vxlan/backend.ts";
+import { formatIp } from "../../src/base/ipv4.ts";
+
+const N = 250; // 198.19.1.0/24 … 198.19.250.0/24: inside the Network
+const EXT = 2;
+const VTEP = 5;
+const ext: ExternalInterface = {
+  name: "eth0",
+  index: EXT,
+  ifaceAddr: "198.18.0.1",
+  publicIP: "198.18.0.1",
+  mtu: 1500,
+};
+const vtep: Link = {
+  index: VTEP,
+  name: "flannel.1",
+  kind: "vxlan",
+  mtu: 1450,
+  up: true,
+  mac: "02:00:00:00:00:01",
+  master: null,
+  vxlan: { id: 1, local: ext.ifaceAddr, port: 8472, learning: false, gbp: false, devIndex: EXT },
+};
+
+/** An in-memory kernel: routes, one VTEP's neighbours and FDB; counts reads and writes. */
+class CountingNl {
+  routes = new Map<string, Route>();
+  neigh = new Map<string, string>(); // ip → mac
+  fdb = new Map<string, string>(); // mac → dst
+  reads: Record<string, number> = {};
+  writes = 0;
+  #read(t: string) {
+    this.reads[t] = (this.reads[t] ?? 0) + 1;
+  }
+  routeList(f: { family?: number; type?: number } = {}): Route[] {
+    this.#read("routes");
+    if (f.family === 6 || (f.type ?? 1) !== 1) return [];
+    return [...this.routes.values()].map((r) => ({ table: 254, scope: 0, ...r }));
+  }
+  fdbList(dev: number): Fdb[] {
+    this.#read("fdb");
+    return [...this.fdb].map(([mac, dst]) => ({
+      dev,
+      mac,
+      dst,
+      state: 0x80,
+      flags: 2,
+      permanent: true,
+      self: true,
+    }));
+  }
+  neighList(dev: number): Neigh[] {
+    this.#read("neigh");
+    return [...this.neigh].map(([ip, mac]) => ({
+      dev,
+      ip,
+      mac,
+      state: 0x80,
+      flags: 0,
+      permanent: true,
+    }));
+  }
+  routeReplace(r: Route): void {
+    this.writes++;
+    this.routes.set(r.dst, { ...r });
+  }
+  neighSet(e: { ip: string; mac: string }): void {
+    this.writes++;
+    this.neigh.set(e.ip, e.mac);
+  }
+  fdbSet(e: { mac: string; dst: string }): void {
+    this.writes++;
+    this.fdb.set(e.mac, e.dst);
+  }
+  deleteMany(reqs: ({ route: Route } | { neigh: { ip: string } } | { fdb: { mac: string } })[]) {
+    return reqs.map((q) => {
+      this.writes++;
+      if ("route" in q) this.routes.delete(q.route.dst);
+      else if ("neigh" in q) this.neigh.delete(q.neigh.ip);
+      else this.fdb.delete(q.fdb.mac);
+      return null;
+    });
+  }
+  linkByName(name: string): Link | null {
+    return name === vtep.name ? vtep : null;
+  }
+  linkByIndex(i: number): Link | null {
+    return i === VTEP ? vtep : null;
+  }
+  addrList(): { cidr: string }[] {
+    return [{ cidr: "198.19.0.0/32" }];
+  }
+  addrReplace(): void {}
+  addrDel(): void {}
+}
+
+const mac = (i: number) =>
+  `be:00:00:00:${(i >> 8).toString(16).padStart(2, "0")}:${
+    (i & 255).toString(16).padStart(2, "0")
+  }`;
+
+function lease(i: number, type: "vxlan" | "host-gw", publicIP = formatIp(0xc6120000 + 10 + i)) {
+  const ip = 0xc6130000 + i * 256; // 198.19.i.0/24
+  return {
+    key: `${formatIp(ip)}-24`,
+    subnet: { ip, prefix: 24 },
+    attrs: {
+      publicIP,
+      backendType: type,
+      backendData: type === "vxlan" ? { VNI: 1, VtepMAC: mac(i) } : undefined,
+    },
+    expiresAt: null,
+    revision: i + 1,
+  } satisfies Lease;
+}
+
+async function programmed(type: "vxlan" | "host-gw") {
+  const nl = new CountingNl();
+  const cfg = parseNetworkConfig(
+    JSON.stringify({ Network: "198.19.0.0/16", SubnetLen: 24, Backend: { Type: type } }),
+  );
+  const b = type === "vxlan"
+    ? new VxlanBackend(nl as unknown as Netlink)
+    : new HostGwBackend(nl as unknown as Netlink);
+  await b.prepare({ config: cfg, ext, previous: null });
+  await b.start(lease(0, type, ext.publicIP));
+  const peers = Array.from({ length: N }, (_, i) => lease(i + 1, type));
+  await b.reconcile(peers);
+  assert.equal(nl.routes.size, N, `${type}: the first reconcile programs every peer`);
+  return { nl, b, peers };
+}
+
+for (const type of ["vxlan", "host-gw"] as const) {
+  Deno.test(`reconcile cost (${type}): ${N} programmed peers, each table read once, nothing written`, async () => {
+    const { nl, b, peers } = await programmed(type);
+    nl.reads = {};
+    nl.writes = 0;
+    await b.reconcile(peers);
+    const want = type === "vxlan" ? { routes: 1, fdb: 1, neigh: 1 } : { routes: 1 };
+    assert.deepEqual(nl.reads, want, `${type}: kernel tables read per periodic reconcile`);
+    assert.equal(nl.writes, 0, `${type}: a reconcile with nothing to repair wrote to the kernel`);
+  });
+
+  Deno.test(`reconcile cost (${type}): entries removed by hand and changed leases are still reconciled`, async () => {
+    const { nl, b, peers } = await programmed(type);
+    const gone = peers[7];
+    nl.routes.delete(`${formatIp(gone.subnet.ip)}/24`);
+    if (type === "vxlan") {
+      nl.neigh.delete(formatIp(peers[8].subnet.ip));
+      nl.fdb.delete(mac(10)); // peers[9]
+    }
+    // The same lease key with a new public IP: a new lease object from the watcher.
+    const moved = { ...peers[20], attrs: { ...peers[20].attrs, publicIP: "198.18.200.1" } };
+    const next = peers.map((p) => p === peers[20] ? moved : p);
+    await b.reconcile(next);
+    const dst = (l: Lease) => `${formatIp(l.subnet.ip)}/24`;
+    assert.ok(nl.routes.has(dst(gone)), `${type}: a route removed by hand was not restored`);
+    if (type === "vxlan") {
+      assert.equal(nl.neigh.get(formatIp(peers[8].subnet.ip)), mac(9), "neighbour not restored");
+      assert.equal(nl.fdb.get(mac(10)), peers[9].attrs.publicIP, "FDB entry not restored");
+      assert.equal(nl.fdb.get(mac(21)), "198.18.200.1", "a changed lease kept its old FDB entry");
+    } else {
+      assert.equal(nl.routes.get(dst(moved))?.gw, "198.18.200.1", "a changed lease kept its route");
+    }
+  });
+}
