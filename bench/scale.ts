@@ -165,6 +165,9 @@ if (results.length) {
       "N",
       "all leased s",
       "distinct",
+      "join sim CPU s",
+      "join etcd CPU s",
+      "join sent MiB",
       "acquire p50 ms",
       "acquire p99 ms",
       "acquire retries",
@@ -187,6 +190,9 @@ if (results.length) {
       r.n,
       round(r.allLeasedSeconds),
       r.distinct ? "yes" : "NO",
+      round(r.join.simCpuS),
+      round(r.join.registryCpuS),
+      round(r.join.sentMiB),
       round(r.acquireMs.p50),
       round(r.acquireMs.p99),
       r.acquireRetries,
@@ -208,6 +214,8 @@ if (results.length) {
       "event = a probe lease written by the control client → each of the N watchers' added event",
       "sim CPU/RSS: the whole simulation process (all Workers) during the steady window",
       "renewals: when each node's renewal loop will renew its lease, per second (max) and span",
+      "join: spawn → all leased; CPU of the simulation and of etcd, MiB etcd sent its clients " +
+      "(calls by method and the load average at its end in the JSON: results[].join)",
       `etcd clients: ${
         v["etcd-clients"]
       } (worker: a Worker's nodes share one client, each node its ` +

@@ -20,6 +20,7 @@ import { getLogger } from "@logtape/logtape";
 import {
   type Registry,
   RegistryError,
+  type RegistryKey,
   type RegistryLease,
   type WatchedExpiry,
   type WatchMessage,
@@ -97,9 +98,16 @@ export class EtcdRegistry implements Registry {
     return { leases, revision: Number(r.header.revision) };
   }
 
-  async listPeerLeases(): Promise<{ leases: RegistryLease<WatchedExpiry>[]; revision: number }> {
+  async listPeerLeases(
+    since?: number,
+  ): Promise<{ leases: RegistryLease<WatchedExpiry>[]; revision: number }> {
+    // etcd filters by mod revision before replying: only what changed crosses the wire.
     const r = await this.#call(() =>
-      this.#client.kv.range({ key: this.#keys.subnets, range_end: this.#keys.subnetsEnd })
+      this.#client.kv.range({
+        key: this.#keys.subnets,
+        range_end: this.#keys.subnetsEnd,
+        ...(since === undefined ? {} : { min_mod_revision: since + 1 }),
+      })
     );
     const kvs = r.kvs.flatMap((kv) => {
       const rel = this.#keys.rel(kv.key);
@@ -110,6 +118,21 @@ export class EtcdRegistry implements Registry {
     const exp = this.#expiries.cached(kvs.filter((x) => x.kv.lease !== "0").map((x) => x.kv.lease));
     const leases = kvs.map(({ kv, rel }) => toLease<WatchedExpiry>(kv, rel, exp, "unknown"));
     return { leases, revision: Number(r.header.revision) };
+  }
+
+  async listLeaseKeys(): Promise<{ keys: RegistryKey[]; revision: number }> {
+    const r = await this.#call(() =>
+      this.#client.kv.range({
+        key: this.#keys.subnets,
+        range_end: this.#keys.subnetsEnd,
+        keys_only: true,
+      })
+    );
+    const keys = r.kvs.flatMap((kv) => {
+      const key = this.#keys.rel(kv.key);
+      return key === null ? [] : [{ key, revision: Number(kv.mod_revision) }];
+    });
+    return { keys, revision: Number(r.header.revision) };
   }
 
   async getLease(key: string): Promise<RegistryLease | null> {
