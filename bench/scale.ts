@@ -39,6 +39,8 @@ const { values: v } = parseArgs({
     "etcd-clients": { type: "string", default: "worker" },
     "wave-size": { type: "string", default: "0" },
     "wave-interval-ms": { type: "string", default: "1000" },
+    "call-timeout-s": { type: "string", default: "10" },
+    "list-concurrency": { type: "string", default: "25" },
     peers: { type: "string", default: "5000" },
     "idle-seconds": { type: "string", default: "20" },
     "peer-ttl": { type: "string", default: "600" },
@@ -51,6 +53,7 @@ if (v.help) {
       "  [--per-worker 250] [--ttl 86400] [--renew-margin-s 3600] [--steady-seconds 20]\n" +
       "  [--probes 10] [--probe-interval-ms 200] [--phase-timeout-s 600] [--deadline-min 120]\n" +
       "  [--etcd-clients worker|node] [--wave-size 0] [--wave-interval-ms 1000]\n" +
+      "  [--call-timeout-s 10] [--list-concurrency 25]\n" +
       '  [--peers 5000] [--idle-seconds 20] [--peer-ttl 600]   (--sizes "": idle agents only)',
   );
   Deno.exit(0);
@@ -147,6 +150,8 @@ try {
         etcdClients: v["etcd-clients"] as "worker" | "node",
         waveSize: Number(v["wave-size"]),
         waveIntervalMs: Number(v["wave-interval-ms"]),
+        callTimeoutMs: Number(v["call-timeout-s"]) * 1000,
+        listConcurrency: Number(v["list-concurrency"]),
       });
       results.push(r);
       if (r.error) report.problem(`${kind} N=${n}: ${r.error}`);
@@ -222,7 +227,9 @@ if (results.length) {
       "own calls and watch stream); start waves: " +
       (Number(v["wave-size"]) > 0
         ? `${v["wave-size"]} nodes every ${v["wave-interval-ms"]} ms`
-        : "none"),
+        : "none") +
+      `; etcd call deadline ${v["call-timeout-s"]} s; first lists at once per Worker: ` +
+      (Number(v["list-concurrency"]) > 0 ? v["list-concurrency"] : "all"),
     ],
   );
 }

@@ -27,6 +27,19 @@ import { Backoff, sleep } from "../../src/base/async.ts";
 import { FatalError } from "../../src/base/errors.ts";
 import { metrics } from "../../src/base/metrics.ts";
 import type { KnownLease } from "../../src/lease/codec.ts";
+import { configure, getConsoleSink } from "@logtape/logtape";
+
+// WEFT_SCALE_LOG=warning (or info, debug): the nodes' own log lines on stderr, to see why.
+const logLevel = Deno.env.get("WEFT_SCALE_LOG");
+if (logLevel) {
+  await configure({
+    sinks: { console: getConsoleSink() },
+    loggers: [
+      { category: ["weft"], sinks: ["console"], lowestLevel: logLevel as "warning" },
+      { category: ["logtape", "meta"], sinks: [], lowestLevel: "error" },
+    ],
+  });
+}
 
 export interface NodeSpec {
   kind: "kv" | "etcd";
@@ -46,6 +59,31 @@ export interface NodeSpec {
   waveIntervalMs: number;
   /** Keys of the probe leases (their arrival at every watcher is timed). */
   probeKeys: string[];
+  /** etcd: deadline of one unary call, ms (the agent's default: 10 000). */
+  callTimeoutMs: number;
+  /**
+   * Watchers whose first list is in flight at once in this Worker (0: all). The Worker's nodes
+   * share one thread: 250 first lists of 5000 leases decoded together starve it for tens of
+   * seconds, past gRPC's call deadline and keepalive (the connection is dropped, and every
+   * watch on it restarts), where real agents each list on their own CPU.
+   */
+  listConcurrency: number;
+}
+
+/** At most `n` holders at once (n ≤ 0: no limit). */
+class Gate {
+  #waiting: (() => void)[] = [];
+  constructor(private free: number) {
+    if (free <= 0) this.free = Infinity;
+  }
+  async take(): Promise<void> {
+    while (this.free <= 0) await new Promise<void>((r) => this.#waiting.push(r));
+    this.free--;
+  }
+  give(): void {
+    this.free++;
+    this.#waiting.shift()?.();
+  }
 }
 
 /** weft's own counters of this Worker's nodes: watch restarts, KV commit and list conflicts. */
@@ -75,7 +113,11 @@ async function start(spec: NodeSpec) {
   const open = () =>
     spec.kind === "kv"
       ? openKvRegistry({ path: spec.where, prefix: spec.prefix })
-      : openEtcdRegistry({ endpoints: [spec.where], prefix: spec.prefix });
+      : openEtcdRegistry({
+        endpoints: [spec.where],
+        prefix: spec.prefix,
+        callTimeoutMs: spec.callTimeoutMs,
+      });
   const shared = spec.kind === "kv" || spec.etcdClients === "worker" ? await open() : null;
   if (shared) regs.push(shared);
   const nodes = await Promise.all(Array.from({ length: spec.count }, async (_, j) => {
@@ -116,13 +158,16 @@ async function start(spec: NodeSpec) {
     retries,
   });
   let listed = 0;
+  const gate = new Gate(spec.listConcurrency);
   for (const n of nodes) {
     const w = new PeerWatcher(n.reg, {
       ownKey: () => n.mgr.lease?.key ?? null,
       accept: () => true,
     });
+    await gate.take();
     tasks.push(w.run(ctl.signal, {
       initial: () => {
+        gate.give();
         if (++listed === nodes.length) self.postMessage({ type: "listed" });
       },
       events: (evs) => {

@@ -40,6 +40,10 @@ export interface SimOptions {
   /** Nodes per start wave (0: all at once) and the delay between waves, ms. */
   waveSize: number;
   waveIntervalMs: number;
+  /** etcd: the simulated nodes' unary call deadline, ms. */
+  callTimeoutMs: number;
+  /** First lists in flight at once per Worker (0: all), see NodeSpec.listConcurrency. */
+  listConcurrency: number;
 }
 
 export interface SimResult {
@@ -209,6 +213,8 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
         waveSize: o.waveSize,
         waveIntervalMs: o.waveIntervalMs,
         probeKeys: probePlan.map((p) => p.key),
+        callTimeoutMs: o.callTimeoutMs,
+        listConcurrency: o.listConcurrency,
       };
       worker.postMessage({ type: "start", spec });
       workers.push(worker);
