@@ -228,7 +228,9 @@ if (results.length) {
       (Number(v["wave-size"]) > 0
         ? `${v["wave-size"]} nodes every ${v["wave-interval-ms"]} ms`
         : "none") +
-      `; etcd call deadline ${v["call-timeout-s"]} s; first lists at once per Worker: ` +
+      `; etcd call deadline ${
+        v["call-timeout-s"]
+      } s; acquisitions and first lists at once per Worker: ` +
       (Number(v["list-concurrency"]) > 0 ? v["list-concurrency"] : "all"),
     ],
   );

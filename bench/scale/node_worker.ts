@@ -62,10 +62,11 @@ export interface NodeSpec {
   /** etcd: deadline of one unary call, ms (the agent's default: 10 000). */
   callTimeoutMs: number;
   /**
-   * Watchers whose first list is in flight at once in this Worker (0: all). The Worker's nodes
-   * share one thread: 250 first lists of 5000 leases decoded together starve it for tens of
-   * seconds, past gRPC's call deadline and keepalive (the connection is dropped, and every
-   * watch on it restarts), where real agents each list on their own CPU.
+   * Nodes of this Worker acquiring, and watchers making their first list, at once (0: all). The
+   * Worker's nodes share one thread: 250 lists of 5000 leases decoded together starve it for
+   * tens of seconds, past gRPC's call deadline and keepalive (calls fail and are retried with
+   * yet another list; the connection is dropped and every watch on it restarts), where real
+   * agents each list on their own CPU.
    */
   listConcurrency: number;
 }
@@ -109,6 +110,7 @@ function publicIP(i: number): string {
 
 async function start(spec: NodeSpec) {
   const cfg = parseNetworkConfig(spec.netConfig);
+  const gate = new Gate(spec.listConcurrency);
   const probes = new Set(spec.probeKeys);
   const open = () =>
     spec.kind === "kv"
@@ -135,6 +137,7 @@ async function start(spec: NodeSpec) {
     // are retried with backoff.
     const backoff = new Backoff(200);
     let lease: KnownLease | null = null;
+    await gate.take();
     while (!lease) {
       try {
         // As the agent starts: its previous lease first (for the backend), then the acquisition.
@@ -149,6 +152,7 @@ async function start(spec: NodeSpec) {
         await sleep(backoff.next());
       }
     }
+    gate.give();
     self.postMessage({ type: "progress" });
     return { reg, mgr, lease, ms: nowMs() - t0 };
   }));
@@ -158,7 +162,6 @@ async function start(spec: NodeSpec) {
     retries,
   });
   let listed = 0;
-  const gate = new Gate(spec.listConcurrency);
   for (const n of nodes) {
     const w = new PeerWatcher(n.reg, {
       ownKey: () => n.mgr.lease?.key ?? null,

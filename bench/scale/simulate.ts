@@ -42,7 +42,7 @@ export interface SimOptions {
   waveIntervalMs: number;
   /** etcd: the simulated nodes' unary call deadline, ms. */
   callTimeoutMs: number;
-  /** First lists in flight at once per Worker (0: all), see NodeSpec.listConcurrency. */
+  /** Acquisitions and first lists at once per Worker (0: all), see NodeSpec.listConcurrency. */
   listConcurrency: number;
 }
 
