@@ -42,6 +42,8 @@ const { values: v } = parseArgs({
     "etcd-clients": { type: "string", default: "worker" },
     "wave-size": { type: "string", default: "0" },
     "wave-interval-ms": { type: "string", default: "1000" },
+    "call-timeout-s": { type: "string", default: "10" },
+    "list-concurrency": { type: "string", default: "25" },
     peers: { type: "string", default: "5000" },
     "idle-seconds": { type: "string", default: "20" },
     "peer-ttl": { type: "string", default: "600" },
@@ -56,6 +58,7 @@ if (v.help) {
       "  [--per-worker 250] [--ttl 86400] [--renew-margin-s 3600] [--steady-seconds 20]\n" +
       "  [--probes 10] [--probe-interval-ms 200] [--phase-timeout-s 600] [--deadline-min 120]\n" +
       "  [--etcd-clients worker|node] [--wave-size 0] [--wave-interval-ms 1000]\n" +
+      "  [--call-timeout-s 10] [--list-concurrency 25]\n" +
       "  [--peers 5000] [--idle-seconds 20] [--peer-ttl 600]\n" +
       '  [--round-backends vxlan,host-gw] [--round-reps 10]   (--sizes "": --peers phases only)',
   );
@@ -215,6 +218,8 @@ try {
         etcdClients: v["etcd-clients"] as "worker" | "node",
         waveSize: Number(v["wave-size"]),
         waveIntervalMs: Number(v["wave-interval-ms"]),
+        callTimeoutMs: Number(v["call-timeout-s"]) * 1000,
+        listConcurrency: Number(v["list-concurrency"]),
       });
       results.push(r);
       if (r.error) report.problem(`${kind} N=${n}: ${r.error}`);
@@ -233,6 +238,9 @@ if (results.length) {
       "N",
       "all leased s",
       "distinct",
+      "join sim CPU s",
+      "join etcd CPU s",
+      "join sent MiB",
       "acquire p50 ms",
       "acquire p99 ms",
       "acquire retries",
@@ -255,6 +263,9 @@ if (results.length) {
       r.n,
       round(r.allLeasedSeconds),
       r.distinct ? "yes" : "NO",
+      round(r.join.simCpuS),
+      round(r.join.registryCpuS),
+      round(r.join.sentMiB),
       round(r.acquireMs.p50),
       round(r.acquireMs.p99),
       r.acquireRetries,
@@ -276,13 +287,19 @@ if (results.length) {
       "event = a probe lease written by the control client → each of the N watchers' added event",
       "sim CPU/RSS: the whole simulation process (all Workers) during the steady window",
       "renewals: when each node's renewal loop will renew its lease, per second (max) and span",
+      "join: spawn → all leased; CPU of the simulation and of etcd, MiB etcd sent its clients " +
+      "(calls by method and the load average at its end in the JSON: results[].join)",
       `etcd clients: ${
         v["etcd-clients"]
       } (worker: a Worker's nodes share one client, each node its ` +
       "own calls and watch stream); start waves: " +
       (Number(v["wave-size"]) > 0
         ? `${v["wave-size"]} nodes every ${v["wave-interval-ms"]} ms`
-        : "none"),
+        : "none") +
+      `; etcd call deadline ${
+        v["call-timeout-s"]
+      } s; acquisitions and first lists at once per Worker: ` +
+      (Number(v["list-concurrency"]) > 0 ? v["list-concurrency"] : "all"),
     ],
   );
 }

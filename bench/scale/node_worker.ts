@@ -27,6 +27,19 @@ import { Backoff, sleep } from "../../src/base/async.ts";
 import { FatalError } from "../../src/base/errors.ts";
 import { metrics } from "../../src/base/metrics.ts";
 import type { KnownLease } from "../../src/lease/codec.ts";
+import { configure, getConsoleSink } from "@logtape/logtape";
+
+// WEFT_SCALE_LOG=warning (or info, debug): the nodes' own log lines on stderr, to see why.
+const logLevel = Deno.env.get("WEFT_SCALE_LOG");
+if (logLevel) {
+  await configure({
+    sinks: { console: getConsoleSink() },
+    loggers: [
+      { category: ["weft"], sinks: ["console"], lowestLevel: logLevel as "warning" },
+      { category: ["logtape", "meta"], sinks: [], lowestLevel: "error" },
+    ],
+  });
+}
 
 export interface NodeSpec {
   kind: "kv" | "etcd";
@@ -46,6 +59,32 @@ export interface NodeSpec {
   waveIntervalMs: number;
   /** Keys of the probe leases (their arrival at every watcher is timed). */
   probeKeys: string[];
+  /** etcd: deadline of one unary call, ms (the agent's default: 10 000). */
+  callTimeoutMs: number;
+  /**
+   * Nodes of this Worker acquiring, and watchers making their first list, at once (0: all). The
+   * Worker's nodes share one thread: 250 lists of 5000 leases decoded together starve it for
+   * tens of seconds, past gRPC's call deadline and keepalive (calls fail and are retried with
+   * yet another list; the connection is dropped and every watch on it restarts), where real
+   * agents each list on their own CPU.
+   */
+  listConcurrency: number;
+}
+
+/** At most `n` holders at once (n ≤ 0: no limit). */
+class Gate {
+  #waiting: (() => void)[] = [];
+  constructor(private free: number) {
+    if (free <= 0) this.free = Infinity;
+  }
+  async take(): Promise<void> {
+    while (this.free <= 0) await new Promise<void>((r) => this.#waiting.push(r));
+    this.free--;
+  }
+  give(): void {
+    this.free++;
+    this.#waiting.shift()?.();
+  }
 }
 
 /** weft's own counters of this Worker's nodes: watch restarts, KV commit and list conflicts. */
@@ -71,11 +110,16 @@ function publicIP(i: number): string {
 
 async function start(spec: NodeSpec) {
   const cfg = parseNetworkConfig(spec.netConfig);
+  const gate = new Gate(spec.listConcurrency);
   const probes = new Set(spec.probeKeys);
   const open = () =>
     spec.kind === "kv"
       ? openKvRegistry({ path: spec.where, prefix: spec.prefix })
-      : openEtcdRegistry({ endpoints: [spec.where], prefix: spec.prefix });
+      : openEtcdRegistry({
+        endpoints: [spec.where],
+        prefix: spec.prefix,
+        callTimeoutMs: spec.callTimeoutMs,
+      });
   const shared = spec.kind === "kv" || spec.etcdClients === "worker" ? await open() : null;
   if (shared) regs.push(shared);
   const nodes = await Promise.all(Array.from({ length: spec.count }, async (_, j) => {
@@ -93,6 +137,7 @@ async function start(spec: NodeSpec) {
     // are retried with backoff.
     const backoff = new Backoff(200);
     let lease: KnownLease | null = null;
+    await gate.take();
     while (!lease) {
       try {
         // As the agent starts: its previous lease first (for the backend), then the acquisition.
@@ -107,6 +152,7 @@ async function start(spec: NodeSpec) {
         await sleep(backoff.next());
       }
     }
+    gate.give();
     self.postMessage({ type: "progress" });
     return { reg, mgr, lease, ms: nowMs() - t0 };
   }));
@@ -121,8 +167,10 @@ async function start(spec: NodeSpec) {
       ownKey: () => n.mgr.lease?.key ?? null,
       accept: () => true,
     });
+    await gate.take();
     tasks.push(w.run(ctl.signal, {
       initial: () => {
+        gate.give();
         if (++listed === nodes.length) self.postMessage({ type: "listed" });
       },
       events: (evs) => {

@@ -40,6 +40,10 @@ export interface SimOptions {
   /** Nodes per start wave (0: all at once) and the delay between waves, ms. */
   waveSize: number;
   waveIntervalMs: number;
+  /** etcd: the simulated nodes' unary call deadline, ms. */
+  callTimeoutMs: number;
+  /** Acquisitions and first lists at once per Worker (0: all), see NodeSpec.listConcurrency. */
+  listConcurrency: number;
 }
 
 export interface SimResult {
@@ -65,6 +69,18 @@ export interface SimResult {
   };
   probe: Summary & { seen: number; want: number };
   renewals: { maxPerSecond: number; spanSeconds: number; distinctSeconds: number };
+  /**
+   * The join (spawn → all leased): CPU seconds of the simulation and of etcd, MiB etcd sent to
+   * its clients (`etcd_network_client_grpc_sent_bytes_total`), gRPC calls by method, and the
+   * 1-minute load average at its end.
+   */
+  join: {
+    simCpuS: number | null;
+    registryCpuS: number | null;
+    sentMiB: number | null;
+    calls: Record<string, number>;
+    load: number | null;
+  };
   /** weft's counters summed over the Workers at the end: watch restarts, KV conflicts. */
   counters: Record<string, number>;
   error?: string;
@@ -93,6 +109,7 @@ async function etcdMetrics(endpoint: string) {
   }
   return {
     cpu: sum("process_cpu_seconds_total"),
+    sent: sum("etcd_network_client_grpc_sent_bytes_total"),
     rss: sum("process_resident_memory_bytes"),
     grpc: sum("grpc_server_started_total"),
     byMethod,
@@ -142,6 +159,7 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
     probe: { ...summarize([]), seen: 0, want: n * o.probes },
     renewals: { maxPerSecond: 0, spanSeconds: 0, distinctSeconds: 0 },
     counters: {},
+    join: { simCpuS: null, registryCpuS: null, sentMiB: null, calls: {}, load: null },
   };
   const waitUntil = async (what: string, ok: () => boolean) => {
     const end = Math.min(Date.now() + o.phaseMs, o.deadline);
@@ -157,6 +175,8 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
     }
   };
   try {
+    const joinCpu0 = procCpuSeconds(Deno.pid);
+    const joinEt0 = t.kind === "etcd" ? await etcdMetrics(t.where) : null;
     const t0 = nowMs();
     for (let w = 0; w < result.workers; w++) {
       const worker = new Worker(new URL("./node_worker.ts", import.meta.url).href, {
@@ -193,12 +213,26 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
         waveSize: o.waveSize,
         waveIntervalMs: o.waveIntervalMs,
         probeKeys: probePlan.map((p) => p.key),
+        callTimeoutMs: o.callTimeoutMs,
+        listConcurrency: o.listConcurrency,
       };
       worker.postMessage({ type: "start", spec });
       workers.push(worker);
     }
     await waitUntil("all nodes leased", () => leasedWorkers === workers.length);
     result.allLeasedSeconds = (nowMs() - t0) / 1000;
+    const joinCpu1 = procCpuSeconds(Deno.pid);
+    const joinEt1 = t.kind === "etcd" ? await etcdMetrics(t.where) : null;
+    result.join.load = Number((await Deno.readTextFile("/proc/loadavg")).split(" ")[0]);
+    if (joinCpu0 !== null && joinCpu1 !== null) result.join.simCpuS = joinCpu1 - joinCpu0;
+    if (joinEt0 && joinEt1) {
+      result.join.registryCpuS = joinEt1.cpu - joinEt0.cpu;
+      result.join.sentMiB = (joinEt1.sent - joinEt0.sent) / 2 ** 20;
+      for (const [k, c] of joinEt1.byMethod) {
+        const d = c - (joinEt0.byMethod.get(k) ?? 0);
+        if (d > 0) result.join.calls[k] = d;
+      }
+    }
     result.distinct = new Set(leased.map((l) => l.key)).size === n;
     result.acquireMs = summarize(leased.map((l) => l.ms));
     await waitUntil("all watchers listed", () => listedWorkers === workers.length);

@@ -22,6 +22,7 @@ import {
   type LeaseAttrs,
   subnetKey,
 } from "./codec.ts";
+import { listTaken } from "./taken.ts";
 import {
   capacity,
   capacity6,
@@ -36,9 +37,12 @@ import {
   isAllocatable6,
   isFree,
   isFree6,
-  namesNode,
   nodeAddress,
+  type Occupant,
 } from "./allocate.ts";
+import { known, tidy } from "./tidy.ts";
+
+export { known };
 import type { Claims } from "./claim.ts";
 import { sleep } from "../base/async.ts";
 import { FatalError } from "../base/errors.ts";
@@ -75,9 +79,10 @@ export interface AcquireHost {
   /**
    * All decodable leases now in the registry; those naming `address` (this node's, see
    * nodeAddress) with their exact expiry, others' TTL leases possibly with "unknown" (looking
-   * every expiry up is one call per lease on etcd, and only this node's leases need it).
+   * every expiry up is one call per lease on etcd, and only this node's leases need it). With
+   * `since`: only those written after that revision (see Registry.listPeerLeases).
    */
-  list(address: string): Promise<{ leases: Lease[]; revision: number }>;
+  list(address: string, since?: number): Promise<{ leases: Lease[]; revision: number }>;
   /** Records `l` as the lease this node holds (and counts the acquisition). */
   held(l: KnownLease): KnownLease;
   /** Forgets the lease just given up (deleted by us). */
@@ -95,14 +100,6 @@ function leaseOf(
   const l: KnownLease = { key, subnet, attrs, expiresAt, revision };
   if (subnet6) l.subnet6 = subnet6;
   return l;
-}
-
-/** A lease naming this node: {@link AcquireHost.list} always gives its expiry. */
-export function known(l: Lease): KnownLease {
-  if (l.expiresAt === "unknown") {
-    throw new Error(`internal: lease ${l.key} of this node listed without its expiry`);
-  }
-  return l as KnownLease;
 }
 
 /**
@@ -152,16 +149,35 @@ export async function acquireLease(
   let hintTries = 0;
   const cfg = h.config;
   const address = nodeAddress(cfg, attrs);
-  /** The list of the last attempt, reused after a lost race (see SNAPSHOT_REUSE). */
-  let snapshot: Lease[] | null = null;
+  /**
+   * The last full list (values): what the own-lease choice read, and what the check after a
+   * create reads changes since.
+   */
+  let base: { leases: Lease[]; revision: number } | null = null;
+  /** The subnets taken as the last attempt saw them, reused after a lost race (SNAPSHOT_REUSE). */
+  let snapshot: { leases: Lease[]; taken: readonly Occupant[] } | null = null;
+  /**
+   * Pick from a keys-only list next: after lost races, when the last full list named nothing of
+   * this node's (no own lease to choose, and no subnet.env subnet to wait for), the values add
+   * nothing to the choice; a lease naming this node written since is found after the create.
+   */
+  let keysOnly = false;
   /** IPv4 subnets lost in create races since `snapshot` was listed. */
   const lost = new Set<number>();
   let lostRaces = 0;
   for (let attempt = 1; attempt <= tries; attempt++) {
     signal?.throwIfAborted();
     if (!snapshot) lost.clear();
-    const leases: Lease[] = snapshot ?? (await h.list(address)).leases;
+    let leases: Lease[];
+    let taken: readonly Occupant[];
+    if (snapshot) ({ leases, taken } = snapshot);
+    else if (keysOnly) [leases, taken] = [[], await listTaken(h.registry, cfg)];
+    else {
+      base = await h.list(address);
+      leases = taken = base.leases;
+    }
     snapshot = null;
+    keysOnly = false;
     const choice = chooseOwnLease(cfg, leases, address, { hint, hint6, nodeId: attrs.nodeId });
     const own = choice.lease && known(choice.lease);
     const others = choice.others.map(known);
@@ -175,7 +191,7 @@ export async function acquireLease(
       continue;
     }
     if (own && !hasUsableIpv6Half(cfg, own)) {
-      const held = await addIpv6Half(h, own, attrs, leases, hint6, signal);
+      const held = await addIpv6Half(h, own, attrs, base!, hint6, signal);
       if (held) return held;
       continue;
     }
@@ -191,25 +207,25 @@ export async function acquireLease(
         const held = h.held(
           leaseOf(r.key, own.subnet, attrs, r.expiresAt, r.revision, own.subnet6),
         );
-        if (await tidy(h, held, signal)) return held;
+        if (await tidy(h, held, base!, signal)) return held;
       }
       continue; // changed under us, or yielded to an older holder: look again
     }
     let subnet: Ipv4Net = { ip: 0, prefix: 0 }; // IPv6-only: the empty network, as flanneld
     const hinted4 = cfg.enableIPv4 && !!hint && isAllocatable(h.config, hint) &&
-      isFree(hint, inNetwork(h.config, leases));
-    const subnet6 = cfg.enableIPv6 ? pick6(h.config, leases, hint6) : null;
+      isFree(hint, inNetwork(h.config, taken));
+    const subnet6 = cfg.enableIPv6 ? pick6(h.config, taken, hint6) : null;
     const hinted = cfg.enableIPv4 ? hinted4 : !!hint6 && subnet6?.ip === hint6.ip;
     if (hinted4) subnet = hint!;
     else if (cfg.enableIPv4) {
       const window = pickWindow(lostRaces);
-      const free = freeSubnets(h.config, leases, window + lost.size)
+      const free = freeSubnets(h.config, taken, window + lost.size)
         .filter((s) => !lost.has(s.ip)).slice(0, window);
       if (free.length === 0 && lost.size) continue; // the lost subnets were the last: list again
       if (free.length === 0) {
         throw new OutOfSubnetsError(
           `out of subnets: network ${formatCidr(h.config.network)} (/${h.config.subnetLen} ` +
-            `subnets, ${capacity(h.config)} possible) has ${leases.length} leases and no ` +
+            `subnets, ${capacity(h.config)} possible) has ${taken.length} leases and no ` +
             `free subnet; enlarge Network or SubnetLen in the config, or delete stale leases`,
         );
       }
@@ -225,7 +241,7 @@ export async function acquireLease(
         continue;
       }
       log.info("acquired lease {subnet}", { subnet: describe(subnet, subnet6) });
-      if (await tidy(h, held, signal)) return held;
+      if (await tidy(h, held, base!, signal)) return held;
       attempt--; // yielded to a node that holds our public IP: not a lost race
       continue;
     }
@@ -243,11 +259,12 @@ export async function acquireLease(
     }
     hint = hint6 = null;
     lostRaces++;
+    keysOnly = choice.lease === null && choice.others.length === 0;
     // The lost subnet is now someone's; the rest of the list still holds (the leases naming
     // this node are checked again after the create, in tidy): pick again from it, a few times.
     if (cfg.enableIPv4 && lost.size < SNAPSHOT_REUSE) {
       lost.add(subnet.ip);
-      snapshot = leases;
+      snapshot = { leases, taken };
       continue;
     }
     await sleep(Math.random() * 20 * attempt, signal);
@@ -258,54 +275,12 @@ export async function acquireLease(
   );
 }
 
-/**
- * After taking `held`, looks at the other leases naming our public IP: one written earlier by
- * another node is claimed, and if that node is alive ours is given up (returns false: it was
- * there first; two agents that started at once settle by revision order). Leases carrying our
- * identity (orphans of an earlier subnet, or claimed from a dead node) are released; any
- * other is reported and left to expire.
- */
-async function tidy(h: AcquireHost, held: KnownLease, signal?: AbortSignal): Promise<boolean> {
-  const me = nodeAddress(h.config, held.attrs);
-  const { leases } = await h.list(me);
-  const others = leases.filter((l) => l.key !== held.key && namesNode(h.config, l, me))
-    .map(known);
-  for (const l of others) {
-    if (h.claims.isRival(l, held.attrs) && l.revision < held.revision) {
-      const c = await h.claims.claim(l, held.attrs, h.opts.ttlSeconds, signal);
-      if (c.outcome === "dead" && await h.registry.deleteLease(l.key, c.revision)) {
-        log.info("released {key}: claimed from a node that did not answer", { key: l.key });
-      }
-      if (c.outcome !== "alive") continue;
-      await h.registry.deleteLease(held.key, held.revision);
-      h.dropped();
-      await h.claims.waitGone(l, signal);
-      return false;
-    }
-  }
-  for (const l of others) {
-    if (h.claims.isRival(l, held.attrs)) continue;
-    const ours = !!held.attrs.nodeId && l.attrs.nodeId === held.attrs.nodeId;
-    if (ours && l.expiresAt !== null && await h.registry.deleteLease(l.key, l.revision)) {
-      log.info("released {key}, an earlier lease of this node", { key: l.key });
-      continue;
-    }
-    log.warn(
-      "lease {key} also names this node's public IP {ip}{kind}; this node uses {own}, and " +
-        "leaves it to expire: delete it from the registry if no host uses it",
-      {
-        key: l.key,
-        ip: l.attrs.publicIP,
-        kind: l.expiresAt === null ? " (a reservation)" : "",
-        own: held.key,
-      },
-    );
-  }
-  return true;
-}
-
 /** The IPv6 half for a new lease: the subnet.env one when free, else a random free one. */
-function pick6(cfg: NetworkConfig, leases: Lease[], hint6: Ipv6Net | null): Ipv6Net {
+function pick6(
+  cfg: NetworkConfig,
+  leases: readonly Occupant[],
+  hint6: Ipv6Net | null,
+): Ipv6Net {
   if (hint6 && isAllocatable6(cfg, hint6) && isFree6(hint6, inNetwork6(cfg, leases))) {
     return hint6;
   }
@@ -324,12 +299,13 @@ function pick6(cfg: NetworkConfig, leases: Lease[], hint6: Ipv6Net | null): Ipv6
 /**
  * After a create: whether a lease written before ours holds one of our halves (a dual-stack key
  * is unique only as a pair). Ours is then deleted and the caller picks again. IPv4-only keys
- * are the subnet itself, and the registry's create-if-absent settles their races.
+ * are the subnet itself, and the registry's create-if-absent settles their races. The keys
+ * and their revisions say it all, so only they are listed.
  */
 async function collided(h: AcquireHost, held: KnownLease, replacing?: string): Promise<boolean> {
   if (!h.config.enableIPv6) return false;
-  const { leases } = await h.list(nodeAddress(h.config, held.attrs));
-  const other = halfTakenBefore(h.config, held, leases.filter((l) => l.key !== replacing));
+  const taken = await listTaken(h.registry, h.config);
+  const other = halfTakenBefore(h.config, held, taken.filter((l) => l.key !== replacing));
   if (!other) return false;
   log.debug("{key} shares a subnet with {other}, written first; picking again", {
     key: held.key,
@@ -349,11 +325,11 @@ async function addIpv6Half(
   h: AcquireHost,
   own: KnownLease,
   attrs: LeaseAttrs,
-  leases: Lease[],
+  base: { leases: Lease[]; revision: number },
   hint6: Ipv6Net | null,
   signal?: AbortSignal,
 ): Promise<KnownLease | null> {
-  const subnet6 = pick6(h.config, leases, hint6);
+  const subnet6 = pick6(h.config, base.leases, hint6);
   const key = subnetKey(own.subnet, subnet6);
   const ttl = own.expiresAt === null ? null : h.opts.ttlSeconds;
   const r = await h.registry.createLease(key, encodeLeaseValue(attrs), ttl);
@@ -366,5 +342,5 @@ async function addIpv6Half(
     key,
     kind: ttl === null ? " (reservation)" : "",
   });
-  return await tidy(h, held, signal) ? held : null;
+  return await tidy(h, held, base, signal) ? held : null;
 }

@@ -18,6 +18,12 @@ import { containsNet, type Ipv4Net, sameNet, sizeOf } from "../base/ipv4.ts";
 import { containsNet6, type Ipv6Net, overlaps6, sameNet6, sizeOf6 } from "../base/ipv6.ts";
 import type { Lease, LeaseAttrs } from "./codec.ts";
 
+/**
+ * What occupies a subnet: a lease, or just its key parsed (a keys-only list, `taken.ts`), which is
+ * all that choosing a free subnet needs.
+ */
+export type Occupant = Pick<Lease, "key" | "subnet" | "subnet6" | "revision">;
+
 /** Whether a peer's leased subnet belongs to this network: a /SubnetLen subnet inside Network. */
 export function isPeerSubnet(cfg: NetworkConfig, subnet: Ipv4Net): boolean {
   return subnet.prefix === cfg.subnetLen && containsNet(cfg.network, subnet);
@@ -145,7 +151,7 @@ function overlaps(a: Ipv4Net, b: Ipv4Net): boolean {
 }
 
 /** Whether `subnet` is unleased and overlaps no lease (leases of another SubnetLen included). */
-export function isFree(subnet: Ipv4Net, leases: Lease[]): boolean {
+export function isFree(subnet: Ipv4Net, leases: readonly Occupant[]): boolean {
   return !leases.some((l) => overlaps(l.subnet, subnet));
 }
 
@@ -153,14 +159,18 @@ export function isFree(subnet: Ipv4Net, leases: Lease[]): boolean {
  * The leases that occupy address space of this network: those inside it. A stray lease for a
  * supernet (`0.0.0.0-0`) or another network must not make the whole network look full.
  */
-export function inNetwork(cfg: NetworkConfig, leases: Lease[]): Lease[] {
+export function inNetwork<L extends Occupant>(cfg: NetworkConfig, leases: readonly L[]): L[] {
   return leases.filter((l) => containsNet(cfg.network, l.subnet));
 }
 
 /** Up to `limit` free subnets walking upward from SubnetMin (flannel's order). */
-export function freeSubnets(cfg: NetworkConfig, leases: Lease[], limit: number): Ipv4Net[] {
+export function freeSubnets(
+  cfg: NetworkConfig,
+  leases: readonly Occupant[],
+  limit: number,
+): Ipv4Net[] {
   const taken = new Set<number>();
-  const odd: Lease[] = [];
+  const odd: Occupant[] = [];
   for (const l of inNetwork(cfg, leases)) {
     if (l.subnet.prefix === cfg.subnetLen) taken.add(l.subnet.ip);
     else odd.push(l);
@@ -182,22 +192,26 @@ export function capacity(cfg: NetworkConfig): number {
 }
 
 /** The leases whose IPv6 half lies in IPv6Network. */
-export function inNetwork6(cfg: NetworkConfig, leases: Lease[]): Lease[] {
+export function inNetwork6<L extends Occupant>(cfg: NetworkConfig, leases: readonly L[]): L[] {
   const v6 = cfg.ipv6;
   return v6 ? leases.filter((l) => l.subnet6 && containsNet6(v6.network, l.subnet6)) : [];
 }
 
 /** Whether `subnet` overlaps no lease's IPv6 half. */
-export function isFree6(subnet: Ipv6Net, leases: Lease[]): boolean {
+export function isFree6(subnet: Ipv6Net, leases: readonly Occupant[]): boolean {
   return !leases.some((l) => l.subnet6 && overlaps6(l.subnet6, subnet));
 }
 
 /** Up to `limit` free IPv6 subnets walking upward from IPv6SubnetMin (flannel's order). */
-export function freeSubnets6(cfg: NetworkConfig, leases: Lease[], limit: number): Ipv6Net[] {
+export function freeSubnets6(
+  cfg: NetworkConfig,
+  leases: readonly Occupant[],
+  limit: number,
+): Ipv6Net[] {
   const v6 = cfg.ipv6;
   if (!v6) return [];
   const taken = new Set<bigint>();
-  const odd: Lease[] = [];
+  const odd: Occupant[] = [];
   for (const l of inNetwork6(cfg, leases)) {
     if (l.subnet6!.prefix === v6.subnetLen) taken.add(l.subnet6!.ip);
     else odd.push(l);
@@ -225,10 +239,10 @@ export function capacity6(cfg: NetworkConfig): bigint {
  * same IPv4 subnet with different IPv6 subnets, or the reverse, and both keys get created, since
  * a dual-stack key is unique only as a pair). The one written first keeps the subnet.
  */
-export function halfTakenBefore<L extends Lease>(
+export function halfTakenBefore<L extends Occupant>(
   cfg: NetworkConfig,
-  own: Lease,
-  leases: L[],
+  own: Occupant,
+  leases: readonly L[],
 ): L | null {
   return leases.find((l) =>
     l.key !== own.key && l.revision < own.revision &&

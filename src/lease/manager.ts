@@ -79,7 +79,7 @@ export class LeaseManager {
       config,
       opts,
       claims: this.#claims,
-      list: (address) => this.#listForAcquire(address),
+      list: (address, since) => this.#listForAcquire(address, since),
       held: (l) => this.#held(l),
       dropped: () => {
         this.#lease = null;
@@ -122,15 +122,22 @@ export class LeaseManager {
    * looking each up is one etcd call per lease, N² calls when N nodes join at once), and the
    * leases naming `address` (this node's) with their exact expiry, read one by one; one that
    * has expired is left out, as listLeases does. A peer's lease that has just expired still
-   * holds its subnet here until the registry deletes it (etcd: within about a second).
+   * holds its subnet here until the registry deletes it (etcd: within about a second). With
+   * `since`: only the leases written after that revision.
    */
-  async #listForAcquire(address: string): Promise<{ leases: Lease[]; revision: number }> {
+  async #listForAcquire(
+    address: string,
+    since?: number,
+  ): Promise<{ leases: Lease[]; revision: number }> {
     const recent = this.#recent;
     this.#recent = null;
-    if (recent && recent.address === address && Date.now() - recent.at < RECENT_LIST_MS) {
+    if (
+      since === undefined && recent && recent.address === address &&
+      Date.now() - recent.at < RECENT_LIST_MS
+    ) {
       return recent.list;
     }
-    const { leases, revision } = await this.registry.listPeerLeases();
+    const { leases, revision } = await this.registry.listPeerLeases(since);
     const out: Lease[] = [];
     const now = Date.now();
     for (const l of this.#decoder.decodeAll(leases)) {

@@ -30,14 +30,16 @@ function counting(r: Registry, loseCreates = 0) {
     getConfig: () => r.getConfig(),
     putConfig: (t) => r.putConfig(t),
     listLeases: () => (count("listLeases"), r.listLeases()),
-    listPeerLeases: async () => {
+    listPeerLeases: async (since) => {
       count("listPeerLeases");
+      if (since !== undefined) count("listPeerLeasesSince");
       // As etcd lists them: a TTL lease's expiry is unknown to a client that did not grant it.
-      const l = await r.listPeerLeases();
+      const l = await r.listPeerLeases(since);
       const unknown = (x: RegistryLease<WatchedExpiry>): RegistryLease<WatchedExpiry> =>
         x.expiresAt === null ? x : { ...x, expiresAt: "unknown" as const };
       return { ...l, leases: l.leases.map(unknown) };
     },
+    listLeaseKeys: () => (count("listLeaseKeys"), r.listLeaseKeys()),
     getLease: (k) => (count("getLease"), r.getLease(k)),
     createLease: (k, v, ttl) => {
       count("createLease");
@@ -90,5 +92,50 @@ Deno.test("acquire: right after findPrevious, acquisition starts from its list",
     const held = await mgr.acquire({ publicIP: "198.18.0.51", backendType: "host-gw" }, null);
     // findPrevious's list, then the check after the create: not a third.
     assert.equal(calls.get("listPeerLeases"), 2);
+    assert.equal((await r.getLease(held.key))?.revision, held.revision);
+  }));
+
+Deno.test("acquire: past the lost races one list serves, the next pick lists keys only", () =>
+  withKv(async (r) => {
+    for (let i = 1; i <= 30; i++) {
+      await r.createLease(`198.19.${i}.0-28`, value(`198.18.1.${i}`), 600);
+    }
+    const { reg, calls } = counting(r, 6);
+    const mgr = new LeaseManager(reg, cfg, { ttlSeconds: 600, renewMarginMs: 60_000 });
+    const held = await mgr.acquire({ publicIP: "198.18.0.61", backendType: "host-gw" }, null);
+    assert.equal(calls.get("createLease"), 7);
+    // One full list (values), keys only for the picks after it, and the check after the
+    // create reads only the leases written since the full list.
+    assert.equal(calls.get("listPeerLeases"), 2);
+    assert.equal(calls.get("listPeerLeasesSince"), 1);
+    assert.ok((calls.get("listLeaseKeys") ?? 0) >= 1);
+    assert.ok(!/^198\.19\.([1-9]|[12]\d|30)\.0-28$/.test(held.key), "a taken subnet was picked");
+    assert.equal((await r.getLease(held.key))?.revision, held.revision);
+  }));
+
+Deno.test("acquire: a node with our public IP that wrote between our list and our create is found", () =>
+  withKv(async (r) => {
+    const me = { publicIP: "198.18.0.71", backendType: "host-gw", nodeId: "node-a" };
+    const rivalKey = "198.19.99.0-28";
+    const { reg } = counting(r);
+    const create = reg.createLease;
+    let first = true;
+    // Just before our first create: another node (another identity) takes a lease for our IP.
+    reg.createLease = async (k, v, ttl) => {
+      if (first) {
+        first = false;
+        await r.createLease(rivalKey, encodeLeaseValue({ ...me, nodeId: "node-b" }), 600);
+      }
+      return create(k, v, ttl);
+    };
+    const mgr = new LeaseManager(reg, cfg, {
+      ttlSeconds: 600,
+      renewMarginMs: 60_000,
+      claimWaitMs: 50,
+    });
+    const held = await mgr.acquire(me, null);
+    assert.notEqual(held.key, rivalKey);
+    // Its holder never answered the claim: the lease read as dead and was released.
+    assert.equal(await r.getLease(rivalKey), null);
     assert.equal((await r.getLease(held.key))?.revision, held.revision);
   }));

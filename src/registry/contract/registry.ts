@@ -34,6 +34,12 @@ export interface RegistryLease<E extends WatchedExpiry = Expiry> {
 /** A lease as a watch's put carries it: its expiry may be `"unknown"`. */
 export type WatchedLease = RegistryLease<WatchedExpiry>;
 
+/** A stored lease's key and the revision of its last write, without its value. */
+export interface RegistryKey {
+  key: string;
+  revision: number;
+}
+
 export type LeaseChange =
   | { type: "put"; lease: WatchedLease }
   | { type: "delete"; key: string; revision: number };
@@ -62,8 +68,18 @@ export interface Registry {
   /**
    * Like listLeases, for watchers, which need the values, not the expiries: a TTL lease's expiry
    * may be "unknown" (etcd keeps only a lease id per key; looking each up is one call per lease).
+   * With `since`: only the leases written after that revision (deletes are not reported), so a
+   * node that listed at `since` reads what changed instead of every lease again.
    */
-  listPeerLeases(): Promise<{ leases: RegistryLease<WatchedExpiry>[]; revision: number }>;
+  listPeerLeases(
+    since?: number,
+  ): Promise<{ leases: RegistryLease<WatchedExpiry>[]; revision: number }>;
+  /**
+   * Every lease key with its revision, without values (etcd: a keys-only range), for choosing a
+   * free subnet: the key is the subnet. A TTL lease that has just expired may still be listed
+   * until the registry deletes it (etcd: within about a second), as by listPeerLeases.
+   */
+  listLeaseKeys(): Promise<{ keys: RegistryKey[]; revision: number }>;
   getLease(key: string): Promise<RegistryLease | null>;
   /**
    * Writes `key` only if it does not exist. ttlSeconds null = no TTL.

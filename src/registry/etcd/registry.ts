@@ -20,6 +20,7 @@ import { getLogger } from "@logtape/logtape";
 import {
   type Registry,
   RegistryError,
+  type RegistryKey,
   type RegistryLease,
   type WatchedExpiry,
   type WatchMessage,
@@ -108,16 +109,49 @@ export class EtcdRegistry implements Registry {
     return { leases: items, revision };
   }
 
-  async listPeerLeases(): Promise<{ leases: RegistryLease<WatchedExpiry>[]; revision: number }> {
+  async listPeerLeases(
+    since?: number,
+  ): Promise<{ leases: RegistryLease<WatchedExpiry>[]; revision: number }> {
     // Only expiries already known (own grants, earlier lookups); etcd removes expired keys.
     this.#expiries.prune();
-    const { items, revision } = await this.#pages((page) => {
+    const decode = (page: Page) => {
       const exp = this.#expiries.cached(
         page.filter((x) => x.kv.lease !== "0").map((x) => x.kv.lease),
       );
       return page.map(({ kv, rel }) => toLease<WatchedExpiry>(kv, rel, exp, "unknown"));
-    });
+    };
+    if (since !== undefined) {
+      // etcd filters by mod revision before replying: only what changed crosses the wire.
+      const r = await this.#call(() =>
+        this.#client.kv.range({
+          key: this.#keys.subnets,
+          range_end: this.#keys.subnetsEnd,
+          min_mod_revision: since + 1,
+        })
+      );
+      const page = r.kvs.flatMap((kv) => {
+        const rel = this.#keys.rel(kv.key);
+        return rel === null ? [] : [{ kv, rel }];
+      });
+      return { leases: decode(page), revision: Number(r.header.revision) };
+    }
+    const { items, revision } = await this.#pages(decode);
     return { leases: items, revision };
+  }
+
+  async listLeaseKeys(): Promise<{ keys: RegistryKey[]; revision: number }> {
+    const r = await this.#call(() =>
+      this.#client.kv.range({
+        key: this.#keys.subnets,
+        range_end: this.#keys.subnetsEnd,
+        keys_only: true,
+      })
+    );
+    const keys = r.kvs.flatMap((kv) => {
+      const key = this.#keys.rel(kv.key);
+      return key === null ? [] : [{ key, revision: Number(kv.mod_revision) }];
+    });
+    return { keys, revision: Number(r.header.revision) };
   }
 
   async getLease(key: string): Promise<RegistryLease | null> {

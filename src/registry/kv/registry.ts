@@ -21,11 +21,13 @@ import { Backoff, sleep } from "../../base/async.ts";
 import {
   type Registry,
   RegistryError,
+  type RegistryKey,
   type RegistryLease,
   type WatchMessage,
 } from "../contract/registry.ts";
 import { KvStore } from "./commit.ts";
 import { listLeases } from "./list.ts";
+import { keysOf, writtenSince } from "./partial_list.ts";
 import { compactLog, pollLog } from "./changelog.ts";
 import { ExpiryIndex, reapQuietly } from "./reaper.ts";
 import { FileWake, touchAfterCommit } from "./wake.ts";
@@ -300,9 +302,13 @@ export class KvRegistry implements Registry {
     });
   }
 
-  /** The same as listLeases: expiries live in the values, so they cost nothing here. */
-  listPeerLeases(): Promise<{ leases: RegistryLease[]; revision: number }> {
-    return this.listLeases();
+  /** As listLeases: expiries live in the values, so they cost nothing here. */
+  async listPeerLeases(since?: number): Promise<{ leases: RegistryLease[]; revision: number }> {
+    return writtenSince(await this.listLeases(), since);
+  }
+
+  async listLeaseKeys(): Promise<{ keys: RegistryKey[]; revision: number }> {
+    return keysOf(await this.listLeases());
   }
 
   getLease(key: string): Promise<RegistryLease | null> {

@@ -123,6 +123,31 @@ export function registryConformance(name: string, open: OpenRegistry): void {
     assertExpiry(got, 60, "stored lease");
   });
 
+  test("partial lists: the keys alone, and the leases written since a revision", async (r) => {
+    const a = await r.createLease("198.19.7.0-24", VALUE_A, 60);
+    const b = await r.createLease("198.19.8.0-24", VALUE_B, null);
+    assert.ok(a && b);
+    const keys = await r.listLeaseKeys();
+    assert.deepEqual(
+      keys.keys.map((k) => `${k.key}@${k.revision}`).sort(),
+      [`198.19.7.0-24@${a.revision}`, `198.19.8.0-24@${b.revision}`],
+    );
+    assert.ok(keys.revision >= b.revision, `keys listed at ${keys.revision} < ${b.revision}`);
+    const c = await r.createLease("198.19.9.0-24", VALUE_C, 60);
+    const a2 = await r.updateLease("198.19.7.0-24", VALUE_B, 60, a.revision);
+    assert.ok(c && a2);
+    assert.ok(await r.deleteLease("198.19.8.0-24"));
+    // Written after b: c and a's rewrite, with their values; the delete of b is not reported.
+    const since = await r.listPeerLeases(b.revision);
+    assert.deepEqual(
+      since.leases.map((l) => `${l.key}@${l.revision}=${l.value}`).sort(),
+      [`198.19.7.0-24@${a2.revision}=${VALUE_B}`, `198.19.9.0-24@${c.revision}=${VALUE_C}`],
+    );
+    assert.ok(since.revision >= a2.revision);
+    assert.deepEqual((await r.listPeerLeases(since.revision)).leases, []);
+    assert.equal((await r.listPeerLeases()).leases.length, 2, "without since: every lease");
+  });
+
   test("concurrent creates of one key: exactly one wins", async (r) => {
     const results = await Promise.all(
       [VALUE_A, VALUE_B, VALUE_C].map((v) => r.createLease("198.19.2.0-24", v, 60)),
