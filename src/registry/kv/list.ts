@@ -11,7 +11,9 @@ import { reapQuietly } from "./reaper.ts";
 /**
  * Reads the counter, lists, reads the counter again: every lease mutation bumps the counter, so
  * an unchanged versionstamp proves the list is exactly the state at that revision. A list can
- * span several KV reads, hence the check.
+ * span several KV reads, hence the check. A list that raced with writers twice takes the write
+ * lock for its next tries (writers wait for it, see write_lock.ts): with thousands of leases and
+ * a steady stream of writers it would otherwise never see a quiet moment.
  */
 export async function listLeases(
   s: KvStore,
@@ -24,7 +26,7 @@ export async function listLeases(
     // Converted as they arrive: KV entries (key arrays, versionstamps) are not kept for 5000 leases.
     const leases: RegistryLease[] = [];
     const expired: string[] = [];
-    const got = await s.retryLocked("list of leases", async () => {
+    const read = async () => {
       leases.length = 0;
       expired.length = 0;
       now = Date.now();
@@ -38,7 +40,12 @@ export async function listLeases(
       }
       const c2 = await s.kv.get<number>(s.keys.counter);
       return c1.versionstamp === c2.versionstamp ? { revision: c1.value ?? 0 } : null;
-    }, deadline.remaining());
+    };
+    const got = await s.retryLocked(
+      "list of leases",
+      () => attempt > 2 ? s.exclusive("list of leases", deadline.remaining(), read) : read(),
+      deadline.remaining(),
+    );
     if (got) {
       for (const key of expired) await reapQuietly(s, key);
       return { leases, revision: got.revision };

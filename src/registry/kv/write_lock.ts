@@ -1,0 +1,187 @@
+/**
+ * Queueing the writers of a local Deno KV file. Every lease mutation checks the one revision
+ * counter (see commit.ts), so concurrent optimistic writers mostly lose and retry: with ~1000
+ * nodes joining at once they ran out of their budget. Instead a writer holds an exclusive
+ * `flock(2)` on a sibling file, `<kv file>.lock`, for the read-check-commit of one mutation:
+ * writers on this host (processes, Workers, handles) wait their turn instead of conflicting.
+ * Within one handle the waiters queue first-in first-out, so only one of them waits in the kernel,
+ * and the lock passes from one to the next without leaving the handle, for up to
+ * {@link MAX_TURNS} mutations or {@link MAX_HOLD_MS}: then it is released, so that the other
+ * processes' writers get their turn.
+ *
+ * The lock file is never the database: closing any descriptor of a file drops the process's
+ * POSIX locks on it, SQLite's included (see wake.ts). flock locks belong to the open file, so two
+ * handles in one process exclude each other too, and a dead holder's lock goes with it. The file
+ * is never removed (a new inode at the path would split the queue). The commit still checks the
+ * counter, so writers without the lock (KV Connect, older agents, a lock file that cannot be
+ * opened) stay correct, only slower under contention.
+ *
+ * Every wait is bounded: {@link WriteLock.acquire} returns null when its deadline passes (the
+ * caller names the lock file in its error). A kernel wait cannot be cancelled, so on a timeout
+ * the descriptor is closed and the lock, if granted later, is dropped with it.
+ *
+ * @example
+ * ```ts
+ * const lock = new WriteLock("/var/lib/weft/registry.kv.lock");
+ * const release = await lock.acquire(10_000); // null: still held by another writer after 10 s
+ * try { ... read, check, commit ... } finally { release?.(); }
+ * await lock.close();
+ * ```
+ */
+import { getLogger } from "@logtape/logtape";
+import { Deadline, withTimeout } from "../../base/async.ts";
+import { metrics } from "../../base/metrics.ts";
+
+const log = getLogger(["weft", "registry"]);
+
+const lockTimeouts = metrics.counter(
+  "weft_registry_kv_write_lock_timeouts_total",
+  "Deno KV writes that gave up waiting for the write lock file.",
+);
+
+/** Mutations in a row one handle may make without releasing the file lock, when it has waiters. */
+export const MAX_TURNS = 32;
+/** How long one handle may keep the file lock for its own waiters, ms. */
+export const MAX_HOLD_MS = 10;
+
+/** True when `p` settled within `ms` (a timer that is always cleared). */
+async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<false>((r) => timer = setTimeout(() => r(false), ms));
+  try {
+    return await Promise.race([p.then(() => true, () => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export class WriteLock {
+  #file: Deno.FsFile | null = null;
+  /** Set when the lock file cannot be used: writers go optimistic (said once). */
+  #unusable = false;
+  /** Settles when the last waiter in this handle has had its turn. */
+  #tail: Promise<void> = Promise.resolve();
+  /** The file lock is held by this handle (possibly between two of its waiters). */
+  #held = false;
+  #heldSince = 0;
+  #turns = 0;
+  /** Waiters in this handle that have not had their turn yet. */
+  #waiting = 0;
+  /** Kernel waits given up on (their descriptor closed); close() lets them finish. */
+  #abandoned = new Set<Promise<unknown>>();
+
+  /** `path`: the lock file, `<kv file>.lock`; created (mode 0644) on first use. */
+  constructor(readonly path: string) {}
+
+  /** The lock file of the KV file at `kvPath`. */
+  static of(kvPath: string): WriteLock {
+    return new WriteLock(`${kvPath}.lock`);
+  }
+
+  /**
+   * Waits for the lock, at most `ms`: first for this handle's earlier waiters, then for other
+   * holders. Returns the release (call it once, after the commit), or null when the wait timed
+   * out. Without a usable lock file it returns at this handle's turn (optimistic writes).
+   */
+  async acquire(ms: number): Promise<(() => void) | null> {
+    const deadline = new Deadline(ms);
+    const prev = this.#tail;
+    let done!: () => void;
+    this.#tail = new Promise<void>((r) => done = r);
+    this.#waiting++;
+    if (!(await settlesWithin(prev, deadline.remaining()))) {
+      // Keep the queue going past this waiter; with nobody after it, let the file lock go.
+      prev.then(() => {
+        if (--this.#waiting === 0) this.#unlock();
+        done();
+      });
+      lockTimeouts.inc();
+      return null;
+    }
+    this.#waiting--;
+    if (!this.#held) {
+      const f = this.#open();
+      if (!f) return done;
+      const locking = f.lock(true);
+      if (!(await settlesWithin(locking, deadline.remaining()))) {
+        // The kernel wait goes on; closing the file drops the lock with the file once granted.
+        this.#file = null;
+        const p = locking.catch(() => {}).finally(() => this.#abandoned.delete(p));
+        this.#abandoned.add(p);
+        f.close();
+        done();
+        lockTimeouts.inc();
+        return null;
+      }
+      try {
+        await locking;
+      } catch (e) {
+        this.#giveUp(`cannot lock it (${(e as Error).message})`);
+        return done;
+      }
+      this.#held = true;
+      this.#heldSince = Date.now();
+      this.#turns = 0;
+    }
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const keep = this.#waiting > 0 && ++this.#turns < MAX_TURNS &&
+        Date.now() - this.#heldSince < MAX_HOLD_MS;
+      if (!keep) this.#unlock();
+      done();
+    };
+  }
+
+  #unlock(): void {
+    if (!this.#held) return;
+    this.#held = false;
+    try {
+      this.#file?.unlockSync();
+    } catch { /* closed: the lock went with it */ }
+  }
+
+  #open(): Deno.FsFile | null {
+    if (this.#unusable) return null;
+    if (!this.#file) {
+      try {
+        this.#file = Deno.openSync(this.path, {
+          read: true,
+          write: true,
+          create: true,
+          mode: 0o644,
+        });
+      } catch (e) {
+        this.#giveUp(`cannot open it (${(e as Error).message})`);
+      }
+    }
+    return this.#file;
+  }
+
+  #giveUp(why: string): void {
+    this.#unusable = true;
+    log.warn(
+      "KV write lock {path}: {why}; writers on this KV file race optimistically instead, " +
+        "which fails under heavy contention (make the KV file's directory writable)",
+      { path: this.path, why },
+    );
+    try {
+      this.#file?.close();
+    } catch { /* already closed */ }
+    this.#file = null;
+  }
+
+  /** Closes the lock file, after at most 1 s for kernel waits given up on. Idempotent. */
+  async close(): Promise<void> {
+    this.#held = false;
+    try {
+      this.#file?.close();
+    } catch { /* already closed */ }
+    this.#file = null;
+    if (this.#abandoned.size) {
+      await withTimeout(Promise.allSettled([...this.#abandoned]), 1000, "abandoned lock waits")
+        .catch(() => {});
+    }
+  }
+}
