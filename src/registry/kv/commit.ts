@@ -81,8 +81,9 @@ export class KvStore {
    */
   async exclusive<T>(what: string, ms: number, fn: () => Promise<T>): Promise<T> {
     if (!this.lock) return await fn();
-    const release = await this.lock.acquire(ms);
+    const release = await this.lock.acquire(ms, this.closing);
     if (!release) {
+      this.#checkOpen();
       throw new KvBusyError(
         `Deno KV ${what} waited ${ms} ms for the write lock ${this.lock.path} and did not get ` +
           `it: another writer holds it that long (a stopped or hung process? see who has it ` +

@@ -17,7 +17,7 @@
  * opened) stay correct, only slower under contention.
  *
  * Every wait is bounded: {@link WriteLock.acquire} returns null when its deadline passes (the
- * caller names the lock file in its error). A kernel wait cannot be cancelled, so on a timeout
+ * caller names the lock file in its error) or the registry closes. A kernel wait cannot be cancelled, so on a timeout
  * the descriptor is closed and the lock, if granted later, is dropped with it.
  *
  * @example
@@ -44,14 +44,21 @@ export const MAX_TURNS = 32;
 /** How long one handle may keep the file lock for its own waiters, ms. */
 export const MAX_HOLD_MS = 10;
 
-/** True when `p` settled within `ms` (a timer that is always cleared). */
-async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+/** True when `p` settled within `ms` and before `signal` aborted (a timer always cleared). */
+async function settlesWithin(p: Promise<unknown>, ms: number, signal?: AbortSignal) {
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<false>((r) => timer = setTimeout(() => r(false), ms));
+  let onAbort = () => {};
+  const late = new Promise<false>((r) => {
+    timer = setTimeout(() => r(false), ms);
+    onAbort = () => r(false);
+    if (signal?.aborted) r(false);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
   try {
     return await Promise.race([p.then(() => true, () => true), late]);
   } finally {
     clearTimeout(timer);
+    signal?.removeEventListener("abort", onAbort);
   }
 }
 
@@ -81,21 +88,22 @@ export class WriteLock {
   /**
    * Waits for the lock, at most `ms`: first for this handle's earlier waiters, then for other
    * holders. Returns the release (call it once, after the commit), or null when the wait timed
-   * out. Without a usable lock file it returns at this handle's turn (optimistic writes).
+   * out or `signal` aborted. Without a usable lock file it returns at this handle's turn
+   * (optimistic writes).
    */
-  async acquire(ms: number): Promise<(() => void) | null> {
+  async acquire(ms: number, signal?: AbortSignal): Promise<(() => void) | null> {
     const deadline = new Deadline(ms);
     const prev = this.#tail;
     let done!: () => void;
     this.#tail = new Promise<void>((r) => done = r);
     this.#waiting++;
-    if (!(await settlesWithin(prev, deadline.remaining()))) {
+    if (!(await settlesWithin(prev, deadline.remaining(), signal))) {
       // Keep the queue going past this waiter; with nobody after it, let the file lock go.
       prev.then(() => {
         if (--this.#waiting === 0) this.#unlock();
         done();
       });
-      lockTimeouts.inc();
+      if (!signal?.aborted) lockTimeouts.inc();
       return null;
     }
     this.#waiting--;
@@ -103,14 +111,14 @@ export class WriteLock {
       const f = this.#open();
       if (!f) return done;
       const locking = f.lock(true);
-      if (!(await settlesWithin(locking, deadline.remaining()))) {
+      if (!(await settlesWithin(locking, deadline.remaining(), signal))) {
         // The kernel wait goes on; closing the file drops the lock with the file once granted.
         this.#file = null;
         const p = locking.catch(() => {}).finally(() => this.#abandoned.delete(p));
         this.#abandoned.add(p);
         f.close();
         done();
-        lockTimeouts.inc();
+        if (!signal?.aborted) lockTimeouts.inc();
         return null;
       }
       try {
