@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { KvBusyError, openKvRegistry } from "../../src/registry/kv/mod.ts";
 import { metrics } from "../../src/base/metrics.ts";
-import { runOk } from "../kit/proc.ts";
+import { runOk, waitFor } from "../kit/proc.ts";
 
 const PREFIX = "/weft-test";
 const value = (id: number) => `{"PublicIP":"198.18.7.${id}","PublicIPv6":null}`;
@@ -126,6 +126,43 @@ Deno.test("kv: without a usable lock file writers fall back to the optimistic co
     assert.ok(ls.every((l) => l !== null));
     assert.equal((await reg.listLeases()).leases.length, 3);
   } finally {
+    await reg.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** Threads of this process blocked in flock(2) (their kernel wait channel). */
+function threadsInFlock(): number {
+  let n = 0;
+  for (const t of Deno.readDirSync("/proc/self/task")) {
+    try {
+      if (/lock_inode_wait|flock/.test(Deno.readTextFileSync(`/proc/self/task/${t.name}/wchan`))) {
+        n++;
+      }
+    } catch { /* the thread ended */ }
+  }
+  return n;
+}
+
+Deno.test("kv: writes that time out on the write lock leave one kernel wait, not one each", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "weft-kv-lock-" });
+  const path = `${dir}/r.kv`;
+  const reg = await openKvRegistry({ path, prefix: PREFIX, retryMs: 200 });
+  const holder = await Deno.open(`${path}.lock`, { read: true, write: true, create: true });
+  try {
+    await holder.lock(true);
+    await assert.rejects(reg.createLease("198.19.3.0-29", value(3), 60), KvBusyError);
+    await waitFor("the write's kernel wait for the lock", () => threadsInFlock() === 1, {
+      timeoutMs: 10_000,
+    });
+    for (let i = 1; i <= 4; i++) {
+      await assert.rejects(reg.createLease(`198.19.3.${i * 8}-29`, value(3), 60), KvBusyError);
+    }
+    assert.equal(threadsInFlock(), 1, "5 timed-out writes: still one wait in flock(2)");
+    await holder.unlock();
+    assert.ok(await reg.createLease("198.19.3.0-29", value(3), 60));
+  } finally {
+    holder.close();
     await reg.close();
     await Deno.remove(dir, { recursive: true });
   }

@@ -17,8 +17,10 @@
  * opened) stay correct, only slower under contention.
  *
  * Every wait is bounded: {@link WriteLock.acquire} returns null when its deadline passes (the
- * caller names the lock file in its error) or the registry closes. A kernel wait cannot be cancelled, so on a timeout
- * the descriptor is closed and the lock, if granted later, is dropped with it.
+ * caller names the lock file in its error) or the registry closes. A kernel wait cannot be
+ * cancelled, so a handle has at most one: the next waiter takes it over, and a lock granted with
+ * nobody waiting is let go at once (an abandoned wait per timeout piled up thousands of threads
+ * in flock(2), each taking its turn at the lock, and the queue stalled).
  *
  * @example
  * ```ts
@@ -74,8 +76,10 @@ export class WriteLock {
   #turns = 0;
   /** Waiters in this handle that have not had their turn yet. */
   #waiting = 0;
-  /** Kernel waits given up on (their descriptor closed); close() lets them finish. */
-  #abandoned = new Set<Promise<unknown>>();
+  /** The kernel wait for the file lock, at most one per handle; it outlives a waiter's deadline. */
+  #pending: Promise<void> | null = null;
+  /** A waiter whose turn it is waits for {@link #pending}. */
+  #turnWaiting = false;
 
   /** `path`: the lock file, `<kv file>.lock`; created (mode 0644) on first use. */
   constructor(readonly path: string) {}
@@ -100,7 +104,7 @@ export class WriteLock {
     if (!(await settlesWithin(prev, deadline.remaining(), signal))) {
       // Keep the queue going past this waiter; with nobody after it, let the file lock go.
       prev.then(() => {
-        if (--this.#waiting === 0) this.#unlock();
+        if (--this.#waiting === 0 && !this.#pending) this.#unlock();
         done();
       });
       if (!signal?.aborted) lockTimeouts.inc();
@@ -108,28 +112,19 @@ export class WriteLock {
     }
     this.#waiting--;
     if (!this.#held) {
-      const f = this.#open();
-      if (!f) return done;
-      const locking = f.lock(true);
-      if (!(await settlesWithin(locking, deadline.remaining(), signal))) {
-        // The kernel wait goes on; closing the file drops the lock with the file once granted.
-        this.#file = null;
-        const p = locking.catch(() => {}).finally(() => this.#abandoned.delete(p));
-        this.#abandoned.add(p);
-        f.close();
+      const pending = this.#pending ?? this.#lock();
+      if (!pending) return done; // no usable lock file: optimistic
+      this.#turnWaiting = true;
+      const got = await settlesWithin(pending, deadline.remaining(), signal);
+      this.#turnWaiting = false;
+      if (!this.#held) {
+        if (got && this.#unusable) return done; // the lock failed: optimistic
+        // The kernel wait goes on (it cannot be cancelled): the next waiter takes it over, and
+        // with nobody left, the lock is let go as soon as it is granted.
         done();
         if (!signal?.aborted) lockTimeouts.inc();
         return null;
       }
-      try {
-        await locking;
-      } catch (e) {
-        this.#giveUp(`cannot lock it (${(e as Error).message})`);
-        return done;
-      }
-      this.#held = true;
-      this.#heldSince = Date.now();
-      this.#turns = 0;
     }
     let released = false;
     return () => {
@@ -140,6 +135,25 @@ export class WriteLock {
       if (!keep) this.#unlock();
       done();
     };
+  }
+
+  /** Starts the one kernel wait of this handle for the file lock (null: no usable file). */
+  #lock(): Promise<void> | null {
+    const f = this.#open();
+    if (!f) return null;
+    const p = f.lock(true).then(() => {
+      this.#held = true;
+      this.#heldSince = Date.now();
+      this.#turns = 0;
+      // Granted after its waiter gave up, with nobody else waiting: let it go at once.
+      if (!this.#turnWaiting && this.#waiting === 0) this.#unlock();
+    }, (e) => {
+      this.#giveUp(`cannot lock it (${(e as Error).message})`);
+    }).finally(() => {
+      this.#pending = null;
+    });
+    this.#pending = p;
+    return p;
   }
 
   #unlock(): void {
@@ -180,16 +194,15 @@ export class WriteLock {
     this.#file = null;
   }
 
-  /** Closes the lock file, after at most 1 s for kernel waits given up on. Idempotent. */
+  /** Closes the lock file, after at most 1 s for a kernel wait still going on. Idempotent. */
   async close(): Promise<void> {
     this.#held = false;
     try {
-      this.#file?.close();
+      this.#file?.close(); // a wait still going on keeps the file open until it ends
     } catch { /* already closed */ }
     this.#file = null;
-    if (this.#abandoned.size) {
-      await withTimeout(Promise.allSettled([...this.#abandoned]), 1000, "abandoned lock waits")
-        .catch(() => {});
+    if (this.#pending) {
+      await withTimeout(this.#pending, 1000, "lock wait").catch(() => {});
     }
   }
 }
