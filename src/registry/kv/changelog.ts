@@ -64,6 +64,26 @@ export async function compactLog(s: KvStore, keepLog: number, keepLogMs: number)
 }
 
 /**
+ * The change-log entries after revision `pos` up to `rev`, or null when they are not all there
+ * (compacted away, or the counter moved without a log entry: a reopened file).
+ */
+export async function readLog(
+  s: KvStore,
+  pos: number,
+  rev: number,
+): Promise<Deno.KvEntry<LogEntry>[] | null> {
+  const out: Deno.KvEntry<LogEntry>[] = [];
+  const it = s.kv.list<LogEntry>({
+    start: s.keys.logAt(pos + 1),
+    end: s.keys.logAt(rev + 1),
+  }, { batchSize: SCAN_BATCH });
+  for await (const e of it) out.push(e);
+  const contiguous = out.length === rev - pos &&
+    out.every((e, i) => lastPart(e.key) === pos + 1 + i);
+  return contiguous ? out : null;
+}
+
+/**
  * One poll: the messages that bring a watcher at `pos` up to date (none when nothing moved).
  * The log read must be gap-free from pos+1; a gap means compaction removed history (or the
  * store was reset), and the watcher gets a snapshot from `list` instead.
@@ -77,18 +97,8 @@ export async function pollLog(
   const rev = c.value ?? 0;
   if (rev === pos) return [];
   if (rev > pos) {
-    const entries = await s.retryLocked("read of change log", async () => {
-      const out: Deno.KvEntry<LogEntry>[] = [];
-      const it = s.kv.list<LogEntry>({
-        start: s.keys.logAt(pos + 1),
-        end: s.keys.logAt(rev + 1),
-      }, { batchSize: SCAN_BATCH });
-      for await (const e of it) out.push(e);
-      return out;
-    });
-    const contiguous = entries.length === rev - pos &&
-      entries.every((e, i) => lastPart(e.key) === pos + 1 + i);
-    if (contiguous) return toMessages(entries);
+    const entries = await s.retryLocked("read of change log", () => readLog(s, pos, rev));
+    if (entries) return toMessages(entries);
     log.info("watch at revision {pos} fell behind the compacted change log; re-listing", { pos });
   } else {
     log.warn(

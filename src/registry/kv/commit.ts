@@ -1,13 +1,16 @@
 /**
  * Committing to Deno KV under contention: SQLite's "database is locked" is retried with jittered
  * backoff (5 ms doubling to 200 ms) within a time budget, and every lease mutation is ONE atomic
- * commit that writes the lease, bumps the revision counter and appends the change log, re-read
- * and retried when another writer moved the counter first.
+ * commit that writes the lease, bumps the revision counter and appends the change log. On a local
+ * file the read-check-commit runs under the write lock (write_lock.ts), so writers queue; the
+ * commit still checks the counter, and a writer without the lock that lost the race re-reads and
+ * retries.
  */
 import { metrics } from "../../base/metrics.ts";
 import { Backoff, Deadline, sleep } from "../../base/async.ts";
 import { RegistryError, type RegistryLease } from "../contract/registry.ts";
 import { type KvKeys, type LogEntry, type StoredLease, toLease } from "./layout.ts";
+import type { WriteLock } from "./write_lock.ts";
 
 export const lockRetries = metrics.counter(
   "weft_registry_kv_lock_retries_total",
@@ -56,6 +59,9 @@ export type Decide<T> = (
   writer: string,
 ) => Decision<T>;
 
+/** One try of a mutation: lost the race, or done (with the revisions it moved, if it wrote). */
+type Attempt<T> = { done: false } | { done: true; value: T; committed?: [number, number] };
+
 export class KvStore {
   constructor(
     readonly kv: Deno.Kv,
@@ -65,7 +71,31 @@ export class KvStore {
     readonly closing: AbortSignal,
     /** Called after a mutation committed, with the revisions before and after it. */
     private readonly afterCommit: (from: number, to: number) => Promise<void>,
+    /** The local file's write lock (null: KV Connect, or disabled: optimistic writes). */
+    readonly lock: WriteLock | null = null,
   ) {}
+
+  /**
+   * Runs `fn` holding the write lock (at once without one); waits for it at most `ms`, then
+   * throws KvBusyError naming the lock file. Never holds it across a retry's sleep.
+   */
+  async exclusive<T>(what: string, ms: number, fn: () => Promise<T>): Promise<T> {
+    if (!this.lock) return await fn();
+    const release = await this.lock.acquire(ms, this.closing);
+    if (!release) {
+      this.#checkOpen();
+      throw new KvBusyError(
+        `Deno KV ${what} waited ${ms} ms for the write lock ${this.lock.path} and did not get ` +
+          `it: another writer holds it that long (a stopped or hung process? see who has it ` +
+          `open: fuser -v ${this.lock.path}); retry later`,
+      );
+    }
+    try {
+      return await fn();
+    } finally {
+      release();
+    }
+  }
 
   #checkOpen(): void {
     if (this.closing.aborted) throw new RegistryError("the KV registry is closed");
@@ -114,46 +144,50 @@ export class KvStore {
     let ambiguous = false;
     for (let attempt = 1;; attempt++) {
       const out = await this.retryLocked(what, async () => {
-        ambiguous ||= committing;
-        committing = false;
-        const [c, cur] = await this.kv.getMany<[number, StoredLease]>([k.counter, lk]);
-        const now = Date.now();
-        const d = decide(cur.value, now, ambiguous, writer);
-        if (d.kind === "return") return { done: true as const, value: d.value };
-        const from = c.value ?? 0;
-        let rev = from + 1;
-        const op = this.kv.atomic().check(c).check(cur);
-        let result: T;
-        if (d.kind === "put") {
-          if (d.replacesExpired) {
-            op.set(k.logAt(rev++), { type: "delete", key, at: now } satisfies LogEntry);
+        const r = await this.exclusive<Attempt<T>>(what, deadline.remaining(), async () => {
+          ambiguous ||= committing;
+          committing = false;
+          const [c, cur] = await this.kv.getMany<[number, StoredLease]>([k.counter, lk]);
+          const now = Date.now();
+          const d = decide(cur.value, now, ambiguous, writer);
+          if (d.kind === "return") return { done: true, value: d.value };
+          const from = c.value ?? 0;
+          let rev = from + 1;
+          const op = this.kv.atomic().check(c).check(cur);
+          let result: T;
+          if (d.kind === "put") {
+            if (d.replacesExpired) {
+              op.set(k.logAt(rev++), { type: "delete", key, at: now } satisfies LogEntry);
+            }
+            const stored: StoredLease = {
+              value: d.value,
+              expiresAt: d.expiresAt,
+              revision: rev,
+              writer,
+            };
+            const entry: LogEntry = {
+              type: "put",
+              key,
+              value: d.value,
+              expiresAt: d.expiresAt,
+              at: now,
+            };
+            op.set(lk, stored).set(k.logAt(rev), entry);
+            result = d.result(toLease(key, stored));
+          } else {
+            op.delete(lk).set(k.logAt(rev), { type: "delete", key, at: now } satisfies LogEntry);
+            result = d.result;
           }
-          const stored: StoredLease = {
-            value: d.value,
-            expiresAt: d.expiresAt,
-            revision: rev,
-            writer,
-          };
-          const entry: LogEntry = {
-            type: "put",
-            key,
-            value: d.value,
-            expiresAt: d.expiresAt,
-            at: now,
-          };
-          op.set(lk, stored).set(k.logAt(rev), entry);
-          result = d.result(toLease(key, stored));
-        } else {
-          op.delete(lk).set(k.logAt(rev), { type: "delete", key, at: now } satisfies LogEntry);
-          result = d.result;
-        }
-        op.set(k.counter, rev);
-        committing = true;
-        const res = await op.commit();
-        committing = false;
-        if (!res.ok) return { done: false as const };
-        await this.afterCommit(from, rev);
-        return { done: true as const, value: result };
+          op.set(k.counter, rev);
+          committing = true;
+          const res = await op.commit();
+          committing = false;
+          if (!res.ok) return { done: false };
+          return { done: true, value: result, committed: [from, rev] };
+        });
+        // Outside the lock: the wake-up touch and, now and then, a compaction.
+        if (r.done && r.committed) await this.afterCommit(r.committed[0], r.committed[1]);
+        return r;
       }, deadline.remaining());
       if (out.done) return out.value;
       conflictRetries.inc();
