@@ -25,7 +25,7 @@ import { median, ratio, Report, round } from "./lib/report.ts";
 import { load1, memAvailableMiB } from "./lib/sys.ts";
 import { type SimResult, simulate, type Target } from "./scale/simulate.ts";
 import { agentIdle, type IdleRow } from "./scale/agent_idle.ts";
-import { eventCost, type EventCostRow } from "./scale/event_cost.ts";
+import { eventCost, type EventCostOptions, type EventCostRow } from "./scale/event_cost.ts";
 
 const { values: v } = parseArgs({
   args: Deno.args,
@@ -63,7 +63,7 @@ if (v.help) {
       "  [--etcd-clients worker|node] [--wave-size 0] [--wave-interval-ms 1000]\n" +
       '  [--peers 5000] [--idle-seconds 20] [--peer-ttl 600]   (--sizes "": idle agents only)\n' +
       "  [--event-peers 5,5000] [--events 1000] [--event-spacing-ms 10] [--event-idle-seconds 10]\n" +
-      "  [--event-backend vxlan|alloc] [--event-v8-flags=--prof,--logfile=/tmp/weft-%p.log]\n" +
+      "  [--event-backend vxlan|udp|alloc] [--event-v8-flags=--prof,--logfile=/tmp/weft-%p.log]\n" +
       "  (CPU per peer event; --peers 0 skips the idle phase)",
   );
   Deno.exit(0);
@@ -89,8 +89,12 @@ const eventRows: EventCostRow[] = [];
 try {
   const eventPeers = v["event-peers"].split(",").filter(Boolean).map(Number);
   if (eventPeers.length) {
-    if (!["vxlan", "alloc"].includes(v["event-backend"])) {
-      throw new Error(`--event-backend ${v["event-backend"]}: say vxlan or alloc`);
+    if (!["vxlan", "udp", "alloc"].includes(v["event-backend"])) {
+      throw new Error(
+        `--event-backend ${
+          v["event-backend"]
+        }: say vxlan, udp or alloc (host-gw needs on-link peers)`,
+      );
     }
     for (const kind of registries) {
       for (const p of eventPeers) {
@@ -101,7 +105,7 @@ try {
           events: Number(v.events),
           spacingMs: Number(v["event-spacing-ms"]),
           idleSeconds: Number(v["event-idle-seconds"]),
-          backend: v["event-backend"] as "vxlan" | "alloc",
+          backend: v["event-backend"] as EventCostOptions["backend"],
           ttlSeconds: Number(v["peer-ttl"]) > 0 ? Number(v["peer-ttl"]) : null,
           v8Flags: v["event-v8-flags"].split(",").filter(Boolean),
         });

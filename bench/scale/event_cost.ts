@@ -47,7 +47,7 @@ export interface EventCostOptions {
   spacingMs: number;
   /** Length of each idle window (one before the events, one after). */
   idleSeconds: number;
-  backend: "vxlan" | "alloc";
+  backend: "vxlan" | "udp" | "alloc";
   /** TTL of the peer leases and of the event leases (null: none). */
   ttlSeconds: number | null;
   /** More V8 flags for the agent (e.g. `--prof --logfile=/tmp/weft-%p.log` to profile it). */
