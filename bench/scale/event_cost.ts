@@ -70,6 +70,8 @@ export interface EventCostRow {
   /** etcd only: the writer's own gRPC calls per event, by method (measured without the agent). */
   writerCallsPerEvent?: Record<string, number>;
   load1: [number, number];
+  /** GCs in the agent's log over the event windows (only with `--trace-gc` in v8Flags). */
+  gcs?: { markCompact: number; scavenge: number };
   error?: string;
 }
 
@@ -267,6 +269,7 @@ export async function eventCost(o: EventCostOptions): Promise<EventCostRow> {
         const calls0 = o.kind === "etcd" ? await etcdCalls(c) : null;
         let ticks = 0;
         let ms = 0;
+        const log0 = agent.log().length;
         for (const del of [false, true]) {
           const w = await writer(c, o, eventArgs(o, first, del));
           const want = applied0 + (del ? o.events : o.events / 2);
@@ -281,6 +284,12 @@ export async function eventCost(o: EventCostOptions): Promise<EventCostRow> {
           ms += end[0] - start[0];
         }
         const calls1 = o.kind === "etcd" ? await etcdCalls(c) : null;
+        // With --event-v8-flags=--trace-gc: the agent's GCs during the event windows.
+        const gcLog = agent.log().slice(log0);
+        row.gcs = {
+          markCompact: gcLog.split("Mark-Compact").length - 1,
+          scavenge: gcLog.split("Scavenge").length - 1,
+        };
         row.events = (await metric("weft_peer_events_applied_total")) - applied0;
         const idleAfter = await idle();
         const idleRate = (idleBefore + idleAfter) / 2; // CPU s per s
