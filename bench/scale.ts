@@ -8,23 +8,26 @@
  * how the renewals of leases created together are spread. Then the real thing for memory: one
  * `weft run` agent with `--peers` (5000) peer leases next to one with none, idle
  * (`scale/agent_idle.ts`), and the agent's whole periodic round with that many peers programmed
- * (`scale/relist.ts` roundCost, per `--round-backends`). Prints tables, writes
- * bench/results/scale-<timestamp>.json.
+ * (`scale/relist.ts` roundCost, per `--round-backends`). With `--event-peers 5,5000`: one real
+ * agent's CPU per peer event with that many peers, and the ratio between them
+ * (`scale/event_cost.ts`). Prints tables, writes bench/results/scale-<timestamp>.json.
  *
  * @example
  * ```sh
  * deno run -A bench/scale.ts                                  # kv and etcd, N = 100,1000,5000
  * deno run -A bench/scale.ts --registries kv --sizes 100,1000 --steady-seconds 10
  * deno run -A bench/scale.ts --sizes "" --peers 5000            # only the idle-agent phase
+ * deno run -A bench/scale.ts --sizes "" --peers 0 --event-peers 5,5000   # only CPU per event
  * ```
  */
 import { parseArgs } from "node:util";
 import { startEtcd } from "../test/kit/etcd.ts";
-import { Report, round } from "./lib/report.ts";
+import { median, ratio, Report, round } from "./lib/report.ts";
 import { load1, memAvailableMiB } from "./lib/sys.ts";
 import { type SimResult, simulate, type Target } from "./scale/simulate.ts";
 import { agentIdle, type IdleRow } from "./scale/agent_idle.ts";
 import { type RoundCost, roundCost } from "./scale/relist.ts";
+import { eventCost, type EventCostOptions, type EventCostRow } from "./scale/event_cost.ts";
 
 const { values: v } = parseArgs({
   args: Deno.args,
@@ -49,6 +52,12 @@ const { values: v } = parseArgs({
     "peer-ttl": { type: "string", default: "600" },
     "round-backends": { type: "string", default: "vxlan,host-gw" },
     "round-reps": { type: "string", default: "10" },
+    "event-peers": { type: "string", default: "" },
+    events: { type: "string", default: "1000" },
+    "event-spacing-ms": { type: "string", default: "10" },
+    "event-idle-seconds": { type: "string", default: "10" },
+    "event-backend": { type: "string", default: "vxlan" },
+    "event-v8-flags": { type: "string", default: "" },
     help: { type: "boolean", default: false },
   },
 });
@@ -60,7 +69,10 @@ if (v.help) {
       "  [--etcd-clients worker|node] [--wave-size 0] [--wave-interval-ms 1000]\n" +
       "  [--call-timeout-s 10] [--list-concurrency 25]\n" +
       "  [--peers 5000] [--idle-seconds 20] [--peer-ttl 600]\n" +
-      '  [--round-backends vxlan,host-gw] [--round-reps 10]   (--sizes "": --peers phases only)',
+      "  [--round-backends vxlan,host-gw] [--round-reps 10]\n" +
+      "  [--event-peers 5,5000] [--events 1000] [--event-spacing-ms 10] [--event-idle-seconds 10]\n" +
+      "  [--event-backend vxlan|udp|alloc] [--event-v8-flags=--prof,--logfile=/tmp/weft-%p.log]\n" +
+      '  (--sizes "": the --peers phases only; --peers 0 skips them; --event-peers: CPU per event)',
   );
   Deno.exit(0);
 }
@@ -81,7 +93,37 @@ const etcd = registries.includes("etcd") ? await startEtcd() : null;
 const dir = await Deno.makeTempDir({ prefix: `weft-bench-scale-${runId}-` });
 const results: SimResult[] = [];
 const idle: IdleRow[] = [];
+const eventRows: EventCostRow[] = [];
 try {
+  const eventPeers = v["event-peers"].split(",").filter(Boolean).map(Number);
+  if (eventPeers.length) {
+    if (!["vxlan", "udp", "alloc"].includes(v["event-backend"])) {
+      throw new Error(
+        `--event-backend ${
+          v["event-backend"]
+        }: say vxlan, udp or alloc (host-gw needs on-link peers)`,
+      );
+    }
+    for (const kind of registries) {
+      for (const p of eventPeers) {
+        console.log(`  ${kind}: CPU per peer event, one agent with ${p} peers ...`);
+        const r = await eventCost({
+          kind,
+          peers: p,
+          events: Number(v.events),
+          spacingMs: Number(v["event-spacing-ms"]),
+          idleSeconds: Number(v["event-idle-seconds"]),
+          backend: v["event-backend"] as EventCostOptions["backend"],
+          ttlSeconds: Number(v["peer-ttl"]) > 0 ? Number(v["peer-ttl"]) : null,
+          v8Flags: v["event-v8-flags"].split(",").filter(Boolean),
+        });
+        eventRows.push(r);
+        if (r.error) report.problem(`event cost ${kind} P=${p}: ${r.error}`);
+      }
+    }
+    report.data.eventCost = eventRows;
+    eventCostSection(eventRows);
+  }
   if (Number(v.peers) > 0) {
     for (const kind of registries) {
       console.log(`  ${kind}: one agent with ${v.peers} peers, one with none, idle ...`);
@@ -304,3 +346,77 @@ if (results.length) {
   );
 }
 console.log(`\nresults: ${await report.write()}`);
+
+function eventCostSection(rows: EventCostRow[]) {
+  const calls = (r: EventCostRow, m: string | null) => {
+    if (!r.callsPerEvent) return null;
+    const e = Object.entries(r.callsPerEvent);
+    return e.filter(([k]) => m ? k === m : k !== "Range").reduce((a, [, n]) => a + n, 0);
+  };
+  report.section(
+    `CPU per peer event: one agent (${v["event-backend"]}), ${v.events} lease changes ${
+      v["event-spacing-ms"]
+    } ms apart`,
+    [
+      "registry",
+      "peers",
+      "events",
+      "event s",
+      "event CPU ms",
+      "idle % before",
+      "idle % after",
+      "CPU µs/event",
+      "vs fewest peers",
+      "Range/event",
+      "other calls/event",
+      "load before",
+      "load after",
+    ],
+    rows.map((r) => {
+      const base = rows.find((b) => b.kind === r.kind && !b.error);
+      return [
+        r.kind,
+        r.peers,
+        r.events,
+        round(r.eventSeconds),
+        round(r.eventCpuMs),
+        round(r.idleCpuPct[0]),
+        round(r.idleCpuPct[1]),
+        round(r.cpuUsPerEvent),
+        round(base && base !== r ? ratio(r.cpuUsPerEvent, base.cpuUsPerEvent) : null),
+        round(calls(r, "Range")),
+        round(calls(r, null)),
+        r.load1[0],
+        r.load1[1],
+      ];
+    }),
+    [
+      "half the changes are new peer leases, half their removal; the peers were there before the agent started",
+      "CPU µs/event = (agent utime+stime over the event windows − mean idle rate × their length) ÷ events",
+      "periodic work off for the measurement: --reconcile-interval 3600 --peer-probe-interval 0",
+      "etcd calls/event: etcd's gRPC calls over the event windows less the writer's own (same writes without the agent)",
+    ],
+  );
+  // Runs of one size differ by ±25 % on a shared machine: repeat sizes (--event-peers
+  // 5,5000,5,5000) and read the medians.
+  const kinds = [...new Set(rows.map((r) => r.kind))];
+  const summary = kinds.flatMap((kind) => {
+    const ok = rows.filter((r) => r.kind === kind && !r.error && r.cpuUsPerEvent !== null);
+    const sizes = [...new Set(ok.map((r) => r.peers))].sort((a, b) => a - b);
+    const med = (p: number) => median(ok.filter((r) => r.peers === p).map((r) => r.cpuUsPerEvent!));
+    return sizes.map((p) => [
+      kind,
+      p,
+      ok.filter((r) => r.peers === p).length,
+      round(med(p)),
+      round(p === sizes[0] ? null : ratio(med(p), med(sizes[0]))),
+    ]);
+  });
+  report.data.eventCostSummary = summary;
+  report.section(
+    "CPU per peer event: median per size",
+    ["registry", "peers", "runs", "median µs/event", "vs fewest peers"],
+    summary,
+    ["goal (issue #12): an event costs the same with 5000 peers as with 5 (ratio ≈ 1)"],
+  );
+}

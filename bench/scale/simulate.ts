@@ -96,7 +96,11 @@ function open(t: Target): Promise<Registry> {
 
 /** etcd's own /metrics: CPU seconds, RSS, gRPC calls started. */
 async function etcdMetrics(endpoint: string) {
-  const text = await (await fetch(`${endpoint}/metrics`)).text();
+  return parseEtcdMetrics(await (await fetch(`${endpoint}/metrics`)).text());
+}
+
+/** etcd's /metrics text: CPU seconds, RSS, gRPC calls started (all, and per method). */
+export function parseEtcdMetrics(text: string) {
   const sum = (name: string) =>
     text.split("\n").filter((l) => l.startsWith(name)).reduce(
       (a, l) => a + Number(l.split(" ").pop()),

@@ -193,8 +193,14 @@ export class UdpBackend implements Backend {
   }
 
   #peerList(): Peer[] {
-    return [...this.#peers.values()].map((l) => ({ subnet: l.subnet, publicIP: l.attrs.publicIP }))
-      .filter((p) => p.subnet.prefix === this.#cfg.subnetLen);
+    return [...this.#peers.values()].flatMap((l) => this.#asPeer(l) ?? []);
+  }
+
+  /** A lease as a forwarder peer; null when its subnet is not of the network's SubnetLen. */
+  #asPeer(l: Lease): Peer | null {
+    return l.subnet.prefix === this.#cfg.subnetLen
+      ? { subnet: l.subnet, publicIP: l.attrs.publicIP }
+      : null;
   }
 
   async reconcile(peers: Lease[]): Promise<void> {
@@ -202,12 +208,27 @@ export class UdpBackend implements Backend {
     await this.#fwd?.setPeers(this.#peerList());
   }
 
+  /**
+   * Sends the forwarder the change alone (O(events), never the whole table): in runs of
+   * removals then additions, so events apply in their order.
+   */
   async apply(events: PeerEvent[]): Promise<void> {
+    let remove: Peer[] = [];
+    let add: Peer[] = [];
+    const flush = async () => {
+      if (remove.length || add.length) await this.#fwd?.updatePeers(remove, add);
+      remove = [];
+      add = [];
+    };
     for (const e of events) {
       if (e.type === "added") this.#peers.set(e.lease.key, e.lease);
       else this.#peers.delete(e.lease.key);
+      const p = this.#asPeer(e.lease);
+      if (!p) continue;
+      if (e.type === "removed" && add.length) await flush();
+      (e.type === "added" ? add : remove).push(p);
     }
-    await this.#fwd?.setPeers(this.#peerList());
+    await flush();
   }
 
   /** Reopens the TUN and restarts the packet loop when the device was deleted or a worker died. */

@@ -86,6 +86,12 @@ export interface Forwarder {
    * resolves once both workers forward with the new table (or the forwarder stopped).
    */
   setPeers(peers: Peer[]): Promise<void>;
+  /**
+   * Applies one change to the peer table: the subnets of `remove` leave, then `add` go in (a
+   * changed lease is in both). O(change): a peer event never resends the table. Resolves as
+   * {@link setPeers} does; throws RangeError on a bad peer.
+   */
+  updatePeers(remove: Peer[], add: Peer[]): Promise<void>;
   /** Counters since start, read from shared memory (cheap; call at scrape time). */
   counters(): ForwarderCounters;
   /** The UDP socket fd in use and its local port. */
@@ -127,7 +133,9 @@ export async function startForwarder(opts: ForwarderOptions): Promise<Forwarder>
   const onError = opts.onError ??
     ((e: Error) => log.error("udp forwarder stopped: {message}", { message: e.message }));
   let gen = 0;
-  let entries: PeerEntry[] = peerEntries(opts.peers ?? [], opts.subnetLen);
+  /** The peer table by subnet network address (what a worker starting now is given). */
+  let byNet = new Map<number, PeerEntry>();
+  for (const e of peerEntries(opts.peers ?? [], opts.subnetLen)) byNet.set(e.net, e);
 
   let udpFd: number;
   let port: number;
@@ -222,7 +230,7 @@ export async function startForwarder(opts: ForwarderOptions): Promise<Forwarder>
         counters,
         ctl,
         gen,
-        peers: entries,
+        peers: [...byNet.values()],
       };
       worker.postMessage({ type: "init", ...init });
     });
@@ -256,6 +264,21 @@ export async function startForwarder(opts: ForwarderOptions): Promise<Forwarder>
     throw e;
   }
 
+  /** Posts peer message number gen+1 to every worker; resolves once all applied it. */
+  const post = (msg: (gen: number) => Record<string, unknown>): Promise<void> => {
+    if (!running) return Promise.resolve();
+    const g = ++gen;
+    const m = msg(g);
+    for (const h of handles) h.worker.postMessage(m);
+    // Bump after posting: a worker that sees the new number can await the message.
+    Atomics.store(ctlView, CTL.PEER_GEN, g);
+    for (const h of handles) signalEventFd(h.wakeFd);
+    return new Promise<void>((resolve) => {
+      waiters.push({ gen: g, resolve });
+      settleWaiters();
+    });
+  };
+
   return {
     udpFd,
     port,
@@ -263,17 +286,16 @@ export async function startForwarder(opts: ForwarderOptions): Promise<Forwarder>
       return running;
     },
     setPeers(peers: Peer[]): Promise<void> {
-      entries = peerEntries(peers, opts.subnetLen);
-      if (!running) return Promise.resolve();
-      const g = ++gen;
-      for (const h of handles) h.worker.postMessage({ type: "peers", gen: g, entries });
-      // Bump after posting: a worker that sees the new number can await the message.
-      Atomics.store(ctlView, CTL.PEER_GEN, g);
-      for (const h of handles) signalEventFd(h.wakeFd);
-      return new Promise<void>((resolve) => {
-        waiters.push({ gen: g, resolve });
-        settleWaiters();
-      });
+      const entries = peerEntries(peers, opts.subnetLen);
+      byNet = new Map(entries.map((e) => [e.net, e]));
+      return post((g) => ({ type: "peers", gen: g, entries }));
+    },
+    updatePeers(remove: Peer[], add: Peer[]): Promise<void> {
+      const rm = peerEntries(remove, opts.subnetLen);
+      const ad = peerEntries(add, opts.subnetLen);
+      for (const e of rm) byNet.delete(e.net);
+      for (const e of ad) byNet.set(e.net, e);
+      return post((g) => ({ type: "delta", gen: g, remove: rm, add: ad }));
     },
     counters: () => readCounters(new Float64Array(counters)),
     stop: async () => {

@@ -10,6 +10,7 @@
  * t.replace(peerEntries([{ subnet: parseCidr("198.19.2.0/24"), publicIP: "198.18.0.2" }], 24));
  * t.lookup(parseIp("198.19.2.7")); // parseIp("198.18.0.2")
  * t.isMember(parseIp("198.18.0.9")); // false
+ * t.update([], peerEntries([{ subnet: parseCidr("198.19.3.0/24"), publicIP: "198.18.0.9" }], 24));
  * ```
  */
 import { formatCidr, type Ipv4Net, maskOf, parseIp } from "../../base/ipv4.ts";
@@ -63,23 +64,47 @@ export function peerEntries(peers: readonly Peer[], subnetLen: number): PeerEntr
 export class PeerTable {
   readonly #shift: number;
   #bySubnet = new Map<number, number>();
-  #members = new Set<number>();
+  /** Public IPs datagrams are accepted from, with how many subnets name each. */
+  #members = new Map<number, number>();
 
   constructor(readonly subnetLen: number) {
     checkSubnetLen(subnetLen);
     this.#shift = 32 - subnetLen;
   }
 
-  /** Replaces the whole table (updates are rare next to lookups, so rebuild, then swap). */
+  /** Replaces the whole table (a full reconcile; single changes go through {@link update}). */
   replace(entries: readonly PeerEntry[]): void {
-    const bySubnet = new Map<number, number>();
-    const members = new Set<number>();
-    for (const e of entries) {
-      bySubnet.set(this.key(e.net), e.ip >>> 0);
-      members.add(e.ip >>> 0);
+    this.#bySubnet = new Map();
+    this.#members = new Map();
+    this.update([], entries);
+  }
+
+  /**
+   * Applies one change in place: the subnets of `remove` leave first, then `add` go in (a lease
+   * that changed is in both). O(change), so a peer event costs the same with 5000 peers as with 5.
+   */
+  update(remove: readonly PeerEntry[], add: readonly PeerEntry[]): void {
+    for (const e of remove) {
+      const k = this.key(e.net);
+      const ip = this.#bySubnet.get(k);
+      if (ip === undefined) continue;
+      this.#bySubnet.delete(k);
+      this.#release(ip);
     }
-    this.#bySubnet = bySubnet;
-    this.#members = members;
+    for (const e of add) {
+      const k = this.key(e.net);
+      const old = this.#bySubnet.get(k);
+      if (old !== undefined) this.#release(old);
+      const ip = e.ip >>> 0;
+      this.#bySubnet.set(k, ip);
+      this.#members.set(ip, (this.#members.get(ip) ?? 0) + 1);
+    }
+  }
+
+  #release(ip: number): void {
+    const n = (this.#members.get(ip) ?? 0) - 1;
+    if (n > 0) this.#members.set(ip, n);
+    else this.#members.delete(ip);
   }
 
   /** Lookup key of an address: its subnet number within the address space. */

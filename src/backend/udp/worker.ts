@@ -5,7 +5,8 @@
  * a new peer table was posted, so the main thread's postMessage never competes with packets.
  *
  * Protocol (main → worker): `{type:"init", ...WorkerInit}` once, then `{type:"peers", gen,
- * entries}`. Worker → main: `{type:"ready"}`, `{type:"applied", gen}` (that peer table is in
+ * entries}` (the whole table) and `{type:"delta", gen, remove, add}` (one change), applied in gen
+ * order, none skipped. Worker → main: `{type:"ready"}`, `{type:"applied", gen}` (that peer table is in
  * use), `{type:"error", message}`, `{type:"stopped"}`.
  *
  * @example
@@ -42,11 +43,13 @@ export interface WorkerInit {
   peers: PeerEntry[];
 }
 
-type InMsg =
-  | ({ type: "init" } & WorkerInit)
-  | { type: "peers"; gen: number; entries: PeerEntry[] };
+type PeerMsg =
+  | { type: "peers"; gen: number; entries: PeerEntry[] }
+  | { type: "delta"; gen: number; remove: PeerEntry[]; add: PeerEntry[] };
+type InMsg = ({ type: "init" } & WorkerInit) | PeerMsg;
 
-let latest: { gen: number; entries: PeerEntry[] } | null = null;
+/** Peer messages not applied yet, in the order posted (= gen order). */
+let pending: PeerMsg[] = [];
 let wakeWaiter: (() => void) | null = null;
 
 self.onmessage = (ev: MessageEvent<InMsg>) => {
@@ -54,8 +57,8 @@ self.onmessage = (ev: MessageEvent<InMsg>) => {
   if (m.type === "init") {
     // Leave the message handler first; the loop below only returns when stopped.
     setTimeout(() => void main(m), 0);
-  } else if (m.type === "peers") {
-    if (!latest || m.gen > latest.gen) latest = { gen: m.gen, entries: m.entries };
+  } else if (m.type === "peers" || m.type === "delta") {
+    pending.push(m);
     wakeWaiter?.();
   }
 };
@@ -63,7 +66,7 @@ self.onmessage = (ev: MessageEvent<InMsg>) => {
 /** Waits (bounded) until the peers message numbered `gen` or later has arrived. */
 async function awaitPeers(gen: number): Promise<void> {
   const deadline = new Deadline(1000, () => performance.now());
-  while ((!latest || latest.gen < gen) && !deadline.expired()) {
+  while ((pending.at(-1)?.gen ?? -1) < gen && !deadline.expired()) {
     // A peers message ends the poll early; sleep leaves no timer behind.
     const wake = new AbortController();
     wakeWaiter = () => wake.abort();
@@ -111,11 +114,17 @@ async function run(init: WorkerInit): Promise<void> {
     const want = Atomics.load(ctl, CTL.PEER_GEN);
     if (want !== gen) {
       await awaitPeers(want);
-      if (latest && latest.gen !== gen) {
-        table.replace(latest.entries);
-        gen = latest.gen;
-        self.postMessage({ type: "applied", gen });
+      const msgs = pending;
+      pending = [];
+      let changed = false;
+      for (const m of msgs) {
+        if (m.gen <= gen) continue; // already in the table init came with
+        if (m.type === "peers") table.replace(m.entries);
+        else table.update(m.remove, m.add);
+        gen = m.gen;
+        changed = true;
       }
+      if (changed) self.postMessage({ type: "applied", gen });
       continue;
     }
     if (idle) {

@@ -80,6 +80,12 @@ export class VxlanBackend implements Backend {
   #own: Lease | null = null;
   /** Peers as last programmed, for replay after the device is recreated. */
   #peers = new Map<string, Lease>();
+  /**
+   * How many programmed peers name each FDB entry (`<VTEP ifindex>/<MAC>`): two leases naming one
+   * VTEP (a stale duplicate of a live peer) share its FDB entry, which must outlive the stale
+   * one. Kept by +1/−1 with {@link #peers} so a removal event never walks every peer.
+   */
+  #fdbUsers = new Map<string, number>();
   /** The DirectRouting choice per peer public IP (set by prepare). */
   #direct: DirectRouting | null = null;
   /**
@@ -190,12 +196,26 @@ export class VxlanBackend implements Backend {
     return wants;
   }
 
+  /** The FDB entry's identity (VTEP ifindex and MAC) of `e`; null when it has none. */
+  #fdbKey(e: PeerEntries): string | null {
+    return e.fdb ? `${e.dev}/${e.fdb.mac}` : null;
+  }
+
+  /** Counts `l`'s FDB entries into {@link #fdbUsers} (`d` = +1 or -1). */
+  #countFdb(l: Lease, d: number, es: PeerEntries[] | null = this.#all(l)) {
+    for (const e of es ?? []) this.#countEntry(e, d);
+  }
+
+  #countEntry(e: PeerEntries, d: number) {
+    const k = this.#fdbKey(e);
+    if (!k) return;
+    const n = (this.#fdbUsers.get(k) ?? 0) + d;
+    if (n > 0) this.#fdbUsers.set(k, n);
+    else this.#fdbUsers.delete(k);
+  }
+
   apply(events: PeerEvent[]): Promise<void> {
     const f = new PeerFailures();
-    // How many peers name each VTEP MAC (built once per batch with a removal): two leases naming
-    // one VTEP (a stale duplicate of a live peer) share its FDB entry, which must outlive the
-    // stale one.
-    let macs: Map<string, number> | null = null;
     // Removals wait here to be removed in batches; an added event flushes them first, so the
     // kernel sees the events in order.
     let removals: [string, PeerEntries][] = [];
@@ -203,31 +223,26 @@ export class VxlanBackend implements Backend {
       if (removals.length) removePeers(this.#nl, removals, f);
       removals = [];
     };
-    const fdbKey = (e: PeerEntries) => e.fdb ? `${e.dev}/${e.fdb.mac}` : null;
-    const count = (l: Lease, d: number) => {
-      for (const e of this.#all(l) ?? []) {
-        const k = fdbKey(e);
-        if (macs && k) macs.set(k, (macs.get(k) ?? 0) + d);
-      }
-    };
+    // O(events): only the leases of the events are looked at (never every peer).
     for (const ev of events) {
       const l = ev.lease;
       const es = this.#all(l);
+      const had = this.#peers.get(l.key);
       if (ev.type === "removed") {
-        if (!macs) {
-          macs = new Map();
-          for (const p of this.#peers.values()) count(p, 1);
+        if (had) {
+          this.#peers.delete(l.key);
+          this.#countFdb(had, -1);
         }
-        if (this.#peers.delete(l.key)) count(l, -1);
         for (const e of es ?? []) {
-          const k = fdbKey(e);
-          const shared = k !== null && (macs.get(k) ?? 0) > 0;
+          const k = this.#fdbKey(e);
+          const shared = k !== null && this.#fdbUsers.has(k);
           removals.push([l.key, shared ? { ...e, fdb: undefined } : e]);
         }
         continue;
       }
       flush();
-      if (!this.#peers.has(l.key)) count(l, 1);
+      if (had) this.#countFdb(had, -1);
+      this.#countFdb(l, 1, es);
       this.#peers.set(l.key, l);
       if (!es) {
         const m = vtepMacOf(l, this.#dev ? 4 : 6);
@@ -247,10 +262,14 @@ export class VxlanBackend implements Backend {
   reconcile(peers: Lease[]): Promise<void> {
     this.#direct?.clear();
     this.#peers = new Map();
+    this.#fdbUsers = new Map();
     const want: Want[] = [];
     for (const p of peers) {
       this.#peers.set(p.key, p);
-      for (const w of this.#wanted(p)) want.push(w);
+      for (const w of this.#wanted(p)) {
+        want.push(w);
+        this.#countEntry(w.e, 1);
+      }
     }
     const f = new PeerFailures();
     const vteps: Vteps = [];
