@@ -200,47 +200,49 @@ try {
       }
     }
     report.data.rounds = rounds;
-    report.section(
-      `periodic reconciliation, whole round: relist + takePeers + backend reconcile, ${v.peers} peers`,
-      [
-        "registry",
-        "backend",
-        "V8 flags",
-        "pass",
-        "load",
-        "peers",
-        "CPU ms / round",
-        "relist",
-        "(list)",
-        "takePeers",
-        "reconcile",
-        "(kernel reads)",
-        "wall ms / round",
-      ],
-      rounds.map((r) => [
-        r.registry,
-        r.backend,
-        flagsCell(r.v8Flags ?? ""),
-        r.pass,
-        r.load,
-        r.peers,
-        round(r.cpuMsPerRound),
-        round(r.parts.relist),
-        round(r.listCpuMs),
-        round(r.parts.takePeers),
-        round(r.parts.reconcile),
-        round(r.kernelReadCpuMs),
-        round(r.wallMsPerRound),
-      ]),
-      [
-        `scale/round_child.ts in a scratch namespace (etcd: its own etcd there), every peer already programmed; mean of ${
-          v["round-reps"]
-        } rounds`,
-        "CPU = user+sys of that process (process.cpuUsage); (list) = the registry's list alone, part of relist",
-        "(kernel reads) = the route dump (vxlan: + FDB and neighbour dumps) through libnl alone, part of reconcile",
-        "one child per registry × backend × flag set, the sets one after another, then the next backend; load: 1-min average when the child ended",
-      ],
-    );
+    if (rounds.length) {
+      report.section(
+        `periodic reconciliation, whole round: relist + takePeers + backend reconcile, ${v.peers} peers`,
+        [
+          "registry",
+          "backend",
+          "V8 flags",
+          "pass",
+          "load",
+          "peers",
+          "CPU ms / round",
+          "relist",
+          "(list)",
+          "takePeers",
+          "reconcile",
+          "(kernel reads)",
+          "wall ms / round",
+        ],
+        rounds.map((r) => [
+          r.registry,
+          r.backend,
+          flagsCell(r.v8Flags ?? ""),
+          r.pass,
+          r.load,
+          r.peers,
+          round(r.cpuMsPerRound),
+          round(r.parts.relist),
+          round(r.listCpuMs),
+          round(r.parts.takePeers),
+          round(r.parts.reconcile),
+          round(r.kernelReadCpuMs),
+          round(r.wallMsPerRound),
+        ]),
+        [
+          `scale/round_child.ts in a scratch namespace (etcd: its own etcd there), every peer already programmed; mean of ${
+            v["round-reps"]
+          } rounds`,
+          "CPU = user+sys of that process (process.cpuUsage); (list) = the registry's list alone, part of relist",
+          "(kernel reads) = the route dump (vxlan: + FDB and neighbour dumps) through libnl alone, part of reconcile",
+          "one child per registry × backend × flag set, the sets one after another, then the next backend; load: 1-min average when the child ended",
+        ],
+      );
+    }
   }
   for (const kind of registries) {
     for (const n of sizes) {
