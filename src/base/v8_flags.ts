@@ -19,8 +19,8 @@
  * agent with 5000 peers holds ~1 MiB more (re-list peaks 85–98 MiB against 83–92) while one with no
  * peers holds ~3 MiB less, so 5000 peers / no peers was 1.04–1.15 (over the ≤ 1.10 goal in 3 of 10
  * windows) against 1.02–1.08 with it; and the round's ≤ 50 ms goal is missed either way (the
- * cheapest set still 65–157 ms). `--expose-gc,--max-semi-space-size=1` (0.5–0.7 of this round,
- * etcd 1.03–1.07 in 3 windows) is the candidate if more windows confirm its memory.
+ * cheapest set still 65–157 ms). `--expose-gc,--max-semi-space-size=1` (0.5–0.7 of this round
+ * in 2 passes; etcd 1.03–1.07 in 5 windows) is the candidate once more round passes confirm it.
  *
  * V8 flags cannot be set from inside a running program, so they are given where weft starts:
  * `deno task compile` bakes them into the executable (src/tools/compile.ts), `deno task weft`
