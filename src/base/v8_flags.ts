@@ -15,12 +15,12 @@
  * memory-reducing, compacting one. 25 KV lists of 5000 leases: 382 scavenges and 20 such GCs, 69
  * ms of CPU per list, against 19 scavenges, 2 full GCs and 35 ms with `--expose-gc` alone; the
  * periodic round of 5000 peers (relist + reconcile) costs about twice as much with it (kv vxlan
- * 235 against 121 ms, medians of 9 interleaved passes). It is kept because without it an etcd
+ * 234 against 119 ms, medians of 11 interleaved passes). It is kept because without it an etcd
  * agent with 5000 peers holds ~1 MiB more (re-list peaks 85–98 MiB against 83–92) while one with no
  * peers holds ~3 MiB less, so 5000 peers / no peers was 1.04–1.15 (over the ≤ 1.10 goal in 3 of 10
  * windows) against 1.02–1.08 with it; and the round's ≤ 50 ms goal is missed either way (the
- * cheapest set still 65–157 ms). `--expose-gc,--max-semi-space-size=1` (0.5–0.7 of this round
- * in 2 passes; etcd 1.03–1.07 in 5 windows) is the candidate once more round passes confirm it.
+ * cheapest set still 65–157 ms). `--expose-gc,--max-semi-space-size=1` (0.40–0.73 of this round
+ * in 4 passes; etcd 1.03–1.07 in 5 windows) is the middle candidate.
  *
  * V8 flags cannot be set from inside a running program, so they are given where weft starts:
  * `deno task compile` bakes them into the executable (src/tools/compile.ts), `deno task weft`
