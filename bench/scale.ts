@@ -8,9 +8,12 @@
  * how the renewals of leases created together are spread. Then the real thing for memory: one
  * `weft run` agent with `--peers` (5000) peer leases next to one with none, idle
  * (`scale/agent_idle.ts`), and the agent's whole periodic round with that many peers programmed
- * (`scale/relist.ts` roundCost, per `--round-backends`). With `--event-peers 5,5000`: one real
- * agent's CPU per peer event with that many peers, and the ratio between them
- * (`scale/event_cost.ts`). Prints tables, writes bench/results/scale-<timestamp>.json.
+ * (`scale/relist.ts` roundCost, per `--round-backends`). `--v8-flags` runs those two phases with
+ * other V8 flag sets next to weft's (`;` between sets, `,` inside one; `-`: no flags): the idle
+ * agents of every set share one window, the rounds alternate between the sets, `--passes` times.
+ * With `--event-peers 5,5000`: one real agent's CPU per peer event with that many peers, and the
+ * ratio between them (`scale/event_cost.ts`). Prints tables, writes
+ * bench/results/scale-<timestamp>.json.
  *
  * @example
  * ```sh
@@ -18,6 +21,8 @@
  * deno run -A bench/scale.ts --registries kv --sizes 100,1000 --steady-seconds 10
  * deno run -A bench/scale.ts --sizes "" --peers 5000            # only the idle-agent phase
  * deno run -A bench/scale.ts --sizes "" --peers 0 --event-peers 5,5000   # only CPU per event
+ * deno run -A bench/scale.ts --sizes "" --passes 2 \
+ *   --v8-flags="--optimize-for-size,--expose-gc;--expose-gc;-"   # weft's flags vs two others
  * ```
  */
 import { parseArgs } from "node:util";
@@ -28,6 +33,7 @@ import { type SimResult, simulate, type Target } from "./scale/simulate.ts";
 import { agentIdle, type IdleRow } from "./scale/agent_idle.ts";
 import { type RoundCost, roundCost } from "./scale/relist.ts";
 import { eventCost, type EventCostOptions, type EventCostRow } from "./scale/event_cost.ts";
+import { V8_FLAGS } from "../src/base/v8_flags.ts";
 
 const { values: v } = parseArgs({
   args: Deno.args,
@@ -58,6 +64,8 @@ const { values: v } = parseArgs({
     "event-idle-seconds": { type: "string", default: "10" },
     "event-backend": { type: "string", default: "vxlan" },
     "event-v8-flags": { type: "string", default: "" },
+    "v8-flags": { type: "string", default: V8_FLAGS.join(",") },
+    passes: { type: "string", default: "1" },
     help: { type: "boolean", default: false },
   },
 });
@@ -70,9 +78,11 @@ if (v.help) {
       "  [--call-timeout-s 10] [--list-concurrency 25]\n" +
       "  [--peers 5000] [--idle-seconds 20] [--peer-ttl 600]\n" +
       "  [--round-backends vxlan,host-gw] [--round-reps 10]\n" +
+      '  [--v8-flags="<set>;<set>"] (default weft\'s; "-": no flags) [--passes 1]\n' +
       "  [--event-peers 5,5000] [--events 1000] [--event-spacing-ms 10] [--event-idle-seconds 10]\n" +
       "  [--event-backend vxlan|udp|alloc] [--event-v8-flags=--prof,--logfile=/tmp/weft-%p.log]\n" +
-      '  (--sizes "": the --peers phases only; --peers 0 skips them; --event-peers: CPU per event)',
+      '  (--sizes "": the --peers phases only; --peers 0 or --idle-seconds 0: no idle phase;\n' +
+      '  --round-backends "": no round phase; --event-peers: CPU per event)',
   );
   Deno.exit(0);
 }
@@ -85,6 +95,10 @@ if (!["worker", "node"].includes(v["etcd-clients"])) {
 const runId = Math.random().toString(36).slice(2, 8);
 const sizes = v.sizes.split(",").filter(Boolean).map(Number);
 const registries = v.registries.split(",").filter(Boolean) as ("kv" | "etcd")[];
+/** The V8 flag sets compared; "" is V8's defaults. */
+const flagSets = v["v8-flags"].split(";").map((f) => f.trim() === "-" ? "" : f.trim());
+const passes = Math.max(1, Number(v.passes));
+const flagsCell = (f: string) => f || "-";
 console.log(
   `weft scale benchmark ${runId}: ${registries} × N=${sizes}, ${v["per-worker"]} nodes per ` +
     `Worker, load ${load1()}, ${Math.round(memAvailableMiB())} MiB available`,
@@ -92,7 +106,7 @@ console.log(
 const etcd = registries.includes("etcd") ? await startEtcd() : null;
 const dir = await Deno.makeTempDir({ prefix: `weft-bench-scale-${runId}-` });
 const results: SimResult[] = [];
-const idle: IdleRow[] = [];
+const idle: (IdleRow & { pass: number; load: number })[] = [];
 const eventRows: EventCostRow[] = [];
 try {
   const eventPeers = v["event-peers"].split(",").filter(Boolean).map(Number);
@@ -125,118 +139,156 @@ try {
     eventCostSection(eventRows);
   }
   if (Number(v.peers) > 0) {
-    for (const kind of registries) {
-      console.log(`  ${kind}: one agent with ${v.peers} peers, one with none, idle ...`);
-      idle.push(
-        ...await agentIdle({
+    for (let pass = 0; pass < passes && Number(v["idle-seconds"]) > 0; pass++) {
+      for (const kind of registries) {
+        console.log(
+          `  ${kind}: one agent with ${v.peers} peers, one with none, × ${flagSets.length} ` +
+            `V8 flag sets, idle (pass ${pass + 1}, load ${load1()}) ...`,
+        );
+        const rows = await agentIdle({
           kind,
           dir,
           etcdEndpoint: etcd?.endpoint ?? null,
-          runId,
+          runId: `${runId}p${pass}`,
           peers: Number(v.peers),
           peerTtlSeconds: Number(v["peer-ttl"]) > 0 ? Number(v["peer-ttl"]) : null,
           idleSeconds: Number(v["idle-seconds"]),
-        }),
-      );
+          v8Flags: flagSets,
+          relist: pass === 0,
+        });
+        idle.push(...rows.map((r) => ({ ...r, pass: pass + 1, load: load1() })));
+      }
     }
     report.data.idle = idle;
-    report.section(
-      `one agent idle ${v["idle-seconds"]} s, with and without peer leases`,
-      [
-        "registry",
-        "peer leases",
-        "RSS MiB",
-        "RSS max",
-        "anon MiB",
-        "idle CPU %",
-        "RSS vs no peers",
-      ],
-      idle.map((r) => {
-        const base = idle.find((b) => b.kind === r.kind && b.peers === 0);
-        return [
-          r.kind,
-          r.peers,
-          round(r.rssMiB),
-          round(r.rssMaxMiB),
-          round(r.anonMiB),
-          round(r.cpuPct),
-          round(r.rssMiB && base?.rssMiB ? r.rssMiB / base.rssMiB : null),
-        ];
-      }),
-      [
-        "weft run --backend alloc on loopback with weft's V8 flags (src/base/v8_flags.ts); /29 peer leases of backend alloc",
-        "measured after the lease, the first list and 3 s; CPU = user+sys over the window (one core = 100 %)",
-        "RSS, anon: median of one sample a second over the window; RSS max: its largest (a periodic re-list in flight)",
-      ],
-    );
-    report.section(
-      `periodic reconciliation, registry side: PeerWatcher relist + takePeers, ${v.peers} peers`,
-      ["registry", "peers", "first CPU ms", "CPU ms / round", "wall ms / round"],
-      idle.filter((r) => r.relist).map((r) => [
-        r.kind,
-        r.relist!.peers,
-        round(r.relist!.firstCpuMs),
-        round(r.relist!.cpuMsPerRound),
-        round(r.relist!.wallMsPerRound),
-      ]),
-      [
-        "CPU of this process (process.cpuUsage) over 5 rounds after a first, cold one",
-        "the backend's reconcile comes on top: the whole-round table below",
-      ],
-    );
-    for (const r of idle) if (r.error) report.problem(`idle ${r.kind}: ${r.error}`);
-    const rounds: RoundCost[] = [];
-    for (const kind of registries) {
-      for (const backend of v["round-backends"].split(",").filter(Boolean)) {
-        console.log(`  ${kind}: periodic round with ${backend} and ${v.peers} peers ...`);
-        try {
-          rounds.push(
-            await roundCost({
-              kind,
-              backend: backend as "vxlan" | "host-gw",
-              peers: Number(v.peers),
-              rounds: Number(v["round-reps"]),
-              runId: `${runId}${rounds.length}`,
-              dir,
-            }),
+    if (idle.length) {
+      report.section(
+        `one agent idle ${v["idle-seconds"]} s, with and without peer leases`,
+        [
+          "registry",
+          "V8 flags",
+          "pass",
+          "load",
+          "peer leases",
+          "RSS MiB",
+          "RSS max",
+          "anon MiB",
+          "idle CPU %",
+          "RSS vs no peers",
+        ],
+        idle.map((r) => {
+          const base = idle.find((b) =>
+            b.kind === r.kind && b.peers === 0 && b.v8Flags === r.v8Flags && b.pass === r.pass
           );
-        } catch (e) {
-          report.problem(`round ${kind} ${backend}: ${(e as Error).message}`);
+          return [
+            r.kind,
+            flagsCell(r.v8Flags),
+            r.pass,
+            r.load,
+            r.peers,
+            round(r.rssMiB),
+            round(r.rssMaxMiB),
+            round(r.anonMiB),
+            round(r.cpuPct),
+            round(r.rssMiB && base?.rssMiB ? r.rssMiB / base.rssMiB : null),
+          ];
+        }),
+        [
+          "weft run --backend alloc on loopback with the V8 flags shown (weft's: src/base/v8_flags.ts); /29 peer leases of backend alloc",
+          "all agents of one registry and pass (every flag set, with and without peers) idle in the same window; load: 1-min average at its end",
+          "measured after the lease, the first list and 3 s; CPU = user+sys over the window (one core = 100 %)",
+          "RSS, anon: median of one sample a second over the window; RSS max: its largest (a periodic re-list in flight)",
+        ],
+      );
+      report.section(
+        `periodic reconciliation, registry side: PeerWatcher relist + takePeers, ${v.peers} peers`,
+        ["registry", "peers", "first CPU ms", "CPU ms / round", "wall ms / round"],
+        idle.filter((r) => r.relist).map((r) => [
+          r.kind,
+          r.relist!.peers,
+          round(r.relist!.firstCpuMs),
+          round(r.relist!.cpuMsPerRound),
+          round(r.relist!.wallMsPerRound),
+        ]),
+        [
+          "CPU of this bench process (process.cpuUsage; V8's default flags) over 5 rounds after a first, cold one",
+          "the backend's reconcile comes on top: the whole-round table below",
+        ],
+      );
+    }
+    for (const r of idle) if (r.error) report.problem(`idle ${r.kind}: ${r.error}`);
+    const rounds: (RoundCost & { pass: number; load: number })[] = [];
+    for (let pass = 0; pass < passes; pass++) {
+      for (const kind of registries) {
+        for (const backend of v["round-backends"].split(",").filter(Boolean)) {
+          for (const v8Flags of flagSets) {
+            console.log(
+              `  ${kind}: periodic round with ${backend} and ${v.peers} peers, V8 flags ` +
+                `${flagsCell(v8Flags)} (pass ${pass + 1}, load ${load1()}) ...`,
+            );
+            try {
+              const r = await roundCost({
+                kind,
+                backend: backend as "vxlan" | "host-gw",
+                peers: Number(v.peers),
+                rounds: Number(v["round-reps"]),
+                runId: `${runId}${rounds.length}`,
+                dir,
+                v8Flags,
+              });
+              rounds.push({ ...r, pass: pass + 1, load: load1() });
+            } catch (e) {
+              report.problem(
+                `round ${kind} ${backend} ${flagsCell(v8Flags)}: ${(e as Error).message}`,
+              );
+            }
+          }
         }
       }
     }
     report.data.rounds = rounds;
-    report.section(
-      `periodic reconciliation, whole round: relist + takePeers + backend reconcile, ${v.peers} peers`,
-      [
-        "registry",
-        "backend",
-        "peers",
-        "CPU ms / round",
-        "relist",
-        "(list)",
-        "takePeers",
-        "reconcile",
-        "wall ms / round",
-      ],
-      rounds.map((r) => [
-        r.registry,
-        r.backend,
-        r.peers,
-        round(r.cpuMsPerRound),
-        round(r.parts.relist),
-        round(r.listCpuMs),
-        round(r.parts.takePeers),
-        round(r.parts.reconcile),
-        round(r.wallMsPerRound),
-      ]),
-      [
-        `scale/round_child.ts in a scratch namespace (etcd: its own etcd there), every peer already programmed; mean of ${
-          v["round-reps"]
-        } rounds`,
-        "CPU = user+sys of that process (process.cpuUsage); (list) = the registry's list alone, part of relist",
-      ],
-    );
+    if (rounds.length) {
+      report.section(
+        `periodic reconciliation, whole round: relist + takePeers + backend reconcile, ${v.peers} peers`,
+        [
+          "registry",
+          "backend",
+          "V8 flags",
+          "pass",
+          "load",
+          "peers",
+          "CPU ms / round",
+          "relist",
+          "(list)",
+          "takePeers",
+          "reconcile",
+          "(kernel reads)",
+          "wall ms / round",
+        ],
+        rounds.map((r) => [
+          r.registry,
+          r.backend,
+          flagsCell(r.v8Flags ?? ""),
+          r.pass,
+          r.load,
+          r.peers,
+          round(r.cpuMsPerRound),
+          round(r.parts.relist),
+          round(r.listCpuMs),
+          round(r.parts.takePeers),
+          round(r.parts.reconcile),
+          round(r.kernelReadCpuMs),
+          round(r.wallMsPerRound),
+        ]),
+        [
+          `scale/round_child.ts in a scratch namespace (etcd: its own etcd there), every peer already programmed; mean of ${
+            v["round-reps"]
+          } rounds`,
+          "CPU = user+sys of that process (process.cpuUsage); (list) = the registry's list alone, part of relist",
+          "(kernel reads) = the route dump (vxlan: + FDB and neighbour dumps) through libnl alone, part of reconcile",
+          "one child per registry × backend × flag set, the sets one after another, then the next backend; load: 1-min average when the child ended",
+        ],
+      );
+    }
   }
   for (const kind of registries) {
     for (const n of sizes) {

@@ -83,10 +83,11 @@ export function agentArgs(t: Target, dir: string, tag: string, i: number, extra:
 
 /**
  * `weft run <args>` as the product runs: with weft's V8 flags (the compiled executable has them
- * built in; `deno run` takes them from DENO_V8_FLAGS).
+ * built in; `deno run` takes them from DENO_V8_FLAGS), or the comma-separated `v8Flags` a
+ * benchmark compares them with.
  */
-export function startBenchAgent(args: string[]): AgentProc {
-  return startAgent(args, { DENO_V8_FLAGS: V8_FLAGS.join(",") });
+export function startBenchAgent(args: string[], v8Flags = V8_FLAGS.join(",")): AgentProc {
+  return startAgent(args, { DENO_V8_FLAGS: v8Flags });
 }
 
 export async function stopAll(agents: AgentProc[]): Promise<void> {

@@ -6,10 +6,14 @@
  * second of the window and reported as the median (what the agent holds while idle) and the
  * maximum (a periodic re-list's garbage, until the agent's heap trim a second later): one sample
  * at the end of the window read a re-list in flight now and then (+10 MiB with 5000 etcd peers).
+ * With several `v8Flags` sets, one such pair per set runs in the same window (each agent its own
+ * fresh registry), so the sets' figures are compared under the same load.
  *
  * @example
  * ```ts
  * const rows = await agentIdle({ kind: "kv", dir, etcdEndpoint: null, peers: 5000, idleSeconds: 20 });
+ * // two flag sets: four agents (no peers, 5000 peers per set) idle in one window
+ * await agentIdle({ ...same, v8Flags: ["--optimize-for-size,--expose-gc", "--expose-gc"] });
  * ```
  */
 import type { AgentProc } from "../../test/kit/agent.ts";
@@ -22,10 +26,13 @@ import { median } from "../lib/report.ts";
 import { procCpuSeconds, type ProcMemory, procMemory, sleep } from "../lib/sys.ts";
 import { startBenchAgent, waitFiles } from "../control_plane/agents.ts";
 import { type RelistCost, relistCost } from "./relist.ts";
+import { V8_FLAGS } from "../../src/base/v8_flags.ts";
 
 export interface IdleRow {
   kind: string;
   peers: number;
+  /** The agent's V8 flags (comma-separated). */
+  v8Flags: string;
   /** Median of the window's samples. */
   rssMiB: number | null;
   /** Largest sample of the window. */
@@ -49,12 +56,20 @@ export async function agentIdle(o: {
   /** TTL of the peer leases; null: none (on etcd: no etcd lease, so no TTL lookups). */
   peerTtlSeconds: number | null;
   idleSeconds: number;
+  /** One no-peer + peers pair of agents per set, all in the same window; default: weft's flags. */
+  v8Flags?: string[];
+  /** Measure PeerWatcher relist + takePeers in this process (default true). */
+  relist?: boolean;
 }): Promise<IdleRow[]> {
-  const counts = [0, o.peers];
+  const sets = o.v8Flags ?? [V8_FLAGS.join(",")];
+  const runs = sets.flatMap((f) => [0, o.peers].map((peers) => ({ f, peers })));
+  // Unique per call (runId), so a second pass starts from fresh registries too.
+  const base = runs.map(({ peers }, i) => `${o.dir}/idle-${o.runId}-${o.kind}-${i}-${peers}`);
   const agents: AgentProc[] = [];
-  const rows: IdleRow[] = counts.map((p) => ({
+  const rows: IdleRow[] = runs.map(({ f, peers }) => ({
     kind: o.kind,
-    peers: p,
+    peers,
+    v8Flags: f,
     rssMiB: null,
     rssMaxMiB: null,
     anonMiB: null,
@@ -62,9 +77,9 @@ export async function agentIdle(o: {
   }));
   await Deno.writeTextFile(`${o.dir}/idle-net.json`, NET);
   try {
-    for (const [i, p] of counts.entries()) {
-      const kvPath = `${o.dir}/idle-${o.kind}-${p}.kv`;
-      const prefix = `/weft-idle-${o.runId}-${p}`;
+    for (const [i, { f, peers: p }] of runs.entries()) {
+      const kvPath = `${base[i]}.kv`;
+      const prefix = `/weft-idle-${o.runId}-${i}-${p}`;
       const reg: Registry = o.kind === "kv"
         ? await openKvRegistry({ path: kvPath })
         : await openEtcdRegistry({ endpoints: [o.etcdEndpoint!], prefix });
@@ -83,7 +98,9 @@ export async function agentIdle(o: {
         });
         const bad = w.filter((x) => !x.ok);
         if (bad.length) throw new Error(`${bad.length} lease writes failed: ${bad[0].error}`);
-        if (p > 0) rows[i].relist = await relistCost(reg, 5);
+        if (p > 0 && o.relist !== false && !rows.some((r) => r.relist)) {
+          rows[i].relist = await relistCost(reg, 5);
+        }
       } finally {
         await reg.close();
       }
@@ -100,11 +117,11 @@ export async function agentIdle(o: {
         "--public-ip",
         `198.18.1.${i + 1}`,
         "--subnet-file",
-        `${o.dir}/idle-${o.kind}-${p}.env`,
+        `${base[i]}.env`,
         "--iptables-forward-rules=false",
-      ]));
+      ], f));
     }
-    await waitFiles(counts.map((p) => `${o.dir}/idle-${o.kind}-${p}.env`), agents, 120_000);
+    await waitFiles(base.map((b) => `${b}.env`), agents, 120_000);
     await sleep(3000); // the first list and reconcile are done by now
     const cpu0 = agents.map((a) => procCpuSeconds(a.pid));
     const samples = agents.map(() => [] as ProcMemory[]);

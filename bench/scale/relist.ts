@@ -71,11 +71,13 @@ export interface RoundCost {
   listCpuMs: number;
   /** The kernel tables the reconcile reads, read alone (inside reconcile). */
   kernelReadCpuMs: number;
+  /** The V8 flags the round ran with (comma-separated; set by roundCost). */
+  v8Flags?: string;
 }
 
 /**
  * The agent's whole periodic round (relist + takePeers + backend reconcile with every peer
- * already programmed), with weft's V8 flags, in a scratch namespace of its own (`<harness>-<runId>-prog`, veth `ext0`),
+ * already programmed), with weft's V8 flags (or `v8Flags`, comma-separated), in a scratch namespace of its own (`<harness>-<runId>-prog`, veth `ext0`),
  * `round_child.ts` inside it; on etcd, a fresh etcd in the same namespace. The namespace and etcd
  * go at the end, also on failure.
  */
@@ -87,7 +89,10 @@ export async function roundCost(o: {
   /** Unique per call: names the namespace. */
   runId: string;
   dir: string;
+  /** Comma-separated V8 flags for the round child; default weft's (src/base/v8_flags.ts). */
+  v8Flags?: string;
 }): Promise<RoundCost> {
+  const v8Flags = o.v8Flags ?? V8_FLAGS.join(",");
   const ns = await createScratchNs({ runId: o.runId });
   let etcd: EtcdProc | null = null;
   try {
@@ -106,11 +111,11 @@ export async function roundCost(o: {
         String(o.peers),
         "--rounds",
         String(o.rounds),
-      ], { flags: [`--v8-flags=${V8_FLAGS.join(",")}`] }),
+      ], { flags: v8Flags ? [`--v8-flags=${v8Flags}`] : [] }),
       { timeoutMs: 600_000, cwd: REPO },
     );
     if (r.code !== 0) throw new Error(`round_child: ${r.stderr.trim().slice(-1500)}`);
-    return JSON.parse(r.stdout) as RoundCost;
+    return { ...JSON.parse(r.stdout) as RoundCost, v8Flags };
   } finally {
     await etcd?.cleanup();
     await deleteNs(ns);
