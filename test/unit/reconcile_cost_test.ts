@@ -7,32 +7,16 @@
 import assert from "node:assert/strict";
 import { parseNetworkConfig } from "../../src/config/network.ts";
 import type { Lease } from "../../src/lease/codec.ts";
-import type { ExternalInterface } from "../../src/net/iface.ts";
 import type { Fdb, Link, Neigh, Netlink, Route } from "../../ffi/libnl/mod.ts";
 import { HostGwBackend } from "../../src/backend/hostgw/backend.ts";
 import { VxlanBackend } from "../../src/backend/vxlan/backend.ts";
 import { formatIp } from "../../src/base/ipv4.ts";
+import { extIface, VTEP_INDEX, vtepLink } from "../kit/vtep_fixture.ts";
 
 const N = 250; // 198.19.1.0/24 … 198.19.250.0/24: inside the Network
-const EXT = 2;
-const VTEP = 5;
-const ext: ExternalInterface = {
-  name: "eth0",
-  index: EXT,
-  ifaceAddr: "198.18.0.1",
-  publicIP: "198.18.0.1",
-  mtu: 1500,
-};
-const vtep: Link = {
-  index: VTEP,
-  name: "flannel.1",
-  kind: "vxlan",
-  mtu: 1450,
-  up: true,
-  mac: "02:00:00:00:00:01",
-  master: null,
-  vxlan: { id: 1, local: ext.ifaceAddr, port: 8472, learning: false, gbp: false, devIndex: EXT },
-};
+const VTEP = VTEP_INDEX;
+const ext = extIface("198.18.0.1");
+const vtep = vtepLink(ext, "02:00:00:00:00:01");
 
 /** An in-memory kernel: routes, one VTEP's neighbours and FDB; counts reads and writes. */
 class CountingNl {

@@ -10,7 +10,6 @@ import assert from "node:assert/strict";
 import { parseNetworkConfig } from "../../src/config/network.ts";
 import { parseCidr } from "../../src/base/ipv4.ts";
 import type { Lease } from "../../src/lease/codec.ts";
-import type { ExternalInterface } from "../../src/net/iface.ts";
 import type { Fdb, Link, Neigh, Netlink, Route } from "../../ffi/libnl/mod.ts";
 import { HostGwBackend } from "../../src/backend/hostgw/backend.ts";
 import { VxlanBackend } from "../../src/backend/vxlan/backend.ts";
@@ -26,30 +25,15 @@ import { parseCidr6 } from "../../src/base/ipv6.ts";
 import { ConfigError } from "../../src/base/errors.ts";
 import { NetlinkError } from "../../ffi/libnl/mod.ts";
 import { NLE_OBJ_NOTFOUND } from "../../ffi/libnl/errors.ts";
+import { EXT_INDEX, extIface, VTEP_INDEX, vtepLink } from "../kit/vtep_fixture.ts";
 
-const EXT = 2;
-const VTEP = 5;
+const EXT = EXT_INDEX;
+const VTEP = VTEP_INDEX;
 const OWN = "198.19.1.0/24";
 const PROTO = { boot: 3, static: 4, zebra: 11, bird: 12, bgp: 186 };
 
-const ext: ExternalInterface = {
-  name: "eth0",
-  index: EXT,
-  ifaceAddr: "198.18.0.11",
-  publicIP: "198.18.0.11",
-  mtu: 1500,
-};
-
-const vtep: Link = {
-  index: VTEP,
-  name: "flannel.1",
-  kind: "vxlan",
-  mtu: 1450,
-  up: true,
-  mac: "02:00:00:00:00:11",
-  master: null,
-  vxlan: { id: 1, local: ext.ifaceAddr, port: 8472, learning: false, gbp: false, devIndex: EXT },
-};
+const ext = extIface("198.18.0.11");
+const vtep = vtepLink(ext, "02:00:00:00:00:11");
 const links: Link[] = [
   { index: EXT, name: "eth0", kind: "veth", mtu: 1500, up: true, mac: "", master: null },
   vtep,

@@ -9,28 +9,13 @@ import assert from "node:assert/strict";
 import { parseNetworkConfig } from "../../src/config/network.ts";
 import { formatIp, parseCidr } from "../../src/base/ipv4.ts";
 import type { Lease } from "../../src/lease/codec.ts";
-import type { ExternalInterface } from "../../src/net/iface.ts";
-import type { DeleteRequest, Link, Netlink } from "../../ffi/libnl/mod.ts";
+import type { DeleteRequest, Netlink } from "../../ffi/libnl/mod.ts";
 import { VxlanBackend } from "../../src/backend/vxlan/backend.ts";
+import { extIface, vtepLink } from "../kit/vtep_fixture.ts";
 
 const N = 2000;
-const ext: ExternalInterface = {
-  name: "eth0",
-  index: 2,
-  ifaceAddr: "198.18.0.11",
-  publicIP: "198.18.0.11",
-  mtu: 1500,
-};
-const vtep: Link = {
-  index: 5,
-  name: "flannel.1",
-  kind: "vxlan",
-  mtu: 1450,
-  up: true,
-  mac: "02:00:00:00:00:11",
-  master: null,
-  vxlan: { id: 1, local: ext.ifaceAddr, port: 8472, learning: false, gbp: false, devIndex: 2 },
-};
+const ext = extIface("198.18.0.11");
+const vtep = vtepLink(ext, "02:00:00:00:00:11");
 
 /** A kernel that holds nothing and records what is deleted. */
 class RecordingNl {
