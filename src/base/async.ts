@@ -136,3 +136,22 @@ export function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T | un
   p.catch(() => {});
   return Promise.race([p, aborted]).finally(() => signal.removeEventListener("abort", onAbort));
 }
+
+/**
+ * True when `p` settles (resolved or rejected) within `ms` and before `signal` aborts; false
+ * otherwise. `p` itself is not cancelled: a bounded wait on something that may never finish.
+ */
+export async function settlesWithin(
+  p: Promise<unknown>,
+  ms: number,
+  signal?: AbortSignal,
+): Promise<boolean> {
+  const settled = p.then(() => true, () => true);
+  const waited = signal ? abortable(settled, signal).then((v) => v ?? false) : settled;
+  try {
+    return await withTimeout(waited, ms, "a bounded wait");
+  } catch (e) {
+    if (e instanceof TimeoutError) return false;
+    throw e;
+  }
+}

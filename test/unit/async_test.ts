@@ -1,6 +1,6 @@
-/** Waits of any length (issue #10, defect 3): no real waiting, the timer functions are fakes. */
+/** Waits of any length (issue #10, defect 3) with fake timers; settlesWithin with a real 20 ms. */
 import assert from "node:assert/strict";
-import { MAX_TIMER_MS, sleep, type Timers } from "../../src/base/async.ts";
+import { MAX_TIMER_MS, settlesWithin, sleep, type Timers } from "../../src/base/async.ts";
 
 /** Fake timers that record each delay asked for and fire on the next macrotask. */
 function fakeTimers() {
@@ -49,4 +49,16 @@ Deno.test("sleep: short, zero and bad delays are one timer; abort clears the cha
   ctl.abort();
   await p;
   assert.ok(f.live.has(7), "the pending timer was cleared");
+});
+
+Deno.test("settlesWithin: true when settled (either way) in time, false on timeout or abort", async () => {
+  assert.equal(await settlesWithin(Promise.resolve(1), 1000), true);
+  assert.equal(await settlesWithin(Promise.reject(new Error("x")), 1000), true);
+  const never = new Promise(() => {});
+  assert.equal(await settlesWithin(never, 20), false);
+  const ctl = new AbortController();
+  const late = settlesWithin(never, 60_000, ctl.signal);
+  ctl.abort();
+  assert.equal(await late, false);
+  assert.equal(await settlesWithin(never, 60_000, AbortSignal.abort()), false);
 });

@@ -31,7 +31,7 @@
  * ```
  */
 import { getLogger } from "@logtape/logtape";
-import { Deadline, withTimeout } from "../../base/async.ts";
+import { Deadline, settlesWithin, withTimeout } from "../../base/async.ts";
 import { metrics } from "../../base/metrics.ts";
 
 const log = getLogger(["weft", "registry"]);
@@ -45,24 +45,6 @@ const lockTimeouts = metrics.counter(
 export const MAX_TURNS = 32;
 /** How long one handle may keep the file lock for its own waiters, ms. */
 export const MAX_HOLD_MS = 10;
-
-/** True when `p` settled within `ms` and before `signal` aborted (a timer always cleared). */
-async function settlesWithin(p: Promise<unknown>, ms: number, signal?: AbortSignal) {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  let onAbort = () => {};
-  const late = new Promise<false>((r) => {
-    timer = setTimeout(() => r(false), ms);
-    onAbort = () => r(false);
-    if (signal?.aborted) r(false);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
-  try {
-    return await Promise.race([p.then(() => true, () => true), late]);
-  } finally {
-    clearTimeout(timer);
-    signal?.removeEventListener("abort", onAbort);
-  }
-}
 
 export class WriteLock {
   #file: Deno.FsFile | null = null;
