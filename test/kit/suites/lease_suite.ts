@@ -332,7 +332,13 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
       assert.ok(peerIps().includes(`${first.key}=198.18.0.72`), JSON.stringify(peerIps()));
       assert.ok(!peerIps().some((p) => p.startsWith(`${second.key}=`)), "own lease as a peer");
       // And the next batch of events delivers it to the backend.
-      await admin.createLease("198.19.250.0-24", encodeLeaseValue({ publicIP: "198.18.0.73" }), 60);
+      // A key neither random pick took, so the create cannot fail.
+      const spare = ["198.19.250.0-24", "198.19.251.0-24", "198.19.252.0-24"]
+        .find((k) => k !== first.key && k !== second.key)!;
+      assert.ok(
+        await admin.createLease(spare, encodeLeaseValue({ publicIP: "198.18.0.73" }), 60),
+        `create ${spare}`,
+      );
       await waitFor(
         "B delivered as added",
         () =>
@@ -492,9 +498,10 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
     "dual stack: enabling IPv6 on a running IPv4 cluster keeps every node's IPv4 subnet",
     async (s) => {
       const r = await s.client();
-      const v4 = await manager(r, 60).acquire({ publicIP: "198.18.0.71" }, null);
+      // The reservation first: a random pick made before it could land on 198.19.78.0/24.
       const resv = encodeLeaseValue({ publicIP: "198.18.0.72", backendType: "alloc" });
       assert.ok(await r.createLease("198.19.78.0-24", resv, null));
+      const v4 = await manager(r, 60).acquire({ publicIP: "198.18.0.71" }, null);
       // Both nodes restart with EnableIPv6: each keeps its IPv4 subnet and gains an IPv6 half.
       const a = await manager(await s.client(), 60, dualCfg).acquire(
         { publicIP: "198.18.0.71", publicIPv6: "2001:db8:ffff::71" },
