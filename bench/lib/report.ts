@@ -132,12 +132,14 @@ export class Report {
     console.error(`! ${msg}`);
   }
 
-  /** Writes `bench/results/<name>-<timestamp>.json`; returns its path. */
+  /**
+   * Writes `bench/results/<name>-<timestamp>.json` (`-2`, `-3`… when a bench started in the same
+   * second already wrote that name: never overwrites another run's results); returns its path.
+   */
   async write(): Promise<string> {
     const dir = new URL("../results/", import.meta.url).pathname;
     await Deno.mkdir(dir, { recursive: true });
     const stamp = this.startedAt.toISOString().replace(/[:]/g, "-").replace(/\.\d+Z$/, "Z");
-    const path = `${dir}${this.name}-${stamp}.json`;
     const body = {
       benchmark: this.name,
       startedAt: this.startedAt.toISOString(),
@@ -149,7 +151,16 @@ export class Report {
       problems: this.problems,
       data: this.data,
     };
-    await Deno.writeTextFile(path, JSON.stringify(body, null, 2) + "\n");
-    return path;
+    const text = JSON.stringify(body, null, 2) + "\n";
+    for (let n = 1; n <= 100; n++) {
+      const path = `${dir}${this.name}-${stamp}${n === 1 ? "" : `-${n}`}.json`;
+      try {
+        await Deno.writeTextFile(path, text, { createNew: true });
+        return path;
+      } catch (e) {
+        if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+      }
+    }
+    throw new Error(`bench results: 100 files named ${this.name}-${stamp}*.json in ${dir}`);
   }
 }
