@@ -9,8 +9,8 @@
  * together (commit.ts; the consistent list relies on the same): the log entries after the index's
  * revision say the last state of every key written since, and every other key is as the index has
  * it. When the log cannot say (compacted past the index, a counter below it: a reset or replaced
- * store, another caller moved the index meanwhile) the answer is null and the caller lists in
- * full, which rebuilds the index.
+ * store) the answer is null and the caller lists in full, which rebuilds the index. Calls take
+ * turns.
  *
  * @example
  * ```ts
@@ -36,11 +36,20 @@ export class LiveIndex {
     return new LiveIndex(store, list.revision, list.leases);
   }
 
+  /** The call in flight: calls take turns, so each reads the log from where the last left it. */
+  #busy: Promise<unknown> = Promise.resolve();
+
   /**
    * The leases written after `since` that are live now, and how many live leases there are in
    * all, at the counter's revision; null when the change log cannot say (see the module doc).
    */
-  async writtenSince(s: KvStore, since: number): Promise<PeerList | null> {
+  writtenSince(s: KvStore, since: number): Promise<PeerList | null> {
+    const p = this.#busy.then(() => this.#writtenSince(s, since));
+    this.#busy = p.catch(() => {});
+    return p;
+  }
+
+  async #writtenSince(s: KvStore, since: number): Promise<PeerList | null> {
     const base = this.revision;
     const c = await s.retryLocked("read of revision", () => s.kv.get<number>(s.keys.counter));
     const rev = c.value ?? 0;
@@ -49,8 +58,7 @@ export class LiveIndex {
     const log = rev > from
       ? await s.retryLocked("read of change log", () => readLog(s, from, rev))
       : [];
-    // Another call moved the index while this one read: its log no longer starts at `base`.
-    if (!log || this.revision !== base) return null;
+    if (!log) return null;
     const last = new Map<string, { e: LogEntry; revision: number }>();
     for (const entry of log) {
       const revision = lastPart<number>(entry.key);
