@@ -1,8 +1,8 @@
 /**
  * The cost of the agent's periodic full reconciliation with many peers. {@link relistCost}: its
- * registry side, PeerWatcher.relist() (list + decode + snapshot) and takePeers() (the peer set
- * handed to the backend), timed in CPU over several rounds on a registry that already holds the
- * leases. {@link roundCost}: the whole round including the backend's reconcile against a kernel
+ * registry side, PeerWatcher.relist() (after the first, full one: what was written since and the
+ * registry's count, see src/lease/verified.ts) and takePeers() (the peer set handed to the
+ * backend), timed in CPU over several rounds on a registry that already holds the leases. {@link roundCost}: the whole round including the backend's reconcile against a kernel
  * that already holds every peer's entries, in a scratch namespace (`round_child.ts`).
  *
  * @example
@@ -24,7 +24,7 @@ import { V8_FLAGS } from "../../src/base/v8_flags.ts";
 
 export interface RelistCost {
   peers: number;
-  /** The first relist (cold caches: on etcd, every lease's TTL is looked up). */
+  /** The first relist: a full list, every lease decoded. */
   firstCpuMs: number;
   /** Mean over the following rounds. */
   cpuMsPerRound: number;

@@ -27,6 +27,7 @@ import { metrics } from "../base/metrics.ts";
 import { Backoff, sleep } from "../base/async.ts";
 import { type Lease, type LeaseAttrs, sameDatapath } from "./codec.ts";
 import { LeaseDecoder } from "./decode.ts";
+import { VerifiedSet } from "./verified.ts";
 
 const log = getLogger(["weft", "watch"]);
 const peersKnown = metrics.gauge("weft_peers", "Peer leases currently known to this agent.");
@@ -97,6 +98,8 @@ export class PeerWatcher {
   #lastOwn: string | null = null;
   #listed = false;
   #handlers: PeerHandlers | null = null;
+  /** The registry's exact lease set at the last list (see VerifiedSet); null before the first. */
+  #verified: VerifiedSet | null = null;
 
   constructor(readonly registry: Registry, readonly opts: PeerWatcherOptions) {
     this.#decoder = new LeaseDecoder({ ipv6: opts.ipv6 });
@@ -166,16 +169,51 @@ export class PeerWatcher {
     return [...removed, ...added];
   }
 
+  /** `r` decoded, or the lease already decoded at its revision (same write, same value). */
+  #decodeKeeping = (r: RegistryLease<WatchedExpiry>): Lease | null => {
+    // A periodic re-list of 5000 unchanged leases parses no JSON, and the backend sees the
+    // same objects (the vxlan backend caches its entries per lease object).
+    const prev = this.#all.get(r.key);
+    if (prev && prev.revision === r.revision) {
+      return prev.expiresAt === r.expiresAt ? prev : { ...prev, expiresAt: r.expiresAt };
+    }
+    return this.#decoder.decode(r);
+  };
+
+  /** A full list (or a watch's snapshot): the registry's exact set at `revision`. */
   #applySnapshot(rs: RegistryLease<WatchedExpiry>[], revision: number) {
-    const all = new Map<string, Lease>();
-    for (const r of rs) {
-      // A lease at the revision already decoded is the same value: keep the decoded one (a
-      // periodic re-list of 5000 unchanged leases parses no JSON).
-      const prev = this.#all.get(r.key);
-      const l = prev && prev.revision === r.revision
-        ? (prev.expiresAt === r.expiresAt ? prev : { ...prev, expiresAt: r.expiresAt })
-        : this.#decoder.decode(r);
-      if (l) all.set(l.key, l);
+    this.#verified = VerifiedSet.of(rs, revision, this.#decodeKeeping);
+    this.#install(revision);
+  }
+
+  /** Makes the view the verified set (O(peers), no copies) and tells the handlers of our key. */
+  #install(revision: number) {
+    const all = this.#all;
+    let leases = 0, changed = 0;
+    for (const [key, x] of this.#verified!.set) {
+      if (typeof x === "number") {
+        if (all.delete(key)) changed++;
+        continue;
+      }
+      leases++;
+      if (all.get(key) !== x) {
+        all.set(key, x);
+        changed++;
+      }
+    }
+    if (all.size !== leases) {
+      for (const key of all.keys()) {
+        if (typeof this.#verified!.set.get(key) !== "object") {
+          all.delete(key);
+          changed++;
+        }
+      }
+    }
+    if (changed) {
+      log.debug("re-list at revision {revision} changed {changed} leases in the view", {
+        revision,
+        changed,
+      });
     }
     const own = this.opts.ownKey();
     if (own) {
@@ -183,7 +221,6 @@ export class PeerWatcher {
       if (mine) this.#handlers?.ownWritten?.(mine.attrs, mine.revision);
       else this.#handlers?.ownDeleted?.(revision);
     }
-    this.#all = all;
     this.#rev = Math.max(this.#rev, revision);
   }
 
@@ -208,10 +245,27 @@ export class PeerWatcher {
 
   /**
    * Re-lists the registry and makes it the current view (a periodic full reconciliation against
-   * the registry, not just memory). Returns false when the list was older than what the watch
-   * already applied (try again later). Registry errors are thrown.
+   * the registry, not just memory: it catches any change the watch missed). Reads only what was
+   * written since the last verified list, with the count that proves the rest unchanged
+   * (VerifiedSet.advance); lists in full when it does not. Returns false when the list was older
+   * than what the watch already applied (try again later). Registry errors are thrown.
    */
   async relist(): Promise<boolean> {
+    const v = this.#verified;
+    if (v) {
+      const since = v.revision;
+      const r = await this.registry.listPeerLeases(since);
+      // A snapshot or another re-list moved the set meanwhile: `r` no longer fits it.
+      if (r.revision < this.#rev || v !== this.#verified || v.revision !== since) return false;
+      if (v.advance(r, this.#decodeKeeping)) {
+        resyncs.inc();
+        this.#install(r.revision);
+        return true;
+      }
+      log.debug("leases were deleted since revision {rev}: listing all of them", {
+        rev: v.revision,
+      });
+    }
     const { leases, revision } = await this.registry.listPeerLeases();
     if (revision < this.#rev) return false;
     resyncs.inc();

@@ -377,6 +377,45 @@ Deno.test("kv: createLease overwrites an expired lease that nobody reaped yet", 
   });
 });
 
+Deno.test("kv: a peer list since a revision reads the change log, and lists in full when it must", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, "reg.kv");
+    // compactEvery 10 / keepLog 5: the mutation path itself trims the log.
+    const reg = await openKvRegistry({ path, prefix: "/since", keepLog: 5, compactEvery: 10 });
+    const other = await openKvRegistry({ path, prefix: "/since" });
+    const keys = (l: { leases: { key: string }[] }) => l.leases.map((x) => x.key).sort();
+    try {
+      for (let i = 0; i < 3; i++) await reg.createLease(`198.19.${i}.0-24`, VALUE, 3600);
+      const full = await reg.listPeerLeases();
+      assert.equal(full.count, 3);
+      // Another handle's writes are in the log this one reads.
+      const e = await other.createLease("198.19.9.0-24", VALUE, 1);
+      assert.ok(e && await other.deleteLease("198.19.1.0-24"));
+      // Calls at once take turns on the index: the same answer for each.
+      const [since, ...more] = await Promise.all(
+        [0, 1, 2].map(() => reg.listPeerLeases(full.revision)),
+      );
+      assert.deepEqual(keys(since), ["198.19.9.0-24"]);
+      assert.equal(since.count, 3);
+      for (const m of more) assert.deepEqual(m, since);
+      // Expired and not reaped by anyone (no watch runs): neither listed nor counted.
+      await waitFor("the lease to expire", () => Date.now() > e.expiresAt!, { timeoutMs: 10_000 });
+      const expired = await reg.listPeerLeases(full.revision);
+      assert.deepEqual({ leases: expired.leases, count: expired.count }, { leases: [], count: 2 });
+      // The log trimmed past the index: the same answer, from a full list.
+      for (let i = 20; i < 32; i++) await other.createLease(`198.19.${i}.0-24`, VALUE, 3600);
+      await other.compact();
+      const trimmed = await reg.listPeerLeases(full.revision);
+      assert.equal(trimmed.count, 14);
+      assert.equal(trimmed.leases.length, 12);
+      assert.equal(trimmed.revision, (await reg.listLeases()).revision);
+    } finally {
+      await other.close();
+      await reg.close();
+    }
+  });
+});
+
 Deno.test("kv: a watcher behind the compacted log gets a snapshot, then changes again", async () => {
   await withTempDir(async (dir) => {
     const path = join(dir, "reg.kv");

@@ -52,6 +52,20 @@ export type WatchMessage =
   | { kind: "changes"; changes: LeaseChange[]; revision: number }
   | { kind: "snapshot"; leases: RegistryLease<WatchedExpiry>[]; revision: number };
 
+/**
+ * What listPeerLeases returns. `count` is how many leases a full list would return at `revision`
+ * (with `since`, most of them are not in `leases`). It is what makes a partial list a proof: a
+ * reader that knows the exact set at `since` and gets `count` = (that set minus the keys written
+ * since, plus `leases`) knows that nothing else was deleted, so the set at `revision` is exactly
+ * that (see PeerWatcher.relist). etcd counts every key under `subnets/`, so a key that is not a
+ * lease (one with a "/" below it) makes the counts differ, and such a reader lists in full.
+ */
+export interface PeerList {
+  leases: RegistryLease<WatchedExpiry>[];
+  count: number;
+  revision: number;
+}
+
 /** Raised for operations that cannot succeed by retrying (bad credentials, bad URL). */
 export class RegistryError extends FatalError {
   override name = "RegistryError";
@@ -71,9 +85,7 @@ export interface Registry {
    * With `since`: only the leases written after that revision (deletes are not reported), so a
    * node that listed at `since` reads what changed instead of every lease again.
    */
-  listPeerLeases(
-    since?: number,
-  ): Promise<{ leases: RegistryLease<WatchedExpiry>[]; revision: number }>;
+  listPeerLeases(since?: number): Promise<PeerList>;
   /**
    * Every lease key with its revision, without values (etcd: a keys-only range), for choosing a
    * free subnet: the key is the subnet. A TTL lease that has just expired may still be listed

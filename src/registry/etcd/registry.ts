@@ -18,6 +18,7 @@
 import { Buffer } from "node:buffer";
 import { getLogger } from "@logtape/logtape";
 import {
+  type PeerList,
   type Registry,
   RegistryError,
   type RegistryKey,
@@ -109,9 +110,7 @@ export class EtcdRegistry implements Registry {
     return { leases: items, revision };
   }
 
-  async listPeerLeases(
-    since?: number,
-  ): Promise<{ leases: RegistryLease<WatchedExpiry>[]; revision: number }> {
+  async listPeerLeases(since?: number): Promise<PeerList> {
     // Only expiries already known (own grants, earlier lookups); etcd removes expired keys.
     this.#expiries.prune();
     const decode = (page: Page) => {
@@ -121,22 +120,33 @@ export class EtcdRegistry implements Registry {
       return page.map(({ kv, rel }) => toLease<WatchedExpiry>(kv, rel, exp, "unknown"));
     };
     if (since !== undefined) {
-      // etcd filters by mod revision before replying: only what changed crosses the wire.
+      // One read-only transaction, so both ranges see one revision: the keys written after
+      // `since` (etcd filters by mod revision before replying: only what changed crosses the
+      // wire) and how many keys there are in all (a count, no keys).
+      const range = { key: this.#keys.subnets, range_end: this.#keys.subnetsEnd };
       const r = await this.#call(() =>
-        this.#client.kv.range({
-          key: this.#keys.subnets,
-          range_end: this.#keys.subnetsEnd,
-          min_mod_revision: since + 1,
+        this.#client.kv.txn({
+          compare: [],
+          success: [
+            { request_range: { ...range, min_mod_revision: since + 1 } },
+            { request_range: { ...range, count_only: true } },
+          ],
         })
       );
-      const page = r.kvs.flatMap((kv) => {
+      const [written, all] = r.responses.map((x) => x.response_range);
+      if (!written || !all) throw new Error(`etcd answered a read of two ranges without them`);
+      const page = written.kvs.flatMap((kv) => {
         const rel = this.#keys.rel(kv.key);
         return rel === null ? [] : [{ kv, rel }];
       });
-      return { leases: decode(page), revision: Number(r.header.revision) };
+      return {
+        leases: decode(page),
+        count: Number(all.count),
+        revision: Number(r.header.revision),
+      };
     }
     const { items, revision } = await this.#pages(decode);
-    return { leases: items, revision };
+    return { leases: items, count: items.length, revision };
   }
 
   async listLeaseKeys(): Promise<{ keys: RegistryKey[]; revision: number }> {

@@ -19,6 +19,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import {
+  type PeerList,
   type Registry,
   RegistryError,
   type RegistryKey,
@@ -27,6 +28,7 @@ import {
 } from "../contract/registry.ts";
 import { KvStore } from "./commit.ts";
 import { listLeases } from "./list.ts";
+import { LiveIndex } from "./changes.ts";
 import { compactLog } from "./changelog.ts";
 import { reapQuietly } from "./reaper.ts";
 import { touchAfterCommit } from "./wake.ts";
@@ -89,6 +91,8 @@ export class KvRegistry implements Registry {
   #keepLog: number;
   #keepLogMs: number;
   #closing = new AbortController();
+  /** The live keys at the last full peer list, for lists since a revision (changes.ts). */
+  #index: LiveIndex | null = null;
 
   /**
    * Use openKvRegistry(); this takes an already opened Kv, which close() will close. `path`, when
@@ -175,9 +179,24 @@ export class KvRegistry implements Registry {
     });
   }
 
-  /** As listLeases: expiries live in the values, so they cost nothing here. */
-  async listPeerLeases(since?: number): Promise<{ leases: RegistryLease[]; revision: number }> {
-    return writtenSince(await this.listLeases(), since);
+  /**
+   * As listLeases: expiries live in the values, so they cost nothing here. A full list also
+   * indexes the live keys, so that a list `since` a revision reads only the change log after it
+   * (changes.ts), not every lease; when the log cannot say, it lists in full.
+   */
+  async listPeerLeases(since?: number): Promise<PeerList> {
+    const idx = this.#index;
+    if (since !== undefined && idx) {
+      const r = await this.#h.track((s) => idx.writtenSince(s, since));
+      if (r) return r;
+    }
+    const list = await this.#h.track(async (s) => {
+      const r = await listLeases(s, this.#closing.signal);
+      this.#h.saw(r.revision);
+      this.#index = LiveIndex.of(r, s);
+      return r;
+    });
+    return { ...writtenSince(list, since), count: list.leases.length };
   }
 
   async listLeaseKeys(): Promise<{ keys: RegistryKey[]; revision: number }> {

@@ -60,6 +60,33 @@ function watch(r: Registry, ownKey: () => string | null = () => null) {
 }
 
 /**
+ * `r` with a watch that delivers nothing (a stream that stays open and silent), so only re-lists
+ * see changes; records the `since` of every listPeerLeases call in `lists`.
+ */
+function deaf(r: Registry, lists: (number | undefined)[]): Registry {
+  return new Proxy(r, {
+    get(target, prop) {
+      if (prop === "watchLeases") {
+        // deno-lint-ignore require-yield
+        return async function* (_from: number, signal: AbortSignal) {
+          if (!signal.aborted) {
+            await new Promise((res) => signal.addEventListener("abort", res, { once: true }));
+          }
+        };
+      }
+      if (prop === "listPeerLeases") {
+        return (since?: number) => {
+          lists.push(since);
+          return target.listPeerLeases(since);
+        };
+      }
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+}
+
+/**
  * A node as the agent runs one: acquire, then the watcher reporting writes and deletes of the own
  * key to the manager, and the renewal loop. `started` resolves with the acquired lease.
  */
@@ -348,6 +375,66 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
           ),
         { timeoutMs: 10_000, intervalMs: 50, stopOnError: true },
       );
+    } finally {
+      await w.stop();
+    }
+  });
+
+  t("a change the watch never delivers is found by the periodic re-list", async (s) => {
+    const writer = await s.client();
+    const k = (i: number) => `198.19.${100 + i}.0-24`;
+    const value = (i: number) => encodeLeaseValue({ publicIP: `198.18.0.${100 + i}` });
+    const a = await writer.createLease(k(1), value(1), 60);
+    const b = await writer.createLease(k(2), value(2), 60);
+    // Not a lease the watcher keeps, but one the registry counts.
+    assert.ok(a && b && await writer.createLease(k(9), "{garbage", 60));
+    const lists: (number | undefined)[] = [];
+    const w = watch(deaf(await s.client(), lists));
+    const view = () => w.watcher.peers().map((l) => `${l.key}@${l.revision}`).sort();
+    try {
+      await waitFor("initial list", () => w.initial.length > 0, {
+        timeoutMs: 10_000,
+        intervalMs: 50,
+        stopOnError: true,
+      });
+      assert.deepEqual(view(), [`${k(1)}@${a.revision}`, `${k(2)}@${b.revision}`]);
+      // A new lease and one rewritten with the same content (a new revision, same value).
+      const c = await writer.createLease(k(3), value(3), 60);
+      const a2 = await writer.updateLease(k(1), value(1), 60, a.revision);
+      assert.ok(c && a2);
+      lists.length = 0;
+      assert.ok(await w.watcher.relist());
+      assert.deepEqual(
+        view(),
+        [`${k(1)}@${a2.revision}`, `${k(2)}@${b.revision}`, `${k(3)}@${c.revision}`],
+      );
+      // Read as what was written since the first list, not every lease again.
+      assert.equal(lists.length, 1);
+      assert.ok(lists[0] !== undefined, "the re-list read every lease");
+      // A delete is not in such a list: its count shows it, and every lease is read.
+      assert.ok(await writer.deleteLease(k(2)));
+      lists.length = 0;
+      assert.ok(await w.watcher.relist());
+      assert.deepEqual(view(), [`${k(1)}@${a2.revision}`, `${k(3)}@${c.revision}`]);
+      assert.deepEqual(lists.map((x) => x === undefined), [false, true]);
+      // An expiry likewise, once the registry no longer holds the key.
+      const d = await writer.createLease(k(4), value(4), 1);
+      assert.ok(d && await w.watcher.relist());
+      assert.ok(view().includes(`${k(4)}@${d.revision}`));
+      await waitFor(
+        "expired lease gone from the registry",
+        async () => !(await writer.listLeaseKeys()).keys.some((x) => x.key === k(4)),
+        { timeoutMs: 20_000, intervalMs: 200, stopOnError: true },
+      );
+      assert.ok(await w.watcher.relist());
+      assert.deepEqual(view(), [`${k(1)}@${a2.revision}`, `${k(3)}@${c.revision}`]);
+      // Nothing changed: the same objects again.
+      const before = w.watcher.peers();
+      lists.length = 0;
+      assert.ok(await w.watcher.relist());
+      assert.ok(w.watcher.peers().every((l, i) => l === before[i]));
+      assert.equal(lists.length, 1);
+      assert.deepEqual(w.events, [], "the watch delivered nothing");
     } finally {
       await w.stop();
     }

@@ -148,6 +148,43 @@ export function registryConformance(name: string, open: OpenRegistry): void {
     assert.equal((await r.listPeerLeases()).leases.length, 2, "without since: every lease");
   });
 
+  test("peer lists count every lease, also when they list only those written since", async (r) => {
+    const a = await r.createLease("198.19.7.0-24", VALUE_A, 60);
+    assert.ok(a && await r.createLease("198.19.8.0-24", VALUE_B, null));
+    // A value no reader decodes is a lease all the same.
+    assert.ok(await r.createLease("198.19.9.0-24", "{garbage", 60));
+    const full = await r.listPeerLeases();
+    assert.equal(full.count, 3);
+    assert.equal(full.leases.length, 3);
+    const none = await r.listPeerLeases(full.revision);
+    assert.deepEqual({ leases: none.leases, count: none.count }, { leases: [], count: 3 });
+    const a2 = await r.updateLease("198.19.7.0-24", VALUE_A, 60, a.revision);
+    const d = await r.createLease("198.19.10.0-24", VALUE_C, 60);
+    assert.ok(a2 && d);
+    const some = await r.listPeerLeases(full.revision);
+    assert.deepEqual(
+      some.leases.map((l) => `${l.key}@${l.revision}`).sort(),
+      [`198.19.10.0-24@${d.revision}`, `198.19.7.0-24@${a2.revision}`],
+    );
+    assert.equal(some.count, 4);
+    // A delete is not listed, and counted out: 4 - 1, with the same two leases written since.
+    assert.ok(await r.deleteLease("198.19.8.0-24"));
+    const after = await r.listPeerLeases(full.revision);
+    assert.equal(after.leases.length, 2);
+    assert.equal(after.count, 3);
+    assert.ok(after.revision > some.revision);
+    const later = await r.listPeerLeases(after.revision);
+    assert.deepEqual({ leases: later.leases, count: later.count }, { leases: [], count: 3 });
+    // An expired lease is no longer counted once the registry no longer holds it.
+    assert.ok(await r.createLease("198.19.11.0-24", VALUE_C, 1));
+    await waitFor(
+      "expired lease gone",
+      async () => !(await r.listLeaseKeys()).keys.some((k) => k.key === "198.19.11.0-24"),
+      { timeoutMs: 20_000, intervalMs: 200, stopOnError: true },
+    );
+    assert.equal((await r.listPeerLeases(later.revision)).count, 3);
+  });
+
   test("concurrent creates of one key: exactly one wins", async (r) => {
     const results = await Promise.all(
       [VALUE_A, VALUE_B, VALUE_C].map((v) => r.createLease("198.19.2.0-24", v, 60)),
