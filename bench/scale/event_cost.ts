@@ -71,6 +71,8 @@ export interface EventCostRow {
   /** Agent CPU % of a core in the idle windows before and after the events. */
   idleCpuPct: [number | null, number | null];
   cpuUsPerEvent: number | null;
+  /** Of that, the kernel's (stime over the event windows ÷ events; idle not subtracted). */
+  sysUsPerEvent?: number;
   /** etcd only: the agent's gRPC calls per event, by method (writer's own calls subtracted). */
   callsPerEvent?: Record<string, number>;
   /** etcd only: the writer's own gRPC calls per event, by method (measured without the agent). */
@@ -90,20 +92,20 @@ export interface EventCostRow {
 
 /** The agent's CPU ticks, sampled in the background so a window can start at a write's t0. */
 class CpuSamples {
-  #samples: [number, number][] = [];
+  #samples: Sample[] = [];
   #timer: ReturnType<typeof setInterval>;
   constructor(readonly pid: number) {
     this.take();
     this.#timer = setInterval(() => this.take(), 20);
   }
-  /** Samples now: [epoch ms, ticks]. */
-  take(): [number, number] {
-    const s: [number, number] = [nowMs(), readTicks(this.pid)];
+  /** Samples now: [epoch ms, utime+stime ticks, stime ticks]. */
+  take(): Sample {
+    const s: Sample = [nowMs(), ...readTicks(this.pid)];
     this.#samples.push(s);
     return s;
   }
   /** The last sample taken at or before `t`. */
-  before(t: number): [number, number] {
+  before(t: number): Sample {
     let best = this.#samples[0];
     for (const s of this.#samples) if (s[0] <= t) best = s;
     return best;
@@ -113,8 +115,13 @@ class CpuSamples {
   }
 }
 
-function readTicks(pid: number): number {
-  return statCpuTicks(Deno.readTextFileSync(`/proc/${pid}/stat`));
+type Sample = [number, number, number];
+
+/** [utime+stime, stime] of `pid`, in ticks. */
+function readTicks(pid: number): [number, number] {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  // stime is field 15: the 13th after "(comm) " (statCpuTicks sums it with utime).
+  return [statCpuTicks(stat), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[12])];
 }
 
 /** Sum of the counters `name` in Prometheus text (every label set). */
@@ -316,6 +323,7 @@ export async function eventCost(o: EventCostOptions): Promise<EventCostRow> {
         const applied0 = await metric("weft_peer_events_applied_total");
         const calls0 = o.kind === "etcd" ? await etcdCalls(c) : null;
         let ticks = 0;
+        let sysTicks = 0;
         let ms = 0;
         const windows: [number, number][] = [];
         for (const del of [false, true]) {
@@ -329,6 +337,7 @@ export async function eventCost(o: EventCostOptions): Promise<EventCostRow> {
           }, { timeoutMs: 60_000, intervalMs: 50 });
           const start = cpu.before(w[0].t0);
           ticks += end[1] - start[1];
+          sysTicks += end[2] - start[2];
           ms += end[0] - start[0];
           windows.push([start[0] - agentT0, end[0] - agentT0]);
         }
@@ -358,6 +367,7 @@ export async function eventCost(o: EventCostOptions): Promise<EventCostRow> {
         row.eventSeconds = ms / 1000;
         row.eventCpuMs = ticks / CLK_TCK * 1000;
         row.cpuUsPerEvent = (ticks / CLK_TCK - idleRate * ms / 1000) * 1e6 / row.events;
+        row.sysUsPerEvent = sysTicks / CLK_TCK * 1e6 / row.events;
         if (calls0 && calls1) {
           const all = perEvent(calls0, calls1, row.events);
           const mine: Record<string, number> = {};

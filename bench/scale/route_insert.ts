@@ -5,12 +5,15 @@
  * peers are added one kind at a time and removed (`removePeers`), timed in CPU (this process's
  * user + system, which includes the kernel's work in sendmsg). Each size runs in its own
  * namespace; `--proto` also times the routes with another protocol than the N programmed ones.
+ * CPU per entry includes the netlink round trip (libnl over FFI), the same in every size.
  *
- * Found with it (session 7): a new IPv4 route costs ~200 µs of kernel CPU next to 5000 routes
- * on the VTEP against ~15 µs next to 5. The kernel keys its fib_info hash table by protocol,
- * scope, prefsrc, metric and nexthop device, not by gateway (net/ipv4/fib_semantics.c,
- * fib_info_hashfn), so every peer route (one device, one protocol, its own gateway) lands in one
- * bucket, and each insertion walks all of them (fib_find_info). Removals and re-writes of an
+ * Found with it (session 7): a new IPv4 route costs 150–280 µs of kernel CPU next to 5000 routes
+ * on the VTEP against ~25 µs next to 5, and ~800 against ~180 when the routes come 10 ms apart
+ * (`--spacing-ms 10`, the agent's pace in `event_cost.ts`: the walk then misses the caches).
+ * The kernel keys its fib_info hash table by protocol, scope, prefsrc, metric and nexthop device,
+ * not by gateway (net/ipv4/fib_semantics.c, fib_info_hashfn), so every peer route (one device, one
+ * protocol, its own gateway) lands in one bucket, and each insertion walks all of them
+ * (fib_find_info). Removals and re-writes of an
  * existing route do not walk it. A route of another protocol lands elsewhere (`--proto 3`: cheap
  * again), which shows the cause; weft's routes keep their protocol (the reconcile tells its own
  * routes by it).
@@ -39,6 +42,8 @@ const { values: v } = parseArgs({
     /** Child mode: the peers to program in this namespace. */
     child: { type: "string" },
     proto: { type: "string" },
+    /** Pause between the new routes (the agent's events come apart; the walk then misses cache). */
+    "spacing-ms": { type: "string", default: "0" },
   },
 });
 const NEW = 500;
@@ -64,7 +69,7 @@ function entries(dev: number, i: number, protocol = RTPROT_WEFT): PeerEntries {
   };
 }
 
-function child(n: number, reps: number, proto: number | undefined) {
+async function child(n: number, reps: number, proto: number | undefined, spacingMs: number) {
   const nl = netlink();
   const dev = nl.linkByName("flannel.1")!.index;
   for (let i = 0; i < n; i++) installPeer(nl, entries(dev, i));
@@ -80,20 +85,33 @@ function child(n: number, reps: number, proto: number | undefined) {
     t.push(cpu());
     for (const e of fresh) nl.fdbSet({ dev, ...e.fdb! });
     t.push(cpu());
-    for (const e of fresh) nl.routeReplace(e.route);
+    // Each insertion timed alone, so pauses between them (--spacing-ms) are not counted.
+    let routeCpu = 0;
+    for (const e of fresh) {
+      if (spacingMs > 0) await new Promise((r) => setTimeout(r, spacingMs));
+      const c = cpu();
+      nl.routeReplace(e.route);
+      routeCpu += cpu() - c;
+    }
     t.push(cpu());
     for (const e of fresh) installPeer(nl, e); // all three present: re-writes
     t.push(cpu());
     for (const e of fresh) removePeers(nl, [[e.route.dst, e]], new PeerFailures());
     t.push(cpu());
     const us = (i: number) => Math.round((t[i + 1] - t[i]) / NEW);
-    out.push({ neighUs: us(0), fdbUs: us(1), routeUs: us(2), rewriteUs: us(3), removeUs: us(4) });
+    const routeUs = Math.round(routeCpu / NEW);
+    out.push({ neighUs: us(0), fdbUs: us(1), routeUs, rewriteUs: us(3), removeUs: us(4) });
   }
   console.log(JSON.stringify({ peers: n, proto: proto ?? RTPROT_WEFT, reps: out }));
 }
 
 if (v.child !== undefined) {
-  child(Number(v.child), Number(v.reps), v.proto ? Number(v.proto) : undefined);
+  await child(
+    Number(v.child),
+    Number(v.reps),
+    v.proto ? Number(v.proto) : undefined,
+    Number(v["spacing-ms"]),
+  );
 } else {
   const id = Math.random().toString(36).slice(2, 8);
   const rows: string[] = [];
@@ -118,7 +136,15 @@ if (v.child !== undefined) {
           "nolearning",
         ]);
         await nsExec(ns, ["ip", "link", "set", "flannel.1", "up"]);
-        const args = [new URL(import.meta.url).pathname, "--child", String(n), "--reps", v.reps];
+        const args = [
+          new URL(import.meta.url).pathname,
+          "--child",
+          String(n),
+          "--reps",
+          v.reps,
+          "--spacing-ms",
+          v["spacing-ms"],
+        ];
         rows.push(
           (await runOk(denoInNs(ns, [...args, ...(proto ? ["--proto", proto] : [])]), {
             timeoutMs: 300_000,
