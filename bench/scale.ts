@@ -64,6 +64,7 @@ const { values: v } = parseArgs({
     "event-idle-seconds": { type: "string", default: "10" },
     "event-backend": { type: "string", default: "vxlan" },
     "event-v8-flags": { type: "string", default: "" },
+    "event-heap-snapshot-dir": { type: "string", default: "" },
     "v8-flags": { type: "string", default: V8_FLAGS.join(",") },
     passes: { type: "string", default: "1" },
     help: { type: "boolean", default: false },
@@ -81,6 +82,7 @@ if (v.help) {
       '  [--v8-flags="<set>;<set>"] (default weft\'s; "-": no flags) [--passes 1]\n' +
       "  [--event-peers 5,5000] [--events 1000] [--event-spacing-ms 10] [--event-idle-seconds 10]\n" +
       "  [--event-backend vxlan|udp|alloc] [--event-v8-flags=--prof,--logfile=/tmp/weft-%p.log]\n" +
+      "  [--event-heap-snapshot-dir DIR] (the agent's heap after the events; lib/heap_summary.ts)\n" +
       '  (--sizes "": the --peers phases only; --peers 0 or --idle-seconds 0: no idle phase;\n' +
       '  --round-backends "": no round phase; --event-peers: CPU per event)',
   );
@@ -130,6 +132,7 @@ try {
           backend: v["event-backend"] as EventCostOptions["backend"],
           ttlSeconds: Number(v["peer-ttl"]) > 0 ? Number(v["peer-ttl"]) : null,
           v8Flags: v["event-v8-flags"].split(",").filter(Boolean),
+          heapSnapshotDir: v["event-heap-snapshot-dir"] || undefined,
         });
         eventRows.push(r);
         if (r.error) report.problem(`event cost ${kind} P=${p}: ${r.error}`);

@@ -31,6 +31,7 @@ import { CLUSTER_NETWORK } from "../lib/leases.ts";
 import type { WriteResult } from "../lib/lease_writer.ts";
 import { CLK_TCK, load1, nowMs, sleep, statCpuTicks } from "../lib/sys.ts";
 import { parseEtcdMetrics } from "./simulate.ts";
+import { HEAP_ENTRY } from "../lib/heap_entry.ts";
 
 const WRITER = new URL("../lib/lease_writer.ts", import.meta.url).pathname;
 const HEALTHZ_PORT = 9917;
@@ -52,6 +53,11 @@ export interface EventCostOptions {
   ttlSeconds: number | null;
   /** More V8 flags for the agent (e.g. `--prof --logfile=/tmp/weft-%p.log` to profile it). */
   v8Flags?: string[];
+  /**
+   * Write a heap snapshot of the agent here after the measurement (`../lib/heap_entry.ts`; sum
+   * it with `../lib/heap_summary.ts`); its path is the row's `heapSnapshot`.
+   */
+  heapSnapshotDir?: string;
 }
 
 export interface EventCostRow {
@@ -65,32 +71,41 @@ export interface EventCostRow {
   /** Agent CPU % of a core in the idle windows before and after the events. */
   idleCpuPct: [number | null, number | null];
   cpuUsPerEvent: number | null;
+  /** Of that, the kernel's (stime over the event windows ÷ events; idle not subtracted). */
+  sysUsPerEvent?: number;
   /** etcd only: the agent's gRPC calls per event, by method (writer's own calls subtracted). */
   callsPerEvent?: Record<string, number>;
   /** etcd only: the writer's own gRPC calls per event, by method (measured without the agent). */
   writerCallsPerEvent?: Record<string, number>;
   load1: [number, number];
-  /** GCs in the agent's log over the event windows (only with `--trace-gc` in v8Flags). */
-  gcs?: { markCompact: number; scavenge: number };
+  /**
+   * With `--trace-gc` in v8Flags: the agent's GCs over the event windows, told by their
+   * timestamps (V8 writes the trace through a block-buffered stdout, so where a line lands in the
+   * log says little), and their pause time (incremental marking steps included).
+   */
+  gcs?: { markCompact: number; scavenge: number; markCompactMs: number; scavengeMs: number };
+  /** The full-GC lines of the event windows (sizes before → after, and V8's reason). */
+  fullGcLines?: string[];
+  heapSnapshot?: string;
   error?: string;
 }
 
 /** The agent's CPU ticks, sampled in the background so a window can start at a write's t0. */
 class CpuSamples {
-  #samples: [number, number][] = [];
+  #samples: Sample[] = [];
   #timer: ReturnType<typeof setInterval>;
   constructor(readonly pid: number) {
     this.take();
     this.#timer = setInterval(() => this.take(), 20);
   }
-  /** Samples now: [epoch ms, ticks]. */
-  take(): [number, number] {
-    const s: [number, number] = [nowMs(), readTicks(this.pid)];
+  /** Samples now: [epoch ms, utime+stime ticks, stime ticks]. */
+  take(): Sample {
+    const s: Sample = [nowMs(), ...readTicks(this.pid)];
     this.#samples.push(s);
     return s;
   }
   /** The last sample taken at or before `t`. */
-  before(t: number): [number, number] {
+  before(t: number): Sample {
     let best = this.#samples[0];
     for (const s of this.#samples) if (s[0] <= t) best = s;
     return best;
@@ -100,8 +115,13 @@ class CpuSamples {
   }
 }
 
-function readTicks(pid: number): number {
-  return statCpuTicks(Deno.readTextFileSync(`/proc/${pid}/stat`));
+type Sample = [number, number, number];
+
+/** [utime+stime, stime] of `pid`, in ticks. */
+function readTicks(pid: number): [number, number] {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  // stime is field 15: the 13th after "(comm) " (statCpuTicks sums it with utime).
+  return [statCpuTicks(stat), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[12])];
 }
 
 /** Sum of the counters `name` in Prometheus text (every label set). */
@@ -198,6 +218,36 @@ function eventArgs(o: EventCostOptions, first: number, del: boolean): string[] {
   ];
 }
 
+/**
+ * The GCs of a `--trace-gc` log that fall into `windows` (ms since the agent started; V8's
+ * timestamps count from its isolate's start, a few ms later, well inside the 20 ms sampling).
+ */
+export function gcsIn(
+  log: string,
+  windows: [number, number][],
+): Pick<EventCostRow, "gcs" | "fullGcLines"> {
+  const gcs = { markCompact: 0, scavenge: 0, markCompactMs: 0, scavengeMs: 0 };
+  const fullGcLines: string[] = [];
+  for (const l of log.split("\n")) {
+    const m =
+      / (\d+) ms: (.*?)(Scavenge|Mark-Compact).*?MB, (?:pooled: [\d.]+ MB, )?([\d.]+) \/ [\d.]+ ms(?: \(\+ ([\d.]+) ms in)?/
+        .exec(l);
+    if (!m) continue;
+    const t = Number(m[1]);
+    if (!windows.some(([a, b]) => t >= a && t <= b)) continue;
+    const pause = Number(m[4]) + Number(m[5] ?? 0);
+    if (m[3] === "Scavenge") {
+      gcs.scavenge++;
+      gcs.scavengeMs += pause;
+    } else {
+      gcs.markCompact++;
+      gcs.markCompactMs += pause;
+      fullGcLines.push(l.trim());
+    }
+  }
+  return { gcs, fullGcLines };
+}
+
 export async function eventCost(o: EventCostOptions): Promise<EventCostRow> {
   if (o.events < 2 || o.events % 2) {
     throw new RangeError(`--events ${o.events}: give an even number ≥ 2`);
@@ -237,12 +287,17 @@ export async function eventCost(o: EventCostOptions): Promise<EventCostRow> {
         await writer(c, o, eventArgs(o, first, true));
         row.writerCallsPerEvent = perEvent(m0, await etcdCalls(c), o.events);
       }
+      const agentT0 = nowMs();
       const agent = c.startAgent("h1", {
         backend: o.backend,
         netConfig: { SubnetLen: SUBNET_LEN },
         healthzPort: HEALTHZ_PORT,
         extraArgs: ["--reconcile-interval", "3600", "--peer-probe-interval", "0"],
-        env: { DENO_V8_FLAGS: [...V8_FLAGS, ...o.v8Flags ?? []].join(",") },
+        env: {
+          DENO_V8_FLAGS: [...V8_FLAGS, ...o.v8Flags ?? []].join(","),
+          ...o.heapSnapshotDir ? { WEFT_HEAP_SNAPSHOT_DIR: o.heapSnapshotDir } : {},
+        },
+        ...o.heapSnapshotDir ? { entry: HEAP_ENTRY } : {},
       });
       const env = await agent.waitReady(180_000);
       // The agent's own subnet must not be one the events write.
@@ -268,8 +323,9 @@ export async function eventCost(o: EventCostOptions): Promise<EventCostRow> {
         const applied0 = await metric("weft_peer_events_applied_total");
         const calls0 = o.kind === "etcd" ? await etcdCalls(c) : null;
         let ticks = 0;
+        let sysTicks = 0;
         let ms = 0;
-        const log0 = agent.log().length;
+        const windows: [number, number][] = [];
         for (const del of [false, true]) {
           const w = await writer(c, o, eventArgs(o, first, del));
           const want = applied0 + (del ? o.events : o.events / 2);
@@ -281,22 +337,37 @@ export async function eventCost(o: EventCostOptions): Promise<EventCostRow> {
           }, { timeoutMs: 60_000, intervalMs: 50 });
           const start = cpu.before(w[0].t0);
           ticks += end[1] - start[1];
+          sysTicks += end[2] - start[2];
           ms += end[0] - start[0];
+          windows.push([start[0] - agentT0, end[0] - agentT0]);
         }
         const calls1 = o.kind === "etcd" ? await etcdCalls(c) : null;
-        // With --event-v8-flags=--trace-gc: the agent's GCs during the event windows.
-        const gcLog = agent.log().slice(log0);
-        row.gcs = {
-          markCompact: gcLog.split("Mark-Compact").length - 1,
-          scavenge: gcLog.split("Scavenge").length - 1,
-        };
         row.events = (await metric("weft_peer_events_applied_total")) - applied0;
         const idleAfter = await idle();
+        if (o.heapSnapshotDir) {
+          const file = `${o.heapSnapshotDir}/weft-${agent.pid}-0.heapsnapshot`;
+          agent.signal("SIGUSR2");
+          // Written in one go once it exists and its size stops changing.
+          let size = -1;
+          await waitFor(`the agent's heap snapshot ${file}`, async () => {
+            const st = await Deno.stat(file).catch(() => null);
+            const done = st !== null && st.size > 0 && st.size === size;
+            size = st?.size ?? -1;
+            return done;
+          }, { timeoutMs: 60_000, intervalMs: 500 });
+          row.heapSnapshot = file;
+        }
+        if (o.v8Flags?.includes("--trace-gc")) {
+          cpu.stop();
+          await agent.stop(); // flushes V8's buffered trace
+          Object.assign(row, gcsIn(agent.log(), windows));
+        }
         const idleRate = (idleBefore + idleAfter) / 2; // CPU s per s
         row.idleCpuPct = [idleBefore * 100, idleAfter * 100];
         row.eventSeconds = ms / 1000;
         row.eventCpuMs = ticks / CLK_TCK * 1000;
         row.cpuUsPerEvent = (ticks / CLK_TCK - idleRate * ms / 1000) * 1e6 / row.events;
+        row.sysUsPerEvent = sysTicks / CLK_TCK * 1e6 / row.events;
         if (calls0 && calls1) {
           const all = perEvent(calls0, calls1, row.events);
           const mine: Record<string, number> = {};
