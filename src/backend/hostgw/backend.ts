@@ -14,17 +14,20 @@ import { formatCidr6 } from "../../base/ipv6.ts";
 import { isPeerSubnet6 } from "../../lease/allocate.ts";
 import type { ExternalInterface } from "../../net/iface.ts";
 import type { Lease } from "../../lease/codec.ts";
-import { isNotFound, type Netlink, netlink, type Route } from "../../../ffi/libnl/mod.ts";
-import type { Backend, BackendContext, BackendPrepared, Owned } from "../backend.ts";
+import { DumpMemo, isNotFound, type Netlink, netlink, type Route } from "../../../ffi/libnl/mod.ts";
+import type { Backend, BackendContext, BackendPrepared, Owned, RouteScope } from "../backend.ts";
 import type { PeerEvent } from "../../lease/watch.ts";
 import {
   deletePeerRoutes,
   diffRoutes,
   isGatewayRoute,
   listOwnedRoutes,
+  mainRoutes,
   marked,
+  ownedAmong,
   routeScope,
 } from "../routes.ts";
+import { SteadyRounds } from "../steady.ts";
 import { PeerFailures } from "../peer_errors.ts";
 
 const log = getLogger(["weft", "host-gw"]);
@@ -47,6 +50,9 @@ export class HostGwBackend implements Backend {
    * reconciles and checks of 5000 unchanged peers build none of them again.
    */
   #wants = new WeakMap<Lease, Route[]>();
+  /** The last steady round (steady.ts), and the memos its route tables are read through. */
+  #steady = new SteadyRounds();
+  #routeMemos = { v4: new DumpMemo<Route>(), v6: new DumpMemo<Route>() };
 
   constructor(nl: Netlink = netlink()) {
     this.#nl = nl;
@@ -76,6 +82,7 @@ export class HostGwBackend implements Backend {
 
   start(own: Lease): Promise<void> {
     this.#own = own;
+    this.#steady.reset(); // the own subnet is part of which routes are weft's
     return Promise.resolve();
   }
 
@@ -99,6 +106,7 @@ export class HostGwBackend implements Backend {
   }
 
   apply(events: PeerEvent[]): Promise<void> {
+    this.#steady.reset();
     const f = new PeerFailures();
     // Removals wait here to be deleted in one batch (routes.ts: ours, else flanneld's exact
     // route); an added event flushes them first, so the kernel sees the events in order.
@@ -124,10 +132,13 @@ export class HostGwBackend implements Backend {
     return Promise.resolve();
   }
 
-  #owned(): Route[] {
+  #scope(): RouteScope {
     const own = this.#own;
-    const scope = routeScope(this.#cfg, own?.subnet ?? null, this.#ext.index, own?.subnet6);
-    return listOwnedRoutes(this.#nl, scope, { gateway: true });
+    return routeScope(this.#cfg, own?.subnet ?? null, this.#ext.index, own?.subnet6);
+  }
+
+  #owned(): Route[] {
+    return listOwnedRoutes(this.#nl, this.#scope(), { gateway: true });
   }
 
   /** Every peer's routes, in peer order. */
@@ -141,20 +152,31 @@ export class HostGwBackend implements Backend {
     return routes;
   }
 
-  #sync(): { removed: number; added: number } {
-    const { del, add, adopt } = diffRoutes(this.#wanted(), this.#owned());
+  /** Diffs `owned` against every peer's routes and repairs the difference. */
+  #sync(owned: Route[]): { removed: number; added: number; adopted: number } {
+    const { del, add, adopt } = diffRoutes(this.#wanted(), owned);
     const f = new PeerFailures();
     // One already gone is not a failure.
     this.#nl.deleteMany(del.map((route) => ({ route })))
       .forEach((e, i) => e && !isNotFound(e) && f.add(del[i].dst, e));
     for (const r of [...adopt, ...add]) f.run(r.dst, () => this.#nl.routeReplace(r));
     f.throwIfAny("reconciling host-gw routes");
-    return { removed: del.length, added: add.length };
+    return { removed: del.length, added: add.length, adopted: adopt.length };
   }
 
+  /**
+   * Makes the main table hold exactly every peer's routes of weft's. The table is read once; when
+   * the peers and the table are as in the last round that found nothing to do, nothing is
+   * diffed (steady.ts).
+   */
   reconcile(peers: Lease[]): Promise<void> {
+    const scope = this.#scope();
+    const tables = mainRoutes(this.#nl, scope, this.#routeMemos);
+    if (this.#steady.holds(peers, tables)) return Promise.resolve();
     this.#peers = new Map(peers.map((p) => [p.key, p]));
-    const { removed, added } = this.#sync();
+    this.#steady.reset();
+    const { removed, added, adopted } = this.#sync(ownedAmong(tables, scope, { gateway: true }));
+    if (!removed && !added && !adopted) this.#steady.settle(peers, tables);
     if (removed || added) {
       log.info("reconciled: removed {d} stale routes, added {a}", { d: removed, a: added });
     }
