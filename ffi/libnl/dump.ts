@@ -153,7 +153,7 @@ function dumpOnce(
   if (c.sendto(fd, Deno.UnsafePointer.of(req), BigInt(req.length), 0, null, 0) < 0) {
     throw lastError("sendto", `netlink, ${op} dump request`);
   }
-  const poll = new PollSet([fd], POLLIN);
+  let poll: PollSet | null = null; // made only when the kernel is not ahead of us
   const deadline = performance.now() + WAIT_MS;
   let used = 0;
   let interrupted = false;
@@ -170,7 +170,7 @@ function dumpOnce(
       const e = errno();
       if (e !== EAGAIN && e !== EINTR) throw lastError("recvfrom", `netlink, ${op} dump`);
       const left = deadline - performance.now();
-      if (left > 0) poll.wait(Math.ceil(left));
+      if (left > 0) (poll ??= new PollSet([fd], POLLIN)).wait(Math.ceil(left));
       else {
         throw new Error(
           `netlink ${op}${what ? ` ${what}` : ""}: the kernel sent no more of the dump within ` +
@@ -182,18 +182,37 @@ function dumpOnce(
     if (n > inBuf.length) {
       throw new Error(`netlink ${op}: a dump buffer of ${n} bytes exceeds ${inBuf.length}`);
     }
-    for (let off = 0; off + NLMSG_HDRLEN <= n;) {
+    // Entries are made canonical in place, then copied in runs: one copy per buffer, usually.
+    let run = 0;
+    const flush = (end: number) => {
+      if (end <= run) return;
+      if (used + end - run + 4 > out.length) {
+        const bigger = new Uint8Array(Math.max(out.length * 2, used + end - run + 4));
+        bigger.set(out.subarray(0, used));
+        out = bigger;
+      }
+      out.set(inBuf.subarray(run, end), used);
+      used += end - run;
+      while (used & 3) out[used++] = 0; // the next message starts aligned, as in the kernel's
+    };
+    let off = 0;
+    while (off + NLMSG_HDRLEN <= n) {
       const len = inView.getUint32(off, true);
       if (len < NLMSG_HDRLEN || off + len > n) break;
+      const size = Math.min((len + 3) & ~3, n - off);
       const type = inView.getUint16(off + 4, true);
-      // Another request's late reply (none should be queued): not part of this dump.
-      if (inView.getUint32(off + 8, true) !== s) {
-        off += (len + 3) & ~3;
+      // Another request's late reply (none should be queued) is not part of this dump.
+      const ours = inView.getUint32(off + 8, true) === s;
+      if (ours && inView.getUint16(off + 6, true) & NLM_F_DUMP_INTR) interrupted = true;
+      if (ours && type !== NLMSG_DONE && type !== NLMSG_ERROR) {
+        canonical(inView, off, len);
+        off += size;
         continue;
       }
-      if (inView.getUint16(off + 6, true) & NLM_F_DUMP_INTR) interrupted = true;
-      if (type === NLMSG_DONE) return { bytes: out.subarray(0, used), interrupted };
-      if (type === NLMSG_ERROR) {
+      flush(off);
+      run = off + size;
+      if (ours && type === NLMSG_DONE) return { bytes: out.subarray(0, used), interrupted };
+      if (ours && type === NLMSG_ERROR) {
         const k = kernelErrorAt(inView, off);
         const rc = nl.nl_syserr2nlerr(k.errno);
         throw new NetlinkError({
@@ -205,17 +224,9 @@ function dumpOnce(
           kernel: k,
         });
       }
-      const size = (len + 3) & ~3;
-      if (used + size > out.length) {
-        const bigger = new Uint8Array(Math.max(out.length * 2, used + size));
-        bigger.set(out.subarray(0, used));
-        out = bigger;
-      }
-      out.set(inBuf.subarray(off, off + len), used);
-      canonical(new DataView(out.buffer, out.byteOffset), used, len);
-      used += size;
       off += size;
     }
+    flush(off);
   }
 }
 

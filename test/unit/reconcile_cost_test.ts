@@ -210,11 +210,25 @@ for (const type of ["vxlan", "host-gw"] as const) {
     const want = type === "vxlan" ? { routes: 1, fdb: 1, neigh: 1 } : { routes: 1 };
     assert.deepEqual(nl.reads, want, `${type}: a steady round still reads every table once`);
     assert.equal(nl.scans, 0, `${type}: the steady round walked a table (diffed)`);
+    // A renewed lease: a new object with a new expiry and revision, the same entries.
+    const renewed = peers.map((p, i) => i === 5 ? { ...p, expiresAt: 99, revision: 9999 } : p);
+    await b.reconcile(renewed);
+    assert.equal(nl.scans, 0, `${type}: a renewal made the round diff`);
     // A change of a table: the next round diffs and repairs.
     const dst = `${formatIp(peers[3].subnet.ip)}/24`;
     nl.routes.delete(dst);
     await b.reconcile(peers);
     assert.ok(nl.scans > 0 && nl.routes.has(dst), `${type}: a removed route was not restored`);
+    // A lease that changed what it wants (another public IP): diffed and reprogrammed.
+    await b.reconcile(peers); // steady again
+    nl.scans = 0;
+    const moved = peers.map((p, i) =>
+      i === 6 ? { ...p, attrs: { ...p.attrs, publicIP: "198.18.201.1" } } : p
+    );
+    await b.reconcile(moved);
+    assert.ok(nl.scans > 0, `${type}: a changed lease did not make the round diff`);
+    if (type === "vxlan") assert.equal(nl.fdb.get(mac(7)), "198.18.201.1");
+    else assert.equal(nl.routes.get(`${formatIp(peers[6].subnet.ip)}/24`)?.gw, "198.18.201.1");
     if (type === "vxlan") {
       nl.fdb.set(mac(5), "198.18.100.100"); // peers[4]'s, pointed elsewhere
       await b.reconcile(peers);

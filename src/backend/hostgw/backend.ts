@@ -49,7 +49,7 @@ export class HostGwBackend implements Backend {
    * Per lease object, its routes: the watcher hands the same object until the lease changes, so
    * reconciles and checks of 5000 unchanged peers build none of them again.
    */
-  #wants = new WeakMap<Lease, Route[]>();
+  #wants = new WeakMap<Lease, { routes: Route[]; sig?: string }>();
   /** The last steady round (steady.ts), and the memos its route tables are read through. */
   #steady = new SteadyRounds();
   #routeMemos = { v4: new DumpMemo<Route>(), v6: new DumpMemo<Route>() };
@@ -106,7 +106,6 @@ export class HostGwBackend implements Backend {
   }
 
   apply(events: PeerEvent[]): Promise<void> {
-    this.#steady.reset();
     const f = new PeerFailures();
     // Removals wait here to be deleted in one batch (routes.ts: ours, else flanneld's exact
     // route); an added event flushes them first, so the kernel sees the events in order.
@@ -141,15 +140,24 @@ export class HostGwBackend implements Backend {
     return listOwnedRoutes(this.#nl, this.#scope(), { gateway: true });
   }
 
+  /** A peer's routes, made once per lease object. */
+  #wantsOf(l: Lease): { routes: Route[]; sig?: string } {
+    let w = this.#wants.get(l);
+    if (!w) this.#wants.set(l, w = { routes: this.routesFor(l) });
+    return w;
+  }
+
   /** Every peer's routes, in peer order. */
   #wanted(): Route[] {
     const routes: Route[] = [];
-    for (const l of this.#peers.values()) {
-      let rs = this.#wants.get(l);
-      if (!rs) this.#wants.set(l, rs = this.routesFor(l));
-      for (const r of rs) routes.push(r);
-    }
+    for (const l of this.#peers.values()) for (const r of this.#wantsOf(l).routes) routes.push(r);
     return routes;
+  }
+
+  /** A peer's key and routes as text, for the steady test (steady.ts). */
+  #signature(l: Lease): string {
+    const w = this.#wantsOf(l);
+    return w.sig ??= `${l.key}>${w.routes.map((r) => `${r.dst} ${r.gw} ${r.dev}`).join(";")}`;
   }
 
   /** Diffs `owned` against every peer's routes and repairs the difference. */
@@ -172,11 +180,12 @@ export class HostGwBackend implements Backend {
   reconcile(peers: Lease[]): Promise<void> {
     const scope = this.#scope();
     const tables = mainRoutes(this.#nl, scope, this.#routeMemos);
-    if (this.#steady.holds(peers, tables)) return Promise.resolve();
+    const sigs = peers.map((p) => this.#signature(p));
+    if (this.#steady.holds(sigs, tables)) return Promise.resolve();
     this.#peers = new Map(peers.map((p) => [p.key, p]));
     this.#steady.reset();
     const { removed, added, adopted } = this.#sync(ownedAmong(tables, scope, { gateway: true }));
-    if (!removed && !added && !adopted) this.#steady.settle(peers, tables);
+    if (!removed && !added && !adopted) this.#steady.settle(sigs, tables);
     if (removed || added) {
       log.info("reconciled: removed {d} stale routes, added {a}", { d: removed, a: added });
     }

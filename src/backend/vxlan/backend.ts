@@ -55,7 +55,14 @@ import {
   type VxlanOpts,
 } from "./device.ts";
 import { PeerFailures } from "../peer_errors.ts";
-import { type PeerEntries, peerEntries, peerEntries6, vtepMac, vtepMacOf } from "./entries.ts";
+import {
+  entriesText,
+  type PeerEntries,
+  peerEntries,
+  peerEntries6,
+  vtepMac,
+  vtepMacOf,
+} from "./entries.ts";
 import { DirectRouting } from "./direct_routing.ts";
 import { installPeer, removePeers } from "./program.ts";
 import { installMissing, sweepStale, type Vteps, type VtepTables, type Want } from "./reconcile.ts";
@@ -73,6 +80,8 @@ interface Wants {
   dev: number | undefined;
   dev6: number | undefined;
   wants: Want[];
+  /** The lease's key and entries as text ({@link entriesText}), made when first asked for. */
+  sig?: string;
 }
 
 export class VxlanBackend implements Backend {
@@ -202,13 +211,30 @@ export class VxlanBackend implements Backend {
    * is looked up again on every reconcile).
    */
   #wanted(l: Lease): Want[] {
+    return this.#wantsOf(l).wants;
+  }
+
+  #wantsOf(l: Lease): Wants {
     const dev = this.#dev?.index;
     const dev6 = this.#v6?.dev.index;
     const hit = this.#wants.get(l);
-    if (hit && hit.dev === dev && hit.dev6 === dev6) return hit.wants;
-    const wants = (this.#all(l) ?? []).map((e): Want => ({ key: l.key, e }));
-    if (!this.#o.directRouting) this.#wants.set(l, { dev, dev6, wants });
-    return wants;
+    if (hit && hit.dev === dev && hit.dev6 === dev6) return hit;
+    const w: Wants = {
+      dev,
+      dev6,
+      wants: (this.#all(l) ?? []).map((e): Want => ({ key: l.key, e })),
+    };
+    if (!this.#o.directRouting) this.#wants.set(l, w);
+    return w;
+  }
+
+  /**
+   * What the steady test (steady.ts) compares per peer: its key and wanted entries as text, so
+   * a renewed lease (a new object, the same entries) keeps the round steady.
+   */
+  #signature(l: Lease): string {
+    const w = this.#wantsOf(l);
+    return w.sig ??= `${l.key}>${w.wants.map((x) => entriesText(x.e)).join(";")}`;
   }
 
   /** The FDB entry's identity (VTEP ifindex and MAC) of `e`; null when it has none. */
@@ -230,7 +256,6 @@ export class VxlanBackend implements Backend {
   }
 
   apply(events: PeerEvent[]): Promise<void> {
-    this.#steady.reset();
     const f = new PeerFailures();
     // Removals wait here to be removed in batches; an added event flushes them first, so the
     // kernel sees the events in order.
@@ -292,7 +317,8 @@ export class VxlanBackend implements Backend {
     });
     const read = [...routes, ...tables.flatMap((t) => [t.fdb, t.neigh])];
     // DirectRouting asks the kernel per peer whether it is on-link: no lease change tells.
-    if (!this.#o.directRouting && this.#steady.holds(peers, read)) return Promise.resolve();
+    const sigs = this.#o.directRouting ? [] : peers.map((p) => this.#signature(p));
+    if (!this.#o.directRouting && this.#steady.holds(sigs, read)) return Promise.resolve();
     this.#direct?.clear();
     this.#peers = new Map();
     this.#fdbUsers = new Map();
@@ -313,7 +339,7 @@ export class VxlanBackend implements Backend {
     const swept = sweepStale(this.#nl, want, vteps, owned, tables, f);
     const installed = installMissing(this.#nl, want, swept, f);
     if (swept.changed || installed) this.#steady.reset();
-    else this.#steady.settle(peers, read);
+    else this.#steady.settle(sigs, read);
     const removed = swept.removed;
     if (removed || installed) {
       log.info("reconciled: removed {d} stale routes, installed {n} peers", {
