@@ -26,6 +26,7 @@ import { NlSocket } from "./socket.ts";
 import * as L from "./link.ts";
 import * as A from "./address.ts";
 import * as R from "./route.ts";
+import { routeList } from "./route_list.ts";
 import * as N from "./neigh.ts";
 import * as B from "./batch.ts";
 
@@ -147,7 +148,7 @@ export class Netlink {
   routeList(filter?: R.RouteFilter): R.Route[];
   routeList(filter: R.RouteFilter, memo: DumpMemo<R.Route>): readonly R.Route[];
   routeList(filter?: R.RouteFilter, memo?: DumpMemo<R.Route>): readonly R.Route[] {
-    return R.routeList(this.#s, filter, memo);
+    return routeList(this.#s, filter, memo);
   }
   /** `ip route get DST`. */
   routeGet(dst: string): R.RouteLookup {

@@ -30,15 +30,7 @@ import { formatIp, type Ipv4Net } from "../../base/ipv4.ts";
 import { formatIp6 } from "../../base/ipv6.ts";
 import type { ExternalInterface } from "../../net/iface.ts";
 import type { Lease } from "../../lease/codec.ts";
-import {
-  DumpMemo,
-  type Fdb,
-  type Link,
-  type Neigh,
-  type Netlink,
-  netlink,
-  type Route,
-} from "../../../ffi/libnl/mod.ts";
+import { DumpMemo, type Link, type Netlink, netlink, type Route } from "../../../ffi/libnl/mod.ts";
 import type { Backend, BackendContext, BackendPrepared } from "../backend.ts";
 import { ConfigError } from "../../base/errors.ts";
 import type { PeerEvent } from "../../lease/watch.ts";
@@ -65,7 +57,14 @@ import {
 } from "./entries.ts";
 import { DirectRouting } from "./direct_routing.ts";
 import { installPeer, removePeers } from "./program.ts";
-import { installMissing, sweepStale, type Vteps, type VtepTables, type Want } from "./reconcile.ts";
+import {
+  installMissing,
+  readVteps,
+  sweepStale,
+  vtepMemos,
+  type Vteps,
+  type Want,
+} from "./reconcile.ts";
 
 const log = getLogger(["weft", "vxlan"]);
 
@@ -114,8 +113,7 @@ export class VxlanBackend implements Backend {
   /** The last steady round (steady.ts), and the memos its tables are read through. */
   #steady = new SteadyRounds();
   #routeMemos = { v4: new DumpMemo<Route>(), v6: new DumpMemo<Route>() };
-  /** Per VTEP (IPv4 first), its FDB and neighbour memos. */
-  #vtepMemos = [0, 1].map(() => ({ fdb: new DumpMemo<Fdb>(), neigh: new DumpMemo<Neigh>() }));
+  #vtepMemos = vtepMemos();
 
   constructor(nl: Netlink = netlink()) {
     this.#nl = nl;
@@ -311,10 +309,7 @@ export class VxlanBackend implements Backend {
     if (this.#v6) vteps.push([this.#v6.dev.index, 6]);
     const scope = this.#scope();
     const routes = mainRoutes(this.#nl, scope, this.#routeMemos);
-    const tables = vteps.map(([dev, family], i): VtepTables => {
-      const m = this.#vtepMemos[i];
-      return { fdb: this.#nl.fdbList(dev, m.fdb), neigh: this.#nl.neighList(dev, family, m.neigh) };
-    });
+    const tables = readVteps(this.#nl, vteps, this.#vtepMemos);
     const read = [...routes, ...tables.flatMap((t) => [t.fdb, t.neigh])];
     // DirectRouting asks the kernel per peer whether it is on-link: no lease change tells.
     const sigs = this.#o.directRouting ? [] : peers.map((p) => this.#signature(p));

@@ -10,7 +10,13 @@
  * const installed = installMissing(nl, want, swept, f);
  * ```
  */
-import type { Fdb, Neigh, Netlink, Route } from "../../../ffi/libnl/mod.ts";
+import {
+  DumpMemo,
+  type Fdb,
+  type Neigh,
+  type Netlink,
+  type Route,
+} from "../../../ffi/libnl/mod.ts";
 import { diffRoutes, Index } from "../routes.ts";
 import type { PeerFailures } from "../peer_errors.ts";
 import type { Family } from "./device.ts";
@@ -30,6 +36,21 @@ export type Vteps = [number, Family][];
 export interface VtepTables {
   fdb: readonly Fdb[];
   neigh: readonly Neigh[];
+}
+
+/** Per VTEP (IPv4 first), the memos its tables are read through (steady.ts). */
+export type VtepMemos = { fdb: DumpMemo<Fdb>; neigh: DumpMemo<Neigh> }[];
+
+export function vtepMemos(): VtepMemos {
+  return [0, 1].map(() => ({ fdb: new DumpMemo<Fdb>(), neigh: new DumpMemo<Neigh>() }));
+}
+
+/** Each VTEP's FDB and neighbour entries, through its memos. */
+export function readVteps(nl: Netlink, vteps: Vteps, memos: VtepMemos): VtepTables[] {
+  return vteps.map(([dev, family], i) => ({
+    fdb: nl.fdbList(dev, memos[i].fdb),
+    neigh: nl.neighList(dev, family, memos[i].neigh),
+  }));
 }
 
 /** What the sweep found already in place, per index into the wanted list. */
