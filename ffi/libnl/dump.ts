@@ -138,6 +138,22 @@ export function dumpTable(
 
 let out = new Uint8Array(256 * 1024);
 
+/**
+ * Reads away what is left of a dump that failed half way (at most 1024 buffers), so libnl's next
+ * request does not read our replies as its own.
+ */
+function drain(fd: number): void {
+  const c = libc();
+  for (let i = 0; i < 1024; i++) {
+    if (
+      c.recvfrom(fd, Deno.UnsafePointer.of(inBuf), BigInt(inBuf.length), MSG_DONTWAIT, null, null) <
+        0
+    ) {
+      return;
+    }
+  }
+}
+
 function dumpOnce(
   sock: NlSocket,
   op: string,
@@ -145,9 +161,24 @@ function dumpOnce(
   what: string,
   q: DumpRequest,
 ): { bytes: Uint8Array; interrupted: boolean } {
+  const fd = libs().nl.nl_socket_get_fd(sock.ptr);
+  try {
+    return receive(fd, op, args, what, q);
+  } catch (e) {
+    drain(fd);
+    throw e;
+  }
+}
+
+function receive(
+  fd: number,
+  op: string,
+  args: unknown,
+  what: string,
+  q: DumpRequest,
+): { bytes: Uint8Array; interrupted: boolean } {
   const { nl } = libs();
   const c = libc();
-  const fd = nl.nl_socket_get_fd(sock.ptr);
   const s = seq = ((seq + 1) >>> 0) || 0x40000000;
   const req = request(q, s);
   if (c.sendto(fd, Deno.UnsafePointer.of(req), BigInt(req.length), 0, null, 0) < 0) {
