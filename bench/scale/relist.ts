@@ -71,6 +71,8 @@ export interface RoundCost {
   listCpuMs: number;
   /** The kernel tables the reconcile reads, read alone (inside reconcile). */
   kernelReadCpuMs: number;
+  /** The reconcile's CPU ms of each round (the first diffs in full; see round_child.ts). */
+  reconcileCpuMs?: number[];
   /** The V8 flags the round ran with (comma-separated; set by roundCost). */
   v8Flags?: string;
 }

@@ -26,6 +26,7 @@ import { NlSocket } from "./socket.ts";
 import * as L from "./link.ts";
 import * as A from "./address.ts";
 import * as R from "./route.ts";
+import { routeList } from "./route_list.ts";
 import * as N from "./neigh.ts";
 import * as B from "./batch.ts";
 
@@ -36,6 +37,8 @@ export type { Addr } from "./address.ts";
 export type { Route, RouteFilter, RouteLookup } from "./route.ts";
 export type { Fdb, FdbEntry, FdbKey, Neigh, NeighEntry, NeighKey } from "./neigh.ts";
 export type { DeleteRequest } from "./batch.ts";
+export { DumpMemo } from "./dump.ts";
+import type { DumpMemo } from "./dump.ts";
 export {
   NTF_SELF,
   NUD_PERMANENT,
@@ -138,9 +141,14 @@ export class Netlink {
   deleteMany(reqs: B.DeleteRequest[]): (Error | null)[] {
     return B.deleteMany(this.#s, reqs);
   }
-  /** `ip route show [table T] [type T] [dev D]`: default main table, unicast. */
-  routeList(filter?: R.RouteFilter): R.Route[] {
-    return R.routeList(this.#s, filter);
+  /**
+   * `ip route show [table T] [type T] [dev D]`: default main table, unicast. With a `memo` (one
+   * per call site and filter), the frozen array of its last call when the table did not change.
+   */
+  routeList(filter?: R.RouteFilter): R.Route[];
+  routeList(filter: R.RouteFilter, memo: DumpMemo<R.Route>): readonly R.Route[];
+  routeList(filter?: R.RouteFilter, memo?: DumpMemo<R.Route>): readonly R.Route[] {
+    return routeList(this.#s, filter, memo);
   }
   /** `ip route get DST`. */
   routeGet(dst: string): R.RouteLookup {
@@ -155,9 +163,11 @@ export class Netlink {
   neighDel(e: N.NeighKey): void {
     N.neighDel(this.#s, e);
   }
-  /** `ip -4 neigh show [dev DEV]` (`family` 6: `ip -6 neigh show`). */
-  neighList(dev?: number, family: 4 | 6 = 4): N.Neigh[] {
-    return N.neighList(this.#s, dev, family);
+  /** `ip -4 neigh show [dev DEV]` (`family` 6: `ip -6 neigh show`); `memo` as for routeList. */
+  neighList(dev?: number, family?: 4 | 6): N.Neigh[];
+  neighList(dev: number, family: 4 | 6, memo: DumpMemo<N.Neigh>): readonly N.Neigh[];
+  neighList(dev?: number, family: 4 | 6 = 4, memo?: DumpMemo<N.Neigh>): readonly N.Neigh[] {
+    return N.neighList(this.#s, dev, family, memo);
   }
   /** `bridge fdb replace MAC dev DEV dst IP self permanent`. */
   fdbSet(e: N.FdbEntry): void {
@@ -167,9 +177,11 @@ export class Netlink {
   fdbDel(e: N.FdbKey): void {
     N.fdbDel(this.#s, e);
   }
-  /** `bridge fdb show dev DEV`. */
-  fdbList(dev: number): N.Fdb[] {
-    return N.fdbList(this.#s, dev);
+  /** `bridge fdb show dev DEV`; `memo` as for routeList. */
+  fdbList(dev: number): N.Fdb[];
+  fdbList(dev: number, memo: DumpMemo<N.Fdb>): readonly N.Fdb[];
+  fdbList(dev: number, memo?: DumpMemo<N.Fdb>): readonly N.Fdb[] {
+    return N.fdbList(this.#s, dev, memo);
   }
 
   /** Closes the socket; the handle reopens one if used again. */

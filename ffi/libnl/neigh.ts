@@ -11,16 +11,16 @@
  */
 import { AF_INET } from "../libc/udp.ts";
 import {
+  addrText,
   AF_BRIDGE,
   AF_INET6,
   checkIp,
   ipAddr,
   macAddr,
-  readIp,
-  readMac,
+  macText,
   withAddr,
 } from "./nladdr.ts";
-import { cstr, drainCache, PTR_OUT, putPtr, takePtr } from "./mem.ts";
+import { type DumpMemo, dumpTable, forEachAttr, forEachMessage, RTM_GETNEIGH } from "./dump.ts";
 import type { NlSocket } from "./socket.ts";
 import {
   NLM_F_CREATE,
@@ -149,35 +149,70 @@ export function neighDel(sock: NlSocket, e: NeighKey): void {
   });
 }
 
-/** IPv4 (or, with `family` 6, IPv6) neighbour entries, of one device when `dev` is given. */
-export function neighList(sock: NlSocket, dev?: number, family: 4 | 6 = 4): Neigh[] {
-  if (dev !== undefined) checkDev(dev);
-  const { rt } = libs();
-  const what = dev ? `dev ${dev}` : "";
-  const cache = sock.dump(
-    "neighList",
-    { dev },
-    what,
-    () => rt.rtnl_neigh_alloc_cache(sock.ptr, PTR_OUT),
-  );
-  const out: Neigh[] = [];
-  drainCache(cache, (o) => {
-    if (rt.rtnl_neigh_get_family(o) !== (family === 6 ? AF_INET6 : AF_INET)) return;
-    const d = rt.rtnl_neigh_get_ifindex(o);
-    if (dev !== undefined && d !== dev) return;
-    const ip = readIp(rt.rtnl_neigh_get_dst(o));
-    if (ip === null) return;
-    const state = rt.rtnl_neigh_get_state(o);
-    out.push({
-      dev: d,
-      ip,
-      mac: readMac(rt.rtnl_neigh_get_lladdr(o)),
-      state,
-      flags: rt.rtnl_neigh_get_flags(o),
-      permanent: (state & NUD_PERMANENT) !== 0,
-    });
+const RTM_NEWNEIGH = 28;
+const NDA_DST = 1;
+const NDA_LLADDR = 2;
+
+/** A neighbour message's header fields and addresses (struct ndmsg, NDA_DST, NDA_LLADDR). */
+function readNeigh(v: DataView, off: number, len: number) {
+  const h = off + 16;
+  let ip: string | null = null;
+  let mac: string | null = null;
+  forEachAttr(v, off, len, (t, at, alen) => {
+    if (t === NDA_DST) ip = addrText(v, at, alen);
+    else if (t === NDA_LLADDR) mac = macText(v, at, alen);
   });
-  return out;
+  return {
+    family: v.getUint8(h),
+    dev: v.getInt32(h + 4, true),
+    state: v.getUint16(h + 8, true),
+    flags: v.getUint8(h + 10),
+    ip: ip as string | null,
+    mac: mac as string | null,
+  };
+}
+
+/** Runs `fn` on each neighbour message of a raw dump (dump.ts). */
+function eachNeigh(b: Uint8Array, fn: (n: ReturnType<typeof readNeigh>) => void): void {
+  forEachMessage(b, (v, off, len) => {
+    if (v.getUint16(off + 4, true) === RTM_NEWNEIGH) fn(readNeigh(v, off, len));
+  });
+}
+
+/**
+ * IPv4 (or, with `family` 6, IPv6) neighbour entries, of one device when `dev` is given (the
+ * kernel then dumps that device's alone). With a `memo`, the array of its last call when the
+ * table did not change (dump.ts).
+ */
+export function neighList(
+  sock: NlSocket,
+  dev?: number,
+  family: 4 | 6 = 4,
+  memo?: DumpMemo<Neigh>,
+): Neigh[] {
+  if (dev !== undefined) checkDev(dev);
+  const af = family === 6 ? AF_INET6 : AF_INET;
+  const bytes = dumpTable(sock, "neighList", { dev }, dev ? `dev ${dev}` : "", {
+    type: RTM_GETNEIGH,
+    family: af,
+    ifindex: dev,
+  });
+  const parse = (b: Uint8Array) => {
+    const out: Neigh[] = [];
+    eachNeigh(b, (n) => {
+      if (n.family !== af || (dev !== undefined && n.dev !== dev) || n.ip === null) return;
+      out.push({
+        dev: n.dev,
+        ip: n.ip,
+        mac: n.mac,
+        state: n.state,
+        flags: n.flags,
+        permanent: (n.state & NUD_PERMANENT) !== 0,
+      });
+    });
+    return out;
+  };
+  return (memo ? memo.take(bytes, parse) : parse(bytes)) as Neigh[];
 }
 
 /**
@@ -234,38 +269,31 @@ export function fdbDel(sock: NlSocket, e: FdbKey): void {
 }
 
 /**
- * FDB entries of `dev`. The default neighbour dump carries no FDB entries, so this fills a
- * "route/neigh" cache whose family argument is AF_BRIDGE (libnl then sends an AF_BRIDGE dump).
+ * FDB entries of `dev` (`bridge fdb show dev`): an AF_BRIDGE neighbour dump the kernel limits to
+ * that device. With a `memo`, the array of its last call when the table did not change.
  */
-export function fdbList(sock: NlSocket, dev: number): Fdb[] {
+export function fdbList(sock: NlSocket, dev: number, memo?: DumpMemo<Fdb>): Fdb[] {
   checkDev(dev);
-  const { nl, rt } = libs();
-  const cache = sock.dump("fdbList", { dev }, `dev ${dev}`, () => {
-    const rc = nl.nl_cache_alloc_name(cstr("route/neigh"), PTR_OUT);
-    if (rc < 0) return rc;
-    const c = takePtr()!;
-    nl.nl_cache_set_arg1(c, AF_BRIDGE);
-    const r = nl.nl_cache_refill(sock.ptr, c);
-    putPtr(c); // hand the cache to dump(), which frees it on failure
-    return r;
+  const bytes = dumpTable(sock, "fdbList", { dev }, `dev ${dev}`, {
+    type: RTM_GETNEIGH,
+    family: AF_BRIDGE,
+    ifindex: dev,
   });
-  const out: Fdb[] = [];
-  drainCache(cache, (o) => {
-    if (rt.rtnl_neigh_get_family(o) !== AF_BRIDGE) return;
-    if (rt.rtnl_neigh_get_ifindex(o) !== dev) return;
-    const mac = readMac(rt.rtnl_neigh_get_lladdr(o));
-    if (mac === null) return;
-    const state = rt.rtnl_neigh_get_state(o);
-    const flags = rt.rtnl_neigh_get_flags(o);
-    out.push({
-      dev,
-      mac,
-      dst: readIp(rt.rtnl_neigh_get_dst(o)),
-      state,
-      flags,
-      permanent: (state & NUD_PERMANENT) !== 0,
-      self: (flags & NTF_SELF) !== 0,
+  const parse = (b: Uint8Array) => {
+    const out: Fdb[] = [];
+    eachNeigh(b, (n) => {
+      if (n.family !== AF_BRIDGE || n.dev !== dev || n.mac === null) return;
+      out.push({
+        dev,
+        mac: n.mac,
+        dst: n.ip,
+        state: n.state,
+        flags: n.flags,
+        permanent: (n.state & NUD_PERMANENT) !== 0,
+        self: (n.flags & NTF_SELF) !== 0,
+      });
     });
-  });
-  return out;
+    return out;
+  };
+  return (memo ? memo.take(bytes, parse) : parse(bytes)) as Fdb[];
 }

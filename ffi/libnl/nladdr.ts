@@ -97,39 +97,48 @@ function bytesOf(a: NonNullable<Ptr>): number {
   return len;
 }
 
-/** 16 bytes as RFC 5952 text, as iproute2 prints it (base/ipv6's one formatter). */
-function formatV6(b: Uint8Array): string {
-  let n = 0n;
-  for (const x of b) n = (n << 8n) | BigInt(x);
-  return formatIp6(n);
+const readView = new DataView(readBuf.buffer);
+
+/**
+ * The address of `len` bytes at `off` of `v` as text: 4 bytes IPv4, 16 IPv6 (RFC 5952, as
+ * iproute2 prints it, through base/ipv6's one formatter), 6 a MAC; null for another length.
+ * Also the raw dumps' (route.ts, neigh.ts).
+ */
+export function addrText(v: DataView, off: number, len: number): string | null {
+  if (len === 4) {
+    return `${v.getUint8(off)}.${v.getUint8(off + 1)}.${v.getUint8(off + 2)}.${
+      v.getUint8(off + 3)
+    }`;
+  }
+  if (len === 16) {
+    const n = (v.getBigUint64(off) << 64n) | v.getBigUint64(off + 8);
+    return formatIp6(n);
+  }
+  if (len === 6) return macText(v, off, 6);
+  return null;
 }
 
 /** The address part of an nl_addr as text (IPv4, IPv6 or MAC); null for a null/empty address. */
 export function readIp(a: Ptr): string | null {
   if (!a) return null;
-  const n = bytesOf(a);
-  const b = readBuf;
-  if (n === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
-  if (n === 16) return formatV6(b);
-  if (n === 6) return readMacBytes(6);
-  return null;
+  return addrText(readView, 0, bytesOf(a));
 }
 
 /** "00" … "ff": a MAC is formatted by lookups (a neighbour or FDB dump has thousands). */
 const HEX = Array.from({ length: 256 }, (_, x) => x.toString(16).padStart(2, "0"));
 
-/** The first `n` (≥ 1) bytes of `readBuf` as "aa:bb:…". */
-function readMacBytes(n: number): string {
-  let s = HEX[readBuf[0]];
-  for (let i = 1; i < n; i++) s += ":" + HEX[readBuf[i]];
+/** `n` (≥ 1) bytes at `off` of `v` as "aa:bb:…"; null for none. */
+export function macText(v: DataView, off: number, n: number): string | null {
+  if (n <= 0) return null;
+  let s = HEX[v.getUint8(off)];
+  for (let i = 1; i < n; i++) s += ":" + HEX[v.getUint8(off + i)];
   return s;
 }
 
 /** A MAC nl_addr as "aa:bb:cc:dd:ee:ff"; null for a null/empty address. */
 export function readMac(a: Ptr): string | null {
   if (!a) return null;
-  const n = bytesOf(a);
-  return n === 0 ? null : readMacBytes(n);
+  return macText(readView, 0, bytesOf(a));
 }
 
 /**

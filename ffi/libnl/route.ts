@@ -1,5 +1,5 @@
 /**
- * IPv4 and IPv6 routes (rtnl_route): add, replace, delete, list, and the kernel's route lookup
+ * IPv4 and IPv6 routes (rtnl_route): add, replace, delete (listing: route_list.ts), and the kernel's route lookup
  * for a destination (`ip route get`). A route's family is its destination's (`2001:db8:1:5::/64`
  * is IPv6); its gateway and source must be of the same family. Internal to ffi/libnl: callers use the `Netlink` methods of the
  * same names (mod.ts), which pass their socket in.
@@ -12,9 +12,8 @@
  */
 import { formatCidr, parseCidr, parseIp } from "../../src/base/ipv4.ts";
 import { formatCidr6, parseCidr6, parseIp6 } from "../../src/base/ipv6.ts";
-import { AF_INET } from "../libc/udp.ts";
-import { AF_INET6, checkIp, ipAddr, readCidr, readIp, withAddr } from "./nladdr.ts";
-import { drainCache, PTR_OUT, takePtr } from "./mem.ts";
+import { checkIp, ipAddr, readCidr, readIp, withAddr } from "./nladdr.ts";
+import { PTR_OUT, takePtr } from "./mem.ts";
 import { NLE_FAILURE, NLE_OBJ_NOTFOUND } from "./errors.ts";
 import type { NlSocket } from "./socket.ts";
 import {
@@ -74,9 +73,8 @@ export interface RouteFilter {
   /** 4 (default) or 6: which family's routes (`ip -6 route show`). */
   family?: 4 | 6;
   /**
-   * Only routes to exactly this destination, as the kernel writes it ("198.19.5.0/24"). Checked
-   * before the rest of a route is read: with thousands of routes, a listing for one destination
-   * then costs a fraction of a full one (the kernel cannot filter a dump by destination).
+   * Only routes to exactly this destination, as the kernel writes it ("198.19.5.0/24"); the
+   * kernel cannot filter a dump by destination, so the whole table is read and parsed.
    */
   dst?: string;
 }
@@ -246,32 +244,6 @@ function readRoute(o: Ptr): Route {
     }
   }
   return r;
-}
-
-/** IPv4 (or, with `family: 6`, IPv6) routes that match the {@link RouteFilter}. */
-export function routeList(sock: NlSocket, f: RouteFilter = {}): Route[] {
-  const { rt } = libs();
-  const table = f.table ?? RT_TABLE_MAIN;
-  const type = f.type ?? RTN_UNICAST;
-  const cache = sock.dump(
-    "routeList",
-    f,
-    "",
-    () => rt.rtnl_route_alloc_cache(sock.ptr, f.family === 6 ? AF_INET6 : AF_INET, 0, PTR_OUT),
-  );
-  const out: Route[] = [];
-  drainCache(cache, (o) => {
-    if (rt.rtnl_route_get_type(o) !== type) return;
-    if (table !== 0 && rt.rtnl_route_get_table(o) !== table) return;
-    if (f.dst !== undefined && (readCidr(rt.rtnl_route_get_dst(o)) ?? "0.0.0.0/0") !== f.dst) {
-      return;
-    }
-    const r = readRoute(o);
-    if (type !== RTN_UNICAST) r.type = type;
-    if (f.dev !== undefined && r.dev !== f.dev) return;
-    out.push(r);
-  });
-  return out;
 }
 
 /** How the kernel would route to `dst` right now (`ip route get`). */

@@ -37,10 +37,6 @@ const NL_SYMBOLS = {
   nl_addr_get_len: { parameters: ["pointer"], result: "u32" },
   nl_addr_get_binary_addr: { parameters: ["pointer"], result: "pointer" },
 
-  // int nl_cache_alloc_name(const char *kind, struct nl_cache **result)
-  nl_cache_alloc_name: { parameters: ["buffer", "buffer"], result: "i32" },
-  nl_cache_set_arg1: { parameters: ["pointer", "i32"], result: "void" },
-  nl_cache_refill: { parameters: ["pointer", "pointer"], result: "i32" },
   nl_cache_free: { parameters: ["pointer"], result: "void" },
   nl_cache_get_first: { parameters: ["pointer"], result: "pointer" },
   nl_cache_get_next: { parameters: ["pointer"], result: "pointer" },
@@ -120,10 +116,6 @@ const RT_SYMBOLS = {
   // routes
   rtnl_route_alloc: { parameters: [], result: "pointer" },
   rtnl_route_put: { parameters: ["pointer"], result: "void" },
-  rtnl_route_alloc_cache: {
-    parameters: ["pointer", "i32", "i32", "buffer"],
-    result: "i32",
-  },
   rtnl_route_add: { parameters: ["pointer", "pointer", "i32"], result: "i32" },
   rtnl_route_delete: { parameters: ["pointer", "pointer", "i32"], result: "i32" },
   // int rtnl_route_lookup(struct nl_sock *, struct nl_addr *dst, struct rtnl_route **result);
@@ -142,7 +134,6 @@ const RT_SYMBOLS = {
   rtnl_route_set_priority: { parameters: ["pointer", "u32"], result: "void" },
   rtnl_route_get_priority: { parameters: ["pointer"], result: "u32" },
   rtnl_route_get_family: { parameters: ["pointer"], result: "u8" },
-  rtnl_route_get_type: { parameters: ["pointer"], result: "u8" },
   rtnl_route_set_type: { parameters: ["pointer", "u8"], result: "i32" },
   rtnl_route_set_dst: { parameters: ["pointer", "pointer"], result: "i32" },
   rtnl_route_get_dst: { parameters: ["pointer"], result: "pointer" },
@@ -163,21 +154,14 @@ const RT_SYMBOLS = {
   // neighbours and bridge FDB entries
   rtnl_neigh_alloc: { parameters: [], result: "pointer" },
   rtnl_neigh_put: { parameters: ["pointer"], result: "void" },
-  rtnl_neigh_alloc_cache: { parameters: ["pointer", "buffer"], result: "i32" },
   rtnl_neigh_add: { parameters: ["pointer", "pointer", "i32"], result: "i32" },
   rtnl_neigh_delete: { parameters: ["pointer", "pointer", "i32"], result: "i32" },
   rtnl_neigh_set_ifindex: { parameters: ["pointer", "i32"], result: "void" },
-  rtnl_neigh_get_ifindex: { parameters: ["pointer"], result: "i32" },
   rtnl_neigh_set_dst: { parameters: ["pointer", "pointer"], result: "i32" },
-  rtnl_neigh_get_dst: { parameters: ["pointer"], result: "pointer" },
   rtnl_neigh_set_lladdr: { parameters: ["pointer", "pointer"], result: "void" },
-  rtnl_neigh_get_lladdr: { parameters: ["pointer"], result: "pointer" },
   rtnl_neigh_set_state: { parameters: ["pointer", "i32"], result: "void" },
-  rtnl_neigh_get_state: { parameters: ["pointer"], result: "i32" },
   rtnl_neigh_set_flags: { parameters: ["pointer", "u32"], result: "void" },
-  rtnl_neigh_get_flags: { parameters: ["pointer"], result: "u32" },
   rtnl_neigh_set_family: { parameters: ["pointer", "i32"], result: "void" },
-  rtnl_neigh_get_family: { parameters: ["pointer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 export type NlSymbols = Deno.DynamicLibrary<typeof NL_SYMBOLS>["symbols"];

@@ -39,6 +39,7 @@
  * ```
  */
 import {
+  type DumpMemo,
   isNotFound,
   type Netlink,
   type Route,
@@ -180,15 +181,50 @@ export function routeScope(
   return s;
 }
 
+/** One {@link DumpMemo} per family, for {@link mainRoutes}. */
+export interface RouteMemos {
+  v4: DumpMemo<Route>;
+  v6: DumpMemo<Route>;
+}
+
+/**
+ * The main-table routes weft's routes in scope `s` are among: IPv4 (unless IPv6-only), IPv6 when
+ * the scope has an IPv6 network. With `memos`, a table that did not change since their last read
+ * is the same array as then (steady.ts's test).
+ */
+export function mainRoutes(
+  nl: Pick<Netlink, "routeList">,
+  s: RouteScope,
+  memos?: RouteMemos,
+): (readonly Route[])[] {
+  const read = (family: 4 | 6, m?: DumpMemo<Route>) =>
+    m
+      ? nl.routeList({ table: RT_TABLE_MAIN, family }, m)
+      : nl.routeList({ table: RT_TABLE_MAIN, family });
+  const out: (readonly Route[])[] = [];
+  if (!(s.network.prefix === 0 && s.network6)) out.push(read(4, memos?.v4));
+  if (s.network6) out.push(read(6, memos?.v6));
+  return out;
+}
+
+/** Of `tables` ({@link mainRoutes}), weft's routes ({@link isOwnedRoute}). */
+export function ownedAmong(
+  tables: (readonly Route[])[],
+  s: RouteScope,
+  devices: VtepDevices,
+): Route[] {
+  const out: Route[] = [];
+  for (const t of tables) for (const r of t) if (isOwnedRoute(r, s, devices)) out.push(r);
+  return out;
+}
+
 /** weft's routes in the main table ({@link isOwnedRoute}): what a backend's reconcile diffs. */
 export function listOwnedRoutes(
   nl: Pick<Netlink, "routeList">,
   s: RouteScope,
   devices: VtepDevices,
 ): Route[] {
-  const v4 = s.network.prefix === 0 && s.network6 ? [] : nl.routeList({ table: RT_TABLE_MAIN });
-  const v6 = s.network6 ? nl.routeList({ table: RT_TABLE_MAIN, family: 6 }) : [];
-  return [...v4, ...v6].filter((r) => isOwnedRoute(r, s, devices));
+  return ownedAmong(mainRoutes(nl, s), s, devices);
 }
 
 /**

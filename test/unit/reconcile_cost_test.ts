@@ -18,43 +18,82 @@ const VTEP = VTEP_INDEX;
 const ext = extIface("198.18.0.1");
 const vtep = vtepLink(ext, "02:00:00:00:00:01");
 
-/** An in-memory kernel: routes, one VTEP's neighbours and FDB; counts reads and writes. */
+/** A kernel table: every change (by the backend or by hand) is a new version of it. */
+class Table<K, V> extends Map<K, V> {
+  version = 0;
+  override set(k: K, v: V): this {
+    this.version++;
+    return super.set(k, v);
+  }
+  override delete(k: K): boolean {
+    this.version++;
+    return super.delete(k);
+  }
+}
+
+/**
+ * An in-memory kernel: routes, one VTEP's neighbours and FDB; counts reads and writes. Like
+ * Netlink with a DumpMemo, a listing hands back its last array while its table is unchanged.
+ */
 class CountingNl {
-  routes = new Map<string, Route>();
-  neigh = new Map<string, string>(); // ip → mac
-  fdb = new Map<string, string>(); // mac → dst
+  routes = new Table<string, Route>();
+  neigh = new Table<string, string>(); // ip → mac
+  fdb = new Table<string, string>(); // mac → dst
   reads: Record<string, number> = {};
   writes = 0;
+  /** How often a listed array was walked (for…of): what a diff does and a steady round not. */
+  scans = 0;
+  #memos = new WeakMap<object, { version: number; list: unknown[] }>();
   #read(t: string) {
     this.reads[t] = (this.reads[t] ?? 0) + 1;
   }
-  routeList(f: { family?: number; type?: number } = {}): Route[] {
+  #memo<T>(memo: object | undefined, t: Table<unknown, unknown>, list: () => T[]): T[] {
+    const hit = memo && this.#memos.get(memo);
+    if (hit && hit.version === t.version) return hit.list as T[];
+    const l = list();
+    const walk = () => this.scans++;
+    Object.defineProperty(l, Symbol.iterator, {
+      value: function (this: T[]) {
+        walk();
+        return Array.prototype[Symbol.iterator].call(this);
+      },
+    });
+    if (memo) this.#memos.set(memo, { version: t.version, list: l });
+    return l;
+  }
+  routeList(f: { family?: number; type?: number } = {}, memo?: object): Route[] {
     this.#read("routes");
     if (f.family === 6 || (f.type ?? 1) !== 1) return [];
-    return [...this.routes.values()].map((r) => ({ table: 254, scope: 0, ...r }));
+    return this.#memo(
+      memo,
+      this.routes,
+      () => [...this.routes.values()].map((r) => ({ table: 254, scope: 0, ...r })),
+    );
   }
-  fdbList(dev: number): Fdb[] {
+  fdbList(dev: number, memo?: object): Fdb[] {
     this.#read("fdb");
-    return [...this.fdb].map(([mac, dst]) => ({
-      dev,
-      mac,
-      dst,
-      state: 0x80,
-      flags: 2,
-      permanent: true,
-      self: true,
-    }));
+    return this.#memo(memo, this.fdb, () =>
+      [...this.fdb].map(([mac, dst]) => ({
+        dev,
+        mac,
+        dst,
+        state: 0x80,
+        flags: 2,
+        permanent: true,
+        self: true,
+      })));
   }
-  neighList(dev: number): Neigh[] {
+  neighList(dev: number, _family?: number, memo?: object): Neigh[] {
     this.#read("neigh");
-    return [...this.neigh].map(([ip, mac]) => ({
-      dev,
-      ip,
-      mac,
-      state: 0x80,
-      flags: 0,
-      permanent: true,
-    }));
+    return this.#memo(memo, this.neigh, () =>
+      [...this.neigh].map(([ip, mac]) => ({
+        dev,
+        ip,
+        mac,
+        state: 0x80,
+        flags: 0,
+        permanent: true,
+      })));
   }
   routeReplace(r: Route): void {
     this.writes++;
@@ -158,5 +197,45 @@ for (const type of ["vxlan", "host-gw"] as const) {
     } else {
       assert.equal(nl.routes.get(dst(moved))?.gw, "198.18.200.1", "a changed lease kept its route");
     }
+  });
+}
+
+for (const type of ["vxlan", "host-gw"] as const) {
+  Deno.test(`steady reconcile (${type}): unchanged peers and tables are not diffed; a change is repaired`, async () => {
+    const { nl, b, peers } = await programmed(type);
+    await b.reconcile(peers); // finds nothing to do: the steady round
+    nl.reads = {};
+    nl.scans = 0;
+    await b.reconcile([...peers].reverse()); // the same leases, in another order
+    const want = type === "vxlan" ? { routes: 1, fdb: 1, neigh: 1 } : { routes: 1 };
+    assert.deepEqual(nl.reads, want, `${type}: a steady round still reads every table once`);
+    assert.equal(nl.scans, 0, `${type}: the steady round walked a table (diffed)`);
+    // A renewed lease: a new object with a new expiry and revision, the same entries.
+    const renewed = peers.map((p, i) => i === 5 ? { ...p, expiresAt: 99, revision: 9999 } : p);
+    await b.reconcile(renewed);
+    assert.equal(nl.scans, 0, `${type}: a renewal made the round diff`);
+    // A change of a table: the next round diffs and repairs.
+    const dst = `${formatIp(peers[3].subnet.ip)}/24`;
+    nl.routes.delete(dst);
+    await b.reconcile(peers);
+    assert.ok(nl.scans > 0 && nl.routes.has(dst), `${type}: a removed route was not restored`);
+    // A lease that changed what it wants (another public IP): diffed and reprogrammed.
+    await b.reconcile(peers); // steady again
+    nl.scans = 0;
+    const moved = peers.map((p, i) =>
+      i === 6 ? { ...p, attrs: { ...p.attrs, publicIP: "198.18.201.1" } } : p
+    );
+    await b.reconcile(moved);
+    assert.ok(nl.scans > 0, `${type}: a changed lease did not make the round diff`);
+    if (type === "vxlan") assert.equal(nl.fdb.get(mac(7)), "198.18.201.1");
+    else assert.equal(nl.routes.get(`${formatIp(peers[6].subnet.ip)}/24`)?.gw, "198.18.201.1");
+    if (type === "vxlan") {
+      nl.fdb.set(mac(5), "198.18.100.100"); // peers[4]'s, pointed elsewhere
+      await b.reconcile(peers);
+      assert.equal(nl.fdb.get(mac(5)), peers[4].attrs.publicIP, "a changed FDB entry not fixed");
+    }
+    // A peer gone from the set: diffed, its entries removed.
+    await b.reconcile(peers.slice(1));
+    assert.ok(!nl.routes.has(`${formatIp(peers[0].subnet.ip)}/24`), `${type}: stale route kept`);
   });
 }

@@ -14,17 +14,20 @@ import { formatCidr6 } from "../../base/ipv6.ts";
 import { isPeerSubnet6 } from "../../lease/allocate.ts";
 import type { ExternalInterface } from "../../net/iface.ts";
 import type { Lease } from "../../lease/codec.ts";
-import { isNotFound, type Netlink, netlink, type Route } from "../../../ffi/libnl/mod.ts";
-import type { Backend, BackendContext, BackendPrepared, Owned } from "../backend.ts";
+import { DumpMemo, isNotFound, type Netlink, netlink, type Route } from "../../../ffi/libnl/mod.ts";
+import type { Backend, BackendContext, BackendPrepared, Owned, RouteScope } from "../backend.ts";
 import type { PeerEvent } from "../../lease/watch.ts";
 import {
   deletePeerRoutes,
   diffRoutes,
   isGatewayRoute,
   listOwnedRoutes,
+  mainRoutes,
   marked,
+  ownedAmong,
   routeScope,
 } from "../routes.ts";
+import { SteadyRounds } from "../steady.ts";
 import { PeerFailures } from "../peer_errors.ts";
 
 const log = getLogger(["weft", "host-gw"]);
@@ -46,7 +49,10 @@ export class HostGwBackend implements Backend {
    * Per lease object, its routes: the watcher hands the same object until the lease changes, so
    * reconciles and checks of 5000 unchanged peers build none of them again.
    */
-  #wants = new WeakMap<Lease, Route[]>();
+  #wants = new WeakMap<Lease, { routes: Route[]; sig?: string }>();
+  /** The last steady round (steady.ts), and the memos its route tables are read through. */
+  #steady = new SteadyRounds();
+  #routeMemos = { v4: new DumpMemo<Route>(), v6: new DumpMemo<Route>() };
 
   constructor(nl: Netlink = netlink()) {
     this.#nl = nl;
@@ -76,6 +82,7 @@ export class HostGwBackend implements Backend {
 
   start(own: Lease): Promise<void> {
     this.#own = own;
+    this.#steady.reset(); // the own subnet is part of which routes are weft's
     return Promise.resolve();
   }
 
@@ -124,37 +131,61 @@ export class HostGwBackend implements Backend {
     return Promise.resolve();
   }
 
-  #owned(): Route[] {
+  #scope(): RouteScope {
     const own = this.#own;
-    const scope = routeScope(this.#cfg, own?.subnet ?? null, this.#ext.index, own?.subnet6);
-    return listOwnedRoutes(this.#nl, scope, { gateway: true });
+    return routeScope(this.#cfg, own?.subnet ?? null, this.#ext.index, own?.subnet6);
+  }
+
+  #owned(): Route[] {
+    return listOwnedRoutes(this.#nl, this.#scope(), { gateway: true });
+  }
+
+  /** A peer's routes, made once per lease object. */
+  #wantsOf(l: Lease): { routes: Route[]; sig?: string } {
+    let w = this.#wants.get(l);
+    if (!w) this.#wants.set(l, w = { routes: this.routesFor(l) });
+    return w;
   }
 
   /** Every peer's routes, in peer order. */
   #wanted(): Route[] {
     const routes: Route[] = [];
-    for (const l of this.#peers.values()) {
-      let rs = this.#wants.get(l);
-      if (!rs) this.#wants.set(l, rs = this.routesFor(l));
-      for (const r of rs) routes.push(r);
-    }
+    for (const l of this.#peers.values()) for (const r of this.#wantsOf(l).routes) routes.push(r);
     return routes;
   }
 
-  #sync(): { removed: number; added: number } {
-    const { del, add, adopt } = diffRoutes(this.#wanted(), this.#owned());
+  /** A peer's key and routes as text, for the steady test (steady.ts). */
+  #signature(l: Lease): string {
+    const w = this.#wantsOf(l);
+    return w.sig ??= `${l.key}>${w.routes.map((r) => `${r.dst} ${r.gw} ${r.dev}`).join(";")}`;
+  }
+
+  /** Diffs `owned` against every peer's routes and repairs the difference. */
+  #sync(owned: Route[]): { removed: number; added: number; adopted: number } {
+    const { del, add, adopt } = diffRoutes(this.#wanted(), owned);
     const f = new PeerFailures();
     // One already gone is not a failure.
     this.#nl.deleteMany(del.map((route) => ({ route })))
       .forEach((e, i) => e && !isNotFound(e) && f.add(del[i].dst, e));
     for (const r of [...adopt, ...add]) f.run(r.dst, () => this.#nl.routeReplace(r));
     f.throwIfAny("reconciling host-gw routes");
-    return { removed: del.length, added: add.length };
+    return { removed: del.length, added: add.length, adopted: adopt.length };
   }
 
+  /**
+   * Makes the main table hold exactly every peer's routes of weft's. The table is read once; when
+   * the peers and the table are as in the last round that found nothing to do, nothing is
+   * diffed (steady.ts).
+   */
   reconcile(peers: Lease[]): Promise<void> {
+    const scope = this.#scope();
+    const tables = mainRoutes(this.#nl, scope, this.#routeMemos);
+    const sigs = peers.map((p) => this.#signature(p));
+    if (this.#steady.holds(sigs, tables)) return Promise.resolve();
     this.#peers = new Map(peers.map((p) => [p.key, p]));
-    const { removed, added } = this.#sync();
+    this.#steady.reset();
+    const { removed, added, adopted } = this.#sync(ownedAmong(tables, scope, { gateway: true }));
+    if (!removed && !added && !adopted) this.#steady.settle(sigs, tables);
     if (removed || added) {
       log.info("reconciled: removed {d} stale routes, added {a}", { d: removed, a: added });
     }

@@ -30,11 +30,12 @@ import { formatIp, type Ipv4Net } from "../../base/ipv4.ts";
 import { formatIp6 } from "../../base/ipv6.ts";
 import type { ExternalInterface } from "../../net/iface.ts";
 import type { Lease } from "../../lease/codec.ts";
-import { type Link, type Netlink, netlink, type Route } from "../../../ffi/libnl/mod.ts";
+import { DumpMemo, type Link, type Netlink, netlink, type Route } from "../../../ffi/libnl/mod.ts";
 import type { Backend, BackendContext, BackendPrepared } from "../backend.ts";
 import { ConfigError } from "../../base/errors.ts";
 import type { PeerEvent } from "../../lease/watch.ts";
-import { listOwnedRoutes, routeScope } from "../routes.ts";
+import { mainRoutes, ownedAmong, routeScope } from "../routes.ts";
+import { SteadyRounds } from "../steady.ts";
 import {
   ensureVtep,
   type Family,
@@ -46,10 +47,24 @@ import {
   type VxlanOpts,
 } from "./device.ts";
 import { PeerFailures } from "../peer_errors.ts";
-import { type PeerEntries, peerEntries, peerEntries6, vtepMac, vtepMacOf } from "./entries.ts";
+import {
+  entriesText,
+  type PeerEntries,
+  peerEntries,
+  peerEntries6,
+  vtepMac,
+  vtepMacOf,
+} from "./entries.ts";
 import { DirectRouting } from "./direct_routing.ts";
 import { installPeer, removePeers } from "./program.ts";
-import { installMissing, sweepStale, type Vteps, type Want } from "./reconcile.ts";
+import {
+  installMissing,
+  readVteps,
+  sweepStale,
+  vtepMemos,
+  type Vteps,
+  type Want,
+} from "./reconcile.ts";
 
 const log = getLogger(["weft", "vxlan"]);
 
@@ -64,6 +79,8 @@ interface Wants {
   dev: number | undefined;
   dev6: number | undefined;
   wants: Want[];
+  /** The lease's key and entries as text ({@link entriesText}), made when first asked for. */
+  sig?: string;
 }
 
 export class VxlanBackend implements Backend {
@@ -93,6 +110,10 @@ export class VxlanBackend implements Backend {
    * lease changes, so a periodic reconcile of 5000 unchanged peers builds none of them again.
    */
   #wants = new WeakMap<Lease, Wants>();
+  /** The last steady round (steady.ts), and the memos its tables are read through. */
+  #steady = new SteadyRounds();
+  #routeMemos = { v4: new DumpMemo<Route>(), v6: new DumpMemo<Route>() };
+  #vtepMemos = vtepMemos();
 
   constructor(nl: Netlink = netlink()) {
     this.#nl = nl;
@@ -137,6 +158,7 @@ export class VxlanBackend implements Backend {
 
   start(own: Lease): Promise<void> {
     this.#own = own;
+    this.#steady.reset(); // the own subnet is part of which routes are weft's
     if (this.#dev) this.#ownAddress(this.#dev.index, `${formatIp(own.subnet.ip)}/32`, 4);
     if (this.#v6 && own.subnet6) {
       this.#ownAddress(this.#v6.dev.index, `${formatIp6(own.subnet6.ip)}/128`, 6);
@@ -187,13 +209,30 @@ export class VxlanBackend implements Backend {
    * is looked up again on every reconcile).
    */
   #wanted(l: Lease): Want[] {
+    return this.#wantsOf(l).wants;
+  }
+
+  #wantsOf(l: Lease): Wants {
     const dev = this.#dev?.index;
     const dev6 = this.#v6?.dev.index;
     const hit = this.#wants.get(l);
-    if (hit && hit.dev === dev && hit.dev6 === dev6) return hit.wants;
-    const wants = (this.#all(l) ?? []).map((e): Want => ({ key: l.key, e }));
-    if (!this.#o.directRouting) this.#wants.set(l, { dev, dev6, wants });
-    return wants;
+    if (hit && hit.dev === dev && hit.dev6 === dev6) return hit;
+    const w: Wants = {
+      dev,
+      dev6,
+      wants: (this.#all(l) ?? []).map((e): Want => ({ key: l.key, e })),
+    };
+    if (!this.#o.directRouting) this.#wants.set(l, w);
+    return w;
+  }
+
+  /**
+   * What the steady test (steady.ts) compares per peer: its key and wanted entries as text, so
+   * a renewed lease (a new object, the same entries) keeps the round steady.
+   */
+  #signature(l: Lease): string {
+    const w = this.#wantsOf(l);
+    return w.sig ??= `${l.key}>${w.wants.map((x) => entriesText(x.e)).join(";")}`;
   }
 
   /** The FDB entry's identity (VTEP ifindex and MAC) of `e`; null when it has none. */
@@ -259,7 +298,22 @@ export class VxlanBackend implements Backend {
     return Promise.resolve();
   }
 
+  /**
+   * Makes the kernel hold exactly every peer's entries. Each table is read once; when the peers
+   * and every table are as in the last round that found nothing to do, nothing is diffed
+   * (steady.ts): the periodic round with 5000 peers then costs the reads alone.
+   */
   reconcile(peers: Lease[]): Promise<void> {
+    const vteps: Vteps = [];
+    if (this.#dev) vteps.push([this.#dev.index, 4]);
+    if (this.#v6) vteps.push([this.#v6.dev.index, 6]);
+    const scope = this.#scope();
+    const routes = mainRoutes(this.#nl, scope, this.#routeMemos);
+    const tables = readVteps(this.#nl, vteps, this.#vtepMemos);
+    const read = [...routes, ...tables.flatMap((t) => [t.fdb, t.neigh])];
+    // DirectRouting asks the kernel per peer whether it is on-link: no lease change tells.
+    const sigs = this.#o.directRouting ? [] : peers.map((p) => this.#signature(p));
+    if (!this.#o.directRouting && this.#steady.holds(sigs, read)) return Promise.resolve();
     this.#direct?.clear();
     this.#peers = new Map();
     this.#fdbUsers = new Map();
@@ -272,11 +326,15 @@ export class VxlanBackend implements Backend {
       }
     }
     const f = new PeerFailures();
-    const vteps: Vteps = [];
-    if (this.#dev) vteps.push([this.#dev.index, 4]);
-    if (this.#v6) vteps.push([this.#v6.dev.index, 6]);
-    const swept = sweepStale(this.#nl, want, vteps, this.#ownedRoutes(), f);
+    const owned = ownedAmong(routes, scope, {
+      vxlan: this.#dev?.index,
+      vxlan6: this.#v6?.dev.index,
+      gateway: this.#o.directRouting,
+    });
+    const swept = sweepStale(this.#nl, want, vteps, owned, tables, f);
     const installed = installMissing(this.#nl, want, swept, f);
+    if (swept.changed || installed) this.#steady.reset();
+    else this.#steady.settle(sigs, read);
     const removed = swept.removed;
     if (removed || installed) {
       log.info("reconciled: removed {d} stale routes, installed {n} peers", {
@@ -288,15 +346,10 @@ export class VxlanBackend implements Backend {
     return Promise.resolve();
   }
 
-  /** weft's routes (routes.ts): on the VTEP, and via peers on the external interface. */
-  #ownedRoutes(): Route[] {
+  /** The scope weft's routes are judged in (routes.ts). */
+  #scope() {
     const own = this.#own;
-    const scope = routeScope(this.#cfg, own?.subnet ?? null, this.#ext.index, own?.subnet6);
-    return listOwnedRoutes(this.#nl, scope, {
-      vxlan: this.#dev?.index,
-      vxlan6: this.#v6?.dev.index,
-      gateway: this.#o.directRouting,
-    });
+    return routeScope(this.#cfg, own?.subnet ?? null, this.#ext.index, own?.subnet6);
   }
 
   /** Recreates the device and replays every peer when it was deleted or changed under us. */
@@ -312,6 +365,7 @@ export class VxlanBackend implements Backend {
       name: intact ? vtepName6(this.#o.vni) : this.deviceName,
       n: this.#peers.size,
     });
+    this.#steady.reset();
     if (dev) this.#dev = ensureVtep(this.#nl, this.#o, this.#ext, this.#mac);
     if (v6) v6.dev = ensureVtep(this.#nl, this.#o, this.#ext, v6.mac, 6);
     if (this.#own) await this.start(this.#own);

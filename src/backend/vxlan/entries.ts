@@ -98,3 +98,10 @@ export function peerEntries6(
     route: marked({ dst: formatCidr6(s6), gw: addr, dev, onlink: true }),
   };
 }
+
+/** `e` as one line of text: equal for equal entries (the steady test's, steady.ts). */
+export function entriesText(e: PeerEntries): string {
+  const r = e.route;
+  return `${e.dev} ${e.neigh?.ip ?? ""} ${e.neigh?.mac ?? ""} ${e.fdb?.mac ?? ""} ` +
+    `${e.fdb?.dst ?? ""} ${r.dst} ${r.gw ?? ""} ${r.dev ?? ""} ${r.onlink ? 1 : 0}`;
+}

@@ -6,11 +6,17 @@
  *
  * @example
  * ```ts
- * const swept = sweepStale(nl, want, vteps, ownedRoutes(), f);
+ * const swept = sweepStale(nl, want, vteps, ownedRoutes(), [{ fdb, neigh }], f);
  * const installed = installMissing(nl, want, swept, f);
  * ```
  */
-import type { Netlink, Route } from "../../../ffi/libnl/mod.ts";
+import {
+  DumpMemo,
+  type Fdb,
+  type Neigh,
+  type Netlink,
+  type Route,
+} from "../../../ffi/libnl/mod.ts";
 import { diffRoutes, Index } from "../routes.ts";
 import type { PeerFailures } from "../peer_errors.ts";
 import type { Family } from "./device.ts";
@@ -26,10 +32,33 @@ export interface Want {
 /** weft's VTEPs on this host: ifindex and the family it carries. */
 export type Vteps = [number, Family][];
 
+/** A VTEP's FDB and neighbour tables as read at the start of a reconcile. */
+export interface VtepTables {
+  fdb: readonly Fdb[];
+  neigh: readonly Neigh[];
+}
+
+/** Per VTEP (IPv4 first), the memos its tables are read through (steady.ts). */
+export type VtepMemos = { fdb: DumpMemo<Fdb>; neigh: DumpMemo<Neigh> }[];
+
+export function vtepMemos(): VtepMemos {
+  return [0, 1].map(() => ({ fdb: new DumpMemo<Fdb>(), neigh: new DumpMemo<Neigh>() }));
+}
+
+/** Each VTEP's FDB and neighbour entries, through its memos. */
+export function readVteps(nl: Netlink, vteps: Vteps, memos: VtepMemos): VtepTables[] {
+  return vteps.map(([dev, family], i) => ({
+    fdb: nl.fdbList(dev, memos[i].fdb),
+    neigh: nl.neighList(dev, family, memos[i].neigh),
+  }));
+}
+
 /** What the sweep found already in place, per index into the wanted list. */
 export interface Swept {
   /** Routes removed. */
   removed: number;
+  /** Entries removed or re-marked, of every kind: 0 when the sweep left the kernel as it was. */
+  changed: number;
   /** The wanted routes the kernel does not hold. */
   routeMissing: Set<Route>;
   fdbHave: Uint8Array;
@@ -39,7 +68,8 @@ export interface Swept {
 /**
  * Removes what no peer wants, stale first (routes, then FDB, then neighbours), so nothing points
  * at a removed entry; flanneld's exact routes are re-marked in place (`routes`: weft's routes as
- * routes.ts lists them). Each table is read once (with 5000 peers a read costs ~10 ms of CPU):
+ * routes.ts lists them; `tables`: per VTEP, its FDB and neighbour entries). Each table is read
+ * once, by the caller:
  * after the deletions the kernel holds what it held less what they removed, none of it wanted,
  * so {@link installMissing} needs no second read. The kernel's entries are looked up by the
  * field the dump has (destination, MAC, address): no key string per entry.
@@ -49,6 +79,7 @@ export function sweepStale(
   want: Want[],
   vteps: Vteps,
   routes: Route[],
+  tables: VtepTables[],
   f: PeerFailures,
 ): Swept {
   const { del, add, adopt } = diffRoutes(want.map((w) => w.e.route), routes);
@@ -58,9 +89,10 @@ export function sweepStale(
   const byIp = new Index(want, (w) => w.e.neigh?.ip);
   const fdbHave = new Uint8Array(want.length);
   const neighHave = new Uint8Array(want.length);
-  for (const [dev, family] of vteps) {
+  let changed = del.length + adopt.length;
+  for (const [v, [dev, family]] of vteps.entries()) {
     const fdbDel: { mac: string; dst: string }[] = [];
-    for (const x of nl.fdbList(dev)) {
+    for (const x of tables[v].fdb) {
       if (!x.self || !x.dst) continue;
       let wanted = false;
       for (let i = byMac.first.get(x.mac) ?? -1; i >= 0; i = byMac.next[i]) {
@@ -78,7 +110,7 @@ export function sweepStale(
       f,
     );
     const neighDel: string[] = [];
-    for (const n of nl.neighList(dev, family)) {
+    for (const n of tables[v].neigh) {
       if (family === 4 && !n.ip.includes(".")) continue;
       let wanted = false;
       for (let i = byIp.first.get(n.ip) ?? -1; n.permanent && i >= 0; i = byIp.next[i]) {
@@ -96,8 +128,9 @@ export function sweepStale(
       neighDel.map((ip) => `neigh ${ip}`),
       f,
     );
+    changed += fdbDel.length + neighDel.length;
   }
-  return { removed: del.length, routeMissing: new Set(add), fdbHave, neighHave };
+  return { removed: del.length, changed, routeMissing: new Set(add), fdbHave, neighHave };
 }
 
 /**

@@ -1,0 +1,109 @@
+/**
+ * Listing routes (`ip route show`): the route table as one raw dump (dump.ts), each message read
+ * into a {@link Route} as libnl read it before. Internal to ffi/libnl: callers use
+ * `Netlink.routeList` (mod.ts).
+ *
+ * @example
+ * ```ts
+ * routeList(sock, { table: RT_TABLE_MAIN, family: 6 }); // [{ dst: "2001:db8:5::/64", gw, dev, … }]
+ * ```
+ */
+import { AF_INET } from "../libc/udp.ts";
+import { addrText, AF_INET6 } from "./nladdr.ts";
+import { type DumpMemo, dumpTable, forEachAttr, forEachMessage, RTM_GETROUTE } from "./dump.ts";
+import { RT_TABLE_MAIN, RTN_UNICAST, RTNH_F_ONLINK } from "./constants.ts";
+import type { NlSocket } from "./socket.ts";
+import type { Route, RouteFilter } from "./route.ts";
+
+const RTM_NEWROUTE = 24;
+const RTA_DST = 1;
+const RTA_OIF = 4;
+const RTA_GATEWAY = 5;
+const RTA_PRIORITY = 6;
+const RTA_PREFSRC = 7;
+const RTA_MULTIPATH = 9;
+const RTA_TABLE = 15;
+
+/**
+ * One route message of a raw dump (dump.ts) as a {@link Route}, read as libnl read it before:
+ * table from RTA_TABLE (else the header's), the first nexthop of a multipath route, onlink from
+ * the nexthop's flags; null when the {@link RouteFilter} rules it out.
+ */
+function parseRoute(v: DataView, off: number, len: number, f: RouteFilter): Route | null {
+  const h = off + 16; // struct rtmsg
+  const type = f.type ?? RTN_UNICAST;
+  if (v.getUint8(h + 7) !== type) return null;
+  const family = v.getUint8(h);
+  const prefix = v.getUint8(h + 1);
+  let table = v.getUint8(h + 4);
+  let dst: string | null = null;
+  let gw: string | undefined;
+  let src: string | undefined;
+  let dev = 0;
+  let metric = 0;
+  let nhFlags = v.getUint32(h + 8, true) & 0xff;
+  let mp = -1;
+  forEachAttr(v, off, len, (t, at, alen) => {
+    if (t === RTA_TABLE && alen >= 4) table = v.getUint32(at, true);
+    else if (t === RTA_DST) dst = addrText(v, at, alen);
+    else if (t === RTA_GATEWAY) gw = addrText(v, at, alen) ?? undefined;
+    else if (t === RTA_PREFSRC) src = addrText(v, at, alen) ?? undefined;
+    else if (t === RTA_OIF && alen >= 4) dev = v.getInt32(at, true);
+    else if (t === RTA_PRIORITY && alen >= 4) metric = v.getUint32(at, true);
+    else if (t === RTA_MULTIPATH && alen >= 8) mp = at;
+  });
+  const want = f.table ?? RT_TABLE_MAIN;
+  if (want !== 0 && table !== want) return null;
+  const text = `${dst ?? (family === AF_INET6 ? "::" : "0.0.0.0")}/${prefix}`;
+  if (f.dst !== undefined && text !== f.dst) return null;
+  if (mp >= 0) {
+    // struct rtnexthop { u16 len; u8 flags; u8 hops; i32 ifindex; } then its attributes.
+    const nlen = v.getUint16(mp, true);
+    nhFlags = v.getUint8(mp + 2);
+    dev = v.getInt32(mp + 4, true);
+    gw = undefined;
+    for (let at = mp + 8; at + 4 <= mp + nlen;) {
+      const alen = v.getUint16(at, true);
+      if (alen < 4) break;
+      if ((v.getUint16(at + 2, true) & 0x3fff) === RTA_GATEWAY) {
+        gw = addrText(v, at + 4, alen - 4) ?? undefined;
+      }
+      at += (alen + 3) & ~3;
+    }
+  }
+  if (f.dev !== undefined && dev !== f.dev) return null;
+  const r: Route = {
+    dst: text,
+    table,
+    scope: v.getUint8(h + 6),
+    protocol: v.getUint8(h + 5),
+    onlink: (nhFlags & RTNH_F_ONLINK) !== 0,
+  };
+  if (src !== undefined) r.src = src;
+  if (metric) r.metric = metric;
+  if (dev > 0) r.dev = dev;
+  if (gw !== undefined) r.gw = gw;
+  if (type !== RTN_UNICAST) r.type = type;
+  return r;
+}
+
+/**
+ * IPv4 (or, with `family: 6`, IPv6) routes that match the {@link RouteFilter}, read as one raw
+ * dump (dump.ts). With a `memo`, the array of its last call when the table did not change.
+ */
+export function routeList(sock: NlSocket, f: RouteFilter = {}, memo?: DumpMemo<Route>): Route[] {
+  const bytes = dumpTable(sock, "routeList", f, "", {
+    type: RTM_GETROUTE,
+    family: f.family === 6 ? AF_INET6 : AF_INET,
+  });
+  const parse = (b: Uint8Array) => {
+    const out: Route[] = [];
+    forEachMessage(b, (v, off, len) => {
+      if (v.getUint16(off + 4, true) !== RTM_NEWROUTE) return;
+      const r = parseRoute(v, off, len, f);
+      if (r) out.push(r);
+    });
+    return out;
+  };
+  return (memo ? memo.take(bytes, parse) : parse(bytes)) as Route[];
+}

@@ -1,0 +1,56 @@
+/**
+ * The periodic reconcile's shortcut when nothing changed (issue #12: 5000 peers, ≤ 50 ms a
+ * round). A backend reads its kernel tables through `DumpMemo`s (ffi/libnl/dump.ts), which hand
+ * back the very array of the last read while a table stands still. When every peer wants what it
+ * wanted (compared as one text per peer: its key and its entries, made once per lease object) and
+ * every table is the same array as in the last round that found nothing to do, this round would
+ * find nothing either: the diff is skipped. A renewed lease (new expiry, same entries) keeps the
+ * round steady; anything else (a peer added, gone or changed, an entry removed or altered by
+ * hand or by an event applied in between) runs the full diff, which repairs it.
+ *
+ * @example
+ * ```ts
+ * const tables = [nl.routeList({}, memo)];
+ * const sigs = peers.map((p) => `${p.key}>${wantedText(p)}`);
+ * if (this.#steady.holds(sigs, tables)) return; // nothing to do
+ * const done = diffAndRepair(peers, tables);
+ * if (done === 0) this.#steady.settle(sigs, tables);
+ * else this.#steady.reset();
+ * ```
+ */
+export class SteadyRounds {
+  #peers: readonly string[] | null = null;
+  /** The same peers as a set, made only when a round hands them in another order. */
+  #set: Set<string> | null = null;
+  #tables: readonly unknown[] = [];
+
+  /**
+   * Whether `peers` (one distinct text per peer: its key and what it wants in the kernel, in any
+   * order) and `tables` are what {@link settle} recorded.
+   */
+  holds(peers: readonly string[], tables: readonly unknown[]): boolean {
+    const had = this.#peers;
+    if (!had || had.length !== peers.length || tables.length !== this.#tables.length) return false;
+    for (let i = 0; i < tables.length; i++) if (tables[i] !== this.#tables[i]) return false;
+    let i = 0;
+    while (i < peers.length && peers[i] === had[i]) i++; // the watcher's order is stable
+    if (i === peers.length) return true;
+    const set = this.#set ??= new Set(had);
+    for (; i < peers.length; i++) if (!set.has(peers[i])) return false;
+    return true;
+  }
+
+  /** Records a round that changed nothing: its peers, and the tables it read. */
+  settle(peers: readonly string[], tables: readonly unknown[]): void {
+    this.#peers = [...peers];
+    this.#set = null;
+    this.#tables = tables;
+  }
+
+  /** Forgets the last steady round: the next one runs the full diff. */
+  reset(): void {
+    this.#peers = null;
+    this.#set = null;
+    this.#tables = [];
+  }
+}
