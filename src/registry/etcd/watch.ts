@@ -171,7 +171,7 @@ async function openWatch(
         progress_notify: true,
       },
     });
-    const created = await stream.next(ctx.conn.callTimeoutMs);
+    const created = await stream.next(10_000);
     if (!created) throw new ClientClosedError("Watch");
     if (created.compact_revision !== "0") throw new Compacted(Number(created.compact_revision));
     if (!created.created || created.canceled) {
