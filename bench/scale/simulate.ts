@@ -1,8 +1,9 @@
 /**
  * One scale run: N simulated nodes (`node_worker.ts`, `perWorker` per Worker) against one
  * registry, measured in phases: all N acquire leases (time until all hold distinct leases), all
- * N watchers hold every other lease (caught up), a steady window (registry load, simulation CPU), probe leases written one by
- * one (each seen by all N watchers: latency), and the renewal schedule the leases imply.
+ * N watchers hold every other lease (caught up), a steady window (registry load, simulation
+ * CPU), probe leases written one by one (each seen by all N watchers: latency), and the renewal
+ * schedule the leases imply.
  *
  * @example
  * ```ts
