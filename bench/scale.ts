@@ -53,6 +53,7 @@ const { values: v } = parseArgs({
     "wave-interval-ms": { type: "string", default: "1000" },
     "call-timeout-s": { type: "string", default: "10" },
     "list-concurrency": { type: "string", default: "25" },
+    "watch-start": { type: "string", default: "acquired" },
     peers: { type: "string", default: "5000" },
     "idle-seconds": { type: "string", default: "20" },
     "peer-ttl": { type: "string", default: "600" },
@@ -76,7 +77,7 @@ if (v.help) {
       "  [--per-worker 250] [--ttl 86400] [--renew-margin-s 3600] [--steady-seconds 20]\n" +
       "  [--probes 10] [--probe-interval-ms 200] [--phase-timeout-s 600] [--deadline-min 120]\n" +
       "  [--etcd-clients worker|node] [--wave-size 0] [--wave-interval-ms 1000]\n" +
-      "  [--call-timeout-s 10] [--list-concurrency 25]\n" +
+      "  [--call-timeout-s 10] [--list-concurrency 25] [--watch-start acquired|list]\n" +
       "  [--peers 5000] [--idle-seconds 20] [--peer-ttl 600]\n" +
       "  [--round-backends vxlan,host-gw] [--round-reps 10]\n" +
       '  [--v8-flags="<set>;<set>"] (default weft\'s; "-": no flags) [--passes 1]\n' +
@@ -317,6 +318,7 @@ try {
         waveIntervalMs: Number(v["wave-interval-ms"]),
         callTimeoutMs: Number(v["call-timeout-s"]) * 1000,
         listConcurrency: Number(v["list-concurrency"]),
+        watchStart: v["watch-start"] === "list" ? "list" : "acquired",
       });
       results.push(r);
       if (r.error) report.problem(`${kind} N=${n}: ${r.error}`);
@@ -338,6 +340,9 @@ if (results.length) {
       "join sim CPU s",
       "join etcd CPU s",
       "join sent MiB",
+      "caught up s",
+      "catch-up sim / etcd CPU s",
+      "catch-up sent MiB",
       "acquire p50 ms",
       "acquire p99 ms",
       "acquire retries",
@@ -363,6 +368,9 @@ if (results.length) {
       round(r.join.simCpuS),
       round(r.join.registryCpuS),
       round(r.join.sentMiB),
+      round(r.allListedSeconds),
+      `${round(r.catchUp.simCpuS)} / ${round(r.catchUp.registryCpuS)}`,
+      round(r.catchUp.sentMiB),
       round(r.acquireMs.p50),
       round(r.acquireMs.p99),
       r.acquireRetries,
@@ -384,6 +392,8 @@ if (results.length) {
       "event = a probe lease written by the control client → each of the N watchers' added event",
       "sim CPU/RSS: the whole simulation process (all Workers) during the steady window",
       "renewals: when each node's renewal loop will renew its lease, per second (max) and span",
+      "caught up: spawn → every watcher holds all N − 1 other leases; catch-up: all leased → " +
+      "caught up (the watchers' lists or watch replay the join did not cover)",
       "join: spawn → all leased; CPU of the simulation and of etcd, MiB etcd sent its clients " +
       "(calls by method and the load average at its end in the JSON: results[].join)",
       `etcd clients: ${
@@ -396,7 +406,10 @@ if (results.length) {
       `; etcd call deadline ${
         v["call-timeout-s"]
       } s; acquisitions and first lists at once per Worker: ` +
-      (Number(v["list-concurrency"]) > 0 ? v["list-concurrency"] : "all"),
+      (Number(v["list-concurrency"]) > 0 ? v["list-concurrency"] : "all") +
+      `; watchers start from ${
+        v["watch-start"] === "list" ? "a list of their own" : "the acquisition's list"
+      }; listed = every watcher holds all N − 1 other leases`,
     ],
   );
 }

@@ -11,7 +11,7 @@
  * Nodes start in waves when `waveSize` > 0: node i waits floor(i / waveSize) × `waveIntervalMs`.
  *
  * Messages in: `start` (a {@link NodeSpec}), `report`, `renewals`, `stop`. Messages out: `progress` (one node leased), `leased` (per node:
- * key, ms to acquire, lease expiry), `listed` (all watchers hold their first list), `seen` (per
+ * key, ms to acquire, lease expiry), `listed` (each watcher holds all N − 1 other leases), `seen` (per
  * probe key: epoch ms each watcher saw it), `renewals` (each node's next renewal
  * as its renewal loop scheduled it, epoch ms), `stopped`, `error`.
  */
@@ -69,6 +69,13 @@ export interface NodeSpec {
    * agents each list on their own CPU.
    */
   listConcurrency: number;
+  /** Nodes in the whole run: a watcher has caught up when it holds the N − 1 others' leases. */
+  total: number;
+  /**
+   * How each node's watcher starts, right after its lease as the agent's: from the list its
+   * acquisition read (`acquired`, the agent's) or with a list of its own (`list`, before).
+   */
+  watchStart: "acquired" | "list";
 }
 
 /** At most `n` holders at once (n ≤ 0: no limit). */
@@ -103,6 +110,8 @@ const seen = new Map<string, number[]>();
 const tasks: Promise<unknown>[] = [];
 const managers: LeaseManager[] = [];
 let retries = 0;
+/** Watchers of this Worker holding every other node's lease. */
+let caughtUp = 0;
 
 function publicIP(i: number): string {
   return `198.18.${1 + Math.floor(i / 250)}.${(i % 250) + 1}`;
@@ -154,6 +163,12 @@ async function start(spec: NodeSpec) {
     }
     gate.give();
     self.postMessage({ type: "progress" });
+    // As the agent: the watcher right after the lease, from the acquisition's list or its own.
+    const start = spec.watchStart === "acquired" ? mgr.takeListed() : null;
+    if (!start) await gate.take();
+    watchPeers(reg, mgr, start, () => {
+      if (!start) gate.give();
+    });
     return { reg, mgr, lease, ms: nowMs() - t0 };
   }));
   self.postMessage({
@@ -161,32 +176,46 @@ async function start(spec: NodeSpec) {
     nodes: nodes.map((n) => ({ key: n.lease.key, ms: n.ms, expiresAt: n.lease.expiresAt })),
     retries,
   });
-  let listed = 0;
-  for (const n of nodes) {
-    const w = new PeerWatcher(n.reg, {
-      ownKey: () => n.mgr.lease?.key ?? null,
-      accept: () => true,
-    });
-    await gate.take();
+
+  /**
+   * One node's watcher and renewal loop. `listed` once its first view is in; the Worker reports
+   * `listed` when each of its watchers holds all N − 1 other nodes' leases (caught up).
+   */
+  function watchPeers(
+    reg: Registry,
+    mgr: LeaseManager,
+    start: ReturnType<LeaseManager["takeListed"]>,
+    listed: () => void,
+  ) {
+    const w = new PeerWatcher(reg, { ownKey: () => mgr.lease?.key ?? null, accept: () => true });
+    let known = 0, done = false;
+    const check = () => {
+      if (done || known < spec.total - 1) return;
+      done = true;
+      if (++caughtUp === spec.count) self.postMessage({ type: "listed" });
+    };
     tasks.push(w.run(ctl.signal, {
-      initial: () => {
-        gate.give();
-        if (++listed === nodes.length) self.postMessage({ type: "listed" });
+      initial: (peers) => {
+        listed();
+        known = peers.length;
+        check();
       },
       events: (evs) => {
         const at = nowMs();
         for (const e of evs) {
+          known += e.type === "added" ? 1 : -1;
           if (e.type !== "added" || !probes.has(e.lease.key)) continue;
           const l = seen.get(e.lease.key) ?? [];
           l.push(at);
           seen.set(e.lease.key, l);
         }
+        check();
       },
-      ownDeleted: (rev) => n.mgr.notifyDeleted(rev),
-      ownWritten: (attrs) => n.mgr.observeOwnWrite(attrs),
-    }));
-    tasks.push(n.mgr.runRenewal(ctl.signal, () => {}));
-    managers.push(n.mgr);
+      ownDeleted: (rev) => mgr.notifyDeleted(rev),
+      ownWritten: (attrs) => mgr.observeOwnWrite(attrs),
+    }, start));
+    tasks.push(mgr.runRenewal(ctl.signal, () => {}));
+    managers.push(mgr);
   }
 }
 

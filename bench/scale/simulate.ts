@@ -1,8 +1,9 @@
 /**
  * One scale run: N simulated nodes (`node_worker.ts`, `perWorker` per Worker) against one
  * registry, measured in phases: all N acquire leases (time until all hold distinct leases), all
- * N watchers list, a steady window (registry load, simulation CPU), probe leases written one by
- * one (each seen by all N watchers: latency), and the renewal schedule the leases imply.
+ * N watchers hold every other lease (caught up), a steady window (registry load, simulation
+ * CPU), probe leases written one by one (each seen by all N watchers: latency), and the renewal
+ * schedule the leases imply.
  *
  * @example
  * ```ts
@@ -44,6 +45,8 @@ export interface SimOptions {
   callTimeoutMs: number;
   /** Acquisitions and first lists at once per Worker (0: all), see NodeSpec.listConcurrency. */
   listConcurrency: number;
+  /** Watchers start from the acquisition's list (the agent's) or list again (NodeSpec). */
+  watchStart: "acquired" | "list";
 }
 
 export interface SimResult {
@@ -55,6 +58,7 @@ export interface SimResult {
   acquireMs: Summary;
   /** Acquisitions that failed with a registry error and were retried (as the agent does). */
   acquireRetries: number;
+  /** Spawn → every watcher holds all N − 1 other leases (caught up). */
   allListedSeconds: number | null;
   steady: {
     simCpuPct: number | null;
@@ -81,6 +85,11 @@ export interface SimResult {
     calls: Record<string, number>;
     load: number | null;
   };
+  /**
+   * All leased → all watchers caught up: CPU seconds of the simulation and of etcd, MiB etcd
+   * sent (the watchers' first lists or watch catch-up that the join did not already cover).
+   */
+  catchUp: { simCpuS: number | null; registryCpuS: number | null; sentMiB: number | null };
   /** weft's counters summed over the Workers at the end: watch restarts, KV conflicts. */
   counters: Record<string, number>;
   error?: string;
@@ -164,6 +173,7 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
     renewals: { maxPerSecond: 0, spanSeconds: 0, distinctSeconds: 0 },
     counters: {},
     join: { simCpuS: null, registryCpuS: null, sentMiB: null, calls: {}, load: null },
+    catchUp: { simCpuS: null, registryCpuS: null, sentMiB: null },
   };
   const waitUntil = async (what: string, ok: () => boolean) => {
     const end = Math.min(Date.now() + o.phaseMs, o.deadline);
@@ -219,6 +229,8 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
         probeKeys: probePlan.map((p) => p.key),
         callTimeoutMs: o.callTimeoutMs,
         listConcurrency: o.listConcurrency,
+        total: n,
+        watchStart: o.watchStart,
       };
       worker.postMessage({ type: "start", spec });
       workers.push(worker);
@@ -239,8 +251,15 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
     }
     result.distinct = new Set(leased.map((l) => l.key)).size === n;
     result.acquireMs = summarize(leased.map((l) => l.ms));
-    await waitUntil("all watchers listed", () => listedWorkers === workers.length);
+    await waitUntil("all watchers caught up", () => listedWorkers === workers.length);
     result.allListedSeconds = (nowMs() - t0) / 1000;
+    const upCpu = procCpuSeconds(Deno.pid);
+    const upEt = t.kind === "etcd" ? await etcdMetrics(t.where) : null;
+    if (joinCpu1 !== null && upCpu !== null) result.catchUp.simCpuS = upCpu - joinCpu1;
+    if (joinEt1 && upEt) {
+      result.catchUp.registryCpuS = upEt.cpu - joinEt1.cpu;
+      result.catchUp.sentMiB = (upEt.sent - joinEt1.sent) / 2 ** 20;
+    }
 
     // Steady state: nothing changes but renewals (none due in the window with the default TTL).
     await sleep(2000);

@@ -205,7 +205,8 @@ export class Agent {
       events: (evs, at) => applyPeerEvents(backend, evs, at),
       ownDeleted: (rev) => mgr.notifyDeleted(rev),
       ownWritten: (attrs, rev) => mgr.observeOwnWrite(attrs, rev),
-    }));
+      // From the list the acquisition read: a joining node reads every lease once, not twice.
+    }, mgr.takeListed()));
     // The lease-change apply path: a renewed or re-acquired lease reaches every layer in order.
     tasks.push(mgr.runRenewal(signal, async (l) => {
       await backend.start(l);

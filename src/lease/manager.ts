@@ -66,6 +66,8 @@ export class LeaseManager {
   /** findPrevious's list, for the acquisition that follows it (see RECENT_LIST_MS). */
   #recent: { address: string; list: { leases: Lease[]; revision: number }; at: number } | null =
     null;
+  /** The last full list acquisition read, for the peer watcher to start from (takeListed). */
+  #listed: { leases: Lease[]; revision: number } | null = null;
 
   constructor(
     readonly registry: Registry,
@@ -135,7 +137,7 @@ export class LeaseManager {
       since === undefined && recent && recent.address === address &&
       Date.now() - recent.at < RECENT_LIST_MS
     ) {
-      return recent.list;
+      return this.#listed = recent.list;
     }
     const { leases, revision } = await this.registry.listPeerLeases(since);
     const out: Lease[] = [];
@@ -150,7 +152,22 @@ export class LeaseManager {
       const known = r && this.#decoder.decode(r);
       if (known) out.push(known);
     }
-    return { leases: out, revision };
+    const list = { leases: out, revision };
+    if (since === undefined) this.#listed = list;
+    return list;
+  }
+
+  /**
+   * The last full lease list the acquisition read and its revision, once (then null): the peer
+   * watcher starts from it (`PeerWatcher.run`'s `start`) and watches from the revision after it,
+   * so a joining node reads every lease once, not twice (O(N²) entries less for a cluster of N
+   * joining at once). Expired leases are left out (their deletes come after the revision); the
+   * leases are decoded with this manager's config, as a watcher for the same config decodes.
+   */
+  takeListed(): { leases: Lease[]; revision: number } | null {
+    const l = this.#listed;
+    this.#listed = null;
+    return l;
   }
 
   /**
@@ -370,6 +387,7 @@ export class LeaseManager {
     });
     leaseHeld.set(0);
     const l = await this.acquire(this.#attrs!, old.subnet, signal, old.subnet6 ?? null);
+    this.#listed = null; // the watcher runs already: not kept (5000 leases) for nobody
     if (l.key !== old.key) {
       log.warn("now holding {key} instead of {old}", { key: l.key, old: old.key });
     }

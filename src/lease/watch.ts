@@ -6,7 +6,8 @@
  * backend was last given; events are the difference between the two. So a change of this node's
  * own key (re-acquisition after a takeover or expiry) never hides a peer, re-lists and snapshots
  * never replay or lose one, and changes older than a snapshot already applied are skipped. The
- * initial list is retried until it succeeds (flannel gave up on it and never learned its peers).
+ * initial list is retried until it succeeds (flannel gave up on it and never learned its peers);
+ * the agent skips it by starting from the list its acquisition already read (`start`).
  * A watch event costs the same with 5000 peers as with 5: only the keys it touched (and the own
  * key, when it changed) are compared; full passes happen on lists and reconciles only.
  *
@@ -18,7 +19,7 @@
  *   events: (evs) => backend.apply(evs),
  *   ownDeleted: (rev) => mgr.notifyDeleted(rev),
  *   ownWritten: (attrs) => mgr.observeOwnWrite(attrs),
- * });
+ * }, mgr.takeListed()); // from the acquisition's list (null: list first)
  * ```
  */
 import { getLogger } from "@logtape/logtape";
@@ -57,6 +58,15 @@ const listErrors = metrics.counter(
   "weft_registry_errors_total",
   "Registry reads by the peer watcher that failed and were retried.",
 );
+
+/**
+ * A full list already decoded (every decodable lease at `revision`, as {@link LeaseDecoder} with
+ * this watcher's `ipv6` setting gives them), for the watcher to start from.
+ */
+export interface StartList {
+  leases: Lease[];
+  revision: number;
+}
 
 /** A peer lease appeared (or changed) or went away; what a backend applies. */
 export type PeerEvent = { type: "added"; lease: Lease } | { type: "removed"; lease: Lease };
@@ -215,6 +225,11 @@ export class PeerWatcher {
         changed,
       });
     }
+    this.#install(all, revision);
+  }
+
+  /** `all` (every decodable lease at `revision`) as the current view; the own key reported. */
+  #install(all: Map<string, Lease>, revision: number) {
     const own = this.opts.ownKey();
     if (own) {
       const mine = all.get(own);
@@ -278,7 +293,12 @@ export class PeerWatcher {
    * leases (5000 raw values) are garbage once applied: a local of run() would stay alive in
    * run()'s suspended frame for as long as the watch runs.
    */
-  async #firstList(signal: AbortSignal): Promise<number | null> {
+  async #firstList(signal: AbortSignal, start?: StartList): Promise<number | null> {
+    if (start) {
+      this.#install(new Map(start.leases.map((l) => [l.key, l])), start.revision);
+      this.#listed = true;
+      return start.revision;
+    }
     const first = await this.#listWithRetry(signal);
     if (!first) return null;
     resyncs.inc();
@@ -287,10 +307,15 @@ export class PeerWatcher {
     return first.revision;
   }
 
-  /** Runs until `signal` aborts; handler failures are logged and the watch goes on. */
-  async run(signal: AbortSignal, h: PeerHandlers): Promise<void> {
+  /**
+   * Runs until `signal` aborts; handler failures are logged and the watch goes on. `start`: a
+   * full list already read (the acquisition's, `LeaseManager.takeListed`), used instead of the
+   * first list; the watch then starts at its revision + 1, so nothing written since is missed.
+   */
+  async run(signal: AbortSignal, h: PeerHandlers, start?: StartList | null): Promise<void> {
     this.#handlers = h;
-    const from = await this.#firstList(signal);
+    const from = await this.#firstList(signal, start ?? undefined);
+    start = null; // not kept alive in this frame for as long as the watch runs (see #firstList)
     if (from === null) return;
     await this.#safe("reconcile", () => h.initial(this.takePeers()));
     for await (const msg of this.registry.watchLeases(from, signal)) {

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { parseNetworkConfig } from "../../../src/config/network.ts";
 import { LeaseManager, OutOfSubnetsError } from "../../../src/lease/manager.ts";
 import { PeerWatcher } from "../../../src/lease/watch.ts";
-import type { PeerEvent } from "../../../src/lease/watch.ts";
+import type { PeerEvent, StartList } from "../../../src/lease/watch.ts";
 import { encodeLeaseValue, type Lease, type LeaseAttrs } from "../../../src/lease/codec.ts";
 import { formatCidr, parseCidr } from "../../../src/base/ipv4.ts";
 import { formatCidr6, parseCidr6 } from "../../../src/base/ipv6.ts";
@@ -35,8 +35,11 @@ function manager(r: Registry, ttlSeconds = 60, c = cfg) {
   return new LeaseManager(r, c, { ttlSeconds, renewMarginMs: 60_000, retryMs: 200 });
 }
 
-/** Runs a PeerWatcher in the background, collecting its events. */
-function watch(r: Registry, ownKey: () => string | null = () => null) {
+/**
+ * Runs a PeerWatcher in the background, collecting its events; `start`: a list to start from
+ * (PeerWatcher.run's) instead of its own first list.
+ */
+function watch(r: Registry, ownKey: () => string | null = () => null, start?: StartList | null) {
   const ctl = new AbortController();
   const events: PeerEvent[] = [];
   const initial: Lease[][] = [];
@@ -46,7 +49,7 @@ function watch(r: Registry, ownKey: () => string | null = () => null) {
     initial: (p) => void initial.push(p),
     events: (e) => void events.push(...e),
     ownDeleted: () => void lost.push(Date.now()),
-  });
+  }, start);
   return {
     events,
     initial,
@@ -721,6 +724,41 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
       } finally {
         ctl.abort();
         await loop;
+      }
+    },
+  );
+
+  t(
+    "a watcher started from the acquisition's list sees what changed between that list and its start",
+    async (s) => {
+      const r = await s.client();
+      const other = await s.client();
+      // Listed by the acquisition, then deleted before the watcher starts.
+      const gone = await manager(other).acquire({ publicIP: "198.18.0.51" }, null);
+      const mgr = manager(r);
+      const own = await mgr.acquire({ publicIP: "198.18.0.52" }, null);
+      const start = mgr.takeListed();
+      assert.ok(start, "the acquisition kept no list for the watcher");
+      assert.equal(mgr.takeListed(), null, "the list is handed over once");
+      assert.ok(start.leases.some((l) => l.key === gone.key));
+      // Written after the acquisition's list, before the watcher starts: only the watch, from
+      // the list's revision + 1, can bring it (the watcher does not list).
+      const added = await manager(other).acquire({ publicIP: "198.18.0.53" }, null);
+      assert.ok(await other.deleteLease(gone.key));
+      const w = watch(r, () => mgr.lease?.key ?? null, start);
+      try {
+        await waitFor("the peer view after the list's changes", () => {
+          const keys = w.watcher.peers().map((l) => l.key).sort().join(",");
+          return keys === added.key ? keys : undefined;
+        }, { timeoutMs: 10_000, intervalMs: 50, stopOnError: true });
+        assert.deepEqual(w.initial[0].map((l) => l.key), [gone.key]);
+        assert.ok(w.events.some((e) => e.type === "added" && e.lease.key === added.key));
+        assert.ok(w.events.some((e) => e.type === "removed" && e.lease.key === gone.key));
+        // Our own lease, created after the list, is not taken for deleted.
+        assert.equal(mgr.lost, false);
+        assert.equal(mgr.lease?.key, own.key);
+      } finally {
+        await w.stop();
       }
     },
   );
