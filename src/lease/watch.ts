@@ -225,14 +225,14 @@ export class PeerWatcher {
         changed,
       });
     }
-    this.#install(all, revision);
+    this.#adopt(revision);
   }
 
-  /** `all` (every decodable lease at `revision`) as the current view; the own key reported. */
-  #install(all: Map<string, Lease>, revision: number) {
+  /** The view (every decodable lease at `revision`) is current: the own key reported. */
+  #adopt(revision: number) {
     const own = this.opts.ownKey();
     if (own) {
-      const mine = all.get(own);
+      const mine = this.#all.get(own);
       if (mine) this.#handlers?.ownWritten?.(mine.attrs, mine.revision);
       else this.#handlers?.ownDeleted?.(revision);
     }
@@ -295,7 +295,12 @@ export class PeerWatcher {
    */
   async #firstList(signal: AbortSignal, start?: StartList): Promise<number | null> {
     if (start) {
-      this.#install(new Map(start.leases.map((l) => [l.key, l])), start.revision);
+      this.#all = new Map(start.leases.map((l) => [l.key, l]));
+      // Not a verified set: the acquisition's list holds decoded, unexpired leases only, and a
+      // count proof needs the registry's exact key set (VerifiedSet), so the first periodic
+      // re-list lists in full.
+      this.#verified = null;
+      this.#adopt(start.revision);
       this.#listed = true;
       return start.revision;
     }
