@@ -1,16 +1,59 @@
 /**
  * The Deno KV answers to the partial lists of the Registry contract: the leases written after a
- * revision, and the keys alone. A KV file is local, so both are the one consistent list
- * (`list.ts`) narrowed afterwards: same answers as etcd's filtered ranges, none of their saving.
+ * revision, and the keys alone. The leases written since a recent revision are read from the
+ * change log (what a joining node's check after its create asks: O(writes since), not O(leases));
+ * otherwise both are the one consistent list (`list.ts`) narrowed afterwards (Deno KV has no
+ * keys-only read: a list always reads and deserialises the values).
  */
 import type { RegistryKey, RegistryLease } from "../contract/registry.ts";
+import { readLog } from "./changelog.ts";
+import type { KvStore } from "./commit.ts";
+import { isExpired, lastPart, type StoredLease, toLease } from "./layout.ts";
 
 type Listed = { leases: RegistryLease[]; revision: number };
+
+/**
+ * Past this many revisions since `since`, the change log is not read: its entries carry the
+ * values, so reading more of them than there are leases costs more than the list.
+ */
+export const MAX_LOG_SINCE = 1000;
 
 /** `list` without the leases last written at or before `since` (all of it when undefined). */
 export function writtenSince(list: Listed, since: number | undefined): Listed {
   if (since === undefined) return list;
   return { leases: list.leases.filter((l) => l.revision > since), revision: list.revision };
+}
+
+/**
+ * The leases written after `since` that still exist (expired ones left out, as by the list),
+ * in key order, from the change log: the counter is read first, and every mutation up to it
+ * committed its log entry with its counter bump, so the log from `since` + 1 to the counter is
+ * exactly what changed. Null when the log does not say (more than {@link MAX_LOG_SINCE}
+ * revisions, compacted away, a reopened file): the caller lists.
+ */
+export async function logWrittenSince(s: KvStore, since: number): Promise<Listed | null> {
+  const c = await s.kv.get<number>(s.keys.counter);
+  const rev = c.value ?? 0;
+  if (rev < since || rev - since > MAX_LOG_SINCE) return null;
+  const log = rev === since ? [] : await readLog(s, since, rev);
+  if (!log) return null;
+  const last = new Map<string, RegistryLease | null>();
+  const now = Date.now();
+  for (const { key, value: e } of log) {
+    if (e.type !== "put") {
+      last.set(e.key, null);
+      continue;
+    }
+    const stored: StoredLease = {
+      value: e.value ?? "",
+      expiresAt: e.expiresAt ?? null,
+      revision: lastPart<number>(key),
+    };
+    last.set(e.key, isExpired(stored, now) ? null : toLease(e.key, stored));
+  }
+  const leases = [...last.values()].filter((l) => l !== null);
+  leases.sort((a, b) => a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+  return { leases, revision: rev };
 }
 
 /** The keys of `list` with their revisions. */

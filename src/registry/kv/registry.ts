@@ -33,7 +33,7 @@ import { touchAfterCommit } from "./wake.ts";
 import { checkTtl, expiryOf, isExpired, KvKeys, type StoredLease, toLease } from "./layout.ts";
 import { type KvFile, ReopeningStore } from "./reopen.ts";
 import { KvWatch } from "./watch.ts";
-import { keysOf, writtenSince } from "./partial_list.ts";
+import { keysOf, logWrittenSince, writtenSince } from "./partial_list.ts";
 import { WriteLock } from "./write_lock.ts";
 
 const log = getLogger(["weft", "registry"]);
@@ -78,6 +78,12 @@ export interface KvRegistryOptions {
    * true; false only to measure the optimistic path.
    */
   writeLock?: boolean;
+  /**
+   * Local file: mutations read and commit on a second handle of the file, so that the
+   * read-check-commit under the write lock never queues behind this registry's own lists (Deno
+   * KV runs one handle's SQLite operations in order). Default true.
+   */
+  writeHandle?: boolean;
 }
 
 export class KvRegistry implements Registry {
@@ -94,12 +100,14 @@ export class KvRegistry implements Registry {
    * Use openKvRegistry(); this takes an already opened Kv, which close() will close. `path`, when
    * given, is the local file it was opened from (watched for changes, see wakeOnChange; its
    * writers queue, see writeLock); `file`: that file's guard, which notices it deleted or
-   * replaced (none for KV Connect).
+   * replaced (none for KV Connect); `writeKv`: a second handle of the file for mutations (see
+   * writeHandle), also closed by close().
    */
   constructor(
     kv: Deno.Kv,
     opts: Omit<KvRegistryOptions, "url"> = {},
     file: KvFile | null = null,
+    writeKv: Deno.Kv = kv,
   ) {
     this.prefix = (opts.prefix ?? "/coreos.com/network").replace(/\/+$/, "");
     const pollMs = opts.pollMs ?? 50;
@@ -134,7 +142,8 @@ export class KvRegistry implements Registry {
       kv,
       file,
       signal,
-      (kv) => new KvStore(kv, keys, retryMs, signal, afterCommit, this.#lock),
+      (kv, w) => new KvStore(kv, keys, retryMs, signal, afterCommit, this.#lock, w),
+      writeKv,
     );
     this.#watch = new KvWatch(this.#h, {
       pollMs,
@@ -175,8 +184,20 @@ export class KvRegistry implements Registry {
     });
   }
 
-  /** As listLeases: expiries live in the values, so they cost nothing here. */
+  /**
+   * As listLeases (expiries live in the values, so they cost nothing here); with a recent
+   * `since`, only the change log since then is read (see logWrittenSince).
+   */
   async listPeerLeases(since?: number): Promise<{ leases: RegistryLease[]; revision: number }> {
+    if (since !== undefined) {
+      const r = await this.#h.track((s) =>
+        s.retryLocked("read of change log", () => logWrittenSince(s, since))
+      );
+      if (r) {
+        this.#h.saw(r.revision);
+        return r;
+      }
+    }
     return writtenSince(await this.listLeases(), since);
   }
 
