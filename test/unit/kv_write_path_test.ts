@@ -121,3 +121,35 @@ Deno.test("kv: leases written since a revision too old or compacted away are lis
       await reg.close();
     }
   }));
+
+Deno.test("kv: the keys after a recent list are caught up from the change log, not listed", () =>
+  withFile(async (path) => {
+    const main = counted(await Deno.openKv(path));
+    const reg = new KvRegistry(main.kv, { path, prefix: PREFIX, wakeOnChange: false });
+    try {
+      await reg.createLease("198.19.1.0-29", value(1), 3600);
+      const b = (await reg.createLease("198.19.1.8-29", value(2), 3600))!;
+      // Nothing listed yet: the keys come from a list.
+      let scans = main.n.scans;
+      await reg.listLeaseKeys();
+      assert.equal(main.n.scans, scans + 1, "no list to start from: listed");
+      await reg.createLease("198.19.1.16-29", value(3), 3600);
+      await reg.deleteLease(b.key);
+      await reg.createLease("198.19.1.24-29", value(4), 3600);
+      scans = main.n.scans;
+      const got = await reg.listLeaseKeys();
+      assert.equal(main.n.scans, scans, "no scan of the leases");
+      const want = await reg.listLeases();
+      assert.deepEqual(got, {
+        keys: want.leases.map((l) => ({ key: l.key, revision: l.revision })),
+        revision: want.revision,
+      });
+      assert.deepEqual(got.keys.map((k) => k.key), [
+        "198.19.1.0-29",
+        "198.19.1.16-29",
+        "198.19.1.24-29",
+      ]);
+    } finally {
+      await reg.close();
+    }
+  }));

@@ -25,13 +25,16 @@ export function writtenSince(list: Listed, since: number | undefined): Listed {
 }
 
 /**
- * The leases written after `since` that still exist (expired ones left out, as by the list),
- * in key order, from the change log: the counter is read first, and every mutation up to it
- * committed its log entry with its counter bump, so the log from `since` + 1 to the counter is
- * exactly what changed. Null when the log does not say (more than {@link MAX_LOG_SINCE}
- * revisions, compacted away, a reopened file): the caller lists.
+ * The last state of every key written after `since` (null: deleted, or expired), from the
+ * change log: the counter is read first, and every mutation up to it committed its log entry
+ * with its counter bump, so the log from `since` + 1 to the counter is exactly what changed.
+ * Null when the log does not say (more than {@link MAX_LOG_SINCE} revisions, compacted away, a
+ * reopened file): the caller lists.
  */
-export async function logWrittenSince(s: KvStore, since: number): Promise<Listed | null> {
+async function changedSince(
+  s: KvStore,
+  since: number,
+): Promise<{ last: Map<string, RegistryLease | null>; revision: number } | null> {
   const c = await s.kv.get<number>(s.keys.counter);
   const rev = c.value ?? 0;
   if (rev < since || rev - since > MAX_LOG_SINCE) return null;
@@ -51,9 +54,67 @@ export async function logWrittenSince(s: KvStore, since: number): Promise<Listed
     };
     last.set(e.key, isExpired(stored, now) ? null : toLease(e.key, stored));
   }
-  const leases = [...last.values()].filter((l) => l !== null);
+  return { last, revision: rev };
+}
+
+/**
+ * The leases written after `since` that still exist (expired ones left out, as by the list),
+ * in key order, from the change log; null when it does not say (see changedSince).
+ */
+export async function logWrittenSince(s: KvStore, since: number): Promise<Listed | null> {
+  const c = await changedSince(s, since);
+  if (!c) return null;
+  const leases = [...c.last.values()].filter((l) => l !== null);
   leases.sort((a, b) => a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
-  return { leases, revision: rev };
+  return { leases, revision: c.revision };
+}
+
+/** How long the keys of a list are kept for {@link ListedKeys.keys}, ms: an acquisition's span. */
+export const KEYS_KEPT_MS = 10_000;
+
+/**
+ * The lease keys a recent full list saw, for the keys-only list of an acquisition after a lost
+ * race: those keys caught up from the change log instead of every lease read (and deserialised)
+ * again. Kept {@link KEYS_KEPT_MS} after the list, then dropped (an idle agent keeps nothing).
+ */
+export class ListedKeys {
+  #at: { revision: number; keys: Map<string, number> } | null = null;
+  #timer: ReturnType<typeof setTimeout> | null = null;
+
+  /** Notes the keys of a full list (a newer revision replaces an older one). */
+  listed(list: Listed): void {
+    if (this.#at && this.#at.revision >= list.revision) return;
+    this.#keep(list.revision, new Map(list.leases.map((l) => [l.key, l.revision])));
+  }
+
+  /** The keys now, from the last list and the change log since; null: list instead. */
+  async keys(s: KvStore): Promise<{ keys: RegistryKey[]; revision: number } | null> {
+    const at = this.#at;
+    if (!at) return null;
+    const c = await changedSince(s, at.revision);
+    if (!c) return null;
+    const keys = new Map(at.keys);
+    for (const [key, l] of c.last) l ? keys.set(key, l.revision) : keys.delete(key);
+    if (c.revision > (this.#at?.revision ?? -1)) this.#keep(c.revision, keys);
+    const out = [...keys].map(([key, revision]) => ({ key, revision }));
+    out.sort((a, b) => a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+    return { keys: out, revision: c.revision };
+  }
+
+  #keep(revision: number, keys: Map<string, number>): void {
+    this.#at = { revision, keys };
+    this.clear(false);
+    const t = setTimeout(() => this.clear(), KEYS_KEPT_MS);
+    Deno.unrefTimer(t);
+    this.#timer = t;
+  }
+
+  /** Drops the keys (and with `all`, the kept keys too: on close). */
+  clear(all = true): void {
+    if (all) this.#at = null;
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+  }
 }
 
 /** The keys of `list` with their revisions. */

@@ -33,7 +33,7 @@ import { touchAfterCommit } from "./wake.ts";
 import { checkTtl, expiryOf, isExpired, KvKeys, type StoredLease, toLease } from "./layout.ts";
 import { type KvFile, ReopeningStore } from "./reopen.ts";
 import { KvWatch } from "./watch.ts";
-import { keysOf, logWrittenSince, writtenSince } from "./partial_list.ts";
+import { keysOf, ListedKeys, logWrittenSince, writtenSince } from "./partial_list.ts";
 import { WriteLock } from "./write_lock.ts";
 
 const log = getLogger(["weft", "registry"]);
@@ -95,6 +95,7 @@ export class KvRegistry implements Registry {
   #keepLog: number;
   #keepLogMs: number;
   #closing = new AbortController();
+  #keys = new ListedKeys();
 
   /**
    * Use openKvRegistry(); this takes an already opened Kv, which close() will close. `path`, when
@@ -180,6 +181,7 @@ export class KvRegistry implements Registry {
     return this.#h.track(async (s) => {
       const r = await listLeases(s, this.#closing.signal);
       this.#h.saw(r.revision);
+      this.#keys.listed(r);
       return r;
     });
   }
@@ -201,7 +203,15 @@ export class KvRegistry implements Registry {
     return writtenSince(await this.listLeases(), since);
   }
 
+  /** From the last list's keys and the change log since (see ListedKeys), else a list. */
   async listLeaseKeys(): Promise<{ keys: RegistryKey[]; revision: number }> {
+    const r = await this.#h.track((s) =>
+      s.retryLocked("read of change log", () => this.#keys.keys(s))
+    );
+    if (r) {
+      this.#h.saw(r.revision);
+      return r;
+    }
     return keysOf(await this.listLeases());
   }
 
@@ -306,6 +316,7 @@ export class KvRegistry implements Registry {
   async close(): Promise<void> {
     if (this.#closing.signal.aborted) return;
     this.#closing.abort();
+    this.#keys.clear();
     await this.#watch.close();
     await this.#h.close();
     await this.#lock?.close();
