@@ -21,6 +21,7 @@
 import type { Expiry, PeerList, RegistryLease } from "../contract/registry.ts";
 import type { KvStore } from "./commit.ts";
 import { readLog } from "./changelog.ts";
+import { MAX_LOG_SINCE } from "./partial_list.ts";
 import { isExpired, lastPart, type LogEntry } from "./layout.ts";
 
 export class LiveIndex {
@@ -55,6 +56,8 @@ export class LiveIndex {
     const rev = c.value ?? 0;
     if (s !== this.store || rev < base || rev < since) return null;
     const from = Math.min(base, since);
+    // The log entries carry the values: past this many, the list costs less.
+    if (rev - from > MAX_LOG_SINCE) return null;
     const log = rev > from
       ? await s.retryLocked("read of change log", () => readLog(s, from, rev))
       : [];

@@ -73,7 +73,22 @@ export class KvStore {
     private readonly afterCommit: (from: number, to: number) => Promise<void>,
     /** The local file's write lock (null: KV Connect, or disabled: optimistic writes). */
     readonly lock: WriteLock | null = null,
+    /**
+     * The handle mutations read and commit on: a second handle of the same file, so that the
+     * read-check-commit under the write lock does not queue behind this handle's lists (Deno KV
+     * runs one handle's SQLite operations in order); `kv` itself without one.
+     */
+    readonly writeKv: Deno.Kv = kv,
   ) {}
+
+  /** Closes the handle(s). */
+  close(): void {
+    for (const h of new Set([this.kv, this.writeKv])) {
+      try {
+        h.close();
+      } catch { /* already closed */ }
+    }
+  }
 
   /**
    * Runs `fn` holding the write lock (at once without one); waits for it at most `ms`, then
@@ -147,13 +162,13 @@ export class KvStore {
         const r = await this.exclusive<Attempt<T>>(what, deadline.remaining(), async () => {
           ambiguous ||= committing;
           committing = false;
-          const [c, cur] = await this.kv.getMany<[number, StoredLease]>([k.counter, lk]);
+          const [c, cur] = await this.writeKv.getMany<[number, StoredLease]>([k.counter, lk]);
           const now = Date.now();
           const d = decide(cur.value, now, ambiguous, writer);
           if (d.kind === "return") return { done: true, value: d.value };
           const from = c.value ?? 0;
           let rev = from + 1;
-          const op = this.kv.atomic().check(c).check(cur);
+          const op = this.writeKv.atomic().check(c).check(cur);
           let result: T;
           if (d.kind === "put") {
             if (d.replacesExpired) {

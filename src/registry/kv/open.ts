@@ -66,13 +66,17 @@ export async function openKvRegistry(opts: KvRegistryOptions): Promise<KvRegistr
   while (true) {
     try {
       const kv = await Deno.openKv(where);
+      let writeKv = kv;
       try {
+        const writeHandle = !!opts.path && opts.writeHandle !== false;
+        if (writeHandle) writeKv = await Deno.openKv(where);
         const file = opts.path
-          ? { guard: FileGuard.of(where), open: () => Deno.openKv(where) }
+          ? { guard: FileGuard.of(where), open: () => Deno.openKv(where), writeHandle }
           : null;
-        return new KvRegistry(kv, opts, file);
+        return new KvRegistry(kv, opts, file, writeKv);
       } catch (e) {
         kv.close();
+        if (writeKv !== kv) writeKv.close();
         throw e;
       }
     } catch (e) {

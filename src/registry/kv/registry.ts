@@ -35,7 +35,7 @@ import { touchAfterCommit } from "./wake.ts";
 import { checkTtl, expiryOf, isExpired, KvKeys, type StoredLease, toLease } from "./layout.ts";
 import { type KvFile, ReopeningStore } from "./reopen.ts";
 import { KvWatch } from "./watch.ts";
-import { keysOf, writtenSince } from "./partial_list.ts";
+import { keysOf, ListedKeys, writtenSince } from "./partial_list.ts";
 import { WriteLock } from "./write_lock.ts";
 
 const log = getLogger(["weft", "registry"]);
@@ -80,6 +80,12 @@ export interface KvRegistryOptions {
    * true; false only to measure the optimistic path.
    */
   writeLock?: boolean;
+  /**
+   * Local file: mutations read and commit on a second handle of the file, so that the
+   * read-check-commit under the write lock never queues behind this registry's own lists (Deno
+   * KV runs one handle's SQLite operations in order). Default true.
+   */
+  writeHandle?: boolean;
 }
 
 export class KvRegistry implements Registry {
@@ -91,19 +97,23 @@ export class KvRegistry implements Registry {
   #keepLog: number;
   #keepLogMs: number;
   #closing = new AbortController();
-  /** The live keys at the last full peer list, for lists since a revision (changes.ts). */
+  /** The live keys at the last full list, for lists since a revision (changes.ts). */
   #index: LiveIndex | null = null;
+  /** The keys of the last full list, kept briefly for keys-only lists (partial_list.ts). */
+  #keys = new ListedKeys();
 
   /**
    * Use openKvRegistry(); this takes an already opened Kv, which close() will close. `path`, when
    * given, is the local file it was opened from (watched for changes, see wakeOnChange; its
    * writers queue, see writeLock); `file`: that file's guard, which notices it deleted or
-   * replaced (none for KV Connect).
+   * replaced (none for KV Connect); `writeKv`: a second handle of the file for mutations (see
+   * writeHandle), also closed by close().
    */
   constructor(
     kv: Deno.Kv,
     opts: Omit<KvRegistryOptions, "url"> = {},
     file: KvFile | null = null,
+    writeKv: Deno.Kv = kv,
   ) {
     this.prefix = (opts.prefix ?? "/coreos.com/network").replace(/\/+$/, "");
     const pollMs = opts.pollMs ?? 50;
@@ -138,7 +148,8 @@ export class KvRegistry implements Registry {
       kv,
       file,
       signal,
-      (kv) => new KvStore(kv, keys, retryMs, signal, afterCommit, this.#lock),
+      (kv, w) => new KvStore(kv, keys, retryMs, signal, afterCommit, this.#lock, w),
+      writeKv,
     );
     this.#watch = new KvWatch(this.#h, {
       pollMs,
@@ -175,20 +186,27 @@ export class KvRegistry implements Registry {
     return this.#h.track(async (s) => {
       const r = await listLeases(s, this.#closing.signal);
       this.#h.saw(r.revision);
+      this.#keys.listed(r);
+      // The acquisition's list indexes too: its check after the create (listPeerLeases since
+      // this list) then reads the change log, not every lease again.
+      this.#index = LiveIndex.of(r, s);
       return r;
     });
   }
 
   /**
-   * As listLeases: expiries live in the values, so they cost nothing here. A full list also
-   * indexes the live keys, so that a list `since` a revision reads only the change log after it
+   * As listLeases: expiries live in the values, so they cost nothing here. A full list (this
+   * or listLeases) indexes the live keys, so that a list `since` a revision reads only the change log after it
    * (changes.ts), not every lease; when the log cannot say, it lists in full.
    */
   async listPeerLeases(since?: number): Promise<PeerList> {
     const idx = this.#index;
     if (since !== undefined && idx) {
       const r = await this.#h.track((s) => idx.writtenSince(s, since));
-      if (r) return r;
+      if (r) {
+        this.#h.saw(r.revision);
+        return r;
+      }
     }
     const list = await this.#h.track(async (s) => {
       const r = await listLeases(s, this.#closing.signal);
@@ -199,7 +217,15 @@ export class KvRegistry implements Registry {
     return { ...writtenSince(list, since), count: list.leases.length };
   }
 
+  /** From the last list's keys and the change log since (see ListedKeys), else a list. */
   async listLeaseKeys(): Promise<{ keys: RegistryKey[]; revision: number }> {
+    const r = await this.#h.track((s) =>
+      s.retryLocked("read of change log", () => this.#keys.keys(s))
+    );
+    if (r) {
+      this.#h.saw(r.revision);
+      return r;
+    }
     return keysOf(await this.listLeases());
   }
 
@@ -304,6 +330,7 @@ export class KvRegistry implements Registry {
   async close(): Promise<void> {
     if (this.#closing.signal.aborted) return;
     this.#closing.abort();
+    this.#keys.clear();
     await this.#watch.close();
     await this.#h.close();
     await this.#lock?.close();

@@ -22,6 +22,8 @@ const log = getLogger(["weft", "registry"]);
 export interface KvFile {
   guard: FileGuard;
   open(): Promise<Deno.Kv>;
+  /** Mutations run on a second handle of the file (see KvStore.writeKv): reopen both. */
+  writeHandle?: boolean;
 }
 
 /**
@@ -59,16 +61,18 @@ export class ReopeningStore {
   #seen = 0;
 
   /**
-   * `kv`: the opened store, wrapped by `make` (which is also used for a reopened one); `file`:
+   * `kv` (and `writeKv`, the handle for mutations: see KvStore.writeKv): the opened store,
+   * wrapped by `make` (which is also used for a reopened one); `file`:
    * the local file's guard (none for KV Connect); `closing`: aborts when the registry closes.
    */
   constructor(
     kv: Deno.Kv,
     private readonly file: KvFile | null,
     private readonly closing: AbortSignal,
-    private readonly make: (kv: Deno.Kv) => KvStore,
+    private readonly make: (kv: Deno.Kv, writeKv: Deno.Kv) => KvStore,
+    writeKv: Deno.Kv = kv,
   ) {
-    this.#store = make(kv);
+    this.#store = make(kv, writeKv);
   }
 
   /** The store operations use now (replaced by a reopen). */
@@ -135,16 +139,20 @@ export class ReopeningStore {
     if (what === null && this.#problem === null) return;
     const why = what ? `KV file ${f.guard.path} ${what} under this agent` : this.#problem!;
     let kv: Deno.Kv;
+    let writeKv: Deno.Kv;
     let st: Deno.FileInfo;
     try {
       st = f.guard.candidate();
       kv = await f.open();
+      writeKv = kv;
       try {
-        // Removed between the stat and the open: this open made a new file; not ours to use.
+        if (f.writeHandle) writeKv = await f.open();
+        // Removed between the stat and the opens: they made a new file; not ours to use.
         FileGuard.same(f.guard.path, st);
         await kv.get(this.#store.keys.counter); // a file that is no database fails here
       } catch (e) {
         kv.close();
+        if (writeKv !== kv) writeKv.close();
         throw e;
       }
     } catch (e) {
@@ -157,14 +165,12 @@ export class ReopeningStore {
     }
     const old = this.#store;
     await carryRevision(old, kv, this.#seen);
-    this.#store = this.make(kv);
+    this.#store = this.make(kv, writeKv);
     f.guard.rearm(st);
     this.#generation++;
     this.#problem = null;
     this.#relisting = `${why}; reopened it, re-listing its leases`;
-    try {
-      old.kv.close();
-    } catch { /* already closed */ }
+    old.close();
     log.error("{why}; reopened the file now at the path: leases are re-listed and re-created", {
       why,
     });
@@ -173,6 +179,6 @@ export class ReopeningStore {
   /** Waits for the operations in flight, then closes the Kv (call after `closing` aborted). */
   async close(): Promise<void> {
     await Promise.allSettled([...this.#inflight]);
-    this.#store.kv.close();
+    this.#store.close();
   }
 }
