@@ -7,7 +7,14 @@
 import assert from "node:assert/strict";
 import { parseNetworkConfig } from "../../src/config/network.ts";
 import type { Lease } from "../../src/lease/codec.ts";
-import type { Fdb, Link, Neigh, Netlink, Route } from "../../ffi/libnl/mod.ts";
+import {
+  DumpMemo,
+  type Fdb,
+  type Link,
+  type Neigh,
+  type Netlink,
+  type Route,
+} from "../../ffi/libnl/mod.ts";
 import { HostGwBackend } from "../../src/backend/hostgw/backend.ts";
 import { VxlanBackend } from "../../src/backend/vxlan/backend.ts";
 import { formatIp } from "../../src/base/ipv4.ts";
@@ -41,23 +48,48 @@ class CountingNl {
   fdb = new Table<string, string>(); // mac → dst
   reads: Record<string, number> = {};
   writes = 0;
-  /** How often a listed array was walked (for…of): what a diff does and a steady round not. */
+  /**
+   * How often a listed array (or a memo's list of changed entries) was walked (for…of): what a
+   * diff does and a steady round not.
+   */
   scans = 0;
+  /** How many entries those walks went through: a full diff all of a table, an incremental few. */
+  walked = 0;
   #memos = new WeakMap<object, { version: number; list: unknown[] }>();
   #read(t: string) {
     this.reads[t] = (this.reads[t] ?? 0) + 1;
   }
+  /** `l`, its walks counted. */
+  #counted<T>(l: T[]): T[] {
+    const count = (entries: number) => entries ? this.walked++ : this.scans++;
+    Object.defineProperty(l, Symbol.iterator, {
+      value: function* (this: T[]) {
+        count(0);
+        for (let i = 0; i < this.length; i++) {
+          count(1);
+          yield this[i];
+        }
+      },
+    });
+    return l;
+  }
   #memo<T>(memo: object | undefined, t: Table<unknown, unknown>, list: () => T[]): T[] {
     const hit = memo && this.#memos.get(memo);
     if (hit && hit.version === t.version) return hit.list as T[];
-    const l = list();
-    const walk = () => this.scans++;
-    Object.defineProperty(l, Symbol.iterator, {
-      value: function (this: T[]) {
-        walk();
-        return Array.prototype[Symbol.iterator].call(this);
-      },
-    });
+    const l = this.#counted(list());
+    if (memo instanceof DumpMemo) {
+      // What Netlink's dump does: the entries gone and come, matched by their content.
+      const text = (a: unknown[]) => a.map((x) => JSON.stringify(x));
+      const was = hit ? text(hit.list) : null;
+      const now = text(l);
+      (memo as DumpMemo<T>).keep(
+        l,
+        was && {
+          added: this.#counted(l.filter((_, i) => !was.includes(now[i]))),
+          removed: this.#counted((hit!.list as T[]).filter((_, i) => !now.includes(was[i]))),
+        },
+      );
+    }
     if (memo) this.#memos.set(memo, { version: t.version, list: l });
     return l;
   }
@@ -239,3 +271,37 @@ for (const type of ["vxlan", "host-gw"] as const) {
     assert.ok(!nl.routes.has(`${formatIp(peers[0].subnet.ip)}/24`), `${type}: stale route kept`);
   });
 }
+
+Deno.test("incremental reconcile (host-gw): after a settled round, only what changed is diffed", async () => {
+  const { nl, b, peers } = await programmed("host-gw");
+  await b.reconcile(peers); // settles
+  const dst = (l: Lease) => `${formatIp(l.subnet.ip)}/24`;
+  const extra = lease(N + 1, "host-gw");
+  // Events applied between rounds: a peer added, a peer removed.
+  await b.apply([{ type: "added", lease: extra }, { type: "removed", lease: peers[0] }]);
+  const now = [...peers.slice(1), extra];
+  // Broken by hand: a peer's route removed, a foreign route added (left alone), a stale route
+  // of weft's (marked, no peer wants it) added (removed).
+  nl.routes.delete(dst(peers[3]));
+  nl.routeReplace({ dst: "198.19.251.0/24", gw: "198.18.9.9", dev: ext.index, protocol: 4 });
+  nl.routeReplace({ dst: "198.19.252.0/24", gw: "198.18.9.8", dev: ext.index, protocol: 87 });
+  const full = await programmed("host-gw");
+  for (const [k, r] of nl.routes) full.nl.routes.set(k, r);
+  for (const k of [...full.nl.routes.keys()]) if (!nl.routes.has(k)) full.nl.routes.delete(k);
+  full.nl.walked = 0;
+  await full.b.reconcile(now); // the full diff (no settled round since its kernel changed)
+  assert.ok(full.nl.walked >= N, "the full diff walked less than the table");
+  nl.walked = 0;
+  await b.reconcile(now);
+  assert.deepEqual(
+    new Map([...nl.routes].sort()),
+    new Map([...full.nl.routes].sort()),
+    "the incremental round left another table than the full diff",
+  );
+  assert.ok(nl.routes.has(dst(peers[3])), "a route removed by hand was not restored");
+  assert.ok(nl.routes.has("198.19.251.0/24"), "a foreign route was touched");
+  assert.ok(!nl.routes.has("198.19.252.0/24"), "a stale route of weft's was kept");
+  assert.ok(nl.routes.has(dst(extra)) && !nl.routes.has(dst(peers[0])), "events not kept");
+  // The changed entries: 2 by the events, 3 by hand (each walked at most twice).
+  assert.ok(nl.walked <= 10, `the round after 5 changes walked ${nl.walked} entries (full diff)`);
+});
