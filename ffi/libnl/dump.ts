@@ -21,6 +21,7 @@ import { POLLIN, PollSet } from "../libc/poll.ts";
 import { NetlinkError, NLE_DUMP_INTR } from "./errors.ts";
 import { errorText, kernelErrorAt, type NlSocket } from "./socket.ts";
 import { libs } from "./symbols.ts";
+import { messageChange } from "./dump_change.ts";
 
 export const RTM_GETROUTE = 26;
 export const RTM_GETNEIGH = 30;
@@ -300,9 +301,6 @@ export interface TableChange<T> {
   removed: readonly T[];
 }
 
-/** More changed entries than this share of a table: no {@link TableChange} (diff it all). */
-const CHANGE_SHARE = 0.1;
-
 /**
  * The last result of one list call site, kept by its caller: passed to a list method
  * (`Netlink.routeList(filter, memo)`), it makes the method return the very array of its last
@@ -349,71 +347,6 @@ export class DumpMemo<T> {
     if (from === this.#result) return { added: [], removed: [] };
     return this.#from?.deref() === from ? this.#change : null;
   }
-}
-
-/** The messages of `a` not in `b` (each matched at most once, by its bytes), back to back. */
-function messageChange(
-  old: Uint8Array,
-  now: Uint8Array,
-): { added: Uint8Array; removed: Uint8Array } | null {
-  const offs = (b: Uint8Array) => {
-    const o: number[] = [];
-    forEachMessage(b, (_, off) => o.push(off));
-    return o;
-  };
-  const a = offs(old);
-  const b = offs(now);
-  const limit = Math.max(16, Math.ceil(Math.max(a.length, b.length) * CHANGE_SHARE));
-  if (Math.abs(a.length - b.length) > limit) return null;
-  const va = new DataView(old.buffer, old.byteOffset, old.byteLength);
-  const vb = new DataView(now.buffer, now.byteOffset, now.byteLength);
-  const byHash = new Map<number, number[]>();
-  for (const off of a) {
-    const h = hashMessage(va, off);
-    const l = byHash.get(h);
-    if (l) l.push(off);
-    else byHash.set(h, [off]);
-  }
-  const added: number[] = [];
-  for (const off of b) {
-    const l = byHash.get(hashMessage(vb, off));
-    const i = l ? l.findIndex((o) => sameMessage(va, o, vb, off)) : -1;
-    if (i < 0) {
-      added.push(off);
-      if (added.length > limit) return null;
-    } else l!.splice(i, 1);
-  }
-  const removed: number[] = [];
-  for (const l of byHash.values()) removed.push(...l);
-  if (removed.length > limit) return null;
-  removed.sort((x, y) => x - y);
-  return { added: gather(now, vb, added), removed: gather(old, va, removed) };
-}
-
-function hashMessage(v: DataView, off: number): number {
-  const len = v.getUint32(off, true);
-  let h = 0x811c9dc5;
-  for (let i = off; i + 4 <= off + len; i += 4) h = Math.imul(h ^ v.getUint32(i, true), 16777619);
-  return h >>> 0;
-}
-
-function sameMessage(va: DataView, a: number, vb: DataView, b: number): boolean {
-  const len = va.getUint32(a, true);
-  if (len !== vb.getUint32(b, true)) return false;
-  for (let i = 0; i < len; i++) if (va.getUint8(a + i) !== vb.getUint8(b + i)) return false;
-  return true;
-}
-
-/** The messages at `offs` of `bytes`, copied back to back (each 4-byte aligned). */
-function gather(bytes: Uint8Array, v: DataView, offs: number[]): Uint8Array {
-  const size = (off: number) => (v.getUint32(off, true) + 3) & ~3;
-  const out = new Uint8Array(offs.reduce((n, off) => n + size(off), 0));
-  let at = 0;
-  for (const off of offs) {
-    out.set(bytes.subarray(off, off + Math.min(size(off), bytes.length - off)), at);
-    at += size(off);
-  }
-  return out;
 }
 
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {

@@ -54,7 +54,7 @@ export class SteadyRounds {
     this.#peers = [...peers];
     this.#set = null;
     this.#tables = tables;
-    this.#items = items;
+    this.#items = [...items];
   }
 
   /**

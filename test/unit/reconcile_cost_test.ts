@@ -272,36 +272,57 @@ for (const type of ["vxlan", "host-gw"] as const) {
   });
 }
 
-Deno.test("incremental reconcile (host-gw): after a settled round, only what changed is diffed", async () => {
-  const { nl, b, peers } = await programmed("host-gw");
-  await b.reconcile(peers); // settles
-  const dst = (l: Lease) => `${formatIp(l.subnet.ip)}/24`;
-  const extra = lease(N + 1, "host-gw");
-  // Events applied between rounds: a peer added, a peer removed.
-  await b.apply([{ type: "added", lease: extra }, { type: "removed", lease: peers[0] }]);
-  const now = [...peers.slice(1), extra];
-  // Broken by hand: a peer's route removed, a foreign route added (left alone), a stale route
-  // of weft's (marked, no peer wants it) added (removed).
-  nl.routes.delete(dst(peers[3]));
-  nl.routeReplace({ dst: "198.19.251.0/24", gw: "198.18.9.9", dev: ext.index, protocol: 4 });
-  nl.routeReplace({ dst: "198.19.252.0/24", gw: "198.18.9.8", dev: ext.index, protocol: 87 });
-  const full = await programmed("host-gw");
-  for (const [k, r] of nl.routes) full.nl.routes.set(k, r);
-  for (const k of [...full.nl.routes.keys()]) if (!nl.routes.has(k)) full.nl.routes.delete(k);
-  full.nl.walked = 0;
-  await full.b.reconcile(now); // the full diff (no settled round since its kernel changed)
-  assert.ok(full.nl.walked >= N, "the full diff walked less than the table");
-  nl.walked = 0;
-  await b.reconcile(now);
-  assert.deepEqual(
-    new Map([...nl.routes].sort()),
-    new Map([...full.nl.routes].sort()),
-    "the incremental round left another table than the full diff",
-  );
-  assert.ok(nl.routes.has(dst(peers[3])), "a route removed by hand was not restored");
-  assert.ok(nl.routes.has("198.19.251.0/24"), "a foreign route was touched");
-  assert.ok(!nl.routes.has("198.19.252.0/24"), "a stale route of weft's was kept");
-  assert.ok(nl.routes.has(dst(extra)) && !nl.routes.has(dst(peers[0])), "events not kept");
-  // The changed entries: 2 by the events, 3 by hand (each walked at most twice).
-  assert.ok(nl.walked <= 10, `the round after 5 changes walked ${nl.walked} entries (full diff)`);
-});
+for (const type of ["vxlan", "host-gw"] as const) {
+  Deno.test(`incremental reconcile (${type}): after a settled round, only what changed is diffed`, async () => {
+    const { nl, b, peers } = await programmed(type);
+    await b.reconcile(peers); // settles
+    const dst = (l: Lease) => `${formatIp(l.subnet.ip)}/24`;
+    const extra = lease(N + 1, type);
+    // Events applied between rounds: a peer added, a peer removed.
+    await b.apply([{ type: "added", lease: extra }, { type: "removed", lease: peers[0] }]);
+    const now = [...peers.slice(1), extra];
+    // Broken by hand: a peer's route removed, a foreign route added (left alone), a stale route
+    // of weft's (marked, no peer wants it) added (removed); vxlan: an FDB entry pointed elsewhere.
+    nl.routes.delete(dst(peers[3]));
+    const dev = type === "vxlan" ? VTEP : ext.index;
+    const via = (gw: string) =>
+      type === "vxlan" ? { gw: gw.replace(/\/24$/, ""), onlink: true } : { gw };
+    nl.routeReplace({ dst: "198.19.251.0/24", dev, ...via("198.19.251.0/24"), protocol: 4 });
+    nl.routeReplace({ dst: "198.19.252.0/24", dev, ...via("198.19.252.0/24"), protocol: 87 });
+    if (type === "vxlan") nl.fdb.set(mac(6), "198.18.100.100"); // peers[5]'s
+    const full = await programmed(type);
+    for (const t of ["routes", "fdb", "neigh"] as const) {
+      const [from, to] = [nl[t] as Map<string, unknown>, full.nl[t] as Map<string, unknown>];
+      to.clear();
+      for (const [k, v] of from) to.set(k, v);
+    }
+    full.nl.walked = 0;
+    await full.b.reconcile(now); // the full diff (no settled round since its kernel changed)
+    assert.ok(full.nl.walked >= N, "the full diff walked less than the table");
+    nl.walked = 0;
+    await b.reconcile(now);
+    for (const t of ["routes", "fdb", "neigh"] as const) {
+      const sorted = (m: Map<string, unknown>) => new Map([...m].sort());
+      assert.deepEqual(
+        sorted(nl[t] as Map<string, unknown>),
+        sorted(full.nl[t] as Map<string, unknown>),
+        `${type}: the incremental round left another ${t} table than the full diff`,
+      );
+    }
+    assert.ok(nl.routes.has(dst(peers[3])), "a route removed by hand was not restored");
+    assert.ok(nl.routes.has("198.19.251.0/24"), "a foreign route was touched");
+    assert.ok(!nl.routes.has("198.19.252.0/24"), "a stale route of weft's was kept");
+    assert.ok(nl.routes.has(dst(extra)) && !nl.routes.has(dst(peers[0])), "events not kept");
+    if (type === "vxlan") assert.equal(nl.fdb.get(mac(6)), peers[5].attrs.publicIP);
+    // The changed entries: 2 peers' by the events, a few by hand (each walked at most twice).
+    assert.ok(
+      nl.walked <= 20,
+      `${type}: the round after a few changes walked ${nl.walked} entries`,
+    );
+    // Repaired: the next round diffs in full once, then settles.
+    await b.reconcile(now);
+    nl.scans = 0;
+    await b.reconcile(now);
+    assert.equal(nl.scans, 0, `${type}: no steady round after the repair`);
+  });
+}
