@@ -71,7 +71,9 @@ function hashMessage(v: DataView, off: number): number {
 function sameMessage(va: DataView, a: number, vb: DataView, b: number): boolean {
   const len = va.getUint32(a, true);
   if (len !== vb.getUint32(b, true)) return false;
-  for (let i = 0; i < len; i++) if (va.getUint8(a + i) !== vb.getUint8(b + i)) return false;
+  let i = 0;
+  for (; i + 4 <= len; i += 4) if (va.getUint32(a + i) !== vb.getUint32(b + i)) return false;
+  for (; i < len; i++) if (va.getUint8(a + i) !== vb.getUint8(b + i)) return false;
   return true;
 }
 

@@ -6,7 +6,8 @@
  * every table is the same array as in the last round that found nothing to do, this round would
  * find nothing either: the diff is skipped. A renewed lease (new expiry, same entries) keeps the
  * round steady; anything else (a peer added, gone or changed, an entry removed or altered by
- * hand or by an event applied in between) runs the full diff, which repairs it.
+ * hand or by an event applied in between) is diffed and repaired: when a few things changed,
+ * only they ({@link since}, the memos' `changeSince`, the backends' incremental diff), else all.
  *
  * @example
  * ```ts
