@@ -122,13 +122,14 @@ try {
   }
   const cpuMsPerRound = (cpuMs() - c0) / rounds;
   const wallMsPerRound = (performance.now() - t0) / rounds;
+  // The next lease of the plan: its own subnet, public IP and VTEP MAC.
   const extra = leasePlan({
-    count: 1,
-    firstSubnet: 2 + n,
+    count: n + 1,
+    firstSubnet: 2,
     subnetLen: 29,
     publicBase: "198.18.64.2",
     backend: v.backend,
-  })[0].lease;
+  })[n].lease;
   const event = { roundCpuMs: [] as number[], reconcileCpuMs: [] as number[] };
   for (let i = 0; i < Number(v["event-rounds"]); i++) {
     const added = i % 2 === 0;

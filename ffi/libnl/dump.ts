@@ -309,7 +309,8 @@ export interface TableChange<T> {
  *
  * When a table changed a little (at most a tenth of its entries), the memo also knows which
  * entries went and came ({@link changeSince}): messages are matched by their canonical bytes, so
- * only the changed ones are parsed a second time. Nothing but the last dump's bytes is kept.
+ * only the changed ones are parsed, and the new result is the last one less the entries gone plus
+ * those come (in another order than the kernel's). Nothing but the last dump's bytes is kept.
  */
 export class DumpMemo<T> {
   #bytes: Uint8Array | null = null;
@@ -322,11 +323,10 @@ export class DumpMemo<T> {
   take(bytes: Uint8Array, parse: (b: Uint8Array) => T[]): readonly T[] {
     const old = this.#bytes;
     if (old && equalBytes(old, bytes)) return this.#result;
-    const change = old ? messageChange(old, bytes) : null;
-    this.keep(
-      parse(bytes),
-      change && { added: parse(change.added), removed: parse(change.removed) },
-    );
+    const c = old ? messageChange(old, bytes) : null;
+    const change = c && { added: parse(c.added), removed: parse(c.removed) };
+    // A few entries changed: the last result less those gone plus those come, not a new parse.
+    this.keep((change && patched(this.#result, change)) ?? parse(bytes), change);
     this.#bytes = bytes.slice();
     return this.#result;
   }
@@ -347,6 +347,29 @@ export class DumpMemo<T> {
     if (from === this.#result) return { added: [], removed: [] };
     return this.#from?.deref() === from ? this.#change : null;
   }
+}
+
+/** `was` less `c.removed` plus `c.added` (entries equal field by field); null if one is missing. */
+function patched<T>(was: readonly T[], c: TableChange<T>): T[] | null {
+  const out = was.slice();
+  for (const r of c.removed) {
+    const i = out.findIndex((x) => sameFields(x, r));
+    if (i < 0) return null;
+    out[i] = out[out.length - 1];
+    out.pop();
+  }
+  out.push(...c.added);
+  return out;
+}
+
+/** Whether two parsed entries (flat objects of numbers, strings, booleans) are equal. */
+function sameFields<T>(a: T, b: T): boolean {
+  const ka = Object.keys(a as object);
+  if (ka.length !== Object.keys(b as object).length) return false;
+  for (const k of ka) {
+    if ((a as Record<string, unknown>)[k] !== (b as Record<string, unknown>)[k]) return false;
+  }
+  return true;
 }
 
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {

@@ -38,26 +38,32 @@ export function messageChange(
   if (Math.abs(a.length - b.length) > limit) return null;
   const va = new DataView(old.buffer, old.byteOffset, old.byteLength);
   const vb = new DataView(now.buffer, now.byteOffset, now.byteLength);
-  const byHash = new Map<number, number[]>();
-  for (const off of a) {
-    const h = hashMessage(va, off);
-    const l = byHash.get(h);
-    if (l) l.push(off);
-    else byHash.set(h, [off]);
+  // A dump keeps its order: the equal head and tail need no hashing.
+  let head = 0;
+  while (head < a.length && head < b.length && sameMessage(va, a[head], vb, b[head])) head++;
+  let ta = a.length;
+  let tb = b.length;
+  while (ta > head && tb > head && sameMessage(va, a[ta - 1], vb, b[tb - 1])) ta--, tb--;
+  // The rest: old messages by hash (chained), each matched at most once.
+  const first = new Map<number, number>();
+  const next = new Int32Array(ta - head).fill(-1);
+  const matched = new Uint8Array(ta - head);
+  for (let i = ta - 1; i >= head; i--) {
+    const h = hashMessage(va, a[i]);
+    next[i - head] = first.get(h) ?? -1;
+    first.set(h, i - head);
   }
   const added: number[] = [];
-  for (const off of b) {
-    const l = byHash.get(hashMessage(vb, off));
-    const i = l ? l.findIndex((o) => sameMessage(va, o, vb, off)) : -1;
-    if (i < 0) {
-      added.push(off);
-      if (added.length > limit) return null;
-    } else l!.splice(i, 1);
+  for (let j = head; j < tb; j++) {
+    let i = first.get(hashMessage(vb, b[j])) ?? -1;
+    while (i >= 0 && (matched[i] || !sameMessage(va, a[head + i], vb, b[j]))) i = next[i];
+    if (i >= 0) matched[i] = 1;
+    else if (added.push(b[j]) > limit) return null;
   }
   const removed: number[] = [];
-  for (const l of byHash.values()) removed.push(...l);
-  if (removed.length > limit) return null;
-  removed.sort((x, y) => x - y);
+  for (let i = 0; i < matched.length; i++) {
+    if (!matched[i] && removed.push(a[head + i]) > limit) return null;
+  }
   return { added: gather(now, vb, added), removed: gather(old, va, removed) };
 }
 

@@ -324,5 +324,17 @@ for (const type of ["vxlan", "host-gw"] as const) {
     nl.scans = 0;
     await b.reconcile(now);
     assert.equal(nl.scans, 0, `${type}: no steady round after the repair`);
+    if (type === "vxlan") {
+      // An incremental round with nothing to repair keeps the FDB users' counts right: a peer
+      // removed after it loses its FDB entry.
+      const more = lease(N + 2, type);
+      await b.apply([{ type: "added", lease: more }]);
+      nl.walked = 0;
+      await b.reconcile([...now, more]);
+      assert.ok(nl.walked <= 20, `an event's round walked ${nl.walked} entries`);
+      await b.apply([{ type: "removed", lease: peers[1] }]);
+      assert.ok(!nl.fdb.has(mac(2)), "a removed peer's FDB entry was kept (miscounted users)");
+      assert.ok(nl.fdb.has(mac(3)) && nl.fdb.has(mac(N + 1)), "another peer's FDB entry went");
+    }
   });
 }

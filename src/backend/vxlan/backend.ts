@@ -328,14 +328,17 @@ export class VxlanBackend implements Backend {
     });
     this.#steady.reset();
     this.#direct?.clear();
-    this.#peers = new Map();
-    this.#fdbUsers = new Map();
     const want: Want[] = [];
-    for (const p of peers) {
-      this.#peers.set(p.key, p);
-      for (const w of this.#wanted(p)) {
-        if (!few) want.push(w);
-        this.#countEntry(w.e, 1);
+    if (few) this.#takePeers(peers);
+    else {
+      this.#peers = new Map();
+      this.#fdbUsers = new Map();
+      for (const p of peers) {
+        this.#peers.set(p.key, p);
+        for (const w of this.#wanted(p)) {
+          want.push(w);
+          this.#countEntry(w.e, 1);
+        }
       }
     }
     const f = new PeerFailures();
@@ -352,6 +355,18 @@ export class VxlanBackend implements Backend {
     }
     f.throwIfAny("reconciling vxlan entries");
     return Promise.resolve();
+  }
+
+  /**
+   * Makes `peers` the programmed peers, counting only leases that differ from the last ones into
+   * {@link #fdbUsers} (which apply() keeps in step with {@link #peers}): no key per peer.
+   */
+  #takePeers(peers: Lease[]) {
+    const next = new Map<string, Lease>();
+    for (const p of peers) next.set(p.key, p);
+    for (const [k, l] of this.#peers) if (next.get(k) !== l) this.#countFdb(l, -1);
+    for (const p of next.values()) if (this.#peers.get(p.key) !== p) this.#countFdb(p, 1);
+    this.#peers = next;
   }
 
   /** Which devices weft's routes may use (routes.ts). */
