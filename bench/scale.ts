@@ -267,6 +267,10 @@ try {
           "reconcile",
           "(kernel reads)",
           "wall ms / round",
+          "reconcile: full",
+          "steady",
+          "after 1 event",
+          "round after 1 event",
         ],
         rounds.map((r) => [
           r.registry,
@@ -282,6 +286,10 @@ try {
           round(r.parts.reconcile),
           round(r.kernelReadCpuMs),
           round(r.wallMsPerRound),
+          round(r.reconcileCpuMs?.[0] ?? null),
+          round(median(r.reconcileCpuMs?.slice(1) ?? [])),
+          round(median(r.event?.reconcileCpuMs ?? [])),
+          round(r.event?.cpuMsPerRound ?? null),
         ]),
         [
           `scale/round_child.ts in a scratch namespace (etcd: its own etcd there), every peer already programmed; mean of ${
@@ -289,6 +297,7 @@ try {
           } rounds`,
           "CPU = user+sys of that process (process.cpuUsage); (list) = the registry's list alone, part of relist",
           "(kernel reads) = the route dump (vxlan: + FDB and neighbour dumps) through libnl alone, part of reconcile",
+          "reconcile: full = the first periodic round's (a full diff); steady = median of the later ones; after 1 event = median reconcile of as many more rounds, each after one peer added or removed by an applied event (incremental diff); round after 1 event = its whole round, mean",
           "one child per registry × backend × flag set, the sets one after another, then the next backend; load: 1-min average when the child ended",
         ],
       );

@@ -73,6 +73,12 @@ export interface RoundCost {
   kernelReadCpuMs: number;
   /** The reconcile's CPU ms of each round (the first diffs in full; see round_child.ts). */
   reconcileCpuMs?: number[];
+  /** Rounds each after one peer event applied (round_child.ts `--event-rounds`): CPU ms. */
+  event?: {
+    cpuMsPerRound: number | null;
+    reconcileCpuMsPerRound: number | null;
+    reconcileCpuMs: number[];
+  };
   /** The V8 flags the round ran with (comma-separated; set by roundCost). */
   v8Flags?: string;
 }
@@ -112,6 +118,8 @@ export async function roundCost(o: {
         "--peers",
         String(o.peers),
         "--rounds",
+        String(o.rounds),
+        "--event-rounds",
         String(o.rounds),
       ], { flags: v8Flags ? [`--v8-flags=${v8Flags}`] : [] }),
       { timeoutMs: 600_000, cwd: REPO },

@@ -6,7 +6,10 @@
  * periodic reconciliation runs (PeerWatcher.relist, takePeers, backend.reconcile, with every
  * peer already in the kernel) are timed in CPU (process.cpuUsage: user + system of this
  * process). Separate loops time the registry list alone and the kernel reads alone (the floor of
- * the reconcile). Prints one JSON object.
+ * the reconcile). `--event-rounds N` then times N more rounds, each after one peer event applied
+ * to the backend (a peer added, then removed again, alternately; the registry is not written:
+ * the round's peer list carries the added peer): what a round costs in a cluster with churn.
+ * Prints one JSON object.
  *
  * @example
  * ```sh
@@ -42,6 +45,7 @@ const { values: v } = parseArgs({
     peers: { type: "string", default: "5000" },
     rounds: { type: "string", default: "10" },
     iface: { type: "string", default: "ext0" },
+    "event-rounds": { type: "string", default: "0" },
   },
 });
 const n = Number(v.peers);
@@ -118,6 +122,28 @@ try {
   }
   const cpuMsPerRound = (cpuMs() - c0) / rounds;
   const wallMsPerRound = (performance.now() - t0) / rounds;
+  // The next lease of the plan: its own subnet, public IP and VTEP MAC.
+  const extra = leasePlan({
+    count: n + 1,
+    firstSubnet: 2,
+    subnetLen: 29,
+    publicBase: "198.18.64.2",
+    backend: v.backend,
+  })[n].lease;
+  const event = { roundCpuMs: [] as number[], reconcileCpuMs: [] as number[] };
+  for (let i = 0; i < Number(v["event-rounds"]); i++) {
+    const added = i % 2 === 0;
+    await backend.apply([{ type: added ? "added" : "removed", lease: extra }]);
+    const r0 = cpuMs();
+    if (!await watcher.relist()) throw new Error("relist older than the watch (no watch runs)");
+    const p = watcher.takePeers();
+    c = cpuMs();
+    await backend.reconcile(added ? [...p, extra] : p);
+    event.reconcileCpuMs.push(cpuMs() - c);
+    event.roundCpuMs.push(cpuMs() - r0);
+  }
+  const mean = (xs: number[]) => xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null;
+  const tenth = (x: number) => Math.round(x * 10) / 10;
   c = cpuMs();
   for (let i = 0; i < rounds; i++) await reg.listPeerLeases();
   const listCpuMs = (cpuMs() - c) / rounds;
@@ -147,7 +173,12 @@ try {
     },
     listCpuMs,
     kernelReadCpuMs,
-    reconcileCpuMs: reconcileCpuMs.map((x) => Math.round(x * 10) / 10),
+    reconcileCpuMs: reconcileCpuMs.map(tenth),
+    event: {
+      cpuMsPerRound: mean(event.roundCpuMs),
+      reconcileCpuMsPerRound: mean(event.reconcileCpuMs),
+      reconcileCpuMs: event.reconcileCpuMs.map(tenth),
+    },
   }));
 } finally {
   nl.close();

@@ -37,7 +37,7 @@ export type { Addr } from "./address.ts";
 export type { Route, RouteFilter, RouteLookup } from "./route.ts";
 export type { Fdb, FdbEntry, FdbKey, Neigh, NeighEntry, NeighKey } from "./neigh.ts";
 export type { DeleteRequest } from "./batch.ts";
-export { DumpMemo } from "./dump.ts";
+export { DumpMemo, type TableChange } from "./dump.ts";
 import type { DumpMemo } from "./dump.ts";
 export {
   NTF_SELF,

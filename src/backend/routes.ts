@@ -197,14 +197,41 @@ export function mainRoutes(
   s: RouteScope,
   memos?: RouteMemos,
 ): (readonly Route[])[] {
-  const read = (family: 4 | 6, m?: DumpMemo<Route>) =>
-    m
+  return routeFamilies(s).map((family) => {
+    const m = memos?.[family === 4 ? "v4" : "v6"];
+    return m
       ? nl.routeList({ table: RT_TABLE_MAIN, family }, m)
       : nl.routeList({ table: RT_TABLE_MAIN, family });
-  const out: (readonly Route[])[] = [];
-  if (!(s.network.prefix === 0 && s.network6)) out.push(read(4, memos?.v4));
-  if (s.network6) out.push(read(6, memos?.v6));
+  });
+}
+
+/** The families {@link mainRoutes} reads, in its order. */
+function routeFamilies(s: RouteScope): (4 | 6)[] {
+  const out: (4 | 6)[] = [];
+  if (!(s.network.prefix === 0 && s.network6)) out.push(4);
+  if (s.network6) out.push(6);
   return out;
+}
+
+/**
+ * What changed in {@link mainRoutes}' tables since `from` (an earlier read through the same
+ * memos, steady.ts): every route gone and every route new; null when the memos cannot tell.
+ */
+export function mainRoutesChange(
+  s: RouteScope,
+  memos: RouteMemos,
+  from: readonly (readonly Route[])[],
+): { added: Route[]; removed: Route[] } | null {
+  const added: Route[] = [];
+  const removed: Route[] = [];
+  const fams = routeFamilies(s);
+  for (const [i, family] of fams.entries()) {
+    const c = memos[family === 4 ? "v4" : "v6"]?.changeSince(from[i]);
+    if (!c) return null;
+    added.push(...c.added);
+    removed.push(...c.removed);
+  }
+  return { added, removed };
 }
 
 /** Of `tables` ({@link mainRoutes}), weft's routes ({@link isOwnedRoute}). */

@@ -6,7 +6,8 @@
  * every table is the same array as in the last round that found nothing to do, this round would
  * find nothing either: the diff is skipped. A renewed lease (new expiry, same entries) keeps the
  * round steady; anything else (a peer added, gone or changed, an entry removed or altered by
- * hand or by an event applied in between) runs the full diff, which repairs it.
+ * hand or by an event applied in between) is diffed and repaired: when a few things changed,
+ * only they ({@link since}, the memos' `changeSince`, the backends' incremental diff), else all.
  *
  * @example
  * ```ts
@@ -23,6 +24,8 @@ export class SteadyRounds {
   /** The same peers as a set, made only when a round hands them in another order. */
   #set: Set<string> | null = null;
   #tables: readonly unknown[] = [];
+  /** Per peer of the settled round, what the backend handed with its text (its lease). */
+  #items: readonly unknown[] = [];
 
   /**
    * Whether `peers` (one distinct text per peer: its key and what it wants in the kernel, in any
@@ -40,11 +43,43 @@ export class SteadyRounds {
     return true;
   }
 
-  /** Records a round that changed nothing: its peers, and the tables it read. */
-  settle(peers: readonly string[], tables: readonly unknown[]): void {
+  /**
+   * Records a round that changed nothing: its peers, the tables it read, and per peer an item
+   * (its lease) for {@link since}.
+   */
+  settle(
+    peers: readonly string[],
+    tables: readonly unknown[],
+    items: readonly unknown[] = [],
+  ): void {
     this.#peers = [...peers];
     this.#set = null;
     this.#tables = tables;
+    this.#items = [...items];
+  }
+
+  /**
+   * Against the settled round: its tables, the items of its peers whose text is not in `peers`
+   * (gone or changed), and the indexes into `peers` of those whose text is new; null when no
+   * round is settled.
+   */
+  since<T>(
+    peers: readonly string[],
+  ): { tables: readonly unknown[]; gone: T[]; came: number[] } | null {
+    const had = this.#peers;
+    if (!had) return null;
+    const set = this.#set ??= new Set(had);
+    const came: number[] = [];
+    for (let i = 0; i < peers.length; i++) if (!set.has(peers[i])) came.push(i);
+    const now = new Set(peers);
+    const gone: T[] = [];
+    for (let i = 0; i < had.length; i++) if (!now.has(had[i])) gone.push(this.#items[i] as T);
+    return { tables: this.#tables, gone, came };
+  }
+
+  /** The items of the settled round's peers ({@link settle}). */
+  items<T>(): readonly T[] {
+    return this.#items as T[];
   }
 
   /** Forgets the last steady round: the next one runs the full diff. */
@@ -52,5 +87,6 @@ export class SteadyRounds {
     this.#peers = null;
     this.#set = null;
     this.#tables = [];
+    this.#items = [];
   }
 }

@@ -3,7 +3,7 @@
  * real kernel in a fresh namespace: what they list equals what `ip -N -j` and `bridge -j` show,
  * IPv4 and IPv6, weft-looking entries and an operator's (another table, a metric, a source, a
  * multipath route, blackholes, a reachable neighbour, an FDB default entry); and a DumpMemo hands
- * back the same array exactly while the table stands still.
+ * back the same array exactly while the table stands still, and tells which entries changed.
  *
  * This file is also the worker's module: `rpc` below is what the worker serves.
  */
@@ -19,11 +19,33 @@ const memos = { route: new nl.DumpMemo<nl.Route>(), fdb: new nl.DumpMemo<nl.Fdb>
 let lastRoutes: readonly nl.Route[] = [];
 let lastFdb: readonly nl.Fdb[] = [];
 
-/** Lists through the memos; says whether each array is the previous call's, and its length. */
-function memoLists(vx: number): { routesSame: boolean; fdbSame: boolean; routes: number } {
+/** What a memo says changed since the last call's array, as text per entry; null: unknown. */
+type Change = { added: string[]; removed: string[] } | null;
+
+/**
+ * Lists through the memos; says whether each array is the previous call's, its length, and what
+ * each memo says changed since.
+ */
+function memoLists(
+  vx: number,
+): {
+  routesSame: boolean;
+  fdbSame: boolean;
+  routes: number;
+  routeChange: Change;
+  fdbChange: Change;
+} {
   const routes = h.routeList({ table: 0 }, memos.route);
   const fdb = h.fdbList(vx, memos.fdb);
-  const r = { routesSame: routes === lastRoutes, fdbSame: fdb === lastFdb, routes: routes.length };
+  const text = <T>(c: nl.TableChange<T> | null, f: (x: T) => string): Change =>
+    c && { added: c.added.map(f), removed: c.removed.map(f) };
+  const r = {
+    routesSame: routes === lastRoutes,
+    fdbSame: fdb === lastFdb,
+    routes: routes.length,
+    routeChange: text(memos.route.changeSince(lastRoutes), (x) => `${x.dst} ${x.protocol}`),
+    fdbChange: text(memos.fdb.changeSince(lastFdb), (x) => `${x.mac} ${x.dst}`),
+  };
   assert.ok(Object.isFrozen(routes) && Object.isFrozen(routes[0]), "memo results are frozen");
   lastRoutes = routes;
   lastFdb = fdb;
@@ -349,9 +371,21 @@ Deno.test("netlink dumps: routes, neighbours and FDB as ip and bridge show them"
     assert.deepEqual([first.routesSame, first.fdbSame], [false, false]);
     let m = await w.call<{ routesSame: boolean; fdbSame: boolean }>("memoLists", vx);
     assert.deepEqual([m.routesSame, m.fdbSame], [true, true]);
+    const was5 = (await w.call<nl.Route[]>("routeList", { table: 254 }))
+      .find((r) => r.dst === "198.19.5.0/24")!;
     await ip("route", "replace", "198.19.5.0/24", "via", "198.19.5.0", "dev", n.vx, "onlink");
-    m = await w.call("memoLists", vx);
-    assert.deepEqual([m.routesSame, m.fdbSame], [false, true], "a re-marked route is a change");
+    type Changes = { routesSame: boolean; fdbSame: boolean; routeChange: J; fdbChange: J };
+    let c = await w.call<Changes>("memoLists", vx);
+    assert.deepEqual([c.routesSame, c.fdbSame], [false, true], "a re-marked route is a change");
+    // The memo tells which entries changed: the route as it was and as it is, nothing else.
+    assert.deepEqual(c.routeChange, {
+      added: ["198.19.5.0/24 3"],
+      removed: [`198.19.5.0/24 ${was5.protocol}`],
+    });
+    assert.deepEqual(c.fdbChange, { added: [], removed: [] });
+    const was05 = (await w.call<nl.Fdb[]>("fdbList", vx)).filter((x) =>
+      x.mac === "02:00:00:00:00:05"
+    );
     await runOk([
       "bridge",
       "-n",
@@ -366,10 +400,26 @@ Deno.test("netlink dumps: routes, neighbours and FDB as ip and bridge show them"
       "self",
       "permanent",
     ]);
-    m = await w.call("memoLists", vx);
-    assert.deepEqual([m.routesSame, m.fdbSame], [true, false], "an FDB entry's new dst");
+    c = await w.call<Changes>("memoLists", vx);
+    assert.deepEqual([c.routesSame, c.fdbSame], [true, false], "an FDB entry's new dst");
+    assert.deepEqual(c.routeChange, { added: [], removed: [] });
+    const now05 = (await w.call<nl.Fdb[]>("fdbList", vx)).filter((x) =>
+      x.mac === "02:00:00:00:00:05"
+    );
+    const fdbText = (xs: nl.Fdb[]) => xs.map((x) => `${x.mac} ${x.dst}`);
+    const [wasT, nowT] = [fdbText(was05), fdbText(now05)];
+    assert.deepEqual(c.fdbChange, {
+      added: nowT.filter((x) => !wasT.includes(x)),
+      removed: wasT.filter((x) => !nowT.includes(x)),
+    });
+    assert.ok((c.fdbChange.added as string[]).includes("02:00:00:00:00:05 198.18.0.200"));
     m = await w.call("memoLists", vx);
     assert.deepEqual([m.routesSame, m.fdbSame], [true, true]);
+    c = await w.call<Changes>("memoLists", vx);
+    assert.deepEqual([c.routeChange, c.fdbChange], [{ added: [], removed: [] }, {
+      added: [],
+      removed: [],
+    }]);
   } finally {
     await ns.destroy();
   }

@@ -7,7 +7,14 @@
 import assert from "node:assert/strict";
 import { parseNetworkConfig } from "../../src/config/network.ts";
 import type { Lease } from "../../src/lease/codec.ts";
-import type { Fdb, Link, Neigh, Netlink, Route } from "../../ffi/libnl/mod.ts";
+import {
+  DumpMemo,
+  type Fdb,
+  type Link,
+  type Neigh,
+  type Netlink,
+  type Route,
+} from "../../ffi/libnl/mod.ts";
 import { HostGwBackend } from "../../src/backend/hostgw/backend.ts";
 import { VxlanBackend } from "../../src/backend/vxlan/backend.ts";
 import { formatIp } from "../../src/base/ipv4.ts";
@@ -41,23 +48,48 @@ class CountingNl {
   fdb = new Table<string, string>(); // mac → dst
   reads: Record<string, number> = {};
   writes = 0;
-  /** How often a listed array was walked (for…of): what a diff does and a steady round not. */
+  /**
+   * How often a listed array (or a memo's list of changed entries) was walked (for…of): what a
+   * diff does and a steady round not.
+   */
   scans = 0;
+  /** How many entries those walks went through: a full diff all of a table, an incremental few. */
+  walked = 0;
   #memos = new WeakMap<object, { version: number; list: unknown[] }>();
   #read(t: string) {
     this.reads[t] = (this.reads[t] ?? 0) + 1;
   }
+  /** `l`, its walks counted. */
+  #counted<T>(l: T[]): T[] {
+    const count = (entries: number) => entries ? this.walked++ : this.scans++;
+    Object.defineProperty(l, Symbol.iterator, {
+      value: function* (this: T[]) {
+        count(0);
+        for (let i = 0; i < this.length; i++) {
+          count(1);
+          yield this[i];
+        }
+      },
+    });
+    return l;
+  }
   #memo<T>(memo: object | undefined, t: Table<unknown, unknown>, list: () => T[]): T[] {
     const hit = memo && this.#memos.get(memo);
     if (hit && hit.version === t.version) return hit.list as T[];
-    const l = list();
-    const walk = () => this.scans++;
-    Object.defineProperty(l, Symbol.iterator, {
-      value: function (this: T[]) {
-        walk();
-        return Array.prototype[Symbol.iterator].call(this);
-      },
-    });
+    const l = this.#counted(list());
+    if (memo instanceof DumpMemo) {
+      // What Netlink's dump does: the entries gone and come, matched by their content.
+      const text = (a: unknown[]) => a.map((x) => JSON.stringify(x));
+      const was = hit ? text(hit.list) : null;
+      const now = text(l);
+      (memo as DumpMemo<T>).keep(
+        l,
+        was && {
+          added: this.#counted(l.filter((_, i) => !was.includes(now[i]))),
+          removed: this.#counted((hit!.list as T[]).filter((_, i) => !now.includes(was[i]))),
+        },
+      );
+    }
     if (memo) this.#memos.set(memo, { version: t.version, list: l });
     return l;
   }
@@ -237,5 +269,72 @@ for (const type of ["vxlan", "host-gw"] as const) {
     // A peer gone from the set: diffed, its entries removed.
     await b.reconcile(peers.slice(1));
     assert.ok(!nl.routes.has(`${formatIp(peers[0].subnet.ip)}/24`), `${type}: stale route kept`);
+  });
+}
+
+for (const type of ["vxlan", "host-gw"] as const) {
+  Deno.test(`incremental reconcile (${type}): after a settled round, only what changed is diffed`, async () => {
+    const { nl, b, peers } = await programmed(type);
+    await b.reconcile(peers); // settles
+    const dst = (l: Lease) => `${formatIp(l.subnet.ip)}/24`;
+    const extra = lease(N + 1, type);
+    // Events applied between rounds: a peer added, a peer removed.
+    await b.apply([{ type: "added", lease: extra }, { type: "removed", lease: peers[0] }]);
+    const now = [...peers.slice(1), extra];
+    // Broken by hand: a peer's route removed, a foreign route added (left alone), a stale route
+    // of weft's (marked, no peer wants it) added (removed); vxlan: an FDB entry pointed elsewhere.
+    nl.routes.delete(dst(peers[3]));
+    const dev = type === "vxlan" ? VTEP : ext.index;
+    const via = (gw: string) =>
+      type === "vxlan" ? { gw: gw.replace(/\/24$/, ""), onlink: true } : { gw };
+    nl.routeReplace({ dst: "198.19.251.0/24", dev, ...via("198.19.251.0/24"), protocol: 4 });
+    nl.routeReplace({ dst: "198.19.252.0/24", dev, ...via("198.19.252.0/24"), protocol: 87 });
+    if (type === "vxlan") nl.fdb.set(mac(6), "198.18.100.100"); // peers[5]'s
+    const full = await programmed(type);
+    for (const t of ["routes", "fdb", "neigh"] as const) {
+      const [from, to] = [nl[t] as Map<string, unknown>, full.nl[t] as Map<string, unknown>];
+      to.clear();
+      for (const [k, v] of from) to.set(k, v);
+    }
+    full.nl.walked = 0;
+    await full.b.reconcile(now); // the full diff (no settled round since its kernel changed)
+    assert.ok(full.nl.walked >= N, "the full diff walked less than the table");
+    nl.walked = 0;
+    await b.reconcile(now);
+    for (const t of ["routes", "fdb", "neigh"] as const) {
+      const sorted = (m: Map<string, unknown>) => new Map([...m].sort());
+      assert.deepEqual(
+        sorted(nl[t] as Map<string, unknown>),
+        sorted(full.nl[t] as Map<string, unknown>),
+        `${type}: the incremental round left another ${t} table than the full diff`,
+      );
+    }
+    assert.ok(nl.routes.has(dst(peers[3])), "a route removed by hand was not restored");
+    assert.ok(nl.routes.has("198.19.251.0/24"), "a foreign route was touched");
+    assert.ok(!nl.routes.has("198.19.252.0/24"), "a stale route of weft's was kept");
+    assert.ok(nl.routes.has(dst(extra)) && !nl.routes.has(dst(peers[0])), "events not kept");
+    if (type === "vxlan") assert.equal(nl.fdb.get(mac(6)), peers[5].attrs.publicIP);
+    // The changed entries: 2 peers' by the events, a few by hand (each walked at most twice).
+    assert.ok(
+      nl.walked <= 20,
+      `${type}: the round after a few changes walked ${nl.walked} entries`,
+    );
+    // Repaired: the next round diffs in full once, then settles.
+    await b.reconcile(now);
+    nl.scans = 0;
+    await b.reconcile(now);
+    assert.equal(nl.scans, 0, `${type}: no steady round after the repair`);
+    if (type === "vxlan") {
+      // An incremental round with nothing to repair keeps the FDB users' counts right: a peer
+      // removed after it loses its FDB entry.
+      const more = lease(N + 2, type);
+      await b.apply([{ type: "added", lease: more }]);
+      nl.walked = 0;
+      await b.reconcile([...now, more]);
+      assert.ok(nl.walked <= 20, `an event's round walked ${nl.walked} entries`);
+      await b.apply([{ type: "removed", lease: peers[1] }]);
+      assert.ok(!nl.fdb.has(mac(2)), "a removed peer's FDB entry was kept (miscounted users)");
+      assert.ok(nl.fdb.has(mac(3)) && nl.fdb.has(mac(N + 1)), "another peer's FDB entry went");
+    }
   });
 }

@@ -23,9 +23,11 @@ import {
   isGatewayRoute,
   listOwnedRoutes,
   mainRoutes,
+  mainRoutesChange,
   marked,
   ownedAmong,
   routeScope,
+  sameRoute,
 } from "../routes.ts";
 import { SteadyRounds } from "../steady.ts";
 import { PeerFailures } from "../peer_errors.ts";
@@ -160,9 +162,12 @@ export class HostGwBackend implements Backend {
     return w.sig ??= `${l.key}>${w.routes.map((r) => `${r.dst} ${r.gw} ${r.dev}`).join(";")}`;
   }
 
-  /** Diffs `owned` against every peer's routes and repairs the difference. */
-  #sync(owned: Route[]): { removed: number; added: number; adopted: number } {
-    const { del, add, adopt } = diffRoutes(this.#wanted(), owned);
+  /** Diffs `owned` against `wanted` (every peer's routes) and repairs the difference. */
+  #sync(
+    owned: Route[],
+    wanted = this.#wanted(),
+  ): { removed: number; added: number; adopted: number } {
+    const { del, add, adopt } = diffRoutes(wanted, owned);
     const f = new PeerFailures();
     // One already gone is not a failure.
     this.#nl.deleteMany(del.map((route) => ({ route })))
@@ -175,7 +180,8 @@ export class HostGwBackend implements Backend {
   /**
    * Makes the main table hold exactly every peer's routes of weft's. The table is read once; when
    * the peers and the table are as in the last round that found nothing to do, nothing is
-   * diffed (steady.ts).
+   * diffed (steady.ts); when a few changed since, only the destinations they touch are
+   * ({@link #sinceSettled}).
    */
   reconcile(peers: Lease[]): Promise<void> {
     const scope = this.#scope();
@@ -183,13 +189,52 @@ export class HostGwBackend implements Backend {
     const sigs = peers.map((p) => this.#signature(p));
     if (this.#steady.holds(sigs, tables)) return Promise.resolve();
     this.#peers = new Map(peers.map((p) => [p.key, p]));
+    const few = this.#sinceSettled(peers, sigs, scope);
     this.#steady.reset();
-    const { removed, added, adopted } = this.#sync(ownedAmong(tables, scope, { gateway: true }));
-    if (!removed && !added && !adopted) this.#steady.settle(sigs, tables);
+    const { removed, added, adopted } = few
+      ? this.#sync(few.owned, few.wanted)
+      : this.#sync(ownedAmong(tables, scope, { gateway: true }));
+    if (!removed && !added && !adopted) this.#steady.settle(sigs, tables, peers);
     if (removed || added) {
       log.info("reconciled: removed {d} stale routes, added {a}", { d: removed, a: added });
     }
     return Promise.resolve();
+  }
+
+  /**
+   * The incremental diff: the last settled round proved its table held exactly its peers'
+   * routes of weft's, so now only destinations of routes that came or went in the table since,
+   * or of peers whose routes came, went or changed, can need a repair. Returns weft's routes the
+   * table now holds there (the settled peers' routes, less those gone, plus those come) and the
+   * routes wanted there; null (diff it all) when no round is settled, the memos cannot tell what
+   * changed, more than a tenth of the peers did, or the peers changed but the table did not (an
+   * event this host never applied: worth a full look).
+   */
+  #sinceSettled(
+    peers: Lease[],
+    sigs: string[],
+    scope: RouteScope,
+  ): { owned: Route[]; wanted: Route[] } | null {
+    const was = this.#steady.since<Lease>(sigs);
+    if (!was) return null;
+    const change = mainRoutesChange(scope, this.#routeMemos, was.tables as Route[][]);
+    if (
+      !change || was.gone.length + was.came.length > Math.max(16, peers.length / 10) ||
+      (change.added.length + change.removed.length === 0) // peers changed, no event applied
+    ) return null;
+    const dsts = new Set<string>();
+    for (const r of [...change.added, ...change.removed]) dsts.add(r.dst);
+    for (const l of was.gone) for (const r of this.#wantsOf(l).routes) dsts.add(r.dst);
+    for (const i of was.came) for (const r of this.#wantsOf(peers[i]).routes) dsts.add(r.dst);
+    const there = (ls: Iterable<Lease>) => {
+      const out: Route[] = [];
+      for (const l of ls) for (const r of this.#wantsOf(l).routes) if (dsts.has(r.dst)) out.push(r);
+      return out;
+    };
+    const settled = this.#steady.items<Lease>();
+    const owned = there(settled).filter((r) => !change.removed.some((x) => sameRoute(x, r)));
+    owned.push(...ownedAmong([change.added], scope, { gateway: true }));
+    return { owned, wanted: there(peers) };
   }
 
   /** Re-adds peer routes that were removed by hand (flannel checks every 10 s; we do it on every check). */

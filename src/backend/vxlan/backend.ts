@@ -35,6 +35,7 @@ import type { Backend, BackendContext, BackendPrepared } from "../backend.ts";
 import { ConfigError } from "../../base/errors.ts";
 import type { PeerEvent } from "../../lease/watch.ts";
 import { mainRoutes, ownedAmong, routeScope } from "../routes.ts";
+import { sinceSettled } from "./incremental.ts";
 import { SteadyRounds } from "../steady.ts";
 import {
   ensureVtep,
@@ -314,27 +315,37 @@ export class VxlanBackend implements Backend {
     // DirectRouting asks the kernel per peer whether it is on-link: no lease change tells.
     const sigs = this.#o.directRouting ? [] : peers.map((p) => this.#signature(p));
     if (!this.#o.directRouting && this.#steady.holds(sigs, read)) return Promise.resolve();
+    const few = this.#o.directRouting ? null : sinceSettled({
+      steady: this.#steady,
+      peers,
+      sigs,
+      vteps,
+      scope,
+      routeMemos: this.#routeMemos,
+      vtepMemos: this.#vtepMemos,
+      devices: this.#devices(),
+      wantsOf: (l) => this.#wanted(l),
+    });
+    this.#steady.reset();
     this.#direct?.clear();
-    this.#peers = new Map();
-    this.#fdbUsers = new Map();
     const want: Want[] = [];
-    for (const p of peers) {
-      this.#peers.set(p.key, p);
-      for (const w of this.#wanted(p)) {
-        want.push(w);
-        this.#countEntry(w.e, 1);
+    if (few) this.#takePeers(peers);
+    else {
+      this.#peers = new Map();
+      this.#fdbUsers = new Map();
+      for (const p of peers) {
+        this.#peers.set(p.key, p);
+        for (const w of this.#wanted(p)) {
+          want.push(w);
+          this.#countEntry(w.e, 1);
+        }
       }
     }
     const f = new PeerFailures();
-    const owned = ownedAmong(routes, scope, {
-      vxlan: this.#dev?.index,
-      vxlan6: this.#v6?.dev.index,
-      gateway: this.#o.directRouting,
-    });
-    const swept = sweepStale(this.#nl, want, vteps, owned, tables, f);
-    const installed = installMissing(this.#nl, want, swept, f);
-    if (swept.changed || installed) this.#steady.reset();
-    else this.#steady.settle(sigs, read);
+    const owned = few?.routes ?? ownedAmong(routes, scope, this.#devices());
+    const swept = sweepStale(this.#nl, few?.want ?? want, vteps, owned, few?.tables ?? tables, f);
+    const installed = installMissing(this.#nl, few?.want ?? want, swept, f);
+    if (!swept.changed && !installed) this.#steady.settle(sigs, read, peers);
     const removed = swept.removed;
     if (removed || installed) {
       log.info("reconciled: removed {d} stale routes, installed {n} peers", {
@@ -344,6 +355,23 @@ export class VxlanBackend implements Backend {
     }
     f.throwIfAny("reconciling vxlan entries");
     return Promise.resolve();
+  }
+
+  /**
+   * Makes `peers` the programmed peers, counting only leases that differ from the last ones into
+   * {@link #fdbUsers} (which apply() keeps in step with {@link #peers}): no key per peer.
+   */
+  #takePeers(peers: Lease[]) {
+    const next = new Map<string, Lease>();
+    for (const p of peers) next.set(p.key, p);
+    for (const [k, l] of this.#peers) if (next.get(k) !== l) this.#countFdb(l, -1);
+    for (const p of next.values()) if (this.#peers.get(p.key) !== p) this.#countFdb(p, 1);
+    this.#peers = next;
+  }
+
+  /** Which devices weft's routes may use (routes.ts). */
+  #devices() {
+    return { vxlan: this.#dev?.index, vxlan6: this.#v6?.dev.index, gateway: this.#o.directRouting };
   }
 
   /** The scope weft's routes are judged in (routes.ts). */
