@@ -300,6 +300,7 @@ export class PeerWatcher {
       // count proof needs the registry's exact key set (VerifiedSet), so the first periodic
       // re-list lists in full.
       this.#verified = null;
+      resyncs.inc(); // the start's list, as when the watcher lists itself
       this.#adopt(start.revision);
       this.#listed = true;
       return start.revision;
