@@ -14,7 +14,7 @@ import { getLogger } from "@logtape/logtape";
 import type { NetworkConfig } from "../config/network.ts";
 import type { Ipv4Net } from "../base/ipv4.ts";
 import type { Ipv6Net } from "../base/ipv6.ts";
-import type { Registry } from "../registry/contract/registry.ts";
+import type { Registry, RegistryLease, WatchedExpiry } from "../registry/contract/registry.ts";
 import { metrics } from "../base/metrics.ts";
 import { encodeLeaseValue, type KnownLease, type Lease, type LeaseAttrs } from "./codec.ts";
 import { findOwnLease, namesNode, nodeAddress } from "./allocate.ts";
@@ -22,6 +22,7 @@ import { type AcquireHost, acquireLease, known, type LeaseManagerOptions } from 
 
 export { type LeaseManagerOptions, OutOfSubnetsError } from "./acquire.ts";
 import { LeaseDecoder } from "./decode.ts";
+import { VerifiedSet } from "./verified.ts";
 import { Claims, conflicts } from "./claim.ts";
 import { sleep } from "../base/async.ts";
 
@@ -50,6 +51,9 @@ const acquisitions = metrics.counter(
  */
 const RECENT_LIST_MS = 2000;
 
+/** A list acquisition reads; a full one carries the registry's exact key set too. */
+type AcquireList = { leases: Lease[]; revision: number; verified?: VerifiedSet };
+
 export class LeaseManager {
   #decoder: LeaseDecoder;
   #lease: KnownLease | null = null;
@@ -64,10 +68,9 @@ export class LeaseManager {
   #host: AcquireHost;
   #renewAt: number | null = null;
   /** findPrevious's list, for the acquisition that follows it (see RECENT_LIST_MS). */
-  #recent: { address: string; list: { leases: Lease[]; revision: number }; at: number } | null =
-    null;
+  #recent: { address: string; list: AcquireList; at: number } | null = null;
   /** The last full list acquisition read, for the peer watcher to start from (takeListed). */
-  #listed: { leases: Lease[]; revision: number } | null = null;
+  #listed: VerifiedSet | null = null;
 
   constructor(
     readonly registry: Registry,
@@ -127,23 +130,31 @@ export class LeaseManager {
    * holds its subnet here until the registry deletes it (etcd: within about a second). With
    * `since`: only the leases written after that revision.
    */
-  async #listForAcquire(
-    address: string,
-    since?: number,
-  ): Promise<{ leases: Lease[]; revision: number }> {
+  async #listForAcquire(address: string, since?: number): Promise<AcquireList> {
     const recent = this.#recent;
     this.#recent = null;
     if (
       since === undefined && recent && recent.address === address &&
       Date.now() - recent.at < RECENT_LIST_MS
     ) {
-      return this.#listed = recent.list;
+      this.#listed = recent.list.verified ?? null;
+      return recent.list;
     }
     const { leases, revision } = await this.registry.listPeerLeases(since);
-    const out: Lease[] = [];
     const now = Date.now();
-    for (const l of this.#decoder.decodeAll(leases)) {
-      if (typeof l.expiresAt === "number" && l.expiresAt <= now) continue;
+    const live = (r: RegistryLease<WatchedExpiry>) => {
+      const l = this.#decoder.decode(r);
+      return l && (typeof l.expiresAt !== "number" || l.expiresAt > now) ? l : null;
+    };
+    // A full list is also the peer watcher's start: kept as the registry's exact key set, so
+    // the watcher's first periodic re-list reads only what was written since (VerifiedSet). An
+    // expired lease stays in it as a key the registry still counts, not as a lease.
+    const verified = since === undefined ? VerifiedSet.of(leases, revision, live) : null;
+    const decoded = verified
+      ? [...verified.set.values()].filter((x): x is Lease => typeof x === "object")
+      : leases.map(live).filter((l): l is Lease => l !== null);
+    const out: Lease[] = [];
+    for (const l of decoded) {
       if (l.expiresAt !== "unknown" || !namesNode(this.config, l, address)) {
         out.push(l);
         continue;
@@ -152,19 +163,19 @@ export class LeaseManager {
       const known = r && this.#decoder.decode(r);
       if (known) out.push(known);
     }
-    const list = { leases: out, revision };
-    if (since === undefined) this.#listed = list;
-    return list;
+    if (verified) this.#listed = verified;
+    return { leases: out, revision, ...(verified ? { verified } : {}) };
   }
 
   /**
-   * The last full lease list the acquisition read and its revision, once (then null): the peer
-   * watcher starts from it (`PeerWatcher.run`'s `start`) and watches from the revision after it,
-   * so a joining node reads every lease once, not twice (O(N²) entries less for a cluster of N
-   * joining at once). Expired leases are left out (their deletes come after the revision); the
-   * leases are decoded with this manager's config, as a watcher for the same config decodes.
+   * The last full lease list the acquisition read, once (then null): the registry's exact key
+   * set at its revision, every decodable lease decoded with this manager's config (as a watcher
+   * for the same config decodes), an expired one kept as a key only. The peer watcher starts
+   * from it (`PeerWatcher.run`'s `start`) and watches from the revision after it, so a joining
+   * node reads every lease once, not twice (O(N²) entries less for a cluster of N joining at
+   * once), and its first periodic re-list reads only what was written since.
    */
-  takeListed(): { leases: Lease[]; revision: number } | null {
+  takeListed(): VerifiedSet | null {
     const l = this.#listed;
     this.#listed = null;
     return l;

@@ -60,13 +60,11 @@ const listErrors = metrics.counter(
 );
 
 /**
- * A full list already decoded (every decodable lease at `revision`, as {@link LeaseDecoder} with
- * this watcher's `ipv6` setting gives them), for the watcher to start from.
+ * A full list already read and decoded, as the registry's exact key set at its revision (every
+ * decodable lease as {@link LeaseDecoder} with this watcher's `ipv6` setting gives it): what
+ * `LeaseManager.takeListed` hands over, for the watcher to start from.
  */
-export interface StartList {
-  leases: Lease[];
-  revision: number;
-}
+export type StartList = VerifiedSet;
 
 /** A peer lease appeared (or changed) or went away; what a backend applies. */
 export type PeerEvent = { type: "added"; lease: Lease } | { type: "removed"; lease: Lease };
@@ -295,13 +293,9 @@ export class PeerWatcher {
    */
   async #firstList(signal: AbortSignal, start?: StartList): Promise<number | null> {
     if (start) {
-      this.#all = new Map(start.leases.map((l) => [l.key, l]));
-      // Not a verified set: the acquisition's list holds decoded, unexpired leases only, and a
-      // count proof needs the registry's exact key set (VerifiedSet), so the first periodic
-      // re-list lists in full.
-      this.#verified = null;
       resyncs.inc(); // the start's list, as when the watcher lists itself
-      this.#adopt(start.revision);
+      this.#verified = start;
+      this.#install(start.revision);
       this.#listed = true;
       return start.revision;
     }

@@ -740,7 +740,7 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
       const start = mgr.takeListed();
       assert.ok(start, "the acquisition kept no list for the watcher");
       assert.equal(mgr.takeListed(), null, "the list is handed over once");
-      assert.ok(start.leases.some((l) => l.key === gone.key));
+      assert.ok(typeof start.set.get(gone.key) === "object");
       // Written after the acquisition's list, before the watcher starts: only the watch, from
       // the list's revision + 1, can bring it (the watcher does not list).
       const added = await manager(other).acquire({ publicIP: "198.18.0.53" }, null);
@@ -756,6 +756,47 @@ export function leaseLifecycleSuite(name: string, open: () => Promise<Store>) {
         assert.ok(w.events.some((e) => e.type === "removed" && e.lease.key === gone.key));
         // Our own lease, created after the list, is not taken for deleted.
         assert.equal(mgr.lost, false);
+        assert.equal(mgr.lease?.key, own.key);
+      } finally {
+        await w.stop();
+      }
+    },
+  );
+
+  t(
+    "a watcher started from the acquisition's list re-lists only what was written since",
+    async (s) => {
+      const other = await s.client();
+      const peer = await manager(other).acquire({ publicIP: "198.18.0.61" }, null);
+      // Counted by the registry, kept by no view: the start must count it too.
+      assert.ok(await other.createLease("198.19.250.0-24", "{garbage", 60));
+      const r = await s.client();
+      const mgr = manager(r);
+      const own = await mgr.acquire({ publicIP: "198.18.0.62" }, null);
+      const start = mgr.takeListed();
+      assert.ok(start, "the acquisition kept no list for the watcher");
+      const listedAt = start.revision; // the set moves forward with each re-list
+      const lists: (number | undefined)[] = [];
+      const w = watch(deaf(r, lists), () => mgr.lease?.key ?? null, start);
+      const view = () => w.watcher.peers().map((l) => l.key).sort().join(",");
+      try {
+        await waitFor("initial reconcile", () => w.initial.length > 0, {
+          timeoutMs: 10_000,
+          intervalMs: 50,
+          stopOnError: true,
+        });
+        assert.equal(view(), peer.key);
+        const added = await manager(other).acquire({ publicIP: "198.18.0.63" }, null);
+        assert.ok(await w.watcher.relist());
+        assert.equal(view(), [peer.key, added.key].sort().join(","));
+        assert.deepEqual(lists, [listedAt], "the first re-list read every lease");
+        // A delete still makes the next one list in full.
+        assert.ok(await other.deleteLease(peer.key));
+        lists.length = 0;
+        assert.ok(await w.watcher.relist());
+        assert.equal(view(), added.key);
+        assert.equal(lists.length, 2);
+        assert.equal(lists[1], undefined);
         assert.equal(mgr.lease?.key, own.key);
       } finally {
         await w.stop();
