@@ -16,8 +16,8 @@
  * whatever the growth: by then the garbage of starting up is dead (module loading; on etcd,
  * protobufjs parsing etcd3's rpc.proto and grpc-js setting up), and without a full GC V8 kept it
  * while idle (its memory reducer, ~30 s in, freed only part). An idle etcd agent with no peers:
- * V8 heap 19.3 → 14.3 MiB, RSS −3 to −5 MiB (bench/README.md "scale.ts", session 8); one full
- * GC of a small heap, once, ~10 ms of CPU.
+ * V8 heap 19.3 → 14.5 MiB, anonymous memory −2.5 to −5.5 MiB, RSS −2 to −4 MiB (bench/README.md
+ * "scale.ts", session 8); the price is one full GC, once: 20–50 ms of CPU on etcd (load ~18).
  *
  * @example
  * ```ts
