@@ -12,6 +12,13 @@
  * more (its garbage): waiting for the next 5 s self-check tick, as before, kept it for up to 5 s
  * of every reconcile interval; the settle timer keeps it ~1 s.
  *
+ * The settle trim after the agent's first burst (its first list and reconcile) always collects,
+ * whatever the growth: by then the garbage of starting up is dead (module loading; on etcd,
+ * protobufjs parsing etcd3's rpc.proto and grpc-js setting up), and without a full GC V8 kept it
+ * while idle (its memory reducer, ~30 s in, freed only part). An idle etcd agent with no peers:
+ * V8 heap 19.3 → 14.5 MiB, anonymous memory −2.5 to −5.5 MiB, RSS −2 to −4 MiB (bench/README.md
+ * "scale.ts", session 8); the price is one full GC, once: 20–50 ms of CPU on etcd (load ~18).
+ *
  * @example
  * ```ts
  * const trim = new HeapTrim();
@@ -54,6 +61,8 @@ export class HeapTrim {
   #due = 0;
   #trims = 0;
   #collects = 0;
+  /** The first burst's settle trim is still to come (it collects whatever the growth). */
+  #startup = true;
   #settle?: ReturnType<typeof setTimeout>;
   /** Heap size after the last GC, or when the agent started: an agent with few peers never GCs. */
   #afterGc: number;
@@ -79,17 +88,24 @@ export class HeapTrim {
     if (this.settleMs === null) return;
     clearTimeout(this.#settle);
     // Unref'd: it must not keep a stopping agent's process alive.
-    const id = setTimeout(() => this.tick(), this.settleMs);
+    const id = setTimeout(() => this.#trim(this.#startup), this.settleMs);
     Deno.unrefTimer(id as unknown as number);
     this.#settle = id;
   }
 
   /** Called every self-check tick; collects and trims while a burst is recent. Never throws. */
   tick(): void {
+    this.#trim(false);
+  }
+
+  /** `force`: collect on this trim whatever the growth (the startup's settle trim). */
+  #trim(force: boolean): void {
     if (this.#due === 0) return;
     try {
-      if (this.#due === TRIMS_PER_BURST && this.heapSize() - this.#afterGc >= GC_GROWTH_BYTES) {
+      const grown = this.heapSize() - this.#afterGc >= GC_GROWTH_BYTES;
+      if (this.#due === TRIMS_PER_BURST && (force || grown)) {
         this.#collects++;
+        this.#startup = false;
         this.collect();
         this.#afterGc = this.heapSize();
       }

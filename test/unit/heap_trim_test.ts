@@ -81,6 +81,22 @@ Deno.test("heap trim: the first collect and trim come SETTLE_MS after a burst, n
   assert.deepEqual([gcs, trims], [1, 2], "the next tick trims once more; then nothing");
 });
 
+Deno.test("heap trim: the first burst's settle trim collects whatever the growth (startup garbage)", async () => {
+  let trims = 0;
+  let gcs = 0;
+  const heap = 16 << 20; // never grows: only the startup rule collects
+  const t = new HeapTrim(() => trims++, () => gcs++, () => heap, 20);
+  t.burst();
+  await waitFor("the first settle trim", () => trims === 1, { timeoutMs: 5000, intervalMs: 5 });
+  assert.deepEqual([gcs, trims], [1, 1], "the first burst's settle trim collects");
+  t.tick();
+  t.burst();
+  await waitFor("the second settle trim", () => trims === 3, { timeoutMs: 5000, intervalMs: 5 });
+  assert.deepEqual([gcs, trims], [1, 3], "a later burst without growth only trims");
+  t.tick();
+  assert.deepEqual([gcs, trims], [1, 4], "ticks never collect without growth");
+});
+
 Deno.test("heap trim: releaseFreeHeap gives freed malloc pages back (glibc)", () => {
   assert.equal(typeof releaseFreeHeap(), "boolean");
 });
