@@ -22,15 +22,6 @@
  * cheapest set still 65–157 ms). `--expose-gc,--max-semi-space-size=1` (0.40–0.73 of this round
  * in 4 passes; etcd 1.03–1.07 in 5 windows) is the middle candidate.
  *
- * `--max-opt=2`: Maglev is the top tier, TurboFan never runs. Its compiler's code (in the deno
- * binary) is never paged in and no TurboFan code is made: idle agents hold 1–3 MiB less RSS (etcd
- * no peers 75.0 → 74.0–74.2, Deno KV 66.0–66.4 → 63.2–63.5; 5000 peers 0–3.5 MiB less), and the
- * periodic round costs no more CPU (5000 peers, vxlan/host-gw, kv/etcd: 12–42 ms against 15–53 ms
- * with TurboFan, 2 interleaved passes at load 18–20; bench/README.md "scale.ts", session 8).
- * `--max-opt=1` (Sparkplug only) cut 2–3 MiB more but the round's CPU went 40 → 68–75 ms, and
- * `--lite-mode` (no optimizing tier, no code space) 5–9 MiB more at 0.82 % idle CPU with 5000
- * peers (goal ≤ 0.5 %).
- *
  * V8 flags cannot be set from inside a running program, so they are given where weft starts:
  * `deno task compile` bakes them into the executable (src/tools/compile.ts), `deno task weft`
  * passes them (deno.json; test/unit/v8_flags_test.ts keeps the two equal), and benchmarks start
@@ -45,5 +36,4 @@
 export const V8_FLAGS: readonly string[] = [
   "--optimize-for-size",
   "--expose-gc",
-  "--max-opt=2",
 ];
