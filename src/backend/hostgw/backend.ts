@@ -142,10 +142,16 @@ export class HostGwBackend implements Backend {
     return listOwnedRoutes(this.#nl, this.#scope(), { gateway: true });
   }
 
-  /** A peer's routes, made once per lease object. */
+  /**
+   * A peer's routes, made once per lease object; a new object of a programmed lease with the same
+   * subnets and public IPs (a re-list, a renewal) takes the programmed one's.
+   */
   #wantsOf(l: Lease): { routes: Route[]; sig?: string } {
     let w = this.#wants.get(l);
-    if (!w) this.#wants.set(l, w = { routes: this.routesFor(l) });
+    if (w) return w;
+    const had = this.#peers.get(l.key);
+    w = had && had !== l && sameRouteInputs(had, l) ? this.#wants.get(had) : undefined;
+    this.#wants.set(l, w ??= { routes: this.routesFor(l) });
     return w;
   }
 
@@ -188,7 +194,7 @@ export class HostGwBackend implements Backend {
     const tables = mainRoutes(this.#nl, scope, this.#routeMemos);
     const sigs = peers.map((p) => this.#signature(p));
     if (this.#steady.holds(sigs, tables)) return Promise.resolve();
-    this.#peers = new Map(peers.map((p) => [p.key, p]));
+    this.#takePeers(peers);
     const few = this.#sinceSettled(peers, sigs, scope);
     this.#steady.reset();
     const { removed, added, adopted } = few
@@ -199,6 +205,12 @@ export class HostGwBackend implements Backend {
       log.info("reconciled: removed {d} stale routes, added {a}", { d: removed, a: added });
     }
     return Promise.resolve();
+  }
+
+  /** Makes `peers` (distinct keys, the watcher's) the programmed peers, in place when it can. */
+  #takePeers(peers: Lease[]) {
+    for (const p of peers) if (this.#peers.get(p.key) !== p) this.#peers.set(p.key, p);
+    if (this.#peers.size !== peers.length) this.#peers = new Map(peers.map((p) => [p.key, p]));
   }
 
   /**
@@ -250,4 +262,11 @@ export class HostGwBackend implements Backend {
   close(): Promise<void> {
     return Promise.resolve();
   }
+}
+
+/** Whether `a` and `b` get the same routes ({@link HostGwBackend.routesFor} reads these alone). */
+function sameRouteInputs(a: Lease, b: Lease): boolean {
+  return a.subnet.ip === b.subnet.ip && a.subnet.prefix === b.subnet.prefix &&
+    a.attrs.publicIP === b.attrs.publicIP && a.attrs.publicIPv6 === b.attrs.publicIPv6 &&
+    a.subnet6?.ip === b.subnet6?.ip && a.subnet6?.prefix === b.subnet6?.prefix;
 }

@@ -15,7 +15,6 @@
  * ```
  */
 import type { Fdb, Neigh, Route, TableChange } from "../../../ffi/libnl/mod.ts";
-import type { Lease } from "../../lease/codec.ts";
 import type { RouteScope } from "../backend.ts";
 import {
   mainRoutesChange,
@@ -41,10 +40,17 @@ export interface Narrowed {
   tables: VtepTables[];
 }
 
+/** A peer's wanted entries (wants.ts's cached per lease). */
+export interface PeerWants {
+  readonly wants: readonly Want[];
+}
+
 /** What {@link sinceSettled} looks at: the backend's state for this round. */
 export interface RoundState {
+  /** Settled with each peer's {@link PeerWants} as its item. */
   steady: SteadyRounds;
-  peers: readonly Lease[];
+  /** Per peer, its wanted entries. */
+  peers: readonly PeerWants[];
   /** Per peer, its text for the steady test (steady.ts). */
   sigs: readonly string[];
   vteps: Vteps;
@@ -52,7 +58,6 @@ export interface RoundState {
   routeMemos: RouteMemos;
   vtepMemos: VtepMemos;
   devices: VtepDevices;
-  wantsOf: (l: Lease) => readonly Want[];
 }
 
 /**
@@ -62,7 +67,7 @@ export interface RoundState {
  * full look). The tables must have been read through the memos this round.
  */
 export function sinceSettled(r: RoundState): Narrowed | null {
-  const was = r.steady.since<Lease>(r.sigs);
+  const was = r.steady.since<PeerWants>(r.sigs);
   const limit = Math.max(16, r.peers.length / 10);
   if (!was || was.gone.length + was.came.length > limit) return null;
   const nr = was.tables.length - 2 * r.vteps.length;
@@ -82,8 +87,7 @@ export function sinceSettled(r: RoundState): Narrowed | null {
   }
   if (moved === 0) return null;
   return narrow(
-    r.wantsOf,
-    r.steady.items<Lease>(),
+    r.steady.items<PeerWants>(),
     [...was.gone, ...was.came.map((i) => r.peers[i])],
     r.peers,
     { added: ownedAmong([routes.added], r.scope, r.devices), removed: routes.removed },
@@ -96,13 +100,12 @@ export function sinceSettled(r: RoundState): Narrowed | null {
 /**
  * The part of the reconcile of `peers` that can need a repair, or null when it is not small
  * (more than `limit` wanted entries): diff it all. `settled`: the settled round's peers;
- * `changed`: leases of either side whose entries differ; `routes`: weft's routes come and gone.
+ * `changed`: peers of either side whose entries differ; `routes`: weft's routes come and gone.
  */
 export function narrow(
-  wantsOf: (l: Lease) => readonly Want[],
-  settled: readonly Lease[],
-  changed: readonly Lease[],
-  peers: readonly Lease[],
+  settled: readonly PeerWants[],
+  changed: readonly PeerWants[],
+  peers: readonly PeerWants[],
   routes: { added: readonly Route[]; removed: readonly Route[] },
   vteps: Vteps,
   changes: VtepChanges[],
@@ -125,7 +128,7 @@ export function narrow(
     for (const n of c.neigh.added) ips.add(n.ip);
     for (const n of c.neigh.removed) ips.add(n.ip);
   }
-  for (const l of changed) for (const w of wantsOf(l)) touch(w);
+  for (const p of changed) for (const w of p.wants) touch(w);
   const hit = (w: Want) =>
     dsts.has(w.e.route.dst) || (w.e.fdb !== undefined && macs.has(w.e.fdb.mac)) ||
     (w.e.neigh !== undefined && ips.has(w.e.neigh.ip));
@@ -135,7 +138,7 @@ export function narrow(
     size = dsts.size + macs.size + ips.size;
     want = [];
     for (const p of peers) {
-      for (const w of wantsOf(p)) {
+      for (const w of p.wants) {
         if (!hit(w)) continue;
         want.push(w);
         touch(w);
@@ -147,8 +150,8 @@ export function narrow(
   const had: Route[] = [];
   const tables = vteps.map(() => ({ fdb: [] as Fdb[], neigh: [] as Neigh[] }));
   const slot = new Map(vteps.map(([dev], i) => [dev, i]));
-  for (const l of settled) {
-    for (const { e } of wantsOf(l)) {
+  for (const p of settled) {
+    for (const { e } of p.wants) {
       if (dsts.has(e.route.dst)) had.push(e.route);
       const t = tables[slot.get(e.dev) ?? -1];
       if (!t) continue;
