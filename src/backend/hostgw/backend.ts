@@ -19,7 +19,6 @@ import type { Backend, BackendContext, BackendPrepared, Owned, RouteScope } from
 import type { PeerEvent } from "../../lease/watch.ts";
 import {
   deletePeerRoutes,
-  diffRoutes,
   isGatewayRoute,
   listOwnedRoutes,
   mainRoutes,
@@ -27,8 +26,8 @@ import {
   marked,
   ownedAmong,
   routeScope,
-  sameRoute,
 } from "../routes.ts";
+import { diffRoutes, sameRoute } from "../route_diff.ts";
 import { SteadyRounds } from "../steady.ts";
 import { PeerFailures } from "../peer_errors.ts";
 

@@ -16,13 +16,8 @@
  */
 import type { Fdb, Neigh, Route, TableChange } from "../../../ffi/libnl/mod.ts";
 import type { RouteScope } from "../backend.ts";
-import {
-  mainRoutesChange,
-  ownedAmong,
-  type RouteMemos,
-  sameRoute,
-  type VtepDevices,
-} from "../routes.ts";
+import { mainRoutesChange, ownedAmong, type RouteMemos, type VtepDevices } from "../routes.ts";
+import { sameRoute } from "../route_diff.ts";
 import type { SteadyRounds } from "../steady.ts";
 import type { VtepMemos, Vteps, VtepTables, Want } from "./reconcile.ts";
 
