@@ -74,11 +74,6 @@ export class SteadyRounds {
     return { tables: this.#tables, gone, came };
   }
 
-  /** The items of the settled round's peers ({@link settle}). */
-  items<T>(): readonly T[] {
-    return this.#items as T[];
-  }
-
   /** Forgets the last steady round: the next one runs the full diff. */
   reset(): void {
     this.#peers = null;

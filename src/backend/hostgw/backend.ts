@@ -237,15 +237,22 @@ export class HostGwBackend implements Backend {
     for (const r of [...change.added, ...change.removed]) dsts.add(r.dst);
     for (const l of was.gone) for (const r of this.#wantsOf(l).routes) dsts.add(r.dst);
     for (const i of was.came) for (const r of this.#wantsOf(peers[i]).routes) dsts.add(r.dst);
-    const there = (ls: Iterable<Lease>) => {
-      const out: Route[] = [];
-      for (const l of ls) for (const r of this.#wantsOf(l).routes) if (dsts.has(r.dst)) out.push(r);
-      return out;
-    };
-    const settled = this.#steady.items<Lease>();
-    const owned = there(settled).filter((r) => !change.removed.some((x) => sameRoute(x, r)));
+    // Wanted there; and held there when settled: the routes of the peers that still want what
+    // they wanted then (all but those come), and those of the peers gone.
+    const wanted: Route[] = [];
+    const held: Route[] = [];
+    const isNew = new Set(was.came);
+    for (let i = 0; i < peers.length; i++) {
+      for (const r of this.#wantsOf(peers[i]).routes) {
+        if (!dsts.has(r.dst)) continue;
+        wanted.push(r);
+        if (!isNew.has(i)) held.push(r);
+      }
+    }
+    for (const l of was.gone) for (const r of this.#wantsOf(l).routes) held.push(r);
+    const owned = held.filter((r) => !change.removed.some((x) => sameRoute(x, r)));
     owned.push(...ownedAmong([change.added], scope, { gateway: true }));
-    return { owned, wanted: there(peers) };
+    return { owned, wanted };
   }
 
   /** Re-adds peer routes that were removed by hand (flannel checks every 10 s; we do it on every check). */

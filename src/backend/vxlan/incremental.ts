@@ -82,8 +82,8 @@ export function sinceSettled(r: RoundState): Narrowed | null {
   }
   if (moved === 0) return null;
   return narrow(
-    r.steady.items<PeerWants>(),
-    [...was.gone, ...was.came.map((i) => r.peers[i])],
+    was.gone,
+    was.came,
     r.peers,
     { added: ownedAmong([routes.added], r.scope, r.devices), removed: routes.removed },
     r.vteps,
@@ -94,12 +94,14 @@ export function sinceSettled(r: RoundState): Narrowed | null {
 
 /**
  * The part of the reconcile of `peers` that can need a repair, or null when it is not small
- * (more than `limit` wanted entries): diff it all. `settled`: the settled round's peers;
- * `changed`: peers of either side whose entries differ; `routes`: weft's routes come and gone.
+ * (more than `limit` wanted entries): diff it all. `gone`: the settled round's peers whose
+ * entries are not wanted now (gone or changed); `came`: indexes into `peers` of those whose
+ * entries are new; every other peer wants what it wanted in the settled round, which the kernel
+ * then held. `routes`: weft's routes come and gone.
  */
 export function narrow(
-  settled: readonly PeerWants[],
-  changed: readonly PeerWants[],
+  gone: readonly PeerWants[],
+  came: readonly number[],
   peers: readonly PeerWants[],
   routes: { added: readonly Route[]; removed: readonly Route[] },
   vteps: Vteps,
@@ -123,39 +125,46 @@ export function narrow(
     for (const n of c.neigh.added) ips.add(n.ip);
     for (const n of c.neigh.removed) ips.add(n.ip);
   }
-  for (const p of changed) for (const w of p.wants) touch(w);
+  for (const p of gone) for (const w of p.wants) touch(w);
+  for (const i of came) for (const w of peers[i].wants) touch(w);
   const hit = (w: Want) =>
     dsts.has(w.e.route.dst) || (w.e.fdb !== undefined && macs.has(w.e.fdb.mac)) ||
     (w.e.neigh !== undefined && ips.has(w.e.neigh.ip));
   // Until no wanted entry adds a key: every peer sharing a key with one taken in is taken in.
   let want: Want[] = [];
+  /** Per entry of `want`, whether its peer wanted it in the settled round too. */
+  let kept: boolean[] = [];
+  const isNew = new Set(came);
   for (let size = -1; size !== dsts.size + macs.size + ips.size;) {
     size = dsts.size + macs.size + ips.size;
     want = [];
-    for (const p of peers) {
-      for (const w of p.wants) {
+    kept = [];
+    for (let i = 0; i < peers.length; i++) {
+      for (const w of peers[i].wants) {
         if (!hit(w)) continue;
         want.push(w);
+        kept.push(!isNew.has(i));
         touch(w);
       }
     }
     if (want.length > limit) return null;
   }
-  // What the kernel held there when settled: the settled peers' entries, as they are installed.
+  // What the kernel held there when settled: the settled peers' entries, as they are installed:
+  // those of the peers that still want them, and those of the peers gone.
+  const settled = want.filter((_, i) => kept[i]);
+  for (const p of gone) for (const w of p.wants) if (hit(w)) settled.push(w);
   const had: Route[] = [];
   const tables = vteps.map(() => ({ fdb: [] as Fdb[], neigh: [] as Neigh[] }));
   const slot = new Map(vteps.map(([dev], i) => [dev, i]));
-  for (const p of settled) {
-    for (const { e } of p.wants) {
-      if (dsts.has(e.route.dst)) had.push(e.route);
-      const t = tables[slot.get(e.dev) ?? -1];
-      if (!t) continue;
-      if (e.fdb && macs.has(e.fdb.mac)) {
-        t.fdb.push({ dev: e.dev, ...e.fdb, state: 0x80, flags: 2, permanent: true, self: true });
-      }
-      if (e.neigh && ips.has(e.neigh.ip)) {
-        t.neigh.push({ dev: e.dev, ...e.neigh, state: 0x80, flags: 0, permanent: true });
-      }
+  for (const { e } of settled) {
+    if (dsts.has(e.route.dst)) had.push(e.route);
+    const t = tables[slot.get(e.dev) ?? -1];
+    if (!t) continue;
+    if (e.fdb && macs.has(e.fdb.mac)) {
+      t.fdb.push({ dev: e.dev, ...e.fdb, state: 0x80, flags: 2, permanent: true, self: true });
+    }
+    if (e.neigh && ips.has(e.neigh.ip)) {
+      t.neigh.push({ dev: e.dev, ...e.neigh, state: 0x80, flags: 0, permanent: true });
     }
   }
   // Less what went, plus what came.
