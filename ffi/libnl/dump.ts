@@ -21,7 +21,8 @@ import { POLLIN, PollSet } from "../libc/poll.ts";
 import { NetlinkError, NLE_DUMP_INTR } from "./errors.ts";
 import { errorText, kernelErrorAt, type NlSocket } from "./socket.ts";
 import { libs } from "./symbols.ts";
-import { messageChange } from "./dump_change.ts";
+
+export { DumpMemo, type TableChange } from "./dump_memo.ts";
 
 export const RTM_GETROUTE = 26;
 export const RTM_GETNEIGH = 30;
@@ -279,108 +280,24 @@ export function forEachMessage(
   }
 }
 
-/** Calls `fn` for each attribute (type, payload offset, payload length) of the message at `off`. */
-export function forEachAttr(
-  v: DataView,
-  off: number,
-  len: number,
-  fn: (type: number, at: number, alen: number) => void,
-): void {
+/**
+ * The attributes of the message at `off` by type, into `t` (reused per message): payload offset
+ * at `t[2 * type]`, length at `t[2 * type + 1]`, -1 for an absent type; types past the table are
+ * skipped, and a repeated type keeps its last. Parsers read attributes by it: no closure
+ * per message, which halves the cost of a table's first (unoptimised) full parse.
+ */
+export function attrTable(v: DataView, off: number, len: number, t: Int32Array): Int32Array {
+  t.fill(-1);
   const end = off + len;
   for (let at = off + NLMSG_HDRLEN + BODY; at + 4 <= end;) {
     const alen = v.getUint16(at, true);
     if (alen < 4 || at + alen > end) break;
-    fn(v.getUint16(at + 2, true) & 0x3fff, at + 4, alen - 4);
+    const type = v.getUint16(at + 2, true) & 0x3fff;
+    if (2 * type + 1 < t.length) {
+      t[2 * type] = at + 4;
+      t[2 * type + 1] = alen - 4;
+    }
     at += (alen + 3) & ~3;
   }
-}
-
-/** What changed between two reads of a table: entries gone and entries new (by their bytes). */
-export interface TableChange<T> {
-  added: readonly T[];
-  removed: readonly T[];
-}
-
-/**
- * The last result of one list call site, kept by its caller: passed to a list method
- * (`Netlink.routeList(filter, memo)`), it makes the method return the very array of its last
- * call when the kernel's table is byte for byte what it was (ageing fields aside), and a new one
- * otherwise. The arrays and their entries are frozen, as they are shared.
- *
- * When a table changed a little (at most a tenth of its entries), the memo also knows which
- * entries went and came ({@link changeSince}): messages are matched by their canonical bytes, so
- * only the changed ones are parsed, and the new result is the last one less the entries gone plus
- * those come (in another order than the kernel's). Nothing but the last dump's bytes is kept.
- */
-export class DumpMemo<T> {
-  #bytes: Uint8Array | null = null;
-  #result: readonly T[] = [];
-  /** The result before the last change (held weakly) and what the change was. */
-  #from: WeakRef<readonly T[]> | null = null;
-  #change: TableChange<T> | null = null;
-
-  /** `bytes` is a fresh dump; `parse` turns it into entries when it differs from the last. */
-  take(bytes: Uint8Array, parse: (b: Uint8Array) => T[]): readonly T[] {
-    const old = this.#bytes;
-    if (old && equalBytes(old, bytes)) return this.#result;
-    const c = old ? messageChange(old, bytes) : null;
-    const change = c && { added: parse(c.added), removed: parse(c.removed) };
-    // A few entries changed: the last result less those gone plus those come, not a new parse.
-    this.keep((change && patched(this.#result, change)) ?? parse(bytes), change);
-    this.#bytes = bytes.slice();
-    return this.#result;
-  }
-
-  /** Records `result` as the new last one, `change` as what differs from the one before. */
-  keep(result: T[], change: TableChange<T> | null): void {
-    for (let i = 0; i < result.length; i++) Object.freeze(result[i]);
-    this.#from = new WeakRef(this.#result);
-    this.#change = change;
-    this.#result = Object.freeze(result);
-  }
-
-  /**
-   * What changed from `from` (an earlier result of this memo) to the last result: nothing when
-   * they are the same array; null when unknown (an older result, or too many changes).
-   */
-  changeSince(from: readonly T[]): TableChange<T> | null {
-    if (from === this.#result) return { added: [], removed: [] };
-    return this.#from?.deref() === from ? this.#change : null;
-  }
-}
-
-/** `was` less `c.removed` plus `c.added` (entries equal field by field); null if one is missing. */
-function patched<T>(was: readonly T[], c: TableChange<T>): T[] | null {
-  const out = was.slice();
-  for (const r of c.removed) {
-    const i = out.findIndex((x) => sameFields(x, r));
-    if (i < 0) return null;
-    out[i] = out[out.length - 1];
-    out.pop();
-  }
-  out.push(...c.added);
-  return out;
-}
-
-/** Whether two parsed entries (flat objects of numbers, strings, booleans) are equal. */
-function sameFields<T>(a: T, b: T): boolean {
-  const ka = Object.keys(a as object);
-  if (ka.length !== Object.keys(b as object).length) return false;
-  for (const k of ka) {
-    if ((a as Record<string, unknown>)[k] !== (b as Record<string, unknown>)[k]) return false;
-  }
-  return true;
-}
-
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  // Netlink messages are 4-byte aligned and both buffers start at offset 0 of their own.
-  if (a.byteOffset % 4 === 0 && b.byteOffset % 4 === 0 && a.length % 4 === 0) {
-    const x = new Uint32Array(a.buffer, a.byteOffset, a.length / 4);
-    const y = new Uint32Array(b.buffer, b.byteOffset, b.length / 4);
-    for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
-    return true;
-  }
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
+  return t;
 }

@@ -20,7 +20,7 @@ import {
   macText,
   withAddr,
 } from "./nladdr.ts";
-import { type DumpMemo, dumpTable, forEachAttr, forEachMessage, RTM_GETNEIGH } from "./dump.ts";
+import { attrTable, type DumpMemo, dumpTable, forEachMessage, RTM_GETNEIGH } from "./dump.ts";
 import type { NlSocket } from "./socket.ts";
 import {
   NLM_F_CREATE,
@@ -152,16 +152,14 @@ export function neighDel(sock: NlSocket, e: NeighKey): void {
 const RTM_NEWNEIGH = 28;
 const NDA_DST = 1;
 const NDA_LLADDR = 2;
+const attrs = new Int32Array(2 * (NDA_LLADDR + 1));
 
 /** A neighbour message's header fields and addresses (struct ndmsg, NDA_DST, NDA_LLADDR). */
 function readNeigh(v: DataView, off: number, len: number) {
   const h = off + 16;
-  let ip: string | null = null;
-  let mac: string | null = null;
-  forEachAttr(v, off, len, (t, at, alen) => {
-    if (t === NDA_DST) ip = addrText(v, at, alen);
-    else if (t === NDA_LLADDR) mac = macText(v, at, alen);
-  });
+  const a = attrTable(v, off, len, attrs); // no closure per entry (dump.ts)
+  const ip = a[2 * NDA_DST] >= 0 ? addrText(v, a[2 * NDA_DST], a[2 * NDA_DST + 1]) : null;
+  const mac = a[2 * NDA_LLADDR] >= 0 ? macText(v, a[2 * NDA_LLADDR], a[2 * NDA_LLADDR + 1]) : null;
   return {
     family: v.getUint8(h),
     dev: v.getInt32(h + 4, true),

@@ -10,7 +10,7 @@
  */
 import { AF_INET } from "../libc/udp.ts";
 import { addrText, AF_INET6 } from "./nladdr.ts";
-import { type DumpMemo, dumpTable, forEachAttr, forEachMessage, RTM_GETROUTE } from "./dump.ts";
+import { attrTable, type DumpMemo, dumpTable, forEachMessage, RTM_GETROUTE } from "./dump.ts";
 import { RT_TABLE_MAIN, RTN_UNICAST, RTNH_F_ONLINK } from "./constants.ts";
 import type { NlSocket } from "./socket.ts";
 import type { Route, RouteFilter } from "./route.ts";
@@ -23,6 +23,8 @@ const RTA_PRIORITY = 6;
 const RTA_PREFSRC = 7;
 const RTA_MULTIPATH = 9;
 const RTA_TABLE = 15;
+/** {@link attrTable}'s table, reused per message (RTA_TABLE is the highest type read). */
+const attrs = new Int32Array(2 * (RTA_TABLE + 1));
 
 /**
  * One route message of a raw dump (dump.ts) as a {@link Route}, read as libnl read it before:
@@ -35,23 +37,24 @@ function parseRoute(v: DataView, off: number, len: number, f: RouteFilter): Rout
   if (v.getUint8(h + 7) !== type) return null;
   const family = v.getUint8(h);
   const prefix = v.getUint8(h + 1);
-  let table = v.getUint8(h + 4);
-  let dst: string | null = null;
-  let gw: string | undefined;
-  let src: string | undefined;
-  let dev = 0;
-  let metric = 0;
+  // Per attribute type t: payload offset a[2t] (-1: absent), length a[2t + 1].
+  const a = attrTable(v, off, len, attrs);
+  const table = a[2 * RTA_TABLE] >= 0 && a[2 * RTA_TABLE + 1] >= 4
+    ? v.getUint32(a[2 * RTA_TABLE], true)
+    : v.getUint8(h + 4);
+  const dst = a[2 * RTA_DST] >= 0 ? addrText(v, a[2 * RTA_DST], a[2 * RTA_DST + 1]) : null;
+  let gw = a[2 * RTA_GATEWAY] >= 0
+    ? addrText(v, a[2 * RTA_GATEWAY], a[2 * RTA_GATEWAY + 1]) ?? undefined
+    : undefined;
+  const src = a[2 * RTA_PREFSRC] >= 0
+    ? addrText(v, a[2 * RTA_PREFSRC], a[2 * RTA_PREFSRC + 1]) ?? undefined
+    : undefined;
+  let dev = a[2 * RTA_OIF] >= 0 && a[2 * RTA_OIF + 1] >= 4 ? v.getInt32(a[2 * RTA_OIF], true) : 0;
+  const metric = a[2 * RTA_PRIORITY] >= 0 && a[2 * RTA_PRIORITY + 1] >= 4
+    ? v.getUint32(a[2 * RTA_PRIORITY], true)
+    : 0;
   let nhFlags = v.getUint32(h + 8, true) & 0xff;
-  let mp = -1;
-  forEachAttr(v, off, len, (t, at, alen) => {
-    if (t === RTA_TABLE && alen >= 4) table = v.getUint32(at, true);
-    else if (t === RTA_DST) dst = addrText(v, at, alen);
-    else if (t === RTA_GATEWAY) gw = addrText(v, at, alen) ?? undefined;
-    else if (t === RTA_PREFSRC) src = addrText(v, at, alen) ?? undefined;
-    else if (t === RTA_OIF && alen >= 4) dev = v.getInt32(at, true);
-    else if (t === RTA_PRIORITY && alen >= 4) metric = v.getUint32(at, true);
-    else if (t === RTA_MULTIPATH && alen >= 8) mp = at;
-  });
+  const mp = a[2 * RTA_MULTIPATH] >= 0 && a[2 * RTA_MULTIPATH + 1] >= 8 ? a[2 * RTA_MULTIPATH] : -1;
   const want = f.table ?? RT_TABLE_MAIN;
   if (want !== 0 && table !== want) return null;
   const text = `${dst ?? (family === AF_INET6 ? "::" : "0.0.0.0")}/${prefix}`;

@@ -1,5 +1,5 @@
 /**
- * Which routes are weft's, and the diff between what leases justify and what the kernel has: the
+ * Which routes are weft's (the diff against what leases justify is route_diff.ts's): the
  * one rule the kernel backends' reconciliation (vxlan, host-gw) and `weft cleanup` apply before
  * they delete a route. A route weft cannot prove it made is never deleted or changed, whatever
  * its protocol: not the default route, not an operator's static route inside the cluster network,
@@ -35,7 +35,7 @@
  * @example
  * ```ts
  * const mine = nl.routeList({}).filter((r) => isOwnedRoute(r, scope, { gateway: true }));
- * const { del, add, adopt } = diffRoutes(want, mine);
+ * const { del, add, adopt } = diffRoutes(want, mine); // route_diff.ts
  * ```
  */
 import {
@@ -50,6 +50,7 @@ import {
 import type { NetworkConfig } from "../config/network.ts";
 import { ConfigError } from "../base/errors.ts";
 import { contains, formatCidr, type Ipv4Net, parseCidr, parseIp } from "../base/ipv4.ts";
+import { ipOf, quickCidr } from "./route_text.ts";
 import {
   contains6,
   containsNet6,
@@ -80,11 +81,6 @@ export function marked(r: Route): Route {
   return { ...r, protocol: RTPROT_WEFT };
 }
 
-/** Identity of a route for diffing (table main); the protocol is not part of it. */
-export function routeKey(r: Route): string {
-  return `${r.dst}|${r.gw ?? ""}|${r.dev ?? ""}|${r.onlink ? 1 : 0}`;
-}
-
 function overlaps(a: Ipv4Net, b: Ipv4Net): boolean {
   return a.prefix <= b.prefix ? contains(a, b.ip) : contains(b, a.ip);
 }
@@ -112,7 +108,7 @@ export function isOwnedRoute(
   if (s.network.prefix === 0) return false;
   let dst: Ipv4Net;
   try {
-    dst = parseCidr(r.dst);
+    dst = quickCidr(r.dst) ?? parseCidr(r.dst);
   } catch {
     return false;
   }
@@ -121,11 +117,11 @@ export function isOwnedRoute(
   if (r.gw === undefined || r.dev === undefined) return false;
   const sized = s.subnetLen !== null && dst.prefix === s.subnetLen;
   if (devices.vxlan !== undefined && r.dev === devices.vxlan) {
-    return r.onlink === true && (mark || (sized && parseIp(r.gw) === dst.ip));
+    return r.onlink === true && (mark || (sized && ipOf(r.gw) === dst.ip));
   }
   if (s.ext === null || r.dev !== s.ext || r.onlink) return false;
   if (mark) return true;
-  return devices.gateway === true && sized && !contains(s.network, parseIp(r.gw));
+  return devices.gateway === true && sized && !contains(s.network, ipOf(r.gw));
 }
 
 /** The metric the kernel gives an IPv6 route added with metric 0 (IP6_RT_PRIO_USER). */
@@ -278,65 +274,6 @@ export function deletePeerRoutes(
  */
 export function isGatewayRoute(r: Route, s: RouteScope): boolean {
   return isOwnedRoute(r, s, { gateway: true });
-}
-
-/** Whether two routes have the same {@link routeKey}, without building either key. */
-export function sameRoute(a: Route, b: Route): boolean {
-  return a.dst === b.dst && (a.gw ?? "") === (b.gw ?? "") && a.dev === b.dev &&
-    !a.onlink === !b.onlink;
-}
-
-/**
- * Indexes of `items` by a string of each (`keyOf`), duplicates chained: `first.get(k)`, then
- * `next[i]` until -1. For diffs against a kernel dump: a lookup by a field the dump already
- * has (a destination, a MAC, an address) instead of a key string built per entry.
- */
-export class Index<T> {
-  readonly first = new Map<string, number>();
-  readonly next: Int32Array;
-  constructor(items: readonly T[], keyOf: (t: T) => string | null | undefined) {
-    this.next = new Int32Array(items.length).fill(-1);
-    for (let i = items.length - 1; i >= 0; i--) {
-      const k = keyOf(items[i]);
-      if (k === null || k === undefined) continue;
-      const f = this.first.get(k);
-      if (f !== undefined) this.next[i] = f;
-      this.first.set(k, i);
-    }
-  }
-}
-
-/**
- * What to delete, install and re-mark so the kernel holds exactly `want` of the owned routes
- * `have` (compared by {@link routeKey}): `adopt` are wanted routes present without weft's mark
- * (flanneld's), to be replaced in place with `want`'s marked route. `add` and `adopt` hold
- * `want`'s own route objects. Builds no key strings: with 5000 peers this runs on every periodic
- * reconciliation.
- */
-export function diffRoutes(
-  want: Route[],
-  have: Route[],
-): { del: Route[]; add: Route[]; adopt: Route[] } {
-  const ix = new Index(want, (r) => r.dst);
-  // Per wanted route: the protocol of the (last) route present with its key, or -1.
-  const present = new Int32Array(want.length).fill(-1);
-  const del: Route[] = [];
-  for (const h of have) {
-    let matched = false;
-    for (let i = ix.first.get(h.dst) ?? -1; i >= 0; i = ix.next[i]) {
-      if (!sameRoute(want[i], h)) continue;
-      matched = true;
-      present[i] = h.protocol ?? 0;
-    }
-    if (!matched) del.push(h);
-  }
-  const add: Route[] = [];
-  const adopt: Route[] = [];
-  want.forEach((r, i) => {
-    if (present[i] < 0) add.push(r);
-    else if (present[i] !== RTPROT_WEFT) adopt.push(r);
-  });
-  return { del, add, adopt };
 }
 
 /**

@@ -21,8 +21,6 @@
  */
 export class SteadyRounds {
   #peers: readonly string[] | null = null;
-  /** The same peers as a set, made only when a round hands them in another order. */
-  #set: Set<string> | null = null;
   #tables: readonly unknown[] = [];
   /** Per peer of the settled round, what the backend handed with its text (its lease). */
   #items: readonly unknown[] = [];
@@ -35,11 +33,10 @@ export class SteadyRounds {
     const had = this.#peers;
     if (!had || had.length !== peers.length || tables.length !== this.#tables.length) return false;
     for (let i = 0; i < tables.length; i++) if (tables[i] !== this.#tables[i]) return false;
-    let i = 0;
-    while (i < peers.length && peers[i] === had[i]) i++; // the watcher's order is stable
-    if (i === peers.length) return true;
-    const set = this.#set ??= new Set(had);
-    for (; i < peers.length; i++) if (!set.has(peers[i])) return false;
+    const m = middle(had, peers);
+    if (m.head === peers.length) return true;
+    const set = new Set(had.slice(m.head, m.hadEnd));
+    for (let i = m.head; i < m.end; i++) if (!set.has(peers[i])) return false;
     return true;
   }
 
@@ -53,7 +50,6 @@ export class SteadyRounds {
     items: readonly unknown[] = [],
   ): void {
     this.#peers = [...peers];
-    this.#set = null;
     this.#tables = tables;
     this.#items = [...items];
   }
@@ -68,25 +64,37 @@ export class SteadyRounds {
   ): { tables: readonly unknown[]; gone: T[]; came: number[] } | null {
     const had = this.#peers;
     if (!had) return null;
-    const set = this.#set ??= new Set(had);
+    const { head, hadEnd, end } = middle(had, peers);
+    const set = new Set(had.slice(head, hadEnd));
     const came: number[] = [];
-    for (let i = 0; i < peers.length; i++) if (!set.has(peers[i])) came.push(i);
-    const now = new Set(peers);
+    for (let i = head; i < end; i++) if (!set.has(peers[i])) came.push(i);
+    const now = new Set(peers.slice(head, end));
     const gone: T[] = [];
-    for (let i = 0; i < had.length; i++) if (!now.has(had[i])) gone.push(this.#items[i] as T);
+    for (let i = head; i < hadEnd; i++) if (!now.has(had[i])) gone.push(this.#items[i] as T);
     return { tables: this.#tables, gone, came };
-  }
-
-  /** The items of the settled round's peers ({@link settle}). */
-  items<T>(): readonly T[] {
-    return this.#items as T[];
   }
 
   /** Forgets the last steady round: the next one runs the full diff. */
   reset(): void {
     this.#peers = null;
-    this.#set = null;
     this.#tables = [];
     this.#items = [];
   }
+}
+
+/**
+ * Where `had` and `now` differ: both share their first `head` texts and all after `hadEnd` (in
+ * `had`) and `end` (in `now`). The watcher keeps its order, so a round after a few events
+ * compares the rest alone: no set of every peer's text.
+ */
+function middle(
+  had: readonly string[],
+  now: readonly string[],
+): { head: number; hadEnd: number; end: number } {
+  let head = 0;
+  while (head < had.length && head < now.length && had[head] === now[head]) head++;
+  let hadEnd = had.length;
+  let end = now.length;
+  while (hadEnd > head && end > head && had[hadEnd - 1] === now[end - 1]) hadEnd--, end--;
+  return { head, hadEnd, end };
 }

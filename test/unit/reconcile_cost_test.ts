@@ -338,3 +338,41 @@ for (const type of ["vxlan", "host-gw"] as const) {
     }
   });
 }
+
+for (const type of ["vxlan", "host-gw"] as const) {
+  Deno.test(`re-listed leases (${type}): new objects wanting the same build no entries; a changed one does`, async () => {
+    const { nl, b, peers } = await programmed(type);
+    await b.reconcile(peers); // settles
+    // Count every entry computation (the backends' own calls go through the instance).
+    let made = 0;
+    if (b instanceof VxlanBackend) {
+      const entriesFor = b.entriesFor.bind(b);
+      b.entriesFor = (l: Lease) => (made++, entriesFor(l));
+    } else {
+      const routesFor = b.routesFor.bind(b);
+      b.routesFor = (l: Lease) => (made++, routesFor(l));
+    }
+    // A full re-list decodes every lease anew: equal leases, new objects.
+    const relisted = peers.map((p) => structuredClone(p));
+    nl.scans = 0;
+    await b.reconcile(relisted);
+    assert.equal(made, 0, `${type}: ${made} entry computations for ${N} re-listed, equal leases`);
+    assert.equal(nl.scans, 0, `${type}: re-listed, equal leases made the round diff`);
+    // A new object that wants something else: its entries are made and programmed.
+    const moved = relisted.map((p, i) => {
+      if (i !== 4) return structuredClone(p);
+      const c = structuredClone(p);
+      if (type === "vxlan") c.attrs.backendData = { VNI: 1, VtepMAC: "be:00:00:00:77:77" };
+      else c.attrs.publicIP = "198.18.202.1";
+      return c;
+    });
+    await b.reconcile(moved);
+    assert.ok(made > 0, `${type}: a changed lease's entries were not made`);
+    if (type === "vxlan") {
+      assert.equal(nl.fdb.get("be:00:00:00:77:77"), peers[4].attrs.publicIP, "new MAC not set");
+      assert.ok(!nl.fdb.has(mac(5)), "the old MAC's FDB entry was kept");
+    } else {
+      assert.equal(nl.routes.get(`${formatIp(peers[4].subnet.ip)}/24`)?.gw, "198.18.202.1");
+    }
+  });
+}

@@ -19,7 +19,6 @@ import type { Backend, BackendContext, BackendPrepared, Owned, RouteScope } from
 import type { PeerEvent } from "../../lease/watch.ts";
 import {
   deletePeerRoutes,
-  diffRoutes,
   isGatewayRoute,
   listOwnedRoutes,
   mainRoutes,
@@ -27,8 +26,8 @@ import {
   marked,
   ownedAmong,
   routeScope,
-  sameRoute,
 } from "../routes.ts";
+import { diffRoutes, sameRoute } from "../route_diff.ts";
 import { SteadyRounds } from "../steady.ts";
 import { PeerFailures } from "../peer_errors.ts";
 
@@ -142,10 +141,16 @@ export class HostGwBackend implements Backend {
     return listOwnedRoutes(this.#nl, this.#scope(), { gateway: true });
   }
 
-  /** A peer's routes, made once per lease object. */
+  /**
+   * A peer's routes, made once per lease object; a new object of a programmed lease with the same
+   * subnets and public IPs (a re-list, a renewal) takes the programmed one's.
+   */
   #wantsOf(l: Lease): { routes: Route[]; sig?: string } {
     let w = this.#wants.get(l);
-    if (!w) this.#wants.set(l, w = { routes: this.routesFor(l) });
+    if (w) return w;
+    const had = this.#peers.get(l.key);
+    w = had && had !== l && sameRouteInputs(had, l) ? this.#wants.get(had) : undefined;
+    this.#wants.set(l, w ??= { routes: this.routesFor(l) });
     return w;
   }
 
@@ -188,7 +193,7 @@ export class HostGwBackend implements Backend {
     const tables = mainRoutes(this.#nl, scope, this.#routeMemos);
     const sigs = peers.map((p) => this.#signature(p));
     if (this.#steady.holds(sigs, tables)) return Promise.resolve();
-    this.#peers = new Map(peers.map((p) => [p.key, p]));
+    this.#takePeers(peers);
     const few = this.#sinceSettled(peers, sigs, scope);
     this.#steady.reset();
     const { removed, added, adopted } = few
@@ -199,6 +204,12 @@ export class HostGwBackend implements Backend {
       log.info("reconciled: removed {d} stale routes, added {a}", { d: removed, a: added });
     }
     return Promise.resolve();
+  }
+
+  /** Makes `peers` (distinct keys, the watcher's) the programmed peers, in place when it can. */
+  #takePeers(peers: Lease[]) {
+    for (const p of peers) if (this.#peers.get(p.key) !== p) this.#peers.set(p.key, p);
+    if (this.#peers.size !== peers.length) this.#peers = new Map(peers.map((p) => [p.key, p]));
   }
 
   /**
@@ -226,15 +237,22 @@ export class HostGwBackend implements Backend {
     for (const r of [...change.added, ...change.removed]) dsts.add(r.dst);
     for (const l of was.gone) for (const r of this.#wantsOf(l).routes) dsts.add(r.dst);
     for (const i of was.came) for (const r of this.#wantsOf(peers[i]).routes) dsts.add(r.dst);
-    const there = (ls: Iterable<Lease>) => {
-      const out: Route[] = [];
-      for (const l of ls) for (const r of this.#wantsOf(l).routes) if (dsts.has(r.dst)) out.push(r);
-      return out;
-    };
-    const settled = this.#steady.items<Lease>();
-    const owned = there(settled).filter((r) => !change.removed.some((x) => sameRoute(x, r)));
+    // Wanted there; and held there when settled: the routes of the peers that still want what
+    // they wanted then (all but those come), and those of the peers gone.
+    const wanted: Route[] = [];
+    const held: Route[] = [];
+    const isNew = new Set(was.came);
+    for (let i = 0; i < peers.length; i++) {
+      for (const r of this.#wantsOf(peers[i]).routes) {
+        if (!dsts.has(r.dst)) continue;
+        wanted.push(r);
+        if (!isNew.has(i)) held.push(r);
+      }
+    }
+    for (const l of was.gone) for (const r of this.#wantsOf(l).routes) held.push(r);
+    const owned = held.filter((r) => !change.removed.some((x) => sameRoute(x, r)));
     owned.push(...ownedAmong([change.added], scope, { gateway: true }));
-    return { owned, wanted: there(peers) };
+    return { owned, wanted };
   }
 
   /** Re-adds peer routes that were removed by hand (flannel checks every 10 s; we do it on every check). */
@@ -250,4 +268,11 @@ export class HostGwBackend implements Backend {
   close(): Promise<void> {
     return Promise.resolve();
   }
+}
+
+/** Whether `a` and `b` get the same routes ({@link HostGwBackend.routesFor} reads these alone). */
+function sameRouteInputs(a: Lease, b: Lease): boolean {
+  return a.subnet.ip === b.subnet.ip && a.subnet.prefix === b.subnet.prefix &&
+    a.attrs.publicIP === b.attrs.publicIP && a.attrs.publicIPv6 === b.attrs.publicIPv6 &&
+    a.subnet6?.ip === b.subnet6?.ip && a.subnet6?.prefix === b.subnet6?.prefix;
 }

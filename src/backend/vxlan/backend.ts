@@ -21,7 +21,8 @@
  *
  * This module keeps the backend's state and orders the work: the VTEP itself (options from the
  * config, create or adopt, compatibility, what cleanup removes) is device.ts's; the entries a peer
- * needs, entries.ts's; the DirectRouting choice, direct_routing.ts's; writing and removing
+ * needs, entries.ts's, cached per lease in wants.ts; the programmed peers and their shared FDB
+ * entries, programmed.ts's; the DirectRouting choice, direct_routing.ts's; writing and removing
  * entries, program.ts's; the reconcile's stale sweep and install, reconcile.ts's.
  */
 import { getLogger } from "@logtape/logtape";
@@ -48,14 +49,9 @@ import {
   type VxlanOpts,
 } from "./device.ts";
 import { PeerFailures } from "../peer_errors.ts";
-import {
-  entriesText,
-  type PeerEntries,
-  peerEntries,
-  peerEntries6,
-  vtepMac,
-  vtepMacOf,
-} from "./entries.ts";
+import { type PeerEntries, peerEntries, peerEntries6, vtepMac, vtepMacOf } from "./entries.ts";
+import { ProgrammedPeers } from "./programmed.ts";
+import { WantsCache } from "./wants.ts";
 import { DirectRouting } from "./direct_routing.ts";
 import { installPeer, removePeers } from "./program.ts";
 import {
@@ -75,15 +71,6 @@ interface V6Side {
   dev: Link;
 }
 
-/** A lease's wants, and the VTEPs' ifindexes they were made for (recreated VTEPs get new ones). */
-interface Wants {
-  dev: number | undefined;
-  dev6: number | undefined;
-  wants: Want[];
-  /** The lease's key and entries as text ({@link entriesText}), made when first asked for. */
-  sig?: string;
-}
-
 export class VxlanBackend implements Backend {
   readonly name = "vxlan";
   readonly servesIpv6 = true;
@@ -96,21 +83,20 @@ export class VxlanBackend implements Backend {
   #dev: Link | null = null;
   #v6: V6Side | null = null;
   #own: Lease | null = null;
-  /** Peers as last programmed, for replay after the device is recreated. */
-  #peers = new Map<string, Lease>();
-  /**
-   * How many programmed peers name each FDB entry (`<VTEP ifindex>/<MAC>`): two leases naming one
-   * VTEP (a stale duplicate of a live peer) share its FDB entry, which must outlive the stale
-   * one. Kept by +1/−1 with {@link #peers} so a removal event never walks every peer.
-   */
-  #fdbUsers = new Map<string, number>();
+  /** Peers as last programmed (replayed after the device is recreated), and their FDB users. */
+  #peers: ProgrammedPeers = new ProgrammedPeers((l) => this.#wants.of(l).entries);
+  /** The VTEPs were recreated: the next reconcile counts every peer's entries afresh. */
+  #recount = false;
   /** The DirectRouting choice per peer public IP (set by prepare). */
   #direct: DirectRouting | null = null;
-  /**
-   * Per lease object, its entries with their keys: the watcher hands the same object until the
-   * lease changes, so a periodic reconcile of 5000 unchanged peers builds none of them again.
-   */
-  #wants = new WeakMap<Lease, Wants>();
+  /** Per lease, its wanted entries and their text (wants.ts). */
+  #wants: WantsCache = new WantsCache({
+    all: (l) => this.#all(l),
+    dev: () => this.#dev?.index,
+    dev6: () => this.#v6?.dev.index,
+    cache: () => !this.#o.directRouting,
+    programmed: (key) => this.#peers.get(key),
+  });
   /** The last steady round (steady.ts), and the memos its tables are read through. */
   #steady = new SteadyRounds();
   #routeMemos = { v4: new DumpMemo<Route>(), v6: new DumpMemo<Route>() };
@@ -205,55 +191,6 @@ export class VxlanBackend implements Backend {
     return e6 ? [e, e6] : [e];
   }
 
-  /**
-   * {@link #all}, cached per lease object unless DirectRouting is on (whether a peer is on-link
-   * is looked up again on every reconcile).
-   */
-  #wanted(l: Lease): Want[] {
-    return this.#wantsOf(l).wants;
-  }
-
-  #wantsOf(l: Lease): Wants {
-    const dev = this.#dev?.index;
-    const dev6 = this.#v6?.dev.index;
-    const hit = this.#wants.get(l);
-    if (hit && hit.dev === dev && hit.dev6 === dev6) return hit;
-    const w: Wants = {
-      dev,
-      dev6,
-      wants: (this.#all(l) ?? []).map((e): Want => ({ key: l.key, e })),
-    };
-    if (!this.#o.directRouting) this.#wants.set(l, w);
-    return w;
-  }
-
-  /**
-   * What the steady test (steady.ts) compares per peer: its key and wanted entries as text, so
-   * a renewed lease (a new object, the same entries) keeps the round steady.
-   */
-  #signature(l: Lease): string {
-    const w = this.#wantsOf(l);
-    return w.sig ??= `${l.key}>${w.wants.map((x) => entriesText(x.e)).join(";")}`;
-  }
-
-  /** The FDB entry's identity (VTEP ifindex and MAC) of `e`; null when it has none. */
-  #fdbKey(e: PeerEntries): string | null {
-    return e.fdb ? `${e.dev}/${e.fdb.mac}` : null;
-  }
-
-  /** Counts `l`'s FDB entries into {@link #fdbUsers} (`d` = +1 or -1). */
-  #countFdb(l: Lease, d: number, es: PeerEntries[] | null = this.#all(l)) {
-    for (const e of es ?? []) this.#countEntry(e, d);
-  }
-
-  #countEntry(e: PeerEntries, d: number) {
-    const k = this.#fdbKey(e);
-    if (!k) return;
-    const n = (this.#fdbUsers.get(k) ?? 0) + d;
-    if (n > 0) this.#fdbUsers.set(k, n);
-    else this.#fdbUsers.delete(k);
-  }
-
   apply(events: PeerEvent[]): Promise<void> {
     const f = new PeerFailures();
     // Removals wait here to be removed in batches; an added event flushes them first, so the
@@ -267,23 +204,15 @@ export class VxlanBackend implements Backend {
     for (const ev of events) {
       const l = ev.lease;
       const es = this.#all(l);
-      const had = this.#peers.get(l.key);
       if (ev.type === "removed") {
-        if (had) {
-          this.#peers.delete(l.key);
-          this.#countFdb(had, -1);
-        }
+        this.#peers.remove(l.key);
         for (const e of es ?? []) {
-          const k = this.#fdbKey(e);
-          const shared = k !== null && this.#fdbUsers.has(k);
-          removals.push([l.key, shared ? { ...e, fdb: undefined } : e]);
+          removals.push([l.key, this.#peers.sharedFdb(e) ? { ...e, fdb: undefined } : e]);
         }
         continue;
       }
       flush();
-      if (had) this.#countFdb(had, -1);
-      this.#countFdb(l, 1, es);
-      this.#peers.set(l.key, l);
+      this.#peers.set(l);
       if (!es) {
         const m = vtepMacOf(l, this.#dev ? 4 : 6);
         log.warn("peer lease {key} skipped: {problem}; fix or delete it", {
@@ -313,39 +242,30 @@ export class VxlanBackend implements Backend {
     const tables = readVteps(this.#nl, vteps, this.#vtepMemos);
     const read = [...routes, ...tables.flatMap((t) => [t.fdb, t.neigh])];
     // DirectRouting asks the kernel per peer whether it is on-link: no lease change tells.
-    const sigs = this.#o.directRouting ? [] : peers.map((p) => this.#signature(p));
-    if (!this.#o.directRouting && this.#steady.holds(sigs, read)) return Promise.resolve();
-    const few = this.#o.directRouting ? null : sinceSettled({
+    const ws = this.#o.directRouting ? null : peers.map((p) => this.#wants.of(p));
+    const sigs = ws ? peers.map((p, i) => this.#wants.signature(p, ws[i])) : [];
+    if (ws && this.#steady.holds(sigs, read)) return Promise.resolve();
+    const few = ws && sinceSettled({
       steady: this.#steady,
-      peers,
+      peers: ws,
       sigs,
       vteps,
       scope,
       routeMemos: this.#routeMemos,
       vtepMemos: this.#vtepMemos,
       devices: this.#devices(),
-      wantsOf: (l) => this.#wanted(l),
     });
     this.#steady.reset();
     this.#direct?.clear();
+    this.#peers.take(peers, this.#recount || this.#o.directRouting);
+    this.#recount = false;
     const want: Want[] = [];
-    if (few) this.#takePeers(peers);
-    else {
-      this.#peers = new Map();
-      this.#fdbUsers = new Map();
-      for (const p of peers) {
-        this.#peers.set(p.key, p);
-        for (const w of this.#wanted(p)) {
-          want.push(w);
-          this.#countEntry(w.e, 1);
-        }
-      }
-    }
+    if (!few) { for (const p of ws ?? peers.map((p) => this.#wants.of(p))) want.push(...p.wants); }
     const f = new PeerFailures();
     const owned = few?.routes ?? ownedAmong(routes, scope, this.#devices());
     const swept = sweepStale(this.#nl, few?.want ?? want, vteps, owned, few?.tables ?? tables, f);
     const installed = installMissing(this.#nl, few?.want ?? want, swept, f);
-    if (!swept.changed && !installed) this.#steady.settle(sigs, read, peers);
+    if (ws && !swept.changed && !installed) this.#steady.settle(sigs, read, ws);
     const removed = swept.removed;
     if (removed || installed) {
       log.info("reconciled: removed {d} stale routes, installed {n} peers", {
@@ -355,18 +275,6 @@ export class VxlanBackend implements Backend {
     }
     f.throwIfAny("reconciling vxlan entries");
     return Promise.resolve();
-  }
-
-  /**
-   * Makes `peers` the programmed peers, counting only leases that differ from the last ones into
-   * {@link #fdbUsers} (which apply() keeps in step with {@link #peers}): no key per peer.
-   */
-  #takePeers(peers: Lease[]) {
-    const next = new Map<string, Lease>();
-    for (const p of peers) next.set(p.key, p);
-    for (const [k, l] of this.#peers) if (next.get(k) !== l) this.#countFdb(l, -1);
-    for (const p of next.values()) if (this.#peers.get(p.key) !== p) this.#countFdb(p, 1);
-    this.#peers = next;
   }
 
   /** Which devices weft's routes may use (routes.ts). */
@@ -394,6 +302,7 @@ export class VxlanBackend implements Backend {
       n: this.#peers.size,
     });
     this.#steady.reset();
+    this.#recount = true;
     if (dev) this.#dev = ensureVtep(this.#nl, this.#o, this.#ext, this.#mac);
     if (v6) v6.dev = ensureVtep(this.#nl, this.#o, this.#ext, v6.mac, 6);
     if (this.#own) await this.start(this.#own);

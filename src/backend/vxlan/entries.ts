@@ -34,8 +34,7 @@ export interface PeerEntries {
  * one (multicast, zero, missing, not a MAC); also the doctor's.
  */
 export function vtepMacOf(l: Lease, family: Family = 4): { mac: string } | { problem: string } {
-  const d = family === 6 ? l.attrs.backendV6Data : l.attrs.backendData;
-  const mac = d && typeof d === "object" ? (d as { VtepMAC?: unknown }).VtepMAC : undefined;
+  const mac = macField(family === 6 ? l.attrs.backendV6Data : l.attrs.backendData);
   const problem = macProblem(mac);
   const where = family === 6 ? "BackendV6Data" : "BackendData";
   return problem
@@ -97,6 +96,26 @@ export function peerEntries6(
     fdb: { mac, dst: pub6 },
     route: marked({ dst: formatCidr6(s6), gw: addr, dev, onlink: true }),
   };
+}
+
+/**
+ * Whether `a` and `b` need the same entries: equal in every lease field {@link peerEntries} and
+ * {@link peerEntries6} read (subnets, public IPs, VTEP MACs), so `b` may take `a`'s entries
+ * (wants.ts). A field either of them starts to read must be compared here too.
+ */
+export function sameEntryInputs(a: Lease, b: Lease): boolean {
+  const x = a.attrs;
+  const y = b.attrs;
+  return a.subnet.ip === b.subnet.ip && a.subnet.prefix === b.subnet.prefix &&
+    x.publicIP === y.publicIP && x.publicIPv6 === y.publicIPv6 &&
+    a.subnet6?.ip === b.subnet6?.ip && a.subnet6?.prefix === b.subnet6?.prefix &&
+    macField(x.backendData) === macField(y.backendData) &&
+    macField(x.backendV6Data) === macField(y.backendV6Data);
+}
+
+/** The raw VtepMAC field of a lease's backend data (as {@link vtepMacOf} reads it). */
+function macField(d: unknown): unknown {
+  return d && typeof d === "object" ? (d as { VtepMAC?: unknown }).VtepMAC : undefined;
 }
 
 /** `e` as one line of text: equal for equal entries (the steady test's, steady.ts). */

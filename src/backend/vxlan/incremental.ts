@@ -15,15 +15,9 @@
  * ```
  */
 import type { Fdb, Neigh, Route, TableChange } from "../../../ffi/libnl/mod.ts";
-import type { Lease } from "../../lease/codec.ts";
 import type { RouteScope } from "../backend.ts";
-import {
-  mainRoutesChange,
-  ownedAmong,
-  type RouteMemos,
-  sameRoute,
-  type VtepDevices,
-} from "../routes.ts";
+import { mainRoutesChange, ownedAmong, type RouteMemos, type VtepDevices } from "../routes.ts";
+import { sameRoute } from "../route_diff.ts";
 import type { SteadyRounds } from "../steady.ts";
 import type { VtepMemos, Vteps, VtepTables, Want } from "./reconcile.ts";
 
@@ -41,10 +35,17 @@ export interface Narrowed {
   tables: VtepTables[];
 }
 
+/** A peer's wanted entries (wants.ts's cached per lease). */
+export interface PeerWants {
+  readonly wants: readonly Want[];
+}
+
 /** What {@link sinceSettled} looks at: the backend's state for this round. */
 export interface RoundState {
+  /** Settled with each peer's {@link PeerWants} as its item. */
   steady: SteadyRounds;
-  peers: readonly Lease[];
+  /** Per peer, its wanted entries. */
+  peers: readonly PeerWants[];
   /** Per peer, its text for the steady test (steady.ts). */
   sigs: readonly string[];
   vteps: Vteps;
@@ -52,7 +53,6 @@ export interface RoundState {
   routeMemos: RouteMemos;
   vtepMemos: VtepMemos;
   devices: VtepDevices;
-  wantsOf: (l: Lease) => readonly Want[];
 }
 
 /**
@@ -62,7 +62,7 @@ export interface RoundState {
  * full look). The tables must have been read through the memos this round.
  */
 export function sinceSettled(r: RoundState): Narrowed | null {
-  const was = r.steady.since<Lease>(r.sigs);
+  const was = r.steady.since<PeerWants>(r.sigs);
   const limit = Math.max(16, r.peers.length / 10);
   if (!was || was.gone.length + was.came.length > limit) return null;
   const nr = was.tables.length - 2 * r.vteps.length;
@@ -82,9 +82,8 @@ export function sinceSettled(r: RoundState): Narrowed | null {
   }
   if (moved === 0) return null;
   return narrow(
-    r.wantsOf,
-    r.steady.items<Lease>(),
-    [...was.gone, ...was.came.map((i) => r.peers[i])],
+    was.gone,
+    was.came,
     r.peers,
     { added: ownedAmong([routes.added], r.scope, r.devices), removed: routes.removed },
     r.vteps,
@@ -95,14 +94,15 @@ export function sinceSettled(r: RoundState): Narrowed | null {
 
 /**
  * The part of the reconcile of `peers` that can need a repair, or null when it is not small
- * (more than `limit` wanted entries): diff it all. `settled`: the settled round's peers;
- * `changed`: leases of either side whose entries differ; `routes`: weft's routes come and gone.
+ * (more than `limit` wanted entries): diff it all. `gone`: the settled round's peers whose
+ * entries are not wanted now (gone or changed); `came`: indexes into `peers` of those whose
+ * entries are new; every other peer wants what it wanted in the settled round, which the kernel
+ * then held. `routes`: weft's routes come and gone.
  */
 export function narrow(
-  wantsOf: (l: Lease) => readonly Want[],
-  settled: readonly Lease[],
-  changed: readonly Lease[],
-  peers: readonly Lease[],
+  gone: readonly PeerWants[],
+  came: readonly number[],
+  peers: readonly PeerWants[],
   routes: { added: readonly Route[]; removed: readonly Route[] },
   vteps: Vteps,
   changes: VtepChanges[],
@@ -125,39 +125,46 @@ export function narrow(
     for (const n of c.neigh.added) ips.add(n.ip);
     for (const n of c.neigh.removed) ips.add(n.ip);
   }
-  for (const l of changed) for (const w of wantsOf(l)) touch(w);
+  for (const p of gone) for (const w of p.wants) touch(w);
+  for (const i of came) for (const w of peers[i].wants) touch(w);
   const hit = (w: Want) =>
     dsts.has(w.e.route.dst) || (w.e.fdb !== undefined && macs.has(w.e.fdb.mac)) ||
     (w.e.neigh !== undefined && ips.has(w.e.neigh.ip));
   // Until no wanted entry adds a key: every peer sharing a key with one taken in is taken in.
   let want: Want[] = [];
+  /** Per entry of `want`, whether its peer wanted it in the settled round too. */
+  let kept: boolean[] = [];
+  const isNew = new Set(came);
   for (let size = -1; size !== dsts.size + macs.size + ips.size;) {
     size = dsts.size + macs.size + ips.size;
     want = [];
-    for (const p of peers) {
-      for (const w of wantsOf(p)) {
+    kept = [];
+    for (let i = 0; i < peers.length; i++) {
+      for (const w of peers[i].wants) {
         if (!hit(w)) continue;
         want.push(w);
+        kept.push(!isNew.has(i));
         touch(w);
       }
     }
     if (want.length > limit) return null;
   }
-  // What the kernel held there when settled: the settled peers' entries, as they are installed.
+  // What the kernel held there when settled: the settled peers' entries, as they are installed:
+  // those of the peers that still want them, and those of the peers gone.
+  const settled = want.filter((_, i) => kept[i]);
+  for (const p of gone) for (const w of p.wants) if (hit(w)) settled.push(w);
   const had: Route[] = [];
   const tables = vteps.map(() => ({ fdb: [] as Fdb[], neigh: [] as Neigh[] }));
   const slot = new Map(vteps.map(([dev], i) => [dev, i]));
-  for (const l of settled) {
-    for (const { e } of wantsOf(l)) {
-      if (dsts.has(e.route.dst)) had.push(e.route);
-      const t = tables[slot.get(e.dev) ?? -1];
-      if (!t) continue;
-      if (e.fdb && macs.has(e.fdb.mac)) {
-        t.fdb.push({ dev: e.dev, ...e.fdb, state: 0x80, flags: 2, permanent: true, self: true });
-      }
-      if (e.neigh && ips.has(e.neigh.ip)) {
-        t.neigh.push({ dev: e.dev, ...e.neigh, state: 0x80, flags: 0, permanent: true });
-      }
+  for (const { e } of settled) {
+    if (dsts.has(e.route.dst)) had.push(e.route);
+    const t = tables[slot.get(e.dev) ?? -1];
+    if (!t) continue;
+    if (e.fdb && macs.has(e.fdb.mac)) {
+      t.fdb.push({ dev: e.dev, ...e.fdb, state: 0x80, flags: 2, permanent: true, self: true });
+    }
+    if (e.neigh && ips.has(e.neigh.ip)) {
+      t.neigh.push({ dev: e.dev, ...e.neigh, state: 0x80, flags: 0, permanent: true });
     }
   }
   // Less what went, plus what came.

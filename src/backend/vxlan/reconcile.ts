@@ -17,7 +17,7 @@ import {
   type Netlink,
   type Route,
 } from "../../../ffi/libnl/mod.ts";
-import { diffRoutes, Index } from "../routes.ts";
+import { diffRoutes, Index } from "../route_diff.ts";
 import type { PeerFailures } from "../peer_errors.ts";
 import type { Family } from "./device.ts";
 import type { PeerEntries } from "./entries.ts";
