@@ -46,13 +46,13 @@ const { values: v } = parseArgs({
     "steady-seconds": { type: "string", default: "20" },
     probes: { type: "string", default: "10" },
     "probe-interval-ms": { type: "string", default: "200" },
-    "phase-timeout-s": { type: "string", default: "600" },
+    "phase-timeout-s": { type: "string", default: "1200" },
     "deadline-min": { type: "string", default: "120" },
     "etcd-clients": { type: "string", default: "worker" },
     "wave-size": { type: "string", default: "0" },
     "wave-interval-ms": { type: "string", default: "1000" },
     "call-timeout-s": { type: "string", default: "10" },
-    "list-concurrency": { type: "string", default: "25" },
+    "list-concurrency": { type: "string", default: "" },
     "watch-start": { type: "string", default: "acquired" },
     peers: { type: "string", default: "5000" },
     "idle-seconds": { type: "string", default: "20" },
@@ -75,9 +75,10 @@ if (v.help) {
   console.log(
     "Usage: deno run -A bench/scale.ts [--registries kv,etcd] [--sizes 100,1000,5000]\n" +
       "  [--per-worker 250] [--ttl 86400] [--renew-margin-s 3600] [--steady-seconds 20]\n" +
-      "  [--probes 10] [--probe-interval-ms 200] [--phase-timeout-s 600] [--deadline-min 120]\n" +
+      "  [--probes 10] [--probe-interval-ms 200] [--phase-timeout-s 1200] [--deadline-min 120]\n" +
       "  [--etcd-clients worker|node] [--wave-size 0] [--wave-interval-ms 1000]\n" +
-      "  [--call-timeout-s 10] [--list-concurrency 25] [--watch-start acquired|list]\n" +
+      "  [--call-timeout-s 10] [--list-concurrency N] (default: 25000/N, 1..25)\n" +
+      "  [--watch-start acquired|list]\n" +
       "  [--peers 5000] [--idle-seconds 20] [--peer-ttl 600]\n" +
       "  [--round-backends vxlan,host-gw] [--round-reps 10]\n" +
       '  [--v8-flags="<set>;<set>"] (default weft\'s; "-": no flags) [--passes 1]\n' +
@@ -94,6 +95,19 @@ const deadline = Date.now() + Number(v["deadline-min"]) * 60_000;
 if (!["worker", "node"].includes(v["etcd-clients"])) {
   console.error(`--etcd-clients ${v["etcd-clients"]}: say worker or node`);
   Deno.exit(2);
+}
+/**
+ * Acquisitions and first lists at once per Worker (`--list-concurrency`, else this): at most
+ * ~25 000 lease entries being read per Worker thread, 25 lists at the most (N ≤ 1000: 25; N=5000:
+ * 5). A Worker's nodes share one thread: with 25 lists of up to 5000 leases at once it fell tens of
+ * seconds behind its sockets. On Deno KV that stalled N=5000 (the Worker holding the write lock
+ * waited for its thread: 2922 leased in 30 min; with 5, all in 353 s); on etcd its calls passed
+ * their deadline and its connection's keepalive ping timed out (the connection dropped, every
+ * watch on it restarted: 4304 of 5000 leased in 25 min, session 8).
+ */
+function listConcurrency(n: number): number {
+  if (v["list-concurrency"] !== "") return Number(v["list-concurrency"]);
+  return Math.max(1, Math.min(25, Math.floor(25_000 / n)));
 }
 const runId = Math.random().toString(36).slice(2, 8);
 const sizes = v.sizes.split(",").filter(Boolean).map(Number);
@@ -326,7 +340,7 @@ try {
         waveSize: Number(v["wave-size"]),
         waveIntervalMs: Number(v["wave-interval-ms"]),
         callTimeoutMs: Number(v["call-timeout-s"]) * 1000,
-        listConcurrency: Number(v["list-concurrency"]),
+        listConcurrency: listConcurrency(n),
         watchStart: v["watch-start"] === "list" ? "list" : "acquired",
       });
       results.push(r);
@@ -415,7 +429,11 @@ if (results.length) {
       `; etcd call deadline ${
         v["call-timeout-s"]
       } s; acquisitions and first lists at once per Worker: ` +
-      (Number(v["list-concurrency"]) > 0 ? v["list-concurrency"] : "all") +
+      (v["list-concurrency"] === ""
+        ? sizes.map((n) => `${listConcurrency(n)} at N=${n}`).join(", ")
+        : Number(v["list-concurrency"]) > 0
+        ? v["list-concurrency"]
+        : "all") +
       `; watchers start from ${
         v["watch-start"] === "list" ? "a list of their own" : "the acquisition's list"
       }; listed = every watcher holds all N − 1 other leases`,

@@ -225,6 +225,84 @@ Deno.test("etcd registry: watch survives an etcd crash and restart without missi
   }
 });
 
+/** Established TCP connections to local `port` (both directions' ends are in this netns). */
+function establishedTo(port: number): number {
+  let n = 0;
+  for (const f of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    for (const l of Deno.readTextFileSync(f).split("\n").slice(1)) {
+      const [, local, , st] = l.trim().split(/\s+/);
+      // The server's end of each connection: local port = etcd's, state 01 (ESTABLISHED).
+      if (local && st === "01" && parseInt(local.split(":")[1], 16) === port) n++;
+    }
+  }
+  return n;
+}
+
+/** The pid of the etcd serving `endpoint` (its command line names it). */
+function etcdPid(endpoint: string): number {
+  for (const d of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(d.name)) continue;
+    const cmd = (() => {
+      try {
+        return Deno.readTextFileSync(`/proc/${d.name}/cmdline`).split("\0");
+      } catch {
+        return [];
+      }
+    })();
+    if (cmd[0]?.endsWith("etcd") && cmd.includes(endpoint)) return Number(d.name);
+  }
+  throw new Error(`no etcd process serving ${endpoint}`);
+}
+
+Deno.test("etcd registry: a call past its deadline leaves the watch's connection open", async () => {
+  const e = await etcd();
+  const r = await openEtcdRegistry({
+    endpoints: [e.endpoint],
+    prefix: freshPrefix(),
+    callTimeoutMs: 1000,
+  });
+  const port = Number(new URL(e.endpoint).port);
+  const pid = etcdPid(e.endpoint);
+  const restarts = metrics.counter("weft_etcd_watch_restarts_total", "").get();
+  const ac = new AbortController();
+  const changes: string[] = [];
+  const seen = (n: number) =>
+    waitFor(`${n} changes (got ${changes.join(", ")})`, () => changes.length >= n, {
+      timeoutMs: 15_000,
+    });
+  try {
+    const start = (await r.listLeases()).revision;
+    const watching = (async () => {
+      for await (const m of r.watchLeases(start, ac.signal)) {
+        if (m.kind === "changes") changes.push(...m.changes.map((c) => c.type));
+      }
+    })();
+    assert.ok(await r.createLease("198.19.35.0-24", VALUE, 600));
+    await seen(1);
+    const before = establishedTo(port);
+    // etcd frozen: the next unary call passes its 1 s deadline (DEADLINE_EXCEEDED). npm:etcd3
+    // used to close the client's channels on that; the watch's connection then lingered closed
+    // until its next keepalive ping was cancelled, and the watch was dropped.
+    Deno.kill(pid, "SIGSTOP");
+    try {
+      await assert.rejects(r.getConfig(), /DEADLINE_EXCEEDED|Deadline exceeded/);
+    } finally {
+      Deno.kill(pid, "SIGCONT");
+    }
+    assert.ok(await r.createLease("198.19.36.0-24", VALUE, 600));
+    await seen(2);
+    // Still the one connection that carries the watch (with the close: a second one, made for
+    // the calls after it, next to the closed one the watch still used).
+    assert.equal(establishedTo(port), before);
+    assert.equal(metrics.counter("weft_etcd_watch_restarts_total", "").get(), restarts);
+    ac.abort();
+    await watching;
+  } finally {
+    ac.abort();
+    await r.close();
+  }
+});
+
 Deno.test("etcd registry: the first watch connection is retried until etcd comes up", async () => {
   const { registry: r } = await openFresh();
   const e = await etcd();

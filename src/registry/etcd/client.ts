@@ -167,6 +167,55 @@ export function connect(opts: EtcdRegistryOptions, credentials?: Credentials): C
       "grpc.keepalive_timeout_ms": 10_000,
     },
   });
+  keepChannelsOnCallErrors(client);
   const prefix = (opts.prefix ?? DEFAULT_ETCD_PREFIX).replace(/\/+$/, "");
   return { client, endpoints, prefix, username, tls: https > 0 };
+}
+
+/** The part of etcd3's (untyped) connection pool that {@link keepChannelsOnCallErrors} changes. */
+interface PoolHost {
+  cachedServices: Record<string, {
+    getChannel(): { getConnectivityState(connect: boolean): number };
+    close(): void;
+  }>;
+  closed: boolean;
+  resetAllServices(): void;
+  close(): void;
+}
+
+/** grpc-js `connectivityState`: a channel that is connected or connecting. */
+const CONNECTING = 1, READY = 2;
+
+/**
+ * etcd3 closes every gRPC channel to a host when any one call to it fails with a code it deems
+ * recoverable (DEADLINE_EXCEEDED, UNAVAILABLE, CANCELLED, ...: `Host.resetAllServices`), so that
+ * the next call gets a fresh channel that connects at once instead of waiting out grpc-js's
+ * reconnect backoff. On a connection that is fine (a call past its deadline on a busy host, a
+ * watch cancelled) that close does harm: the channel's HTTP/2 session is closed gracefully, the
+ * watch stream on it lives on until the next keepalive ping, which node:http2 cancels on a closed
+ * session ("HTTP2 ping cancelled"), and grpc-js then drops the connection: the watch fails with
+ * "14 UNAVAILABLE: Connection dropped", and that error closes the channels made since, again. So
+ * only channels that are neither connected nor connecting are closed (etcd gone or restarted).
+ */
+export function keepChannelsOnCallErrors(client: Etcd3): void {
+  const hosts = (client as unknown as { pool?: { hosts?: PoolHost[] } }).pool?.hosts;
+  if (!hosts?.length || hosts.some((h) => typeof h.cachedServices !== "object")) {
+    throw new Error("npm:etcd3's connection pool is not as expected: its internals changed");
+  }
+  for (const host of hosts) {
+    // Closing the client still closes every channel.
+    const closeAll = host.resetAllServices.bind(host);
+    host.close = () => {
+      closeAll();
+      host.closed = true;
+    };
+    host.resetAllServices = () => {
+      for (const [name, service] of Object.entries(host.cachedServices)) {
+        const state = service.getChannel().getConnectivityState(false);
+        if (state === READY || state === CONNECTING) continue;
+        service.close();
+        delete host.cachedServices[name];
+      }
+    };
+  }
 }
