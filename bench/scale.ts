@@ -54,6 +54,7 @@ const { values: v } = parseArgs({
     "call-timeout-s": { type: "string", default: "10" },
     "list-concurrency": { type: "string", default: "" },
     "watch-start": { type: "string", default: "acquired" },
+    "share-decoded": { type: "boolean", default: false },
     peers: { type: "string", default: "5000" },
     "idle-seconds": { type: "string", default: "20" },
     "peer-ttl": { type: "string", default: "600" },
@@ -78,7 +79,7 @@ if (v.help) {
       "  [--probes 10] [--probe-interval-ms 200] [--phase-timeout-s 1200] [--deadline-min 120]\n" +
       "  [--etcd-clients worker|node] [--wave-size 0] [--wave-interval-ms 1000]\n" +
       "  [--call-timeout-s 10] [--list-concurrency N] (default: 25000/N, 1..25)\n" +
-      "  [--watch-start acquired|list]\n" +
+      "  [--watch-start acquired|list] [--share-decoded]\n" +
       "  [--peers 5000] [--idle-seconds 20] [--peer-ttl 600]\n" +
       "  [--round-backends vxlan,host-gw] [--round-reps 10]\n" +
       '  [--v8-flags="<set>;<set>"] (default weft\'s; "-": no flags) [--passes 1]\n' +
@@ -342,6 +343,7 @@ try {
         callTimeoutMs: Number(v["call-timeout-s"]) * 1000,
         listConcurrency: listConcurrency(n),
         watchStart: v["watch-start"] === "list" ? "list" : "acquired",
+        shareDecoded: v["share-decoded"] === true,
       });
       results.push(r);
       if (r.error) report.problem(`${kind} N=${n}: ${r.error}`);
@@ -436,6 +438,8 @@ if (results.length) {
         : "all") +
       `; watchers start from ${
         v["watch-start"] === "list" ? "a list of their own" : "the acquisition's list"
+      }${
+        v["share-decoded"] ? "; a Worker's nodes share their decoded leases (--share-decoded)" : ""
       }; listed = every watcher holds all N − 1 other leases`,
     ],
   );

@@ -47,6 +47,8 @@ export interface SimOptions {
   listConcurrency: number;
   /** Watchers start from the acquisition's list (the agent's) or list again (NodeSpec). */
   watchStart: "acquired" | "list";
+  /** A Worker's nodes share their decoded leases (NodeSpec.shareDecoded). */
+  shareDecoded: boolean;
 }
 
 export interface SimResult {
@@ -231,6 +233,7 @@ export async function simulate(t: Target, n: number, o: SimOptions): Promise<Sim
         listConcurrency: o.listConcurrency,
         total: n,
         watchStart: o.watchStart,
+        shareDecoded: o.shareDecoded,
       };
       worker.postMessage({ type: "start", spec });
       workers.push(worker);
