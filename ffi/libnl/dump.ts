@@ -6,7 +6,7 @@
  *
  * The bytes come back canonical: sequence number, port id and the ageing fields (cache info,
  * probe counts) zeroed, so two dumps of an unchanged table are equal byte for byte. A
- * {@link DumpMemo} uses that: a list call that passes one gets back the very array of its last
+ * {@link DumpMemo} uses that: a read call that passes one gets back the very read of its last
  * call when the table did not change, which lets a periodic reconcile skip its diff.
  *
  * @example
@@ -22,7 +22,7 @@ import { NetlinkError, NLE_DUMP_INTR } from "./errors.ts";
 import { errorText, kernelErrorAt, type NlSocket } from "./socket.ts";
 import { libs } from "./symbols.ts";
 
-export { DumpMemo, type TableChange } from "./dump_memo.ts";
+export { DumpMemo, type TableChange, TableRead } from "./dump_memo.ts";
 
 export const RTM_GETROUTE = 26;
 export const RTM_GETNEIGH = 30;

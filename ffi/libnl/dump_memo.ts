@@ -1,13 +1,16 @@
 /**
- * {@link DumpMemo}: the last result of one list call site (routes, neighbours, FDB), so a table
- * that stands still comes back as the very same array and a table that changed a little is
- * patched, not parsed again (dump.ts reads the bytes, dump_change.ts finds what changed).
+ * {@link DumpMemo}: the last read of one list call site (routes, neighbours, FDB), so a table
+ * that stands still comes back as the very same {@link TableRead} and a table that changed a
+ * little says which entries went and came (dump.ts reads the bytes, dump_change.ts finds what
+ * changed). Nothing is parsed until asked: a diff of every entry scans the bytes
+ * (route_list.ts, neigh.ts) and parses only the entries it does not recognise.
  *
  * @example
  * ```ts
  * const memo = new DumpMemo<Route>();
- * const a = nl.routeList({}, memo);
- * nl.routeList({}, memo) === a; // while the table stands still
+ * const a = nl.routeRead({}, memo);
+ * nl.routeRead({}, memo) === a; // while the table stands still
+ * a.entries();                  // every route, parsed on first ask
  * ```
  */
 import { messageChange } from "./dump_change.ts";
@@ -19,36 +22,90 @@ export interface TableChange<T> {
 }
 
 /**
- * The last result of one list call site, kept by its caller: passed to a list method
- * (`Netlink.routeList(filter, memo)`), it makes the method return the very array of its last
- * call when the kernel's table is byte for byte what it was (ageing fields aside), and a new one
- * otherwise. The arrays and their entries are frozen, as they are shared.
+ * One read of a kernel table through a {@link DumpMemo}: the same object while the table is byte
+ * for byte what it was (ageing fields aside). Its bytes live in the memo's buffer, which the
+ * next changed read reuses: they can be read while this is the memo's last read only. An older
+ * read still serves as the identity of what its round saw (steady.ts).
+ */
+export class TableRead<T> {
+  #memo: DumpMemo<T>;
+  /** The entries, when the read was made of them; else once parsed. */
+  #list: readonly T[] | null;
+  #parse: ((b: Uint8Array) => T[]) | null;
+
+  /** @internal Made by {@link DumpMemo}: from its bytes and their parser, or from a list. */
+  constructor(memo: DumpMemo<T>, from: { parse: (b: Uint8Array) => T[] } | { list: T[] }) {
+    this.#memo = memo;
+    this.#parse = "parse" in from ? from.parse : null;
+    this.#list = "list" in from ? freezeAll(from.list) : null;
+  }
+
+  /**
+   * The canonical dump (dump.ts), or null for a read the memo was handed as a list
+   * ({@link DumpMemo.keep}: an in-memory table). Throws when a newer read took the memo's buffer.
+   */
+  bytes(): Uint8Array | null {
+    if (!this.#parse) return null;
+    const b = this.#memo.bytesOf(this);
+    if (!b) throw new Error("a table read was used after a newer read of its memo");
+    return b;
+  }
+
+  /** Every entry (frozen, shared), parsed on the first call. */
+  entries(): readonly T[] {
+    return this.#list ??= freezeAll(this.#parse!(this.bytes()!));
+  }
+}
+
+/**
+ * The last read of one list call site, kept by its caller: passed to a read method
+ * (`Netlink.routeRead(filter, memo)`), it makes the method return the very {@link TableRead} of
+ * its last call when the kernel's table is byte for byte what it was, and a new one otherwise.
  *
  * When a table changed a little (at most a tenth of its entries), the memo also knows which
  * entries went and came ({@link changeSince}): messages are matched by their canonical bytes, so
- * only the changed ones are parsed, and the new result is the last one less the entries gone plus
- * those come (in another order than the kernel's). Nothing but the last dump's bytes is kept.
+ * only the changed ones are parsed. Nothing but the last dump's bytes is kept.
  */
 export class DumpMemo<T> {
   /** The last dump's bytes: the first `#len` of a buffer this memo reuses (no copy per change). */
   #buf: Uint8Array | null = null;
   #len = 0;
-  #result: readonly T[] = [];
-  /** The result before the last change (held weakly) and what the change was. */
-  #from: WeakRef<readonly T[]> | null = null;
+  #read: TableRead<T> | null = null;
+  /** The read before the last change (held weakly) and what the change was. */
+  #from: WeakRef<TableRead<T>> | null = null;
   #change: TableChange<T> | null = null;
 
-  /** `bytes` is a fresh dump; `parse` turns it into entries when it differs from the last. */
-  take(bytes: Uint8Array, parse: (b: Uint8Array) => T[]): readonly T[] {
+  /** `bytes` is a fresh dump; `parse` turns messages of it into entries, when asked to. */
+  take(bytes: Uint8Array, parse: (b: Uint8Array) => T[]): TableRead<T> {
     const old = this.#buf && this.#buf.subarray(0, this.#len);
-    if (old && equalBytes(old, bytes)) return this.#result;
+    if (old && this.#read && equalBytes(old, bytes)) return this.#read;
     const c = old ? messageChange(old, bytes) : null;
-    const change = c && { added: parse(c.added), removed: parse(c.removed) };
-    // A few entries changed: the last result less those gone plus those come, not a new parse.
-    const p = change && patched(this.#result, change);
-    this.keep(p ?? parse(bytes), change, p ? change.added : undefined);
+    const change = c && { added: freezeAll(parse(c.added)), removed: freezeAll(parse(c.removed)) };
     this.#remember(bytes);
-    return this.#result;
+    return this.#next(new TableRead(this, { parse }), change);
+  }
+
+  /**
+   * Records `list` as a new read, `change` as what differs from the last one: a table kept in
+   * memory (a test's kernel) read through the memo as the kernel's are.
+   */
+  keep(list: T[], change: TableChange<T> | null): TableRead<T> {
+    this.#buf = null;
+    this.#len = 0;
+    return this.#next(
+      new TableRead(this, { list }),
+      change && {
+        added: freezeAll([...change.added]),
+        removed: freezeAll([...change.removed]),
+      },
+    );
+  }
+
+  #next(read: TableRead<T>, change: TableChange<T> | null): TableRead<T> {
+    this.#from = this.#read && new WeakRef(this.#read);
+    this.#change = change;
+    this.#read = read;
+    return read;
   }
 
   /** Keeps a copy of `bytes`, in the buffer of the last one when it fits and is not far larger. */
@@ -62,51 +119,24 @@ export class DumpMemo<T> {
     this.#len = bytes.length;
   }
 
-  /**
-   * Records `result` as the new last one, `change` as what differs from the one before; `fresh`:
-   * the entries of `result` not yet frozen (default: all).
-   */
-  keep(result: T[], change: TableChange<T> | null, fresh: readonly T[] = result): void {
-    for (let i = 0; i < fresh.length; i++) Object.freeze(fresh[i]);
-    this.#from = new WeakRef(this.#result);
-    this.#change = change;
-    this.#result = Object.freeze(result);
+  /** The bytes of `read` while it is the last read (for {@link TableRead.bytes}); else null. */
+  bytesOf(read: TableRead<T>): Uint8Array | null {
+    return read === this.#read && this.#buf ? this.#buf.subarray(0, this.#len) : null;
   }
 
   /**
-   * What changed from `from` (an earlier result of this memo) to the last result: nothing when
-   * they are the same array; null when unknown (an older result, or too many changes).
+   * What changed from `from` (an earlier read of this memo) to the last read: nothing when they
+   * are the same read; null when unknown (an older read, or too many changes).
    */
-  changeSince(from: readonly T[]): TableChange<T> | null {
-    if (from === this.#result) return { added: [], removed: [] };
+  changeSince(from: TableRead<T>): TableChange<T> | null {
+    if (from === this.#read) return { added: [], removed: [] };
     return this.#from?.deref() === from ? this.#change : null;
   }
 }
 
-/** `was` less `c.removed` plus `c.added` (entries equal field by field); null if one is missing. */
-function patched<T>(was: readonly T[], c: TableChange<T>): T[] | null {
-  const out = was.slice();
-  for (const r of c.removed) {
-    const i = out.findIndex((x) => sameFields(x, r));
-    if (i < 0) return null;
-    out[i] = out[out.length - 1];
-    out.pop();
-  }
-  out.push(...c.added);
-  return out;
-}
-
-/** Whether two parsed entries (flat objects of numbers, strings, booleans) are equal. */
-function sameFields<T>(a: T, b: T): boolean {
-  const x = a as Record<string, unknown>;
-  const y = b as Record<string, unknown>;
-  let n = 0;
-  for (const k in x) {
-    if (x[k] !== y[k]) return false;
-    n++;
-  }
-  for (const _ in y) n--;
-  return n === 0;
+function freezeAll<T>(xs: T[]): readonly T[] {
+  for (let i = 0; i < xs.length; i++) Object.freeze(xs[i]);
+  return Object.freeze(xs);
 }
 
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {

@@ -26,8 +26,9 @@ import { NlSocket } from "./socket.ts";
 import * as L from "./link.ts";
 import * as A from "./address.ts";
 import * as R from "./route.ts";
-import { routeList } from "./route_list.ts";
+import * as RL from "./route_list.ts";
 import * as N from "./neigh.ts";
+import * as NL from "./neigh_list.ts";
 import * as B from "./batch.ts";
 
 export { isExists, isNotFound, NetlinkError } from "./errors.ts";
@@ -37,8 +38,12 @@ export type { Addr } from "./address.ts";
 export type { Route, RouteFilter, RouteLookup } from "./route.ts";
 export type { Fdb, FdbEntry, FdbKey, Neigh, NeighEntry, NeighKey } from "./neigh.ts";
 export type { DeleteRequest } from "./batch.ts";
-export { DumpMemo, type TableChange } from "./dump.ts";
-import type { DumpMemo } from "./dump.ts";
+export { DumpMemo, type TableChange, TableRead } from "./dump.ts";
+import type { DumpMemo, TableRead } from "./dump.ts";
+export { scanRoutes } from "./route_list.ts";
+export type { PlainRoute } from "./route_list.ts";
+export { scanFdb, scanNeigh } from "./neigh_list.ts";
+export type { PlainNeigh } from "./neigh_list.ts";
 export {
   NTF_SELF,
   NUD_PERMANENT,
@@ -141,14 +146,16 @@ export class Netlink {
   deleteMany(reqs: B.DeleteRequest[]): (Error | null)[] {
     return B.deleteMany(this.#s, reqs);
   }
+  /** `ip route show [table T] [type T] [dev D]`: default main table, unicast. */
+  routeList(filter?: R.RouteFilter): R.Route[] {
+    return RL.routeList(this.#s, filter);
+  }
   /**
-   * `ip route show [table T] [type T] [dev D]`: default main table, unicast. With a `memo` (one
-   * per call site and filter), the frozen array of its last call when the table did not change.
+   * {@link routeList} through a `memo` (one per call site and filter): the very read of its last
+   * call when the table did not change (dump_memo.ts); `scanRoutes` or `entries()` reads it.
    */
-  routeList(filter?: R.RouteFilter): R.Route[];
-  routeList(filter: R.RouteFilter, memo: DumpMemo<R.Route>): readonly R.Route[];
-  routeList(filter?: R.RouteFilter, memo?: DumpMemo<R.Route>): readonly R.Route[] {
-    return routeList(this.#s, filter, memo);
+  routeRead(filter: R.RouteFilter, memo: DumpMemo<R.Route>): TableRead<R.Route> {
+    return RL.routeRead(this.#s, filter, memo);
   }
   /** `ip route get DST`. */
   routeGet(dst: string): R.RouteLookup {
@@ -163,11 +170,13 @@ export class Netlink {
   neighDel(e: N.NeighKey): void {
     N.neighDel(this.#s, e);
   }
-  /** `ip -4 neigh show [dev DEV]` (`family` 6: `ip -6 neigh show`); `memo` as for routeList. */
-  neighList(dev?: number, family?: 4 | 6): N.Neigh[];
-  neighList(dev: number, family: 4 | 6, memo: DumpMemo<N.Neigh>): readonly N.Neigh[];
-  neighList(dev?: number, family: 4 | 6 = 4, memo?: DumpMemo<N.Neigh>): readonly N.Neigh[] {
-    return N.neighList(this.#s, dev, family, memo);
+  /** `ip -4 neigh show [dev DEV]` (`family` 6: `ip -6 neigh show`). */
+  neighList(dev?: number, family: 4 | 6 = 4): N.Neigh[] {
+    return NL.neighList(this.#s, dev, family);
+  }
+  /** {@link neighList} of `dev` through a `memo`, as {@link routeRead}; `scanNeigh` reads it. */
+  neighRead(dev: number, family: 4 | 6, memo: DumpMemo<N.Neigh>): TableRead<N.Neigh> {
+    return NL.neighRead(this.#s, dev, family, memo);
   }
   /** `bridge fdb replace MAC dev DEV dst IP self permanent`. */
   fdbSet(e: N.FdbEntry): void {
@@ -177,11 +186,13 @@ export class Netlink {
   fdbDel(e: N.FdbKey): void {
     N.fdbDel(this.#s, e);
   }
-  /** `bridge fdb show dev DEV`; `memo` as for routeList. */
-  fdbList(dev: number): N.Fdb[];
-  fdbList(dev: number, memo: DumpMemo<N.Fdb>): readonly N.Fdb[];
-  fdbList(dev: number, memo?: DumpMemo<N.Fdb>): readonly N.Fdb[] {
-    return N.fdbList(this.#s, dev, memo);
+  /** `bridge fdb show dev DEV`. */
+  fdbList(dev: number): N.Fdb[] {
+    return NL.fdbList(this.#s, dev);
+  }
+  /** {@link fdbList} through a `memo`, as {@link routeRead}; `scanFdb` reads it. */
+  fdbRead(dev: number, memo: DumpMemo<N.Fdb>): TableRead<N.Fdb> {
+    return NL.fdbRead(this.#s, dev, memo);
   }
 
   /** Closes the socket; the handle reopens one if used again. */

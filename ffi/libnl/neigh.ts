@@ -1,7 +1,8 @@
 /**
  * Neighbour (ARP) entries and bridge forwarding-database (FDB) entries (rtnl_neigh). FDB entries on
  * a vxlan device map a remote VTEP MAC to the remote host's underlay IP (`bridge fdb ... self`).
- * Internal to ffi/libnl: callers use the `Netlink` methods of the same names (mod.ts).
+ * Setting and deleting them; listing is neigh_list.ts's. Internal to ffi/libnl: callers use the
+ * `Netlink` methods of the same names (mod.ts).
  *
  * @example
  * ```ts
@@ -9,18 +10,7 @@
  * fdbSet(sock, { dev: 7, mac: "c6:d2:32:6f:8f:44", dst: "198.18.0.3" });
  * ```
  */
-import { AF_INET } from "../libc/udp.ts";
-import {
-  addrText,
-  AF_BRIDGE,
-  AF_INET6,
-  checkIp,
-  ipAddr,
-  macAddr,
-  macText,
-  withAddr,
-} from "./nladdr.ts";
-import { attrTable, type DumpMemo, dumpTable, forEachMessage, RTM_GETNEIGH } from "./dump.ts";
+import { AF_BRIDGE, checkIp, ipAddr, macAddr, withAddr } from "./nladdr.ts";
 import type { NlSocket } from "./socket.ts";
 import {
   NLM_F_CREATE,
@@ -88,7 +78,8 @@ export interface Fdb {
   self: boolean;
 }
 
-function checkDev(dev: number): void {
+/** Throws a RangeError naming a bad device index (also neigh_list.ts's). */
+export function checkDev(dev: number): void {
   checkIndex(dev, "neighbour dev");
 }
 
@@ -149,70 +140,6 @@ export function neighDel(sock: NlSocket, e: NeighKey): void {
   });
 }
 
-const RTM_NEWNEIGH = 28;
-const NDA_DST = 1;
-const NDA_LLADDR = 2;
-const attrs = new Int32Array(2 * (NDA_LLADDR + 1));
-
-/** A neighbour message's header fields and addresses (struct ndmsg, NDA_DST, NDA_LLADDR). */
-function readNeigh(v: DataView, off: number, len: number) {
-  const h = off + 16;
-  const a = attrTable(v, off, len, attrs); // no closure per entry (dump.ts)
-  const ip = a[2 * NDA_DST] >= 0 ? addrText(v, a[2 * NDA_DST], a[2 * NDA_DST + 1]) : null;
-  const mac = a[2 * NDA_LLADDR] >= 0 ? macText(v, a[2 * NDA_LLADDR], a[2 * NDA_LLADDR + 1]) : null;
-  return {
-    family: v.getUint8(h),
-    dev: v.getInt32(h + 4, true),
-    state: v.getUint16(h + 8, true),
-    flags: v.getUint8(h + 10),
-    ip: ip as string | null,
-    mac: mac as string | null,
-  };
-}
-
-/** Runs `fn` on each neighbour message of a raw dump (dump.ts). */
-function eachNeigh(b: Uint8Array, fn: (n: ReturnType<typeof readNeigh>) => void): void {
-  forEachMessage(b, (v, off, len) => {
-    if (v.getUint16(off + 4, true) === RTM_NEWNEIGH) fn(readNeigh(v, off, len));
-  });
-}
-
-/**
- * IPv4 (or, with `family` 6, IPv6) neighbour entries, of one device when `dev` is given (the
- * kernel then dumps that device's alone). With a `memo`, the array of its last call when the
- * table did not change (dump.ts).
- */
-export function neighList(
-  sock: NlSocket,
-  dev?: number,
-  family: 4 | 6 = 4,
-  memo?: DumpMemo<Neigh>,
-): Neigh[] {
-  if (dev !== undefined) checkDev(dev);
-  const af = family === 6 ? AF_INET6 : AF_INET;
-  const bytes = dumpTable(sock, "neighList", { dev }, dev ? `dev ${dev}` : "", {
-    type: RTM_GETNEIGH,
-    family: af,
-    ifindex: dev,
-  });
-  const parse = (b: Uint8Array) => {
-    const out: Neigh[] = [];
-    eachNeigh(b, (n) => {
-      if (n.family !== af || (dev !== undefined && n.dev !== dev) || n.ip === null) return;
-      out.push({
-        dev: n.dev,
-        ip: n.ip,
-        mac: n.mac,
-        state: n.state,
-        flags: n.flags,
-        permanent: (n.state & NUD_PERMANENT) !== 0,
-      });
-    });
-    return out;
-  };
-  return (memo ? memo.take(bytes, parse) : parse(bytes)) as Neigh[];
-}
-
 /**
  * Sets up an FDB request. The destination must be set before the family: setting an IPv4
  * destination on an AF_BRIDGE object fails with an address-family mismatch.
@@ -264,34 +191,4 @@ export function fdbDel(sock: NlSocket, e: FdbKey): void {
     const r = rt.rtnl_neigh_delete(sock.ptr, n, 0);
     if (r < 0) throw sock.error("fdbDel", e, what, r);
   });
-}
-
-/**
- * FDB entries of `dev` (`bridge fdb show dev`): an AF_BRIDGE neighbour dump the kernel limits to
- * that device. With a `memo`, the array of its last call when the table did not change.
- */
-export function fdbList(sock: NlSocket, dev: number, memo?: DumpMemo<Fdb>): Fdb[] {
-  checkDev(dev);
-  const bytes = dumpTable(sock, "fdbList", { dev }, `dev ${dev}`, {
-    type: RTM_GETNEIGH,
-    family: AF_BRIDGE,
-    ifindex: dev,
-  });
-  const parse = (b: Uint8Array) => {
-    const out: Fdb[] = [];
-    eachNeigh(b, (n) => {
-      if (n.family !== AF_BRIDGE || n.dev !== dev || n.mac === null) return;
-      out.push({
-        dev,
-        mac: n.mac,
-        dst: n.ip,
-        state: n.state,
-        flags: n.flags,
-        permanent: (n.state & NUD_PERMANENT) !== 0,
-        self: (n.flags & NTF_SELF) !== 0,
-      });
-    });
-    return out;
-  };
-  return (memo ? memo.take(bytes, parse) : parse(bytes)) as Fdb[];
 }

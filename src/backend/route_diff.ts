@@ -24,16 +24,17 @@ export function sameRoute(a: Route, b: Route): boolean {
 
 /**
  * Indexes of `items` by a string of each (`keyOf`), duplicates chained: `first.get(k)`, then
- * `next[i]` until -1. For diffs against a kernel dump: a lookup by a field the dump already
- * has (a destination, a MAC, an address) instead of a key string built per entry.
+ * `next[i]` until -1 (`keyOf` null: not indexed). For diffs against a kernel dump: a lookup by a
+ * field the dump already has (a destination, a MAC, an address) instead of a key string built
+ * per entry.
  */
 export class Index<T> {
   readonly first = new Map<string, number>();
   readonly next: Int32Array;
-  constructor(items: readonly T[], keyOf: (t: T) => string | null | undefined) {
+  constructor(items: readonly T[], keyOf: (t: T, i: number) => string | null | undefined) {
     this.next = new Int32Array(items.length).fill(-1);
     for (let i = items.length - 1; i >= 0; i--) {
-      const k = keyOf(items[i]);
+      const k = keyOf(items[i], i);
       if (k === null || k === undefined) continue;
       const f = this.first.get(k);
       if (f !== undefined) this.next[i] = f;

@@ -46,6 +46,7 @@ import {
   RT_TABLE_MAIN,
   RTN_UNICAST,
   RTPROT_BOOT,
+  type TableRead,
 } from "../../ffi/libnl/mod.ts";
 import type { NetworkConfig } from "../config/network.ts";
 import { ConfigError } from "../base/errors.ts";
@@ -185,20 +186,24 @@ export interface RouteMemos {
 
 /**
  * The main-table routes weft's routes in scope `s` are among: IPv4 (unless IPv6-only), IPv6 when
- * the scope has an IPv6 network. With `memos`, a table that did not change since their last read
- * is the same array as then (steady.ts's test).
+ * the scope has an IPv6 network.
  */
-export function mainRoutes(
-  nl: Pick<Netlink, "routeList">,
+export function mainRoutes(nl: Pick<Netlink, "routeList">, s: RouteScope): Route[][] {
+  return routeFamilies(s).map((family) => nl.routeList({ table: RT_TABLE_MAIN, family }));
+}
+
+/**
+ * {@link mainRoutes}' tables read through `memos`: a table that did not change since their last
+ * read is the same read as then (steady.ts's test). `filter` is the filter of each, by index.
+ */
+export function mainRouteReads(
+  nl: Pick<Netlink, "routeRead">,
   s: RouteScope,
-  memos?: RouteMemos,
-): (readonly Route[])[] {
-  return routeFamilies(s).map((family) => {
-    const m = memos?.[family === 4 ? "v4" : "v6"];
-    return m
-      ? nl.routeList({ table: RT_TABLE_MAIN, family }, m)
-      : nl.routeList({ table: RT_TABLE_MAIN, family });
-  });
+  memos: RouteMemos,
+): { reads: TableRead<Route>[]; filters: { table: number; family: 4 | 6 }[] } {
+  const filters = routeFamilies(s).map((family) => ({ table: RT_TABLE_MAIN, family }));
+  const reads = filters.map((f) => nl.routeRead(f, memos[f.family === 4 ? "v4" : "v6"]));
+  return { reads, filters };
 }
 
 /** The families {@link mainRoutes} reads, in its order. */
@@ -216,7 +221,7 @@ function routeFamilies(s: RouteScope): (4 | 6)[] {
 export function mainRoutesChange(
   s: RouteScope,
   memos: RouteMemos,
-  from: readonly (readonly Route[])[],
+  from: readonly TableRead<Route>[],
 ): { added: Route[]; removed: Route[] } | null {
   const added: Route[] = [];
   const removed: Route[] = [];

@@ -16,8 +16,8 @@ import { runOk, waitFor } from "../kit/proc.ts";
 
 const h = nl.netlink();
 const memos = { route: new nl.DumpMemo<nl.Route>(), fdb: new nl.DumpMemo<nl.Fdb>() };
-let lastRoutes: readonly nl.Route[] = [];
-let lastFdb: readonly nl.Fdb[] = [];
+let lastRoutes: nl.TableRead<nl.Route> | null = null;
+let lastFdb: nl.TableRead<nl.Fdb> | null = null;
 
 /** What a memo says changed since the last call's array, as text per entry; null: unknown. */
 type Change = { added: string[]; removed: string[] } | null;
@@ -35,18 +35,21 @@ function memoLists(
   routeChange: Change;
   fdbChange: Change;
 } {
-  const routes = h.routeList({ table: 0 }, memos.route);
-  const fdb = h.fdbList(vx, memos.fdb);
+  const routes = h.routeRead({ table: 0 }, memos.route);
+  const fdb = h.fdbRead(vx, memos.fdb);
   const text = <T>(c: nl.TableChange<T> | null, f: (x: T) => string): Change =>
     c && { added: c.added.map(f), removed: c.removed.map(f) };
   const r = {
     routesSame: routes === lastRoutes,
     fdbSame: fdb === lastFdb,
-    routes: routes.length,
-    routeChange: text(memos.route.changeSince(lastRoutes), (x) => `${x.dst} ${x.protocol}`),
-    fdbChange: text(memos.fdb.changeSince(lastFdb), (x) => `${x.mac} ${x.dst}`),
+    routes: routes.entries().length,
+    routeChange: lastRoutes &&
+      text(memos.route.changeSince(lastRoutes), (x) => `${x.dst} ${x.protocol}`),
+    fdbChange: lastFdb && text(memos.fdb.changeSince(lastFdb), (x) => `${x.mac} ${x.dst}`),
   };
-  assert.ok(Object.isFrozen(routes) && Object.isFrozen(routes[0]), "memo results are frozen");
+  const es = routes.entries();
+  assert.ok(Object.isFrozen(es) && Object.isFrozen(es[0]), "memo results are frozen");
+  assert.equal(routes.entries(), es, "a read parses once");
   lastRoutes = routes;
   lastFdb = fdb;
   return r;
@@ -57,7 +60,77 @@ function neighAll(family: 4 | 6): nl.Neigh[] {
   return h.neighList(undefined, family);
 }
 
-export const rpc = Object.assign(h, { memoLists, neighAll });
+const ipText = (n: number) => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
+const macOf = (n: number) => n.toString(16).padStart(12, "0").replace(/(..)(?!$)/g, "$1:");
+
+/**
+ * Each table scanned (scanRoutes, scanFdb, scanNeigh) with every plain entry taken, as text per
+ * entry (a plain one written from its numbers), beside the same read's entries as text: the two
+ * must be the same entries. `plain`: how many were offered as numbers.
+ */
+function scans(vx: number, v6: number, u0: number): Record<string, {
+  scanned: string[];
+  entries: string[];
+  plain: number;
+}> {
+  const rt = (r: nl.Route) =>
+    [r.dst, r.gw, r.dev, !!r.onlink, r.protocol, r.metric ?? 0, r.src ?? "", r.type ?? 1].join(" ");
+  const nt = (ip: string | null, mac: string | null, permanent: boolean) =>
+    `${ip} ${mac} ${permanent}`;
+  const out: ReturnType<typeof scans> = {};
+  const routes = h.routeRead({ table: 0 }, new nl.DumpMemo());
+  const r = { scanned: [] as string[], entries: routes.entries().map(rt), plain: 0 };
+  nl.scanRoutes(routes, { table: 0 }, (p) => {
+    r.plain++;
+    r.scanned.push(
+      [`${ipText(p.dst)}/${p.prefix}`, ipText(p.gw), p.dev, p.onlink, p.protocol, 0, "", 1]
+        .join(" "),
+    );
+    return true;
+  }, (x) => r.scanned.push(rt(x)));
+  out.routes = r;
+  for (const [name, dev] of [["fdb vx", vx], ["fdb v6", v6]] as const) {
+    const read = h.fdbRead(dev, new nl.DumpMemo());
+    const f = {
+      scanned: [] as string[],
+      entries: read.entries().filter((x) => x.self).map((x) => nt(x.dst, x.mac, true)),
+      plain: 0,
+    };
+    nl.scanFdb(read, dev, (p) => {
+      f.plain++;
+      f.scanned.push(nt(ipText(p.ip), macOf(p.mac), true));
+      return true;
+    }, (x) => x.self && f.scanned.push(nt(x.dst, x.mac, true)));
+    out[name] = f;
+  }
+  for (
+    const [name, dev, fam] of [["neigh vx", vx, 4], ["neigh v6", v6, 6], [
+      "neigh u0",
+      u0,
+      4,
+    ]] as const
+  ) {
+    const read = h.neighRead(dev, fam, new nl.DumpMemo());
+    const n = {
+      scanned: [] as string[],
+      entries: read.entries().map((x) => nt(x.ip, x.mac, x.permanent)),
+      plain: 0,
+    };
+    nl.scanNeigh(read, dev, fam, (p) => {
+      n.plain++;
+      n.scanned.push(nt(ipText(p.ip), macOf(p.mac), true));
+      return true;
+    }, (x) => n.scanned.push(nt(x.ip, x.mac, x.permanent)));
+    out[name] = n;
+  }
+  // An entry `plain` refuses is parsed and handed on: the scan then equals the entries again.
+  const all: string[] = [];
+  nl.scanRoutes(routes, { table: 0 }, () => false, (x) => all.push(rt(x)));
+  out["routes, none taken"] = { scanned: all, entries: routes.entries().map(rt), plain: 0 };
+  return out;
+}
+
+export const rpc = Object.assign(h, { memoLists, neighAll, scans });
 
 // ---------------------------------------------------------------- test side
 
@@ -383,7 +456,26 @@ Deno.test("netlink dumps: routes, neighbours and FDB as ip and bridge show them"
     }
     assert.equal((await w.call<nl.Fdb[]>("fdbList", vx)).length, 41);
 
-    // DumpMemo: the same array while nothing changes, a new one after any change.
+    // Scans: the same entries as the parsed reads; the plain ones as numbers. Plain IPv4 routes:
+    // the 40 onlink ones and table 100's (not the metric, src, multipath or default routes).
+    const sc = await w.call<ReturnType<typeof scans>>("scans", vx, v6, u0);
+    for (const [name, x] of Object.entries(sc)) {
+      assert.deepEqual(x.scanned.sort(), x.entries.sort(), `${name}: scanned = entries`);
+    }
+    assert.deepEqual(
+      Object.fromEntries(Object.entries(sc).map(([k, x]) => [k, x.plain])),
+      {
+        routes: 41,
+        "fdb vx": 41,
+        "fdb v6": 0,
+        "neigh vx": 40,
+        "neigh v6": 0,
+        "neigh u0": 0,
+        "routes, none taken": 0,
+      },
+    );
+
+    // DumpMemo: the same read while nothing changes, a new one after any change.
     const first = await w.call<{ routesSame: boolean; fdbSame: boolean }>("memoLists", vx);
     assert.deepEqual([first.routesSame, first.fdbSame], [false, false]);
     let m = await w.call<{ routesSame: boolean; fdbSame: boolean }>("memoLists", vx);

@@ -14,6 +14,7 @@ import {
   type Neigh,
   type Netlink,
   type Route,
+  type TableRead,
 } from "../../ffi/libnl/mod.ts";
 import { HostGwBackend } from "../../src/backend/hostgw/backend.ts";
 import { VxlanBackend } from "../../src/backend/vxlan/backend.ts";
@@ -55,7 +56,7 @@ class CountingNl {
   scans = 0;
   /** How many entries those walks went through: a full diff all of a table, an incremental few. */
   walked = 0;
-  #memos = new WeakMap<object, { version: number; list: unknown[] }>();
+  #memos = new WeakMap<object, { version: number; list: unknown[]; read: TableRead<unknown> }>();
   #read(t: string) {
     this.reads[t] = (this.reads[t] ?? 0) + 1;
   }
@@ -73,59 +74,78 @@ class CountingNl {
     });
     return l;
   }
-  #memo<T>(memo: object | undefined, t: Table<unknown, unknown>, list: () => T[]): T[] {
-    const hit = memo && this.#memos.get(memo);
-    if (hit && hit.version === t.version) return hit.list as T[];
+  #memo<T>(memo: DumpMemo<T>, t: Table<unknown, unknown>, list: () => T[]): TableRead<T> {
+    const hit = this.#memos.get(memo);
+    if (hit && hit.version === t.version) return hit.read as TableRead<T>;
     const l = this.#counted(list());
-    if (memo instanceof DumpMemo) {
-      // What Netlink's dump does: the entries gone and come, matched by their content.
-      const text = (a: unknown[]) => a.map((x) => JSON.stringify(x));
-      const was = hit ? text(hit.list) : null;
-      const now = text(l);
-      (memo as DumpMemo<T>).keep(
-        l,
-        was && {
-          added: this.#counted(l.filter((_, i) => !was.includes(now[i]))),
-          removed: this.#counted((hit!.list as T[]).filter((_, i) => !now.includes(was[i]))),
-        },
-      );
-    }
-    if (memo) this.#memos.set(memo, { version: t.version, list: l });
-    return l;
+    // What Netlink's dump does: the entries gone and come, matched by their content.
+    const text = (a: unknown[]) => a.map((x) => JSON.stringify(x));
+    const was = hit ? text(hit.list) : null;
+    const now = text(l);
+    const read = memo.keep(
+      l,
+      was && {
+        added: this.#counted(l.filter((_, i) => !was.includes(now[i]))),
+        removed: this.#counted((hit!.list as T[]).filter((_, i) => !now.includes(was[i]))),
+      },
+    );
+    this.#memos.set(memo, { version: t.version, list: l, read: read as TableRead<unknown> });
+    return read;
   }
-  routeList(f: { family?: number; type?: number } = {}, memo?: object): Route[] {
+  #routes(): Route[] {
+    return [...this.routes.values()].map((r) => ({ table: 254, scope: 0, ...r }));
+  }
+  #fdb(dev: number): Fdb[] {
+    return [...this.fdb].map(([mac, dst]) => ({
+      dev,
+      mac,
+      dst,
+      state: 0x80,
+      flags: 2,
+      permanent: true,
+      self: true,
+    }));
+  }
+  #neigh(dev: number): Neigh[] {
+    return [...this.neigh].map(([ip, mac]) => ({
+      dev,
+      ip,
+      mac,
+      state: 0x80,
+      flags: 0,
+      permanent: true,
+    }));
+  }
+  routeList(f: { family?: number; type?: number } = {}): Route[] {
     this.#read("routes");
     if (f.family === 6 || (f.type ?? 1) !== 1) return [];
+    return this.#counted(this.#routes());
+  }
+  routeRead(f: { family?: number }, memo: DumpMemo<Route>): TableRead<Route> {
+    this.#read("routes");
     return this.#memo(
       memo,
-      this.routes,
-      () => [...this.routes.values()].map((r) => ({ table: 254, scope: 0, ...r })),
+      f.family === 6 ? this.empty : this.routes,
+      () => f.family === 6 ? [] : this.#routes(),
     );
   }
-  fdbList(dev: number, memo?: object): Fdb[] {
+  /** The IPv6 tables: empty, never changed. */
+  empty = new Table<string, never>();
+  fdbList(dev: number): Fdb[] {
     this.#read("fdb");
-    return this.#memo(memo, this.fdb, () =>
-      [...this.fdb].map(([mac, dst]) => ({
-        dev,
-        mac,
-        dst,
-        state: 0x80,
-        flags: 2,
-        permanent: true,
-        self: true,
-      })));
+    return this.#counted(this.#fdb(dev));
   }
-  neighList(dev: number, _family?: number, memo?: object): Neigh[] {
+  fdbRead(dev: number, memo: DumpMemo<Fdb>): TableRead<Fdb> {
+    this.#read("fdb");
+    return this.#memo(memo, this.fdb, () => this.#fdb(dev));
+  }
+  neighList(dev: number): Neigh[] {
     this.#read("neigh");
-    return this.#memo(memo, this.neigh, () =>
-      [...this.neigh].map(([ip, mac]) => ({
-        dev,
-        ip,
-        mac,
-        state: 0x80,
-        flags: 0,
-        permanent: true,
-      })));
+    return this.#counted(this.#neigh(dev));
+  }
+  neighRead(dev: number, _family: number, memo: DumpMemo<Neigh>): TableRead<Neigh> {
+    this.#read("neigh");
+    return this.#memo(memo, this.neigh, () => this.#neigh(dev));
   }
   routeReplace(r: Route): void {
     this.writes++;

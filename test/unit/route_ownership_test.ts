@@ -24,6 +24,7 @@ import {
 import { parseCidr6 } from "../../src/base/ipv6.ts";
 import { ConfigError } from "../../src/base/errors.ts";
 import { NetlinkError } from "../../ffi/libnl/mod.ts";
+import { withReads } from "../kit/fake_reads.ts";
 import { NLE_OBJ_NOTFOUND } from "../../ffi/libnl/errors.ts";
 import { EXT_INDEX, extIface, VTEP_INDEX, vtepLink } from "../kit/vtep_fixture.ts";
 
@@ -85,6 +86,7 @@ class FakeNl {
   ops: string[] = [];
   constructor(routes: Route[]) {
     this.routes = routes.map((x) => ({ ...x }));
+    withReads(this);
   }
   #matches(x: Route, q: Route, del: boolean): boolean {
     if (x.dst !== q.dst || (x.table ?? 254) !== (q.table ?? 254)) return false;

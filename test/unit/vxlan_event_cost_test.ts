@@ -10,6 +10,7 @@ import { parseNetworkConfig } from "../../src/config/network.ts";
 import { formatIp, parseCidr } from "../../src/base/ipv4.ts";
 import type { Lease } from "../../src/lease/codec.ts";
 import type { DeleteRequest, Netlink } from "../../ffi/libnl/mod.ts";
+import { withReads } from "../kit/fake_reads.ts";
 import { VxlanBackend } from "../../src/backend/vxlan/backend.ts";
 import { extIface, vtepLink } from "../kit/vtep_fixture.ts";
 
@@ -59,7 +60,7 @@ function peer(i: number, vtepMac = mac(i)): Lease {
 }
 
 Deno.test("vxlan apply: one event among 2000 peers computes entries for its own lease only", async () => {
-  const nl = new RecordingNl();
+  const nl = withReads(new RecordingNl());
   const b = new VxlanBackend(nl as unknown as Netlink);
   const cfg = parseNetworkConfig(
     JSON.stringify({ Network: "198.19.0.0/16", SubnetLen: 29, Backend: { Type: "vxlan" } }),

@@ -14,20 +14,29 @@ import { formatCidr6 } from "../../base/ipv6.ts";
 import { isPeerSubnet6 } from "../../lease/allocate.ts";
 import type { ExternalInterface } from "../../net/iface.ts";
 import type { Lease } from "../../lease/codec.ts";
-import { DumpMemo, isNotFound, type Netlink, netlink, type Route } from "../../../ffi/libnl/mod.ts";
+import {
+  DumpMemo,
+  isNotFound,
+  type Netlink,
+  netlink,
+  type Route,
+  type RouteFilter,
+  type TableRead,
+} from "../../../ffi/libnl/mod.ts";
 import type { Backend, BackendContext, BackendPrepared, Owned, RouteScope } from "../backend.ts";
 import type { PeerEvent } from "../../lease/watch.ts";
 import {
   deletePeerRoutes,
   isGatewayRoute,
   listOwnedRoutes,
-  mainRoutes,
+  mainRouteReads,
   mainRoutesChange,
   marked,
   ownedAmong,
   routeScope,
 } from "../routes.ts";
 import { diffRoutes, sameRoute } from "../route_diff.ts";
+import { splitRoutes } from "../route_present.ts";
 import { SteadyRounds } from "../steady.ts";
 import { PeerFailures } from "../peer_errors.ts";
 
@@ -167,6 +176,21 @@ export class HostGwBackend implements Backend {
     return w.sig ??= `${l.key}>${w.routes.map((r) => `${r.dst} ${r.gw} ${r.dev}`).join(";")}`;
   }
 
+  /**
+   * {@link #sync} of every peer's routes: those the tables hold exactly as wanted are found in
+   * the dumps' bytes (no object per route; route_present.ts), the rest diffed.
+   */
+  #syncAll(
+    reads: TableRead<Route>[],
+    filters: RouteFilter[],
+    scope: RouteScope,
+  ): { removed: number; added: number; adopted: number } {
+    const wanted = this.#wanted();
+    const { present, rest } = splitRoutes(reads, filters, wanted);
+    const owned = ownedAmong([rest], scope, { gateway: true });
+    return this.#sync(owned, wanted.filter((_, i) => !present[i]));
+  }
+
   /** Diffs `owned` against `wanted` (every peer's routes) and repairs the difference. */
   #sync(
     owned: Route[],
@@ -190,16 +214,16 @@ export class HostGwBackend implements Backend {
    */
   reconcile(peers: Lease[]): Promise<void> {
     const scope = this.#scope();
-    const tables = mainRoutes(this.#nl, scope, this.#routeMemos);
+    const { reads, filters } = mainRouteReads(this.#nl, scope, this.#routeMemos);
     const sigs = peers.map((p) => this.#signature(p));
-    if (this.#steady.holds(sigs, tables)) return Promise.resolve();
+    if (this.#steady.holds(sigs, reads)) return Promise.resolve();
     this.#takePeers(peers);
     const few = this.#sinceSettled(peers, sigs, scope);
     this.#steady.reset();
     const { removed, added, adopted } = few
       ? this.#sync(few.owned, few.wanted)
-      : this.#sync(ownedAmong(tables, scope, { gateway: true }));
-    if (!removed && !added && !adopted) this.#steady.settle(sigs, tables, peers);
+      : this.#syncAll(reads, filters, scope);
+    if (!removed && !added && !adopted) this.#steady.settle(sigs, reads, peers);
     if (removed || added) {
       log.info("reconciled: removed {d} stale routes, added {a}", { d: removed, a: added });
     }
@@ -228,7 +252,7 @@ export class HostGwBackend implements Backend {
   ): { owned: Route[]; wanted: Route[] } | null {
     const was = this.#steady.since<Lease>(sigs);
     if (!was) return null;
-    const change = mainRoutesChange(scope, this.#routeMemos, was.tables as Route[][]);
+    const change = mainRoutesChange(scope, this.#routeMemos, was.tables as TableRead<Route>[]);
     if (
       !change || was.gone.length + was.came.length > Math.max(16, peers.length / 10) ||
       (change.added.length + change.removed.length === 0) // peers changed, no event applied

@@ -35,7 +35,9 @@ import { DumpMemo, type Link, type Netlink, netlink, type Route } from "../../..
 import type { Backend, BackendContext, BackendPrepared } from "../backend.ts";
 import { ConfigError } from "../../base/errors.ts";
 import type { PeerEvent } from "../../lease/watch.ts";
-import { mainRoutes, ownedAmong, routeScope } from "../routes.ts";
+import { mainRouteReads, ownedAmong, routeScope } from "../routes.ts";
+import { splitRoutes } from "../route_present.ts";
+import { splitVteps } from "./present.ts";
 import { sinceSettled } from "./incremental.ts";
 import { SteadyRounds } from "../steady.ts";
 import {
@@ -58,6 +60,7 @@ import {
   installMissing,
   readVteps,
   sweepStale,
+  type Swept,
   vtepMemos,
   type Vteps,
   type Want,
@@ -238,9 +241,9 @@ export class VxlanBackend implements Backend {
     if (this.#dev) vteps.push([this.#dev.index, 4]);
     if (this.#v6) vteps.push([this.#v6.dev.index, 6]);
     const scope = this.#scope();
-    const routes = mainRoutes(this.#nl, scope, this.#routeMemos);
+    const { reads, filters } = mainRouteReads(this.#nl, scope, this.#routeMemos);
     const tables = readVteps(this.#nl, vteps, this.#vtepMemos);
-    const read = [...routes, ...tables.flatMap((t) => [t.fdb, t.neigh])];
+    const read = [...reads, ...tables.flatMap((t) => [t.fdb, t.neigh])];
     // DirectRouting asks the kernel per peer whether it is on-link: no lease change tells.
     const ws = this.#o.directRouting ? null : peers.map((p) => this.#wants.of(p));
     const sigs = ws ? peers.map((p, i) => this.#wants.signature(p, ws[i])) : [];
@@ -259,12 +262,24 @@ export class VxlanBackend implements Backend {
     this.#direct?.clear();
     this.#peers.take(peers, this.#recount || this.#o.directRouting);
     this.#recount = false;
-    const want: Want[] = [];
-    if (!few) { for (const p of ws ?? peers.map((p) => this.#wants.of(p))) want.push(...p.wants); }
     const f = new PeerFailures();
-    const owned = few?.routes ?? ownedAmong(routes, scope, this.#devices());
-    const swept = sweepStale(this.#nl, few?.want ?? want, vteps, owned, few?.tables ?? tables, f);
-    const installed = installMissing(this.#nl, few?.want ?? want, swept, f);
+    let want: Want[];
+    let swept: Swept;
+    if (few) {
+      want = few.want;
+      swept = sweepStale(this.#nl, want, vteps, few.routes, few.tables, f);
+    } else {
+      // Every entry: those the kernel holds exactly as wanted are found in the dumps' bytes
+      // (no object per entry); the sweep judges the rest.
+      want = [];
+      for (const p of ws ?? peers.map((p) => this.#wants.of(p))) want.push(...p.wants);
+      const r = splitRoutes(reads, filters, want.map((w) => w.e.route));
+      const v = splitVteps(tables, vteps, want);
+      const owned = ownedAmong([r.rest], scope, this.#devices());
+      const found = { route: r.present, fdb: v.fdbHave, neigh: v.neighHave };
+      swept = sweepStale(this.#nl, want, vteps, owned, v.tables, f, found);
+    }
+    const installed = installMissing(this.#nl, want, swept, f);
     if (ws && !swept.changed && !installed) this.#steady.settle(sigs, read, ws);
     const removed = swept.removed;
     if (removed || installed) {

@@ -14,7 +14,7 @@
  *   part.tables, f), f);
  * ```
  */
-import type { Fdb, Neigh, Route, TableChange } from "../../../ffi/libnl/mod.ts";
+import type { Fdb, Neigh, Route, TableChange, TableRead } from "../../../ffi/libnl/mod.ts";
 import type { RouteScope } from "../backend.ts";
 import { mainRoutesChange, ownedAmong, type RouteMemos, type VtepDevices } from "../routes.ts";
 import { sameRoute } from "../route_diff.ts";
@@ -66,12 +66,16 @@ export function sinceSettled(r: RoundState): Narrowed | null {
   const limit = Math.max(16, r.peers.length / 10);
   if (!was || was.gone.length + was.came.length > limit) return null;
   const nr = was.tables.length - 2 * r.vteps.length;
-  const routes = mainRoutesChange(r.scope, r.routeMemos, was.tables.slice(0, nr) as Route[][]);
+  const routes = mainRoutesChange(
+    r.scope,
+    r.routeMemos,
+    was.tables.slice(0, nr) as TableRead<Route>[],
+  );
   if (!routes) return null;
   const changes: VtepChanges[] = [];
   for (let i = 0; i < r.vteps.length; i++) {
-    const fdb = r.vtepMemos[i].fdb.changeSince(was.tables[nr + 2 * i] as Fdb[]);
-    const neigh = r.vtepMemos[i].neigh.changeSince(was.tables[nr + 2 * i + 1] as Neigh[]);
+    const fdb = r.vtepMemos[i].fdb.changeSince(was.tables[nr + 2 * i] as TableRead<Fdb>);
+    const neigh = r.vtepMemos[i].neigh.changeSince(was.tables[nr + 2 * i + 1] as TableRead<Neigh>);
     if (!fdb || !neigh) return null;
     changes.push({ fdb, neigh });
   }

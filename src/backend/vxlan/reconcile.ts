@@ -17,6 +17,7 @@ import {
   type Netlink,
   type Route,
 } from "../../../ffi/libnl/mod.ts";
+import type { VtepReads } from "./present.ts";
 import { diffRoutes, Index } from "../route_diff.ts";
 import type { PeerFailures } from "../peer_errors.ts";
 import type { Family } from "./device.ts";
@@ -32,7 +33,7 @@ export interface Want {
 /** weft's VTEPs on this host: ifindex and the family it carries. */
 export type Vteps = [number, Family][];
 
-/** A VTEP's FDB and neighbour tables as read at the start of a reconcile. */
+/** A VTEP's FDB and neighbour entries: all, or those a full diff did not find wanted (present.ts). */
 export interface VtepTables {
   fdb: readonly Fdb[];
   neigh: readonly Neigh[];
@@ -45,12 +46,22 @@ export function vtepMemos(): VtepMemos {
   return [0, 1].map(() => ({ fdb: new DumpMemo<Fdb>(), neigh: new DumpMemo<Neigh>() }));
 }
 
-/** Each VTEP's FDB and neighbour entries, through its memos. */
-export function readVteps(nl: Netlink, vteps: Vteps, memos: VtepMemos): VtepTables[] {
+/** Each VTEP's FDB and neighbour tables, read through its memos. */
+export function readVteps(nl: Netlink, vteps: Vteps, memos: VtepMemos): VtepReads[] {
   return vteps.map(([dev, family], i) => ({
-    fdb: nl.fdbList(dev, memos[i].fdb),
-    neigh: nl.neighList(dev, family, memos[i].neigh),
+    fdb: nl.fdbRead(dev, memos[i].fdb),
+    neigh: nl.neighRead(dev, family, memos[i].neigh),
   }));
+}
+
+/**
+ * Per wanted entry, what a full diff already found in the kernel exactly as wanted
+ * (route_present.ts, present.ts): the sweep is then handed only the other entries.
+ */
+export interface Found {
+  route: Uint8Array;
+  fdb: Uint8Array;
+  neigh: Uint8Array;
 }
 
 /** What the sweep found already in place, per index into the wanted list. */
@@ -72,7 +83,9 @@ export interface Swept {
  * once, by the caller:
  * after the deletions the kernel holds what it held less what they removed, none of it wanted,
  * so {@link installMissing} needs no second read. The kernel's entries are looked up by the
- * field the dump has (destination, MAC, address): no key string per entry.
+ * field the dump has (destination, MAC, address): no key string per entry. With `found` (a
+ * full diff's), `routes` and `tables` hold only the entries not found: a wanted entry found is
+ * the only one of its kind, so the others are matched against the entries not found alone.
  */
 export function sweepStale(
   nl: Netlink,
@@ -81,14 +94,17 @@ export function sweepStale(
   routes: Route[],
   tables: VtepTables[],
   f: PeerFailures,
+  found?: Found,
 ): Swept {
-  const { del, add, adopt } = diffRoutes(want.map((w) => w.e.route), routes);
+  const wantRoutes: Route[] = [];
+  for (let i = 0; i < want.length; i++) if (!found?.route[i]) wantRoutes.push(want[i].e.route);
+  const { del, add, adopt } = diffRoutes(wantRoutes, routes);
   deleteAll(nl, del.map((route) => ({ route })), del.map((r) => r.dst), f);
   for (const r of adopt) f.run(r.dst, () => nl.routeReplace(r)); // re-mark in place
-  const byMac = new Index(want, (w) => w.e.fdb?.mac);
-  const byIp = new Index(want, (w) => w.e.neigh?.ip);
-  const fdbHave = new Uint8Array(want.length);
-  const neighHave = new Uint8Array(want.length);
+  const fdbHave = found ? found.fdb.slice() : new Uint8Array(want.length);
+  const neighHave = found ? found.neigh.slice() : new Uint8Array(want.length);
+  const byMac = new Index(want, (w, i) => fdbHave[i] ? null : w.e.fdb?.mac);
+  const byIp = new Index(want, (w, i) => neighHave[i] ? null : w.e.neigh?.ip);
   let changed = del.length + adopt.length;
   for (const [v, [dev, family]] of vteps.entries()) {
     const fdbDel: { mac: string; dst: string }[] = [];
