@@ -23,14 +23,17 @@ import {
 } from "../../ffi/libnl/mod.ts";
 import { RTPROT_WEFT } from "./routes.ts";
 import { ipOf, quickCidr } from "./route_text.ts";
+import { NumIndex } from "./num_index.ts";
 
-/** Wanted routes by destination number, duplicates chained (as route_diff.ts's Index). */
-interface Keys {
-  first: Map<number, number>;
-  next: Int32Array;
-  prefix: Uint8Array;
-  gw: Float64Array;
+/** A wanted route's numbers; null: no plain route can match it. */
+interface Key {
+  dst: number;
+  prefix: number;
+  gw: number;
 }
+
+/** Per wanted route object (wants are cached per lease): made once, not per full diff. */
+const keyCache = new WeakMap<Route, Key | null>();
 
 /**
  * Per wanted route, whether the tables (`reads`, each read with `filters[i]`) hold it exactly:
@@ -43,15 +46,22 @@ export function splitRoutes(
   want: readonly Route[],
 ): { present: Uint8Array; rest: Route[] } {
   const present = new Uint8Array(want.length);
-  const k = keys(want);
+  const prefix = new Uint8Array(want.length);
+  const gw = new Float64Array(want.length);
+  const dst = new Float64Array(want.length);
+  for (let i = 0; i < want.length; i++) {
+    const k = keyOf(want[i]);
+    dst[i] = k ? k.dst : -1;
+    if (k) prefix[i] = k.prefix, gw[i] = k.gw;
+  }
+  const ix = new NumIndex(dst);
   const rest: Route[] = [];
   const plain = (r: PlainRoute) => {
     if (r.protocol !== RTPROT_WEFT) return false;
     let found = false;
-    for (let i = k.first.get(r.dst) ?? -1; i >= 0; i = k.next[i]) {
-      const w = want[i];
-      if (k.prefix[i] !== r.prefix || k.gw[i] !== r.gw || w.dev !== r.dev) continue;
-      if (!w.onlink !== !r.onlink) continue;
+    for (let i = ix.first(r.dst); i >= 0; i = ix.next(i)) {
+      if (prefix[i] !== r.prefix || gw[i] !== r.gw || want[i].dev !== r.dev) continue;
+      if (!want[i].onlink !== !r.onlink) continue;
       present[i] = 1;
       found = true;
     }
@@ -61,30 +71,21 @@ export function splitRoutes(
   return { present, rest };
 }
 
-/** The wanted routes a plain route can match, keyed by their numbers (others have no key). */
-function keys(want: readonly Route[]): Keys {
-  const k: Keys = {
-    first: new Map(),
-    next: new Int32Array(want.length).fill(-1),
-    prefix: new Uint8Array(want.length),
-    gw: new Float64Array(want.length),
-  };
-  for (let i = want.length - 1; i >= 0; i--) {
-    const w = want[i];
-    if (
-      w.protocol !== RTPROT_WEFT || (w.table ?? RT_TABLE_MAIN) !== RT_TABLE_MAIN || w.metric ||
-      w.src !== undefined || (w.type ?? RTN_UNICAST) !== RTN_UNICAST || w.gw === undefined ||
-      w.dev === undefined
-    ) continue;
+/** `w`'s numbers (cached), or null when no plain route can match it. */
+function keyOf(w: Route): Key | null {
+  let k = keyCache.get(w);
+  if (k !== undefined) return k;
+  k = null;
+  if (
+    w.protocol === RTPROT_WEFT && (w.table ?? RT_TABLE_MAIN) === RT_TABLE_MAIN && !w.metric &&
+    w.src === undefined && (w.type ?? RTN_UNICAST) === RTN_UNICAST && w.gw !== undefined &&
+    w.dev !== undefined
+  ) {
     const dst = quickCidr(w.dst);
     const gw = dst && ipOf4(w.gw);
-    if (!dst || gw === null) continue;
-    k.prefix[i] = dst.prefix;
-    k.gw[i] = gw;
-    const f = k.first.get(dst.ip);
-    if (f !== undefined) k.next[i] = f;
-    k.first.set(dst.ip, i);
+    if (dst && gw !== null) k = { dst: dst.ip, prefix: dst.prefix, gw };
   }
+  keyCache.set(w, k);
   return k;
 }
 

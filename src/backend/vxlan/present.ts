@@ -20,6 +20,8 @@ import {
   type TableRead,
 } from "../../../ffi/libnl/mod.ts";
 import { quickIp } from "../route_text.ts";
+import { NumIndex } from "../num_index.ts";
+import type { PeerEntries } from "./entries.ts";
 import type { Vteps, VtepTables, Want } from "./reconcile.ts";
 
 /** A VTEP's FDB and neighbour tables as read through its memos. */
@@ -28,19 +30,28 @@ export interface VtepReads {
   neigh: TableRead<Neigh>;
 }
 
-/** Wanted entries by a number (a MAC, an address), duplicates chained; -1 ends a chain. */
-class Chains {
-  first = new Map<number, number>();
-  next: Int32Array;
-  constructor(n: number) {
-    this.next = new Int32Array(n).fill(-1);
-  }
-  /** Adds entry `i` under `key` (call with falling `i`, so chains run in rising order). */
-  add(key: number, i: number): void {
-    const f = this.first.get(key);
-    if (f !== undefined) this.next[i] = f;
-    this.first.set(key, i);
-  }
+/** A wanted entry set's numbers: its FDB entry's MAC and IPv4 address, its neighbour's; -1: none. */
+interface Keys {
+  fdbMac: number;
+  fdbDst: number;
+  ip: number;
+  mac: number;
+}
+
+/** Per wanted entry set (wants are cached per lease): made once, not per full diff. */
+const keyCache = new WeakMap<PeerEntries, Keys>();
+
+function keysOf(e: PeerEntries): Keys {
+  let k = keyCache.get(e);
+  if (k) return k;
+  const fdbDst = e.fdb ? quickIp(e.fdb.dst, e.fdb.dst.length) : -1;
+  const fdbMac = e.fdb ? macNumber(e.fdb.mac) : -1;
+  const ip = e.neigh ? quickIp(e.neigh.ip, e.neigh.ip.length) : -1;
+  const mac = e.neigh ? macNumber(e.neigh.mac) : -1;
+  k = fdbDst < 0 || fdbMac < 0 ? { fdbMac: -1, fdbDst: -1, ip, mac } : { fdbMac, fdbDst, ip, mac };
+  if (ip < 0 || mac < 0) k.ip = k.mac = -1;
+  keyCache.set(e, k);
+  return k;
 }
 
 /**
@@ -54,26 +65,26 @@ export function splitVteps(
 ): { fdbHave: Uint8Array; neighHave: Uint8Array; tables: VtepTables[] } {
   const fdbHave = new Uint8Array(want.length);
   const neighHave = new Uint8Array(want.length);
-  const byMac = new Chains(want.length);
-  const fdbDst = new Float64Array(want.length).fill(-1);
-  const byIp = new Chains(want.length);
-  const neighMac = new Float64Array(want.length).fill(-1);
-  for (let i = want.length - 1; i >= 0; i--) {
-    const e = want[i].e;
-    const dst = e.fdb ? quickIp(e.fdb.dst, e.fdb.dst.length) : -1;
-    const mac = e.fdb ? macNumber(e.fdb.mac) : -1;
-    if (dst >= 0 && mac >= 0) byMac.add(mac, i), fdbDst[i] = dst;
-    const ip = e.neigh ? quickIp(e.neigh.ip, e.neigh.ip.length) : -1;
-    const nmac = e.neigh ? macNumber(e.neigh.mac) : -1;
-    if (ip >= 0 && nmac >= 0) byIp.add(ip, i), neighMac[i] = nmac;
+  const fdbMac = new Float64Array(want.length);
+  const fdbDst = new Float64Array(want.length);
+  const ip = new Float64Array(want.length);
+  const neighMac = new Float64Array(want.length);
+  for (let i = 0; i < want.length; i++) {
+    const k = keysOf(want[i].e);
+    fdbMac[i] = k.fdbMac;
+    fdbDst[i] = k.fdbDst;
+    ip[i] = k.ip;
+    neighMac[i] = k.mac;
   }
+  const byMac = new NumIndex(fdbMac);
+  const byIp = new NumIndex(ip);
   const tables = reads.map((r, v): VtepTables => {
     const [dev, family] = vteps[v];
     const fdb: Fdb[] = [];
     const neigh: Neigh[] = [];
     scanFdb(r.fdb, dev, (x: PlainNeigh) => {
       let found = false;
-      for (let i = byMac.first.get(x.mac) ?? -1; i >= 0; i = byMac.next[i]) {
+      for (let i = byMac.first(x.mac); i >= 0; i = byMac.next(i)) {
         if (want[i].e.dev !== dev || fdbDst[i] !== x.ip) continue;
         fdbHave[i] = 1;
         found = true;
@@ -82,7 +93,7 @@ export function splitVteps(
     }, (x) => fdb.push(x));
     scanNeigh(r.neigh, dev, family, (n: PlainNeigh) => {
       let found = false;
-      for (let i = byIp.first.get(n.ip) ?? -1; i >= 0; i = byIp.next[i]) {
+      for (let i = byIp.first(n.ip); i >= 0; i = byIp.next(i)) {
         if (want[i].e.dev !== dev || neighMac[i] !== n.mac) continue;
         neighHave[i] = 1;
         found = true;
