@@ -40,9 +40,10 @@ export type { Fdb, FdbEntry, FdbKey, Neigh, NeighEntry, NeighKey } from "./neigh
 export type { DeleteRequest } from "./batch.ts";
 export { DumpMemo, type TableChange, TableRead } from "./dump.ts";
 import type { DumpMemo, TableRead } from "./dump.ts";
-export { scanRoutes } from "./route_list.ts";
+// The *BytesRead functions read a dump made elsewhere (a test's messages) as the Netlink reads do.
+export { routeBytesRead, scanRoutes } from "./route_list.ts";
 export type { PlainRoute } from "./route_list.ts";
-export { scanFdb, scanNeigh } from "./neigh_list.ts";
+export { fdbBytesRead, neighBytesRead, scanFdb, scanNeigh } from "./neigh_list.ts";
 export type { PlainNeigh } from "./neigh_list.ts";
 export {
   NTF_SELF,

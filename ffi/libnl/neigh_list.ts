@@ -17,8 +17,11 @@ import {
   type DumpMemo,
   dumpTable,
   forEachMessage,
+  netOrder,
   RTM_GETNEIGH,
   type TableRead,
+  type Words,
+  wordsOf,
 } from "./dump.ts";
 import type { NlSocket } from "./socket.ts";
 import { NTF_SELF, NUD_PERMANENT } from "./constants.ts";
@@ -121,8 +124,18 @@ export function neighRead(
   family: 4 | 6,
   memo: DumpMemo<Neigh>,
 ): TableRead<Neigh> {
+  return neighBytesRead(dumpNeigh(sock, dev, afOf(family)), dev, family, memo);
+}
+
+/** {@link neighRead} of a dump already made (`bytes`: dump.ts's canonical messages). */
+export function neighBytesRead(
+  bytes: Uint8Array,
+  dev: number,
+  family: 4 | 6,
+  memo: DumpMemo<Neigh>,
+): TableRead<Neigh> {
   const af = afOf(family);
-  return memo.take(dumpNeigh(sock, dev, af), (b) => parseAll(b, (n) => toNeigh(n, af, dev)));
+  return memo.take(bytes, (b) => parseAll(b, (n) => toNeigh(n, af, dev)));
 }
 
 /** FDB entries of `dev` (`bridge fdb show dev`): an AF_BRIDGE dump the kernel limits to it. */
@@ -132,7 +145,12 @@ export function fdbList(sock: NlSocket, dev: number): Fdb[] {
 
 /** {@link fdbList} as a {@link TableRead} of `memo` (see dump_memo.ts). */
 export function fdbRead(sock: NlSocket, dev: number, memo: DumpMemo<Fdb>): TableRead<Fdb> {
-  return memo.take(dumpFdb(sock, dev), (b) => parseAll(b, (n) => toFdb(n, dev)));
+  return fdbBytesRead(dumpFdb(sock, dev), dev, memo);
+}
+
+/** {@link fdbRead} of a dump already made (`bytes`: dump.ts's canonical messages). */
+export function fdbBytesRead(bytes: Uint8Array, dev: number, memo: DumpMemo<Fdb>): TableRead<Fdb> {
+  return memo.take(bytes, (b) => parseAll(b, (n) => toFdb(n, dev)));
 }
 
 /**
@@ -149,11 +167,11 @@ export interface PlainNeigh {
 const plainNeigh: PlainNeigh = { ip: 0, mac: 0 };
 
 /**
- * Whether the neighbour message at `off` has a 4-byte address and a 6-byte link-layer address,
- * `state` bits and `flags` bits; if so, fills {@link plainNeigh}.
+ * Whether the neighbour message at `off` is of `family` on `dev`, has the `state` and `flags`
+ * bits, a 4-byte address and a 6-byte link-layer address; if so, fills {@link plainNeigh}.
  */
 function asPlain(
-  v: DataView,
+  w: Words,
   off: number,
   len: number,
   family: number,
@@ -161,33 +179,58 @@ function asPlain(
   state: number,
   flags: number,
 ): boolean {
+  const { u8, u16, u32 } = w;
   const h = off + 16;
-  if (v.getUint8(h) !== family || v.getInt32(h + 4, true) !== dev) return false;
-  if ((v.getUint16(h + 8, true) & state) !== state || (v.getUint8(h + 10) & flags) !== flags) {
-    return false;
+  if (u8[h] !== family || (u32[(h + 4) >> 2] | 0) !== dev) return false;
+  if ((u16[(h + 8) >> 1] & state) !== state || (u8[h + 10] & flags) !== flags) return false;
+  let ip = -1;
+  let mac = -1;
+  // As attrTable reads them: a repeated attribute counts as its last.
+  for (let at = h + 12; at + 4 <= off + len;) {
+    const alen = u16[at >> 1];
+    if (alen < 4 || at + alen > off + len) break;
+    const type = u16[(at + 2) >> 1] & 0x3fff;
+    if (type === NDA_DST) ip = alen === 8 ? netOrder(u32[(at + 4) >> 2]) : -1;
+    else if (type === NDA_LLADDR) {
+      const m = at + 4;
+      const lo = ((u8[m + 2] << 24) | (u8[m + 3] << 16) | (u8[m + 4] << 8) | u8[m + 5]) >>> 0;
+      mac = alen === 10 ? (u8[m] * 256 + u8[m + 1]) * 0x100000000 + lo : -1;
+    }
+    at += (alen + 3) & ~3;
   }
-  const a = attrTable(v, off, len, attrs);
-  if (a[2 * NDA_DST + 1] !== 4 || a[2 * NDA_LLADDR + 1] !== 6) return false;
-  const m = a[2 * NDA_LLADDR];
-  plainNeigh.ip = v.getUint32(a[2 * NDA_DST]);
-  plainNeigh.mac = v.getUint16(m) * 0x100000000 + v.getUint32(m + 2);
+  if (ip < 0 || mac < 0) return false;
+  plainNeigh.ip = ip;
+  plainNeigh.mac = mac;
   return true;
 }
 
 /** Each message of `b`: a plain one to `plain` first, the rest (and those it refuses) parsed. */
 function scan<T>(
   b: Uint8Array,
-  isPlain: (v: DataView, off: number, len: number) => boolean,
+  isPlain: ((w: Words, off: number, len: number) => boolean) | null,
   plain: (n: PlainNeigh) => boolean,
   to: (n: RawNeigh) => T | null,
   other: (x: T) => void,
 ): void {
-  forEachMessage(b, (v, off, len) => {
-    if (v.getUint16(off + 4, true) !== RTM_NEWNEIGH) return;
-    if (isPlain(v, off, len) && plain(plainNeigh)) return;
-    const x = to(readNeigh(v, off, len));
-    if (x) other(x);
-  });
+  const w = wordsOf(b);
+  if (!w || !isPlain) {
+    return forEachMessage(b, (v, off, len) => {
+      if (v.getUint16(off + 4, true) !== RTM_NEWNEIGH) return;
+      const x = to(readNeigh(v, off, len));
+      if (x) other(x);
+    });
+  }
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  // One loop, typed-array reads: the first full diff after start runs it on cold code.
+  for (let off = 0; off + 16 <= b.length;) {
+    const len = w.u32[off >> 2];
+    if (len < 16 || off + len > b.length) break;
+    if (w.u16[(off + 4) >> 1] === RTM_NEWNEIGH && !(isPlain(w, off, len) && plain(plainNeigh))) {
+      const x = to(readNeigh(v, off, len));
+      if (x) other(x);
+    }
+    off += (len + 3) & ~3;
+  }
 }
 
 /**
@@ -208,8 +251,9 @@ export function scanNeigh(
     return;
   }
   const af = afOf(family);
-  const isPlain = (v: DataView, off: number, len: number) =>
-    af === AF_INET && asPlain(v, off, len, AF_INET, dev, NUD_PERMANENT, 0);
+  const isPlain = af === AF_INET
+    ? (w: Words, off: number, len: number) => asPlain(w, off, len, AF_INET, dev, NUD_PERMANENT, 0)
+    : null;
   scan(b, isPlain, plain, (n) => toNeigh(n, af, dev), other);
 }
 
@@ -228,7 +272,7 @@ export function scanFdb(
     for (const x of read.entries()) other(x);
     return;
   }
-  const isPlain = (v: DataView, off: number, len: number) =>
-    asPlain(v, off, len, AF_BRIDGE, dev, 0, NTF_SELF);
+  const isPlain = (w: Words, off: number, len: number) =>
+    asPlain(w, off, len, AF_BRIDGE, dev, 0, NTF_SELF);
   scan(b, isPlain, plain, (n) => toFdb(n, dev), other);
 }

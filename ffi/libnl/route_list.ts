@@ -15,8 +15,11 @@ import {
   type DumpMemo,
   dumpTable,
   forEachMessage,
+  netOrder,
   RTM_GETROUTE,
   type TableRead,
+  type Words,
+  wordsOf,
 } from "./dump.ts";
 import { RT_TABLE_MAIN, RTN_UNICAST, RTNH_F_ONLINK } from "./constants.ts";
 import type { NlSocket } from "./socket.ts";
@@ -174,41 +177,59 @@ export function scanRoutes(
   // Filters plainRoute does not check (by destination, by device): parse every route.
   const quick = f.dst === undefined && f.dev === undefined &&
     (f.type ?? RTN_UNICAST) === RTN_UNICAST;
+  const w = quick ? wordsOf(b) : null;
+  if (!w) {
+    return forEachMessage(b, (v, off, len) => {
+      if (v.getUint16(off + 4, true) !== RTM_NEWROUTE) return;
+      const r = parseRoute(v, off, len, f);
+      if (r) other(r);
+    });
+  }
   const table = f.table ?? RT_TABLE_MAIN;
-  forEachMessage(b, (v, off, len) => {
-    if (v.getUint16(off + 4, true) !== RTM_NEWROUTE) return;
-    if (quick && asPlain(v, off, len, table) && plain(plainRoute)) return;
-    const r = parseRoute(v, off, len, f);
-    if (r) other(r);
-  });
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  // One loop, typed-array reads: the first full diff after start runs it on cold code.
+  for (let off = 0; off + 16 <= b.length;) {
+    const len = w.u32[off >> 2];
+    if (len < 16 || off + len > b.length) break;
+    if (w.u16[(off + 4) >> 1] === RTM_NEWROUTE) {
+      if (!(asPlain(w, off, len, table) && plain(plainRoute))) {
+        const r = parseRoute(v, off, len, f);
+        if (r) other(r);
+      }
+    }
+    off += (len + 3) & ~3;
+  }
 }
 
 /** Whether the route at `off` is a plain IPv4 route of `table`; if so, fills {@link plainRoute}. */
-function asPlain(v: DataView, off: number, len: number, table: number): boolean {
+function asPlain(w: Words, off: number, len: number, table: number): boolean {
+  const { u8, u16, u32 } = w;
   const h = off + 16;
-  if (v.getUint8(h) !== AF_INET || v.getUint8(h + 7) !== RTN_UNICAST) return false;
-  const a = attrTable(v, off, len, attrs);
-  const t = a[2 * RTA_TABLE] >= 0 && a[2 * RTA_TABLE + 1] >= 4
-    ? v.getUint32(a[2 * RTA_TABLE], true)
-    : v.getUint8(h + 4);
-  if (table !== 0 && t !== table) return false;
-  if (a[2 * RTA_MULTIPATH] >= 0 || a[2 * RTA_PREFSRC] >= 0) return false;
-  if (
-    a[2 * RTA_PRIORITY] >= 0 &&
-    (a[2 * RTA_PRIORITY + 1] < 4 || v.getUint32(a[2 * RTA_PRIORITY], true))
-  ) {
-    return false;
+  if (u8[h] !== AF_INET || u8[h + 7] !== RTN_UNICAST) return false;
+  let t = u8[h + 4];
+  let dst = -1;
+  let gw = -1;
+  let dev = 0;
+  // As attrTable reads them: a repeated attribute counts as its last.
+  for (let at = h + 12; at + 4 <= off + len;) {
+    const alen = u16[at >> 1];
+    if (alen < 4 || at + alen > off + len) break;
+    const type = u16[(at + 2) >> 1] & 0x3fff;
+    const p = (at + 4) >> 2;
+    if (type === RTA_DST) dst = alen === 8 ? netOrder(u32[p]) : -2;
+    else if (type === RTA_GATEWAY) gw = alen === 8 ? netOrder(u32[p]) : -2;
+    else if (type === RTA_OIF) dev = alen >= 8 ? u32[p] | 0 : 0;
+    else if (type === RTA_TABLE) t = alen >= 8 ? u32[p] : u8[h + 4];
+    else if (type === RTA_PRIORITY && (alen < 8 || u32[p] !== 0)) return false;
+    else if (type === RTA_PREFSRC || type === RTA_MULTIPATH) return false;
+    at += (alen + 3) & ~3;
   }
-  if (a[2 * RTA_DST + 1] !== 4 || a[2 * RTA_GATEWAY + 1] !== 4 || a[2 * RTA_OIF + 1] < 4) {
-    return false;
-  }
-  const dev = v.getInt32(a[2 * RTA_OIF], true);
-  if (dev <= 0) return false;
-  plainRoute.dst = v.getUint32(a[2 * RTA_DST]);
-  plainRoute.prefix = v.getUint8(h + 1);
-  plainRoute.gw = v.getUint32(a[2 * RTA_GATEWAY]);
+  if ((table !== 0 && t !== table) || dst < 0 || gw < 0 || dev <= 0) return false;
+  plainRoute.dst = dst;
+  plainRoute.prefix = u8[h + 1];
+  plainRoute.gw = gw;
   plainRoute.dev = dev;
-  plainRoute.onlink = (v.getUint32(h + 8, true) & RTNH_F_ONLINK) !== 0;
-  plainRoute.protocol = v.getUint8(h + 5);
+  plainRoute.onlink = (u8[h + 8] & RTNH_F_ONLINK) !== 0;
+  plainRoute.protocol = u8[h + 5];
   return true;
 }
