@@ -71,8 +71,12 @@ export interface RoundCost {
   listCpuMs: number;
   /** The kernel tables the reconcile reads, read alone (inside reconcile). */
   kernelReadCpuMs: number;
-  /** The reconcile's CPU ms of each round (the first diffs in full; see round_child.ts). */
+  /** The reconcile's CPU ms of each round (see round_child.ts). */
   reconcileCpuMs?: number[];
+  /** Periodic full diffs, every entry present (the round after a repair; round_child.ts). */
+  fullCpuMs?: number[];
+  /** A new backend's first reconcile with every entry present (a restart; round_child.ts). */
+  restartCpuMs?: number[];
   /** Rounds each after one peer event applied (round_child.ts `--event-rounds`): CPU ms. */
   event?: {
     cpuMsPerRound: number | null;

@@ -11,7 +11,9 @@
  * the reconcile). `--event-rounds N` then times N more rounds, each after one peer event applied
  * to the backend (a peer added, then removed again, alternately; the registry is not written:
  * the round's peer list carries the added peer): what a round costs in a cluster with churn.
- * Prints one JSON object.
+ * Last, three periodic full diffs (`fullCpuMs`: the round after a narrowed repair of a route
+ * removed by hand, every entry present) and three first reconciles of a new backend on the same
+ * kernel (`restartCpuMs`, as after an agent's restart). Prints one JSON object.
  *
  * @example
  * ```sh
@@ -33,6 +35,7 @@ import { openEtcdRegistry } from "../../src/registry/etcd/mod.ts";
 import { openKvRegistry } from "../../src/registry/kv/mod.ts";
 import { PeerWatcher } from "../../src/lease/watch.ts";
 import { leaseMatches } from "../../src/lease/codec.ts";
+import { formatCidr } from "../../src/base/ipv4.ts";
 import { leasePlan } from "../lib/leases.ts";
 import { writeLeases } from "../lib/lease_writer.ts";
 
@@ -144,6 +147,34 @@ try {
     event.reconcileCpuMs.push(cpuMs() - c);
     event.roundCpuMs.push(cpuMs() - r0);
   }
+  // Periodic full diffs: a route removed by hand is repaired by a narrowed round, which cannot
+  // settle, so the round after it diffs every entry (all present, nothing to write): timed,
+  // three times, each with another peer's route removed.
+  const held = Number(v["event-rounds"]) % 2
+    ? [...watcher.takePeers(), extra]
+    : watcher.takePeers();
+  const fullCpuMs: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const dst = formatCidr(plan[Math.floor(((i + 1) * n) / 4)].lease.subnet);
+    const r = nl.routeList({ table: RT_TABLE_MAIN }).find((x) => x.dst === dst);
+    if (!r) throw new Error(`no route ${dst} to remove`);
+    nl.routeDel(r);
+    await backend.reconcile(held); // the repair
+    c = cpuMs();
+    await backend.reconcile(held); // the full diff
+    fullCpuMs.push(cpuMs() - c);
+  }
+  // A new backend on the same kernel, as after an agent's restart: its first reconcile builds
+  // every peer's entries and diffs in full (code warm here, unlike a new process), three times.
+  const restartCpuMs: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const b2: Backend = v.backend === "vxlan" ? new VxlanBackend(nl) : new HostGwBackend(nl);
+    await b2.prepare({ config: cfg, ext, previous: null });
+    await b2.start(own);
+    c = cpuMs();
+    await b2.reconcile(held);
+    restartCpuMs.push(cpuMs() - c);
+  }
   const mean = (xs: number[]) => xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null;
   const tenth = (x: number) => Math.round(x * 10) / 10;
   c = cpuMs();
@@ -183,6 +214,8 @@ try {
     listCpuMs,
     kernelReadCpuMs,
     reconcileCpuMs: reconcileCpuMs.map(tenth),
+    fullCpuMs: fullCpuMs.map(tenth),
+    restartCpuMs: restartCpuMs.map(tenth),
     event: {
       cpuMsPerRound: mean(event.roundCpuMs),
       reconcileCpuMsPerRound: mean(event.reconcileCpuMs),

@@ -213,10 +213,16 @@ export class HostGwBackend implements Backend {
    * ({@link #sinceSettled}).
    */
   reconcile(peers: Lease[]): Promise<void> {
+    this.#reconcile(peers, true);
+    return Promise.resolve();
+  }
+
+  /** {@link reconcile}; `verify`: when it changes the kernel, diff once more at once. */
+  #reconcile(peers: Lease[], verify: boolean): void {
     const scope = this.#scope();
     const { reads, filters } = mainRouteReads(this.#nl, scope, this.#routeMemos);
     const sigs = peers.map((p) => this.#signature(p));
-    if (this.#steady.holds(sigs, reads)) return Promise.resolve();
+    if (this.#steady.holds(sigs, reads)) return;
     this.#takePeers(peers);
     const few = this.#sinceSettled(peers, sigs, scope);
     this.#steady.reset();
@@ -227,7 +233,9 @@ export class HostGwBackend implements Backend {
     if (removed || added) {
       log.info("reconciled: removed {d} stale routes, added {a}", { d: removed, a: added });
     }
-    return Promise.resolve();
+    // As vxlan's: a full diff that changed the table (the start, a large repair) reads it again
+    // now and settles (steady.ts), so the next periodic round can skip or narrow its diff.
+    if (verify && !few && (removed || added || adopted)) this.#reconcile(peers, false);
   }
 
   /** Makes `peers` (distinct keys, the watcher's) the programmed peers, in place when it can. */

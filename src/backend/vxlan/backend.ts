@@ -237,6 +237,15 @@ export class VxlanBackend implements Backend {
    * (steady.ts): the periodic round with 5000 peers then costs the reads alone.
    */
   reconcile(peers: Lease[]): Promise<void> {
+    this.#reconcile(peers, true);
+    return Promise.resolve();
+  }
+
+  /**
+   * {@link reconcile}; `verify`: when it changes the kernel, diff once more at once (see the
+   * end).
+   */
+  #reconcile(peers: Lease[], verify: boolean): void {
     const vteps: Vteps = [];
     if (this.#dev) vteps.push([this.#dev.index, 4]);
     if (this.#v6) vteps.push([this.#v6.dev.index, 6]);
@@ -247,7 +256,7 @@ export class VxlanBackend implements Backend {
     // DirectRouting asks the kernel per peer whether it is on-link: no lease change tells.
     const ws = this.#o.directRouting ? null : peers.map((p) => this.#wants.of(p));
     const sigs = ws ? peers.map((p, i) => this.#wants.signature(p, ws[i])) : [];
-    if (ws && this.#steady.holds(sigs, read)) return Promise.resolve();
+    if (ws && this.#steady.holds(sigs, read)) return;
     const few = ws && sinceSettled({
       steady: this.#steady,
       peers: ws,
@@ -289,7 +298,11 @@ export class VxlanBackend implements Backend {
       });
     }
     f.throwIfAny("reconciling vxlan entries");
-    return Promise.resolve();
+    // A full diff that changed the kernel (the start, a large repair) cannot settle, and the
+    // next round would diff everything again. So read the tables again now: the diff finds them
+    // as wanted and settles this very round, and the next periodic round can skip or narrow its
+    // diff. (After a narrowed repair the next round's full diff stays: it is rare and small.)
+    if (verify && ws && !few && (swept.changed || installed)) this.#reconcile(peers, false);
   }
 
   /** Which devices weft's routes may use (routes.ts). */
