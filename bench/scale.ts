@@ -239,10 +239,13 @@ try {
     for (let pass = 0; pass < passes; pass++) {
       for (const kind of registries) {
         for (const backend of v["round-backends"].split(",").filter(Boolean)) {
-          for (const v8Flags of flagSets) {
+          for (
+            const [v8Flags, gcBetween] of flagSets.flatMap((f) => [[f, false], [f, true]] as const)
+          ) {
             console.log(
               `  ${kind}: periodic round with ${backend} and ${v.peers} peers, V8 flags ` +
-                `${flagsCell(v8Flags)} (pass ${pass + 1}, load ${load1()}) ...`,
+                `${flagsCell(v8Flags)}${gcBetween ? ", a full GC before each round" : ""} ` +
+                `(pass ${pass + 1}, load ${load1()}) ...`,
             );
             try {
               const r = await roundCost({
@@ -253,6 +256,7 @@ try {
                 runId: `${runId}${rounds.length}`,
                 dir,
                 v8Flags,
+                gcBetween,
               });
               rounds.push({ ...r, pass: pass + 1, load: load1() });
             } catch (e) {
@@ -272,6 +276,7 @@ try {
           "registry",
           "backend",
           "V8 flags",
+          "GC",
           "pass",
           "load",
           "peers",
@@ -294,6 +299,7 @@ try {
           r.registry,
           r.backend,
           flagsCell(r.v8Flags ?? ""),
+          r.gcBetween ? "each" : "-",
           r.pass,
           r.load,
           r.peers,
@@ -319,7 +325,8 @@ try {
           "CPU = user+sys of that process (process.cpuUsage); (list) = the registry's list alone, part of relist",
           "(kernel reads) = the route dump (vxlan: + FDB and neighbour dumps) through libnl alone, part of reconcile",
           "start = the first relist + reconcile: programs every peer, then reads the tables again and settles; reconcile: 1st = the first periodic round's, steady = median of the later ones; full diff = three periodic rounds that diff every entry (each the round after a narrowed repair of a route removed by hand; all present, nothing written), in order; restart = three first reconciles of a new backend on the same kernel (builds every peer's entries, diffs in full; code warm), in order; after 1 event = median reconcile of as many more rounds, each after one peer added or removed by an applied event (incremental diff); round after 1 event = its whole round, mean",
-          "one child per registry × backend × flag set, the sets one after another, then the next backend; load: 1-min average when the child ended",
+          "GC each = the agent's memory-reducing full GC (its heap trim) before each measured round: V8 drops compiled code with it, as between an agent's rounds minutes apart, so rounds run cold (the agent's worst case); - = rounds back to back",
+          "one child per registry × backend × flag set × GC, one after another, then the next backend; load: 1-min average when the child ended",
         ],
       );
     }

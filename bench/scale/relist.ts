@@ -83,6 +83,8 @@ export interface RoundCost {
     reconcileCpuMsPerRound: number | null;
     reconcileCpuMs: number[];
   };
+  /** Whether a full GC ran before each measured round (round_child.ts `--gc-between`). */
+  gcBetween?: boolean;
   /** The V8 flags the round ran with (comma-separated; set by roundCost). */
   v8Flags?: string;
 }
@@ -103,6 +105,8 @@ export async function roundCost(o: {
   dir: string;
   /** Comma-separated V8 flags for the round child; default weft's (src/base/v8_flags.ts). */
   v8Flags?: string;
+  /** A memory-reducing full GC before each measured round (round_child.ts `--gc-between`). */
+  gcBetween?: boolean;
 }): Promise<RoundCost> {
   const v8Flags = o.v8Flags ?? V8_FLAGS.join(",");
   const ns = await createScratchNs({ runId: o.runId });
@@ -125,6 +129,7 @@ export async function roundCost(o: {
         String(o.rounds),
         "--event-rounds",
         String(o.rounds),
+        ...(o.gcBetween ? ["--gc-between"] : []),
       ], { flags: v8Flags ? [`--v8-flags=${v8Flags}`] : [] }),
       { timeoutMs: 600_000, cwd: REPO },
     );

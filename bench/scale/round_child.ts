@@ -11,6 +11,9 @@
  * the reconcile). `--event-rounds N` then times N more rounds, each after one peer event applied
  * to the backend (a peer added, then removed again, alternately; the registry is not written:
  * the round's peer list carries the added peer): what a round costs in a cluster with churn.
+ * `--gc-between`: V8's memory-reducing full GC (the agent's heap trim, src/agent/heap_trim.ts)
+ * before each measured round: V8 then drops much of the code it compiled, as it does in an agent
+ * between rounds minutes apart, so the round pays to run cold again (the agent's worst case).
  * Last, three periodic full diffs (`fullCpuMs`: the round after a narrowed repair of a route
  * removed by hand, every entry present) and three first reconciles of a new backend on the same
  * kernel (`restartCpuMs`, as after an agent's restart). Prints one JSON object.
@@ -36,6 +39,7 @@ import { openKvRegistry } from "../../src/registry/kv/mod.ts";
 import { PeerWatcher } from "../../src/lease/watch.ts";
 import { leaseMatches } from "../../src/lease/codec.ts";
 import { formatCidr } from "../../src/base/ipv4.ts";
+import { collectGarbage } from "../../src/agent/heap_trim.ts";
 import { leasePlan } from "../lib/leases.ts";
 import { writeLeases } from "../lib/lease_writer.ts";
 
@@ -51,9 +55,12 @@ const { values: v } = parseArgs({
     rounds: { type: "string", default: "10" },
     iface: { type: "string", default: "ext0" },
     "event-rounds": { type: "string", default: "0" },
+    "gc-between": { type: "boolean", default: false },
   },
 });
 const n = Number(v.peers);
+/** A memory-reducing full GC before each measured round, as the agent's heap trim runs between. */
+const gcBetween = v["gc-between"];
 const rounds = Number(v.rounds);
 const cpuMs = () => {
   const u = cpuUsage();
@@ -107,13 +114,16 @@ try {
   await new Promise((r) => setTimeout(r, 500));
 
   const parts = { relist: 0, takePeers: 0, reconcile: 0 };
-  /** Per round: the first after the start diffs in full, later ones find the tables unchanged. */
+  /** Per round: the first after the start, later ones find the tables unchanged. */
   const reconcileCpuMs: number[] = [];
-  const t0 = performance.now();
-  const c0 = cpuMs();
+  let roundCpu = 0;
+  let roundWall = 0;
   let peers = 0;
   for (let i = 0; i < rounds; i++) {
-    c = cpuMs();
+    if (gcBetween) collectGarbage();
+    const t0 = performance.now();
+    const c0 = cpuMs();
+    c = c0;
     if (!await watcher.relist()) throw new Error("relist older than the watch (no watch runs)");
     parts.relist += cpuMs() - c;
     c = cpuMs();
@@ -124,9 +134,11 @@ try {
     await backend.reconcile(p);
     reconcileCpuMs.push(cpuMs() - c);
     parts.reconcile += reconcileCpuMs[i];
+    roundCpu += cpuMs() - c0;
+    roundWall += performance.now() - t0;
   }
-  const cpuMsPerRound = (cpuMs() - c0) / rounds;
-  const wallMsPerRound = (performance.now() - t0) / rounds;
+  const cpuMsPerRound = roundCpu / rounds;
+  const wallMsPerRound = roundWall / rounds;
   // The next lease of the plan: its own subnet, public IP and VTEP MAC.
   const extra = leasePlan({
     count: n + 1,
@@ -139,6 +151,7 @@ try {
   for (let i = 0; i < Number(v["event-rounds"]); i++) {
     const added = i % 2 === 0;
     await backend.apply([{ type: added ? "added" : "removed", lease: extra }]);
+    if (gcBetween) collectGarbage();
     const r0 = cpuMs();
     if (!await watcher.relist()) throw new Error("relist older than the watch (no watch runs)");
     const p = watcher.takePeers();
@@ -160,6 +173,7 @@ try {
     if (!r) throw new Error(`no route ${dst} to remove`);
     nl.routeDel(r);
     await backend.reconcile(held); // the repair
+    if (gcBetween) collectGarbage();
     c = cpuMs();
     await backend.reconcile(held); // the full diff
     fullCpuMs.push(cpuMs() - c);
@@ -200,6 +214,7 @@ try {
   await backend.close();
   console.log(JSON.stringify({
     registry: v.registry,
+    gcBetween,
     backend: v.backend,
     peers,
     rounds,

@@ -337,17 +337,23 @@ export interface Words {
 
 const littleEndian = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 
+/** The views {@link wordsOf} hands out: one object for the process's life (see there). */
+const words: Words = { u8: new Uint8Array(0), u16: new Uint16Array(0), u32: new Uint32Array(0) };
+
 /**
  * `b` as {@link Words}: netlink fields are in host order and 4-byte aligned, as typed arrays read
- * them; null when `b` does not start 4-byte aligned or the host is big-endian (then parse).
+ * them; null when `b` does not start 4-byte aligned or the host is big-endian (then parse). The
+ * same object each call, valid until the next: V8 drops the code it compiled for the scans when
+ * the objects it saw are all gone, and a full diff comes minutes after the last.
  */
 export function wordsOf(b: Uint8Array): Words | null {
   if (!littleEndian || b.byteOffset % 4 !== 0) return null;
-  return {
-    u8: b,
-    u16: new Uint16Array(b.buffer, b.byteOffset, b.length >> 1),
-    u32: new Uint32Array(b.buffer, b.byteOffset, b.length >> 2),
-  };
+  if (words.u8 !== b) {
+    words.u8 = b;
+    words.u16 = new Uint16Array(b.buffer, b.byteOffset, b.length >> 1);
+    words.u32 = new Uint32Array(b.buffer, b.byteOffset, b.length >> 2);
+  }
+  return words;
 }
 
 /** An address word read in host (little-endian) order, as its number (198.19.0.1: 0xc6130001). */

@@ -32,6 +32,9 @@ interface Key {
   gw: number;
 }
 
+/** The index of each full diff, rebuilt in place (num_index.ts says why). */
+const index = new NumIndex();
+
 /** Per wanted route object (wants are cached per lease): made once, not per full diff. */
 const keyCache = new WeakMap<Route, Key | null>();
 
@@ -54,7 +57,7 @@ export function splitRoutes(
     dst[i] = k ? k.dst : -1;
     if (k) prefix[i] = k.prefix, gw[i] = k.gw;
   }
-  const ix = new NumIndex(dst);
+  const ix = index.build(dst);
   const rest: Route[] = [];
   const plain = (r: PlainRoute) => {
     if (r.protocol !== RTPROT_WEFT) return false;

@@ -38,6 +38,10 @@ interface Keys {
   mac: number;
 }
 
+/** The indexes of each full diff, rebuilt in place (num_index.ts says why). */
+const macIndex = new NumIndex();
+const ipIndex = new NumIndex();
+
 /** Per wanted entry set (wants are cached per lease): made once, not per full diff. */
 const keyCache = new WeakMap<PeerEntries, Keys>();
 
@@ -76,8 +80,8 @@ export function splitVteps(
     ip[i] = k.ip;
     neighMac[i] = k.mac;
   }
-  const byMac = new NumIndex(fdbMac);
-  const byIp = new NumIndex(ip);
+  const byMac = macIndex.build(fdbMac);
+  const byIp = ipIndex.build(ip);
   const tables = reads.map((r, v): VtepTables => {
     const [dev, family] = vteps[v];
     const fdb: Fdb[] = [];
