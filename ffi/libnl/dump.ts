@@ -22,7 +22,7 @@ import { NetlinkError, NLE_DUMP_INTR } from "./errors.ts";
 import { errorText, kernelErrorAt, type NlSocket } from "./socket.ts";
 import { libs } from "./symbols.ts";
 
-export { DumpMemo, type TableChange, TableRead } from "./dump_memo.ts";
+export { bytesOrEach, DumpMemo, type TableChange, TableRead } from "./dump_memo.ts";
 
 export const RTM_GETROUTE = 26;
 export const RTM_GETNEIGH = 30;

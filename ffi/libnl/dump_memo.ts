@@ -58,6 +58,16 @@ export class TableRead<T> {
 }
 
 /**
+ * The bytes of `read` ({@link TableRead.bytes}); for a read made of a list, null after handing
+ * each entry to `other` (the scans' way through either kind).
+ */
+export function bytesOrEach<T>(read: TableRead<T>, other: (x: T) => void): Uint8Array | null {
+  const b = read.bytes();
+  if (!b) { for (const x of read.entries()) other(x); }
+  return b;
+}
+
+/**
  * The last read of one list call site, kept by its caller: passed to a read method
  * (`Netlink.routeRead(filter, memo)`), it makes the method return the very {@link TableRead} of
  * its last call when the kernel's table is byte for byte what it was, and a new one otherwise.

@@ -14,6 +14,7 @@ import { AF_INET } from "../libc/udp.ts";
 import { addrText, AF_BRIDGE, AF_INET6, macText } from "./nladdr.ts";
 import {
   attrTable,
+  bytesOrEach,
   type DumpMemo,
   dumpTable,
   forEachMessage,
@@ -245,11 +246,8 @@ export function scanNeigh(
   plain: (n: PlainNeigh) => boolean,
   other: (n: Neigh) => void,
 ): void {
-  const b = read.bytes();
-  if (!b) {
-    for (const n of read.entries()) other(n);
-    return;
-  }
+  const b = bytesOrEach(read, other);
+  if (!b) return;
   const af = afOf(family);
   const isPlain = af === AF_INET
     ? (w: Words, off: number, len: number) => asPlain(w, off, len, AF_INET, dev, NUD_PERMANENT, 0)
@@ -267,11 +265,8 @@ export function scanFdb(
   plain: (n: PlainNeigh) => boolean,
   other: (x: Fdb) => void,
 ): void {
-  const b = read.bytes();
-  if (!b) {
-    for (const x of read.entries()) other(x);
-    return;
-  }
+  const b = bytesOrEach(read, other);
+  if (!b) return;
   const isPlain = (w: Words, off: number, len: number) =>
     asPlain(w, off, len, AF_BRIDGE, dev, 0, NTF_SELF);
   scan(b, isPlain, plain, (n) => toFdb(n, dev), other);

@@ -12,6 +12,7 @@ import { AF_INET } from "../libc/udp.ts";
 import { addrText, AF_INET6 } from "./nladdr.ts";
 import {
   attrTable,
+  bytesOrEach,
   type DumpMemo,
   dumpTable,
   forEachMessage,
@@ -169,11 +170,8 @@ export function scanRoutes(
   plain: (r: PlainRoute) => boolean,
   other: (r: Route) => void,
 ): void {
-  const b = read.bytes();
-  if (!b) {
-    for (const r of read.entries()) other(r);
-    return;
-  }
+  const b = bytesOrEach(read, other);
+  if (!b) return;
   // Filters plainRoute does not check (by destination, by device): parse every route.
   const quick = f.dst === undefined && f.dev === undefined &&
     (f.type ?? RTN_UNICAST) === RTN_UNICAST;

@@ -80,33 +80,51 @@ export function splitVteps(
     ip[i] = k.ip;
     neighMac[i] = k.mac;
   }
+  const devs = Int32Array.from(want, (w) => w.e.dev);
   const byMac = macIndex.build(fdbMac);
   const byIp = ipIndex.build(ip);
   const tables = reads.map((r, v): VtepTables => {
     const [dev, family] = vteps[v];
     const fdb: Fdb[] = [];
     const neigh: Neigh[] = [];
-    scanFdb(r.fdb, dev, (x: PlainNeigh) => {
-      let found = false;
-      for (let i = byMac.first(x.mac); i >= 0; i = byMac.next(i)) {
-        if (want[i].e.dev !== dev || fdbDst[i] !== x.ip) continue;
-        fdbHave[i] = 1;
-        found = true;
-      }
-      return found;
-    }, (x) => fdb.push(x));
-    scanNeigh(r.neigh, dev, family, (n: PlainNeigh) => {
-      let found = false;
-      for (let i = byIp.first(n.ip); i >= 0; i = byIp.next(i)) {
-        if (want[i].e.dev !== dev || neighMac[i] !== n.mac) continue;
-        neighHave[i] = 1;
-        found = true;
-      }
-      return found;
-    }, (n) => neigh.push(n));
+    scanFdb(
+      r.fdb,
+      dev,
+      (x: PlainNeigh) => mark(byMac, x.mac, x.ip, fdbDst, dev, devs, fdbHave),
+      (x) => fdb.push(x),
+    );
+    scanNeigh(
+      r.neigh,
+      dev,
+      family,
+      (n: PlainNeigh) => mark(byIp, n.ip, n.mac, neighMac, dev, devs, neighHave),
+      (n) => neigh.push(n),
+    );
     return { fdb, neigh };
   });
   return { fdbHave, neighHave, tables };
+}
+
+/**
+ * Marks in `have` each wanted entry under `key` in `ix` on `dev` whose other number (`expect`) is
+ * `value`; whether there was one.
+ */
+function mark(
+  ix: NumIndex,
+  key: number,
+  value: number,
+  expect: Float64Array,
+  dev: number,
+  devs: Int32Array,
+  have: Uint8Array,
+): boolean {
+  let found = false;
+  for (let i = ix.first(key); i >= 0; i = ix.next(i)) {
+    if (devs[i] !== dev || expect[i] !== value) continue;
+    have[i] = 1;
+    found = true;
+  }
+  return found;
 }
 
 /** "aa:bb:cc:dd:ee:ff" (lower or upper case) as a 48-bit number; -1 when not spelled so. */
