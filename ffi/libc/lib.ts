@@ -20,6 +20,8 @@
  */
 
 const SYMBOLS = {
+  /** int memcmp(const void*, const void*, size_t). */
+  memcmp: { parameters: ["buffer", "buffer", "usize"], result: "i32" },
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   /** ssize_t read(int, void*, size_t): result as i32, see module doc. */
