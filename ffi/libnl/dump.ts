@@ -328,6 +328,34 @@ export function attrTable(v: DataView, off: number, len: number, t: Int32Array):
   return t;
 }
 
+/**
+ * Each message of `type` in `b`, as the scans (route_list.ts, neigh_list.ts) read them: offered
+ * to `take` first (`w`: the dump's {@link Words}; it reads a plain entry's numbers and says
+ * whether it was taken), each one not taken handed to `parse`. Without `w` or `take`, every
+ * message goes to `parse`. One loop with typed-array reads: a full diff runs it on 5000 entries a
+ * table, often on cold code.
+ */
+export function scanMessages(
+  b: Uint8Array,
+  type: number,
+  w: Words | null,
+  take: ((w: Words, off: number, len: number) => boolean) | null,
+  parse: (v: DataView, off: number, len: number) => void,
+): void {
+  if (!w || !take) {
+    return forEachMessage(b, (v, off, len) => {
+      if (v.getUint16(off + 4, true) === type) parse(v, off, len);
+    });
+  }
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  for (let off = 0; off + NLMSG_HDRLEN <= b.length;) {
+    const len = w.u32[off >> 2];
+    if (len < NLMSG_HDRLEN || off + len > b.length) break;
+    if (w.u16[(off + 4) >> 1] === type && !take(w, off, len)) parse(v, off, len);
+    off += (len + 3) & ~3;
+  }
+}
+
 /** Typed-array views of a dump, for the scans' reads (no DataView call per field). */
 export interface Words {
   u8: Uint8Array;

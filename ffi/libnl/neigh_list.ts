@@ -20,6 +20,7 @@ import {
   forEachMessage,
   netOrder,
   RTM_GETNEIGH,
+  scanMessages,
   type TableRead,
   type Words,
   wordsOf,
@@ -213,25 +214,16 @@ function scan<T>(
   to: (n: RawNeigh) => T | null,
   other: (x: T) => void,
 ): void {
-  const w = wordsOf(b);
-  if (!w || !isPlain) {
-    return forEachMessage(b, (v, off, len) => {
-      if (v.getUint16(off + 4, true) !== RTM_NEWNEIGH) return;
+  scanMessages(
+    b,
+    RTM_NEWNEIGH,
+    wordsOf(b),
+    isPlain && ((w, off, len) => isPlain(w, off, len) && plain(plainNeigh)),
+    (v, off, len) => {
       const x = to(readNeigh(v, off, len));
       if (x) other(x);
-    });
-  }
-  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  // One loop, typed-array reads: the first full diff after start runs it on cold code.
-  for (let off = 0; off + 16 <= b.length;) {
-    const len = w.u32[off >> 2];
-    if (len < 16 || off + len > b.length) break;
-    if (w.u16[(off + 4) >> 1] === RTM_NEWNEIGH && !(isPlain(w, off, len) && plain(plainNeigh))) {
-      const x = to(readNeigh(v, off, len));
-      if (x) other(x);
-    }
-    off += (len + 3) & ~3;
-  }
+    },
+  );
 }
 
 /**

@@ -18,6 +18,7 @@ import {
   forEachMessage,
   netOrder,
   RTM_GETROUTE,
+  scanMessages,
   type TableRead,
   type Words,
   wordsOf,
@@ -175,28 +176,17 @@ export function scanRoutes(
   // Filters plainRoute does not check (by destination, by device): parse every route.
   const quick = f.dst === undefined && f.dev === undefined &&
     (f.type ?? RTN_UNICAST) === RTN_UNICAST;
-  const w = quick ? wordsOf(b) : null;
-  if (!w) {
-    return forEachMessage(b, (v, off, len) => {
-      if (v.getUint16(off + 4, true) !== RTM_NEWROUTE) return;
+  const table = f.table ?? RT_TABLE_MAIN;
+  scanMessages(
+    b,
+    RTM_NEWROUTE,
+    quick ? wordsOf(b) : null,
+    (w, off, len) => asPlain(w, off, len, table) && plain(plainRoute),
+    (v, off, len) => {
       const r = parseRoute(v, off, len, f);
       if (r) other(r);
-    });
-  }
-  const table = f.table ?? RT_TABLE_MAIN;
-  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  // One loop, typed-array reads: the first full diff after start runs it on cold code.
-  for (let off = 0; off + 16 <= b.length;) {
-    const len = w.u32[off >> 2];
-    if (len < 16 || off + len > b.length) break;
-    if (w.u16[(off + 4) >> 1] === RTM_NEWROUTE) {
-      if (!(asPlain(w, off, len, table) && plain(plainRoute))) {
-        const r = parseRoute(v, off, len, f);
-        if (r) other(r);
-      }
-    }
-    off += (len + 3) & ~3;
-  }
+    },
+  );
 }
 
 /** Whether the route at `off` is a plain IPv4 route of `table`; if so, fills {@link plainRoute}. */
