@@ -8,6 +8,7 @@
  * const c = messageChange(oldBytes, newBytes); // { added, removed }: messages back to back
  * ```
  */
+import { libc } from "../libc/lib.ts";
 
 /** More changed entries than this share of a table: no change (diff it all). */
 const CHANGE_SHARE = 0.1;
@@ -38,12 +39,20 @@ export function messageChange(
   if (Math.abs(a.length - b.length) > limit) return null;
   const va = new DataView(old.buffer, old.byteOffset, old.byteLength);
   const vb = new DataView(now.buffer, now.byteOffset, now.byteLength);
-  // A dump keeps its order: the equal head and tail need no hashing.
+  // A dump keeps its order: the equal head and tail need no hashing. They are found as the
+  // common prefix and suffix of the bytes (libc's memcmp), then counted in whole messages: up to
+  // the first difference both dumps have their messages at the same offsets.
+  const pre = commonPrefix(old, now);
+  const nextA = (i: number) => i + 1 < a.length ? a[i + 1] : old.length;
   let head = 0;
-  while (head < a.length && head < b.length && sameMessage(va, a[head], vb, b[head])) head++;
+  while (head < a.length && head < b.length && a[head] === b[head] && nextA(head) <= pre) head++;
+  const suf = commonSuffix(old, now, pre);
   let ta = a.length;
   let tb = b.length;
-  while (ta > head && tb > head && sameMessage(va, a[ta - 1], vb, b[tb - 1])) ta--, tb--;
+  while (
+    ta > head && tb > head && old.length - a[ta - 1] <= suf &&
+    old.length - a[ta - 1] === now.length - b[tb - 1]
+  ) ta--, tb--;
   // The rest: old messages by hash (chained), each matched at most once.
   const first = new Map<number, number>();
   const next = new Int32Array(ta - head).fill(-1);
@@ -65,6 +74,39 @@ export function messageChange(
     if (!matched[i] && removed.push(a[head + i]) > limit) return null;
   }
   return { added: gather(now, vb, added), removed: gather(old, va, removed) };
+}
+
+/** Bytes compared per memcmp call while looking for the first (or last) difference. */
+const CHUNK = 4096;
+
+/** How many leading bytes `x` and `y` share. */
+function commonPrefix(x: Uint8Array, y: Uint8Array): number {
+  const n = Math.min(x.length, y.length);
+  const c = libc();
+  let at = 0;
+  while (
+    at + CHUNK <= n &&
+    c.memcmp(x.subarray(at, at + CHUNK), y.subarray(at, at + CHUNK), BigInt(CHUNK)) === 0
+  ) at += CHUNK;
+  while (at < n && x[at] === y[at]) at++;
+  return at;
+}
+
+/** How many trailing bytes `x` and `y` share, at most what is left after their common `pre`. */
+function commonSuffix(x: Uint8Array, y: Uint8Array, pre: number): number {
+  const n = Math.min(x.length, y.length) - pre;
+  const c = libc();
+  let k = 0;
+  while (
+    k + CHUNK <= n &&
+    c.memcmp(
+        x.subarray(x.length - k - CHUNK, x.length - k),
+        y.subarray(y.length - k - CHUNK, y.length - k),
+        BigInt(CHUNK),
+      ) === 0
+  ) k += CHUNK;
+  while (k < n && x[x.length - 1 - k] === y[y.length - 1 - k]) k++;
+  return k;
 }
 
 function hashMessage(v: DataView, off: number): number {
