@@ -22,7 +22,7 @@ import {
   type TableRead,
 } from "../../ffi/libnl/mod.ts";
 import { RTPROT_WEFT } from "./routes.ts";
-import { ipOf, quickCidr } from "./route_text.ts";
+import { quickCidr, quickIp } from "./route_text.ts";
 import { NumIndex } from "./num_index.ts";
 
 /** A wanted route's numbers; null: no plain route can match it. */
@@ -84,20 +84,12 @@ function keyOf(w: Route): Key | null {
     w.src === undefined && (w.type ?? RTN_UNICAST) === RTN_UNICAST && w.gw !== undefined &&
     w.dev !== undefined
   ) {
+    // Spelled as the kernel spells them (as weft's own wanted routes are), or never matched here:
+    // an IPv6 or oddly written gateway is left to the diff of parsed routes.
     const dst = quickCidr(w.dst);
-    const gw = dst && ipOf4(w.gw);
-    if (dst && gw !== null) k = { dst: dst.ip, prefix: dst.prefix, gw };
+    const gw = quickIp(w.gw, w.gw.length);
+    if (dst && gw >= 0) k = { dst: dst.ip, prefix: dst.prefix, gw };
   }
   keyCache.set(w, k);
   return k;
-}
-
-/** `text` as an IPv4 number; null when it is none (an IPv6 gateway). */
-function ipOf4(text: string): number | null {
-  if (text.includes(":")) return null;
-  try {
-    return ipOf(text);
-  } catch {
-    return null;
-  }
 }
